@@ -1,0 +1,211 @@
+//! From a device address to the keyed hash that feeds a sketch.
+//!
+//! `blake3::keyed_hash(salt, domain || address)`, with a domain per medium so that a Wi-Fi and
+//! a BLE address with the same bytes never collide. The address is borrowed, hashed and
+//! forgotten: nothing here stores it, and [`DeviceHash`] cannot be printed or serialized,
+//! so an individual hash cannot leave the agent by accident.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::salt::Salt;
+
+/// Length of a device address (EUI-48 for Wi-Fi, BD_ADDR for BLE).
+pub const ADDRESS_LEN: usize = 6;
+
+/// Bytes of the blake3 output kept as the device hash (128 bits: collisions are negligible).
+const HASH_LEN: usize = 16;
+
+/// The radio a device was heard on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Medium {
+    /// IEEE 802.11.
+    Wifi,
+    /// Bluetooth Low Energy.
+    Ble,
+}
+
+impl Medium {
+    /// The domain-separation prefix hashed before the address.
+    fn domain(self) -> &'static [u8; 16] {
+        match self {
+            Medium::Wifi => b"crowdflow/v1/wif",
+            Medium::Ble => b"crowdflow/v1/ble",
+        }
+    }
+}
+
+/// The sketch kinds kept apart, because randomized addresses inflate naive counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Wi-Fi, globally administered address (a stable hardware MAC).
+    Wifi,
+    /// Wi-Fi, locally administered address (randomized MAC).
+    WifiRandom,
+    /// Bluetooth LE advertiser address.
+    Ble,
+}
+
+impl Kind {
+    /// Every kind, in wire order.
+    pub const ALL: [Kind; 3] = [Kind::Wifi, Kind::WifiRandom, Kind::Ble];
+
+    /// Classifies an address heard on `medium`: Wi-Fi addresses with the
+    /// locally-administered bit (0x02 of the first octet) set are randomized.
+    pub fn classify(medium: Medium, address: &[u8; ADDRESS_LEN]) -> Kind {
+        match medium {
+            Medium::Ble => Kind::Ble,
+            Medium::Wifi if address[0] & 0x02 != 0 => Kind::WifiRandom,
+            Medium::Wifi => Kind::Wifi,
+        }
+    }
+
+    /// The wire name (`wifi`, `wifi_random`, `ble`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Wifi => "wifi",
+            Kind::WifiRandom => "wifi_random",
+            Kind::Ble => "ble",
+        }
+    }
+
+    /// The medium a kind is heard on.
+    pub fn medium(self) -> Medium {
+        match self {
+            Kind::Wifi | Kind::WifiRandom => Medium::Wifi,
+            Kind::Ble => Medium::Ble,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of the sketch kinds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown kind (expected wifi, wifi_random or ble)")]
+pub struct UnknownKind;
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(UnknownKind)
+    }
+}
+
+/// The salted hash of one device address. It lives only inside the agent, on its way into
+/// a sketch: it has no `Debug` of its bytes, no `Display` and no serde.
+pub struct DeviceHash([u8; HASH_LEN]);
+
+impl DeviceHash {
+    /// The hash bytes, for feeding a sketch.
+    pub(crate) fn as_bytes(&self) -> &[u8; HASH_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DeviceHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceHash(..)")
+    }
+}
+
+/// Hashes a device address under the epoch's salt; the address is only borrowed.
+#[inline]
+pub fn hash_device(salt: &Salt, medium: Medium, address: &[u8; ADDRESS_LEN]) -> DeviceHash {
+    let mut input = [0u8; 16 + ADDRESS_LEN];
+    input[..16].copy_from_slice(medium.domain());
+    input[16..].copy_from_slice(address);
+    let hash = blake3::keyed_hash(salt.key(), &input);
+    let mut out = [0; HASH_LEN];
+    out.copy_from_slice(&hash.as_bytes()[..HASH_LEN]);
+    DeviceHash(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::salt::SALT_LEN;
+
+    const PHONE: [u8; 6] = [0x4c, 0x5e, 0x0c, 0xb0, 0x4f, 0xf7];
+
+    fn salt(byte: u8) -> Salt {
+        Salt::from_slice(&[byte; SALT_LEN]).expect("32 bytes")
+    }
+
+    #[test]
+    fn same_address_and_salt_give_the_same_hash() {
+        let s = salt(1);
+        assert_eq!(
+            hash_device(&s, Medium::Wifi, &PHONE).as_bytes(),
+            hash_device(&s, Medium::Wifi, &PHONE).as_bytes()
+        );
+    }
+
+    #[test]
+    fn another_salt_gives_an_unlinkable_hash() {
+        assert_ne!(
+            hash_device(&salt(1), Medium::Wifi, &PHONE).as_bytes(),
+            hash_device(&salt(2), Medium::Wifi, &PHONE).as_bytes()
+        );
+    }
+
+    #[test]
+    fn media_are_domain_separated() {
+        let s = salt(1);
+        assert_ne!(
+            hash_device(&s, Medium::Wifi, &PHONE).as_bytes(),
+            hash_device(&s, Medium::Ble, &PHONE).as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_hash_is_the_documented_keyed_blake3() {
+        let s = salt(9);
+        let mut input = b"crowdflow/v1/wif".to_vec();
+        input.extend_from_slice(&PHONE);
+        let expected = blake3::keyed_hash(&[9; SALT_LEN], &input);
+        assert_eq!(
+            &hash_device(&s, Medium::Wifi, &PHONE).as_bytes()[..],
+            &expected.as_bytes()[..16]
+        );
+    }
+
+    #[test]
+    fn debug_of_a_hash_shows_no_bytes() {
+        assert_eq!(
+            format!("{:?}", hash_device(&salt(1), Medium::Ble, &PHONE)),
+            "DeviceHash(..)"
+        );
+    }
+
+    #[test]
+    fn locally_administered_wifi_addresses_are_random_kind() {
+        assert_eq!(Kind::classify(Medium::Wifi, &PHONE), Kind::Wifi);
+        let random = [0xda, 0xa1, 0x19, 0x22, 0x69, 0x42];
+        assert_eq!(Kind::classify(Medium::Wifi, &random), Kind::WifiRandom);
+        assert_eq!(Kind::classify(Medium::Ble, &random), Kind::Ble);
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_wire_names() {
+        for kind in Kind::ALL {
+            assert_eq!(kind.as_str().parse::<Kind>(), Ok(kind));
+            assert_eq!(
+                serde_json::to_string(&kind).expect("json"),
+                format!("\"{kind}\"")
+            );
+        }
+        assert_eq!("WIFI".parse::<Kind>(), Err(UnknownKind));
+    }
+}

@@ -1,0 +1,68 @@
+use crate::sketch::SketchError;
+
+/// Why a message from outside was refused. Messages name the field and the rule, never the
+/// offending value, so logs of rejects cannot carry payload contents.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WireError {
+    /// Larger than the configured maximum.
+    #[error("payload is {len} bytes, the limit is {max}")]
+    TooLarge {
+        /// Received size.
+        len: usize,
+        /// Allowed size.
+        max: usize,
+    },
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("payload is not a valid v1 JSON message: {0}")]
+    Json(String),
+    /// A protocol version this build does not speak.
+    #[error("unsupported protocol version {0} (this build speaks v1)")]
+    Version(u64),
+    /// A required field is absent.
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    /// A field is present but breaks a rule.
+    #[error("field `{field}`: {reason}")]
+    Invalid {
+        /// The field at fault.
+        field: &'static str,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// The embedded sketch is not acceptable.
+    #[error("field `sketch`: {0}")]
+    Sketch(#[from] SketchError),
+    /// A topic outside the v1 layout.
+    #[error("topic is not a crowdflow v1 topic: {0}")]
+    Topic(&'static str),
+}
+
+impl WireError {
+    /// A short, stable label for reject counters (a Prometheus label value).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::TooLarge { .. } => "too_large",
+            WireError::Json(_) => "bad_json",
+            WireError::Version(_) => "bad_version",
+            WireError::Missing(_) => "missing_field",
+            WireError::Invalid { field, .. } => match *field {
+                "sensor_id" => "bad_sensor_id",
+                "window_start" | "window_s" => "bad_window",
+                "epoch" => "bad_epoch",
+                "salt_fp" => "bad_salt_fp",
+                "kind" => "bad_kind",
+                _ => "bad_field",
+            },
+            WireError::Sketch(SketchError::WrongPrecision { .. }) => "wrong_precision",
+            WireError::Sketch(_) => "bad_sketch",
+            WireError::Topic(_) => "bad_topic",
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl ToString) -> WireError {
+        WireError::Invalid {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use super::envelope::{check_version, parse_object, take_str};
+use super::{PROTOCOL_VERSION, SensorId, WireError};
+use crate::epoch::EpochId;
+use crate::salt::{Salt, SaltFingerprint};
+
+/// Largest accepted salt announcement.
+const MAX_BYTES: usize = 4096;
+
+/// Most salts one announcement may carry (current and next, with room for one previous).
+const MAX_SALTS: usize = 3;
+
+/// One epoch's salt, as carried by a [`SaltAnnouncement`].
+#[derive(Debug)]
+pub struct EpochSalt {
+    /// The epoch the salt keys.
+    pub epoch: EpochId,
+    /// The salt itself.
+    pub salt: Salt,
+}
+
+/// The salt authority's announcement on `{prefix}/salt`: current and, ahead of rotation, next
+/// epoch salts. Sent with QoS 0 and never retained, so no broker stores it.
+#[derive(Debug)]
+pub struct SaltAnnouncement {
+    /// Which aggregator replica is the salt authority (for multi-replica diagnosis).
+    pub authority: String,
+    /// When the announcement was made.
+    pub issued_at: Timestamp,
+    /// The salts, oldest epoch first.
+    pub salts: Vec<EpochSalt>,
+}
+
+impl SaltAnnouncement {
+    /// The JSON payload, in a buffer that is zeroized when dropped.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let salts: Vec<Value> = self
+            .salts
+            .iter()
+            .map(|s| {
+                json!({
+                    "epoch": s.epoch,
+                    "salt": BASE64.encode(s.salt.key()),
+                    "fp": s.salt.fingerprint(),
+                })
+            })
+            .collect();
+        let mut doc = json!({
+            "v": PROTOCOL_VERSION,
+            "authority": self.authority,
+            "issued_at": self.issued_at,
+            "salts": salts,
+        });
+        let bytes = Zeroizing::new(serde_json::to_vec(&doc).unwrap_or_default());
+        scrub(&mut doc);
+        bytes
+    }
+
+    /// Decodes an announcement, checking every salt against its fingerprint.
+    pub fn decode(bytes: &[u8]) -> Result<SaltAnnouncement, WireError> {
+        let mut map = parse_object(bytes, MAX_BYTES)?;
+        let result = decode_map(&mut map);
+        scrub_map(&mut map);
+        result
+    }
+}
+
+fn decode_map(map: &mut Map<String, Value>) -> Result<SaltAnnouncement, WireError> {
+    check_version(map)?;
+    let authority = SensorId::new(take_str(map, "authority")?)
+        .map_err(|_| WireError::invalid("authority", "must be 1 to 64 of A-Z a-z 0-9 _ -"))?
+        .to_string();
+    let issued_at: Timestamp = take_str(map, "issued_at")?
+        .parse()
+        .map_err(|_| WireError::invalid("issued_at", "must be an RFC 3339 instant"))?;
+    let entries = match map.get_mut("salts") {
+        None | Some(Value::Null) => return Err(WireError::Missing("salts")),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(WireError::invalid("salts", "must be an array")),
+    };
+    if entries.is_empty() || entries.len() > MAX_SALTS {
+        return Err(WireError::invalid("salts", "must hold 1 to 3 salts"));
+    }
+    let mut salts = entries
+        .iter_mut()
+        .map(decode_entry)
+        .collect::<Result<Vec<_>, _>>()?;
+    salts.sort_by_key(|s| s.epoch);
+    if salts.windows(2).any(|w| w[0].epoch == w[1].epoch) {
+        return Err(WireError::invalid("salts", "names an epoch twice"));
+    }
+    Ok(SaltAnnouncement {
+        authority,
+        issued_at,
+        salts,
+    })
+}
+
+fn decode_entry(entry: &mut Value) -> Result<EpochSalt, WireError> {
+    let Value::Object(entry) = entry else {
+        return Err(WireError::invalid("salts", "entries must be objects"));
+    };
+    let epoch = take_str(entry, "epoch")
+        .map_err(|_| WireError::Missing("salts.epoch"))?
+        .parse::<EpochId>()
+        .map_err(|e| WireError::invalid("salts.epoch", e))?;
+    let fp = take_str(entry, "fp")
+        .map_err(|_| WireError::Missing("salts.fp"))?
+        .parse::<SaltFingerprint>()
+        .map_err(|e| WireError::invalid("salts.fp", e))?;
+    let encoded = take_str(entry, "salt").map_err(|_| WireError::Missing("salts.salt"))?;
+    let raw = Zeroizing::new(
+        BASE64
+            .decode(encoded)
+            .map_err(|_| WireError::invalid("salts.salt", "is not valid base64"))?,
+    );
+    let salt = Salt::from_slice(&raw).map_err(|e| WireError::invalid("salts.salt", e))?;
+    if salt.fingerprint() != fp {
+        return Err(WireError::invalid(
+            "salts.fp",
+            "does not match the salt (corrupted or forged announcement)",
+        ));
+    }
+    Ok(EpochSalt { epoch, salt })
+}
+
+/// Overwrites the salt strings of a parsed document before it is dropped.
+fn scrub(doc: &mut Value) {
+    if let Value::Object(map) = doc {
+        scrub_map(map);
+    }
+}
+
+fn scrub_map(map: &mut Map<String, Value>) {
+    if let Some(Value::Array(entries)) = map.get_mut("salts") {
+        for entry in entries {
+            if let Some(Value::String(s)) = entry.get_mut("salt") {
+                zeroize::Zeroize::zeroize(s);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announcement() -> SaltAnnouncement {
+        SaltAnnouncement {
+            authority: "aggregator-1".into(),
+            issued_at: "2026-04-27T01:00:00Z".parse().expect("ts"),
+            salts: vec![
+                EpochSalt {
+                    epoch: "2026-04-26".parse().expect("epoch"),
+                    salt: Salt::generate().expect("entropy"),
+                },
+                EpochSalt {
+                    epoch: "2026-04-27".parse().expect("epoch"),
+                    salt: Salt::generate().expect("entropy"),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn salts_survive_the_round_trip_with_their_fingerprints() {
+        let a = announcement();
+        let back = SaltAnnouncement::decode(&a.encode()).expect("valid");
+        assert_eq!(back.authority, "aggregator-1");
+        assert_eq!(back.salts.len(), 2);
+        for (x, y) in a.salts.iter().zip(&back.salts) {
+            assert_eq!(x.epoch, y.epoch);
+            assert_eq!(x.salt.fingerprint(), y.salt.fingerprint());
+        }
+    }
+
+    #[test]
+    fn a_salt_that_does_not_match_its_fingerprint_is_refused() {
+        let a = announcement();
+        let mut doc: Value = serde_json::from_slice(&a.encode()).expect("json");
+        doc["salts"][0]["fp"] = "0000000000000000".into();
+        let err =
+            SaltAnnouncement::decode(&serde_json::to_vec(&doc).expect("json")).expect_err("fp");
+        assert!(err.to_string().contains("salts.fp"), "{err}");
+    }
+
+    #[test]
+    fn malformed_announcements_name_the_field() {
+        let a = announcement();
+        let good: Value = serde_json::from_slice(&a.encode()).expect("json");
+        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+            (Box::new(|d| d["salts"] = json!([])), "salts"),
+            (
+                Box::new(|d| d["salts"][0]["salt"] = "AAAA".into()),
+                "salts.salt",
+            ),
+            (
+                Box::new(|d| d["salts"][0]["salt"] = "***".into()),
+                "salts.salt",
+            ),
+            (
+                Box::new(|d| d["salts"][1]["epoch"] = d["salts"][0]["epoch"].clone()),
+                "salts",
+            ),
+            (
+                Box::new(|d| d["salts"][0]["epoch"] = "soon".into()),
+                "salts.epoch",
+            ),
+            (Box::new(|d| d["authority"] = "a b".into()), "authority"),
+            (Box::new(|d| d["issued_at"] = 5.into()), "issued_at"),
+            (Box::new(|d| d["v"] = 9.into()), "version 9"),
+        ];
+        for (mutate, expect) in cases {
+            let mut doc = good.clone();
+            mutate(&mut doc);
+            let err = SaltAnnouncement::decode(&serde_json::to_vec(&doc).expect("json"))
+                .expect_err(expect);
+            assert!(err.to_string().contains(expect), "{expect}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_never_contain_salt_material() {
+        let a = announcement();
+        let mut doc: Value = serde_json::from_slice(&a.encode()).expect("json");
+        let b64 = doc["salts"][0]["salt"].as_str().expect("str").to_owned();
+        doc["salts"][0]["fp"] = "0000000000000000".into();
+        let err =
+            SaltAnnouncement::decode(&serde_json::to_vec(&doc).expect("json")).expect_err("fp");
+        assert!(!err.to_string().contains(&b64[..8]));
+        assert!(!format!("{err:?}").contains(&b64[..8]));
+    }
+}
