@@ -286,23 +286,36 @@ impl Sketch {
     ///
     /// Total: any byte string gives a sketch or an error, never a panic (the third-party
     /// decoder is additionally fenced with `catch_unwind`, so ingest survives a bug in it).
+    /// Nothing derived is trusted: the library's decoder believes the serialized estimator
+    /// fields (zeroed `kxq` sums decode to an infinite count), so the registers are copied
+    /// through a union, which recomputes them. And a sketch is only accepted if its
+    /// re-encoding decodes again: the fuzzer found SET-mode inputs that decode but
+    /// re-encode into bytes that do not, which would poison storage.
     pub fn decode(bytes: &[u8], expected: Precision) -> Result<Sketch, SketchError> {
         let mut bytes = bytes.to_vec();
         mark_order_independent(&mut bytes);
-        let inner = catch_unwind(AssertUnwindSafe(|| HllSketch::deserialize(&bytes)))
-            .map_err(|_| SketchError::Undecodable("decoder panicked".into()))?
-            .map_err(|e| SketchError::Undecodable(e.message().to_owned()))?;
-        if inner.lg_config_k() != expected.0 {
+        let received = deserialize(&bytes)?;
+        if received.lg_config_k() != expected.0 {
             return Err(SketchError::WrongPrecision {
                 expected: expected.0,
-                found: inner.lg_config_k(),
+                found: received.lg_config_k(),
             });
         }
-        if inner.target_type() != HllType::Hll4 {
+        if received.target_type() != HllType::Hll4 {
             return Err(SketchError::WrongLayout);
         }
+        let mut union = HllUnion::new(expected.0).unwrap_or_else(|_| unreachable_precision());
+        union.update(&received);
+        let rebuilt = union.to_sketch(HllType::Hll8);
+        let mut check = rebuilt.serialize();
+        mark_order_independent(&mut check);
+        if deserialize(&check).is_err() || !rebuilt.estimate().is_finite() {
+            return Err(SketchError::Undecodable(
+                "inconsistent sketch (does not survive re-encoding)".into(),
+            ));
+        }
         Ok(Sketch {
-            inner,
+            inner: rebuilt,
             canonical: true,
         })
     }
@@ -347,19 +360,15 @@ impl SketchUnion {
 
     /// The distinct count of the union at the given confidence.
     pub fn estimate_at(&self, confidence: Confidence) -> Estimate {
-        let n = confidence.std_devs();
-        Estimate {
-            estimate: self.union.estimate(),
-            lower: self.union.lower_bound(n),
-            upper: self.union.upper_bound(n),
-        }
+        self.to_sketch().estimate_at(confidence)
     }
 
-    /// The union as a sketch.
+    /// The union as a sketch. Its estimator is whatever the union's mode changes left it
+    /// with, so it is canonicalized (see the module docs) before any estimate.
     pub fn to_sketch(&self) -> Sketch {
         Sketch {
             inner: self.union.to_sketch(HllType::Hll8),
-            canonical: true,
+            canonical: false,
         }
     }
 
@@ -367,6 +376,13 @@ impl SketchUnion {
     pub fn precision(&self) -> Precision {
         self.precision
     }
+}
+
+/// The library decoder, with panics turned into errors.
+fn deserialize(bytes: &[u8]) -> Result<HllSketch, SketchError> {
+    catch_unwind(AssertUnwindSafe(|| HllSketch::deserialize(bytes)))
+        .map_err(|_| SketchError::Undecodable("decoder panicked".into()))?
+        .map_err(|e| SketchError::Undecodable(e.message().to_owned()))
 }
 
 fn new_hll(precision: Precision, layout: HllType) -> HllSketch {
@@ -446,6 +462,22 @@ mod tests {
     fn dense_hll4_is_about_eight_kilobytes() {
         let len = sketch_of(0..1_000_000).encode().len();
         assert!((8192..9000).contains(&len), "{len}");
+    }
+
+    #[test]
+    fn tampered_estimator_fields_do_not_change_the_count() {
+        // HLL_4 preamble: hip_accum at 8..16, kxq0 at 16..24, kxq1 at 24..32.
+        let honest = sketch_of(0..100_000);
+        let expected = Sketch::decode(&honest.encode(), Precision::DEFAULT).expect("own").estimate();
+        for forged in [0.0f64, 1.0, 1e9, f64::NAN] {
+            let mut bytes = honest.encode();
+            for field in [8..16, 16..24, 24..32] {
+                bytes[field].copy_from_slice(&forged.to_le_bytes());
+            }
+            let got = Sketch::decode(&bytes, Precision::DEFAULT).expect("registers are intact").estimate();
+            assert_eq!(got, expected, "forged {forged}");
+            assert!(got.contains(100_000.0), "{got}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl WindowLength {
     /// Validates a length: at least 10 s and a divisor of 86400 s.
     pub fn new(seconds: u64) -> Result<Self, WindowError> {
         match u32::try_from(seconds) {
-            Ok(s) if (10..=DAY_S).contains(&s) && DAY_S % s == 0 => Ok(WindowLength(s)),
+            Ok(s) if (10..=DAY_S).contains(&s) && DAY_S.is_multiple_of(s) => Ok(WindowLength(s)),
             _ => Err(WindowError::Length(seconds)),
         }
     }

@@ -193,7 +193,8 @@ mod tests {
     fn malformed_announcements_name_the_field() {
         let a = announcement();
         let good: Value = serde_json::from_slice(&a.encode()).expect("json");
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|d| d["salts"] = json!([])), "salts"),
             (
                 Box::new(|d| d["salts"][0]["salt"] = "AAAA".into()),

@@ -1,0 +1,49 @@
+# Shared set-up for the project's scripts: installs what a fresh Debian 12 machine lacks.
+# Sourced, not run. Every function is idempotent and quiet when nothing is missing.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+APT_UPDATED=0
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt_install PACKAGE... : installs the Debian packages that are not installed yet.
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${missing[*]}"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        as_root apt-get update -qq
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs) first"
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+    command -v cc >/dev/null || apt_install build-essential
+    command -v c++ >/dev/null || apt_install g++
+}
+
+# ensure_python_datasketches: a venv in target/pyenv with the pinned PyPI `datasketches`,
+# used by the cross-language sketch test (CROWDFLOW_PYTHON points the tests at it).
+ensure_python_datasketches() {
+    local venv="$CARGO_TARGET_DIR/pyenv"
+    if ! "$venv/bin/python" -c 'import datasketches' 2>/dev/null; then
+        command -v python3 >/dev/null || apt_install python3
+        python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv python3-pip; rm -rf "$venv"; python3 -m venv "$venv"; }
+        say "installing datasketches (PyPI) into $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check datasketches==5.2.0
+    fi
+    export CROWDFLOW_PYTHON="$venv/bin/python"
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every check of the project, on a fresh Debian 12 machine with Rust: installs what is
+# missing, then formatting, clippy, the fuzz-target build and all tests.
+#
+#   bash scripts/test.sh
+#
+# Environment: CROWDFLOW_FUZZ_SECONDS=N also fuzzes each decoder for N seconds (needs
+# cargo-fuzz, installed on demand).
+set -euo pipefail
+source "$(dirname "$0")/lib/setup.sh"
+cd "$ROOT"
+started=$SECONDS
+
+say "checking prerequisites"
+ensure_rust
+ensure_python_datasketches
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "fuzz targets build"
+cargo build --locked -p crowdflow-contract-fuzz
+
+say "cargo test"
+cargo test --workspace --locked
+
+if [ -n "${CROWDFLOW_FUZZ_SECONDS:-}" ]; then
+    bash scripts/fuzz.sh "$CROWDFLOW_FUZZ_SECONDS"
+fi
+
+say "all checks passed in $((SECONDS - started)) s"
