@@ -468,13 +468,17 @@ mod tests {
     fn tampered_estimator_fields_do_not_change_the_count() {
         // HLL_4 preamble: hip_accum at 8..16, kxq0 at 16..24, kxq1 at 24..32.
         let honest = sketch_of(0..100_000);
-        let expected = Sketch::decode(&honest.encode(), Precision::DEFAULT).expect("own").estimate();
+        let expected = Sketch::decode(&honest.encode(), Precision::DEFAULT)
+            .expect("own")
+            .estimate();
         for forged in [0.0f64, 1.0, 1e9, f64::NAN] {
             let mut bytes = honest.encode();
             for field in [8..16, 16..24, 24..32] {
                 bytes[field].copy_from_slice(&forged.to_le_bytes());
             }
-            let got = Sketch::decode(&bytes, Precision::DEFAULT).expect("registers are intact").estimate();
+            let got = Sketch::decode(&bytes, Precision::DEFAULT)
+                .expect("registers are intact")
+                .estimate();
             assert_eq!(got, expected, "forged {forged}");
             assert!(got.contains(100_000.0), "{got}");
         }

@@ -165,7 +165,11 @@ fn fuzz_found_inputs_stay_fixed() {
         let bytes = std::fs::read(&path).expect("read");
         if let Ok(sketch) = Sketch::decode(&bytes, Precision::DEFAULT) {
             let e = sketch.estimate();
-            assert!(e.estimate.is_finite() && e.lower <= e.upper, "{}: {e}", path.display());
+            assert!(
+                e.estimate.is_finite() && e.lower <= e.upper,
+                "{}: {e}",
+                path.display()
+            );
             let again = Sketch::decode(&sketch.encode(), Precision::DEFAULT);
             assert!(again.is_ok(), "{}: {again:?}", path.display());
         }
