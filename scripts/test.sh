@@ -22,7 +22,7 @@ say "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "fuzz targets build"
-cargo build --locked -p crowdflow-contract-fuzz
+cargo build --locked -p crowdflow-contract-fuzz -p crowdflow-agent-fuzz
 
 say "cargo test"
 cargo test --workspace --locked

@@ -1,1 +1,11 @@
-//! agent
+//! The crowdflow sensor agent.
+//!
+//! Hears Wi-Fi probe requests and BLE advertisements, hashes each transmitter address in
+//! memory under the epoch's salt, counts the hashes in one sketch per (window, kind), and
+//! publishes only the sketches. See ARCHITECTURE.md for the map.
+#![deny(missing_docs)]
+
+pub mod capture;
+pub mod count;
+pub mod frame;
+pub mod replay;

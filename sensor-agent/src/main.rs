@@ -1,1 +1,79 @@
-fn main() {}
+//! `crowdflow-agent`: the sensor agent's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crowdflow_agent::frame::FramePolicy;
+use crowdflow_agent::replay::{Pace, replay};
+
+/// crowdflow sensor agent: counts devices by salted sketches, never by address.
+#[derive(Debug, Parser)]
+#[command(name = "crowdflow-agent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Count capture files offline with a fresh random salt and print the counts.
+    Replay {
+        /// A pcap or pcapng file (radiotap, 802.11, PPI, BLE LL); repeat for several.
+        #[arg(long = "pcap", required = true, value_name = "FILE")]
+        pcaps: Vec<PathBuf>,
+        /// Print one JSON object instead of the human summary.
+        #[arg(long)]
+        json: bool,
+        /// Replay at the recorded speed instead of as fast as possible.
+        #[arg(long)]
+        recorded_speed: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crowdflow-agent: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay {
+            pcaps,
+            json,
+            recorded_speed,
+        } => {
+            let pace = if recorded_speed {
+                Pace::Recorded
+            } else {
+                Pace::Fast
+            };
+            let report = replay(&pcaps, &FramePolicy::default(), pace).context("replay failed")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).context("encoding the report")?
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            for w in &report.warnings {
+                eprintln!("crowdflow-agent: warning: {w}");
+            }
+            for e in &report.errors {
+                eprintln!("crowdflow-agent: {e}");
+            }
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Frame decoding: from captured bytes to "this device was heard", or a reason to skip.
+//!
+//! Total over all inputs: every frame yields a [`Heard`] or a [`Skip`] reason that is
+//! counted per reason; nothing panics, nothing is logged (a frame carries addresses).
+//! The address in [`Heard`] is on its way to the salted hash and goes no further.
+
+mod ble;
+mod ieee80211;
+mod ppi;
+mod radiotap;
+
+use crowdflow_contract::identity::{ADDRESS_LEN, Kind, Medium};
+
+pub use ieee80211::{ClientFrames, FrameClass};
+
+use crate::capture::LinkType;
+
+/// A device heard in one frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    /// Wi-Fi or BLE.
+    pub medium: Medium,
+    /// The transmitter address, most significant byte first.
+    pub address: [u8; ADDRESS_LEN],
+    /// Received signal strength in dBm, when the capture recorded it.
+    pub rssi: Option<i8>,
+    /// The address is randomized (Wi-Fi: locally administered; BLE: TxAdd random).
+    pub randomized: bool,
+}
+
+impl std::fmt::Debug for Heard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the address.
+        f.debug_struct("Heard")
+            .field("medium", &self.medium)
+            .field("rssi", &self.rssi)
+            .field("randomized", &self.randomized)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Heard {
+    /// The sketch kind this sighting counts under.
+    pub fn kind(&self) -> Kind {
+        Kind::classify(self.medium, &self.address)
+    }
+}
+
+/// Why a frame was not counted. The labels are metric label values and JSON keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    /// The link type is not one the agent reads.
+    UnsupportedLinkType,
+    /// Radiotap header shorter than its fixed part or than its own length field.
+    RadiotapTruncated,
+    /// Radiotap version is not 0.
+    RadiotapBadVersion,
+    /// Radiotap length field or present bitmaps inconsistent.
+    RadiotapBadLength,
+    /// The driver flagged the frame's FCS as bad.
+    BadFcs,
+    /// PPI header inconsistent.
+    PpiMalformed,
+    /// PPI wraps a link type other than 802.11.
+    PpiNotWifi,
+    /// 802.11 frame shorter than its header.
+    WifiTruncated,
+    /// 802.11 protocol version other than 0.
+    WifiBadVersion,
+    /// A frame type not counted (beacons, probe responses, other AP frames, ...).
+    NotCounted,
+    /// BLE packet shorter than its header or declared length.
+    BleTruncated,
+    /// BLE packet failed its CRC-24 (noise).
+    BleBadCrc,
+    /// BLE packet on a data channel or of a PDU type that does not name its sender.
+    BleNotAdvertising,
+    /// Weaker than the configured RSSI threshold.
+    TooFar,
+    /// The last record of a capture file was cut off.
+    CaptureTruncated,
+}
+
+impl Skip {
+    /// Every reason, for complete reports.
+    pub const ALL: [Skip; 15] = [
+        Skip::UnsupportedLinkType,
+        Skip::RadiotapTruncated,
+        Skip::RadiotapBadVersion,
+        Skip::RadiotapBadLength,
+        Skip::BadFcs,
+        Skip::PpiMalformed,
+        Skip::PpiNotWifi,
+        Skip::WifiTruncated,
+        Skip::WifiBadVersion,
+        Skip::NotCounted,
+        Skip::BleTruncated,
+        Skip::BleBadCrc,
+        Skip::BleNotAdvertising,
+        Skip::TooFar,
+        Skip::CaptureTruncated,
+    ];
+
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::UnsupportedLinkType => "unsupported_link_type",
+            Skip::RadiotapTruncated => "radiotap_truncated",
+            Skip::RadiotapBadVersion => "radiotap_bad_version",
+            Skip::RadiotapBadLength => "radiotap_bad_length",
+            Skip::BadFcs => "bad_fcs",
+            Skip::PpiMalformed => "ppi_malformed",
+            Skip::PpiNotWifi => "ppi_not_wifi",
+            Skip::WifiTruncated => "wifi_truncated",
+            Skip::WifiBadVersion => "wifi_bad_version",
+            Skip::NotCounted => "not_counted_frame_type",
+            Skip::BleTruncated => "ble_truncated",
+            Skip::BleBadCrc => "ble_bad_crc",
+            Skip::BleNotAdvertising => "ble_not_advertising",
+            Skip::TooFar => "below_rssi_threshold",
+            Skip::CaptureTruncated => "capture_truncated",
+        }
+    }
+
+    /// Whether the reason means the frame was malformed (as opposed to deliberately ignored).
+    pub fn is_malformed(self) -> bool {
+        !matches!(
+            self,
+            Skip::NotCounted | Skip::TooFar | Skip::BleNotAdvertising | Skip::UnsupportedLinkType
+        )
+    }
+}
+
+/// What counts: which frames, and how far away a device may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FramePolicy {
+    /// Which client frames count on Wi-Fi.
+    pub wifi: ClientFrames,
+    /// Frames weaker than this (dBm) are skipped; frames without RSSI are kept.
+    pub min_rssi: Option<i8>,
+}
+
+/// Decodes one captured frame.
+pub fn decode(link: LinkType, data: &[u8], policy: &FramePolicy) -> Result<Heard, Skip> {
+    let heard = match link {
+        LinkType::Radiotap => {
+            let radio = radiotap::parse(data)?;
+            if radio.bad_fcs {
+                return Err(Skip::BadFcs);
+            }
+            let body = &data[radio.header_len..];
+            let body = if radio.fcs_at_end {
+                body.get(..body.len().saturating_sub(4)).unwrap_or(body)
+            } else {
+                body
+            };
+            wifi(body, radio.rssi, policy)?
+        }
+        LinkType::Ieee80211 => wifi(data, None, policy)?,
+        LinkType::Ppi => {
+            let ppi = ppi::parse(data)?;
+            wifi(&data[ppi.header_len..], ppi.rssi, policy)?
+        }
+        LinkType::BleLl => ble::parse(data, None)?,
+        LinkType::BleLlWithPhdr => ble::parse_with_phdr(data)?,
+        LinkType::Other(_) => return Err(Skip::UnsupportedLinkType),
+    };
+    match (policy.min_rssi, heard.rssi) {
+        (Some(min), Some(rssi)) if rssi < min => Err(Skip::TooFar),
+        _ => Ok(heard),
+    }
+}
+
+fn wifi(frame: &[u8], rssi: Option<i8>, policy: &FramePolicy) -> Result<Heard, Skip> {
+    let address = ieee80211::client_transmitter(frame, policy.wifi)?;
+    Ok(Heard {
+        medium: Medium::Wifi,
+        address,
+        rssi,
+        randomized: address[0] & 0x02 != 0,
+    })
+}
