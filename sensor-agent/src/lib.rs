@@ -6,6 +6,9 @@
 #![deny(missing_docs)]
 
 pub mod capture;
+pub mod config;
 pub mod count;
 pub mod frame;
 pub mod replay;
+pub mod salt;
+pub mod window;

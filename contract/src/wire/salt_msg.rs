@@ -15,13 +15,25 @@ const MAX_BYTES: usize = 4096;
 /// Most salts one announcement may carry (current and next, with room for one previous).
 const MAX_SALTS: usize = 3;
 
-/// One epoch's salt, as carried by a [`SaltAnnouncement`].
+/// One epoch's salt, as carried by a [`SaltAnnouncement`]. The epoch's boundaries travel
+/// with it, so agents need no rotation schedule or time-zone database of their own.
 #[derive(Debug)]
 pub struct EpochSalt {
     /// The epoch the salt keys.
     pub epoch: EpochId,
+    /// First instant of the epoch.
+    pub starts: Timestamp,
+    /// First instant after the epoch.
+    pub ends: Timestamp,
     /// The salt itself.
     pub salt: Salt,
+}
+
+impl EpochSalt {
+    /// Whether `t` falls in this epoch.
+    pub fn covers(&self, t: Timestamp) -> bool {
+        self.starts <= t && t < self.ends
+    }
 }
 
 /// The salt authority's announcement on `{prefix}/salt`: current and, ahead of rotation, next
@@ -45,6 +57,8 @@ impl SaltAnnouncement {
             .map(|s| {
                 json!({
                     "epoch": s.epoch,
+                    "starts": s.starts,
+                    "ends": s.ends,
                     "salt": BASE64.encode(s.salt.key()),
                     "fp": s.salt.fingerprint(),
                 })
@@ -94,6 +108,9 @@ fn decode_map(map: &mut Map<String, Value>) -> Result<SaltAnnouncement, WireErro
     if salts.windows(2).any(|w| w[0].epoch == w[1].epoch) {
         return Err(WireError::invalid("salts", "names an epoch twice"));
     }
+    if salts.windows(2).any(|w| w[1].starts < w[0].ends) {
+        return Err(WireError::invalid("salts", "epochs overlap"));
+    }
     Ok(SaltAnnouncement {
         authority,
         issued_at,
@@ -109,6 +126,11 @@ fn decode_entry(entry: &mut Value) -> Result<EpochSalt, WireError> {
         .map_err(|_| WireError::Missing("salts.epoch"))?
         .parse::<EpochId>()
         .map_err(|e| WireError::invalid("salts.epoch", e))?;
+    let starts = take_instant(entry, "starts", "salts.starts")?;
+    let ends = take_instant(entry, "ends", "salts.ends")?;
+    if ends <= starts {
+        return Err(WireError::invalid("salts.ends", "must be after `starts`"));
+    }
     let fp = take_str(entry, "fp")
         .map_err(|_| WireError::Missing("salts.fp"))?
         .parse::<SaltFingerprint>()
@@ -126,7 +148,23 @@ fn decode_entry(entry: &mut Value) -> Result<EpochSalt, WireError> {
             "does not match the salt (corrupted or forged announcement)",
         ));
     }
-    Ok(EpochSalt { epoch, salt })
+    Ok(EpochSalt {
+        epoch,
+        starts,
+        ends,
+        salt,
+    })
+}
+
+fn take_instant(
+    entry: &Map<String, Value>,
+    key: &'static str,
+    field: &'static str,
+) -> Result<Timestamp, WireError> {
+    take_str(entry, key)
+        .map_err(|_| WireError::Missing(field))?
+        .parse()
+        .map_err(|_| WireError::invalid(field, "must be an RFC 3339 instant"))
 }
 
 /// Overwrites the salt strings of a parsed document before it is dropped.
@@ -157,10 +195,14 @@ mod tests {
             salts: vec![
                 EpochSalt {
                     epoch: "2026-04-26".parse().expect("epoch"),
+                    starts: "2026-04-26T02:00:00Z".parse().expect("ts"),
+                    ends: "2026-04-27T02:00:00Z".parse().expect("ts"),
                     salt: Salt::generate().expect("entropy"),
                 },
                 EpochSalt {
                     epoch: "2026-04-27".parse().expect("epoch"),
+                    starts: "2026-04-27T02:00:00Z".parse().expect("ts"),
+                    ends: "2026-04-28T02:00:00Z".parse().expect("ts"),
                     salt: Salt::generate().expect("entropy"),
                 },
             ],
@@ -215,6 +257,18 @@ mod tests {
             (Box::new(|d| d["authority"] = "a b".into()), "authority"),
             (Box::new(|d| d["issued_at"] = 5.into()), "issued_at"),
             (Box::new(|d| d["v"] = 9.into()), "version 9"),
+            (
+                Box::new(|d| d["salts"][0]["ends"] = d["salts"][0]["starts"].clone()),
+                "salts.ends",
+            ),
+            (
+                Box::new(|d| d["salts"][1]["starts"] = "2026-04-26T12:00:00Z".into()),
+                "overlap",
+            ),
+            (
+                Box::new(|d| d["salts"][0]["starts"] = "soon".into()),
+                "salts.starts",
+            ),
         ];
         for (mutate, expect) in cases {
             let mut doc = good.clone();

@@ -1,0 +1,528 @@
+//! The agent's one config file (TOML), parsed in two steps: a raw serde struct, then
+//! validation into [`AgentConfig`] with errors that name the exact field and what to fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crowdflow_contract::sketch::Precision;
+use crowdflow_contract::window::WindowLength;
+use crowdflow_contract::wire::{SensorId, Topics};
+use serde::Deserialize;
+
+use crate::frame::{ClientFrames, FrameClass, FramePolicy};
+
+/// The environment variable that overrides `broker.password` (keeps secrets out of files).
+pub const PASSWORD_ENV: &str = "CROWDFLOW_BROKER_PASSWORD";
+
+/// A config problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a field of the wrong type or name.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// A field breaks a rule.
+    #[error("{path}: `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, as a TOML path.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    sensor_id: String,
+    broker: RawBroker,
+    capture: RawCapture,
+    #[serde(default)]
+    counting: RawCounting,
+    outbox: RawOutbox,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    url: String,
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default = "default_prefix")]
+    topic_prefix: String,
+}
+
+fn default_prefix() -> String {
+    crowdflow_contract::wire::DEFAULT_PREFIX.to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    source: String,
+    interface: Option<String>,
+    #[serde(default)]
+    pcap: Vec<PathBuf>,
+    #[serde(default)]
+    pcap_loop: bool,
+    #[serde(default = "default_channels")]
+    channels: Vec<u16>,
+    #[serde(default = "default_dwell")]
+    dwell_ms: u64,
+    #[serde(default = "default_frames")]
+    frames: Vec<String>,
+    min_rssi_dbm: Option<i16>,
+}
+
+fn default_channels() -> Vec<u16> {
+    vec![1, 6, 11, 1, 6, 11, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13]
+}
+
+fn default_dwell() -> u64 {
+    250
+}
+
+fn default_frames() -> Vec<String> {
+    vec!["probe_request".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCounting {
+    #[serde(default = "default_window")]
+    window_s: u64,
+    #[serde(default = "default_lg_k")]
+    lg_k: u8,
+}
+
+impl Default for RawCounting {
+    fn default() -> Self {
+        RawCounting {
+            window_s: default_window(),
+            lg_k: default_lg_k(),
+        }
+    }
+}
+
+fn default_window() -> u64 {
+    60
+}
+
+fn default_lg_k() -> u8 {
+    Precision::DEFAULT.lg_k()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    dir: PathBuf,
+    #[serde(default = "default_outbox_mb")]
+    max_mb: u64,
+}
+
+fn default_outbox_mb() -> u64 {
+    64
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A monitor-mode Wi-Fi interface, hopping over `channels`.
+    Wifi {
+        /// Interface name, e.g. `wlan1`.
+        interface: String,
+        /// Channel plan, visited in order (repeat a channel to weight it).
+        channels: Vec<u16>,
+        /// Time on each channel.
+        dwell: Duration,
+    },
+    /// Capture files replayed at their recorded pace, shifted to the present
+    /// (demos, tests, and sensors that record elsewhere).
+    Pcap {
+        /// The files, in order.
+        files: Vec<PathBuf>,
+        /// Start again after the last file.
+        repeat: bool,
+    },
+}
+
+/// The broker connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Username, if the broker wants credentials.
+    pub username: Option<String>,
+    /// Password (from the file or the environment).
+    pub password: Option<String>,
+    /// The topic layout.
+    pub topics: Topics,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This sensor.
+    pub sensor_id: SensorId,
+    /// Where to publish.
+    pub broker: Broker,
+    /// Where frames come from.
+    pub source: Source,
+    /// Which frames count.
+    pub policy: FramePolicy,
+    /// Counting window.
+    pub window: WindowLength,
+    /// Sketch precision.
+    pub precision: Precision,
+    /// Outbox directory (sketches only).
+    pub outbox_dir: PathBuf,
+    /// Outbox bound in bytes.
+    pub outbox_max_bytes: u64,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl AgentConfig {
+    /// Reads and validates a config file; `password_env` overrides `broker.password`.
+    pub fn load(path: &Path, password_env: Option<String>) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, password_env)
+    }
+
+    /// Validates config text (`path` only names the file in errors).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        password_env: Option<String>,
+    ) -> Result<AgentConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        let sensor_id = SensorId::new(&raw.sensor_id)
+            .map_err(|_| invalid("sensor_id", "use 1 to 64 of A-Z a-z 0-9 _ -".into()))?;
+        let broker = broker(raw.broker, password_env).map_err(|(f, m)| invalid(f, m))?;
+        let (source, policy) = capture(raw.capture).map_err(|(f, m)| invalid(&f, m))?;
+        let window = WindowLength::new(raw.counting.window_s)
+            .map_err(|e| invalid("counting.window_s", e.to_string()))?;
+        let precision = Precision::new(raw.counting.lg_k)
+            .map_err(|e| invalid("counting.lg_k", e.to_string()))?;
+        if raw.outbox.max_mb == 0 {
+            return Err(invalid("outbox.max_mb", "must be at least 1".into()));
+        }
+        let metrics_listen = raw
+            .metrics
+            .listen
+            .map(|s| s.parse::<SocketAddr>())
+            .transpose()
+            .map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    "must be ADDRESS:PORT, e.g. 127.0.0.1:9464".into(),
+                )
+            })?;
+        Ok(AgentConfig {
+            sensor_id,
+            broker,
+            source,
+            policy,
+            window,
+            precision,
+            outbox_dir: raw.outbox.dir,
+            outbox_max_bytes: raw.outbox.max_mb.saturating_mul(1024 * 1024),
+            metrics_listen,
+        })
+    }
+}
+
+type FieldError = (&'static str, String);
+
+fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldError> {
+    let rest = raw.url.strip_prefix("mqtt://").ok_or((
+        "broker.url",
+        "must start with mqtt:// (mqtts:// with TLS is configured in the secured deployment)"
+            .into(),
+    ))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| ("broker.url", "port must be 1-65535".into()))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() || host.contains('/') || port == 0 {
+        return Err(("broker.url", "must be mqtt://HOST[:PORT]".into()));
+    }
+    let password = password_env.or(raw.password);
+    if raw.username.is_some() != password.is_some() {
+        return Err((
+            "broker.username",
+            format!(
+                "username and password must be either both provided or both missing (password may come from {PASSWORD_ENV})"
+            ),
+        ));
+    }
+    let topics =
+        Topics::new(&raw.topic_prefix).map_err(|e| ("broker.topic_prefix", e.to_string()))?;
+    Ok(Broker {
+        host: host.to_owned(),
+        port,
+        username: raw.username,
+        password,
+        topics,
+    })
+}
+
+fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
+    let mut classes = Vec::new();
+    for (i, name) in raw.frames.iter().enumerate() {
+        let class = FrameClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == name)
+            .ok_or_else(|| {
+                (
+                    format!("capture.frames[{i}]"),
+                    "unknown frame class (probe_request, association_request, data_to_ap, ps_poll)"
+                        .into(),
+                )
+            })?;
+        classes.push(class);
+    }
+    let min_rssi = raw
+        .min_rssi_dbm
+        .map(|v| i8::try_from(v).ok().filter(|v| (-120..=0).contains(v)))
+        .map(|v| {
+            v.ok_or((
+                "capture.min_rssi_dbm".to_owned(),
+                "must be between -120 and 0 dBm".to_owned(),
+            ))
+        })
+        .transpose()?;
+    let policy = FramePolicy {
+        wifi: ClientFrames::only(&classes),
+        min_rssi,
+    };
+    let source = match raw.source.as_str() {
+        "wifi" => {
+            let interface = raw.interface.filter(|i| !i.is_empty()).ok_or((
+                "capture.interface".to_owned(),
+                "the monitor-mode interface is required for source = \"wifi\" (e.g. wlan1)"
+                    .to_owned(),
+            ))?;
+            if let Some((i, _)) = raw
+                .channels
+                .iter()
+                .enumerate()
+                .find(|(_, c)| !valid_channel(**c))
+            {
+                return Err((
+                    format!("capture.channels[{i}]"),
+                    "not a 2.4 GHz (1-14) or 5 GHz (32-177) channel".into(),
+                ));
+            }
+            if raw.channels.is_empty() {
+                return Err((
+                    "capture.channels".into(),
+                    "list at least one channel".into(),
+                ));
+            }
+            if !(50..=10_000).contains(&raw.dwell_ms) {
+                return Err((
+                    "capture.dwell_ms".into(),
+                    "must be between 50 and 10000 ms".into(),
+                ));
+            }
+            Source::Wifi {
+                interface,
+                channels: raw.channels,
+                dwell: Duration::from_millis(raw.dwell_ms),
+            }
+        }
+        "pcap" => {
+            if raw.pcap.is_empty() {
+                return Err((
+                    "capture.pcap".into(),
+                    "list at least one capture file for source = \"pcap\"".into(),
+                ));
+            }
+            Source::Pcap {
+                files: raw.pcap,
+                repeat: raw.pcap_loop,
+            }
+        }
+        _ => {
+            return Err((
+                "capture.source".into(),
+                "must be \"wifi\" (monitor-mode interface) or \"pcap\" (capture files)".into(),
+            ));
+        }
+    };
+    Ok((source, policy))
+}
+
+fn valid_channel(c: u16) -> bool {
+    (1..=14).contains(&c) || (32..=177).contains(&c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+sensor_id = "neude-01"
+[broker]
+url = "mqtt://broker.local:1884"
+username = "neude-01"
+password = "s3cret"
+[capture]
+source = "wifi"
+interface = "wlan1"
+min_rssi_dbm = -80
+frames = ["probe_request", "data_to_ap"]
+[outbox]
+dir = "/var/lib/crowdflow-agent/outbox"
+"#;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(text, Path::new("agent.toml"), None)
+    }
+
+    #[test]
+    fn a_complete_config_validates_with_defaults_filled_in() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.sensor_id.as_str(), "neude-01");
+        assert_eq!(
+            (c.broker.host.as_str(), c.broker.port),
+            ("broker.local", 1884)
+        );
+        assert_eq!(c.window, WindowLength::DEFAULT);
+        assert_eq!(c.precision, Precision::DEFAULT);
+        assert_eq!(c.outbox_max_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.policy.min_rssi, Some(-80));
+        assert!(c.policy.wifi.allows(FrameClass::DataToAp));
+        assert!(!c.policy.wifi.allows(FrameClass::PsPoll));
+        assert!(
+            matches!(c.source, Source::Wifi { ref channels, .. } if channels[..3] == [1, 6, 11])
+        );
+    }
+
+    #[test]
+    fn the_environment_password_wins_over_the_file() {
+        let c =
+            AgentConfig::parse(GOOD, Path::new("a.toml"), Some("from-env".into())).expect("valid");
+        assert_eq!(c.broker.password.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn every_mistake_names_its_field() {
+        let cases = [
+            (
+                "sensor_id = \"neude-01\"",
+                "sensor_id = \"neude/01\"",
+                "`sensor_id`",
+            ),
+            (
+                "mqtt://broker.local:1884",
+                "http://broker.local",
+                "`broker.url`",
+            ),
+            (
+                "mqtt://broker.local:1884",
+                "mqtt://broker.local:99999",
+                "`broker.url`",
+            ),
+            ("password = \"s3cret\"", "", "`broker.username`"),
+            (
+                "source = \"wifi\"",
+                "source = \"radio\"",
+                "`capture.source`",
+            ),
+            ("interface = \"wlan1\"", "", "`capture.interface`"),
+            (
+                "min_rssi_dbm = -80",
+                "min_rssi_dbm = 20",
+                "`capture.min_rssi_dbm`",
+            ),
+            ("\"data_to_ap\"", "\"beacon\"", "`capture.frames[1]`"),
+            (
+                "[outbox]",
+                "[counting]\nwindow_s = 7\n[outbox]",
+                "`counting.window_s`",
+            ),
+            (
+                "[outbox]",
+                "[counting]\nlg_k = 30\n[outbox]",
+                "`counting.lg_k`",
+            ),
+            (
+                "[outbox]",
+                "[metrics]\nlisten = \"localhost\"\n[outbox]",
+                "`metrics.listen`",
+            ),
+            (
+                "[capture]",
+                "[capture]\nchannels = [1, 6, 200]",
+                "`capture.channels[2]`",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let err = parse(&text).expect_err(to).to_string();
+            assert!(err.contains(field), "{to}: {err}");
+            assert!(err.starts_with("agent.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_reported_with_their_line() {
+        let err = parse(&GOOD.replace("dir =", "directory ="))
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("directory"), "{err}");
+        assert!(err.contains("line"), "{err}");
+        let err = parse(&GOOD.replace("-80", "\"loud\""))
+            .expect_err("type")
+            .to_string();
+        assert!(err.contains("min_rssi_dbm"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent/agent.example.toml");
+        AgentConfig::load(&path, None).expect("deploy/agent/agent.example.toml validates");
+    }
+}

@@ -1,0 +1,287 @@
+//! Windows of counting: one [`KindSketches`] per (window, epoch salt), closed into sketch
+//! messages once the window is over.
+//!
+//! A window normally lies in one epoch; one that straddles a rotation (or a salt change)
+//! gets one sketch set per salt, so no sketch ever mixes two salts.
+
+use std::collections::BTreeMap;
+
+use crowdflow_contract::epoch::EpochId;
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::salt::SaltFingerprint;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_contract::window::{Window, WindowLength};
+use crowdflow_contract::wire::{SensorId, SketchMessage};
+use jiff::{SignedDuration, Timestamp};
+
+use crate::count::KindSketches;
+use crate::frame::Heard;
+use crate::salt::SaltKeeper;
+
+/// How long after its end a window stays open for late frames (capture buffering).
+pub const CLOSE_DELAY: SignedDuration = SignedDuration::from_secs(2);
+
+/// The frame could not be counted: no salt covers its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSalt;
+
+type Key = (Timestamp, EpochId, SaltFingerprint);
+
+/// Open windows and their sketches.
+#[derive(Debug)]
+pub struct Windows {
+    length: WindowLength,
+    precision: Precision,
+    kinds: Vec<Kind>,
+    open: BTreeMap<Key, KindSketches>,
+    /// The next window to close: windows are closed in order, each exactly once.
+    next: Option<Window>,
+}
+
+impl Windows {
+    /// Windows of `length`, publishing sketches of `kinds`.
+    pub fn new(length: WindowLength, precision: Precision, kinds: Vec<Kind>) -> Windows {
+        Windows {
+            length,
+            precision,
+            kinds,
+            open: BTreeMap::new(),
+            next: None,
+        }
+    }
+
+    /// Counts a sighting at `t` under the salt that covers `t`.
+    pub fn add(&mut self, t: Timestamp, heard: &Heard, salts: &SaltKeeper) -> Result<(), NoSalt> {
+        let epoch = salts.at(t).ok_or(NoSalt)?;
+        let mut window = Window::containing(t, self.length);
+        match self.next {
+            // A frame for a window already published (the clock stepped back, or capture
+            // lagged more than CLOSE_DELAY): count it in the oldest open window rather than
+            // lose it or publish a window twice.
+            Some(next) if window.start() < next.start() => window = next,
+            Some(_) => {}
+            None => self.next = Some(window),
+        }
+        let key = (window.start(), epoch.epoch, epoch.salt.fingerprint());
+        let precision = self.precision;
+        self.open
+            .entry(key)
+            .or_insert_with(|| KindSketches::new(precision))
+            .insert(&epoch.salt, heard);
+        Ok(())
+    }
+
+    /// Starts the window sequence at `now` (so quiet windows are published as zero).
+    pub fn start(&mut self, now: Timestamp) {
+        self.next
+            .get_or_insert(Window::containing(now, self.length));
+    }
+
+    /// Closes every window that ended at least [`CLOSE_DELAY`] before `now`, into one
+    /// message per kind and salt. A window with no frames still yields (empty) sketches
+    /// when a salt covered it, so the aggregator sees "nobody" rather than silence.
+    pub fn close_due(
+        &mut self,
+        now: Timestamp,
+        sensor: &SensorId,
+        salts: &SaltKeeper,
+        version: &str,
+    ) -> Vec<SketchMessage> {
+        let mut out = Vec::new();
+        while let Some(window) = self.next {
+            if window.end() + CLOSE_DELAY > now {
+                break;
+            }
+            let keys: Vec<Key> = self
+                .open
+                .keys()
+                .filter(|k| k.0 == window.start())
+                .copied()
+                .collect();
+            if let (true, Some(e)) = (keys.is_empty(), salts.at(window.start())) {
+                let empty = KindSketches::new(self.precision);
+                out.extend(self.messages(
+                    window,
+                    e.epoch,
+                    e.salt.fingerprint(),
+                    &empty,
+                    sensor,
+                    version,
+                ));
+            }
+            for key in keys {
+                if let Some(sketches) = self.open.remove(&key) {
+                    out.extend(self.messages(window, key.1, key.2, &sketches, sensor, version));
+                }
+            }
+            self.next = Some(window.next());
+        }
+        out
+    }
+
+    fn messages(
+        &self,
+        window: Window,
+        epoch: EpochId,
+        salt_fp: SaltFingerprint,
+        sketches: &KindSketches,
+        sensor: &SensorId,
+        version: &str,
+    ) -> Vec<SketchMessage> {
+        self.kinds
+            .iter()
+            .map(|&kind| SketchMessage {
+                sensor_id: sensor.clone(),
+                kind,
+                window,
+                epoch,
+                salt_fp,
+                sketch: sketches.sketch(kind).clone(),
+                frames: sketches.frames(kind),
+                agent_version: version.to_owned(),
+            })
+            .collect()
+    }
+
+    /// Windows currently open.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowdflow_contract::identity::Medium;
+    use crowdflow_contract::salt::Salt;
+    use crowdflow_contract::wire::{EpochSalt, SaltAnnouncement};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("ts")
+    }
+
+    fn keeper(rotation: &str) -> SaltKeeper {
+        let mut k = SaltKeeper::default();
+        let salts = vec![
+            EpochSalt {
+                epoch: "2026-04-27".parse().expect("epoch"),
+                starts: ts("2026-04-27T02:00:00Z"),
+                ends: ts(rotation),
+                salt: Salt::generate().expect("entropy"),
+            },
+            EpochSalt {
+                epoch: "2026-04-28".parse().expect("epoch"),
+                starts: ts(rotation),
+                ends: ts("2026-04-29T02:00:00Z"),
+                salt: Salt::generate().expect("entropy"),
+            },
+        ];
+        k.accept(
+            SaltAnnouncement {
+                authority: "agg".into(),
+                issued_at: ts("2026-04-27T12:00:00Z"),
+                salts,
+            },
+            ts("2026-04-27T12:00:00Z"),
+        );
+        k
+    }
+
+    fn heard(i: u8) -> Heard {
+        Heard {
+            medium: Medium::Wifi,
+            address: [0, 1, 2, 3, 4, i],
+            rssi: None,
+            randomized: false,
+        }
+    }
+
+    fn sensor() -> SensorId {
+        SensorId::new("s1").expect("valid")
+    }
+
+    #[test]
+    fn a_window_closes_once_with_one_message_per_kind() {
+        let salts = keeper("2026-04-28T02:00:00Z");
+        let mut w = Windows::new(
+            WindowLength::DEFAULT,
+            Precision::DEFAULT,
+            vec![Kind::Wifi, Kind::WifiRandom],
+        );
+        for i in 0..10 {
+            w.add(ts("2026-04-27T12:00:10Z"), &heard(i), &salts)
+                .expect("salt");
+            w.add(ts("2026-04-27T12:00:50Z"), &heard(i), &salts)
+                .expect("salt");
+        }
+        assert!(
+            w.close_due(ts("2026-04-27T12:01:01Z"), &sensor(), &salts, "t")
+                .is_empty()
+        );
+        let out = w.close_due(ts("2026-04-27T12:01:02Z"), &sensor(), &salts, "t");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].kind, Kind::Wifi);
+        assert_eq!(out[0].frames, 20);
+        assert_eq!(out[0].sketch.estimate().estimate.round(), 10.0);
+        assert_eq!(out[1].frames, 0);
+        assert!(
+            w.close_due(ts("2026-04-27T12:01:30Z"), &sensor(), &salts, "t")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn quiet_windows_are_published_as_zero() {
+        let salts = keeper("2026-04-28T02:00:00Z");
+        let mut w = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, vec![Kind::Wifi]);
+        w.start(ts("2026-04-27T12:00:00Z"));
+        let out = w.close_due(ts("2026-04-27T12:03:05Z"), &sensor(), &salts, "t");
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|m| m.sketch.is_empty() && m.frames == 0));
+        assert_eq!(out[2].window.start(), ts("2026-04-27T12:02:00Z"));
+    }
+
+    #[test]
+    fn a_window_straddling_a_rotation_gives_one_sketch_per_salt() {
+        let salts = keeper("2026-04-28T02:00:30Z");
+        let mut w = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, vec![Kind::Wifi]);
+        w.add(ts("2026-04-28T02:00:10Z"), &heard(1), &salts)
+            .expect("salt");
+        w.add(ts("2026-04-28T02:00:40Z"), &heard(1), &salts)
+            .expect("salt");
+        let out = w.close_due(ts("2026-04-28T02:01:05Z"), &sensor(), &salts, "t");
+        assert_eq!(out.len(), 2);
+        assert_ne!(out[0].salt_fp, out[1].salt_fp);
+        assert_eq!(out[0].epoch.to_string(), "2026-04-27");
+        assert_eq!(out[1].epoch.to_string(), "2026-04-28");
+    }
+
+    #[test]
+    fn frames_without_a_salt_are_refused() {
+        let mut w = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, vec![Kind::Wifi]);
+        assert_eq!(
+            w.add(
+                ts("2026-04-27T12:00:00Z"),
+                &heard(1),
+                &SaltKeeper::default()
+            ),
+            Err(NoSalt)
+        );
+    }
+
+    #[test]
+    fn a_late_frame_goes_into_the_oldest_open_window() {
+        let salts = keeper("2026-04-28T02:00:00Z");
+        let mut w = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, vec![Kind::Wifi]);
+        w.add(ts("2026-04-27T12:00:10Z"), &heard(1), &salts)
+            .expect("salt");
+        let first = w.close_due(ts("2026-04-27T12:01:05Z"), &sensor(), &salts, "t");
+        assert_eq!(first.len(), 1);
+        w.add(ts("2026-04-27T12:00:20Z"), &heard(2), &salts)
+            .expect("salt");
+        let next = w.close_due(ts("2026-04-27T12:02:05Z"), &sensor(), &salts, "t");
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].window.start(), ts("2026-04-27T12:01:00Z"));
+        assert_eq!(next[0].frames, 1);
+    }
+}
