@@ -14,6 +14,7 @@ started=$SECONDS
 say "checking prerequisites"
 ensure_rust
 ensure_python_datasketches
+ensure_mosquitto
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -47,3 +47,9 @@ ensure_python_datasketches() {
     fi
     export CROWDFLOW_PYTHON="$venv/bin/python"
 }
+
+# ensure_mosquitto: the broker binary the whole-system tests start on free ports (the
+# package's own service is not used).
+ensure_mosquitto() {
+    [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || apt_install mosquitto
+}

@@ -5,10 +5,14 @@
 //! publishes only the sketches. See ARCHITECTURE.md for the map.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod capture;
 pub mod config;
 pub mod count;
+pub mod counter;
 pub mod frame;
+pub mod outbox;
 pub mod replay;
 pub mod salt;
+pub mod source;
 pub mod window;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use crowdflow_agent::agent;
+use crowdflow_agent::config::{AgentConfig, PASSWORD_ENV};
 use crowdflow_agent::frame::FramePolicy;
 use crowdflow_agent::replay::{Pace, replay};
 
@@ -18,6 +20,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Capture, count and publish sketches until stopped (SIGINT/SIGTERM).
+    Run {
+        /// The agent's config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a config file and say what to fix.
+    Validate {
+        /// The agent's config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Count capture files offline with a fresh random salt and print the counts.
     Replay {
         /// A pcap or pcapng file (radiotap, 802.11, PPI, BLE LL); repeat for several.
@@ -42,8 +56,36 @@ fn main() -> ExitCode {
     }
 }
 
+fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
+    Ok(AgentConfig::load(path, std::env::var(PASSWORD_ENV).ok())?)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Validate { config } => {
+            let c = load(&config)?;
+            println!(
+                "{}: valid (sensor {}, broker {}:{}, window {} s, lg_k {})",
+                config.display(),
+                c.sensor_id,
+                c.broker.host,
+                c.broker.port,
+                c.window.seconds(),
+                c.precision.lg_k()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let c = load(&config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime
+                .block_on(agent::run(c, shutdown_signal()))
+                .context("agent stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay {
             pcaps,
             json,
@@ -75,5 +117,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }

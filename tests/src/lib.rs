@@ -1,1 +1,216 @@
-//! Shared helpers for the whole-system scenarios: temp dirs, free ports, child processes.
+//! Shared helpers for the whole-system scenarios: temp dirs, free ports, real brokers and
+//! the project's binaries as child processes (killed when dropped).
+#![allow(missing_docs)]
+
+pub mod capture;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Proc {
+    /// Stops with SIGTERM (graceful) and waits up to `timeout`, then kills.
+    pub fn terminate(&mut self, timeout: Duration) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Mosquitto broker of our own on a free port (anonymous, no persistence).
+#[derive(Debug)]
+pub struct Mosquitto {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for candidate in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    PathBuf::from("mosquitto")
+}
+
+impl Mosquitto {
+    /// Starts one; panics with an install hint if it cannot.
+    pub fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 4194304\n"),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto runs (scripts/test.sh installs it: apt-get install mosquitto)");
+        let proc = Proc {
+            child,
+            name: "mosquitto",
+        };
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "mosquitto did not listen on {port}"
+        );
+        Mosquitto { port, proc }
+    }
+}
+
+/// A binary of this workspace, next to the test executable's directory.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// Every way an address could be written out: raw bytes (both byte orders) and hex with
+/// every common separator, in upper and lower case.
+pub fn address_notations(address: &[u8; 6]) -> Vec<Vec<u8>> {
+    let mut out = vec![address.to_vec(), address.iter().rev().copied().collect()];
+    for bytes in [
+        address.to_vec(),
+        address.iter().rev().copied().collect::<Vec<u8>>(),
+    ] {
+        for sep in ["", ":", "-", " ", "."] {
+            let lower: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let upper: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
+            out.push(lower.join(sep).into_bytes());
+            out.push(upper.join(sep).into_bytes());
+        }
+        // Cisco style: 001b.6384.4500
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        out.push(format!("{}.{}.{}", &hex[0..4], &hex[4..8], &hex[8..12]).into_bytes());
+    }
+    out
+}
+
+/// Panics if any address appears in `haystack` in any notation.
+pub fn assert_no_addresses(haystack: &[u8], addresses: &[[u8; 6]], what: &str) {
+    for address in addresses {
+        for needle in address_notations(address) {
+            let found = haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice());
+            assert!(
+                !found,
+                "{what} contains a device address ({})",
+                String::from_utf8_lossy(&needle)
+            );
+        }
+    }
+}
+
+/// Every file below `dir`, with its contents.
+pub fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 6] = [0x00, 0x1b, 0x63, 0x84, 0x45, 0x07];
+
+    #[test]
+    fn the_scan_finds_an_address_in_every_notation() {
+        for text in [
+            "00:1b:63:84:45:07",
+            "00-1B-63-84-45-07",
+            "001b63844507",
+            "001b.6384.4507",
+            "07:45:84:63:1b:00",
+        ] {
+            let leak = format!("{{\"note\":\"{text}\"}}");
+            let caught =
+                std::panic::catch_unwind(|| assert_no_addresses(leak.as_bytes(), &[A], "x"));
+            assert!(caught.is_err(), "{text} not caught");
+        }
+        let raw = [b'x', 0x00, 0x1b, 0x63, 0x84, 0x45, 0x07, b'y'];
+        assert!(std::panic::catch_unwind(|| assert_no_addresses(&raw, &[A], "x")).is_err());
+        assert_no_addresses(b"00:1b:63:84:45:08 is another device", &[A], "x");
+    }
+}

@@ -1,1 +1,3 @@
-//! system
+//! Whole-system scenarios: one binary, one module per user scenario (see ../src for helpers).
+
+mod agent_publish;

@@ -1,0 +1,280 @@
+//! `crowdflow-agent run`: capture, count, and publish sketches over MQTT.
+//!
+//! One loop owns the MQTT connection, the outbox and the timers. Sketch messages go out one
+//! at a time with QoS 1, oldest first, and leave the outbox only when the broker
+//! acknowledged them, so an outage, a broker restart or an agent restart loses nothing within
+//! the outbox bound (duplicates after a reconnect are harmless: the aggregator's union is
+//! idempotent).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SaltAnnouncement};
+use jiff::Timestamp;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+
+use crate::config::{AgentConfig, Source};
+use crate::counter::Counter;
+use crate::outbox::{Outbox, OutboxError};
+use crate::source;
+use crate::window::Windows;
+
+/// Largest MQTT packet in either direction (a dense lg_k=21 sketch is ~1.4 MB of base64).
+const MAX_PACKET: usize = 2 * 1024 * 1024;
+const STATUS_EVERY: Duration = Duration::from_secs(15);
+const SALT_REQUEST_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The shared counting state was poisoned by a panic in the capture thread.
+    #[error("the capture thread crashed")]
+    Poisoned,
+}
+
+enum Tag {
+    Sketch(u64),
+    Other,
+}
+
+struct Link {
+    client: AsyncClient,
+    sketch_topic: String,
+    sensor_topic_status: String,
+    salt_topic: String,
+    salt_request_topic: String,
+    connected: bool,
+    /// What each publish call was, in call order, until the event loop numbers it.
+    pending: VecDeque<Tag>,
+    /// Packet id -> outbox sequence of sketch publishes awaiting their PubAck.
+    awaiting: HashMap<u16, u64>,
+    in_flight: Option<u64>,
+    /// Publish the status at the next tick (connected, or the salt state changed).
+    status_due: bool,
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let mut outbox = Outbox::open(&config.outbox_dir, config.outbox_max_bytes)?;
+    let kinds = match config.source {
+        Source::Wifi { .. } => vec![Kind::Wifi, Kind::WifiRandom],
+        Source::Pcap { .. } => Kind::ALL.to_vec(),
+    };
+    let counter = Arc::new(Mutex::new(Counter::new(
+        config.sensor_id.clone(),
+        Windows::new(config.window, config.precision, kinds),
+    )));
+    let _capture = match &config.source {
+        Source::Pcap { files, repeat } => {
+            source::replay_as_live(files.clone(), *repeat, config.policy, counter.clone())
+        }
+        Source::Wifi { interface, .. } => {
+            lock(&counter)?.capture_error(format!(
+                "live Wi-Fi capture on {interface} is not available in this build; use source = \"pcap\""
+            ));
+            std::thread::spawn(|| {})
+        }
+    };
+    let (mut link, mut events) = connect(&config);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_status = tokio::time::Instant::now() - STATUS_EVERY;
+    let mut last_salt_request = tokio::time::Instant::now() - SALT_REQUEST_EVERY;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(event) => on_event(event, &mut link, &counter, &mut outbox)?,
+                Err(e) => {
+                    if link.connected {
+                        eprintln!("crowdflow-agent: broker connection lost: {e}");
+                    }
+                    link.disconnected();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            _ = tick.tick() => {
+                let now = Timestamp::now();
+                let messages = lock(&counter)?.close_due(now);
+                for m in messages {
+                    outbox.push(&m.encode())?;
+                }
+                deliver(&mut link, &outbox)?;
+                if link.connected && (link.status_due || last_status.elapsed() >= STATUS_EVERY) {
+                    let status = lock(&counter)?.status(now, health(&outbox));
+                    link.publish(&link.sensor_topic_status.clone(), QoS::AtLeastOnce, true, status.encode(), Tag::Other);
+                    last_status = tokio::time::Instant::now();
+                    link.status_due = false;
+                }
+                if link.connected && !lock(&counter)?.counting(now) && last_salt_request.elapsed() >= SALT_REQUEST_EVERY {
+                    link.publish(&link.salt_request_topic.clone(), QoS::AtMostOnce, false, Vec::new(), Tag::Other);
+                    last_salt_request = tokio::time::Instant::now();
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    let offline = AgentStatus::offline(config.sensor_id.clone()).encode();
+    let _ = link.client.try_publish(
+        link.sensor_topic_status.clone(),
+        QoS::AtLeastOnce,
+        true,
+        offline,
+    );
+    let _ = link.client.try_disconnect();
+    // Let the event loop flush the last status and the disconnect.
+    let flush = async {
+        while let Ok(event) = events.poll().await {
+            if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    Ok(())
+}
+
+fn lock(counter: &Mutex<Counter>) -> Result<MutexGuard<'_, Counter>, RunError> {
+    counter.lock().map_err(|_| RunError::Poisoned)
+}
+
+fn health(outbox: &Outbox) -> OutboxHealth {
+    OutboxHealth {
+        depth: outbox.depth(),
+        bytes: outbox.bytes(),
+        capacity_bytes: outbox.max_bytes(),
+        overflowed: outbox.overflowed(),
+    }
+}
+
+fn connect(config: &AgentConfig) -> (Link, EventLoop) {
+    let broker = &config.broker;
+    let topics = broker.topics.clone();
+    let status_topic = topics.status(&config.sensor_id);
+    let mut options = MqttOptions::new(
+        format!("crowdflow-agent-{}", config.sensor_id),
+        broker.host.clone(),
+        broker.port,
+    );
+    options
+        .set_keep_alive(Duration::from_secs(15))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_last_will(LastWill::new(
+            status_topic.clone(),
+            AgentStatus::offline(config.sensor_id.clone()).encode(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let (Some(user), Some(password)) = (&broker.username, &broker.password) {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    let (client, events) = AsyncClient::new(options, 64);
+    let link = Link {
+        client,
+        salt_topic: topics.salt(),
+        salt_request_topic: topics.salt_request(&config.sensor_id),
+        sensor_topic_status: status_topic,
+        sketch_topic: topics.sketch(&config.sensor_id),
+        connected: false,
+        pending: VecDeque::new(),
+        awaiting: HashMap::new(),
+        in_flight: None,
+        status_due: true,
+    };
+    (link, events)
+}
+
+impl Link {
+    fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: Vec<u8>, tag: Tag) -> bool {
+        match self.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => {
+                self.pending.push_back(tag);
+                true
+            }
+            Err(_) => false, // request queue full: the next tick retries
+        }
+    }
+
+    fn disconnected(&mut self) {
+        self.connected = false;
+        self.pending.clear();
+        self.awaiting.clear();
+        self.in_flight = None;
+    }
+}
+
+fn on_event(
+    event: Event,
+    link: &mut Link,
+    counter: &Mutex<Counter>,
+    outbox: &mut Outbox,
+) -> Result<(), RunError> {
+    match event {
+        Event::Incoming(Packet::ConnAck(_)) => {
+            link.disconnected();
+            link.connected = true;
+            link.status_due = true;
+            let _ = link
+                .client
+                .try_subscribe(link.salt_topic.clone(), QoS::AtMostOnce);
+            link.publish(
+                &link.salt_request_topic.clone(),
+                QoS::AtMostOnce,
+                false,
+                Vec::new(),
+                Tag::Other,
+            );
+        }
+        Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_topic => {
+            match SaltAnnouncement::decode(&p.payload) {
+                Ok(announcement) => {
+                    let accepted = lock(counter)?.accept_salts(announcement, Timestamp::now());
+                    link.status_due |= accepted.new_epochs + accepted.replaced > 0;
+                }
+                Err(e) => eprintln!("crowdflow-agent: ignoring a salt announcement: {e}"),
+            }
+        }
+        Event::Outgoing(Outgoing::Publish(pkid)) => {
+            if let Some(Tag::Sketch(seq)) = link.pending.pop_front() {
+                link.awaiting.insert(pkid, seq);
+            }
+        }
+        Event::Incoming(Packet::PubAck(ack)) => {
+            if let Some(seq) = link.awaiting.remove(&ack.pkid) {
+                outbox.ack(seq)?;
+                if link.in_flight == Some(seq) {
+                    link.in_flight = None;
+                }
+                deliver(link, outbox)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Sends the oldest queued sketch if the link is up and nothing is in flight.
+fn deliver(link: &mut Link, outbox: &Outbox) -> Result<(), RunError> {
+    if !link.connected || link.in_flight.is_some() {
+        return Ok(());
+    }
+    if let Some(queued) = outbox.peek()? {
+        let topic = link.sketch_topic.clone();
+        if link.publish(
+            &topic,
+            QoS::AtLeastOnce,
+            false,
+            queued.payload,
+            Tag::Sketch(queued.seq),
+        ) {
+            link.in_flight = Some(queued.seq);
+        }
+    }
+    Ok(())
+}

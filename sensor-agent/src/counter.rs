@@ -1,0 +1,135 @@
+//! The agent's counting state, shared by the capture thread and the publishing loop.
+
+use std::collections::BTreeMap;
+
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::wire::{
+    AgentState, AgentStatus, OutboxHealth, PROTOCOL_VERSION, SaltAnnouncement, SensorId,
+    SketchMessage,
+};
+use jiff::Timestamp;
+
+use crate::count::Tally;
+use crate::frame::{Heard, Skip};
+use crate::salt::{Accepted, SaltKeeper};
+use crate::window::Windows;
+
+/// The agent's version string in messages.
+pub const AGENT_VERSION: &str = concat!("crowdflow-agent ", env!("CARGO_PKG_VERSION"));
+
+/// Frames, salts and open windows.
+#[derive(Debug)]
+pub struct Counter {
+    sensor: SensorId,
+    tally: Tally,
+    no_salt: u64,
+    salts: SaltKeeper,
+    windows: Windows,
+    salt_changes: u64,
+    capture: String,
+    rate: (Timestamp, u64, f64),
+}
+
+impl Counter {
+    /// A counter for `sensor` over `windows`.
+    pub fn new(sensor: SensorId, windows: Windows) -> Counter {
+        Counter {
+            sensor,
+            tally: Tally::default(),
+            no_salt: 0,
+            salts: SaltKeeper::default(),
+            windows,
+            salt_changes: 0,
+            capture: "starting".into(),
+            rate: (Timestamp::now(), 0, 0.0),
+        }
+    }
+
+    /// Counts one decoded frame heard at `at`.
+    pub fn record(&mut self, at: Timestamp, outcome: &Result<Heard, Skip>) {
+        self.tally.record(outcome);
+        if let Ok(heard) = outcome
+            && self.windows.add(at, heard, &self.salts).is_err()
+        {
+            self.no_salt += 1;
+        }
+        if self.capture == "starting" {
+            self.capture = "capturing".into();
+        }
+    }
+
+    /// Takes in a salt announcement.
+    pub fn accept_salts(&mut self, announcement: SaltAnnouncement, now: Timestamp) -> Accepted {
+        let accepted = self.salts.accept(announcement, now);
+        self.salt_changes += accepted.replaced as u64;
+        self.windows.start(now);
+        accepted
+    }
+
+    /// Whether a salt covers `now`.
+    pub fn counting(&self, now: Timestamp) -> bool {
+        self.salts.at(now).is_some()
+    }
+
+    /// Closes due windows (and forgets salts of ended epochs).
+    pub fn close_due(&mut self, now: Timestamp) -> Vec<SketchMessage> {
+        let out = self
+            .windows
+            .close_due(now, &self.sensor, &self.salts, AGENT_VERSION);
+        self.salts.prune(now);
+        out
+    }
+
+    /// The capture source failed.
+    pub fn capture_error(&mut self, message: String) {
+        self.capture = format!("error: {message}");
+    }
+
+    /// The capture source has no more frames.
+    pub fn capture_done(&mut self) {
+        self.capture = "finished (all capture files replayed)".into();
+    }
+
+    /// Frames counted under `kind` since start.
+    pub fn counted(&self, kind: Kind) -> u64 {
+        self.tally.counted(kind)
+    }
+
+    /// The status message.
+    pub fn status(&mut self, now: Timestamp, outbox: OutboxHealth) -> AgentStatus {
+        let (since, frames_then, last_rate) = self.rate;
+        let secs = now.duration_since(since).as_secs_f64();
+        let rate = if secs >= 1.0 {
+            let r = (self.tally.frames - frames_then) as f64 / secs;
+            self.rate = (now, self.tally.frames, r);
+            r
+        } else {
+            last_rate
+        };
+        let mut drops: BTreeMap<String, u64> = self
+            .tally
+            .skipped_by_reason()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        if self.no_salt > 0 {
+            drops.insert("no_salt".into(), self.no_salt);
+        }
+        if self.salt_changes > 0 {
+            drops.insert("salt_replaced".into(), self.salt_changes);
+        }
+        AgentStatus {
+            v: PROTOCOL_VERSION,
+            sensor_id: self.sensor.clone(),
+            state: AgentState::Online,
+            at: Some(now),
+            agent_version: Some(AGENT_VERSION.into()),
+            frames_per_s: rate,
+            frames_total: self.tally.frames,
+            drops,
+            outbox: Some(outbox),
+            salt: Some(self.salts.state(now)),
+            capture: Some(self.capture.clone()),
+        }
+    }
+}
