@@ -18,6 +18,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Pa
 
 use crate::config::{AgentConfig, Source};
 use crate::counter::Counter;
+use crate::metrics::AgentMetrics;
 use crate::outbox::{Outbox, OutboxError};
 use crate::source;
 use crate::window::Windows;
@@ -57,6 +58,8 @@ struct Link {
     in_flight: Option<u64>,
     /// Publish the status at the next tick (connected, or the salt state changed).
     status_due: bool,
+    /// Sketch messages acknowledged since start.
+    published: u64,
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -81,6 +84,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             std::thread::spawn(|| {})
         }
     };
+    let metrics = AgentMetrics::default();
+    if let Some(addr) = config.metrics_listen {
+        let server = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(addr).await {
+                tracing::error!("cannot serve metrics on {addr}: {e}");
+            }
+        });
+    }
     let (mut link, mut events) = connect(&config);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_status = tokio::time::Instant::now() - STATUS_EVERY;
@@ -92,7 +104,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 Ok(event) => on_event(event, &mut link, &counter, &mut outbox)?,
                 Err(e) => {
                     if link.connected {
-                        eprintln!("crowdflow-agent: broker connection lost: {e}");
+                        tracing::warn!("broker connection lost: {e}");
+                    } else {
+                        tracing::debug!("broker unreachable: {e}");
                     }
                     link.disconnected();
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -105,6 +119,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                     outbox.push(&m.encode())?;
                 }
                 deliver(&mut link, &outbox)?;
+                {
+                    let c = lock(&counter)?;
+                    metrics.observe(&c, &outbox, link.connected, c.counting(now), link.published);
+                }
                 if link.connected && (link.status_due || last_status.elapsed() >= STATUS_EVERY) {
                     let status = lock(&counter)?.status(now, health(&outbox));
                     link.publish(&link.sensor_topic_status.clone(), QoS::AtLeastOnce, true, status.encode(), Tag::Other);
@@ -186,6 +204,7 @@ fn connect(config: &AgentConfig) -> (Link, EventLoop) {
         awaiting: HashMap::new(),
         in_flight: None,
         status_due: true,
+        published: 0,
     };
     (link, events)
 }
@@ -220,6 +239,7 @@ fn on_event(
             link.disconnected();
             link.connected = true;
             link.status_due = true;
+            tracing::info!("connected to the broker");
             let _ = link
                 .client
                 .try_subscribe(link.salt_topic.clone(), QoS::AtMostOnce);
@@ -237,7 +257,7 @@ fn on_event(
                     let accepted = lock(counter)?.accept_salts(announcement, Timestamp::now());
                     link.status_due |= accepted.new_epochs + accepted.replaced > 0;
                 }
-                Err(e) => eprintln!("crowdflow-agent: ignoring a salt announcement: {e}"),
+                Err(e) => tracing::warn!("ignoring a salt announcement: {e}"),
             }
         }
         Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -248,6 +268,8 @@ fn on_event(
         Event::Incoming(Packet::PubAck(ack)) => {
             if let Some(seq) = link.awaiting.remove(&ack.pkid) {
                 outbox.ack(seq)?;
+                link.published += 1;
+                tracing::trace!(seq, pkid = ack.pkid, "sketch acknowledged");
                 if link.in_flight == Some(seq) {
                     link.in_flight = None;
                 }

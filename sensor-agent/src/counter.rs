@@ -48,6 +48,10 @@ impl Counter {
     /// Counts one decoded frame heard at `at`.
     pub fn record(&mut self, at: Timestamp, outcome: &Result<Heard, Skip>) {
         self.tally.record(outcome);
+        match outcome {
+            Ok(heard) => tracing::trace!(kind = %heard.kind(), rssi = ?heard.rssi, "frame counted"),
+            Err(skip) => tracing::trace!(reason = skip.as_str(), "frame skipped"),
+        }
         if let Ok(heard) = outcome
             && self.windows.add(at, heard, &self.salts).is_err()
         {
@@ -61,6 +65,10 @@ impl Counter {
     /// Takes in a salt announcement.
     pub fn accept_salts(&mut self, announcement: SaltAnnouncement, now: Timestamp) -> Accepted {
         let accepted = self.salts.accept(announcement, now);
+        if accepted.new_epochs + accepted.replaced > 0 {
+            let state = self.salts.state(now);
+            tracing::info!(epoch = ?state.epoch, fp = ?state.fp, new = accepted.new_epochs, replaced = accepted.replaced, "salt accepted");
+        }
         self.salt_changes += accepted.replaced as u64;
         self.windows.start(now);
         accepted
@@ -76,6 +84,9 @@ impl Counter {
         let out = self
             .windows
             .close_due(now, &self.sensor, &self.salts, AGENT_VERSION);
+        for m in &out {
+            tracing::debug!(window = %m.window, kind = %m.kind, frames = m.frames, devices = %m.sketch.estimate(), "window closed");
+        }
         self.salts.prune(now);
         out
     }
@@ -93,6 +104,16 @@ impl Counter {
     /// Frames counted under `kind` since start.
     pub fn counted(&self, kind: Kind) -> u64 {
         self.tally.counted(kind)
+    }
+
+    /// Frames skipped for `reason` since start.
+    pub fn skipped(&self, reason: Skip) -> u64 {
+        self.tally.skipped(reason)
+    }
+
+    /// Frames refused for lack of a salt since start.
+    pub fn without_salt(&self) -> u64 {
+        self.no_salt
     }
 
     /// The status message.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod count;
 pub mod counter;
 pub mod frame;
+pub mod metrics;
 pub mod outbox;
 pub mod replay;
 pub mod salt;

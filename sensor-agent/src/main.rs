@@ -46,7 +46,22 @@ enum Command {
     },
 }
 
+/// Logs go to stderr at the level named by CROWDFLOW_LOG (error, warn, info, debug, trace;
+/// default info). No level ever logs an address, a device hash or a salt.
+fn init_logging() {
+    let level = std::env::var("CROWDFLOW_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -4,6 +4,7 @@
 
 pub mod capture;
 
+use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,14 +30,92 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// A plain HTTP/1.1 GET on 127.0.0.1; the response body (no TLS, no redirects).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or(response))
+}
+
 /// A child process killed on drop.
 #[derive(Debug)]
 pub struct Proc {
     pub child: Child,
     pub name: &'static str,
+    output: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
 }
 
 impl Proc {
+    /// Wraps a spawned child whose output is not captured.
+    pub fn new(child: Child, name: &'static str) -> Proc {
+        Proc {
+            child,
+            name,
+            output: None,
+        }
+    }
+
+    /// Spawns `command` with stdout and stderr drained continuously into one buffer (a full
+    /// pipe would block the child).
+    pub fn spawn_capturing(mut command: Command, name: &'static str) -> Proc {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pipes: Vec<Box<dyn std::io::Read + Send>> = [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for mut pipe in pipes {
+            let sink = output.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut out) = sink.lock() {
+                        out.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            });
+        }
+        Proc {
+            child,
+            name,
+            output: Some(output),
+        }
+    }
+
+    /// Everything the child wrote so far (captured children only).
+    pub fn output(&self) -> Vec<u8> {
+        self.output
+            .as_ref()
+            .and_then(|o| o.lock().ok().map(|o| o.clone()))
+            .unwrap_or_default()
+    }
+
     /// Stops with SIGTERM (graceful) and waits up to `timeout`, then kills.
     pub fn terminate(&mut self, timeout: Duration) {
         let _ = Command::new("kill")
@@ -104,10 +183,7 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto runs (scripts/test.sh installs it: apt-get install mosquitto)");
-        let proc = Proc {
-            child,
-            name: "mosquitto",
-        };
+        let proc = Proc::new(child, "mosquitto");
         assert!(
             wait_for_port(port, Duration::from_secs(10)),
             "mosquitto did not listen on {port}"
@@ -116,7 +192,9 @@ impl Mosquitto {
     }
 }
 
-/// A binary of this workspace, next to the test executable's directory.
+/// A binary of this workspace, next to the test executable's directory. `cargo test
+/// --workspace` (what scripts/test.sh runs) rebuilds it; `cargo test -p crowdflow-tests`
+/// alone does not rebuild other packages' binaries, so run it after `cargo build --workspace`.
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe

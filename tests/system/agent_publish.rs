@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crowdflow_contract::identity::Kind;
@@ -14,9 +14,9 @@ use crowdflow_contract::wire::{
     AgentStatus, DecodeRules, EpochSalt, SaltAnnouncement, SketchMessage, Topics,
 };
 use crowdflow_tests::capture::{Probe, write_probes};
-use std::io::Read;
-
-use crowdflow_tests::{Mosquitto, Proc, assert_no_addresses, files_below, workspace_binary};
+use crowdflow_tests::{
+    Mosquitto, Proc, assert_no_addresses, files_below, free_port, http_get, workspace_binary,
+};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -38,7 +38,7 @@ fn probes() -> Vec<Probe> {
     out
 }
 
-fn agent_config(dir: &Path, port: u16, pcap: &Path) -> std::path::PathBuf {
+fn agent_config(dir: &Path, port: u16, pcap: &Path, metrics_port: u16) -> std::path::PathBuf {
     let path = dir.join("agent.toml");
     let text = format!(
         r#"sensor_id = "test-sensor-1"
@@ -51,6 +51,8 @@ pcap = ["{pcap}"]
 window_s = 10
 [outbox]
 dir = "{outbox}"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 "#,
         pcap = pcap.display(),
         outbox = dir.join("outbox").display()
@@ -79,13 +81,14 @@ fn agent_sketches_reach_a_subscriber_through_mosquitto_with_the_right_counts() {
     let broker = Mosquitto::start(dir.path());
     let pcap = dir.path().join("probes.pcap");
     write_probes(&pcap, &probes());
-    let config = agent_config(dir.path(), broker.port, &pcap);
+    let metrics_port = free_port();
+    let config = agent_config(dir.path(), broker.port, &pcap, metrics_port);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (sketches, status, wire, logs) = runtime.block_on(async {
+    let (sketches, status, wire, logs, metrics) = runtime.block_on(async {
         let topics = Topics::default();
         let mut options = MqttOptions::new("test-authority", "127.0.0.1", broker.port);
         options.set_max_packet_size(1 << 22, 1 << 22);
@@ -109,17 +112,12 @@ fn agent_sketches_reach_a_subscriber_through_mosquitto_with_the_right_counts() {
                 subacks += 1;
             }
         }
-        let agent = Command::new(workspace_binary("crowdflow-agent"))
+        let mut command = Command::new(workspace_binary("crowdflow-agent"));
+        command
             .args(["run", "--config"])
             .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agent starts");
-        let mut agent = Proc {
-            child: agent,
-            name: "crowdflow-agent",
-        };
+            .env("CROWDFLOW_LOG", "trace");
+        let mut agent = Proc::spawn_capturing(command, "crowdflow-agent");
         let salt = Salt::generate().expect("entropy");
         let fp = salt.fingerprint();
         let payload = announcement(salt).encode();
@@ -167,15 +165,10 @@ fn agent_sketches_reach_a_subscriber_through_mosquitto_with_the_right_counts() {
                 break;
             }
         }
+        let metrics = http_get(metrics_port, "/metrics").expect("metrics are served");
         agent.terminate(Duration::from_secs(5));
-        let mut logs = Vec::new();
-        if let Some(mut out) = agent.child.stdout.take() {
-            let _ = out.read_to_end(&mut logs);
-        }
-        if let Some(mut err) = agent.child.stderr.take() {
-            let _ = err.read_to_end(&mut logs);
-        }
-        (sketches, status, wire, logs)
+        let logs = agent.output();
+        (sketches, status, wire, logs, metrics)
     });
 
     let mut unions: BTreeMap<Kind, SketchUnion> = BTreeMap::new();
@@ -206,6 +199,22 @@ fn agent_sketches_reach_a_subscriber_through_mosquitto_with_the_right_counts() {
     assert!(!wire.is_empty());
     assert_no_addresses(&wire, &addresses, "an MQTT payload");
     assert_no_addresses(&logs, &addresses, "the agent's output");
+    assert_no_addresses(metrics.as_bytes(), &addresses, "the agent's metrics");
+    let logs = String::from_utf8_lossy(&logs);
+    assert!(
+        logs.contains("frame counted"),
+        "trace logging was on: {logs}"
+    );
+    let quiet: Vec<&str> = logs.lines().filter(|l| !l.contains("frame ")).collect();
+    assert!(logs.contains("window closed"), "{}", quiet.join("\n"));
+    assert!(
+        metrics.contains("crowdflow_agent_frames_counted_total{kind=\"wifi\"} 75"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crowdflow_agent_salt_valid 1"),
+        "{metrics}"
+    );
     for (path, bytes) in files_below(&dir.path().join("outbox")) {
         assert_no_addresses(&bytes, &addresses, &path.display().to_string());
     }
