@@ -2,6 +2,7 @@
 //! the project's binaries as child processes (killed when dropped).
 #![allow(missing_docs)]
 
+pub mod authority;
 pub mod capture;
 
 use std::io::Read as _;
@@ -169,7 +170,11 @@ fn mosquitto_binary() -> PathBuf {
 impl Mosquitto {
     /// Starts one; panics with an install hint if it cannot.
     pub fn start(dir: &Path) -> Mosquitto {
-        let port = free_port();
+        Mosquitto::start_on(dir, free_port())
+    }
+
+    /// Starts one on `port` (to restart a broker where clients expect it).
+    pub fn start_on(dir: &Path, port: u16) -> Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,

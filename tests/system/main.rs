@@ -1,3 +1,4 @@
 //! Whole-system scenarios: one binary, one module per user scenario (see ../src for helpers).
 
+mod agent_outbox;
 mod agent_publish;
