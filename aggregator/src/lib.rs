@@ -1,1 +1,6 @@
-//! aggregator
+//! The crowdflow aggregator: salt authority, sketch ingest, storage, API and dashboard.
+//!
+//! Being built; see ARCHITECTURE.md for what exists.
+#![deny(missing_docs)]
+
+pub mod broker;

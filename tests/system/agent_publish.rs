@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crowdflow_aggregator::broker::{BrokerSettings, EmbeddedBroker};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::{Precision, SketchUnion};
@@ -79,10 +80,27 @@ fn announcement(salt: Salt) -> SaltAnnouncement {
 fn agent_sketches_reach_a_subscriber_through_mosquitto_with_the_right_counts() {
     let dir = tempfile::tempdir().expect("tmp");
     let broker = Mosquitto::start(dir.path());
-    let pcap = dir.path().join("probes.pcap");
+    publish_and_check(dir.path(), broker.port);
+}
+
+#[test]
+fn agent_sketches_reach_a_subscriber_through_the_embedded_broker_with_the_right_counts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let settings = BrokerSettings {
+        listen: ([127, 0, 0, 1], port).into(),
+        credentials: None,
+        max_payload: 1 << 22,
+    };
+    EmbeddedBroker::start(&settings).expect("embedded broker starts");
+    publish_and_check(dir.path(), port);
+}
+
+fn publish_and_check(dir: &Path, port: u16) {
+    let pcap = dir.join("probes.pcap");
     write_probes(&pcap, &probes());
     let metrics_port = free_port();
-    let config = agent_config(dir.path(), broker.port, &pcap, metrics_port);
+    let config = agent_config(dir, port, &pcap, metrics_port);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,7 +108,7 @@ fn agent_sketches_reach_a_subscriber_through_mosquitto_with_the_right_counts() {
         .expect("runtime");
     let (sketches, status, wire, logs, metrics) = runtime.block_on(async {
         let topics = Topics::default();
-        let mut options = MqttOptions::new("test-authority", "127.0.0.1", broker.port);
+        let mut options = MqttOptions::new("test-authority", "127.0.0.1", port);
         options.set_max_packet_size(1 << 22, 1 << 22);
         let (client, mut events) = AsyncClient::new(options, 64);
         client
@@ -215,7 +233,7 @@ fn agent_sketches_reach_a_subscriber_through_mosquitto_with_the_right_counts() {
         metrics.contains("crowdflow_agent_salt_valid 1"),
         "{metrics}"
     );
-    for (path, bytes) in files_below(&dir.path().join("outbox")) {
+    for (path, bytes) in files_below(&dir.join("outbox")) {
         assert_no_addresses(&bytes, &addresses, &path.display().to_string());
     }
     assert_eq!(status.outbox.map(|o| o.overflowed), Some(0));

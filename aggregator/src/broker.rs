@@ -1,0 +1,97 @@
+//! The embedded MQTT broker (rumqttd): the no-set-up default for one machine.
+//!
+//! rumqttd keeps everything in memory and has reports of panics under heavy load, so it is the
+//! single-node and demo default; production deployments point the aggregator at Mosquitto or
+//! EMQX (see deploy/). With credentials configured, every client must present one of them.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+/// Why the broker did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Nothing listens on the address after start (in use, or not ours to bind).
+    #[error("the embedded MQTT broker could not listen on {0} (is the port in use?)")]
+    Bind(SocketAddr),
+    /// The broker thread could not be started.
+    #[error("cannot start the embedded MQTT broker: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// What the embedded broker needs.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// Where to listen for MQTT 3.1.1 clients.
+    pub listen: SocketAddr,
+    /// username -> password; `None` lets anyone connect (demo only).
+    pub credentials: Option<HashMap<String, String>>,
+    /// Largest accepted payload.
+    pub max_payload: usize,
+}
+
+/// A running embedded broker; it lives as long as the process.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedBroker {
+    listen: SocketAddr,
+}
+
+impl EmbeddedBroker {
+    /// Starts the broker on its own threads and waits until it accepts connections.
+    pub fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
+        let mut broker = Broker::new(config(settings));
+        std::thread::Builder::new()
+            .name("mqtt-broker".into())
+            .spawn(move || {
+                if let Err(e) = broker.start() {
+                    tracing::error!("embedded MQTT broker stopped: {e}");
+                }
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if TcpStream::connect(settings.listen).is_ok() {
+                return Ok(EmbeddedBroker {
+                    listen: settings.listen,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(BrokerError::Bind(settings.listen))
+    }
+
+    /// The listening address.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+fn config(settings: &BrokerSettings) -> Config {
+    let server = ServerSettings {
+        name: "crowdflow-v4".into(),
+        listen: settings.listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: settings.max_payload,
+            max_inflight_count: 200,
+            auth: settings.credentials.clone(),
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 10_010,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("v4".to_owned(), server)])),
+        ..Config::default()
+    }
+}
