@@ -5,7 +5,7 @@
 #   bash scripts/test.sh
 #
 # Environment: CROWDFLOW_FUZZ_SECONDS=N also fuzzes each decoder for N seconds (needs
-# cargo-fuzz, installed on demand).
+# cargo-fuzz, installed on demand); CROWDFLOW_SKIP_AARCH64=1 skips the Raspberry Pi build.
 set -euo pipefail
 source "$(dirname "$0")/lib/setup.sh"
 cd "$ROOT"
@@ -27,6 +27,11 @@ cargo build --locked -p crowdflow-contract-fuzz -p crowdflow-agent-fuzz
 
 say "cargo test"
 cargo test --workspace --locked
+
+if [ -z "${CROWDFLOW_SKIP_AARCH64:-}" ]; then
+    say "aarch64 agent build, checked under qemu"
+    bash scripts/aarch64.sh
+fi
 
 if [ -n "${CROWDFLOW_FUZZ_SECONDS:-}" ]; then
     bash scripts/fuzz.sh "$CROWDFLOW_FUZZ_SECONDS"

@@ -53,3 +53,15 @@ ensure_python_datasketches() {
 ensure_mosquitto() {
     [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || apt_install mosquitto
 }
+
+# ensure_arm64_toolchain: Debian's Rust (cargo +debian) with an arm64 standard library, the
+# aarch64 linker and user-mode qemu (rustup cannot add targets on this network).
+ensure_arm64_toolchain() {
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        as_root dpkg --add-architecture arm64
+        APT_UPDATED=0
+    fi
+    apt_install rustc-web cargo-web libstd-rust-web-dev:arm64 rust-web-src \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+    rustup toolchain list | grep -q '^debian' || rustup toolchain link debian /usr
+}

@@ -16,6 +16,7 @@ use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SaltAnnouncement};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 
+use crate::capture::live::HopPlan;
 use crate::config::{AgentConfig, Source};
 use crate::counter::Counter;
 use crate::metrics::AgentMetrics;
@@ -77,12 +78,19 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         Source::Pcap { files, repeat } => {
             source::replay_as_live(files.clone(), *repeat, config.policy, counter.clone())
         }
-        Source::Wifi { interface, .. } => {
-            lock(&counter)?.capture_error(format!(
-                "live Wi-Fi capture on {interface} is not available in this build; use source = \"pcap\""
-            ));
-            std::thread::spawn(|| {})
-        }
+        Source::Wifi {
+            interface,
+            channels,
+            dwell,
+        } => source::live_wifi(
+            HopPlan {
+                channels: channels.clone(),
+                dwell: *dwell,
+            },
+            interface.clone(),
+            config.policy,
+            counter.clone(),
+        ),
     };
     let metrics = AgentMetrics::default();
     if let Some(addr) = config.metrics_listen {

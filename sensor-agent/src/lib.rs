@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod replay;
 pub mod salt;
+pub mod selfcheck;
 pub mod source;
 pub mod window;

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crowdflow_agent::agent;
 use crowdflow_agent::config::{AgentConfig, PASSWORD_ENV};
 use crowdflow_agent::frame::FramePolicy;
 use crowdflow_agent::replay::{Pace, replay};
+use crowdflow_agent::{agent, selfcheck};
 
 /// crowdflow sensor agent: counts devices by salted sketches, never by address.
 #[derive(Debug, Parser)]
@@ -25,6 +25,15 @@ enum Command {
         /// The agent's config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Check capture, clock, outbox, broker and salt delivery, and say what to fix.
+    Selfcheck {
+        /// The agent's config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Seconds to wait for the broker and for the salt.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
     },
     /// Check a config file and say what to fix.
     Validate {
@@ -89,6 +98,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.precision.lg_k()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Selfcheck { config, timeout_s } => {
+            let c = load(&config)?;
+            println!(
+                "ok   config   {} is valid (sensor {})",
+                config.display(),
+                c.sensor_id
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let checks = runtime.block_on(selfcheck::run(
+                &c,
+                std::time::Duration::from_secs(timeout_s),
+            ));
+            for check in &checks {
+                println!("{check}");
+            }
+            Ok(if checks.iter().all(|c| c.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Run { config } => {
             let c = load(&config)?;

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::capture::LinkType;
 use crate::capture::file::CaptureReader;
+use crate::capture::live::{HopPlan, RawSocket, set_channel};
 use crate::counter::Counter;
 use crate::frame::{self, FramePolicy};
 
@@ -35,6 +37,59 @@ pub fn replay_as_live(
                     c.capture_done();
                 }
                 return;
+            }
+        }
+    })
+}
+
+/// Captures from a monitor-mode interface, hopping channels, until the process ends.
+pub fn live_wifi(
+    plan: HopPlan,
+    interface: String,
+    policy: FramePolicy,
+    counter: Arc<Mutex<Counter>>,
+) -> std::thread::JoinHandle<()> {
+    let hopper_counter = counter.clone();
+    let hopper_interface = interface.clone();
+    std::thread::spawn(move || {
+        let mut step = 0;
+        while let Some(channel) = plan.channel(step) {
+            if let Err(e) = set_channel(&hopper_interface, channel)
+                && let Ok(mut c) = hopper_counter.lock()
+            {
+                c.capture_error(format!("channel hopping: {e}"));
+            }
+            std::thread::sleep(plan.dwell);
+            step = step.wrapping_add(1);
+        }
+    });
+    std::thread::spawn(move || {
+        let socket = match RawSocket::open(&interface) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Ok(mut c) = counter.lock() {
+                    c.capture_error(e.to_string());
+                }
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(Some(n)) => {
+                    let outcome = frame::decode(LinkType::Radiotap, &buf[..n], &policy);
+                    match counter.lock() {
+                        Ok(mut c) => c.record(Timestamp::now(), &outcome),
+                        Err(_) => return,
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Ok(mut c) = counter.lock() {
+                        c.capture_error(format!("capture on {interface} failed: {e}"));
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
         }
     })

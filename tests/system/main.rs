@@ -2,3 +2,4 @@
 
 mod agent_outbox;
 mod agent_publish;
+mod agent_selfcheck;
