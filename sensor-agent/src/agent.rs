@@ -66,32 +66,40 @@ struct Link {
 /// Runs the agent until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let mut outbox = Outbox::open(&config.outbox_dir, config.outbox_max_bytes)?;
-    let kinds = match config.source {
-        Source::Wifi { .. } => vec![Kind::Wifi, Kind::WifiRandom],
+    let kinds = match &config.source {
+        Source::Live { wifi, ble } => {
+            let mut kinds = Vec::new();
+            if wifi.is_some() {
+                kinds.extend([Kind::Wifi, Kind::WifiRandom]);
+            }
+            if ble.is_some() {
+                kinds.push(Kind::Ble);
+            }
+            kinds
+        }
         Source::Pcap { .. } => Kind::ALL.to_vec(),
     };
     let counter = Arc::new(Mutex::new(Counter::new(
         config.sensor_id.clone(),
         Windows::new(config.window, config.precision, kinds),
     )));
-    let _capture = match &config.source {
+    match &config.source {
         Source::Pcap { files, repeat } => {
-            source::replay_as_live(files.clone(), *repeat, config.policy, counter.clone())
+            source::replay_as_live(files.clone(), *repeat, config.policy, counter.clone());
         }
-        Source::Wifi {
-            interface,
-            channels,
-            dwell,
-        } => source::live_wifi(
-            HopPlan {
-                channels: channels.clone(),
-                dwell: *dwell,
-            },
-            interface.clone(),
-            config.policy,
-            counter.clone(),
-        ),
-    };
+        Source::Live { wifi, ble } => {
+            if let Some(w) = wifi {
+                let plan = HopPlan {
+                    channels: w.channels.clone(),
+                    dwell: w.dwell,
+                };
+                source::live_wifi(plan, w.interface.clone(), config.policy, counter.clone());
+            }
+            if let Some(dev) = ble {
+                source::live_ble(*dev, config.policy, counter.clone());
+            }
+        }
+    }
     let metrics = AgentMetrics::default();
     if let Some(addr) = config.metrics_listen {
         let server = metrics.clone();

@@ -79,6 +79,8 @@ struct RawCapture {
     source: String,
     interface: Option<String>,
     #[serde(default)]
+    hci: u16,
+    #[serde(default)]
     pcap: Vec<PathBuf>,
     #[serde(default)]
     pcap_loop: bool,
@@ -147,17 +149,26 @@ struct RawMetrics {
     listen: Option<String>,
 }
 
+/// Live Wi-Fi capture settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WifiCapture {
+    /// Interface name, e.g. `wlan1`.
+    pub interface: String,
+    /// Channel plan, visited in order (repeat a channel to weight it).
+    pub channels: Vec<u16>,
+    /// Time on each channel.
+    pub dwell: Duration,
+}
+
 /// Where frames come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A monitor-mode Wi-Fi interface, hopping over `channels`.
-    Wifi {
-        /// Interface name, e.g. `wlan1`.
-        interface: String,
-        /// Channel plan, visited in order (repeat a channel to weight it).
-        channels: Vec<u16>,
-        /// Time on each channel.
-        dwell: Duration,
+    /// Radios: a monitor-mode Wi-Fi interface and/or a Bluetooth controller (`hciN`).
+    Live {
+        /// Wi-Fi capture, if enabled.
+        wifi: Option<WifiCapture>,
+        /// The Bluetooth controller index for passive LE scanning, if enabled.
+        ble: Option<u16>,
     },
     /// Capture files replayed at their recorded pace, shifted to the present
     /// (demos, tests, and sensors that record elsewhere).
@@ -336,40 +347,18 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
         wifi: ClientFrames::only(&classes),
         min_rssi,
     };
+    let (wants_wifi, wants_ble) = match raw.source.as_str() {
+        "wifi" => (true, false),
+        "ble" => (false, true),
+        "wifi+ble" => (true, true),
+        _ => (false, false),
+    };
     let source = match raw.source.as_str() {
-        "wifi" => {
-            let interface = raw.interface.filter(|i| !i.is_empty()).ok_or((
-                "capture.interface".to_owned(),
-                "the monitor-mode interface is required for source = \"wifi\" (e.g. wlan1)"
-                    .to_owned(),
-            ))?;
-            if let Some((i, _)) = raw
-                .channels
-                .iter()
-                .enumerate()
-                .find(|(_, c)| !valid_channel(**c))
-            {
-                return Err((
-                    format!("capture.channels[{i}]"),
-                    "not a 2.4 GHz (1-14) or 5 GHz (32-177) channel".into(),
-                ));
-            }
-            if raw.channels.is_empty() {
-                return Err((
-                    "capture.channels".into(),
-                    "list at least one channel".into(),
-                ));
-            }
-            if !(50..=10_000).contains(&raw.dwell_ms) {
-                return Err((
-                    "capture.dwell_ms".into(),
-                    "must be between 50 and 10000 ms".into(),
-                ));
-            }
-            Source::Wifi {
-                interface,
-                channels: raw.channels,
-                dwell: Duration::from_millis(raw.dwell_ms),
+        "wifi" | "ble" | "wifi+ble" => {
+            let wifi = wants_wifi.then(|| wifi_capture(&raw)).transpose()?;
+            Source::Live {
+                wifi,
+                ble: wants_ble.then_some(raw.hci),
             }
         }
         "pcap" => {
@@ -387,11 +376,52 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
         _ => {
             return Err((
                 "capture.source".into(),
-                "must be \"wifi\" (monitor-mode interface) or \"pcap\" (capture files)".into(),
+                "must be \"wifi\" (monitor-mode interface), \"ble\" (Bluetooth controller), \"wifi+ble\" or \"pcap\" (capture files)".into(),
             ));
         }
     };
     Ok((source, policy))
+}
+
+fn wifi_capture(raw: &RawCapture) -> Result<WifiCapture, (String, String)> {
+    let interface = raw.interface.clone().filter(|i| !i.is_empty()).ok_or((
+        "capture.interface".to_owned(),
+        "the monitor-mode interface is required for Wi-Fi capture (e.g. wlan1)".to_owned(),
+    ))?;
+    if !crate::capture::live::valid_name(&interface) {
+        return Err((
+            "capture.interface".into(),
+            "must be an interface name such as wlan1".into(),
+        ));
+    }
+    if let Some((i, _)) = raw
+        .channels
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !valid_channel(**c))
+    {
+        return Err((
+            format!("capture.channels[{i}]"),
+            "not a 2.4 GHz (1-14) or 5 GHz (32-177) channel".into(),
+        ));
+    }
+    if raw.channels.is_empty() {
+        return Err((
+            "capture.channels".into(),
+            "list at least one channel".into(),
+        ));
+    }
+    if !(50..=10_000).contains(&raw.dwell_ms) {
+        return Err((
+            "capture.dwell_ms".into(),
+            "must be between 50 and 10000 ms".into(),
+        ));
+    }
+    Ok(WifiCapture {
+        interface,
+        channels: raw.channels.clone(),
+        dwell: Duration::from_millis(raw.dwell_ms),
+    })
 }
 
 fn valid_channel(c: u16) -> bool {
@@ -436,8 +466,30 @@ dir = "/var/lib/crowdflow-agent/outbox"
         assert!(c.policy.wifi.allows(FrameClass::DataToAp));
         assert!(!c.policy.wifi.allows(FrameClass::PsPoll));
         assert!(
-            matches!(c.source, Source::Wifi { ref channels, .. } if channels[..3] == [1, 6, 11])
+            matches!(c.source, Source::Live { wifi: Some(ref w), ble: None } if w.channels[..3] == [1, 6, 11])
         );
+        let both = parse(&GOOD.replace("source = \"wifi\"", "source = \"wifi+ble\"\nhci = 1"))
+            .expect("valid");
+        assert!(matches!(
+            both.source,
+            Source::Live {
+                wifi: Some(_),
+                ble: Some(1)
+            }
+        ));
+        let ble = parse(
+            &GOOD
+                .replace("source = \"wifi\"", "source = \"ble\"")
+                .replace("interface = \"wlan1\"", ""),
+        )
+        .expect("valid");
+        assert!(matches!(
+            ble.source,
+            Source::Live {
+                wifi: None,
+                ble: Some(0)
+            }
+        ));
     }
 
     #[test]

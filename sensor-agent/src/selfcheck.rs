@@ -96,10 +96,28 @@ fn capture(source: &Source) -> Check {
                 format!("{} capture file(s) readable", files.len()),
             )
         }
-        Source::Wifi { interface, .. } => match live::check_monitor_interface(interface) {
-            Ok(()) => pass("capture", format!("{interface} is in monitor mode")),
-            Err(e) => fail("capture", e.to_string()),
-        },
+        Source::Live { wifi, ble } => {
+            let mut found = Vec::new();
+            if let Some(w) = wifi {
+                match live::check_monitor_interface(&w.interface) {
+                    Ok(()) => found.push(format!("{} is in monitor mode", w.interface)),
+                    Err(e) => return fail("capture", e.to_string()),
+                }
+            }
+            if let Some(dev) = ble {
+                if Path::new(&format!("/sys/class/bluetooth/hci{dev}")).exists() {
+                    found.push(format!("Bluetooth controller hci{dev} present"));
+                } else {
+                    return fail(
+                        "capture",
+                        format!(
+                            "no Bluetooth controller hci{dev}: check `bluetoothctl list` and that Bluetooth is not disabled (dtoverlay=disable-bt)"
+                        ),
+                    );
+                }
+            }
+            pass("capture", found.join("; "))
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::capture::LinkType;
 use crate::capture::file::CaptureReader;
+use crate::capture::hci::{HciScanner, advertisers};
 use crate::capture::live::{HopPlan, RawSocket, set_channel};
 use crate::counter::Counter;
 use crate::frame::{self, FramePolicy};
@@ -87,6 +88,59 @@ pub fn live_wifi(
                 Err(e) => {
                     if let Ok(mut c) = counter.lock() {
                         c.capture_error(format!("capture on {interface} failed: {e}"));
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    })
+}
+
+/// Scans passively on Bluetooth controller `hci<dev>` until the process ends.
+pub fn live_ble(
+    dev: u16,
+    policy: FramePolicy,
+    counter: Arc<Mutex<Counter>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let scanner = match HciScanner::open(dev) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Ok(mut c) = counter.lock() {
+                    c.capture_error(format!(
+                        "cannot scan on hci{dev}: {e} (is the controller up? `hciconfig hci{dev} up`; the agent needs CAP_NET_RAW and CAP_NET_ADMIN)"
+                    ));
+                }
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 1024];
+        let mut reports = Vec::new();
+        loop {
+            match scanner.recv(&mut buf) {
+                Ok(n) => {
+                    reports.clear();
+                    advertisers(&buf[..n], &mut reports);
+                    let Ok(mut c) = counter.lock() else { return };
+                    let now = Timestamp::now();
+                    for outcome in &reports {
+                        let outcome = match outcome {
+                            Ok(h)
+                                if policy
+                                    .min_rssi
+                                    .zip(h.rssi)
+                                    .is_some_and(|(min, rssi)| rssi < min) =>
+                            {
+                                Err(crate::frame::Skip::TooFar)
+                            }
+                            other => *other,
+                        };
+                        c.record(now, &outcome);
+                    }
+                }
+                Err(e) => {
+                    if let Ok(mut c) = counter.lock() {
+                        c.capture_error(format!("BLE scan on hci{dev} failed: {e}"));
                     }
                     std::thread::sleep(Duration::from_secs(1));
                 }

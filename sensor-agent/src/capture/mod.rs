@@ -4,6 +4,7 @@
 //! produce the same [`Heard`] events through [`crate::frame`].
 
 pub mod file;
+pub mod hci;
 pub mod live;
 
 use std::fmt;
