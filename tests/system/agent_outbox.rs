@@ -77,8 +77,16 @@ fn windows_closed_during_an_outage_and_an_agent_restart_all_arrive_exactly_once(
         broker.proc.kill();
         // All frames are heard and their windows closed into the outbox during the outage.
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let queued = files_below(&dir.path().join("outbox")).len();
-        assert!(queued >= 2, "windows queued during the outage: {queued}");
+        let queued = files_below(&dir.path().join("outbox"));
+        assert!(
+            queued.len() >= 2,
+            "windows queued during the outage: {}",
+            queued.len()
+        );
+        let addresses: Vec<[u8; 6]> = probes().iter().map(|p| p.address).collect();
+        for (path, bytes) in &queued {
+            assert_no_addresses(bytes, &addresses, &path.display().to_string());
+        }
         agent.terminate(Duration::from_secs(5));
         let first_output = agent.output();
         let mut agent = start_agent(&second_config);
