@@ -1,0 +1,779 @@
+//! The aggregator's config file (TOML): parsed into a raw serde struct, then validated into
+//! [`AggregatorConfig`] with errors that name the exact field and what to fix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crowdflow_contract::epoch::RotationSchedule;
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_contract::window::WindowLength;
+use crowdflow_contract::wire::{SensorId, Topics};
+use serde::Deserialize;
+
+/// Environment variable overriding `broker.password` (the aggregator's own account).
+pub const BROKER_PASSWORD_ENV: &str = "CROWDFLOW_BROKER_PASSWORD";
+
+/// A config problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a field of the wrong type or name.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// A field breaks a rule.
+    #[error("{path}: `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, as a TOML path.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    http: RawHttp,
+    broker: RawBroker,
+    storage: RawStorage,
+    #[serde(default)]
+    salt: RawSalt,
+    #[serde(default)]
+    counting: RawCounting,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    zones: Vec<RawZone>,
+    #[serde(default)]
+    sensors: Vec<RawSensor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_http")]
+    listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: default_http(),
+        }
+    }
+}
+
+fn default_http() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    mode: String,
+    listen: Option<String>,
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default = "default_prefix")]
+    topic_prefix: String,
+    #[serde(default = "default_client_id")]
+    client_id: String,
+    #[serde(default = "default_group")]
+    shared_group: String,
+}
+
+fn default_prefix() -> String {
+    crowdflow_contract::wire::DEFAULT_PREFIX.into()
+}
+
+fn default_client_id() -> String {
+    "crowdflow-aggregator-1".into()
+}
+
+fn default_group() -> String {
+    "crowdflow-aggregators".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    kind: String,
+    path: Option<PathBuf>,
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSalt {
+    #[serde(default = "default_rotation")]
+    rotation: String,
+    #[serde(default = "default_tz")]
+    time_zone: String,
+    #[serde(default = "default_announce")]
+    announce_every_s: u64,
+    #[serde(default = "default_authority")]
+    authority_id: String,
+}
+
+impl Default for RawSalt {
+    fn default() -> Self {
+        RawSalt {
+            rotation: default_rotation(),
+            time_zone: default_tz(),
+            announce_every_s: default_announce(),
+            authority_id: default_authority(),
+        }
+    }
+}
+
+fn default_rotation() -> String {
+    "04:00".into()
+}
+fn default_tz() -> String {
+    "Europe/Amsterdam".into()
+}
+fn default_announce() -> u64 {
+    60
+}
+fn default_authority() -> String {
+    "aggregator-1".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCounting {
+    #[serde(default = "default_window")]
+    window_s: u64,
+    #[serde(default = "default_lg_k")]
+    lg_k: u8,
+}
+
+impl Default for RawCounting {
+    fn default() -> Self {
+        RawCounting {
+            window_s: default_window(),
+            lg_k: default_lg_k(),
+        }
+    }
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_lg_k() -> u8 {
+    Precision::DEFAULT.lg_k()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default = "default_minute_days")]
+    minute_sketch_days: u32,
+    #[serde(default = "default_hour_days")]
+    hour_sketch_days: u32,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            minute_sketch_days: default_minute_days(),
+            hour_sketch_days: default_hour_days(),
+        }
+    }
+}
+fn default_minute_days() -> u32 {
+    30
+}
+fn default_hour_days() -> u32 {
+    365
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    id: String,
+    name: String,
+    area_m2: f64,
+    capacity: Option<u64>,
+    #[serde(default = "default_occupancy")]
+    occupancy_window_min: u32,
+    #[serde(default = "default_thresholds")]
+    thresholds: Vec<f64>,
+    #[serde(default)]
+    calibration: BTreeMap<String, f64>,
+    polygon: Option<serde_json::Value>,
+}
+
+fn default_occupancy() -> u32 {
+    5
+}
+fn default_thresholds() -> Vec<f64> {
+    vec![2.0, 3.5, 5.0]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensor {
+    id: String,
+    zone: String,
+    password: Option<String>,
+    #[serde(default = "default_senses")]
+    senses: Vec<String>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    #[serde(default)]
+    description: String,
+}
+
+fn default_senses() -> Vec<String> {
+    vec!["wifi".into(), "ble".into()]
+}
+
+/// How the aggregator reaches MQTT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerMode {
+    /// Run rumqttd in-process on `listen`.
+    Embedded {
+        /// Where sensors connect.
+        listen: SocketAddr,
+    },
+    /// Connect to an external broker (Mosquitto, EMQX) at `host:port`.
+    External {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// The broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Embedded or external.
+    pub mode: BrokerMode,
+    /// The aggregator's own account on an external broker.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// Topic layout.
+    pub topics: Topics,
+    /// MQTT client id (stable: the broker keeps the session for it).
+    pub client_id: String,
+    /// Shared-subscription group that replicas of this aggregator split messages in.
+    pub shared_group: String,
+}
+
+/// Where data is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// One SQLite file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A PostgreSQL database (shared by replicas).
+    Postgres {
+        /// A libpq-style URL.
+        url: String,
+    },
+}
+
+/// One zone: a named area whose devices are counted together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    /// Identifier (same rules as sensor ids).
+    pub id: SensorId,
+    /// Display name.
+    pub name: String,
+    /// Area in square metres (for density).
+    pub area_m2: f64,
+    /// Capacity in persons, if known.
+    pub capacity: Option<u64>,
+    /// Minutes of the live occupancy window.
+    pub occupancy_window_min: u32,
+    /// Level-of-service thresholds in persons per m2, ascending.
+    pub thresholds: Vec<f64>,
+    /// Persons per device, by kind (an estimate; documented as such).
+    pub calibration: BTreeMap<Kind, f64>,
+    /// Outline as GeoJSON, for the dashboard.
+    pub polygon: Option<serde_json::Value>,
+}
+
+/// One sensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sensor {
+    /// Its id (also its broker username on the embedded broker).
+    pub id: SensorId,
+    /// The zone it counts for.
+    pub zone: SensorId,
+    /// Broker password on the embedded broker.
+    pub password: Option<String>,
+    /// Which kinds it may publish.
+    pub kinds: Vec<Kind>,
+    /// Location, for the public sensor register.
+    pub location: Option<(f64, f64)>,
+    /// Description, for the public sensor register.
+    pub description: String,
+}
+
+/// A validated aggregator configuration.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// HTTP API address.
+    pub http_listen: SocketAddr,
+    /// Broker.
+    pub broker: BrokerConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+    /// When salts rotate.
+    pub rotation: RotationSchedule,
+    /// How often salts are announced.
+    pub announce_every_s: u64,
+    /// This replica's authority id.
+    pub authority_id: String,
+    /// Window length all sensors use.
+    pub window: WindowLength,
+    /// Sketch precision all sensors use.
+    pub precision: Precision,
+    /// Days minute-level sketches are kept.
+    pub minute_sketch_days: u32,
+    /// Days hour-level sketches are kept.
+    pub hour_sketch_days: u32,
+    /// Zones by id.
+    pub zones: BTreeMap<SensorId, Zone>,
+    /// Sensors by id.
+    pub sensors: BTreeMap<SensorId, Sensor>,
+}
+
+type FieldError = (String, String);
+
+fn field(name: impl Into<String>, message: impl Into<String>) -> FieldError {
+    (name.into(), message.into())
+}
+
+impl AggregatorConfig {
+    /// Reads and validates a config file; `password_env` overrides `broker.password`.
+    pub fn load(
+        path: &Path,
+        password_env: Option<String>,
+    ) -> Result<AggregatorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, password_env)
+    }
+
+    /// Validates config text (`path` only names the file in errors).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        password_env: Option<String>,
+    ) -> Result<AggregatorConfig, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        validate(raw, password_env).map_err(|(field, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        })
+    }
+
+    /// Broker credentials of every sensor (and the aggregator), for the embedded broker.
+    pub fn broker_credentials(&self) -> Option<HashMap<String, String>> {
+        let mut credentials: HashMap<String, String> = self
+            .sensors
+            .values()
+            .filter_map(|s| s.password.clone().map(|p| (s.id.to_string(), p)))
+            .collect();
+        if let (Some(u), Some(p)) = (&self.broker.username, &self.broker.password) {
+            credentials.insert(u.clone(), p.clone());
+        }
+        (!credentials.is_empty()).then_some(credentials)
+    }
+}
+
+fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, FieldError> {
+    let http_listen = raw
+        .http
+        .listen
+        .parse()
+        .map_err(|_| field("http.listen", "must be ADDRESS:PORT, e.g. 127.0.0.1:8080"))?;
+    let broker = broker(raw.broker, password_env)?;
+    let storage = match raw.storage.kind.as_str() {
+        "sqlite" => StorageConfig::Sqlite {
+            path: raw.storage.path.ok_or_else(|| {
+                field(
+                    "storage.path",
+                    "the SQLite database file is required for kind = \"sqlite\"",
+                )
+            })?,
+        },
+        "postgres" => StorageConfig::Postgres {
+            url: raw
+                .storage
+                .url
+                .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                .ok_or_else(|| {
+                    field(
+                        "storage.url",
+                        "a postgres://USER@HOST:PORT/DB URL is required for kind = \"postgres\"",
+                    )
+                })?,
+        },
+        _ => return Err(field("storage.kind", "must be \"sqlite\" or \"postgres\"")),
+    };
+    let rotation =
+        RotationSchedule::parse(&raw.salt.rotation, &raw.salt.time_zone).map_err(|e| {
+            let name = if matches!(e, crowdflow_contract::epoch::EpochError::TimeZone(_)) {
+                "salt.time_zone"
+            } else {
+                "salt.rotation"
+            };
+            field(name, e.to_string())
+        })?;
+    if !(5..=3600).contains(&raw.salt.announce_every_s) {
+        return Err(field(
+            "salt.announce_every_s",
+            "must be between 5 and 3600 seconds",
+        ));
+    }
+    SensorId::new(&raw.salt.authority_id)
+        .map_err(|_| field("salt.authority_id", "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
+    let window = WindowLength::new(raw.counting.window_s)
+        .map_err(|e| field("counting.window_s", e.to_string()))?;
+    let precision =
+        Precision::new(raw.counting.lg_k).map_err(|e| field("counting.lg_k", e.to_string()))?;
+    if raw.retention.minute_sketch_days == 0
+        || raw.retention.hour_sketch_days < raw.retention.minute_sketch_days
+    {
+        return Err(field(
+            "retention.hour_sketch_days",
+            "keep hour sketches at least as long as minute sketches (and minute sketches at least a day)",
+        ));
+    }
+    let zones = zones(raw.zones)?;
+    let sensors = sensors(raw.sensors, &zones)?;
+    Ok(AggregatorConfig {
+        http_listen,
+        broker,
+        storage,
+        rotation,
+        announce_every_s: raw.salt.announce_every_s,
+        authority_id: raw.salt.authority_id,
+        window,
+        precision,
+        minute_sketch_days: raw.retention.minute_sketch_days,
+        hour_sketch_days: raw.retention.hour_sketch_days,
+        zones,
+        sensors,
+    })
+}
+
+fn broker(raw: RawBroker, password_env: Option<String>) -> Result<BrokerConfig, FieldError> {
+    let mode = match raw.mode.as_str() {
+        "embedded" => BrokerMode::Embedded {
+            listen: raw
+                .listen
+                .as_deref()
+                .unwrap_or("0.0.0.0:1883")
+                .parse()
+                .map_err(|_| field("broker.listen", "must be ADDRESS:PORT, e.g. 0.0.0.0:1883"))?,
+        },
+        "external" => {
+            let url = raw.url.ok_or_else(|| {
+                field(
+                    "broker.url",
+                    "mqtt://HOST[:PORT] is required for mode = \"external\"",
+                )
+            })?;
+            let rest = url
+                .strip_prefix("mqtt://")
+                .ok_or_else(|| field("broker.url", "must start with mqtt://"))?;
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .map_err(|_| field("broker.url", "port must be 1-65535"))?,
+                ),
+                None => (rest, 1883),
+            };
+            if host.is_empty() || host.contains('/') || port == 0 {
+                return Err(field("broker.url", "must be mqtt://HOST[:PORT]"));
+            }
+            BrokerMode::External {
+                host: host.to_owned(),
+                port,
+            }
+        }
+        _ => {
+            return Err(field(
+                "broker.mode",
+                "must be \"embedded\" (built-in broker) or \"external\" (Mosquitto, EMQX)",
+            ));
+        }
+    };
+    let password = password_env.or(raw.password);
+    if raw.username.is_some() != password.is_some() {
+        return Err(field(
+            "broker.username",
+            format!(
+                "username and password must be either both provided or both missing (password may come from {BROKER_PASSWORD_ENV})"
+            ),
+        ));
+    }
+    let topics =
+        Topics::new(&raw.topic_prefix).map_err(|e| field("broker.topic_prefix", e.to_string()))?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+    };
+    if !plain(&raw.client_id) {
+        return Err(field("broker.client_id", "use 1 to 64 of A-Z a-z 0-9 _ -"));
+    }
+    if !plain(&raw.shared_group) {
+        return Err(field(
+            "broker.shared_group",
+            "use 1 to 64 of A-Z a-z 0-9 _ -",
+        ));
+    }
+    Ok(BrokerConfig {
+        mode,
+        username: raw.username,
+        password,
+        topics,
+        client_id: raw.client_id,
+        shared_group: raw.shared_group,
+    })
+}
+
+fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<SensorId, Zone>, FieldError> {
+    let mut zones = BTreeMap::new();
+    for (i, z) in raw.into_iter().enumerate() {
+        let at = |f: &str| format!("zones[{i}].{f}");
+        let id =
+            SensorId::new(&z.id).map_err(|_| field(at("id"), "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
+        if z.name.trim().is_empty() {
+            return Err(field(at("name"), "give the zone a name people recognise"));
+        }
+        if !(z.area_m2.is_finite() && z.area_m2 > 0.0) {
+            return Err(field(
+                at("area_m2"),
+                "must be a positive number of square metres",
+            ));
+        }
+        if !(1..=1440).contains(&z.occupancy_window_min) {
+            return Err(field(
+                at("occupancy_window_min"),
+                "must be between 1 and 1440 minutes",
+            ));
+        }
+        if z.thresholds.is_empty()
+            || z.thresholds.windows(2).any(|w| w[0] >= w[1])
+            || z.thresholds.iter().any(|t| !(t.is_finite() && *t > 0.0))
+        {
+            return Err(field(
+                at("thresholds"),
+                "list ascending positive densities in persons/m2, e.g. [2.0, 3.5, 5.0]",
+            ));
+        }
+        let mut calibration = BTreeMap::new();
+        for (kind, factor) in &z.calibration {
+            let k = kind.parse::<Kind>().map_err(|_| {
+                field(
+                    format!("zones[{i}].calibration.{kind}"),
+                    "not a kind (wifi, wifi_random, ble)",
+                )
+            })?;
+            if !(factor.is_finite() && *factor >= 0.0 && *factor <= 100.0) {
+                return Err(field(
+                    format!("zones[{i}].calibration.{kind}"),
+                    "must be between 0 and 100 persons per device",
+                ));
+            }
+            calibration.insert(k, *factor);
+        }
+        if let Some(p) = &z.polygon
+            && p.get("type").and_then(|t| t.as_str()) != Some("Polygon")
+        {
+            return Err(field(
+                at("polygon"),
+                "must be a GeoJSON Polygon geometry ({\"type\": \"Polygon\", \"coordinates\": [...]})",
+            ));
+        }
+        let zone = Zone {
+            id: id.clone(),
+            name: z.name,
+            area_m2: z.area_m2,
+            capacity: z.capacity,
+            occupancy_window_min: z.occupancy_window_min,
+            thresholds: z.thresholds,
+            calibration,
+            polygon: z.polygon,
+        };
+        if zones.insert(id, zone).is_some() {
+            return Err(field(at("id"), "another zone has this id"));
+        }
+    }
+    Ok(zones)
+}
+
+fn sensors(
+    raw: Vec<RawSensor>,
+    zones: &BTreeMap<SensorId, Zone>,
+) -> Result<BTreeMap<SensorId, Sensor>, FieldError> {
+    let mut sensors = BTreeMap::new();
+    for (i, s) in raw.into_iter().enumerate() {
+        let at = |f: &str| format!("sensors[{i}].{f}");
+        let id =
+            SensorId::new(&s.id).map_err(|_| field(at("id"), "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
+        let zone = SensorId::new(&s.zone)
+            .ok()
+            .filter(|z| zones.contains_key(z))
+            .ok_or_else(|| field(at("zone"), "must be the id of a zone in [[zones]]"))?;
+        let mut kinds = Vec::new();
+        for (j, sense) in s.senses.iter().enumerate() {
+            match sense.as_str() {
+                "wifi" => kinds.extend([Kind::Wifi, Kind::WifiRandom]),
+                "ble" => kinds.push(Kind::Ble),
+                _ => {
+                    return Err(field(
+                        format!("sensors[{i}].senses[{j}]"),
+                        "must be \"wifi\" or \"ble\"",
+                    ));
+                }
+            }
+        }
+        let location = match (s.latitude, s.longitude) {
+            (Some(lat), Some(lon))
+                if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+            {
+                Some((lat, lon))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(field(
+                    at("latitude"),
+                    "give both latitude (-90..90) and longitude (-180..180), or neither",
+                ));
+            }
+        };
+        let sensor = Sensor {
+            id: id.clone(),
+            zone,
+            password: s.password,
+            kinds,
+            location,
+            description: s.description,
+        };
+        if sensors.insert(id, sensor).is_some() {
+            return Err(field(at("id"), "another sensor has this id"));
+        }
+    }
+    Ok(sensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/aggregator/aggregator.example.toml"),
+        )
+        .expect("example config")
+    }
+
+    fn parse(text: &str) -> Result<AggregatorConfig, ConfigError> {
+        AggregatorConfig::parse(text, Path::new("aggregator.toml"), None)
+    }
+
+    #[test]
+    fn the_shipped_example_validates() {
+        let c = parse(&example()).expect("valid");
+        assert_eq!(c.zones.len(), 2);
+        assert_eq!(c.sensors.len(), 3);
+        assert_eq!(c.rotation.time_zone(), "Europe/Amsterdam");
+        assert!(matches!(c.broker.mode, BrokerMode::Embedded { .. }));
+        let creds = c.broker_credentials().expect("sensor passwords");
+        assert!(creds.contains_key("neude-01"));
+    }
+
+    #[test]
+    fn every_mistake_names_its_field() {
+        let cases = [
+            ("mode = \"embedded\"", "mode = \"cloud\"", "`broker.mode`"),
+            ("kind = \"sqlite\"", "kind = \"mysql\"", "`storage.kind`"),
+            (
+                "time_zone = \"Europe/Amsterdam\"",
+                "time_zone = \"Mars/Base\"",
+                "`salt.time_zone`",
+            ),
+            (
+                "rotation = \"04:00\"",
+                "rotation = \"4am\"",
+                "`salt.rotation`",
+            ),
+            ("area_m2 = 12000.0", "area_m2 = -1.0", "`zones[0].area_m2`"),
+            (
+                "thresholds = [2.0, 3.5, 5.0]",
+                "thresholds = [3.5, 2.0]",
+                "`zones[0].thresholds`",
+            ),
+            (
+                "wifi_random = 0.35",
+                "bluetooth = 0.35",
+                "`zones[0].calibration.bluetooth`",
+            ),
+            (
+                "zone = \"neude\"",
+                "zone = \"nowhere\"",
+                "`sensors[0].zone`",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"localhost\"",
+                "`http.listen`",
+            ),
+            ("window_s = 60", "window_s = 61", "`counting.window_s`"),
+        ];
+        let text = example();
+        for (from, to, expect) in cases {
+            assert!(text.contains(from), "example lacks {from}");
+            let err = parse(&text.replacen(from, to, 1))
+                .expect_err(to)
+                .to_string();
+            assert!(err.contains(expect), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let err = parse(&example().replace("area_m2 = 12000.0", "area = 12000.0"))
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("area") && err.contains("line"), "{err}");
+    }
+}
