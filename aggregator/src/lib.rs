@@ -5,3 +5,5 @@
 
 pub mod broker;
 pub mod config;
+pub mod salt;
+pub mod store;

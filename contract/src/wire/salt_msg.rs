@@ -48,11 +48,42 @@ pub struct SaltAnnouncement {
     pub salts: Vec<EpochSalt>,
 }
 
+/// A borrowed [`EpochSalt`], so an authority can announce salts it keeps holding.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochSaltRef<'a> {
+    /// The epoch the salt keys.
+    pub epoch: EpochId,
+    /// First instant of the epoch.
+    pub starts: Timestamp,
+    /// First instant after the epoch.
+    pub ends: Timestamp,
+    /// The salt itself.
+    pub salt: &'a Salt,
+}
+
 impl SaltAnnouncement {
     /// The JSON payload, in a buffer that is zeroized when dropped.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let salts: Vec<Value> = self
+        let refs: Vec<EpochSaltRef<'_>> = self
             .salts
+            .iter()
+            .map(|s| EpochSaltRef {
+                epoch: s.epoch,
+                starts: s.starts,
+                ends: s.ends,
+                salt: &s.salt,
+            })
+            .collect();
+        Self::encode_refs(&self.authority, self.issued_at, &refs)
+    }
+
+    /// Encodes an announcement of borrowed salts.
+    pub fn encode_refs(
+        authority: &str,
+        issued_at: Timestamp,
+        salts: &[EpochSaltRef<'_>],
+    ) -> Zeroizing<Vec<u8>> {
+        let salts: Vec<Value> = salts
             .iter()
             .map(|s| {
                 json!({
@@ -66,8 +97,8 @@ impl SaltAnnouncement {
             .collect();
         let mut doc = json!({
             "v": PROTOCOL_VERSION,
-            "authority": self.authority,
-            "issued_at": self.issued_at,
+            "authority": authority,
+            "issued_at": issued_at,
             "salts": salts,
         });
         let bytes = Zeroizing::new(serde_json::to_vec(&doc).unwrap_or_default());
