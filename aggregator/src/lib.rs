@@ -5,5 +5,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod ingest;
 pub mod salt;
+pub mod service;
 pub mod store;

@@ -1,1 +1,130 @@
-fn main() {}
+//! `crowdflow-aggregator`: the aggregator's command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crowdflow_aggregator::config::{AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig};
+use crowdflow_aggregator::service;
+use crowdflow_aggregator::store::SqliteStore;
+
+/// crowdflow aggregator: salt authority, sketch ingest and storage.
+#[derive(Debug, Parser)]
+#[command(name = "crowdflow-aggregator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the aggregator until stopped (SIGINT/SIGTERM).
+    Run {
+        /// The aggregator's config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a config file and say what to fix.
+    Validate {
+        /// The aggregator's config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Logs go to stderr at the level named by CROWDFLOW_LOG (default info); no level logs a
+/// salt or payload contents.
+fn init_logging() {
+    let level = std::env::var("CROWDFLOW_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // The embedded broker logs every connection at info; keep it to warnings.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(
+            "rumqttd",
+            level.min(tracing_subscriber::filter::LevelFilter::WARN),
+        );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry().with(fmt).with(filter).init();
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crowdflow-aggregator: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<AggregatorConfig> {
+    Ok(AggregatorConfig::load(
+        path,
+        std::env::var(BROKER_PASSWORD_ENV).ok(),
+    )?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { config } => {
+            let c = load(&config)?;
+            println!(
+                "{}: valid ({} zones, {} sensors, salt rotates at {} {})",
+                config.display(),
+                c.zones.len(),
+                c.sensors.len(),
+                c.rotation.rotation_time(),
+                c.rotation.time_zone()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let c = Arc::new(load(&config)?);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(async {
+                match &c.storage {
+                    StorageConfig::Sqlite { path } => {
+                        let store = SqliteStore::open(path, c.precision).with_context(|| format!("opening {}", path.display()))?;
+                        service::run(c.clone(), store, shutdown_signal()).await.context("aggregator stopped")
+                    }
+                    StorageConfig::Postgres { .. } => {
+                        anyhow::bail!("storage.kind = \"postgres\" is not available in this build yet; use \"sqlite\"")
+                    }
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -77,14 +77,23 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             }
             kinds
         }
-        Source::Pcap { .. } => Kind::ALL.to_vec(),
+        Source::Pcap { wifi, ble, .. } => {
+            let mut kinds = Vec::new();
+            if *wifi {
+                kinds.extend([Kind::Wifi, Kind::WifiRandom]);
+            }
+            if *ble {
+                kinds.push(Kind::Ble);
+            }
+            kinds
+        }
     };
     let counter = Arc::new(Mutex::new(Counter::new(
         config.sensor_id.clone(),
         Windows::new(config.window, config.precision, kinds),
     )));
     match &config.source {
-        Source::Pcap { files, repeat } => {
+        Source::Pcap { files, repeat, .. } => {
             source::replay_as_live(files.clone(), *repeat, config.policy, counter.clone());
         }
         Source::Live { wifi, ble } => {

@@ -84,6 +84,8 @@ struct RawCapture {
     pcap: Vec<PathBuf>,
     #[serde(default)]
     pcap_loop: bool,
+    #[serde(default = "default_senses")]
+    senses: Vec<String>,
     #[serde(default = "default_channels")]
     channels: Vec<u16>,
     #[serde(default = "default_dwell")]
@@ -91,6 +93,10 @@ struct RawCapture {
     #[serde(default = "default_frames")]
     frames: Vec<String>,
     min_rssi_dbm: Option<i16>,
+}
+
+fn default_senses() -> Vec<String> {
+    vec!["wifi".into(), "ble".into()]
 }
 
 fn default_channels() -> Vec<u16> {
@@ -177,6 +183,10 @@ pub enum Source {
         files: Vec<PathBuf>,
         /// Start again after the last file.
         repeat: bool,
+        /// Which media the files stand for (sketches are published for these only).
+        wifi: bool,
+        /// BLE too.
+        ble: bool,
     },
 }
 
@@ -368,9 +378,30 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
                     "list at least one capture file for source = \"pcap\"".into(),
                 ));
             }
+            let mut media = (false, false);
+            for (i, sense) in raw.senses.iter().enumerate() {
+                match sense.as_str() {
+                    "wifi" => media.0 = true,
+                    "ble" => media.1 = true,
+                    _ => {
+                        return Err((
+                            format!("capture.senses[{i}]"),
+                            "must be \"wifi\" or \"ble\"".into(),
+                        ));
+                    }
+                }
+            }
+            if media == (false, false) {
+                return Err((
+                    "capture.senses".into(),
+                    "list \"wifi\", \"ble\" or both".into(),
+                ));
+            }
             Source::Pcap {
                 files: raw.pcap,
                 repeat: raw.pcap_loop,
+                wifi: media.0,
+                ble: media.1,
             }
         }
         _ => {

@@ -3,3 +3,4 @@
 mod agent_outbox;
 mod agent_publish;
 mod agent_selfcheck;
+mod aggregator_ingest;

@@ -1,0 +1,330 @@
+//! `crowdflow-aggregator run`: the broker connection, the salt authority and ingest.
+//!
+//! Sketch messages are acknowledged to the broker only after the batch holding them is
+//! committed to storage (persistent session, manual acks), so a crash between receive and
+//! commit loses nothing: the broker redelivers, and merging is idempotent.
+//!
+//! Salt authority with several replicas: every replica listens to the salt topic. A replica
+//! that has heard an announcement from a lower authority id within three announcement
+//! intervals follows it (adopts its salts, announces nothing); otherwise it leads. So
+//! exactly one salt per epoch reaches the agents, and when the leader dies the next-lowest
+//! replica takes over with the same salts it adopted.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crowdflow_contract::wire::SaltAnnouncement;
+use jiff::{SignedDuration, Timestamp};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+
+use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
+use crate::config::{AggregatorConfig, BrokerMode};
+use crate::ingest::Ingest;
+use crate::salt::{Drawn, SaltAuthority};
+use crate::store::{Accepted, Store, StoreError};
+
+/// Largest message accepted from the broker.
+const MAX_PACKET: usize = 1 << 20;
+/// Most messages stored in one transaction.
+const MAX_BATCH: usize = 2000;
+/// How long a new replica listens for a leader before it leads.
+const LISTEN_FIRST: Duration = Duration::from_secs(3);
+
+/// Why the service stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// Storage failed at start.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No salt could be drawn.
+    #[error("cannot draw a salt: {0}")]
+    Salt(#[from] crowdflow_contract::salt::SaltError),
+}
+
+struct State<S> {
+    config: Arc<AggregatorConfig>,
+    store: S,
+    ingest: Ingest,
+    authority: SaltAuthority,
+    client: AsyncClient,
+    /// Every received sketch message in arrival order (acks must follow that order), with
+    /// what to store for the accepted ones.
+    pending: Vec<(Option<Accepted>, Publish)>,
+    peers: BTreeMap<String, tokio::time::Instant>,
+    started: tokio::time::Instant,
+    announce_due: bool,
+    last_announce: Option<tokio::time::Instant>,
+}
+
+/// Runs the aggregator until `shutdown` completes.
+pub async fn run<S: Store>(
+    config: Arc<AggregatorConfig>,
+    store: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let mut own_account = config
+        .broker
+        .username
+        .clone()
+        .zip(config.broker.password.clone());
+    let (host, port) = match &config.broker.mode {
+        BrokerMode::Embedded { listen } => {
+            let mut credentials = config.broker_credentials();
+            if let (Some(credentials), None) = (credentials.as_mut(), &own_account) {
+                // Sensors need credentials, so the aggregator needs an account too: one with a
+                // random password that lives in this process only.
+                let account = (config.broker.client_id.clone(), random_password()?);
+                credentials.insert(account.0.clone(), account.1.clone());
+                own_account = Some(account);
+            }
+            let settings = BrokerSettings {
+                listen: *listen,
+                credentials,
+                max_payload: MAX_PACKET,
+            };
+            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
+                .await
+                .map_err(|e| BrokerError::Thread(std::io::Error::other(e.to_string())))??;
+            tracing::info!(listen = %broker.listen(), "embedded MQTT broker listening");
+            let ip = match broker.listen().ip() {
+                ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ip => ip,
+            };
+            (ip.to_string(), broker.listen().port())
+        }
+        BrokerMode::External { host, port } => (host.clone(), *port),
+    };
+    let mut ingest = Ingest::new(config.clone());
+    let since = config
+        .rotation
+        .epoch_at(Timestamp::now() - SignedDuration::from_hours(24 * 8));
+    for (epoch, fp) in store.known_epochs(since).await? {
+        ingest.know(epoch, fp);
+    }
+    let (client, mut events) = connect(&config, &host, port, own_account);
+    let mut state = State {
+        authority: SaltAuthority::new(&config.authority_id, config.rotation.clone()),
+        config,
+        store,
+        ingest,
+        client,
+        pending: Vec::new(),
+        peers: BTreeMap::new(),
+        started: tokio::time::Instant::now(),
+        announce_due: true,
+        last_announce: None,
+    };
+    tracing::info!(broker = %format!("{host}:{port}"), "aggregator running");
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(event) => state.on_event(event).await,
+                Err(e) => {
+                    tracing::warn!("broker connection: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            _ = tick.tick() => state.on_tick().await?,
+            () = &mut shutdown => break,
+        }
+    }
+    state.flush().await;
+    let _ = state.client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain(&mut events)).await;
+    Ok(())
+}
+
+async fn drain(events: &mut EventLoop) {
+    while let Ok(event) = events.poll().await {
+        if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+            break;
+        }
+    }
+}
+
+fn random_password() -> Result<String, crowdflow_contract::salt::SaltError> {
+    use rand::TryRng;
+    let mut bytes = [0u8; 24];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| crowdflow_contract::salt::SaltError::Entropy(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn connect(
+    config: &AggregatorConfig,
+    host: &str,
+    port: u16,
+    account: Option<(String, String)>,
+) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(config.broker.client_id.clone(), host, port);
+    options
+        .set_keep_alive(Duration::from_secs(15))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_inflight(1000);
+    if let Some((user, password)) = account {
+        options.set_credentials(user, password);
+    }
+    AsyncClient::new(options, 1024)
+}
+
+impl<S: Store> State<S> {
+    fn topics(&self) -> &crowdflow_contract::wire::Topics {
+        &self.config.broker.topics
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                let sketches = match self.config.broker.mode {
+                    BrokerMode::External { .. } => format!(
+                        "$share/{}/{}",
+                        self.config.broker.shared_group,
+                        self.topics().sketch_filter()
+                    ),
+                    BrokerMode::Embedded { .. } => self.topics().sketch_filter(),
+                };
+                for (filter, qos) in [
+                    (sketches, QoS::AtLeastOnce),
+                    (self.topics().salt_request_filter(), QoS::AtMostOnce),
+                    (self.topics().salt(), QoS::AtMostOnce),
+                ] {
+                    if let Err(e) = self.client.try_subscribe(filter, qos) {
+                        tracing::error!("cannot subscribe: {e}");
+                    }
+                }
+                tracing::info!("connected to the broker");
+            }
+            Event::Incoming(Packet::Publish(p)) => self.on_publish(p).await,
+            _ => {}
+        }
+    }
+
+    async fn on_publish(&mut self, p: Publish) {
+        let topic = p.topic.clone();
+        if topic == self.topics().salt() {
+            self.on_announcement(&p.payload).await;
+        } else if topic.starts_with(&format!("{}/salt/request/", self.topics().prefix())) {
+            self.announce_due = true;
+        } else if topic.starts_with(&format!("{}/sketch/", self.topics().prefix())) {
+            match self.ingest.check(&topic, &p.payload, Timestamp::now()) {
+                Ok(accepted) => self.pending.push((Some(accepted), p)),
+                Err(reject) => {
+                    tracing::warn!(topic = %topic, reason = reject.reason(), "sketch rejected: {reject}");
+                    self.pending.push((None, p));
+                }
+            }
+            if self.pending.len() >= MAX_BATCH {
+                self.flush().await;
+            }
+        }
+        // QoS 0 messages (salt topics) need no acknowledgement.
+    }
+
+    async fn on_announcement(&mut self, payload: &[u8]) {
+        let Ok(announcement) = SaltAnnouncement::decode(payload) else {
+            tracing::warn!("ignoring an undecodable salt announcement");
+            return;
+        };
+        if announcement.authority == self.config.authority_id {
+            return; // our own
+        }
+        self.peers
+            .insert(announcement.authority.clone(), tokio::time::Instant::now());
+        if announcement.authority < self.config.authority_id {
+            let adopted = self.authority.adopt(announcement);
+            self.record(adopted).await;
+        }
+    }
+
+    /// Whether a lower authority id announced recently.
+    fn follows(&self) -> bool {
+        let window = Duration::from_secs(self.config.announce_every_s * 3);
+        self.peers
+            .iter()
+            .any(|(id, seen)| *id < self.config.authority_id && seen.elapsed() < window)
+    }
+
+    async fn record(&mut self, drawn: Vec<Drawn>) {
+        for d in drawn {
+            self.ingest.know(d.epoch, d.fp);
+            if let Err(e) = self
+                .store
+                .record_epoch(d.epoch, d.fp, &self.config.authority_id)
+                .await
+            {
+                tracing::error!("cannot record the salt fingerprint of {}: {e}", d.epoch);
+            }
+            tracing::info!(epoch = %d.epoch, fp = %d.fp, "salt in use");
+        }
+    }
+
+    async fn on_tick(&mut self) -> Result<(), ServiceError> {
+        self.flush().await;
+        // Replicas share only an external broker: with the embedded one there is no peer to
+        // wait for.
+        let listening = matches!(self.config.broker.mode, BrokerMode::External { .. })
+            && self.started.elapsed() < LISTEN_FIRST;
+        if listening || self.follows() {
+            return Ok(());
+        }
+        let drawn = self.authority.tick(Timestamp::now())?;
+        if !drawn.is_empty() {
+            self.announce_due = true;
+        }
+        self.record(drawn).await;
+        let interval = Duration::from_secs(self.config.announce_every_s);
+        let recent = self
+            .last_announce
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        let stale = self.last_announce.is_none_or(|t| t.elapsed() >= interval);
+        if (self.announce_due && !recent) || stale {
+            let payload = self.authority.announcement(Timestamp::now());
+            // QoS 0, never retained: no broker stores a salt.
+            if self
+                .client
+                .try_publish(
+                    self.topics().salt(),
+                    QoS::AtMostOnce,
+                    false,
+                    payload.to_vec(),
+                )
+                .is_ok()
+            {
+                self.announce_due = false;
+                self.last_announce = Some(tokio::time::Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the pending batch and then acknowledges its messages; on failure keeps them
+    /// for the next attempt (unacknowledged, so a restart gets them redelivered).
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch: Vec<Accepted> = self.pending.iter().filter_map(|(a, _)| a.clone()).collect();
+        match self.store.ingest(batch).await {
+            Ok(()) => {
+                for (_, p) in self.pending.drain(..) {
+                    let _ = self.client.try_ack(&p);
+                }
+            }
+            Err(e) => tracing::error!(
+                "storing {} sketches failed, will retry: {e}",
+                self.pending.len()
+            ),
+        }
+    }
+}
