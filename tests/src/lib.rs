@@ -197,6 +197,16 @@ impl Mosquitto {
     }
 }
 
+/// Runs `binary run --config CONFIG` of this workspace at debug log level, output captured.
+pub fn run_binary(binary: &str, config: &Path, name: &'static str) -> Proc {
+    let mut command = Command::new(workspace_binary(binary));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("CROWDFLOW_LOG", "debug");
+    Proc::spawn_capturing(command, name)
+}
+
 /// A binary of this workspace, next to the test executable's directory. `cargo test
 /// --workspace` (what scripts/test.sh runs) rebuilds it; `cargo test -p crowdflow-tests`
 /// alone does not rebuild other packages' binaries, so run it after `cargo build --workspace`.

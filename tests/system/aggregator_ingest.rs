@@ -3,7 +3,6 @@
 //! by both sensors counts once), and neither the salt nor an address is in any file or log.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -12,9 +11,7 @@ use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::{Precision, SketchUnion};
 use crowdflow_contract::wire::SensorId;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{
-    Proc, assert_no_addresses, files_below, free_port, wait_for_port, workspace_binary,
-};
+use crowdflow_tests::{assert_no_addresses, files_below, free_port, run_binary, wait_for_port};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -87,15 +84,6 @@ fn agent_config(dir: &Path, sensor: &str, password: &str, port: u16, pcap: &Path
     path
 }
 
-fn spawn(binary: &str, config: &Path, name: &'static str) -> Proc {
-    let mut command = Command::new(workspace_binary(binary));
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .env("CROWDFLOW_LOG", "debug");
-    Proc::spawn_capturing(command, name)
-}
-
 /// Watches the salt topic with the observer account and returns the salt bytes announced.
 async fn observe_salt(port: u16) -> Vec<u8> {
     let mut options = MqttOptions::new("salt-observer", "127.0.0.1", port);
@@ -121,7 +109,7 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
     let dir = tempfile::tempdir().expect("tmp");
     let port = free_port();
     let aggregator_cfg = aggregator_config(dir.path(), port);
-    let mut aggregator = spawn(
+    let mut aggregator = run_binary(
         "crowdflow-aggregator",
         &aggregator_cfg,
         "crowdflow-aggregator",
@@ -146,12 +134,12 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
             .expect("a salt is announced")
             .expect("join");
         let mut agents = [
-            spawn(
+            run_binary(
                 "crowdflow-agent",
                 &agent_config(dir.path(), "plaza-1", "secret-1", port, &one),
                 "agent-1",
             ),
-            spawn(
+            run_binary(
                 "crowdflow-agent",
                 &agent_config(dir.path(), "plaza-2", "secret-2", port, &two),
                 "agent-2",

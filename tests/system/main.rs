@@ -3,4 +3,5 @@
 mod agent_outbox;
 mod agent_publish;
 mod agent_selfcheck;
+mod aggregator_crash;
 mod aggregator_ingest;
