@@ -3,5 +3,6 @@
 mod agent_outbox;
 mod agent_publish;
 mod agent_selfcheck;
+mod aggregator_bad_input;
 mod aggregator_crash;
 mod aggregator_ingest;
