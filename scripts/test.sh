@@ -26,6 +26,9 @@ say "fuzz targets build"
 cargo build --locked -p crowdflow-contract-fuzz -p crowdflow-agent-fuzz
 
 say "cargo test"
+# The scenarios in tests/ run the binaries: build them all first (cargo test alone builds a
+# package's binary only for that package's own integration tests).
+cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
 if [ -z "${CROWDFLOW_SKIP_AARCH64:-}" ]; then
