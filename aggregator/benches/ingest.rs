@@ -50,7 +50,10 @@ fn sketch(first: u64, n: u64) -> Sketch {
 /// Windows of the current epoch, newest first.
 fn windows(epoch: EpochId, count: usize) -> Vec<Window> {
     let schedule = RotationSchedule::default();
-    let mut w = Window::containing(Timestamp::now() - SignedDuration::from_secs(20), WindowLength::new(10).expect("10 s"));
+    let mut w = Window::containing(
+        Timestamp::now() - SignedDuration::from_secs(20),
+        WindowLength::new(10).expect("10 s"),
+    );
     let mut out = Vec::new();
     while out.len() < count {
         if schedule.spans(&w).iter().all(|s| s.epoch == epoch) {
@@ -61,7 +64,14 @@ fn windows(epoch: EpochId, count: usize) -> Vec<Window> {
     out
 }
 
-fn payload(sensor: usize, window: Window, epoch: EpochId, fp: SaltFingerprint, sketch: &Sketch, frames: u64) -> Vec<u8> {
+fn payload(
+    sensor: usize,
+    window: Window,
+    epoch: EpochId,
+    fp: SaltFingerprint,
+    sketch: &Sketch,
+    frames: u64,
+) -> Vec<u8> {
     SketchMessage {
         sensor_id: SensorId::new(&format!("s{sensor}")).expect("id"),
         kind: Kind::Wifi,
@@ -76,16 +86,33 @@ fn payload(sensor: usize, window: Window, epoch: EpochId, fp: SaltFingerprint, s
 }
 
 async fn stored(store: &SqliteStore) -> u64 {
-    store.sensor_health().await.map(|h| h.iter().map(|s| s.frames).sum()).unwrap_or(0)
+    store
+        .sensor_health()
+        .await
+        .map(|h| h.iter().map(|s| s.frames).sum())
+        .unwrap_or(0)
 }
 
 fn main() {
-    let n: usize = std::env::var("CROWDFLOW_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    let n: usize = std::env::var("CROWDFLOW_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("bench.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let config = Arc::new(AggregatorConfig::parse(&config_text(port, &db), Path::new("bench.toml"), None).expect("config"));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let config = Arc::new(
+        AggregatorConfig::parse(&config_text(port, &db), Path::new("bench.toml"), None)
+            .expect("config"),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async move {
         let store = SqliteStore::open(&db, Precision::DEFAULT).expect("open");
         let service_store = store.clone();

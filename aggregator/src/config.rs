@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crowdflow_contract::config_file;
 use crowdflow_contract::epoch::RotationSchedule;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
@@ -15,36 +16,7 @@ use serde::Deserialize;
 /// Environment variable overriding `broker.password` (the aggregator's own account).
 pub const BROKER_PASSWORD_ENV: &str = "CROWDFLOW_BROKER_PASSWORD";
 
-/// A config problem, naming the field.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or a field of the wrong type or name.
-    #[error("{path}: {message}")]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (it names the key and line).
-        message: String,
-    },
-    /// A field breaks a rule.
-    #[error("{path}: `{field}`: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The field, as a TOML path.
-        field: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-}
+pub use crowdflow_contract::config_file::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -374,11 +346,7 @@ impl AggregatorConfig {
         path: &Path,
         password_env: Option<String>,
     ) -> Result<AggregatorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path, password_env)
+        Self::parse(&config_file::read(path)?, path, password_env)
     }
 
     /// Validates config text (`path` only names the file in errors).
@@ -387,15 +355,9 @@ impl AggregatorConfig {
         path: &Path,
         password_env: Option<String>,
     ) -> Result<AggregatorConfig, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        validate(raw, password_env).map_err(|(field, message)| ConfigError::Invalid {
-            path: path.to_owned(),
-            field,
-            message,
-        })
+        let raw: Raw = config_file::parse_toml(text, path)?;
+        validate(raw, password_env)
+            .map_err(|(field, message)| config_file::invalid(path, field, message))
     }
 
     /// Broker credentials of every sensor (and the aggregator), for the embedded broker.
@@ -506,24 +468,8 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<BrokerConfig, 
                     "mqtt://HOST[:PORT] is required for mode = \"external\"",
                 )
             })?;
-            let rest = url
-                .strip_prefix("mqtt://")
-                .ok_or_else(|| field("broker.url", "must start with mqtt://"))?;
-            let (host, port) = match rest.rsplit_once(':') {
-                Some((h, p)) => (
-                    h,
-                    p.parse::<u16>()
-                        .map_err(|_| field("broker.url", "port must be 1-65535"))?,
-                ),
-                None => (rest, 1883),
-            };
-            if host.is_empty() || host.contains('/') || port == 0 {
-                return Err(field("broker.url", "must be mqtt://HOST[:PORT]"));
-            }
-            BrokerMode::External {
-                host: host.to_owned(),
-                port,
-            }
+            let (host, port) = config_file::mqtt_url(&url).map_err(|m| field("broker.url", m))?;
+            BrokerMode::External { host, port }
         }
         _ => {
             return Err(field(

@@ -4,6 +4,7 @@
 //!
 //! | module | what it fixes |
 //! |---|---|
+//! | [`config_file`] | how both deployables read their TOML config and name faulty fields |
 //! | [`salt`] | the per-epoch secret, its fingerprint, and how it is kept (memory only, zeroized) |
 //! | [`identity`] | how a device address becomes the keyed hash that feeds a sketch |
 //! | [`epoch`] | which salt epoch an instant belongs to (daily rotation in a local time zone) |
@@ -37,6 +38,7 @@
 //! travel.
 #![deny(missing_docs)]
 
+pub mod config_file;
 pub mod epoch;
 pub mod identity;
 pub mod salt;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crowdflow_contract::config_file;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::{SensorId, Topics};
@@ -15,36 +16,7 @@ use crate::frame::{ClientFrames, FrameClass, FramePolicy};
 /// The environment variable that overrides `broker.password` (keeps secrets out of files).
 pub const PASSWORD_ENV: &str = "CROWDFLOW_BROKER_PASSWORD";
 
-/// A config problem, naming the field.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or a field of the wrong type or name.
-    #[error("{path}: {message}")]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (it names the key and line).
-        message: String,
-    },
-    /// A field breaks a rule.
-    #[error("{path}: `{field}`: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The field, as a TOML path.
-        field: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-}
+pub use crowdflow_contract::config_file::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,11 +203,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Reads and validates a config file; `password_env` overrides `broker.password`.
     pub fn load(path: &Path, password_env: Option<String>) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path, password_env)
+        Self::parse(&config_file::read(path)?, path, password_env)
     }
 
     /// Validates config text (`path` only names the file in errors).
@@ -244,15 +212,8 @@ impl AgentConfig {
         path: &Path,
         password_env: Option<String>,
     ) -> Result<AgentConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            message,
-        };
+        let raw: RawConfig = config_file::parse_toml(text, path)?;
+        let invalid = |field: &str, message: String| config_file::invalid(path, field, message);
         let sensor_id = SensorId::new(&raw.sensor_id)
             .map_err(|_| invalid("sensor_id", "use 1 to 64 of A-Z a-z 0-9 _ -".into()))?;
         let broker = broker(raw.broker, password_env).map_err(|(f, m)| invalid(f, m))?;
@@ -292,22 +253,7 @@ impl AgentConfig {
 type FieldError = (&'static str, String);
 
 fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldError> {
-    let rest = raw.url.strip_prefix("mqtt://").ok_or((
-        "broker.url",
-        "must start with mqtt:// (mqtts:// with TLS is configured in the secured deployment)"
-            .into(),
-    ))?;
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| ("broker.url", "port must be 1-65535".into()))?,
-        ),
-        None => (rest, 1883),
-    };
-    if host.is_empty() || host.contains('/') || port == 0 {
-        return Err(("broker.url", "must be mqtt://HOST[:PORT]".into()));
-    }
+    let (host, port) = config_file::mqtt_url(&raw.url).map_err(|m| ("broker.url", m.to_owned()))?;
     let password = password_env.or(raw.password);
     if raw.username.is_some() != password.is_some() {
         return Err((
@@ -320,7 +266,7 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldE
     let topics =
         Topics::new(&raw.topic_prefix).map_err(|e| ("broker.topic_prefix", e.to_string()))?;
     Ok(Broker {
-        host: host.to_owned(),
+        host,
         port,
         username: raw.username,
         password,
