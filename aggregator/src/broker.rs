@@ -76,7 +76,7 @@ fn config(settings: &BrokerSettings) -> Config {
         connections: ConnectionSettings {
             connection_timeout_ms: 60_000,
             max_payload_size: settings.max_payload,
-            max_inflight_count: 200,
+            max_inflight_count: 1000,
             auth: settings.credentials.clone(),
             external_auth: None,
             dynamic_filters: true,

@@ -28,8 +28,13 @@ use crate::store::{Accepted, Store, StoreError};
 
 /// Largest message accepted from the broker.
 const MAX_PACKET: usize = 1 << 20;
-/// Most messages stored in one transaction.
-const MAX_BATCH: usize = 2000;
+/// Messages stored per transaction at most. Brokers stop sending once their in-flight window
+/// of unacknowledged messages is full (and we acknowledge only after commit), so batches
+/// must stay well below that window: 1000 on the embedded broker; set Mosquitto's
+/// `max_inflight_messages` accordingly (deploy/ does).
+const MAX_BATCH: usize = 512;
+/// Longest a received message waits before its batch is committed.
+const MAX_WAIT: Duration = Duration::from_millis(20);
 /// How long a new replica listens for a leader before it leads.
 const LISTEN_FIRST: Duration = Duration::from_secs(3);
 
@@ -56,6 +61,10 @@ struct State<S> {
     /// Every received sketch message in arrival order (acks must follow that order), with
     /// what to store for the accepted ones.
     pending: Vec<(Option<Accepted>, Publish)>,
+    /// When the oldest pending message arrived.
+    pending_since: Option<tokio::time::Instant>,
+    /// Last run of the salt authority's housekeeping.
+    last_authority_tick: Option<tokio::time::Instant>,
     peers: BTreeMap<String, tokio::time::Instant>,
     started: tokio::time::Instant,
     announce_due: bool,
@@ -115,13 +124,15 @@ pub async fn run<S: Store>(
         ingest,
         client,
         pending: Vec::new(),
+        pending_since: None,
+        last_authority_tick: None,
         peers: BTreeMap::new(),
         started: tokio::time::Instant::now(),
         announce_due: true,
         last_announce: None,
     };
     tracing::info!(broker = %format!("{host}:{port}"), "aggregator running");
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -218,9 +229,15 @@ impl<S: Store> State<S> {
             self.announce_due = true;
         } else if topic.starts_with(&format!("{}/sketch/", self.topics().prefix())) {
             match self.ingest.check(&topic, &p.payload, Timestamp::now()) {
-                Ok(accepted) => self.pending.push((Some(accepted), p)),
+                Ok(accepted) => {
+                    self.pending_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    self.pending.push((Some(accepted), p));
+                }
                 Err(reject) => {
                     tracing::warn!(topic = %topic, reason = reject.reason(), "sketch rejected: {reject}");
+                    self.pending_since
+                        .get_or_insert_with(tokio::time::Instant::now);
                     self.pending.push((None, p));
                 }
             }
@@ -270,7 +287,18 @@ impl<S: Store> State<S> {
     }
 
     async fn on_tick(&mut self) -> Result<(), ServiceError> {
-        self.flush().await;
+        if self.pending_since.is_some_and(|t| t.elapsed() >= MAX_WAIT) {
+            self.flush().await;
+        }
+        // Salt housekeeping once a second is plenty.
+        if self
+            .last_authority_tick
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            && !self.announce_due
+        {
+            return Ok(());
+        }
+        self.last_authority_tick = Some(tokio::time::Instant::now());
         // Replicas share only an external broker: with the embedded one there is no peer to
         // wait for.
         let listening = matches!(self.config.broker.mode, BrokerMode::External { .. })
@@ -320,6 +348,7 @@ impl<S: Store> State<S> {
                 for (_, p) in self.pending.drain(..) {
                     let _ = self.client.try_ack(&p);
                 }
+                self.pending_since = None;
             }
             Err(e) => tracing::error!(
                 "storing {} sketches failed, will retry: {e}",

@@ -320,6 +320,26 @@ impl Sketch {
         })
     }
 
+    /// Reads bytes this crate's [`Sketch::encode`] wrote into trusted storage, without the
+    /// register rebuild and re-encoding check of [`Sketch::decode`] (those defend against
+    /// hostile input; storage only ever holds sketches that passed them). Still total: bad
+    /// bytes give an error, never a panic.
+    pub fn from_stored(bytes: &[u8], expected: Precision) -> Result<Sketch, SketchError> {
+        let mut bytes = bytes.to_vec();
+        mark_order_independent(&mut bytes);
+        let inner = deserialize(&bytes)?;
+        if inner.lg_config_k() != expected.0 {
+            return Err(SketchError::WrongPrecision {
+                expected: expected.0,
+                found: inner.lg_config_k(),
+            });
+        }
+        Ok(Sketch {
+            inner,
+            canonical: true,
+        })
+    }
+
     /// Approximate heap size in bytes.
     pub fn memory_size(&self) -> usize {
         self.inner.estimated_size()
@@ -482,6 +502,19 @@ mod tests {
             assert_eq!(got, expected, "forged {forged}");
             assert!(got.contains(100_000.0), "{got}");
         }
+    }
+
+    #[test]
+    fn stored_sketches_read_back_with_the_same_estimate() {
+        for n in [0u64, 10, 1_000, 100_000] {
+            let bytes = Sketch::decode(&sketch_of(0..n).encode(), Precision::DEFAULT)
+                .expect("own")
+                .encode();
+            let a = Sketch::decode(&bytes, Precision::DEFAULT).expect("decode");
+            let b = Sketch::from_stored(&bytes, Precision::DEFAULT).expect("stored");
+            assert_eq!(a.estimate(), b.estimate(), "n={n}");
+        }
+        assert!(Sketch::from_stored(b"junk", Precision::DEFAULT).is_err());
     }
 
     #[test]

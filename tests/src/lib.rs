@@ -4,6 +4,7 @@
 
 pub mod authority;
 pub mod capture;
+pub mod stored;
 
 use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
+use crowdflow_aggregator::store::{Resolution, SqliteStore};
 use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
-use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
+use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SaltAnnouncement, SensorId, SketchMessage};
-use crowdflow_tests::{free_port, run_binary, wait_for_port};
+use crowdflow_tests::{free_port, run_binary, stored, wait_for_port};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -196,33 +196,17 @@ fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut frames = 0;
         while tokio::time::Instant::now() < deadline {
-            frames = store
-                .sensor_health()
-                .await
-                .expect("health")
-                .iter()
-                .map(|h| h.frames)
-                .sum::<u64>();
+            frames = stored::frames(&store).await;
             if frames >= 500 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         assert_eq!(frames, 500, "every valid window is stored");
-        let zone = SensorId::new("hall").expect("id");
-        let stored = store
-            .zone_sketches(
-                &zone,
-                Kind::WifiRandom,
-                Resolution::Minute,
-                now - SignedDuration::from_mins(20),
-                now + SignedDuration::from_mins(1),
-            )
-            .await
-            .expect("read");
-        let mut union = SketchUnion::new(Precision::DEFAULT);
-        stored.iter().for_each(|z| union.add(&z.sketch));
-        assert_eq!(union.estimate().estimate.round(), 500.0);
+        assert_eq!(
+            stored::devices(&store, "hall", Kind::WifiRandom, Resolution::Minute).await,
+            500.0
+        );
         expected
     });
     assert!(

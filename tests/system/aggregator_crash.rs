@@ -5,13 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
+use crowdflow_aggregator::store::{Resolution, SqliteStore};
 use crowdflow_contract::identity::Kind;
-use crowdflow_contract::sketch::{Precision, SketchUnion};
-use crowdflow_contract::wire::SensorId;
+use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, run_binary};
-use jiff::{SignedDuration, Timestamp};
+use crowdflow_tests::{Mosquitto, run_binary, stored};
 
 const DEVICES: u64 = 100;
 
@@ -52,38 +50,9 @@ fn agent_config(dir: &Path, port: u16, pcap: &Path) -> PathBuf {
 
 /// (frames stored, devices) over all salts: each device probes once, so per-salt unions add.
 async fn totals(store: &SqliteStore) -> (u64, f64) {
-    let frames = store
-        .sensor_health()
-        .await
-        .expect("health")
-        .iter()
-        .map(|h| h.frames)
-        .sum();
-    let now = Timestamp::now();
-    let zone = SensorId::new("gate").expect("id");
-    let stored = store
-        .zone_sketches(
-            &zone,
-            Kind::WifiRandom,
-            Resolution::Minute,
-            now - SignedDuration::from_mins(10),
-            now + SignedDuration::from_mins(1),
-        )
-        .await
-        .expect("read");
-    let mut per_salt: std::collections::BTreeMap<String, SketchUnion> = Default::default();
-    for z in &stored {
-        per_salt
-            .entry(z.salt_fp.to_string())
-            .or_insert_with(|| SketchUnion::new(Precision::DEFAULT))
-            .add(&z.sketch);
-    }
     (
-        frames,
-        per_salt
-            .values()
-            .map(|u| u.estimate().estimate.round())
-            .sum(),
+        stored::frames(store).await,
+        stored::devices(store, "gate", Kind::WifiRandom, Resolution::Minute).await,
     )
 }
 

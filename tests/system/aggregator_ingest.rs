@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
+use crowdflow_aggregator::store::{Resolution, SqliteStore};
 use crowdflow_contract::identity::Kind;
-use crowdflow_contract::sketch::{Precision, SketchUnion};
-use crowdflow_contract::wire::SensorId;
+use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{assert_no_addresses, files_below, free_port, run_binary, wait_for_port};
-use jiff::{SignedDuration, Timestamp};
+use crowdflow_tests::{
+    assert_no_addresses, files_below, free_port, run_binary, stored, wait_for_port,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 fn device(i: u64) -> [u8; 6] {
@@ -148,33 +148,13 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
 
         let store = SqliteStore::open(&dir.path().join("data/crowdflow.db"), Precision::DEFAULT)
             .expect("open");
-        let zone = SensorId::new("plaza").expect("id");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut devices = 0.0;
         let mut frames = 0;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = Timestamp::now();
-            let stored = store
-                .zone_sketches(
-                    &zone,
-                    Kind::WifiRandom,
-                    Resolution::Minute,
-                    now - SignedDuration::from_mins(10),
-                    now + SignedDuration::from_mins(1),
-                )
-                .await
-                .expect("read");
-            let mut union = SketchUnion::new(Precision::DEFAULT);
-            stored.iter().for_each(|z| union.add(&z.sketch));
-            devices = union.estimate().estimate.round();
-            frames = store
-                .sensor_health()
-                .await
-                .expect("health")
-                .iter()
-                .map(|h| h.frames)
-                .sum::<u64>();
+            devices = stored::devices(&store, "plaza", Kind::WifiRandom, Resolution::Minute).await;
+            frames = stored::frames(&store).await;
             if frames == 240 {
                 break;
             }
@@ -190,20 +170,8 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
             String::from_utf8_lossy(&logs)
         );
         assert_eq!(devices, 100.0, "60 + 60 devices with 20 in common");
-        let hours = store
-            .zone_sketches(
-                &zone,
-                Kind::WifiRandom,
-                Resolution::Hour,
-                Timestamp::now() - SignedDuration::from_hours(2),
-                Timestamp::now() + SignedDuration::from_hours(1),
-            )
-            .await
-            .expect("read");
-        let mut union = SketchUnion::new(Precision::DEFAULT);
-        hours.iter().for_each(|z| union.add(&z.sketch));
         assert_eq!(
-            union.estimate().estimate.round(),
+            stored::devices(&store, "plaza", Kind::WifiRandom, Resolution::Hour).await,
             100.0,
             "the hour rollup agrees"
         );

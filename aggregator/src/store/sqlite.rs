@@ -167,7 +167,7 @@ fn ingest_batch(
                 .optional()
                 .map_err(db)?;
             if let Some(bytes) = stored {
-                let sketch = Sketch::decode(&bytes, precision).map_err(|e| {
+                let sketch = Sketch::from_stored(&bytes, precision).map_err(|e| {
                     StoreError::Corrupt(format!("zone {zone} bucket {bucket}: {e}"))
                 })?;
                 union.add(&sketch);
@@ -285,7 +285,7 @@ impl Store for SqliteStore {
                     bucket: Timestamp::from_second(bucket).map_err(|_| StoreError::Corrupt("bucket out of range".into()))?,
                     epoch: parse(&epoch, "epoch")?,
                     salt_fp: parse(&fp, "salt fingerprint")?,
-                    sketch: Sketch::decode(&bytes, precision).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    sketch: Sketch::from_stored(&bytes, precision).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 });
             }
             Ok(out)
