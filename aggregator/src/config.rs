@@ -28,7 +28,7 @@ struct Raw {
     #[serde(default)]
     salt: RawSalt,
     #[serde(default)]
-    counting: RawCounting,
+    counting: config_file::CountingSection,
     #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
@@ -127,30 +127,6 @@ fn default_announce() -> u64 {
 }
 fn default_authority() -> String {
     "aggregator-1".into()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCounting {
-    #[serde(default = "default_window")]
-    window_s: u64,
-    #[serde(default = "default_lg_k")]
-    lg_k: u8,
-}
-
-impl Default for RawCounting {
-    fn default() -> Self {
-        RawCounting {
-            window_s: default_window(),
-            lg_k: default_lg_k(),
-        }
-    }
-}
-fn default_window() -> u64 {
-    60
-}
-fn default_lg_k() -> u8 {
-    Precision::DEFAULT.lg_k()
 }
 
 #[derive(Debug, Deserialize)]
@@ -421,10 +397,7 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
     }
     SensorId::new(&raw.salt.authority_id)
         .map_err(|_| field("salt.authority_id", "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
-    let window = WindowLength::new(raw.counting.window_s)
-        .map_err(|e| field("counting.window_s", e.to_string()))?;
-    let precision =
-        Precision::new(raw.counting.lg_k).map_err(|e| field("counting.lg_k", e.to_string()))?;
+    let (window, precision) = raw.counting.validate().map_err(|(f, m)| field(f, m))?;
     if raw.retention.minute_sketch_days == 0
         || raw.retention.hour_sketch_days < raw.retention.minute_sketch_days
     {

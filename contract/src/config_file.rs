@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+
+use crate::sketch::Precision;
+use crate::window::WindowLength;
 
 /// A config problem, naming the file and, once parsed, the field.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,44 @@ pub fn mqtt_url(url: &str) -> Result<(String, u16), &'static str> {
         return Err("must be mqtt://HOST[:PORT]");
     }
     Ok((host.to_owned(), port))
+}
+
+/// The `[counting]` section both configs carry: every sensor and the aggregator of one
+/// deployment must use the same window length and sketch precision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountingSection {
+    #[serde(default = "default_window")]
+    window_s: u64,
+    #[serde(default = "default_lg_k")]
+    lg_k: u8,
+}
+
+impl Default for CountingSection {
+    fn default() -> Self {
+        CountingSection {
+            window_s: default_window(),
+            lg_k: default_lg_k(),
+        }
+    }
+}
+
+fn default_window() -> u64 {
+    u64::from(WindowLength::DEFAULT.seconds())
+}
+
+fn default_lg_k() -> u8 {
+    Precision::DEFAULT.lg_k()
+}
+
+impl CountingSection {
+    /// The validated window length and precision, or the faulty field and what is wrong.
+    pub fn validate(&self) -> Result<(WindowLength, Precision), (&'static str, String)> {
+        let window =
+            WindowLength::new(self.window_s).map_err(|e| ("counting.window_s", e.to_string()))?;
+        let precision = Precision::new(self.lg_k).map_err(|e| ("counting.lg_k", e.to_string()))?;
+        Ok((window, precision))
+    }
 }
 
 #[cfg(test)]

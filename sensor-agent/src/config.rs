@@ -25,7 +25,7 @@ struct RawConfig {
     broker: RawBroker,
     capture: RawCapture,
     #[serde(default)]
-    counting: RawCounting,
+    counting: config_file::CountingSection,
     outbox: RawOutbox,
     #[serde(default)]
     metrics: RawMetrics,
@@ -81,32 +81,6 @@ fn default_dwell() -> u64 {
 
 fn default_frames() -> Vec<String> {
     vec!["probe_request".into()]
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCounting {
-    #[serde(default = "default_window")]
-    window_s: u64,
-    #[serde(default = "default_lg_k")]
-    lg_k: u8,
-}
-
-impl Default for RawCounting {
-    fn default() -> Self {
-        RawCounting {
-            window_s: default_window(),
-            lg_k: default_lg_k(),
-        }
-    }
-}
-
-fn default_window() -> u64 {
-    60
-}
-
-fn default_lg_k() -> u8 {
-    Precision::DEFAULT.lg_k()
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,10 +192,7 @@ impl AgentConfig {
             .map_err(|_| invalid("sensor_id", "use 1 to 64 of A-Z a-z 0-9 _ -".into()))?;
         let broker = broker(raw.broker, password_env).map_err(|(f, m)| invalid(f, m))?;
         let (source, policy) = capture(raw.capture).map_err(|(f, m)| invalid(&f, m))?;
-        let window = WindowLength::new(raw.counting.window_s)
-            .map_err(|e| invalid("counting.window_s", e.to_string()))?;
-        let precision = Precision::new(raw.counting.lg_k)
-            .map_err(|e| invalid("counting.lg_k", e.to_string()))?;
+        let (window, precision) = raw.counting.validate().map_err(|(f, m)| invalid(f, m))?;
         if raw.outbox.max_mb == 0 {
             return Err(invalid("outbox.max_mb", "must be at least 1".into()));
         }

@@ -11,8 +11,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crowdflow_contract::identity::{ADDRESS_LEN, Medium};
+use crowdflow_contract::identity::Medium;
 
+use crate::frame::ble::address_from_le;
 use crate::frame::{Heard, Skip};
 
 const HCI_COMMAND_PKT: u8 = 0x01;
@@ -70,18 +71,10 @@ pub fn advertisers(packet: &[u8], out: &mut Vec<Result<Heard, Skip>>) {
     }
 }
 
-fn address(le: &[u8]) -> [u8; ADDRESS_LEN] {
-    let mut a = [0; ADDRESS_LEN];
-    for (out, byte) in a.iter_mut().zip(le.iter().rev()) {
-        *out = *byte;
-    }
-    a
-}
-
 fn heard(addr_le: &[u8], address_type: u8, rssi: i8) -> Heard {
     Heard {
         medium: Medium::Ble,
-        address: address(addr_le),
+        address: address_from_le(addr_le),
         rssi: (rssi != RSSI_UNKNOWN).then_some(rssi),
         // 0x01 random, 0x03 random identity resolved by the controller
         randomized: address_type & 0x01 != 0,

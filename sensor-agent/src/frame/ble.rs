@@ -57,16 +57,23 @@ pub fn parse(data: &[u8], rssi: Option<i8>) -> Result<Heard, Skip> {
     if len < ADDRESS_LEN {
         return Err(Skip::BleTruncated);
     }
-    let mut address = [0; ADDRESS_LEN];
-    for (out, byte) in address.iter_mut().zip(pdu[2..2 + ADDRESS_LEN].iter().rev()) {
-        *out = *byte;
-    }
+    let address = address_from_le(&pdu[2..2 + ADDRESS_LEN]);
     Ok(Heard {
         medium: Medium::Ble,
         address,
         rssi,
         randomized: header & 0x40 != 0,
     })
+}
+
+/// A BLE device address as transmitted (least significant byte first), most significant
+/// byte first as every crowdflow source normalizes it.
+pub(crate) fn address_from_le(le: &[u8]) -> [u8; ADDRESS_LEN] {
+    let mut address = [0; ADDRESS_LEN];
+    for (out, byte) in address.iter_mut().zip(le.iter().rev()) {
+        *out = *byte;
+    }
+    address
 }
 
 /// The BLE link-layer CRC-24 (polynomial x^24+x^10+x^9+x^6+x^4+x^3+x+1), bits LSB first,

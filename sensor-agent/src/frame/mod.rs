@@ -4,7 +4,7 @@
 //! counted per reason; nothing panics, nothing is logged (a frame carries addresses).
 //! The address in [`Heard`] is on its way to the salted hash and goes no further.
 
-mod ble;
+pub(crate) mod ble;
 mod ieee80211;
 mod ppi;
 mod radiotap;
