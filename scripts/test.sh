@@ -4,7 +4,8 @@
 #
 #   bash scripts/test.sh
 #
-# Environment: CROWDFLOW_FUZZ_SECONDS=N also fuzzes each decoder for N seconds (needs
+# Environment: CROWDFLOW_TEST_POSTGRES=URL uses that PostgreSQL server (its user must be able
+# to create databases) instead of starting one; CROWDFLOW_FUZZ_SECONDS=N also fuzzes each decoder for N seconds (needs
 # cargo-fuzz, installed on demand); CROWDFLOW_SKIP_AARCH64=1 skips the Raspberry Pi build.
 set -euo pipefail
 source "$(dirname "$0")/lib/setup.sh"
@@ -15,6 +16,7 @@ say "checking prerequisites"
 ensure_rust
 ensure_python_datasketches
 ensure_mosquitto
+ensure_postgres
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -13,6 +13,8 @@ use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::{SensorId, Topics};
 use serde::Deserialize;
 
+use crate::store::Retention;
+
 /// Environment variable overriding `broker.password` (the aggregator's own account).
 pub const BROKER_PASSWORD_ENV: &str = "CROWDFLOW_BROKER_PASSWORD";
 
@@ -136,6 +138,10 @@ struct RawRetention {
     minute_sketch_days: u32,
     #[serde(default = "default_hour_days")]
     hour_sketch_days: u32,
+    /// Absent: kept.
+    day_sketch_days: Option<u32>,
+    /// Absent: kept.
+    number_days: Option<u32>,
 }
 
 impl Default for RawRetention {
@@ -143,6 +149,8 @@ impl Default for RawRetention {
         RawRetention {
             minute_sketch_days: default_minute_days(),
             hour_sketch_days: default_hour_days(),
+            day_sketch_days: None,
+            number_days: None,
         }
     }
 }
@@ -300,10 +308,8 @@ pub struct AggregatorConfig {
     pub window: WindowLength,
     /// Sketch precision all sensors use.
     pub precision: Precision,
-    /// Days minute-level sketches are kept.
-    pub minute_sketch_days: u32,
-    /// Days hour-level sketches are kept.
-    pub hour_sketch_days: u32,
+    /// How long data is kept.
+    pub retention: Retention,
     /// Zones by id.
     pub zones: BTreeMap<SensorId, Zone>,
     /// Sensors by id.
@@ -398,14 +404,7 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
     SensorId::new(&raw.salt.authority_id)
         .map_err(|_| field("salt.authority_id", "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
     let (window, precision) = raw.counting.validate().map_err(|(f, m)| field(f, m))?;
-    if raw.retention.minute_sketch_days == 0
-        || raw.retention.hour_sketch_days < raw.retention.minute_sketch_days
-    {
-        return Err(field(
-            "retention.hour_sketch_days",
-            "keep hour sketches at least as long as minute sketches (and minute sketches at least a day)",
-        ));
-    }
+    let retention = retention(&raw.retention)?;
     let zones = zones(raw.zones)?;
     let sensors = sensors(raw.sensors, &zones)?;
     Ok(AggregatorConfig {
@@ -417,10 +416,47 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
         authority_id: raw.salt.authority_id,
         window,
         precision,
-        minute_sketch_days: raw.retention.minute_sketch_days,
-        hour_sketch_days: raw.retention.hour_sketch_days,
+        retention,
         zones,
         sensors,
+    })
+}
+
+/// Coarser data must live at least as long as finer data (queries fall back to it).
+fn retention(raw: &RawRetention) -> Result<Retention, FieldError> {
+    if raw.minute_sketch_days == 0 {
+        return Err(field(
+            "retention.minute_sketch_days",
+            "keep minute sketches at least one day",
+        ));
+    }
+    if raw.hour_sketch_days < raw.minute_sketch_days {
+        return Err(field(
+            "retention.hour_sketch_days",
+            "keep hour sketches at least as long as minute sketches",
+        ));
+    }
+    if raw
+        .day_sketch_days
+        .is_some_and(|d| d < raw.hour_sketch_days)
+    {
+        return Err(field(
+            "retention.day_sketch_days",
+            "keep day sketches at least as long as hour sketches (or omit it to keep them)",
+        ));
+    }
+    let longest_sketch = raw.day_sketch_days.unwrap_or(u32::MAX);
+    if raw.number_days.is_some_and(|d| d < longest_sketch) {
+        return Err(field(
+            "retention.number_days",
+            "keep numbers at least as long as every sketch (or omit it to keep them)",
+        ));
+    }
+    Ok(Retention {
+        minute_sketch_days: raw.minute_sketch_days,
+        hour_sketch_days: raw.hour_sketch_days,
+        day_sketch_days: raw.day_sketch_days,
+        number_days: raw.number_days,
     })
 }
 
@@ -677,6 +713,21 @@ mod tests {
                 "`http.listen`",
             ),
             ("window_s = 60", "window_s = 61", "`counting.window_s`"),
+            (
+                "minute_sketch_days = 30",
+                "minute_sketch_days = 0",
+                "`retention.minute_sketch_days`",
+            ),
+            (
+                "hour_sketch_days = 365",
+                "hour_sketch_days = 7",
+                "`retention.hour_sketch_days`",
+            ),
+            (
+                "hour_sketch_days = 365",
+                "hour_sketch_days = 365\nnumber_days = 400",
+                "`retention.number_days`",
+            ),
         ];
         let text = example();
         for (from, to, expect) in cases {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::salt::SaltFingerprint;
-use crowdflow_contract::wire::{DecodeRules, SketchMessage, WireError};
+use crowdflow_contract::wire::{DecodeRules, SensorId, SketchMessage, WireError};
 use jiff::Timestamp;
 
 use crate::config::AggregatorConfig;
@@ -147,6 +147,13 @@ impl Ingest {
         })
     }
 
+    /// The configured sensor a topic names, if any: its rejects count in its health (rejects
+    /// under unknown names are only counted globally, so garbage cannot grow storage).
+    pub fn known_sensor(&self, topic: &str) -> Option<SensorId> {
+        let sensor = self.config.broker.topics.sensor_of(topic).ok()?;
+        self.config.sensors.contains_key(&sensor).then_some(sensor)
+    }
+
     /// Rejects since start, by reason.
     pub fn rejects(&self) -> &BTreeMap<&'static str, u64> {
         &self.rejects
@@ -164,7 +171,6 @@ mod tests {
     use crowdflow_contract::identity::Kind;
     use crowdflow_contract::sketch::{Precision, Sketch};
     use crowdflow_contract::window::{Window, WindowLength};
-    use crowdflow_contract::wire::SensorId;
     use std::path::Path;
 
     fn config() -> Arc<AggregatorConfig> {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crowdflow_aggregator::config::{AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig};
 use crowdflow_aggregator::service;
-use crowdflow_aggregator::store::SqliteStore;
+use crowdflow_aggregator::store::{PostgresStore, SqliteStore};
 
 /// crowdflow aggregator: salt authority, sketch ingest and storage.
 #[derive(Debug, Parser)]
@@ -100,11 +100,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(async {
                 match &c.storage {
                     StorageConfig::Sqlite { path } => {
-                        let store = SqliteStore::open(path, c.precision).with_context(|| format!("opening {}", path.display()))?;
-                        service::run(c.clone(), store, shutdown_signal()).await.context("aggregator stopped")
+                        let store = SqliteStore::open(path, c.precision)
+                            .with_context(|| format!("opening {}", path.display()))?;
+                        service::run(c.clone(), store, shutdown_signal())
+                            .await
+                            .context("aggregator stopped")
                     }
-                    StorageConfig::Postgres { .. } => {
-                        anyhow::bail!("storage.kind = \"postgres\" is not available in this build yet; use \"sqlite\"")
+                    StorageConfig::Postgres { url } => {
+                        let store = PostgresStore::open(url, c.precision)
+                            .await
+                            .context("opening the PostgreSQL database (storage.url)")?;
+                        service::run(c.clone(), store, shutdown_signal())
+                            .await
+                            .context("aggregator stopped")
                     }
                 }
             })?;

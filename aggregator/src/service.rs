@@ -24,7 +24,7 @@ use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
 use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::Ingest;
 use crate::salt::{Drawn, SaltAuthority};
-use crate::store::{Accepted, Store, StoreError};
+use crate::store::{Batch, Rejected, Store, StoreError};
 
 /// Largest message accepted from the broker.
 const MAX_PACKET: usize = 1 << 20;
@@ -35,6 +35,8 @@ const MAX_PACKET: usize = 1 << 20;
 const MAX_BATCH: usize = 512;
 /// Longest a received message waits before its batch is committed.
 const MAX_WAIT: Duration = Duration::from_millis(20);
+/// How often expired data is purged (every replica purges; purging is idempotent).
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// How long a new replica listens for a leader before it leads.
 const LISTEN_FIRST: Duration = Duration::from_secs(3);
 
@@ -58,11 +60,14 @@ struct State<S> {
     ingest: Ingest,
     authority: SaltAuthority,
     client: AsyncClient,
-    /// Every received sketch message in arrival order (acks must follow that order), with
-    /// what to store for the accepted ones.
-    pending: Vec<(Option<Accepted>, Publish)>,
+    /// What the received sketch messages add to storage.
+    pending: Batch,
+    /// Those messages in arrival order (acks must follow that order).
+    unacked: Vec<Publish>,
     /// When the oldest pending message arrived.
     pending_since: Option<tokio::time::Instant>,
+    /// When the purge job runs next.
+    purge_due: tokio::time::Instant,
     /// Last run of the salt authority's housekeeping.
     last_authority_tick: Option<tokio::time::Instant>,
     peers: BTreeMap<String, tokio::time::Instant>,
@@ -123,8 +128,10 @@ pub async fn run<S: Store>(
         store,
         ingest,
         client,
-        pending: Vec::new(),
+        pending: Batch::default(),
+        unacked: Vec::new(),
         pending_since: None,
+        purge_due: tokio::time::Instant::now(),
         last_authority_tick: None,
         peers: BTreeMap::new(),
         started: tokio::time::Instant::now(),
@@ -229,19 +236,19 @@ impl<S: Store> State<S> {
             self.announce_due = true;
         } else if topic.starts_with(&format!("{}/sketch/", self.topics().prefix())) {
             match self.ingest.check(&topic, &p.payload, Timestamp::now()) {
-                Ok(accepted) => {
-                    self.pending_since
-                        .get_or_insert_with(tokio::time::Instant::now);
-                    self.pending.push((Some(accepted), p));
-                }
+                Ok(accepted) => self.pending.accepted.push(accepted),
                 Err(reject) => {
                     tracing::warn!(topic = %topic, reason = reject.reason(), "sketch rejected: {reject}");
-                    self.pending_since
-                        .get_or_insert_with(tokio::time::Instant::now);
-                    self.pending.push((None, p));
+                    if let Some(sensor) = self.ingest.known_sensor(&topic) {
+                        let reason = reject.reason();
+                        self.pending.rejects.push(Rejected { sensor, reason });
+                    }
                 }
             }
-            if self.pending.len() >= MAX_BATCH {
+            self.pending_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            self.unacked.push(p);
+            if self.unacked.len() >= MAX_BATCH {
                 self.flush().await;
             }
         }
@@ -289,6 +296,9 @@ impl<S: Store> State<S> {
     async fn on_tick(&mut self) -> Result<(), ServiceError> {
         if self.pending_since.is_some_and(|t| t.elapsed() >= MAX_WAIT) {
             self.flush().await;
+        }
+        if tokio::time::Instant::now() >= self.purge_due {
+            self.purge();
         }
         // Salt housekeeping once a second is plenty.
         if self
@@ -339,21 +349,40 @@ impl<S: Store> State<S> {
     /// Stores the pending batch and then acknowledges its messages; on failure keeps them
     /// for the next attempt (unacknowledged, so a restart gets them redelivered).
     async fn flush(&mut self) {
-        if self.pending.is_empty() {
+        if self.unacked.is_empty() {
             return;
         }
-        let batch: Vec<Accepted> = self.pending.iter().filter_map(|(a, _)| a.clone()).collect();
-        match self.store.ingest(batch).await {
+        match self.store.ingest(self.pending.clone()).await {
             Ok(()) => {
-                for (_, p) in self.pending.drain(..) {
+                for p in self.unacked.drain(..) {
                     let _ = self.client.try_ack(&p);
                 }
+                self.pending = Batch::default();
                 self.pending_since = None;
             }
             Err(e) => tracing::error!(
                 "storing {} sketches failed, will retry: {e}",
-                self.pending.len()
+                self.unacked.len()
             ),
         }
+    }
+
+    /// Enforces the retention policy beside ingest (a purge deletes in small transactions);
+    /// a failure is retried at the next run.
+    fn purge(&mut self) {
+        self.purge_due = tokio::time::Instant::now() + PURGE_EVERY;
+        let store = self.store.clone();
+        let retention = self.config.retention;
+        tokio::spawn(async move {
+            match store.purge(retention, Timestamp::now()).await {
+                Ok(report) => tracing::info!(
+                    sketches = report.sketches,
+                    numbers = report.numbers,
+                    sensor_windows = report.sensor_windows,
+                    "retention purge done"
+                ),
+                Err(e) => tracing::error!("retention purge failed: {e}"),
+            }
+        });
     }
 }

@@ -65,3 +65,37 @@ ensure_arm64_toolchain() {
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
     rustup toolchain list | grep -q '^debian' || rustup toolchain link debian /usr
 }
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ensure_postgres: a throwaway PostgreSQL cluster on a free port for the PostgreSQL tests,
+# stopped and deleted when the calling script exits. A server named by
+# CROWDFLOW_TEST_POSTGRES (a URL whose user may create databases) is used instead.
+ensure_postgres() {
+    [ -n "${CROWDFLOW_TEST_POSTGRES:-}" ] && return 0
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [ -z "$bin" ]; then
+        apt_install postgresql
+        bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    fi
+    local dir port run=()
+    dir=$(mktemp -d /tmp/crowdflow-pg.XXXXXX)
+    port=$(free_port)
+    # initdb refuses to run as root: run the server as the package's postgres user.
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+        run=(runuser -u postgres --)
+    fi
+    say "starting a test PostgreSQL on 127.0.0.1:$port ($dir)"
+    "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o \
+        "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+        || { cat "$dir/server.log" >&2; die "PostgreSQL did not start"; }
+    POSTGRES_STOP="$(printf '%q ' "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop); rm -rf $(printf '%q' "$dir")"
+    trap 'eval "$POSTGRES_STOP" >/dev/null 2>&1' EXIT
+    export CROWDFLOW_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
+}

@@ -2,21 +2,28 @@
 //!
 //! What is kept: per (zone, kind, resolution, bucket, epoch, salt fingerprint) one sketch,
 //! the union of every sensor's windows in it, at minute, hour and day resolution (all three
-//! updated by each ingest batch, so rollups are incremental); per sensor window the frames
-//! and estimate, for health and idempotent frame totals; and each epoch's salt fingerprint
-//! (never the salt). Unions are idempotent, so a replayed batch changes nothing.
+//! updated by each ingest batch, so rollups are incremental), and beside each sketch its
+//! plain numbers (estimate and bounds), which outlive the sketch under the retention policy;
+//! per sensor window the frames and estimate, and per sensor the rejects by reason, for
+//! health; and each epoch's salt fingerprint (never the salt). Unions are idempotent, so a
+//! replayed batch changes nothing.
 
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
-use crowdflow_contract::sketch::Sketch;
+use crowdflow_contract::sketch::{Estimate, Precision, Sketch, SketchUnion};
 use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
 
+pub use postgres::{PostgresStore, ScratchDatabase};
 pub use sqlite::SqliteStore;
 
 /// Storage failures.
@@ -102,6 +109,31 @@ pub struct Accepted {
     pub frames: u64,
 }
 
+/// A message from a known sensor that ingest refused, counted in the sensor's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The sensor named by the topic.
+    pub sensor: SensorId,
+    /// The reject reason label.
+    pub reason: &'static str,
+}
+
+/// What one commit stores. The messages behind it are acknowledged only after it commits.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Validated sketches.
+    pub accepted: Vec<Accepted>,
+    /// Refused messages of known sensors.
+    pub rejects: Vec<Rejected>,
+}
+
+impl Batch {
+    /// Whether there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.rejects.is_empty()
+    }
+}
+
 /// A stored zone sketch.
 #[derive(Debug, Clone)]
 pub struct ZoneSketch {
@@ -115,7 +147,20 @@ pub struct ZoneSketch {
     pub sketch: Sketch,
 }
 
-/// Per-sensor health from stored windows.
+/// The plain numbers of a stored zone bucket (kept after its sketch is purged).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneNumber {
+    /// Bucket start.
+    pub bucket: Timestamp,
+    /// Salt epoch.
+    pub epoch: EpochId,
+    /// Salt fingerprint.
+    pub salt_fp: SaltFingerprint,
+    /// Distinct devices of the zone in the bucket.
+    pub devices: Estimate,
+}
+
+/// Per-sensor health from stored windows and rejects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorHealth {
     /// The sensor.
@@ -124,10 +169,176 @@ pub struct SensorHealth {
     pub last_window: Option<Timestamp>,
     /// Frames in stored windows.
     pub frames: u64,
+    /// Refused messages by reason.
+    pub rejects: BTreeMap<String, u64>,
+}
+
+/// How long stored data is kept, in days; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Minute sketches (and per-sensor windows).
+    pub minute_sketch_days: u32,
+    /// Hour sketches.
+    pub hour_sketch_days: u32,
+    /// Day sketches.
+    pub day_sketch_days: Option<u32>,
+    /// Plain numbers of every resolution.
+    pub number_days: Option<u32>,
+}
+
+impl Default for Retention {
+    /// The design's defaults: minute sketches 30 days, hour sketches a year, the rest kept.
+    fn default() -> Self {
+        Retention {
+            minute_sketch_days: 30,
+            hour_sketch_days: 365,
+            day_sketch_days: None,
+            number_days: None,
+        }
+    }
+}
+
+impl Retention {
+    /// Per resolution, the bucket start (unix seconds) before which sketches go.
+    fn sketch_cutoffs(&self, now: Timestamp) -> Vec<(Resolution, i64)> {
+        [
+            (Resolution::Minute, Some(self.minute_sketch_days)),
+            (Resolution::Hour, Some(self.hour_sketch_days)),
+            (Resolution::Day, self.day_sketch_days),
+        ]
+        .into_iter()
+        .filter_map(|(r, days)| days.map(|d| (r, cutoff(now, d))))
+        .collect()
+    }
+
+    /// The window start before which per-sensor windows go.
+    fn window_cutoff(&self, now: Timestamp) -> i64 {
+        cutoff(now, self.minute_sketch_days)
+    }
+
+    /// The bucket start before which plain numbers go.
+    fn number_cutoff(&self, now: Timestamp) -> Option<i64> {
+        self.number_days.map(|d| cutoff(now, d))
+    }
+}
+
+fn cutoff(now: Timestamp, days: u32) -> i64 {
+    now.as_second() - i64::from(days) * 86_400
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Zone sketches removed.
+    pub sketches: u64,
+    /// Plain numbers removed.
+    pub numbers: u64,
+    /// Per-sensor windows removed.
+    pub sensor_windows: u64,
+}
+
+impl PurgeReport {
+    fn add(&mut self, other: PurgeReport) {
+        self.sketches += other.sketches;
+        self.numbers += other.numbers;
+        self.sensor_windows += other.sensor_windows;
+    }
+}
+
+/// Collects [`SensorHealth`] from rows of windows and of rejects, in sensor order.
+#[derive(Default)]
+struct HealthBuilder(BTreeMap<String, SensorHealth>);
+
+impl HealthBuilder {
+    fn add(
+        &mut self,
+        sensor: &str,
+        last_window: Option<i64>,
+        frames: Option<i64>,
+        reject: Option<(String, i64)>,
+    ) -> Result<(), StoreError> {
+        if !self.0.contains_key(sensor) {
+            let health = SensorHealth {
+                sensor: parse(sensor, "sensor id")?,
+                last_window: None,
+                frames: 0,
+                rejects: BTreeMap::new(),
+            };
+            self.0.insert(sensor.to_owned(), health);
+        }
+        let Some(h) = self.0.get_mut(sensor) else {
+            return Ok(());
+        };
+        if let Some(last) = last_window {
+            h.last_window = Some(timestamp(last)?);
+        }
+        h.frames += frames.and_then(|f| u64::try_from(f).ok()).unwrap_or(0);
+        if let Some((reason, count)) = reject {
+            *h.rejects.entry(reason).or_insert(0) += u64::try_from(count).unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Vec<SensorHealth> {
+        self.0.into_values().collect()
+    }
+}
+
+/// Identity of one stored zone bucket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct BucketKey {
+    zone: String,
+    kind: &'static str,
+    resolution: Resolution,
+    bucket: i64,
+    epoch: String,
+    salt_fp: String,
+}
+
+/// Unions a batch in memory per bucket, so each bucket costs one read-merge-write, in one
+/// global order (which also keeps concurrent replicas from deadlocking on row locks).
+fn union_by_bucket(batch: &[Accepted], precision: Precision) -> BTreeMap<BucketKey, SketchUnion> {
+    let mut unions: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
+    for m in batch {
+        for resolution in Resolution::ALL {
+            let key = BucketKey {
+                zone: m.zone.to_string(),
+                kind: m.kind.as_str(),
+                resolution,
+                bucket: resolution.bucket(m.window_start),
+                epoch: m.epoch.to_string(),
+                salt_fp: m.salt_fp.to_string(),
+            };
+            unions
+                .entry(key)
+                .or_insert_with(|| SketchUnion::new(precision))
+                .add(&m.sketch);
+        }
+    }
+    unions
+}
+
+/// Reject counts of a batch by (sensor, reason).
+fn count_rejects(rejects: &[Rejected]) -> BTreeMap<(&str, &'static str), i64> {
+    let mut counts = BTreeMap::new();
+    for r in rejects {
+        *counts.entry((r.sensor.as_str(), r.reason)).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("stored {what} does not parse")))
+}
+
+fn timestamp(seconds: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_second(seconds)
+        .map_err(|_| StoreError::Corrupt(format!("stored time {seconds} is out of range")))
 }
 
 /// What every storage backend offers.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Clone + Send + Sync + 'static {
     /// Records that `epoch`'s salt has fingerprint `fp` (idempotent).
     fn record_epoch(
         &self,
@@ -142,8 +353,9 @@ pub trait Store: Send + Sync + 'static {
         since: EpochId,
     ) -> impl Future<Output = Result<Vec<(EpochId, SaltFingerprint)>, StoreError>> + Send;
 
-    /// Merges a batch into minute, hour and day buckets and sensor windows, atomically.
-    fn ingest(&self, batch: Vec<Accepted>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Merges a batch into minute, hour and day buckets, their numbers, sensor windows and
+    /// reject counts, atomically.
+    fn ingest(&self, batch: Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Zone sketches of one kind and resolution with bucket starts in `[from, to)`.
     fn zone_sketches(
@@ -155,6 +367,23 @@ pub trait Store: Send + Sync + 'static {
         to: Timestamp,
     ) -> impl Future<Output = Result<Vec<ZoneSketch>, StoreError>> + Send;
 
-    /// Latest window and frame total of every sensor that sent anything.
+    /// Plain numbers of one kind and resolution with bucket starts in `[from, to)`.
+    fn zone_numbers(
+        &self,
+        zone: &SensorId,
+        kind: Kind,
+        resolution: Resolution,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<Vec<ZoneNumber>, StoreError>> + Send;
+
+    /// Latest window, frame total and rejects of every sensor that sent anything.
     fn sensor_health(&self) -> impl Future<Output = Result<Vec<SensorHealth>, StoreError>> + Send;
+
+    /// Deletes what `retention` no longer keeps, as of `now`.
+    fn purge(
+        &self,
+        retention: Retention,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<PurgeReport, StoreError>> + Send;
 }

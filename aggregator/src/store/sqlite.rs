@@ -1,21 +1,34 @@
 //! SQLite storage: one file, WAL, versioned schema, every batch one transaction.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
-use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
+use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{Accepted, Resolution, SensorHealth, Store, StoreError, ZoneSketch};
+use super::{
+    Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
+    ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
+};
+
+/// Fills data a migration's SQL cannot compute.
+type Fill = fn(&Transaction<'_>, Precision) -> Result<(), StoreError>;
+
+/// One schema step: SQL, then an optional data fill in Rust.
+struct Migration {
+    sql: &'static str,
+    fill: Option<Fill>,
+}
 
 /// Schema migrations, applied in order; the index + 1 is the version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sql: r#"
 CREATE TABLE salt_epochs (
     epoch TEXT NOT NULL,
     salt_fp TEXT NOT NULL,
@@ -44,7 +57,39 @@ CREATE TABLE sensor_windows (
     estimate REAL NOT NULL,
     PRIMARY KEY (sensor, kind, window_start, epoch, salt_fp)
 ) WITHOUT ROWID;
-"#];
+"#,
+        fill: None,
+    },
+    Migration {
+        sql: r#"
+CREATE TABLE zone_numbers (
+    zone TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    resolution TEXT NOT NULL CHECK (resolution IN ('minute', 'hour', 'day')),
+    bucket INTEGER NOT NULL,
+    epoch TEXT NOT NULL,
+    salt_fp TEXT NOT NULL,
+    estimate REAL NOT NULL,
+    lower REAL NOT NULL,
+    upper REAL NOT NULL,
+    PRIMARY KEY (zone, kind, resolution, bucket, epoch, salt_fp)
+) WITHOUT ROWID;
+CREATE TABLE sensor_rejects (
+    sensor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (sensor, reason)
+) WITHOUT ROWID;
+CREATE INDEX zone_sketches_by_age ON zone_sketches (resolution, bucket);
+CREATE INDEX zone_numbers_by_age ON zone_numbers (bucket);
+CREATE INDEX sensor_windows_by_age ON sensor_windows (window_start);
+"#,
+        fill: Some(fill_numbers),
+    },
+];
+
+/// Rows a purge deletes per transaction, so ingest is never blocked for long.
+const PURGE_CHUNK: i64 = 5_000;
 
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -71,7 +116,7 @@ impl SqliteStore {
             .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
-        migrate(&mut conn)?;
+        migrate(&mut conn, precision)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             precision,
@@ -95,7 +140,7 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+fn migrate(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .map_err(db)?;
     let version: i64 = conn
@@ -112,9 +157,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             known,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(db)?;
-        tx.execute_batch(sql).map_err(db)?;
+        tx.execute_batch(migration.sql).map_err(db)?;
+        if let Some(fill) = migration.fill {
+            fill(&tx, precision)?;
+        }
         tx.execute(
             "INSERT INTO schema_version (version) VALUES (?1)",
             params![i as i64 + 1],
@@ -125,31 +173,42 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-type Key = (String, &'static str, Resolution, i64, String, String);
+/// Version 2: numbers for the sketches stored before numbers were kept.
+fn fill_numbers(tx: &Transaction<'_>, precision: Precision) -> Result<(), StoreError> {
+    let mut read = tx
+        .prepare("SELECT zone, kind, resolution, bucket, epoch, salt_fp, sketch FROM zone_sketches")
+        .map_err(db)?;
+    let mut rows = read.query([]).map_err(db)?;
+    while let Some(r) = rows.next().map_err(db)? {
+        let bytes: Vec<u8> = r.get(6).map_err(db)?;
+        let sketch = Sketch::from_stored(&bytes, precision)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let e = sketch.estimate();
+        tx.execute(
+            "INSERT INTO zone_numbers VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                r.get::<_, String>(0).map_err(db)?,
+                r.get::<_, String>(1).map_err(db)?,
+                r.get::<_, String>(2).map_err(db)?,
+                r.get::<_, i64>(3).map_err(db)?,
+                r.get::<_, String>(4).map_err(db)?,
+                r.get::<_, String>(5).map_err(db)?,
+                e.estimate,
+                e.lower,
+                e.upper
+            ],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
 
 fn ingest_batch(
     conn: &mut Connection,
     precision: Precision,
-    batch: Vec<Accepted>,
+    batch: Batch,
 ) -> Result<(), StoreError> {
-    // Union the batch in memory first: one read-merge-write per bucket, not per message.
-    let mut unions: BTreeMap<Key, SketchUnion> = BTreeMap::new();
-    for m in &batch {
-        for resolution in Resolution::ALL {
-            let key = (
-                m.zone.to_string(),
-                m.kind.as_str(),
-                resolution,
-                resolution.bucket(m.window_start),
-                m.epoch.to_string(),
-                m.salt_fp.to_string(),
-            );
-            unions
-                .entry(key)
-                .or_insert_with(|| SketchUnion::new(precision))
-                .add(&m.sketch);
-        }
-    }
+    let unions = union_by_bucket(&batch.accepted, precision);
     let tx = conn.transaction().map_err(db)?;
     {
         let mut read = tx
@@ -158,36 +217,54 @@ fn ingest_batch(
         let mut write = tx
             .prepare_cached("INSERT INTO zone_sketches (zone, kind, resolution, bucket, epoch, salt_fp, sketch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp) DO UPDATE SET sketch = excluded.sketch")
             .map_err(db)?;
-        for ((zone, kind, resolution, bucket, epoch, fp), mut union) in unions {
+        let mut number = tx
+            .prepare_cached("INSERT INTO zone_numbers (zone, kind, resolution, bucket, epoch, salt_fp, estimate, lower, upper) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp) DO UPDATE SET estimate = excluded.estimate, lower = excluded.lower, upper = excluded.upper")
+            .map_err(db)?;
+        for (k, mut union) in unions {
             let stored: Option<Vec<u8>> = read
                 .query_row(
-                    params![zone, kind, resolution.as_str(), bucket, epoch, fp],
+                    params![
+                        k.zone,
+                        k.kind,
+                        k.resolution.as_str(),
+                        k.bucket,
+                        k.epoch,
+                        k.salt_fp
+                    ],
                     |r| r.get(0),
                 )
                 .optional()
                 .map_err(db)?;
             if let Some(bytes) = stored {
                 let sketch = Sketch::from_stored(&bytes, precision).map_err(|e| {
-                    StoreError::Corrupt(format!("zone {zone} bucket {bucket}: {e}"))
+                    StoreError::Corrupt(format!("zone {} bucket {}: {e}", k.zone, k.bucket))
                 })?;
                 union.add(&sketch);
             }
+            let merged = union.to_sketch();
+            let e = merged.estimate();
+            let (zone, kind, res) = (&k.zone, k.kind, k.resolution.as_str());
             write
                 .execute(params![
                     zone,
                     kind,
-                    resolution.as_str(),
-                    bucket,
-                    epoch,
-                    fp,
-                    union.to_sketch().encode()
+                    res,
+                    k.bucket,
+                    k.epoch,
+                    k.salt_fp,
+                    merged.encode()
+                ])
+                .map_err(db)?;
+            number
+                .execute(params![
+                    zone, kind, res, k.bucket, k.epoch, k.salt_fp, e.estimate, e.lower, e.upper
                 ])
                 .map_err(db)?;
         }
         let mut window = tx
             .prepare_cached("INSERT INTO sensor_windows (sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (sensor, kind, window_start, epoch, salt_fp) DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, excluded.estimate)")
             .map_err(db)?;
-        for m in &batch {
+        for m in &batch.accepted {
             window
                 .execute(params![
                     m.sensor.as_str(),
@@ -201,13 +278,48 @@ fn ingest_batch(
                 ])
                 .map_err(db)?;
         }
+        let mut reject = tx
+            .prepare_cached("INSERT INTO sensor_rejects (sensor, reason, count) VALUES (?1, ?2, ?3) ON CONFLICT (sensor, reason) DO UPDATE SET count = count + excluded.count")
+            .map_err(db)?;
+        for ((sensor, reason), n) in count_rejects(&batch.rejects) {
+            reject.execute(params![sensor, reason, n]).map_err(db)?;
+        }
     }
     tx.commit().map_err(db)
 }
 
-fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("stored {what} does not parse")))
+/// Deletes at most [`PURGE_CHUNK`] rows of each expired kind in one transaction.
+fn purge_chunk(
+    conn: &mut Connection,
+    retention: Retention,
+    now: Timestamp,
+) -> Result<PurgeReport, StoreError> {
+    let tx = conn.transaction().map_err(db)?;
+    let mut report = PurgeReport::default();
+    for (resolution, before) in retention.sketch_cutoffs(now) {
+        report.sketches += tx
+            .execute(
+                "DELETE FROM zone_sketches WHERE (zone, kind, resolution, bucket, epoch, salt_fp) IN (SELECT zone, kind, resolution, bucket, epoch, salt_fp FROM zone_sketches WHERE resolution = ?1 AND bucket < ?2 LIMIT ?3)",
+                params![resolution.as_str(), before, PURGE_CHUNK],
+            )
+            .map_err(db)? as u64;
+    }
+    if let Some(before) = retention.number_cutoff(now) {
+        report.numbers += tx
+            .execute(
+                "DELETE FROM zone_numbers WHERE (zone, kind, resolution, bucket, epoch, salt_fp) IN (SELECT zone, kind, resolution, bucket, epoch, salt_fp FROM zone_numbers WHERE bucket < ?1 LIMIT ?2)",
+                params![before, PURGE_CHUNK],
+            )
+            .map_err(db)? as u64;
+    }
+    report.sensor_windows += tx
+        .execute(
+            "DELETE FROM sensor_windows WHERE (sensor, kind, window_start, epoch, salt_fp) IN (SELECT sensor, kind, window_start, epoch, salt_fp FROM sensor_windows WHERE window_start < ?1 LIMIT ?2)",
+            params![retention.window_cutoff(now), PURGE_CHUNK],
+        )
+        .map_err(db)? as u64;
+    tx.commit().map_err(db)?;
+    Ok(report)
 }
 
 impl Store for SqliteStore {
@@ -252,7 +364,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ingest(&self, batch: Vec<Accepted>) -> Result<(), StoreError> {
+    async fn ingest(&self, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -282,7 +394,7 @@ impl Store for SqliteStore {
             for row in rows {
                 let (bucket, epoch, fp, bytes) = row.map_err(db)?;
                 out.push(ZoneSketch {
-                    bucket: Timestamp::from_second(bucket).map_err(|_| StoreError::Corrupt("bucket out of range".into()))?,
+                    bucket: timestamp(bucket)?,
                     epoch: parse(&epoch, "epoch")?,
                     salt_fp: parse(&fp, "salt fingerprint")?,
                     sketch: Sketch::from_stored(&bytes, precision).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -293,22 +405,76 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn sensor_health(&self) -> Result<Vec<SensorHealth>, StoreError> {
+    async fn zone_numbers(
+        &self,
+        zone: &SensorId,
+        kind: Kind,
+        resolution: Resolution,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<ZoneNumber>, StoreError> {
+        let zone = zone.to_string();
         self.with(move |conn, _| {
-            let mut stmt = conn.prepare("SELECT sensor, MAX(window_start), SUM(frames) FROM sensor_windows GROUP BY sensor ORDER BY sensor").map_err(db)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, i64>(2)?))).map_err(db)?;
+            let mut stmt = conn
+                .prepare_cached("SELECT bucket, epoch, salt_fp, estimate, lower, upper FROM zone_numbers WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket >= ?4 AND bucket < ?5 ORDER BY bucket, epoch, salt_fp")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![zone, kind.as_str(), resolution.as_str(), from.as_second(), to.as_second()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, f64>(3)?, r.get::<_, f64>(4)?, r.get::<_, f64>(5)?))
+                })
+                .map_err(db)?;
             let mut out = Vec::new();
             for row in rows {
-                let (sensor, last, frames) = row.map_err(db)?;
-                out.push(SensorHealth {
-                    sensor: parse(&sensor, "sensor id")?,
-                    last_window: last.and_then(|s| Timestamp::from_second(s).ok()),
-                    frames: u64::try_from(frames).unwrap_or(0),
+                let (bucket, epoch, fp, estimate, lower, upper) = row.map_err(db)?;
+                out.push(ZoneNumber {
+                    bucket: timestamp(bucket)?,
+                    epoch: parse(&epoch, "epoch")?,
+                    salt_fp: parse(&fp, "salt fingerprint")?,
+                    devices: crowdflow_contract::sketch::Estimate { estimate, lower, upper },
                 });
             }
             Ok(out)
         })
         .await
+    }
+
+    async fn sensor_health(&self) -> Result<Vec<SensorHealth>, StoreError> {
+        self.with(move |conn, _| {
+            let mut stmt = conn
+                .prepare("SELECT sensor, MAX(window_start), SUM(frames), NULL, NULL FROM sensor_windows GROUP BY sensor UNION ALL SELECT sensor, NULL, NULL, reason, count FROM sensor_rejects")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut health = super::HealthBuilder::default();
+            for row in rows {
+                let (sensor, last, frames, reason, count) = row.map_err(db)?;
+                health.add(&sensor, last, frames, reason.zip(count))?;
+            }
+            Ok(health.finish())
+        })
+        .await
+    }
+
+    async fn purge(&self, retention: Retention, now: Timestamp) -> Result<PurgeReport, StoreError> {
+        let mut total = PurgeReport::default();
+        loop {
+            let chunk = self
+                .with(move |conn, _| purge_chunk(conn, retention, now))
+                .await?;
+            total.add(chunk);
+            if chunk == PurgeReport::default() {
+                return Ok(total);
+            }
+        }
     }
 }
 
@@ -316,78 +482,17 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn sketch(range: std::ops::Range<u64>) -> Sketch {
-        let mut s = Sketch::new(Precision::DEFAULT);
-        for i in range {
-            s.insert_bytes(&i.to_le_bytes());
-        }
-        s
-    }
-
-    fn accepted(sensor: &str, minute: &str, devices: std::ops::Range<u64>) -> Accepted {
-        Accepted {
-            sensor: SensorId::new(sensor).expect("id"),
-            zone: SensorId::new("neude").expect("id"),
-            kind: Kind::WifiRandom,
-            window_start: minute.parse().expect("ts"),
-            window_s: 60,
-            epoch: "2026-04-27".parse().expect("epoch"),
-            salt_fp: "0123456789abcdef".parse().expect("fp"),
-            frames: devices.end - devices.start,
-            sketch: sketch(devices),
-        }
-    }
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().expect("ts")
-    }
-
-    #[tokio::test]
-    async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing() {
+    async fn open() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tmp");
         let store = SqliteStore::open(&dir.path().join("db/crowdflow.db"), Precision::DEFAULT)
             .expect("open");
-        let zone = SensorId::new("neude").expect("id");
-        let batch = vec![
-            accepted("s1", "2026-04-27T10:00:00Z", 0..600),
-            accepted("s2", "2026-04-27T10:00:00Z", 400..1000),
-            accepted("s1", "2026-04-27T10:01:00Z", 0..100),
-        ];
-        store.ingest(batch.clone()).await.expect("ingest");
-        store.ingest(batch).await.expect("replay");
-        let minutes = store
-            .zone_sketches(
-                &zone,
-                Kind::WifiRandom,
-                Resolution::Minute,
-                ts("2026-04-27T10:00:00Z"),
-                ts("2026-04-27T11:00:00Z"),
-            )
-            .await
-            .expect("read");
-        assert_eq!(minutes.len(), 2);
-        assert_eq!(minutes[0].sketch.estimate().estimate.round(), 1000.0);
-        assert_eq!(minutes[1].sketch.estimate().estimate.round(), 100.0);
-        let hours = store
-            .zone_sketches(
-                &zone,
-                Kind::WifiRandom,
-                Resolution::Hour,
-                ts("2026-04-27T00:00:00Z"),
-                ts("2026-04-28T00:00:00Z"),
-            )
-            .await
-            .expect("read");
-        assert_eq!(hours.len(), 1);
-        assert_eq!(hours[0].sketch.estimate().estimate.round(), 1000.0);
-        let health = store.sensor_health().await.expect("health");
-        assert_eq!(health.len(), 2);
-        assert_eq!(health[0].frames, 700, "replays do not double frame totals");
-        assert_eq!(health[0].last_window, Some(ts("2026-04-27T10:01:00Z")));
+        (store, dir)
     }
 
+    super::super::suite::store_suite!(open());
+
     #[tokio::test]
-    async fn epochs_and_schema_survive_a_reopen() {
+    async fn epochs_survive_a_reopen() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("crowdflow.db");
         let epoch: EpochId = "2026-04-27".parse().expect("epoch");
@@ -398,10 +503,6 @@ mod tests {
                 .record_epoch(epoch, fp, "agg-1")
                 .await
                 .expect("record");
-            store
-                .record_epoch(epoch, fp, "agg-1")
-                .await
-                .expect("idempotent");
         }
         let store = SqliteStore::open(&path, Precision::DEFAULT).expect("reopen");
         assert_eq!(
@@ -410,13 +511,6 @@ mod tests {
                 .await
                 .expect("read"),
             vec![(epoch, fp)]
-        );
-        assert!(
-            store
-                .known_epochs("2026-04-28".parse().expect("epoch"))
-                .await
-                .expect("read")
-                .is_empty()
         );
     }
 
@@ -431,5 +525,78 @@ mod tests {
             .expect("bump");
         let err = SqliteStore::open(&path, Precision::DEFAULT).expect_err("too new");
         assert!(err.to_string().contains("upgrade crowdflow"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_gets_numbers_for_its_sketches() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("crowdflow.db");
+        let mut s = Sketch::new(Precision::DEFAULT);
+        for i in 0u64..500 {
+            s.insert_bytes(&i.to_le_bytes());
+        }
+        {
+            let mut conn = Connection::open(&path).expect("raw");
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);",
+            )
+            .expect("v1 marker");
+            let tx = conn.transaction().expect("tx");
+            tx.execute_batch(MIGRATIONS[0].sql).expect("v1 schema");
+            tx.execute(
+                "INSERT INTO zone_sketches VALUES ('neude', 'wifi_random', 'hour', 1777284000, '2026-04-27', '0123456789abcdef', ?1)",
+                params![s.encode()],
+            )
+            .expect("v1 row");
+            tx.commit().expect("commit");
+        }
+        let store = SqliteStore::open(&path, Precision::DEFAULT).expect("migrate");
+        let numbers = store
+            .zone_numbers(
+                &SensorId::new("neude").expect("id"),
+                Kind::WifiRandom,
+                Resolution::Hour,
+                Timestamp::from_second(1777284000).expect("ts"),
+                Timestamp::from_second(1777287600).expect("ts"),
+            )
+            .await
+            .expect("numbers");
+        assert_eq!(numbers.len(), 1);
+        assert_eq!(numbers[0].devices.estimate.round(), 500.0);
+    }
+
+    #[tokio::test]
+    async fn a_large_purge_goes_in_chunks_and_finishes() {
+        let (store, _dir) = open().await;
+        let start: Timestamp = "2026-01-01T00:00:00Z".parse().expect("ts");
+        let accepted: Vec<_> = (0..(PURGE_CHUNK + 100))
+            .map(|i| super::super::Accepted {
+                sensor: SensorId::new("s1").expect("id"),
+                zone: SensorId::new("neude").expect("id"),
+                kind: Kind::Ble,
+                window_start: start + jiff::SignedDuration::from_secs(60 * i),
+                window_s: 60,
+                epoch: "2026-01-01".parse().expect("epoch"),
+                salt_fp: "0123456789abcdef".parse().expect("fp"),
+                frames: 1,
+                sketch: Sketch::new(Precision::DEFAULT),
+            })
+            .collect();
+        store
+            .ingest(Batch {
+                accepted,
+                rejects: Vec::new(),
+            })
+            .await
+            .expect("ingest");
+        let report = store
+            .purge(
+                Retention::default(),
+                "2027-01-01T00:00:00Z".parse().expect("ts"),
+            )
+            .await
+            .expect("purge");
+        assert_eq!(report.sensor_windows, PURGE_CHUNK as u64 + 100);
+        assert!(report.sketches > PURGE_CHUNK as u64, "{report:?}");
     }
 }

@@ -1,0 +1,281 @@
+//! The storage test suite every backend runs (`store_suite!` in each backend's tests).
+
+use crowdflow_contract::epoch::EpochId;
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::salt::SaltFingerprint;
+use crowdflow_contract::sketch::{Precision, Sketch};
+use crowdflow_contract::wire::SensorId;
+use jiff::{SignedDuration, Timestamp};
+
+use super::{Accepted, Batch, PurgeReport, Rejected, Resolution, Retention, Store};
+
+fn sketch(range: std::ops::Range<u64>) -> Sketch {
+    let mut s = Sketch::new(Precision::DEFAULT);
+    for i in range {
+        s.insert_bytes(&i.to_le_bytes());
+    }
+    s
+}
+
+fn accepted(sensor: &str, at: Timestamp, devices: std::ops::Range<u64>) -> Accepted {
+    Accepted {
+        sensor: id(sensor),
+        zone: id("neude"),
+        kind: Kind::WifiRandom,
+        window_start: at,
+        window_s: 60,
+        epoch: "2026-04-27".parse().expect("epoch"),
+        salt_fp: "0123456789abcdef".parse().expect("fp"),
+        frames: devices.end - devices.start,
+        sketch: sketch(devices),
+    }
+}
+
+fn batch(accepted: Vec<Accepted>) -> Batch {
+    Batch {
+        accepted,
+        rejects: Vec::new(),
+    }
+}
+
+fn id(s: &str) -> SensorId {
+    SensorId::new(s).expect("id")
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("ts")
+}
+
+fn days(n: i64) -> SignedDuration {
+    SignedDuration::from_hours(24 * n)
+}
+
+async fn estimates(
+    store: &impl Store,
+    resolution: Resolution,
+    from: &str,
+    to: &str,
+) -> Vec<(Timestamp, f64)> {
+    store
+        .zone_sketches(&id("neude"), Kind::WifiRandom, resolution, ts(from), ts(to))
+        .await
+        .expect("read sketches")
+        .into_iter()
+        .map(|z| (z.bucket, z.sketch.estimate().estimate.round()))
+        .collect()
+}
+
+pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing(
+    store: impl Store,
+) {
+    let b = batch(vec![
+        accepted("s1", ts("2026-04-27T10:00:00Z"), 0..600),
+        accepted("s2", ts("2026-04-27T10:00:00Z"), 400..1000),
+        accepted("s1", ts("2026-04-27T10:01:00Z"), 0..100),
+        accepted("s2", ts("2026-04-27T11:30:00Z"), 5000..5050),
+    ]);
+    store.ingest(b.clone()).await.expect("ingest");
+    store.ingest(b).await.expect("replay");
+    let from = "2026-04-27T00:00:00Z";
+    let to = "2026-04-28T00:00:00Z";
+    assert_eq!(
+        estimates(&store, Resolution::Minute, from, to).await,
+        vec![
+            (ts("2026-04-27T10:00:00Z"), 1000.0),
+            (ts("2026-04-27T10:01:00Z"), 100.0),
+            (ts("2026-04-27T11:30:00Z"), 50.0)
+        ]
+    );
+    assert_eq!(
+        estimates(&store, Resolution::Hour, from, to).await,
+        vec![
+            (ts("2026-04-27T10:00:00Z"), 1000.0),
+            (ts("2026-04-27T11:00:00Z"), 50.0)
+        ]
+    );
+    assert_eq!(
+        estimates(&store, Resolution::Day, from, to).await,
+        vec![(ts("2026-04-27T00:00:00Z"), 1050.0)]
+    );
+    let numbers = store
+        .zone_numbers(
+            &id("neude"),
+            Kind::WifiRandom,
+            Resolution::Hour,
+            ts(from),
+            ts(to),
+        )
+        .await
+        .expect("numbers");
+    assert_eq!(numbers.len(), 2);
+    assert_eq!(numbers[0].devices.estimate.round(), 1000.0);
+    assert!(numbers[0].devices.lower <= 1000.0 && numbers[0].devices.upper >= 1000.0);
+    assert_eq!(numbers[0].epoch, "2026-04-27".parse().expect("epoch"));
+    let other_kind = store
+        .zone_sketches(
+            &id("neude"),
+            Kind::Ble,
+            Resolution::Minute,
+            ts(from),
+            ts(to),
+        )
+        .await
+        .expect("read");
+    assert!(other_kind.is_empty(), "kinds are kept apart");
+    let health = store.sensor_health().await.expect("health");
+    assert_eq!(health.len(), 2);
+    assert_eq!(health[0].sensor, id("s1"));
+    assert_eq!(health[0].frames, 700, "replays do not double frame totals");
+    assert_eq!(health[0].last_window, Some(ts("2026-04-27T10:01:00Z")));
+    assert_eq!(health[1].last_window, Some(ts("2026-04-27T11:30:00Z")));
+}
+
+pub(crate) async fn epochs_are_recorded_once(store: impl Store) {
+    let epoch: EpochId = "2026-04-27".parse().expect("epoch");
+    let fp: SaltFingerprint = "0123456789abcdef".parse().expect("fp");
+    store
+        .record_epoch(epoch, fp, "agg-1")
+        .await
+        .expect("record");
+    store
+        .record_epoch(epoch, fp, "agg-2")
+        .await
+        .expect("idempotent");
+    let since = |d: &str| d.parse::<EpochId>().expect("epoch");
+    assert_eq!(
+        store.known_epochs(since("2026-04-01")).await.expect("read"),
+        vec![(epoch, fp)]
+    );
+    assert!(
+        store
+            .known_epochs(since("2026-04-28"))
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+pub(crate) async fn rejects_accumulate_in_sensor_health(store: impl Store) {
+    let reject = |sensor: &str, reason: &'static str| Rejected {
+        sensor: id(sensor),
+        reason,
+    };
+    let first = Batch {
+        accepted: vec![accepted("s1", ts("2026-04-27T10:00:00Z"), 0..10)],
+        rejects: vec![reject("s1", "salt_mismatch"), reject("s9", "window_future")],
+    };
+    store.ingest(first).await.expect("ingest");
+    let second = Batch {
+        accepted: Vec::new(),
+        rejects: vec![reject("s1", "salt_mismatch"), reject("s1", "sketch")],
+    };
+    store.ingest(second).await.expect("ingest");
+    let health = store.sensor_health().await.expect("health");
+    assert_eq!(health.len(), 2, "{health:?}");
+    let s1 = &health[0];
+    assert_eq!(s1.frames, 10);
+    assert_eq!(s1.rejects.get("salt_mismatch"), Some(&2));
+    assert_eq!(s1.rejects.get("sketch"), Some(&1));
+    let s9 = &health[1];
+    assert_eq!(s9.sensor, id("s9"));
+    assert_eq!(
+        s9.last_window, None,
+        "a sensor with only rejects has no window"
+    );
+    assert_eq!(s9.rejects.get("window_future"), Some(&1));
+    store.ingest(Batch::default()).await.expect("empty batch");
+}
+
+pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
+    let now = ts("2027-06-01T12:00:00Z");
+    let old = now - days(40);
+    let recent = now - days(10);
+    let ancient = now - days(400);
+    store
+        .ingest(batch(vec![
+            accepted("s1", ancient, 0..30),
+            accepted("s1", old, 0..20),
+            accepted("s1", recent, 0..10),
+        ]))
+        .await
+        .expect("ingest");
+    let count = async |resolution: Resolution| {
+        store
+            .zone_sketches(
+                &id("neude"),
+                Kind::WifiRandom,
+                resolution,
+                ancient - days(2),
+                now,
+            )
+            .await
+            .expect("read")
+            .len()
+    };
+    let report = store.purge(Retention::default(), now).await.expect("purge");
+    assert_eq!(
+        report,
+        PurgeReport {
+            sketches: 3, // the minute sketches at -400 d and -40 d, the hour at -400 d
+            numbers: 0,
+            sensor_windows: 2,
+        }
+    );
+    assert_eq!(count(Resolution::Minute).await, 1);
+    assert_eq!(count(Resolution::Hour).await, 2);
+    assert_eq!(count(Resolution::Day).await, 3, "day sketches are kept");
+    let numbers = store
+        .zone_numbers(
+            &id("neude"),
+            Kind::WifiRandom,
+            Resolution::Minute,
+            ancient - days(1),
+            now,
+        )
+        .await
+        .expect("numbers");
+    assert_eq!(numbers.len(), 3, "numbers outlive their sketches");
+    assert_eq!(numbers[0].devices.estimate.round(), 30.0);
+    let health = store.sensor_health().await.expect("health");
+    assert_eq!(
+        health[0].frames, 10,
+        "expired windows left the health totals"
+    );
+    assert_eq!(
+        store.purge(Retention::default(), now).await.expect("again"),
+        PurgeReport::default(),
+        "a second purge finds nothing"
+    );
+    let short = Retention {
+        minute_sketch_days: 1,
+        hour_sketch_days: 1,
+        day_sketch_days: Some(1),
+        number_days: Some(100),
+    };
+    let report = store.purge(short, now).await.expect("purge");
+    assert_eq!(report.sketches, 1 + 2 + 3);
+    assert_eq!(report.numbers, 3, "the -400 d minute, hour and day numbers");
+}
+
+/// Runs every suite test against the stores `$open` (an async expression giving the store
+/// and a guard that keeps its database alive) makes.
+macro_rules! store_suite {
+    ($open:expr) => {
+        $crate::store::suite::store_suite!(@tests $open;
+            two_sensors_in_a_zone_are_unioned_and_replays_change_nothing,
+            epochs_are_recorded_once,
+            rejects_accumulate_in_sensor_health,
+            purge_keeps_what_retention_says,
+        );
+    };
+    (@tests $open:expr; $($name:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $open.await;
+                $crate::store::suite::$name(store).await;
+            }
+        )*
+    };
+}
+pub(crate) use store_suite;
