@@ -179,7 +179,7 @@ impl Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 4194304\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 4194304\nmax_queued_messages 100000\n"),
         )
         .expect("write mosquitto.conf");
         let child = Command::new(mosquitto_binary())
@@ -196,6 +196,15 @@ impl Mosquitto {
         );
         Mosquitto { port, proc }
     }
+}
+
+/// The PostgreSQL server for tests that store there (`scripts/test.sh` starts one).
+pub fn postgres_server() -> String {
+    std::env::var("CROWDFLOW_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "CROWDFLOW_TEST_POSTGRES is not set: run `bash scripts/test.sh` (it starts a PostgreSQL), or set it to a server URL such as postgres://postgres@127.0.0.1:5432/postgres"
+        )
+    })
 }
 
 /// Runs `binary run --config CONFIG` of this workspace at debug log level, output captured.

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
+use crowdflow_aggregator::store::{Resolution, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::{Precision, SketchUnion};
 use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 
 /// Frames stored over all sensors.
-pub async fn frames(store: &SqliteStore) -> u64 {
+pub async fn frames(store: &impl Store) -> u64 {
     store
         .sensor_health()
         .await
@@ -19,7 +19,7 @@ pub async fn frames(store: &SqliteStore) -> u64 {
 
 /// Devices of `kind` in `zone` over the last two hours at `resolution`: the union of each
 /// salt's buckets, summed over salts (sketches of different salts are never unioned).
-pub async fn devices(store: &SqliteStore, zone: &str, kind: Kind, resolution: Resolution) -> f64 {
+pub async fn devices(store: &impl Store, zone: &str, kind: Kind, resolution: Resolution) -> f64 {
     let now = Timestamp::now();
     let zone = SensorId::new(zone).expect("zone id");
     let stored = store
@@ -43,4 +43,32 @@ pub async fn devices(store: &SqliteStore, zone: &str, kind: Kind, resolution: Re
         .values()
         .map(|u| u.estimate().estimate.round())
         .sum()
+}
+
+/// Every row of a crowdflow PostgreSQL database as text, for privacy scans (the server's
+/// files are not the test's to read).
+pub async fn postgres_dump(url: &str) -> Vec<u8> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect for the dump");
+    tokio::spawn(connection);
+    let mut out = Vec::new();
+    for table in [
+        "salt_epochs",
+        "zone_sketches",
+        "zone_numbers",
+        "sensor_windows",
+        "sensor_rejects",
+        "schema_version",
+    ] {
+        for row in client
+            .query(&format!("SELECT t::text FROM {table} t"), &[])
+            .await
+            .expect("dump table")
+        {
+            out.extend_from_slice(row.get::<_, &str>(0).as_bytes());
+            out.push(b'\n');
+        }
+    }
+    out
 }

@@ -1,19 +1,53 @@
-//! Two sensors of one zone, each hearing part of a crowd, publish through the aggregator's
-//! embedded broker into its SQLite store: the zone counts every device once (a device seen
-//! by both sensors counts once), and neither the salt nor an address is in any file or log.
+//! Two sensors of one zone, each hearing part of a crowd, publish through a broker (the
+//! aggregator's embedded one, or Mosquitto) into its storage (SQLite or PostgreSQL): the zone
+//! counts every device once (a device seen by both sensors counts once), and neither the salt
+//! nor an address is in any file, log or database row.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use crowdflow_aggregator::store::{Resolution, SqliteStore};
+use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
 use crowdflow_tests::{
-    assert_no_addresses, files_below, free_port, run_binary, stored, wait_for_port,
+    Mosquitto, Proc, assert_no_addresses, files_below, free_port, postgres_server, run_binary,
+    stored, wait_for_port,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+#[derive(Debug, Clone, Copy)]
+enum Broker {
+    Embedded,
+    Mosquitto,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Storage {
+    Sqlite,
+    Postgres,
+}
+
+#[test]
+fn through_the_embedded_broker_into_sqlite() {
+    a_device_heard_by_two_sensors_of_a_zone_counts_once(Broker::Embedded, Storage::Sqlite);
+}
+
+#[test]
+fn through_mosquitto_into_sqlite() {
+    a_device_heard_by_two_sensors_of_a_zone_counts_once(Broker::Mosquitto, Storage::Sqlite);
+}
+
+#[test]
+fn through_the_embedded_broker_into_postgresql() {
+    a_device_heard_by_two_sensors_of_a_zone_counts_once(Broker::Embedded, Storage::Postgres);
+}
+
+#[test]
+fn through_mosquitto_into_postgresql() {
+    a_device_heard_by_two_sensors_of_a_zone_counts_once(Broker::Mosquitto, Storage::Postgres);
+}
 
 fn device(i: u64) -> [u8; 6] {
     [0x06, 0x77, 0x00, 0x00, (i >> 8) as u8, i as u8]
@@ -33,19 +67,21 @@ fn probes(range: std::ops::Range<u64>) -> Vec<Probe> {
     out
 }
 
-fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
+fn aggregator_config(dir: &Path, broker: Broker, port: u16, storage: &str) -> PathBuf {
     let path = dir.join("aggregator.toml");
+    let broker = match broker {
+        Broker::Embedded => format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\""),
+        Broker::Mosquitto => format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\""),
+    };
     let text = format!(
         r#"[http]
 listen = "127.0.0.1:{http}"
 [broker]
-mode = "embedded"
-listen = "127.0.0.1:{port}"
+{broker}
 username = "observer"
 password = "observer-secret"
 [storage]
-kind = "sqlite"
-path = "{db}"
+{storage}
 [salt]
 announce_every_s = 5
 [counting]
@@ -66,7 +102,6 @@ password = "secret-2"
 senses = ["wifi"]
 "#,
         http = free_port(),
-        db = dir.join("data/crowdflow.db").display()
     );
     std::fs::write(&path, text).expect("config");
     path
@@ -104,11 +139,60 @@ async fn observe_salt(port: u16) -> Vec<u8> {
     }
 }
 
-#[test]
-fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
+/// Waits until both agents' 240 probes are stored, then checks the zone's counts.
+async fn check(store: &impl Store, agents: &mut [Proc]) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut devices = 0.0;
+    let mut frames = 0;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        devices = stored::devices(store, "plaza", Kind::WifiRandom, Resolution::Minute).await;
+        frames = stored::frames(store).await;
+        if frames == 240 {
+            break;
+        }
+    }
+    for agent in agents.iter_mut() {
+        agent.terminate(Duration::from_secs(5));
+    }
+    let logs: Vec<u8> = agents.iter().flat_map(|a| a.output()).collect();
+    assert_eq!(
+        frames,
+        240,
+        "every probe of both sensors is stored\n{}",
+        String::from_utf8_lossy(&logs)
+    );
+    assert_eq!(devices, 100.0, "60 + 60 devices with 20 in common");
+    assert_eq!(
+        stored::devices(store, "plaza", Kind::WifiRandom, Resolution::Hour).await,
+        100.0,
+        "the hour rollup agrees"
+    );
+    logs
+}
+
+fn a_device_heard_by_two_sensors_of_a_zone_counts_once(broker: Broker, storage: Storage) {
     let dir = tempfile::tempdir().expect("tmp");
-    let port = free_port();
-    let aggregator_cfg = aggregator_config(dir.path(), port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mosquitto = matches!(broker, Broker::Mosquitto).then(|| Mosquitto::start(dir.path()));
+    let port = mosquitto.as_ref().map_or_else(free_port, |m| m.port);
+    let db_path = dir.path().join("data/crowdflow.db");
+    let scratch = match storage {
+        Storage::Sqlite => None,
+        Storage::Postgres => Some(
+            runtime
+                .block_on(ScratchDatabase::create(&postgres_server()))
+                .expect("scratch database"),
+        ),
+    };
+    let storage_section = match &scratch {
+        None => format!("kind = \"sqlite\"\npath = \"{}\"", db_path.display()),
+        Some(db) => format!("kind = \"postgres\"\nurl = \"{}\"", db.url()),
+    };
+    let aggregator_cfg = aggregator_config(dir.path(), broker, port, &storage_section);
     let mut aggregator = run_binary(
         "crowdflow-aggregator",
         &aggregator_cfg,
@@ -123,15 +207,16 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
     write_probes(&one, &probes(0..60));
     write_probes(&two, &probes(40..100));
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let salt = runtime.block_on(async {
+    let (salt, dump) = runtime.block_on(async {
         let salt = tokio::spawn(observe_salt(port));
         let salt = tokio::time::timeout(Duration::from_secs(20), salt)
             .await
-            .expect("a salt is announced")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "a salt is announced\n{}",
+                    String::from_utf8_lossy(&aggregator.output())
+                )
+            })
             .expect("join");
         let mut agents = [
             run_binary(
@@ -145,47 +230,31 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
                 "agent-2",
             ),
         ];
-
-        let store = SqliteStore::open(&dir.path().join("data/crowdflow.db"), Precision::DEFAULT)
-            .expect("open");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut devices = 0.0;
-        let mut frames = 0;
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            devices = stored::devices(&store, "plaza", Kind::WifiRandom, Resolution::Minute).await;
-            frames = stored::frames(&store).await;
-            if frames == 240 {
-                break;
+        let (logs, dump) = match &scratch {
+            None => {
+                let store = SqliteStore::open(&db_path, Precision::DEFAULT).expect("open");
+                (check(&store, &mut agents).await, Vec::new())
             }
-        }
-        for agent in &mut agents {
-            agent.terminate(Duration::from_secs(5));
-        }
-        let logs: Vec<u8> = agents.iter().flat_map(|a| a.output()).collect();
-        assert_eq!(
-            frames,
-            240,
-            "every probe of both sensors is stored\n{}",
-            String::from_utf8_lossy(&logs)
-        );
-        assert_eq!(devices, 100.0, "60 + 60 devices with 20 in common");
-        assert_eq!(
-            stored::devices(&store, "plaza", Kind::WifiRandom, Resolution::Hour).await,
-            100.0,
-            "the hour rollup agrees"
-        );
+            Some(db) => {
+                let store = PostgresStore::open(db.url(), Precision::DEFAULT)
+                    .await
+                    .expect("open");
+                let logs = check(&store, &mut agents).await;
+                (logs, stored::postgres_dump(db.url()).await)
+            }
+        };
         assert_no_addresses(
             &logs,
             &(0..100).map(device).collect::<Vec<_>>(),
             "the agents' logs",
         );
-        salt
+        (salt, dump)
     });
     aggregator.terminate(Duration::from_secs(5));
     let logs = aggregator.output();
 
-    // Privacy: no address and no salt (raw, hex or base64) in any file or the aggregator's log.
+    // Privacy: no address and no salt (raw, hex or base64) in any file, database row or the
+    // aggregator's log.
     let addresses: Vec<[u8; 6]> = (0..100).map(device).collect();
     let hex: String = salt.iter().map(|b| format!("{b:02x}")).collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&salt);
@@ -201,11 +270,17 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once_in_storage() {
         .into_iter()
         .filter(|(p, _)| p.extension().is_none_or(|e| e != "pcap"))
         .collect();
-    assert!(
-        outputs
-            .iter()
-            .any(|(p, _)| p.ends_with("data/crowdflow.db"))
-    );
+    match storage {
+        Storage::Sqlite => assert!(
+            outputs
+                .iter()
+                .any(|(p, _)| p.ends_with("data/crowdflow.db"))
+        ),
+        Storage::Postgres => {
+            assert!(dump.len() > 1000, "the dump holds the stored rows");
+            outputs.push((PathBuf::from("PostgreSQL rows"), dump));
+        }
+    }
     outputs.push((PathBuf::from("aggregator log"), logs));
     for (path, bytes) in outputs {
         assert_no_addresses(&bytes, &addresses, &path.display().to_string());

@@ -577,31 +577,44 @@ impl ScratchDatabase {
         Ok(ScratchDatabase { admin, name, url })
     }
 
-    /// A key=value connection string for the database.
+    /// The database's `postgres://` URL.
     pub fn url(&self) -> &str {
         &self.url
     }
 }
 
+/// A `postgres://` URL (what the config file takes) for database `name` on `admin`'s server.
 fn scratch_url(admin: &tokio_postgres::Config, name: &str) -> String {
-    let mut parts = vec![format!("dbname={name}")];
-    if let Some(user) = admin.get_user() {
-        parts.push(format!("user={user}"));
-    }
-    if let Some(tokio_postgres::config::Host::Tcp(host)) = admin.get_hosts().first() {
-        parts.push(format!("host={host}"));
-    }
-    #[cfg(unix)]
-    if let Some(tokio_postgres::config::Host::Unix(path)) = admin.get_hosts().first() {
-        parts.push(format!("host={}", path.display()));
-    }
-    if let Some(port) = admin.get_ports().first() {
-        parts.push(format!("port={port}"));
-    }
+    let escape = |s: &[u8]| -> String {
+        s.iter()
+            .map(|&b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut userinfo = admin
+        .get_user()
+        .map(|u| escape(u.as_bytes()))
+        .unwrap_or_default();
     if let Some(password) = admin.get_password() {
-        parts.push(format!("password={}", String::from_utf8_lossy(password)));
+        userinfo = format!("{userinfo}:{}", escape(password));
     }
-    parts.join(" ")
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    let port = admin.get_ports().first().copied().unwrap_or(5432);
+    match admin.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => {
+            format!("postgres://{userinfo}{at}{host}:{port}/{name}")
+        }
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => format!(
+            "postgres://{userinfo}{at}/{name}?host={}&port={port}",
+            escape(path.as_os_str().as_encoded_bytes())
+        ),
+        None => format!("postgres://{userinfo}{at}localhost:{port}/{name}"),
+    }
 }
 
 async fn connect_plain(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
@@ -638,8 +651,9 @@ impl Drop for ScratchDatabase {
 mod tests {
     use super::*;
 
-    /// The server the PostgreSQL tests use; `scripts/test.sh` starts one and sets this.
-    pub(crate) const SERVER_ENV: &str = "CROWDFLOW_TEST_POSTGRES";
+    /// The server the PostgreSQL tests use; `scripts/test.sh` starts one and sets this
+    /// (the whole-system tests read the same variable).
+    const SERVER_ENV: &str = "CROWDFLOW_TEST_POSTGRES";
 
     async fn open() -> (PostgresStore, ScratchDatabase) {
         let Ok(server) = std::env::var(SERVER_ENV) else {
