@@ -28,7 +28,7 @@ const SENSORS: usize = 200;
 
 fn config_text(port: u16, db: &Path) -> String {
     let mut text = format!(
-        "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
          [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n",
         db.display()
     );

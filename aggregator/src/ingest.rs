@@ -7,7 +7,7 @@
 //! authority issued for that epoch. A reject is counted by reason and logged without any
 //! payload content.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crowdflow_contract::epoch::EpochId;
@@ -16,6 +16,7 @@ use crowdflow_contract::wire::{DecodeRules, SensorId, SketchMessage, WireError};
 use jiff::Timestamp;
 
 use crate::config::AggregatorConfig;
+use crate::metrics::Metrics;
 use crate::store::Accepted;
 
 /// Why a message was refused.
@@ -71,18 +72,16 @@ impl Reject {
 pub struct Ingest {
     config: Arc<AggregatorConfig>,
     known: HashSet<(EpochId, SaltFingerprint)>,
-    rejects: BTreeMap<&'static str, u64>,
-    accepted: u64,
+    metrics: Metrics,
 }
 
 impl Ingest {
-    /// A validator for `config`.
-    pub fn new(config: Arc<AggregatorConfig>) -> Ingest {
+    /// A validator for `config` that counts into `metrics`.
+    pub fn new(config: Arc<AggregatorConfig>, metrics: Metrics) -> Ingest {
         Ingest {
             config,
             known: HashSet::new(),
-            rejects: BTreeMap::new(),
-            accepted: 0,
+            metrics,
         }
     }
 
@@ -100,8 +99,22 @@ impl Ingest {
     ) -> Result<Accepted, Reject> {
         let result = self.validate(topic, payload, now);
         match &result {
-            Ok(_) => self.accepted += 1,
-            Err(reject) => *self.rejects.entry(reject.reason()).or_insert(0) += 1,
+            Ok(a) => {
+                self.metrics.accepted.inc();
+                let end = a.window_start.as_second() + i64::from(a.window_s);
+                let last = self
+                    .metrics
+                    .sensor_last_window
+                    .with_label_values(&[a.sensor.as_str()]);
+                if end > last.get() {
+                    last.set(end);
+                }
+            }
+            Err(reject) => self
+                .metrics
+                .rejects
+                .with_label_values(&[reject.reason()])
+                .inc(),
         }
         result
     }
@@ -153,16 +166,6 @@ impl Ingest {
         let sensor = self.config.broker.topics.sensor_of(topic).ok()?;
         self.config.sensors.contains_key(&sensor).then_some(sensor)
     }
-
-    /// Rejects since start, by reason.
-    pub fn rejects(&self) -> &BTreeMap<&'static str, u64> {
-        &self.rejects
-    }
-
-    /// Messages accepted since start.
-    pub fn accepted(&self) -> u64 {
-        self.accepted
-    }
 }
 
 #[cfg(test)]
@@ -203,7 +206,7 @@ mod tests {
     }
 
     fn ingest() -> Ingest {
-        let mut i = Ingest::new(config());
+        let mut i = Ingest::new(config(), Metrics::default());
         i.know(
             "2026-04-27".parse().expect("epoch"),
             "0123456789abcdef".parse().expect("fp"),
@@ -223,7 +226,12 @@ mod tests {
             .expect("valid");
         assert_eq!(a.zone.as_str(), "neude");
         assert_eq!(a.frames, 3);
-        assert_eq!(i.accepted(), 1);
+        assert_eq!(i.metrics.accepted.get(), 1);
+        assert!(
+            i.metrics.render().contains(
+                "crowdflow_sensor_last_window_end_seconds{sensor=\"neude-01\"} 1777291200"
+            )
+        );
     }
 
     #[test]
@@ -274,7 +282,8 @@ mod tests {
         for (topic, payload, reason) in cases {
             let reject = i.check(topic, &payload, now).expect_err(reason);
             assert_eq!(reject.reason(), reason, "{reject}");
+            let counted = i.metrics.rejects.with_label_values(&[reason]).get();
+            assert_eq!(counted, 1, "{reason} counted once");
         }
-        assert_eq!(i.rejects().values().sum::<u64>(), 7);
     }
 }

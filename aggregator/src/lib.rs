@@ -3,9 +3,11 @@
 //! Being built; see ARCHITECTURE.md for what exists.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod broker;
 pub mod config;
 pub mod ingest;
+pub mod metrics;
 pub mod salt;
 pub mod service;
 pub mod store;

@@ -20,9 +20,11 @@ use crowdflow_contract::wire::SaltAnnouncement;
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 
+use crate::api::{self, AppState};
 use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
 use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 use crate::salt::{Drawn, SaltAuthority};
 use crate::store::{Batch, Rejected, Store, StoreError};
 
@@ -49,6 +51,14 @@ pub enum ServiceError {
     /// Storage failed at start.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen for HTTP on {addr} (http.listen): {source}")]
+    Http {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// No salt could be drawn.
     #[error("cannot draw a salt: {0}")]
     Salt(#[from] crowdflow_contract::salt::SaltError),
@@ -58,6 +68,7 @@ struct State<S> {
     config: Arc<AggregatorConfig>,
     store: S,
     ingest: Ingest,
+    metrics: Metrics,
     authority: SaltAuthority,
     client: AsyncClient,
     /// What the received sketch messages add to storage.
@@ -82,6 +93,20 @@ pub async fn run<S: Store>(
     store: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
+    let metrics = Metrics::default();
+    let addr = config.http_listen;
+    let listener = api::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Http { addr, source })?;
+    tracing::info!(listen = %addr, "HTTP API listening");
+    let state = AppState {
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = api::serve(listener, state).await {
+            tracing::error!("HTTP API stopped: {e}");
+        }
+    });
     let mut own_account = config
         .broker
         .username
@@ -114,7 +139,7 @@ pub async fn run<S: Store>(
         }
         BrokerMode::External { host, port } => (host.clone(), *port),
     };
-    let mut ingest = Ingest::new(config.clone());
+    let mut ingest = Ingest::new(config.clone(), metrics.clone());
     let since = config
         .rotation
         .epoch_at(Timestamp::now() - SignedDuration::from_hours(24 * 8));
@@ -127,6 +152,7 @@ pub async fn run<S: Store>(
         config,
         store,
         ingest,
+        metrics,
         client,
         pending: Batch::default(),
         unacked: Vec::new(),
@@ -146,6 +172,7 @@ pub async fn run<S: Store>(
             event = events.poll() => match event {
                 Ok(event) => state.on_event(event).await,
                 Err(e) => {
+                    state.metrics.broker_connected.set(0);
                     tracing::warn!("broker connection: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -221,6 +248,7 @@ impl<S: Store> State<S> {
                         tracing::error!("cannot subscribe: {e}");
                     }
                 }
+                self.metrics.broker_connected.set(1);
                 tracing::info!("connected to the broker");
             }
             Event::Incoming(Packet::Publish(p)) => self.on_publish(p).await,
@@ -313,7 +341,9 @@ impl<S: Store> State<S> {
         // wait for.
         let listening = matches!(self.config.broker.mode, BrokerMode::External { .. })
             && self.started.elapsed() < LISTEN_FIRST;
-        if listening || self.follows() {
+        let leads = !listening && !self.follows();
+        self.metrics.salt_leader.set(i64::from(leads));
+        if !leads {
             return Ok(());
         }
         let drawn = self.authority.tick(Timestamp::now())?;
@@ -352,18 +382,23 @@ impl<S: Store> State<S> {
         if self.unacked.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         match self.store.ingest(self.pending.clone()).await {
             Ok(()) => {
+                self.metrics.committed(started.elapsed());
                 for p in self.unacked.drain(..) {
                     let _ = self.client.try_ack(&p);
                 }
                 self.pending = Batch::default();
                 self.pending_since = None;
             }
-            Err(e) => tracing::error!(
-                "storing {} sketches failed, will retry: {e}",
-                self.unacked.len()
-            ),
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                tracing::error!(
+                    "storing {} sketches failed, will retry: {e}",
+                    self.unacked.len()
+                );
+            }
         }
     }
 
@@ -373,14 +408,24 @@ impl<S: Store> State<S> {
         self.purge_due = tokio::time::Instant::now() + PURGE_EVERY;
         let store = self.store.clone();
         let retention = self.config.retention;
+        let purged = self.metrics.purged.clone();
         tokio::spawn(async move {
             match store.purge(retention, Timestamp::now()).await {
-                Ok(report) => tracing::info!(
-                    sketches = report.sketches,
-                    numbers = report.numbers,
-                    sensor_windows = report.sensor_windows,
-                    "retention purge done"
-                ),
+                Ok(report) => {
+                    for (what, n) in [
+                        ("sketches", report.sketches),
+                        ("numbers", report.numbers),
+                        ("sensor_windows", report.sensor_windows),
+                    ] {
+                        purged.with_label_values(&[what]).inc_by(n);
+                    }
+                    tracing::info!(
+                        sketches = report.sketches,
+                        numbers = report.numbers,
+                        sensor_windows = report.sensor_windows,
+                        "retention purge done"
+                    );
+                }
                 Err(e) => tracing::error!("retention purge failed: {e}"),
             }
         });

@@ -6,21 +6,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::store::{Resolution, SqliteStore};
+use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
 use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SaltAnnouncement, SensorId, SketchMessage};
-use crowdflow_tests::{free_port, run_binary, stored, wait_for_port};
+use crowdflow_tests::{free_port, http_get, run_binary, stored, wait_for_port};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-fn config(dir: &Path, port: u16) -> PathBuf {
+fn config(dir: &Path, port: u16, http: u16) -> PathBuf {
     let path = dir.join("aggregator.toml");
     let text = format!(
-        "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
          [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n\
          [[zones]]\nid = \"hall\"\nname = \"Hall\"\narea_m2 = 300.0\n\
          [[sensors]]\nid = \"s1\"\nzone = \"hall\"\nsenses = [\"wifi\"]\n\
@@ -113,10 +113,10 @@ fn hostile(i: usize, valid: &SketchMessage, corpus: &[Vec<u8>]) -> (String, Vec<
 #[test]
 fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
     let dir = tempfile::tempdir().expect("tmp");
-    let port = free_port();
+    let (port, http) = (free_port(), free_port());
     let mut aggregator = run_binary(
         "crowdflow-aggregator",
-        &config(dir.path(), port),
+        &config(dir.path(), port, http),
         "crowdflow-aggregator",
     );
     assert!(wait_for_port(port, Duration::from_secs(15)));
@@ -207,11 +207,31 @@ fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
             stored::devices(&store, "hall", Kind::WifiRandom, Resolution::Minute).await,
             500.0
         );
+        // Rejects under a configured sensor's topic count in its stored health.
+        let health = store.sensor_health().await.expect("health");
+        let s1 = health
+            .iter()
+            .find(|h| h.sensor.as_str() == "s1")
+            .expect("s1");
+        assert_eq!(
+            s1.rejects.get("salt_mismatch").copied(),
+            expected.get("salt_mismatch").copied()
+        );
+        assert!(health.iter().all(|h| h.sensor.as_str() != "intruder"));
         expected
     });
     assert!(
         aggregator.child.try_wait().expect("status").is_none(),
         "the aggregator is still running"
+    );
+    let metrics = http_get(http, "/metrics").expect("GET /metrics");
+    for (reason, count) in &expected {
+        let line = format!("crowdflow_ingest_rejects_total{{reason=\"{reason}\"}} {count}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("crowdflow_ingest_accepted_total 100"),
+        "{metrics}"
     );
     aggregator.terminate(Duration::from_secs(5));
     let log = String::from_utf8_lossy(&aggregator.output()).into_owned();

@@ -31,7 +31,7 @@ fn probes() -> Vec<Probe> {
 fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("aggregator.toml");
     let text = format!(
-        "[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
          [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n\
          [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
          [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\n",
@@ -149,7 +149,7 @@ fn recent_windows(epoch: EpochId, schedule: &RotationSchedule, count: usize) -> 
 fn heavy_config(dir: &Path, port: u16, sensors: u64) -> PathBuf {
     let path = dir.join("heavy.toml");
     let mut text = format!(
-        "[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"heavy\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"heavy\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
          [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n\
          [[zones]]\nid = \"hall\"\nname = \"Hall\"\narea_m2 = 800.0\n",
         dir.join("heavy.db").display()
