@@ -66,6 +66,9 @@ struct RawBroker {
     url: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
     #[serde(default = "default_prefix")]
     topic_prefix: String,
     #[serde(default = "default_client_id")]
@@ -216,6 +219,8 @@ pub enum BrokerMode {
         host: String,
         /// Port.
         port: u16,
+        /// TLS material, for an `mqtts://` broker.
+        tls: Option<config_file::TlsFiles>,
     },
 }
 
@@ -474,11 +479,22 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<BrokerConfig, 
             let url = raw.url.ok_or_else(|| {
                 field(
                     "broker.url",
-                    "mqtt://HOST[:PORT] is required for mode = \"external\"",
+                    "mqtt://HOST[:PORT] or mqtts://HOST[:PORT] is required for mode = \"external\"",
                 )
             })?;
-            let (host, port) = config_file::mqtt_url(&url).map_err(|m| field("broker.url", m))?;
-            BrokerMode::External { host, port }
+            let address = config_file::mqtt_url(&url).map_err(|m| field("broker.url", m))?;
+            let tls = config_file::tls_files(
+                &address,
+                raw.ca_file.as_deref(),
+                raw.client_cert_file.as_deref(),
+                raw.client_key_file.as_deref(),
+            )
+            .map_err(|(f, m)| field(f, m))?;
+            BrokerMode::External {
+                host: address.host,
+                port: address.port,
+                tls,
+            }
         }
         _ => {
             return Err(field(

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crowdflow_contract::mqtt;
 use crowdflow_contract::wire::SaltAnnouncement;
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
@@ -112,7 +113,7 @@ pub async fn run<S: Store>(
         .username
         .clone()
         .zip(config.broker.password.clone());
-    let (host, port) = match &config.broker.mode {
+    let (host, port, tls) = match &config.broker.mode {
         BrokerMode::Embedded { listen } => {
             let mut credentials = config.broker_credentials();
             if let (Some(credentials), None) = (credentials.as_mut(), &own_account) {
@@ -135,9 +136,9 @@ pub async fn run<S: Store>(
                 ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
                 ip => ip,
             };
-            (ip.to_string(), broker.listen().port())
+            (ip.to_string(), broker.listen().port(), None)
         }
-        BrokerMode::External { host, port } => (host.clone(), *port),
+        BrokerMode::External { host, port, tls } => (host.clone(), *port, tls.clone()),
     };
     let mut ingest = Ingest::new(config.clone(), metrics.clone());
     let since = config
@@ -146,7 +147,7 @@ pub async fn run<S: Store>(
     for (epoch, fp) in store.known_epochs(since).await? {
         ingest.know(epoch, fp);
     }
-    let (client, mut events) = connect(&config, &host, port, own_account);
+    let (client, events) = connect(&config, &host, port, tls, own_account);
     let mut state = State {
         authority: SaltAuthority::new(&config.authority_id, config.rotation.clone()),
         config,
@@ -165,16 +166,16 @@ pub async fn run<S: Store>(
         last_announce: None,
     };
     tracing::info!(broker = %format!("{host}:{port}"), "aggregator running");
+    let (mut events, pump) = mqtt::pump(events);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            event = events.poll() => match event {
+            Some(event) = events.recv() => match event {
                 Ok(event) => state.on_event(event).await,
                 Err(e) => {
                     state.metrics.broker_connected.set(0);
                     tracing::warn!("broker connection: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
             _ = tick.tick() => state.on_tick().await?,
@@ -183,16 +184,13 @@ pub async fn run<S: Store>(
     }
     state.flush().await;
     let _ = state.client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain(&mut events)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        mqtt::flush_until_disconnect(&mut events),
+    )
+    .await;
+    pump.abort();
     Ok(())
-}
-
-async fn drain(events: &mut EventLoop) {
-    while let Ok(event) = events.poll().await {
-        if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-            break;
-        }
-    }
 }
 
 fn random_password() -> Result<String, crowdflow_contract::salt::SaltError> {
@@ -208,6 +206,7 @@ fn connect(
     config: &AggregatorConfig,
     host: &str,
     port: u16,
+    tls: Option<crowdflow_contract::config_file::TlsFiles>,
     account: Option<(String, String)>,
 ) -> (AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(config.broker.client_id.clone(), host, port);
@@ -219,6 +218,9 @@ fn connect(
         .set_inflight(1000);
     if let Some((user, password)) = account {
         options.set_credentials(user, password);
+    }
+    if let Some(tls) = &tls {
+        mqtt::use_tls(&mut options, tls);
     }
     AsyncClient::new(options, 1024)
 }

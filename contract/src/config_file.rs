@@ -65,19 +65,120 @@ pub fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>
     }
 }
 
-/// Host and port of an `mqtt://HOST[:PORT]` URL (port 1883 by default).
-pub fn mqtt_url(url: &str) -> Result<(String, u16), &'static str> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or("must start with mqtt:// (TLS brokers are configured in the secured deployment)")?;
+/// Where a broker listens, from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether the connection uses TLS (`mqtts://`).
+    pub tls: bool,
+}
+
+/// Parses `mqtt://HOST[:PORT]` (port 1883 by default) or `mqtts://HOST[:PORT]` (TLS, 8883).
+pub fn mqtt_url(url: &str) -> Result<BrokerAddress, &'static str> {
+    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtt://") {
+        (rest, false, 1883)
+    } else if let Some(rest) = url.strip_prefix("mqtts://") {
+        (rest, true, 8883)
+    } else {
+        return Err("must start with mqtt:// or mqtts:// (TLS)");
+    };
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| "port must be 1-65535")?),
-        None => (rest, 1883),
+        None => (rest, default_port),
     };
     if host.is_empty() || host.contains('/') || port == 0 {
-        return Err("must be mqtt://HOST[:PORT]");
+        return Err("must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]");
     }
-    Ok((host.to_owned(), port))
+    Ok(BrokerAddress {
+        host: host.to_owned(),
+        port,
+        tls,
+    })
+}
+
+/// TLS material for an `mqtts://` broker, read once at start: the CA certificate(s) that
+/// sign the broker's certificate, and optionally a client certificate and its key (PEM).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificates (PEM).
+    pub ca: Vec<u8>,
+    /// Client certificate chain and private key (PEM).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    // Never print a private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca_bytes", &self.ca.len())
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// The TLS keys of a broker section (`ca_file`, `client_cert_file`, `client_key_file`),
+/// checked against the URL's scheme and read. Errors name the key.
+pub fn tls_files(
+    address: &BrokerAddress,
+    ca_file: Option<&Path>,
+    client_cert_file: Option<&Path>,
+    client_key_file: Option<&Path>,
+) -> Result<Option<TlsFiles>, (&'static str, String)> {
+    if !address.tls {
+        if ca_file.or(client_cert_file).or(client_key_file).is_some() {
+            return Err((
+                "broker.ca_file",
+                "TLS files are only used with an mqtts:// URL".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let ca_file = ca_file.ok_or((
+        "broker.ca_file",
+        "mqtts:// needs the CA certificate (PEM) that signed the broker's certificate".to_owned(),
+    ))?;
+    let ca = pem_file("broker.ca_file", ca_file, "CERTIFICATE")?;
+    let client = match (client_cert_file, client_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((
+            pem_file("broker.client_cert_file", cert, "CERTIFICATE")?,
+            pem_file("broker.client_key_file", key, "PRIVATE KEY")?,
+        )),
+        (Some(_), None) => {
+            return Err((
+                "broker.client_key_file",
+                "a client certificate needs its key".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((
+                "broker.client_cert_file",
+                "a client key needs its certificate".into(),
+            ));
+        }
+    };
+    Ok(Some(TlsFiles { ca, client }))
+}
+
+fn pem_file(
+    field: &'static str,
+    path: &Path,
+    label: &str,
+) -> Result<Vec<u8>, (&'static str, String)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| (field, format!("cannot read {}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let marker = format!("{label}-----");
+    if !text.contains("-----BEGIN ") || !text.contains(&marker) {
+        return Err((
+            field,
+            format!("{} is not a PEM file with a {label}", path.display()),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The `[counting]` section both configs carry: every sensor and the aggregator of one
@@ -124,13 +225,22 @@ mod tests {
 
     #[test]
     fn mqtt_urls_give_host_and_port() {
+        let address = |host: &str, port, tls| BrokerAddress {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             mqtt_url("mqtt://broker.local"),
-            Ok(("broker.local".into(), 1883))
+            Ok(address("broker.local", 1883, false))
         );
         assert_eq!(
             mqtt_url("mqtt://10.0.0.2:1884"),
-            Ok(("10.0.0.2".into(), 1884))
+            Ok(address("10.0.0.2", 1884, false))
+        );
+        assert_eq!(
+            mqtt_url("mqtts://broker.local"),
+            Ok(address("broker.local", 8883, true))
         );
         for bad in [
             "http://x",
@@ -138,9 +248,60 @@ mod tests {
             "mqtt://x:0",
             "mqtt://x:99999",
             "mqtt://a/b",
-            "mqtts://x",
+            "mqtts://",
         ] {
             assert!(mqtt_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tls_files_are_checked_against_the_scheme_and_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let key = dir.path().join("key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let plain = mqtt_url("mqtt://b").expect("url");
+        let tls = mqtt_url("mqtts://b").expect("url");
+        assert_eq!(tls_files(&plain, None, None, None), Ok(None));
+        let field = |r: Result<Option<TlsFiles>, (&'static str, String)>| r.expect_err("error").0;
+        assert_eq!(
+            field(tls_files(&plain, Some(&ca), None, None)),
+            "broker.ca_file"
+        );
+        assert_eq!(field(tls_files(&tls, None, None, None)), "broker.ca_file");
+        assert_eq!(
+            field(tls_files(&tls, Some(&key), None, None)),
+            "broker.ca_file",
+            "a key is not a CA certificate"
+        );
+        assert_eq!(
+            field(tls_files(&tls, Some(&ca), Some(&ca), None)),
+            "broker.client_key_file"
+        );
+        assert_eq!(
+            field(tls_files(&tls, Some(&ca), Some(&ca), Some(&ca))),
+            "broker.client_key_file",
+            "a certificate is not a key"
+        );
+        let files = tls_files(&tls, Some(&ca), Some(&ca), Some(&key))
+            .expect("valid")
+            .expect("tls");
+        assert!(files.client.is_some());
+        assert!(
+            !format!("{files:?}").contains("MIIB"),
+            "Debug hides contents"
+        );
+        let missing =
+            tls_files(&tls, Some(&dir.path().join("nope.pem")), None, None).expect_err("missing");
+        assert!(missing.1.contains("nope.pem"), "{}", missing.1);
     }
 }

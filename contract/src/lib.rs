@@ -41,6 +41,8 @@
 pub mod config_file;
 pub mod epoch;
 pub mod identity;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod salt;
 pub mod sketch;
 pub mod window;

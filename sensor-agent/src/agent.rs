@@ -14,7 +14,7 @@ use std::time::Duration;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SaltAnnouncement};
 use jiff::Timestamp;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 
 use crate::capture::live::HopPlan;
 use crate::config::{AgentConfig, Source};
@@ -118,14 +118,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             }
         });
     }
-    let (mut link, mut events) = connect(&config);
+    let (mut link, events) = connect(&config);
+    let (mut events, pump) = crowdflow_contract::mqtt::pump(events);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_status = tokio::time::Instant::now() - STATUS_EVERY;
     let mut last_salt_request = tokio::time::Instant::now() - SALT_REQUEST_EVERY;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            event = events.poll() => match event {
+            Some(event) = events.recv() => match event {
                 Ok(event) => on_event(event, &mut link, &counter, &mut outbox)?,
                 Err(e) => {
                     if link.connected {
@@ -134,7 +135,6 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                         tracing::debug!("broker unreachable: {e}");
                     }
                     link.disconnected();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
             _ = tick.tick() => {
@@ -171,14 +171,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     );
     let _ = link.client.try_disconnect();
     // Let the event loop flush the last status and the disconnect.
-    let flush = async {
-        while let Ok(event) = events.poll().await {
-            if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
-                break;
-            }
-        }
-    };
+    let flush = crowdflow_contract::mqtt::flush_until_disconnect(&mut events);
     let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    pump.abort();
     Ok(())
 }
 
@@ -199,11 +194,7 @@ fn connect(config: &AgentConfig) -> (Link, EventLoop) {
     let broker = &config.broker;
     let topics = broker.topics.clone();
     let status_topic = topics.status(&config.sensor_id);
-    let mut options = MqttOptions::new(
-        format!("crowdflow-agent-{}", config.sensor_id),
-        broker.host.clone(),
-        broker.port,
-    );
+    let mut options = broker.mqtt_options(format!("crowdflow-agent-{}", config.sensor_id));
     options
         .set_keep_alive(Duration::from_secs(15))
         .set_clean_session(true)
@@ -214,9 +205,6 @@ fn connect(config: &AgentConfig) -> (Link, EventLoop) {
             QoS::AtLeastOnce,
             true,
         ));
-    if let (Some(user), Some(password)) = (&broker.username, &broker.password) {
-        options.set_credentials(user.clone(), password.clone());
-    }
     let (client, events) = AsyncClient::new(options, 64);
     let link = Link {
         client,

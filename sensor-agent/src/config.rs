@@ -37,6 +37,9 @@ struct RawBroker {
     url: String,
     username: Option<String>,
     password: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
     #[serde(default = "default_prefix")]
     topic_prefix: String,
 }
@@ -149,6 +152,22 @@ pub struct Broker {
     pub password: Option<String>,
     /// The topic layout.
     pub topics: Topics,
+    /// TLS material, for an `mqtts://` broker.
+    pub tls: Option<config_file::TlsFiles>,
+}
+
+impl Broker {
+    /// Connection options for this broker under `client_id`: address, credentials, TLS.
+    pub fn mqtt_options(&self, client_id: String) -> rumqttc::MqttOptions {
+        let mut options = rumqttc::MqttOptions::new(client_id, self.host.clone(), self.port);
+        if let (Some(user), Some(password)) = (&self.username, &self.password) {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = &self.tls {
+            crowdflow_contract::mqtt::use_tls(&mut options, tls);
+        }
+        options
+    }
 }
 
 /// A validated agent configuration.
@@ -224,7 +243,13 @@ impl AgentConfig {
 type FieldError = (&'static str, String);
 
 fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldError> {
-    let (host, port) = config_file::mqtt_url(&raw.url).map_err(|m| ("broker.url", m.to_owned()))?;
+    let address = config_file::mqtt_url(&raw.url).map_err(|m| ("broker.url", m.to_owned()))?;
+    let tls = config_file::tls_files(
+        &address,
+        raw.ca_file.as_deref(),
+        raw.client_cert_file.as_deref(),
+        raw.client_key_file.as_deref(),
+    )?;
     let password = password_env.or(raw.password);
     if raw.username.is_some() != password.is_some() {
         return Err((
@@ -237,11 +262,12 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldE
     let topics =
         Topics::new(&raw.topic_prefix).map_err(|e| ("broker.topic_prefix", e.to_string()))?;
     Ok(Broker {
-        host,
-        port,
+        host: address.host,
+        port: address.port,
         username: raw.username,
         password,
         topics,
+        tls,
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crowdflow_contract::wire::SaltAnnouncement;
 use jiff::Timestamp;
-use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, Packet, QoS};
 
 use crate::capture::file::CaptureReader;
 use crate::capture::{SUPPORTED, live};
@@ -153,17 +153,10 @@ fn outbox(dir: &Path) -> Check {
 
 async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> {
     let b = &config.broker;
-    let mut options = MqttOptions::new(
-        format!("crowdflow-selfcheck-{}", config.sensor_id),
-        b.host.clone(),
-        b.port,
-    );
+    let mut options = b.mqtt_options(format!("crowdflow-selfcheck-{}", config.sensor_id));
     options
         .set_keep_alive(Duration::from_secs(10))
         .set_max_packet_size(1 << 20, 1 << 20);
-    if let (Some(user), Some(password)) = (&b.username, &b.password) {
-        options.set_credentials(user.clone(), password.clone());
-    }
     let (client, mut events) = AsyncClient::new(options, 16);
     let connected = tokio::time::timeout(timeout, async {
         loop {

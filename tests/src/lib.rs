@@ -176,10 +176,15 @@ impl Mosquitto {
 
     /// Starts one on `port` (to restart a broker where clients expect it).
     pub fn start_on(dir: &Path, port: u16) -> Mosquitto {
+        Mosquitto::start_with(dir, port, "")
+    }
+
+    /// Starts one on `port` with `listener_options` (e.g. TLS) added to its listener.
+    pub fn start_with(dir: &Path, port: u16, listener_options: &str) -> Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 4194304\nmax_queued_messages 100000\n"),
+            format!("per_listener_settings false\nlistener {port} 127.0.0.1\n{listener_options}allow_anonymous true\npersistence false\nmax_packet_size 4194304\nmax_queued_messages 100000\n"),
         )
         .expect("write mosquitto.conf");
         let child = Command::new(mosquitto_binary())

@@ -6,3 +6,4 @@ mod agent_selfcheck;
 mod aggregator_bad_input;
 mod aggregator_crash;
 mod aggregator_ingest;
+mod broker_tls;
