@@ -8,6 +8,7 @@ pub mod broker;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod query;
 pub mod salt;
 pub mod service;
 pub mod store;

@@ -173,6 +173,29 @@ pub struct SensorHealth {
     pub rejects: BTreeMap<String, u64>,
 }
 
+/// An alert event: a zone crossing a level-of-service threshold or going stale.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Alert {
+    /// Storage id (0 before it is stored).
+    pub id: i64,
+    /// The minute it was raised (replicas raising the same alert store it once).
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    /// The zone.
+    #[schema(value_type = String)]
+    pub zone: SensorId,
+    /// "level" (threshold crossed upwards), "stale" (sensors silent) or "recovered".
+    pub kind: String,
+    /// Level-of-service index reached (for "level").
+    pub level: Option<u8>,
+    /// The threshold crossed, persons per m2 (for "level").
+    pub threshold: Option<f64>,
+    /// The density estimate that crossed it (for "level").
+    pub value: Option<f64>,
+    /// Human-readable text.
+    pub message: String,
+}
+
 /// How long stored data is kept, in days; `None` keeps it forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -379,6 +402,21 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Latest window, frame total and rejects of every sensor that sent anything.
     fn sensor_health(&self) -> impl Future<Output = Result<Vec<SensorHealth>, StoreError>> + Send;
+
+    /// End of every sensor's latest stored window (one row per sensor: cheap to poll).
+    fn sensors_seen(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(SensorId, Timestamp)>, StoreError>> + Send;
+
+    /// Stores an alert unless the same (minute, zone, kind, level) is stored; true if new.
+    fn record_alert(&self, alert: Alert) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Alerts raised at or after `since`, newest first, at most `limit`.
+    fn alerts(
+        &self,
+        since: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Alert>, StoreError>> + Send;
 
     /// Deletes what `retention` no longer keeps, as of `now`.
     fn purge(

@@ -17,12 +17,13 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
+    Alert, Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
     ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
 };
 
 /// Schema migrations, applied in order; the index + 1 is the version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE salt_epochs (
     epoch TEXT NOT NULL,
     salt_fp TEXT NOT NULL,
@@ -72,7 +73,26 @@ CREATE TABLE sensor_rejects (
 CREATE INDEX zone_sketches_by_age ON zone_sketches (resolution, bucket);
 CREATE INDEX zone_numbers_by_age ON zone_numbers (bucket);
 CREATE INDEX sensor_windows_by_age ON sensor_windows (window_start);
-"#];
+"#,
+    r#"
+CREATE TABLE sensor_seen (
+    sensor TEXT PRIMARY KEY,
+    last_window_end BIGINT NOT NULL
+);
+INSERT INTO sensor_seen SELECT sensor, MAX(window_start + window_s) FROM sensor_windows GROUP BY sensor;
+CREATE TABLE alerts (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    zone TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    level BIGINT NOT NULL,
+    threshold DOUBLE PRECISION,
+    value DOUBLE PRECISION,
+    message TEXT NOT NULL,
+    UNIQUE (at, zone, kind, level)
+);
+"#,
+];
 
 /// Any constant shared by all crowdflow replicas: the key of the migration lock.
 const MIGRATION_LOCK: i64 = 0x6372_6f77_6466_6c6f;
@@ -103,6 +123,7 @@ struct Statements {
     upsert_number: Statement,
     upsert_windows: Statement,
     upsert_reject: Statement,
+    upsert_seen: Statement,
 }
 
 struct Conn {
@@ -199,6 +220,10 @@ async fn prepare(client: &Client) -> Result<Statements, StoreError> {
             .map_err(db)?,
         upsert_reject: client
             .prepare("INSERT INTO sensor_rejects (sensor, reason, count) VALUES ($1, $2, $3) ON CONFLICT (sensor, reason) DO UPDATE SET count = sensor_rejects.count + excluded.count")
+            .await
+            .map_err(db)?,
+        upsert_seen: client
+            .prepare("INSERT INTO sensor_seen (sensor, last_window_end) SELECT sensor, MAX(start + length) FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS w(sensor, start, length) GROUP BY sensor ON CONFLICT (sensor) DO UPDATE SET last_window_end = GREATEST(sensor_seen.last_window_end, excluded.last_window_end)")
             .await
             .map_err(db)?,
     })
@@ -346,6 +371,12 @@ async fn ingest_batch(
         .map_err(db)?;
     }
     if !windows.sensor.is_empty() {
+        tx.execute(
+            &s.upsert_seen,
+            &[&windows.sensor, &windows.start, &windows.length],
+        )
+        .await
+        .map_err(db)?;
         tx.execute(
             &s.upsert_windows,
             &[
@@ -535,6 +566,73 @@ impl Store for PostgresStore {
             health.add(get(r, 0)?, get(r, 1)?, get(r, 2)?, reason.zip(count))?;
         }
         Ok(health.finish())
+    }
+
+    async fn sensors_seen(&self) -> Result<Vec<(SensorId, Timestamp)>, StoreError> {
+        let conn = self.reader().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT sensor, last_window_end FROM sensor_seen ORDER BY sensor",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse(get::<&str>(r, 0)?, "sensor id")?,
+                    timestamp(get(r, 1)?)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn record_alert(&self, alert: Alert) -> Result<bool, StoreError> {
+        let conn = self.conn(0).await?;
+        let n = conn
+            .client
+            .execute(
+                "INSERT INTO alerts (at, zone, kind, level, threshold, value, message) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &alert.at.as_second(),
+                    &alert.zone.as_str(),
+                    &alert.kind,
+                    &alert.level.map_or(-1, i64::from),
+                    &alert.threshold,
+                    &alert.value,
+                    &alert.message,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    async fn alerts(&self, since: Timestamp, limit: u32) -> Result<Vec<Alert>, StoreError> {
+        let conn = self.reader().await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT id, at, zone, kind, level, threshold, value, message FROM alerts WHERE at >= $1 ORDER BY at DESC, id DESC LIMIT $2",
+                &[&since.as_second(), &i64::from(limit)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Alert {
+                    id: get(r, 0)?,
+                    at: timestamp(get(r, 1)?)?,
+                    zone: parse(get::<&str>(r, 2)?, "zone id")?,
+                    kind: get(r, 3)?,
+                    level: u8::try_from(get::<i64>(r, 4)?).ok(),
+                    threshold: get(r, 5)?,
+                    value: get(r, 6)?,
+                    message: get(r, 7)?,
+                })
+            })
+            .collect()
     }
 
     async fn purge(&self, retention: Retention, now: Timestamp) -> Result<PurgeReport, StoreError> {

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
+    Alert, Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
     ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
 };
 
@@ -85,6 +85,27 @@ CREATE INDEX zone_numbers_by_age ON zone_numbers (bucket);
 CREATE INDEX sensor_windows_by_age ON sensor_windows (window_start);
 "#,
         fill: Some(fill_numbers),
+    },
+    Migration {
+        sql: r#"
+CREATE TABLE sensor_seen (
+    sensor TEXT PRIMARY KEY,
+    last_window_end INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO sensor_seen SELECT sensor, MAX(window_start + window_s) FROM sensor_windows GROUP BY sensor;
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    zone TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    threshold REAL,
+    value REAL,
+    message TEXT NOT NULL,
+    UNIQUE (at, zone, kind, level)
+);
+"#,
+        fill: None,
     },
 ];
 
@@ -264,7 +285,15 @@ fn ingest_batch(
         let mut window = tx
             .prepare_cached("INSERT INTO sensor_windows (sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (sensor, kind, window_start, epoch, salt_fp) DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, excluded.estimate)")
             .map_err(db)?;
+        let mut seen = tx
+            .prepare_cached("INSERT INTO sensor_seen (sensor, last_window_end) VALUES (?1, ?2) ON CONFLICT (sensor) DO UPDATE SET last_window_end = MAX(last_window_end, excluded.last_window_end)")
+            .map_err(db)?;
         for m in &batch.accepted {
+            seen.execute(params![
+                m.sensor.as_str(),
+                m.window_start.as_second() + i64::from(m.window_s)
+            ])
+            .map_err(db)?;
             window
                 .execute(params![
                     m.sensor.as_str(),
@@ -460,6 +489,83 @@ impl Store for SqliteStore {
                 health.add(&sensor, last, frames, reason.zip(count))?;
             }
             Ok(health.finish())
+        })
+        .await
+    }
+
+    async fn sensors_seen(&self) -> Result<Vec<(SensorId, Timestamp)>, StoreError> {
+        self.with(|conn, _| {
+            let mut stmt = conn
+                .prepare_cached("SELECT sensor, last_window_end FROM sensor_seen ORDER BY sensor")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sensor, end) = row.map_err(db)?;
+                out.push((parse(&sensor, "sensor id")?, timestamp(end)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_alert(&self, alert: Alert) -> Result<bool, StoreError> {
+        self.with(move |conn, _| {
+            let n = conn
+                .execute(
+                    "INSERT INTO alerts (at, zone, kind, level, threshold, value, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    params![
+                        alert.at.as_second(),
+                        alert.zone.as_str(),
+                        alert.kind,
+                        alert.level.map_or(-1, i64::from),
+                        alert.threshold,
+                        alert.value,
+                        alert.message
+                    ],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn alerts(&self, since: Timestamp, limit: u32) -> Result<Vec<Alert>, StoreError> {
+        self.with(move |conn, _| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, at, zone, kind, level, threshold, value, message FROM alerts WHERE at >= ?1 ORDER BY at DESC, id DESC LIMIT ?2")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![since.as_second(), limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<f64>>(5)?,
+                        r.get::<_, Option<f64>>(6)?,
+                        r.get::<_, String>(7)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, at, zone, kind, level, threshold, value, message) = row.map_err(db)?;
+                out.push(Alert {
+                    id,
+                    at: timestamp(at)?,
+                    zone: parse(&zone, "zone id")?,
+                    kind,
+                    level: u8::try_from(level).ok(),
+                    threshold,
+                    value,
+                    message,
+                });
+            }
+            Ok(out)
         })
         .await
     }

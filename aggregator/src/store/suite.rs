@@ -7,7 +7,7 @@ use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Accepted, Batch, PurgeReport, Rejected, Resolution, Retention, Store};
+use super::{Accepted, Alert, Batch, PurgeReport, Rejected, Resolution, Retention, Store};
 
 fn sketch(range: std::ops::Range<u64>) -> Sketch {
     let mut s = Sketch::new(Precision::DEFAULT);
@@ -257,6 +257,90 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
     assert_eq!(report.numbers, 3, "the -400 d minute, hour and day numbers");
 }
 
+pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl Store) {
+    let alert = |at: &str, kind: &str, level: Option<u8>| Alert {
+        id: 0,
+        at: ts(at),
+        zone: id("neude"),
+        kind: kind.into(),
+        level,
+        threshold: level.map(|_| 3.5),
+        value: level.map(|_| 3.7),
+        message: "Neude is crowded".into(),
+    };
+    assert!(
+        store
+            .record_alert(alert("2026-04-27T10:00:00Z", "level", Some(2)))
+            .await
+            .expect("first")
+    );
+    assert!(
+        !store
+            .record_alert(alert("2026-04-27T10:00:00Z", "level", Some(2)))
+            .await
+            .expect("again"),
+        "a second replica raising the same alert in the same minute stores nothing"
+    );
+    assert!(
+        store
+            .record_alert(alert("2026-04-27T10:05:00Z", "stale", None))
+            .await
+            .expect("stale")
+    );
+    let listed = store
+        .alerts(ts("2026-04-27T00:00:00Z"), 10)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].kind, "stale");
+    assert_eq!(listed[0].level, None);
+    assert_eq!(listed[1].level, Some(2));
+    assert_eq!(listed[1].value, Some(3.7));
+    assert!(listed[1].id > 0);
+    assert_eq!(
+        store
+            .alerts(ts("2026-04-27T10:01:00Z"), 10)
+            .await
+            .expect("since")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .alerts(ts("2026-04-27T00:00:00Z"), 1)
+            .await
+            .expect("limit")
+            .len(),
+        1
+    );
+}
+
+pub(crate) async fn sensors_seen_follow_their_latest_window(store: impl Store) {
+    store
+        .ingest(batch(vec![
+            accepted("s1", ts("2026-04-27T10:05:00Z"), 0..5),
+            accepted("s1", ts("2026-04-27T10:01:00Z"), 0..5),
+            accepted("s2", ts("2026-04-27T09:00:00Z"), 0..5),
+        ]))
+        .await
+        .expect("ingest");
+    store
+        .ingest(batch(vec![accepted(
+            "s1",
+            ts("2026-04-27T10:02:00Z"),
+            0..5,
+        )]))
+        .await
+        .expect("late window");
+    assert_eq!(
+        store.sensors_seen().await.expect("seen"),
+        vec![
+            (id("s1"), ts("2026-04-27T10:06:00Z")),
+            (id("s2"), ts("2026-04-27T09:01:00Z"))
+        ]
+    );
+}
+
 /// Runs every suite test against the stores `$open` (an async expression giving the store
 /// and a guard that keeps its database alive) makes.
 macro_rules! store_suite {
@@ -266,6 +350,8 @@ macro_rules! store_suite {
             epochs_are_recorded_once,
             rejects_accumulate_in_sensor_health,
             purge_keeps_what_retention_says,
+            alerts_are_stored_once_and_listed_newest_first,
+            sensors_seen_follow_their_latest_window,
         );
     };
     (@tests $open:expr; $($name:ident,)*) => {

@@ -1,0 +1,444 @@
+//! The numbers users see, computed from stored sketches (design §6): distinct devices over a
+//! range, flows between zones and dwell, each with its bounds.
+//!
+//! Sketches of different salts are never unioned: the same device has unrelated hashes under
+//! two salts. A range crossing salt epochs is the sum of per-salt distincts, flagged as an
+//! upper bound; an intersection exists only within one salt (devices are unlinkable across
+//! epochs by design), so a flow across epochs counts only its same-epoch part and says so.
+
+use std::collections::BTreeMap;
+
+use crowdflow_contract::epoch::EpochId;
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::salt::SaltFingerprint;
+use crowdflow_contract::sketch::{Estimate, Precision, SketchUnion};
+use crowdflow_contract::wire::SensorId;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::store::{Resolution, Store, StoreError, ZoneSketch};
+
+/// A count with its confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Count {
+    /// Point estimate.
+    pub estimate: f64,
+    /// Lower bound (95 %).
+    pub lower: f64,
+    /// Upper bound (95 %).
+    pub upper: f64,
+    /// Summed over several salt epochs (the same device may be counted once per epoch), so an
+    /// upper bound of the distinct count.
+    pub upper_bound: bool,
+}
+
+impl Count {
+    /// Nothing counted.
+    pub const ZERO: Count = Count {
+        estimate: 0.0,
+        lower: 0.0,
+        upper: 0.0,
+        upper_bound: false,
+    };
+
+    fn from_estimate(e: Estimate) -> Count {
+        Count {
+            estimate: e.estimate,
+            lower: e.lower,
+            upper: e.upper,
+            upper_bound: false,
+        }
+    }
+
+    /// The sum of two counts of disjoint things (bounds add).
+    pub fn plus(self, other: Count) -> Count {
+        Count {
+            estimate: self.estimate + other.estimate,
+            lower: self.lower + other.lower,
+            upper: self.upper + other.upper,
+            upper_bound: self.upper_bound || other.upper_bound,
+        }
+    }
+
+    /// Scaled by a non-negative factor (calibration).
+    pub fn times(self, factor: f64) -> Count {
+        Count {
+            estimate: self.estimate * factor,
+            lower: self.lower * factor,
+            upper: self.upper * factor,
+            upper_bound: self.upper_bound,
+        }
+    }
+}
+
+/// Per-salt unions of stored sketches.
+pub type PerSalt = BTreeMap<(EpochId, SaltFingerprint), SketchUnion>;
+
+/// Unions `sketches` per salt.
+pub fn per_salt<'a>(sketches: impl IntoIterator<Item = &'a ZoneSketch>, p: Precision) -> PerSalt {
+    let mut out = PerSalt::new();
+    for z in sketches {
+        out.entry((z.epoch, z.salt_fp))
+            .or_insert_with(|| SketchUnion::new(p))
+            .add(&z.sketch);
+    }
+    out
+}
+
+/// Distinct devices of per-salt unions: summed over salts, flagged when more than one.
+pub fn count(unions: &PerSalt) -> Count {
+    let mut total = Count::ZERO;
+    for u in unions.values() {
+        total = total.plus(Count::from_estimate(u.estimate()));
+    }
+    total.upper_bound = unions.len() > 1;
+    total
+}
+
+/// One stretch of a range read at one resolution: bucket starts in `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    /// Resolution of the buckets.
+    pub resolution: Resolution,
+    /// First bucket start.
+    pub from: Timestamp,
+    /// End of the last bucket.
+    pub to: Timestamp,
+}
+
+/// The coarsest buckets that tile `[from, to)` exactly (both on whole minutes): whole UTC
+/// days as day buckets, whole hours around them as hour buckets, minutes at the edges.
+pub fn tiles(from: Timestamp, to: Timestamp) -> Vec<Tile> {
+    let mut out = Vec::new();
+    split(from.as_second(), to.as_second(), Resolution::Day, &mut out);
+    out.sort_by_key(|t| t.from);
+    out
+}
+
+fn split(from: i64, to: i64, resolution: Resolution, out: &mut Vec<Tile>) {
+    if from >= to {
+        return;
+    }
+    let size = resolution.seconds();
+    let first = from.div_euclid(size) * size + if from % size == 0 { 0 } else { size };
+    let last = to.div_euclid(size) * size;
+    let finer = match resolution {
+        Resolution::Day => Some(Resolution::Hour),
+        Resolution::Hour => Some(Resolution::Minute),
+        Resolution::Minute => None,
+    };
+    if first < last || finer.is_none() {
+        let (a, b) = if finer.is_none() {
+            (from, to)
+        } else {
+            (first, last)
+        };
+        if let (Ok(a), Ok(b)) = (Timestamp::from_second(a), Timestamp::from_second(b)) {
+            out.push(Tile {
+                resolution,
+                from: a,
+                to: b,
+            });
+        }
+        if let Some(finer) = finer {
+            split(from, first, finer, out);
+            split(last, to, finer, out);
+        }
+    } else if let Some(finer) = finer {
+        split(from, to, finer, out);
+    }
+}
+
+/// Stored sketches covering `[from, to)` with the fewest buckets.
+pub async fn covering(
+    store: &impl Store,
+    zone: &SensorId,
+    kind: Kind,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<ZoneSketch>, StoreError> {
+    let mut out = Vec::new();
+    for t in tiles(from, to) {
+        out.extend(
+            store
+                .zone_sketches(zone, kind, t.resolution, t.from, t.to)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// Distinct devices of `kind` in `zone` over `[from, to)`.
+pub async fn distinct(
+    store: &impl Store,
+    p: Precision,
+    zone: &SensorId,
+    kind: Kind,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Count, StoreError> {
+    let sketches = covering(store, zone, kind, from, to).await?;
+    Ok(count(&per_salt(&sketches, p)))
+}
+
+/// |A ∩ B| with its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Overlap {
+    /// Point estimate.
+    pub estimate: f64,
+    /// Lower bound.
+    pub lower: f64,
+    /// Upper bound.
+    pub upper: f64,
+    /// The bounds are wider than the value: do not read it as precise.
+    pub unreliable: bool,
+    /// The two sides span different salt epochs: only their same-epoch part can be linked.
+    pub crosses_epochs: bool,
+}
+
+impl Overlap {
+    const ZERO: Overlap = Overlap {
+        estimate: 0.0,
+        lower: 0.0,
+        upper: 0.0,
+        unreliable: false,
+        crosses_epochs: false,
+    };
+
+    fn plus(self, o: Overlap) -> Overlap {
+        let mut sum = Overlap {
+            estimate: self.estimate + o.estimate,
+            lower: self.lower + o.lower,
+            upper: self.upper + o.upper,
+            unreliable: false,
+            crosses_epochs: self.crosses_epochs || o.crosses_epochs,
+        };
+        sum.unreliable = sum.upper - sum.lower > sum.estimate;
+        sum
+    }
+}
+
+/// Inclusion–exclusion: |A ∩ B| = |A| + |B| − |A ∪ B|, with bounds from the extremes of the
+/// three intervals, clamped to `[0, min(|A|, |B|)]`.
+pub fn intersect(a: Estimate, b: Estimate, union: Estimate) -> Overlap {
+    let cap = a.upper.min(b.upper);
+    let estimate =
+        (a.estimate + b.estimate - union.estimate).clamp(0.0, a.estimate.min(b.estimate));
+    let lower = (a.lower + b.lower - union.upper).max(0.0).min(estimate);
+    let upper = (a.upper + b.upper - union.lower).min(cap).max(estimate);
+    Overlap {
+        estimate,
+        lower,
+        upper,
+        unreliable: upper - lower > estimate,
+        crosses_epochs: false,
+    }
+}
+
+/// |A ∩ B| of two per-salt unions: summed over the salts both have.
+pub fn overlap(a: &PerSalt, b: &PerSalt, p: Precision) -> Overlap {
+    let mut total = Overlap::ZERO;
+    for (salt, ua) in a {
+        if let Some(ub) = b.get(salt) {
+            let mut both = SketchUnion::new(p);
+            both.add(&ua.to_sketch());
+            both.add(&ub.to_sketch());
+            total = total.plus(intersect(ua.estimate(), ub.estimate(), both.estimate()));
+        }
+    }
+    total.crosses_epochs =
+        a.keys().any(|s| !b.contains_key(s)) || b.keys().any(|s| !a.contains_key(s));
+    total.unreliable = total.upper - total.lower > total.estimate;
+    total
+}
+
+/// A half-open time range on whole minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// Start.
+    pub from: Timestamp,
+    /// End (exclusive).
+    pub to: Timestamp,
+}
+
+impl Range {
+    /// Checks a user's range: ordered, on whole minutes, at most `max` long.
+    pub fn new(from: Timestamp, to: Timestamp, max: SignedDuration) -> Result<Range, &'static str> {
+        if to <= from {
+            return Err("must end after it starts");
+        }
+        if from.as_second() % 60 != 0
+            || to.as_second() % 60 != 0
+            || from.subsec_nanosecond() != 0
+            || to.subsec_nanosecond() != 0
+        {
+            return Err("must start and end on whole minutes");
+        }
+        if to.duration_since(from) > max {
+            return Err("is longer than this query allows");
+        }
+        Ok(Range { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowdflow_contract::sketch::Sketch;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("ts")
+    }
+
+    fn sketch(range: std::ops::Range<u64>) -> Sketch {
+        let mut s = Sketch::new(Precision::DEFAULT);
+        range.for_each(|i| s.insert_bytes(&i.to_le_bytes()));
+        s
+    }
+
+    fn stored(epoch: &str, fp: &str, devices: std::ops::Range<u64>) -> ZoneSketch {
+        ZoneSketch {
+            bucket: ts("2026-04-27T10:00:00Z"),
+            epoch: epoch.parse().expect("epoch"),
+            salt_fp: fp.parse().expect("fp"),
+            sketch: sketch(devices),
+        }
+    }
+
+    #[test]
+    fn tiles_use_the_coarsest_buckets_and_cover_the_range_exactly() {
+        let t = tiles(ts("2026-04-26T22:59:00Z"), ts("2026-04-29T01:30:00Z"));
+        let shape: Vec<_> = t
+            .iter()
+            .map(|t| (t.resolution, t.from.to_string(), t.to.to_string()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (
+                    Resolution::Minute,
+                    "2026-04-26T22:59:00Z".into(),
+                    "2026-04-26T23:00:00Z".into()
+                ),
+                (
+                    Resolution::Hour,
+                    "2026-04-26T23:00:00Z".into(),
+                    "2026-04-27T00:00:00Z".into()
+                ),
+                (
+                    Resolution::Day,
+                    "2026-04-27T00:00:00Z".into(),
+                    "2026-04-29T00:00:00Z".into()
+                ),
+                (
+                    Resolution::Hour,
+                    "2026-04-29T00:00:00Z".into(),
+                    "2026-04-29T01:00:00Z".into()
+                ),
+                (
+                    Resolution::Minute,
+                    "2026-04-29T01:00:00Z".into(),
+                    "2026-04-29T01:30:00Z".into()
+                ),
+            ]
+        );
+        let inside = tiles(ts("2026-04-27T10:05:00Z"), ts("2026-04-27T10:07:00Z"));
+        assert_eq!(inside.len(), 1);
+        assert_eq!(inside[0].resolution, Resolution::Minute);
+        let whole_day = tiles(ts("2026-04-27T00:00:00Z"), ts("2026-04-28T00:00:00Z"));
+        assert_eq!(whole_day.len(), 1);
+        assert_eq!(whole_day[0].resolution, Resolution::Day);
+    }
+
+    #[test]
+    fn counts_across_salts_add_up_and_are_flagged() {
+        let one = per_salt(
+            &[
+                stored("2026-04-27", "0000000000000001", 0..500),
+                stored("2026-04-27", "0000000000000001", 250..1000),
+            ],
+            Precision::DEFAULT,
+        );
+        let c = count(&one);
+        assert_eq!(c.estimate.round(), 1000.0);
+        assert!(!c.upper_bound);
+        let two = per_salt(
+            &[
+                stored("2026-04-27", "0000000000000001", 0..500),
+                stored("2026-04-28", "0000000000000002", 0..500),
+            ],
+            Precision::DEFAULT,
+        );
+        let c = count(&two);
+        assert_eq!(
+            c.estimate.round(),
+            1000.0,
+            "the same devices under two salts count twice"
+        );
+        assert!(c.upper_bound);
+    }
+
+    #[test]
+    fn overlaps_of_constructed_sets_fall_within_their_bounds() {
+        for (a, b, truth) in [
+            (0..20_000u64, 10_000..30_000u64, 10_000.0),
+            (0..50_000, 45_000..60_000, 5_000.0),
+            (0..5_000, 0..5_000, 5_000.0),
+            (0..3_000, 10_000..13_000, 0.0),
+        ] {
+            let pa = per_salt(
+                &[stored("2026-04-27", "0000000000000001", a)],
+                Precision::DEFAULT,
+            );
+            let pb = per_salt(
+                &[stored("2026-04-27", "0000000000000001", b)],
+                Precision::DEFAULT,
+            );
+            let o = overlap(&pa, &pb, Precision::DEFAULT);
+            assert!(
+                o.lower <= truth && truth <= o.upper,
+                "{truth} outside {o:?}"
+            );
+            assert!(!o.crosses_epochs);
+        }
+        let small = overlap(
+            &per_salt(
+                &[stored("2026-04-27", "0000000000000001", 0..50_000)],
+                Precision::DEFAULT,
+            ),
+            &per_salt(
+                &[stored("2026-04-27", "0000000000000001", 49_900..80_000)],
+                Precision::DEFAULT,
+            ),
+            Precision::DEFAULT,
+        );
+        assert!(
+            small.unreliable,
+            "100 of 50,000 cannot be told from noise: {small:?}"
+        );
+    }
+
+    #[test]
+    fn overlaps_link_only_within_one_salt() {
+        let a = per_salt(
+            &[stored("2026-04-27", "0000000000000001", 0..1000)],
+            Precision::DEFAULT,
+        );
+        let b = per_salt(
+            &[stored("2026-04-28", "0000000000000002", 0..1000)],
+            Precision::DEFAULT,
+        );
+        let o = overlap(&a, &b, Precision::DEFAULT);
+        assert_eq!(o.estimate, 0.0);
+        assert!(o.crosses_epochs);
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let day = SignedDuration::from_hours(24);
+        assert!(Range::new(ts("2026-04-27T10:00:00Z"), ts("2026-04-27T11:00:00Z"), day).is_ok());
+        assert!(Range::new(ts("2026-04-27T11:00:00Z"), ts("2026-04-27T10:00:00Z"), day).is_err());
+        assert!(Range::new(ts("2026-04-27T10:00:30Z"), ts("2026-04-27T11:00:00Z"), day).is_err());
+        assert!(Range::new(ts("2026-04-27T10:00:00Z"), ts("2026-04-29T11:00:00Z"), day).is_err());
+    }
+}
