@@ -37,6 +37,118 @@ struct Raw {
     zones: Vec<RawZone>,
     #[serde(default)]
     sensors: Vec<RawSensor>,
+    #[serde(default)]
+    privacy: RawPrivacy,
+    #[serde(default)]
+    open_data: RawOpenData,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    operator: Option<String>,
+    contact: Option<String>,
+    purpose: Option<String>,
+    legal_basis: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenData {
+    #[serde(default = "default_k")]
+    k: u64,
+    #[serde(default = "default_rounding")]
+    rounding: u64,
+    #[serde(default = "default_licence")]
+    licence: String,
+}
+
+impl Default for RawOpenData {
+    fn default() -> Self {
+        RawOpenData {
+            k: default_k(),
+            rounding: default_rounding(),
+            licence: default_licence(),
+        }
+    }
+}
+
+fn default_k() -> u64 {
+    10
+}
+fn default_rounding() -> u64 {
+    10
+}
+fn default_licence() -> String {
+    "CC BY 4.0".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    role: String,
+    blake3: String,
+}
+
+/// What a bearer token may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Live numbers and alerts (event safety crews).
+    Viewer,
+    /// History, flows, exports (traffic planners).
+    Planner,
+    /// Sensor and zone status, the config view (operators).
+    Admin,
+}
+
+impl Role {
+    /// Its name in config files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Planner => "planner",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An API token: only its BLAKE3 hash is configured (`crowdflow-aggregator hash-token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Who holds it (for logs; never the token).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// BLAKE3 of the token.
+    pub hash: blake3::Hash,
+}
+
+/// The operator's words for the privacy statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Privacy {
+    /// Who runs the counting (the controller).
+    pub operator: Option<String>,
+    /// Where to ask.
+    pub contact: Option<String>,
+    /// Why it counts.
+    pub purpose: Option<String>,
+    /// The legal basis, in the operator's words.
+    pub legal_basis: Option<String>,
+}
+
+/// Open-data export rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenData {
+    /// Counts below this are suppressed.
+    pub k: u64,
+    /// Counts are rounded to a multiple of this.
+    pub rounding: u64,
+    /// The licence named in the export.
+    pub licence: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,6 +431,17 @@ pub struct AggregatorConfig {
     pub zones: BTreeMap<SensorId, Zone>,
     /// Sensors by id.
     pub sensors: BTreeMap<SensorId, Sensor>,
+    /// API tokens.
+    pub tokens: Vec<ApiToken>,
+    /// The operator's words for the privacy statement.
+    pub privacy: Privacy,
+    /// Open-data export rules.
+    pub open_data: OpenData,
+}
+
+/// The hash a config stores for `token`.
+pub fn hash_token(token: &str) -> blake3::Hash {
+    blake3::hash(token.as_bytes())
 }
 
 type FieldError = (String, String);
@@ -412,6 +535,24 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
     let retention = retention(&raw.retention)?;
     let zones = zones(raw.zones)?;
     let sensors = sensors(raw.sensors, &zones)?;
+    let tokens = tokens(&raw.tokens)?;
+    if raw.open_data.k == 0 || raw.open_data.rounding == 0 {
+        return Err(field(
+            "open_data.k",
+            "k and rounding must be at least 1 (k = 10 suppresses counts below 10)",
+        ));
+    }
+    let open_data = OpenData {
+        k: raw.open_data.k,
+        rounding: raw.open_data.rounding,
+        licence: raw.open_data.licence,
+    };
+    let privacy = Privacy {
+        operator: raw.privacy.operator,
+        contact: raw.privacy.contact,
+        purpose: raw.privacy.purpose,
+        legal_basis: raw.privacy.legal_basis,
+    };
     Ok(AggregatorConfig {
         http_listen,
         broker,
@@ -424,7 +565,43 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
         retention,
         zones,
         sensors,
+        tokens,
+        privacy,
+        open_data,
     })
+}
+
+fn tokens(raw: &[RawToken]) -> Result<Vec<ApiToken>, FieldError> {
+    let mut out: Vec<ApiToken> = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let at = |f: &str| format!("tokens[{i}].{f}");
+        let role = match t.role.as_str() {
+            "viewer" => Role::Viewer,
+            "planner" => Role::Planner,
+            "admin" => Role::Admin,
+            _ => {
+                return Err(field(
+                    at("role"),
+                    "must be \"viewer\", \"planner\" or \"admin\"",
+                ));
+            }
+        };
+        let hash = blake3::Hash::from_hex(t.blake3.trim()).map_err(|_| {
+            field(
+                at("blake3"),
+                "must be 64 hex digits: the output of `crowdflow-aggregator hash-token` (never the token itself)",
+            )
+        })?;
+        if out.iter().any(|o| o.hash == hash) {
+            return Err(field(at("blake3"), "another token has this hash"));
+        }
+        out.push(ApiToken {
+            name: t.name.clone(),
+            role,
+            hash,
+        });
+    }
+    Ok(out)
 }
 
 /// Coarser data must live at least as long as finer data (queries fall back to it).

@@ -7,6 +7,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod query;
 pub mod salt;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crowdflow_aggregator::config::{AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig};
+use crowdflow_aggregator::config::{
+    AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig, hash_token,
+};
 use crowdflow_aggregator::service;
 use crowdflow_aggregator::store::{PostgresStore, SqliteStore};
 
@@ -26,6 +28,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Make an API token: prints the token once (give it to its holder) and the
+    /// `[[tokens]]` entry for the config, which holds only its hash.
+    NewToken {
+        /// Who holds it, e.g. "control-room".
+        #[arg(long)]
+        name: String,
+        /// viewer (live), planner (history, flows, exports) or admin (sensors, config).
+        #[arg(long, value_parser = ["viewer", "planner", "admin"])]
+        role: String,
+    },
+    /// Print the hash of a token read from standard input (for the config's `blake3`).
+    HashToken,
     /// Check a config file and say what to fix.
     Validate {
         /// The aggregator's config file.
@@ -88,6 +102,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.rotation.rotation_time(),
                 c.rotation.time_zone()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NewToken { name, role } => {
+            use rand::TryRng;
+            let mut bytes = [0u8; 24];
+            rand::rngs::SysRng
+                .try_fill_bytes(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("token (shown once; give it to {name}): {token}\n");
+            println!(
+                "[[tokens]]\nname = {name:?}\nrole = {role:?}\nblake3 = \"{}\"",
+                hash_token(&token).to_hex()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashToken => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the token from standard input")?;
+            let token = line.trim();
+            anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            println!("{}", hash_token(token).to_hex());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {

@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::live::ZoneLive;
 
 /// The aggregator's metrics; clones share the same series.
 #[derive(Debug, Clone)]
@@ -32,6 +34,21 @@ pub struct Metrics {
     pub salt_leader: IntGauge,
     /// End (unix seconds) of the latest accepted window, by sensor.
     pub sensor_last_window: IntGaugeVec,
+    /// Live distinct devices by zone and kind.
+    pub zone_devices: GaugeVec,
+    /// Live estimated people, density, level and staleness by zone.
+    pub zone_people: GaugeVec,
+    zone_density: GaugeVec,
+    zone_level: GaugeVec,
+    zone_stale: GaugeVec,
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(
+        r,
+        GaugeVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| unreachable!("{name}: {e}")),
+    )
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
@@ -129,6 +146,36 @@ impl Default for Metrics {
                 )
                 .unwrap_or_else(|e| unreachable!("sensor gauge: {e}")),
             ),
+            zone_devices: gauge_vec(
+                &r,
+                "crowdflow_zone_devices",
+                "Distinct devices in the zone's occupancy window, by kind.",
+                &["zone", "kind"],
+            ),
+            zone_people: gauge_vec(
+                &r,
+                "crowdflow_zone_people",
+                "Estimated people in the zone (devices x calibration; an estimate).",
+                &["zone"],
+            ),
+            zone_density: gauge_vec(
+                &r,
+                "crowdflow_zone_density",
+                "Estimated people per m2.",
+                &["zone"],
+            ),
+            zone_level: gauge_vec(
+                &r,
+                "crowdflow_zone_level",
+                "Level of service index (0 free .. 3 critical with default thresholds).",
+                &["zone"],
+            ),
+            zone_stale: gauge_vec(
+                &r,
+                "crowdflow_zone_stale",
+                "1 while every sensor of the zone is silent for over two windows.",
+                &["zone"],
+            ),
             registry: r,
         }
     }
@@ -139,6 +186,30 @@ impl Metrics {
     pub fn committed(&self, took: Duration) {
         self.batches.inc();
         self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Sets the zone gauges from a live evaluation.
+    pub fn observe_zone(&self, z: &ZoneLive) {
+        for (kind, c) in &z.devices {
+            self.zone_devices
+                .with_label_values(&[z.id.as_str(), kind.as_str()])
+                .set(c.estimate);
+        }
+        let zone = [z.id.as_str()];
+        if let Some(p) = z.people {
+            self.zone_people.with_label_values(&zone).set(p.estimate);
+        }
+        if let Some(d) = z.density {
+            self.zone_density.with_label_values(&zone).set(d.estimate);
+        }
+        if let Some(l) = &z.level {
+            self.zone_level
+                .with_label_values(&zone)
+                .set(f64::from(l.index));
+        }
+        self.zone_stale
+            .with_label_values(&zone)
+            .set(if z.stale { 1.0 } else { 0.0 });
     }
 
     /// The Prometheus text exposition.

@@ -197,7 +197,8 @@ pub struct Overlap {
 }
 
 impl Overlap {
-    const ZERO: Overlap = Overlap {
+    /// Nothing in common.
+    pub const ZERO: Overlap = Overlap {
         estimate: 0.0,
         lower: 0.0,
         upper: 0.0,
@@ -205,7 +206,8 @@ impl Overlap {
         crosses_epochs: false,
     };
 
-    fn plus(self, o: Overlap) -> Overlap {
+    /// The sum of two overlaps of disjoint things (bounds add).
+    pub fn plus(self, o: Overlap) -> Overlap {
         let mut sum = Overlap {
             estimate: self.estimate + o.estimate,
             lower: self.lower + o.lower,

@@ -25,6 +25,7 @@ use crate::api::{self, AppState};
 use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
 use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::Ingest;
+use crate::live::LiveBoard;
 use crate::metrics::Metrics;
 use crate::salt::{Drawn, SaltAuthority};
 use crate::store::{Batch, Rejected, Store, StoreError};
@@ -100,7 +101,15 @@ pub async fn run<S: Store>(
         .await
         .map_err(|source| ServiceError::Http { addr, source })?;
     tracing::info!(listen = %addr, "HTTP API listening");
+    let live = LiveBoard::default();
+    tokio::spawn(
+        live.clone()
+            .run(store.clone(), config.clone(), metrics.clone()),
+    );
     let state = AppState {
+        config: config.clone(),
+        store: store.clone(),
+        live,
         metrics: metrics.clone(),
     };
     tokio::spawn(async move {

@@ -1,0 +1,551 @@
+//! The planners' answers (planner role): series, distinct visitors, flows, dwell; and the
+//! public open-data export.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use crowdflow_contract::identity::Kind;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::{
+    ApiError, AppState, Params, authorize, csv_response, number, optional_timestamp, timestamp,
+    wants_csv, zone, zone_list,
+};
+use crate::config::{Role, Zone};
+use crate::query::{self, Count, Overlap, PerSalt, Range};
+use crate::store::{Resolution, Store, StoreError};
+
+/// Most zones in one series request.
+const MAX_SERIES_ZONES: usize = 50;
+/// Most zones on each side of a flow matrix.
+const MAX_FLOW_ZONES: usize = 30;
+
+fn range(params: &Params, from: &str, to: &str, max: SignedDuration) -> Result<Range, ApiError> {
+    let (f, t) = (timestamp(params, from)?, timestamp(params, to)?);
+    Range::new(f, t, max).map_err(|m| {
+        ApiError::bad(
+            to,
+            format!(
+                "with `{from}`: the range {m} (at most {} hours)",
+                max.as_secs() / 3600
+            ),
+        )
+    })
+}
+
+fn step(params: &Params) -> Result<(Resolution, SignedDuration), ApiError> {
+    match params.get("step").map(String::as_str).unwrap_or("hour") {
+        "minute" => Ok((Resolution::Minute, SignedDuration::from_hours(24 * 7))),
+        "hour" => Ok((Resolution::Hour, SignedDuration::from_hours(24 * 400))),
+        "day" => Ok((Resolution::Day, SignedDuration::from_hours(24 * 3660))),
+        _ => Err(ApiError::bad(
+            "step",
+            "must be \"minute\", \"hour\" or \"day\"",
+        )),
+    }
+}
+
+fn people(zone: &Zone, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
+    (!zone.calibration.is_empty()).then(|| {
+        devices.iter().fold(Count::ZERO, |s, (k, c)| {
+            s.plus(c.times(zone.calibration.get(k).copied().unwrap_or(0.0)))
+        })
+    })
+}
+
+fn by_name(devices: &BTreeMap<Kind, Count>) -> BTreeMap<String, Count> {
+    devices
+        .iter()
+        .map(|(k, c)| (k.as_str().to_owned(), *c))
+        .collect()
+}
+
+fn total(devices: &BTreeMap<Kind, Count>) -> Count {
+    devices.values().fold(Count::ZERO, |s, c| s.plus(*c))
+}
+
+/// One bucket of a series.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SeriesPoint {
+    /// Bucket start.
+    #[schema(value_type = String, format = DateTime)]
+    pub t: Timestamp,
+    /// Distinct devices by kind.
+    pub devices: BTreeMap<String, Count>,
+    /// Devices of all kinds.
+    pub total: Count,
+    /// Estimated people (null when the zone has no calibration).
+    pub people: Option<Count>,
+}
+
+/// One zone's series.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ZoneSeries {
+    /// Zone id.
+    pub zone: String,
+    /// Zone name.
+    pub name: String,
+    /// Buckets with data, in time order.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// Series of several zones.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Series {
+    /// "minute", "hour" or "day".
+    pub step: String,
+    /// Start.
+    #[schema(value_type = String, format = DateTime)]
+    pub from: Timestamp,
+    /// End (exclusive).
+    #[schema(value_type = String, format = DateTime)]
+    pub to: Timestamp,
+    /// Per zone.
+    pub zones: Vec<ZoneSeries>,
+}
+
+async fn zone_series(
+    store: &impl Store,
+    zone: &Zone,
+    resolution: Resolution,
+    r: Range,
+) -> Result<ZoneSeries, StoreError> {
+    let mut buckets: BTreeMap<Timestamp, BTreeMap<Kind, Count>> = BTreeMap::new();
+    for kind in Kind::ALL {
+        let mut per_bucket: BTreeMap<Timestamp, (Count, usize)> = BTreeMap::new();
+        for n in store
+            .zone_numbers(&zone.id, kind, resolution, r.from, r.to)
+            .await?
+        {
+            let c = Count {
+                estimate: n.devices.estimate,
+                lower: n.devices.lower,
+                upper: n.devices.upper,
+                upper_bound: false,
+            };
+            let e = per_bucket.entry(n.bucket).or_insert((Count::ZERO, 0));
+            e.0 = e.0.plus(c);
+            e.1 += 1;
+        }
+        for (t, (mut c, salts)) in per_bucket {
+            c.upper_bound = salts > 1;
+            buckets.entry(t).or_default().insert(kind, c);
+        }
+    }
+    Ok(ZoneSeries {
+        zone: zone.id.to_string(),
+        name: zone.name.clone(),
+        points: buckets
+            .into_iter()
+            .map(|(t, devices)| SeriesPoint {
+                t,
+                total: total(&devices),
+                people: people(zone, &devices),
+                devices: by_name(&devices),
+            })
+            .collect(),
+    })
+}
+
+fn series_csv(s: &Series) -> String {
+    let mut out = String::from(
+        "zone,time,wifi,wifi_random,ble,total,total_lower,total_upper,people,upper_bound\n",
+    );
+    for z in &s.zones {
+        for p in &z.points {
+            let kind = |k: &str| p.devices.get(k).map_or(0.0, |c| c.estimate);
+            let _ = writeln!(
+                out,
+                "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{}",
+                z.zone,
+                p.t,
+                kind("wifi"),
+                kind("wifi_random"),
+                kind("ble"),
+                p.total.estimate,
+                p.total.lower,
+                p.total.upper,
+                p.people
+                    .map(|c| format!("{:.1}", c.estimate))
+                    .unwrap_or_default(),
+                p.total.upper_bound
+            );
+        }
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/api/v1/series", tag = "history", security(("bearer" = [])),
+    params(
+        ("zones" = String, Query, description = "Zone ids, comma-separated (1 to 50)"),
+        ("step" = Option<String>, Query, description = "minute (range up to 7 days), hour (400 days, default) or day (10 years)"),
+        ("from" = String, Query, description = "RFC 3339 on a whole minute"),
+        ("to" = String, Query, description = "RFC 3339 on a whole minute, after from"),
+        ("format" = Option<String>, Query, description = "json (default) or csv"),
+    ),
+    responses((status = 200, description = "Distinct devices per bucket, per zone (from stored numbers); a bucket spanning two salt epochs is flagged upper_bound", body = Series),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn series<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, Role::Planner)?;
+    let zones = zone_list(&state, &params, "zones", 1, MAX_SERIES_ZONES)?;
+    let (resolution, max) = step(&params)?;
+    let r = range(&params, "from", "to", max)?;
+    let csv = wants_csv(&params)?;
+    let mut out = Vec::with_capacity(zones.len());
+    for z in zones {
+        out.push(zone_series(&state.store, z, resolution, r).await?);
+    }
+    let s = Series {
+        step: resolution.as_str().into(),
+        from: r.from,
+        to: r.to,
+        zones: out,
+    };
+    Ok(if csv {
+        csv_response("series.csv", series_csv(&s))
+    } else {
+        Json(s).into_response()
+    })
+}
+
+/// Distinct visitors of a zone over a range.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Distinct {
+    /// Zone id.
+    pub zone: String,
+    /// Start.
+    #[schema(value_type = String, format = DateTime)]
+    pub from: Timestamp,
+    /// End (exclusive).
+    #[schema(value_type = String, format = DateTime)]
+    pub to: Timestamp,
+    /// Distinct devices by kind.
+    pub devices: BTreeMap<String, Count>,
+    /// Devices of all kinds.
+    pub total: Count,
+    /// Estimated people (null when the zone has no calibration).
+    pub people: Option<Count>,
+}
+
+#[utoipa::path(get, path = "/api/v1/distinct", tag = "history", security(("bearer" = [])),
+    params(
+        ("zone" = String, Query, description = "Zone id"),
+        ("from" = String, Query, description = "RFC 3339 on a whole minute"),
+        ("to" = String, Query, description = "RFC 3339 on a whole minute (range up to 400 days)"),
+    ),
+    responses((status = 200, description = "Distinct devices over the range: the union of the coarsest buckets that tile it; over several salt epochs the per-epoch sum, flagged upper_bound", body = Distinct),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn distinct<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Distinct>, ApiError> {
+    authorize(&state, &headers, &params, Role::Planner)?;
+    let id = params
+        .get("zone")
+        .ok_or_else(|| ApiError::bad("zone", "is required"))?;
+    let z = zone(&state, "zone", id)?;
+    let r = range(&params, "from", "to", SignedDuration::from_hours(24 * 400))?;
+    let mut devices = BTreeMap::new();
+    for kind in Kind::ALL {
+        let c = query::distinct(
+            &state.store,
+            state.config.precision,
+            &z.id,
+            kind,
+            r.from,
+            r.to,
+        )
+        .await?;
+        devices.insert(kind, c);
+    }
+    Ok(Json(Distinct {
+        zone: z.id.to_string(),
+        from: r.from,
+        to: r.to,
+        total: total(&devices),
+        people: people(z, &devices),
+        devices: by_name(&devices),
+    }))
+}
+
+async fn unions(
+    state: &AppState<impl Store>,
+    zone: &Zone,
+    r: Range,
+) -> Result<BTreeMap<Kind, PerSalt>, StoreError> {
+    let mut out = BTreeMap::new();
+    for kind in Kind::ALL {
+        let sketches = query::covering(&state.store, &zone.id, kind, r.from, r.to).await?;
+        out.insert(kind, query::per_salt(&sketches, state.config.precision));
+    }
+    Ok(out)
+}
+
+fn overlap_all_kinds(
+    a: &BTreeMap<Kind, PerSalt>,
+    b: &BTreeMap<Kind, PerSalt>,
+    state: &AppState<impl Store>,
+) -> Overlap {
+    let mut sum: Option<Overlap> = None;
+    for kind in Kind::ALL {
+        if let (Some(x), Some(y)) = (a.get(&kind), b.get(&kind)) {
+            let o = query::overlap(x, y, state.config.precision);
+            sum = Some(match sum {
+                None => o,
+                Some(s) => s.plus(o),
+            });
+        }
+    }
+    sum.unwrap_or(Overlap::ZERO)
+}
+
+fn count_all_kinds(u: &BTreeMap<Kind, PerSalt>) -> Count {
+    u.values().fold(Count::ZERO, |s, p| s.plus(query::count(p)))
+}
+
+/// An origin-destination matrix.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Flows {
+    /// Zone ids: rows are origins (window 1), columns destinations (window 2).
+    pub zones: Vec<String>,
+    /// Devices in each zone in window 1.
+    pub origin_devices: Vec<Count>,
+    /// Devices in each zone in window 2.
+    pub destination_devices: Vec<Count>,
+    /// `matrix[i][j]`: devices in zone i during window 1 and in zone j during window 2.
+    pub matrix: Vec<Vec<Overlap>>,
+}
+
+#[utoipa::path(get, path = "/api/v1/flows", tag = "history", security(("bearer" = [])),
+    params(
+        ("zones" = String, Query, description = "Zone ids, comma-separated (2 to 30)"),
+        ("from1" = String, Query, description = "Window 1 start (RFC 3339, whole minute)"),
+        ("to1" = String, Query, description = "Window 1 end (at most 7 days after from1)"),
+        ("from2" = String, Query, description = "Window 2 start"),
+        ("to2" = String, Query, description = "Window 2 end"),
+    ),
+    responses((status = 200, description = "Flows by inclusion-exclusion with bounds; cells whose bounds are wider than the value are flagged unreliable; windows in different salt epochs cannot be linked and are flagged crosses_epochs", body = Flows),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn flows<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Flows>, ApiError> {
+    authorize(&state, &headers, &params, Role::Planner)?;
+    let zones = zone_list(&state, &params, "zones", 2, MAX_FLOW_ZONES)?;
+    let week = SignedDuration::from_hours(24 * 7);
+    let (w1, w2) = (
+        range(&params, "from1", "to1", week)?,
+        range(&params, "from2", "to2", week)?,
+    );
+    let mut origins = Vec::new();
+    let mut destinations = Vec::new();
+    for z in &zones {
+        origins.push(unions(&state, z, w1).await?);
+        destinations.push(unions(&state, z, w2).await?);
+    }
+    let matrix = origins
+        .iter()
+        .map(|a| {
+            destinations
+                .iter()
+                .map(|b| overlap_all_kinds(a, b, &state))
+                .collect()
+        })
+        .collect();
+    Ok(Json(Flows {
+        zones: zones.iter().map(|z| z.id.to_string()).collect(),
+        origin_devices: origins.iter().map(count_all_kinds).collect(),
+        destination_devices: destinations.iter().map(count_all_kinds).collect(),
+        matrix,
+    }))
+}
+
+/// Who stayed: devices of a window still present `lag_min` later.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Dwell {
+    /// Zone id.
+    pub zone: String,
+    /// Minutes between the two windows.
+    pub lag_min: i64,
+    /// Devices in the first window.
+    pub devices: Count,
+    /// Of those, devices also in the shifted window.
+    pub still_present: Overlap,
+    /// still_present / devices.
+    pub share: f64,
+    /// Lower bound of the share.
+    pub share_lower: f64,
+    /// Upper bound of the share.
+    pub share_upper: f64,
+}
+
+#[utoipa::path(get, path = "/api/v1/dwell", tag = "history", security(("bearer" = [])),
+    params(
+        ("zone" = String, Query, description = "Zone id"),
+        ("from" = String, Query, description = "Window start (RFC 3339, whole minute)"),
+        ("to" = String, Query, description = "Window end (at most 24 hours after from)"),
+        ("lag_min" = Option<i64>, Query, description = "Minutes later (1 to 1440, default 15)"),
+    ),
+    responses((status = 200, description = "Share of the window's devices still present lag_min later", body = Dwell),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn dwell<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Dwell>, ApiError> {
+    authorize(&state, &headers, &params, Role::Planner)?;
+    let id = params
+        .get("zone")
+        .ok_or_else(|| ApiError::bad("zone", "is required"))?;
+    let z = zone(&state, "zone", id)?;
+    let r = range(&params, "from", "to", SignedDuration::from_hours(24))?;
+    let lag = number(&params, "lag_min", 15i64, 1, 1440)?;
+    let shift = SignedDuration::from_mins(lag);
+    let later = Range {
+        from: r.from + shift,
+        to: r.to + shift,
+    };
+    let (a, b) = (unions(&state, z, r).await?, unions(&state, z, later).await?);
+    let devices = count_all_kinds(&a);
+    let still = overlap_all_kinds(&a, &b, &state);
+    let ratio = |n: f64, d: f64| {
+        if d > 0.0 {
+            (n / d).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    };
+    Ok(Json(Dwell {
+        zone: z.id.to_string(),
+        lag_min: lag,
+        devices,
+        still_present: still,
+        share: ratio(still.estimate, devices.estimate),
+        share_lower: ratio(still.lower, devices.upper),
+        share_upper: ratio(still.upper, devices.lower),
+    }))
+}
+
+/// One open-data row: a zone in an hour.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenDataRow {
+    /// Zone id.
+    pub zone: String,
+    /// Hour start.
+    #[schema(value_type = String, format = DateTime)]
+    pub hour: Timestamp,
+    /// Distinct devices, rounded; null when below k (suppressed).
+    pub devices: Option<u64>,
+    /// Estimated people, rounded; null when below k or the zone has no calibration.
+    pub people: Option<u64>,
+}
+
+/// The open-data export.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenDataExport {
+    /// Licence of the data.
+    pub licence: String,
+    /// How to read it.
+    pub notes: Vec<String>,
+    /// Counts below this are suppressed.
+    pub k: u64,
+    /// Counts are rounded to a multiple of this.
+    pub rounding: u64,
+    /// Rows by zone and hour.
+    pub rows: Vec<OpenDataRow>,
+}
+
+pub(super) fn publishable(v: f64, k: u64, rounding: u64) -> Option<u64> {
+    if !v.is_finite() || v < k as f64 {
+        return None;
+    }
+    let r = rounding as f64;
+    Some(((v / r).round() * r) as u64)
+}
+
+#[utoipa::path(get, path = "/api/v1/open-data", tag = "public",
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
+        ("to" = Option<String>, Query, description = "RFC 3339; default the last full hour; at most 31 days after from"),
+        ("format" = Option<String>, Query, description = "json (default) or csv"),
+    ),
+    responses((status = 200, description = "Per zone and completed hour: counts rounded and suppressed below k, never traceable to a person", body = OpenDataExport),
+        (status = 400, body = ApiError)))]
+pub(super) async fn open_data<S: Store>(
+    State(state): State<AppState<S>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let csv = wants_csv(&params)?;
+    let last_hour = Timestamp::from_second(Timestamp::now().as_second().div_euclid(3600) * 3600)
+        .unwrap_or_else(|_| Timestamp::now());
+    let to = optional_timestamp(&params, "to")?
+        .unwrap_or(last_hour)
+        .min(last_hour);
+    let from = optional_timestamp(&params, "from")?.unwrap_or(to - SignedDuration::from_hours(24));
+    let r = Range::new(from, to, SignedDuration::from_hours(24 * 31)).map_err(|m| {
+        ApiError::bad(
+            "from",
+            format!("with `to` (capped at the last full hour): the range {m} (at most 31 days)"),
+        )
+    })?;
+    let od = &state.config.open_data;
+    let mut rows = Vec::new();
+    for z in state.config.zones.values() {
+        for p in zone_series(&state.store, z, Resolution::Hour, r)
+            .await?
+            .points
+        {
+            rows.push(OpenDataRow {
+                zone: z.id.to_string(),
+                hour: p.t,
+                devices: publishable(p.total.estimate, od.k, od.rounding),
+                people: p
+                    .people
+                    .and_then(|c| publishable(c.estimate, od.k, od.rounding)),
+            });
+        }
+    }
+    let export = OpenDataExport {
+        licence: od.licence.clone(),
+        notes: vec![
+            "Distinct devices (Wi-Fi and Bluetooth) heard per zone and hour, estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
+            format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
+            "People are devices times a per-zone calibration factor: an estimate, empty where the zone is not calibrated.".into(),
+        ],
+        k: od.k,
+        rounding: od.rounding,
+        rows,
+    };
+    Ok(if csv {
+        let mut out = format!("# crowdflow open data; licence: {}\n", export.licence);
+        for n in &export.notes {
+            let _ = writeln!(out, "# {n}");
+        }
+        out.push_str("zone,hour_start,devices,people\n");
+        let cell = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for row in &export.rows {
+            let _ = writeln!(
+                out,
+                "{},{},{},{}",
+                row.zone,
+                row.hour,
+                cell(row.devices),
+                cell(row.people)
+            );
+        }
+        csv_response("crowdflow-open-data.csv", out)
+    } else {
+        Json(export).into_response()
+    })
+}

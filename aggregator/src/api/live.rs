@@ -1,0 +1,121 @@
+//! The live view's answers (viewer role): zones with their numbers, alerts, and the stream.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{ApiError, AppState, Params, authorize, number, optional_timestamp, zone};
+use crate::config::Role;
+use crate::live::{LiveEvent, ZoneLive};
+use crate::store::{Alert, Store};
+
+#[utoipa::path(get, path = "/api/v1/zones", tag = "live", security(("bearer" = [])),
+    responses((status = 200, description = "Every zone with its live numbers (each count with lower/upper bounds)", body = [ZoneLive]),
+        (status = 401, body = ApiError)))]
+pub(super) async fn zones<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Vec<ZoneLive>>, ApiError> {
+    authorize(&state, &headers, &params, Role::Viewer)?;
+    Ok(Json(state.live.zones()))
+}
+
+#[utoipa::path(get, path = "/api/v1/zones/{id}", tag = "live", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Zone id")),
+    responses((status = 200, description = "One zone's live numbers", body = ZoneLive),
+        (status = 404, body = ApiError), (status = 401, body = ApiError)))]
+pub(super) async fn zone_detail<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Json<ZoneLive>, ApiError> {
+    authorize(&state, &headers, &params, Role::Viewer)?;
+    let z = zone(&state, "id", &id)?;
+    state
+        .live
+        .zones()
+        .into_iter()
+        .find(|l| l.id == z.id.as_str())
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the live board is still starting; retry in a few seconds",
+            )
+        })
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "live", security(("bearer" = [])),
+    params(
+        ("since" = Option<String>, Query, description = "RFC 3339; default 24 hours ago"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses((status = 200, description = "Alerts, newest first", body = [Alert]),
+        (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+pub(super) async fn alerts<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Vec<Alert>>, ApiError> {
+    authorize(&state, &headers, &params, Role::Viewer)?;
+    let since = optional_timestamp(&params, "since")?
+        .unwrap_or_else(|| Timestamp::now() - SignedDuration::from_hours(24));
+    let limit = number(&params, "limit", 100u32, 1, 1000)?;
+    Ok(Json(state.store.alerts(since, limit).await?))
+}
+
+fn event(e: &LiveEvent) -> Event {
+    let (name, data) = match e {
+        LiveEvent::Zone(z) => ("zone", serde_json::to_string(z)),
+        LiveEvent::Alert(a) => ("alert", serde_json::to_string(a)),
+    };
+    Event::default()
+        .event(name)
+        .data(data.unwrap_or_else(|_| "{}".into()))
+}
+
+fn snapshot(zones: &[ZoneLive]) -> Event {
+    Event::default()
+        .event("snapshot")
+        .data(serde_json::to_string(zones).unwrap_or_else(|_| "[]".into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/stream", tag = "live", security(("bearer" = [])),
+    params(("token" = Option<String>, Query, description = "The viewer token, for browsers' EventSource (which cannot set headers)")),
+    responses((status = 200, description = "Server-Sent Events: `snapshot` (all zones, first and after any gap), then `zone` (a zone's numbers changed) and `alert` events; data is JSON", content_type = "text/event-stream"),
+        (status = 401, body = ApiError)))]
+pub(super) async fn stream<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    authorize(&state, &headers, &params, Role::Viewer)?;
+    let rx = state.live.subscribe();
+    let first = snapshot(&state.live.zones());
+    let live = state.live.clone();
+    let events = futures_util::stream::unfold(
+        (Some(first), rx, live),
+        |(pending, mut rx, live)| async move {
+            if let Some(first) = pending {
+                return Some((Ok(first), (None, rx, live)));
+            }
+            let next = match rx.recv().await {
+                Ok(e) => event(&e),
+                // Fell behind: a fresh snapshot replaces what was missed.
+                Err(RecvError::Lagged(_)) => snapshot(&live.zones()),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(next), (None, rx, live)))
+        },
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

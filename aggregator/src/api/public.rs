@@ -1,0 +1,302 @@
+//! Public answers (health, privacy statement, sensor register) and the operators' views.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use crowdflow_contract::identity::Kind;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{ApiError, AppState, Params, authorize};
+use crate::config::{BrokerMode, Role, StorageConfig};
+use crate::store::Store;
+
+/// Service health.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// "ok", or "degraded" while the broker is unreachable.
+    pub status: String,
+    /// Connected to the MQTT broker.
+    pub broker_connected: bool,
+    /// This replica announces the salts.
+    pub salt_authority: bool,
+    /// Aggregator version.
+    pub version: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/health", tag = "public",
+    responses((status = 200, description = "Health", body = Health)))]
+pub(super) async fn health<S: Store>(State(state): State<AppState<S>>) -> Json<Health> {
+    let connected = state.metrics.broker_connected.get() == 1;
+    Json(Health {
+        status: if connected { "ok" } else { "degraded" }.into(),
+        broker_connected: connected,
+        salt_authority: state.metrics.salt_leader.get() == 1,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// The privacy statement, generated from the running configuration.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PrivacyStatement {
+    /// Who runs the counting.
+    pub operator: String,
+    /// Where to ask questions or exercise rights.
+    pub contact: String,
+    /// Why it counts.
+    pub purpose: String,
+    /// The legal basis, in the operator's words.
+    pub legal_basis: String,
+    /// What is collected.
+    pub collected: Vec<String>,
+    /// What is never collected or kept.
+    pub not_collected: Vec<String>,
+    /// How device addresses are made unlinkable.
+    pub salt_policy: String,
+    /// How long what is kept.
+    pub retention: Vec<String>,
+    /// How open data is protected.
+    pub open_data: String,
+    /// Number of sensors (see /api/v1/register for where they are).
+    pub sensors: usize,
+}
+
+#[utoipa::path(get, path = "/api/v1/privacy", tag = "public",
+    responses((status = 200, description = "Privacy statement", body = PrivacyStatement)))]
+pub(super) async fn privacy<S: Store>(State(state): State<AppState<S>>) -> Json<PrivacyStatement> {
+    let c = &state.config;
+    let unstated = || "not stated by the operator".to_owned();
+    let r = &c.retention;
+    let keep = |d: Option<u32>| d.map_or("kept".to_owned(), |d| format!("{d} days"));
+    Json(PrivacyStatement {
+        operator: c.privacy.operator.clone().unwrap_or_else(unstated),
+        contact: c.privacy.contact.clone().unwrap_or_else(unstated),
+        purpose: c.privacy.purpose.clone().unwrap_or_else(|| {
+            "counting how many people are in public zones and how crowds move, for crowd safety and planning".into()
+        }),
+        legal_basis: c.privacy.legal_basis.clone().unwrap_or_else(unstated),
+        collected: vec![
+            "per zone and minute: a HyperLogLog sketch of salted device hashes, from which only counts can be estimated".into(),
+            "per sensor: frames and devices counted per window, for health".into(),
+        ],
+        not_collected: vec![
+            "device addresses (MAC or Bluetooth): hashed in the sensor's memory the moment a frame is read, never stored or sent".into(),
+            "individual device hashes: they only update a sketch in the sensor's memory".into(),
+            "frame contents, network names, signal traces or positions of devices".into(),
+        ],
+        salt_policy: format!(
+            "Hashes are keyed with a random salt that changes every day at {} {}. The salt exists only in memory, is sent to sensors unretained, and is destroyed when its day ends; after that nobody, including the operator, can link a device to a count, and devices cannot be linked across days.",
+            c.rotation.rotation_time().strftime("%H:%M"),
+            c.rotation.time_zone()
+        ),
+        retention: vec![
+            format!("minute sketches and per-sensor windows: {} days", r.minute_sketch_days),
+            format!("hour sketches: {} days", r.hour_sketch_days),
+            format!("day sketches: {}", keep(r.day_sketch_days)),
+            format!("counts (estimates with bounds): {}", keep(r.number_days)),
+        ],
+        open_data: format!(
+            "per zone and hour, counts rounded to multiples of {} and suppressed below {}; licence {}",
+            c.open_data.rounding, c.open_data.k, c.open_data.licence
+        ),
+        sensors: c.sensors.len(),
+    })
+}
+
+/// One sensor in the public register.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RegisteredSensor {
+    /// Sensor id.
+    pub id: String,
+    /// Zone id.
+    pub zone: String,
+    /// Zone name.
+    pub zone_name: String,
+    /// Latitude (WGS84), if published.
+    pub latitude: Option<f64>,
+    /// Longitude (WGS84), if published.
+    pub longitude: Option<f64>,
+    /// Description.
+    pub description: String,
+    /// What it senses: "wifi" (probe requests), "ble" (advertisements).
+    pub senses: Vec<String>,
+}
+
+fn senses(kinds: &[Kind]) -> Vec<String> {
+    let mut out = Vec::new();
+    if kinds
+        .iter()
+        .any(|k| matches!(k, Kind::Wifi | Kind::WifiRandom))
+    {
+        out.push("wifi".to_owned());
+    }
+    if kinds.contains(&Kind::Ble) {
+        out.push("ble".to_owned());
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/api/v1/register", tag = "public",
+    responses((status = 200, description = "Every sensor and what it senses", body = [RegisteredSensor])))]
+pub(super) async fn register<S: Store>(
+    State(state): State<AppState<S>>,
+) -> Json<Vec<RegisteredSensor>> {
+    let c = &state.config;
+    Json(
+        c.sensors
+            .values()
+            .map(|s| RegisteredSensor {
+                id: s.id.to_string(),
+                zone: s.zone.to_string(),
+                zone_name: c
+                    .zones
+                    .get(&s.zone)
+                    .map(|z| z.name.clone())
+                    .unwrap_or_default(),
+                latitude: s.location.map(|l| l.0),
+                longitude: s.location.map(|l| l.1),
+                description: s.description.clone(),
+                senses: senses(&s.kinds),
+            })
+            .collect(),
+    )
+}
+
+/// A sensor's health.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SensorStatus {
+    /// Sensor id.
+    pub id: String,
+    /// Zone id.
+    pub zone: String,
+    /// End of its newest stored window.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_window_end: Option<Timestamp>,
+    /// Silent for more than two windows.
+    pub stale: bool,
+    /// Frames in its stored windows.
+    pub frames: u64,
+    /// Refused messages by reason.
+    pub rejects: BTreeMap<String, u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/sensors", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Every configured sensor's health", body = [SensorStatus]),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub(super) async fn sensors<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Vec<SensorStatus>>, ApiError> {
+    authorize(&state, &headers, &params, Role::Admin)?;
+    let seen: BTreeMap<_, _> = state.store.sensors_seen().await?.into_iter().collect();
+    let health: BTreeMap<_, _> = state
+        .store
+        .sensor_health()
+        .await?
+        .into_iter()
+        .map(|h| (h.sensor.clone(), h))
+        .collect();
+    let now = Timestamp::now();
+    let grace = jiff::SignedDuration::from_secs(2 * i64::from(state.config.window.seconds()) + 15);
+    Ok(Json(
+        state
+            .config
+            .sensors
+            .values()
+            .map(|s| {
+                let last = seen.get(&s.id).copied();
+                let h = health.get(&s.id);
+                SensorStatus {
+                    id: s.id.to_string(),
+                    zone: s.zone.to_string(),
+                    last_window_end: last,
+                    stale: last.is_none_or(|t| t < now - grace),
+                    frames: h.map_or(0, |h| h.frames),
+                    rejects: h.map(|h| h.rejects.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// The running configuration without secrets.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConfigView {
+    /// "embedded" or "external".
+    pub broker: String,
+    /// "sqlite" or "postgres".
+    pub storage: String,
+    /// Window length in seconds.
+    pub window_s: u32,
+    /// Sketch precision.
+    pub lg_k: u8,
+    /// Salt rotation, local time and zone.
+    pub salt_rotation: String,
+    /// Zones with thresholds and calibration.
+    #[schema(value_type = Object)]
+    pub zones: serde_json::Value,
+    /// Sensor ids by zone.
+    pub sensors: BTreeMap<String, Vec<String>>,
+    /// Token holders and roles (never the tokens or their hashes).
+    pub tokens: Vec<(String, String)>,
+}
+
+#[utoipa::path(get, path = "/api/v1/config", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Configuration without secrets", body = ConfigView),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub(super) async fn config_view<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<ConfigView>, ApiError> {
+    authorize(&state, &headers, &params, Role::Admin)?;
+    let c = &state.config;
+    let zones = c
+        .zones
+        .values()
+        .map(|z| {
+            serde_json::json!({
+                "id": z.id.as_str(), "name": z.name, "area_m2": z.area_m2, "capacity": z.capacity,
+                "occupancy_window_min": z.occupancy_window_min, "thresholds": z.thresholds,
+                "calibration": z.calibration.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>(),
+                "polygon": z.polygon,
+            })
+        })
+        .collect();
+    let mut sensors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in c.sensors.values() {
+        sensors
+            .entry(s.zone.to_string())
+            .or_default()
+            .push(s.id.to_string());
+    }
+    Ok(Json(ConfigView {
+        broker: match c.broker.mode {
+            BrokerMode::Embedded { .. } => "embedded",
+            BrokerMode::External { .. } => "external",
+        }
+        .into(),
+        storage: match c.storage {
+            StorageConfig::Sqlite { .. } => "sqlite",
+            StorageConfig::Postgres { .. } => "postgres",
+        }
+        .into(),
+        window_s: c.window.seconds(),
+        lg_k: c.precision.lg_k(),
+        salt_rotation: format!(
+            "{} {}",
+            c.rotation.rotation_time().strftime("%H:%M"),
+            c.rotation.time_zone()
+        ),
+        zones: serde_json::Value::Array(zones),
+        sensors,
+        tokens: c
+            .tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.role.as_str().to_owned()))
+            .collect(),
+    }))
+}

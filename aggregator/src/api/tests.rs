@@ -1,0 +1,565 @@
+//! Every endpoint and role through the router (no server), against a real SQLite store
+//! holding known sketches.
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
+use jiff::SignedDuration;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::*;
+use crate::store::{Accepted, Batch, SqliteStore};
+
+const VIEWER: &str = "viewer-token";
+const PLANNER: &str = "planner-token";
+const ADMIN: &str = "admin-token";
+
+fn config() -> Arc<AggregatorConfig> {
+    let mut text = String::from(
+        r#"[broker]
+mode = "embedded"
+listen = "127.0.0.1:1883"
+[storage]
+kind = "sqlite"
+path = "unused.db"
+[privacy]
+operator = "Gemeente Utrecht"
+[[zones]]
+id = "neude"
+name = "Neude"
+area_m2 = 100.0
+capacity = 500
+thresholds = [2.0, 3.5, 5.0]
+calibration = { wifi_random = 0.5, ble = 0.5 }
+[[zones]]
+id = "plein"
+name = "Plein"
+area_m2 = 1000.0
+[[sensors]]
+id = "neude-1"
+zone = "neude"
+latitude = 52.09
+longitude = 5.12
+[[sensors]]
+id = "plein-1"
+zone = "plein"
+"#,
+    );
+    for (name, role) in [(VIEWER, "viewer"), (PLANNER, "planner"), (ADMIN, "admin")] {
+        text += &format!(
+            "[[tokens]]\nname = \"{role}\"\nrole = \"{role}\"\nblake3 = \"{}\"\n",
+            hash_token(name).to_hex()
+        );
+    }
+    Arc::new(AggregatorConfig::parse(&text, Path::new("api.toml"), None).expect("config"))
+}
+
+fn sketch(devices: std::ops::Range<u64>) -> Sketch {
+    let mut s = Sketch::new(Precision::DEFAULT);
+    devices.for_each(|i| s.insert_bytes(&i.to_le_bytes()));
+    s
+}
+
+fn message(
+    sensor: &str,
+    zone: &str,
+    at: Timestamp,
+    epoch: &str,
+    devices: std::ops::Range<u64>,
+) -> Accepted {
+    Accepted {
+        sensor: crowdflow_contract::wire::SensorId::new(sensor).expect("id"),
+        zone: crowdflow_contract::wire::SensorId::new(zone).expect("id"),
+        kind: crowdflow_contract::identity::Kind::WifiRandom,
+        window_start: at,
+        window_s: 60,
+        epoch: epoch.parse().expect("epoch"),
+        salt_fp: if epoch == "2026-04-27" {
+            "0000000000000001"
+        } else {
+            "0000000000000002"
+        }
+        .parse()
+        .expect("fp"),
+        frames: devices.end - devices.start,
+        sketch: sketch(devices),
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("ts")
+}
+
+/// History on 2026-04-27 (epoch 2026-04-27) and 2026-04-28 (epoch 2026-04-28):
+/// neude 10:00-10:59 devices 0..2000 (minute i: 0..1000 shifted by 10 per minute),
+/// plein 10:30-11:29 devices 1500..3000; plus live data in the current minutes.
+async fn state() -> (AppState<SqliteStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = SqliteStore::open(&dir.path().join("api.db"), Precision::DEFAULT).expect("open");
+    let mut accepted = Vec::new();
+    for m in 0..60u64 {
+        let at = ts("2026-04-27T10:00:00Z") + SignedDuration::from_mins(m as i64);
+        accepted.push(message(
+            "neude-1",
+            "neude",
+            at,
+            "2026-04-27",
+            m * 10..m * 10 + 1000 + m * 7,
+        ));
+        let at2 = ts("2026-04-27T10:30:00Z") + SignedDuration::from_mins(m as i64);
+        accepted.push(message(
+            "plein-1",
+            "plein",
+            at2,
+            "2026-04-27",
+            1500 + m * 20..1500 + m * 20 + 300,
+        ));
+    }
+    // The same devices the next day, under the next epoch's salt.
+    accepted.push(message(
+        "neude-1",
+        "neude",
+        ts("2026-04-28T10:00:00Z"),
+        "2026-04-28",
+        0..1000,
+    ));
+    // Live: 700 devices in neude now (density 700 x 0.5 / 100 m2 = 3.5: crowded), 5 in plein.
+    let now = Timestamp::now();
+    let minute = Timestamp::from_second(now.as_second().div_euclid(60) * 60).expect("ts");
+    let epoch = config().rotation.epoch_at(now).to_string();
+    let mut live_neude = message(
+        "neude-1",
+        "neude",
+        minute - SignedDuration::from_mins(1),
+        "2026-04-27",
+        100_000..100_700,
+    );
+    live_neude.epoch = epoch.parse().expect("epoch");
+    let mut live_plein = message(
+        "plein-1",
+        "plein",
+        minute - SignedDuration::from_mins(1),
+        "2026-04-27",
+        200_000..200_005,
+    );
+    live_plein.epoch = live_neude.epoch;
+    accepted.push(live_neude);
+    accepted.push(live_plein);
+    store
+        .ingest(Batch {
+            accepted,
+            rejects: Vec::new(),
+        })
+        .await
+        .expect("ingest");
+    let config = config();
+    let live = LiveBoard::default();
+    let metrics = Metrics::default();
+    let zones = crate::live::evaluate(&store, &config, now)
+        .await
+        .expect("evaluate");
+    live.update(&store, &config, &metrics, zones).await;
+    (
+        AppState {
+            config,
+            store,
+            live,
+            metrics,
+        },
+        dir,
+    )
+}
+
+async fn call(
+    state: &AppState<SqliteStore>,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = Request::get(path);
+    if let Some(t) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn json(state: &AppState<SqliteStore>, path: &str, token: Option<&str>) -> Value {
+    let (status, body) = call(state, path, token).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+const DAY1: &str = "from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z";
+
+#[tokio::test]
+async fn every_endpoint_admits_its_role_and_refuses_the_others() {
+    let (state, _dir) = state().await;
+    let public = [
+        "/api/v1/health",
+        "/api/v1/privacy",
+        "/api/v1/register",
+        "/api/v1/open-data",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ];
+    for path in public {
+        assert_eq!(call(&state, path, None).await.0, StatusCode::OK, "{path}");
+    }
+    let protected = [
+        ("/api/v1/zones".to_owned(), Role::Viewer),
+        ("/api/v1/zones/neude".to_owned(), Role::Viewer),
+        ("/api/v1/alerts".to_owned(), Role::Viewer),
+        (format!("/api/v1/series?zones=neude&{DAY1}"), Role::Planner),
+        (format!("/api/v1/distinct?zone=neude&{DAY1}"), Role::Planner),
+        (
+            "/api/v1/flows?zones=neude,plein&from1=2026-04-27T10:00:00Z&to1=2026-04-27T10:30:00Z&from2=2026-04-27T10:30:00Z&to2=2026-04-27T11:00:00Z".to_owned(),
+            Role::Planner,
+        ),
+        (
+            "/api/v1/dwell?zone=neude&from=2026-04-27T10:00:00Z&to=2026-04-27T10:10:00Z&lag_min=20".to_owned(),
+            Role::Planner,
+        ),
+        ("/api/v1/sensors".to_owned(), Role::Admin),
+        ("/api/v1/config".to_owned(), Role::Admin),
+    ];
+    for (path, need) in &protected {
+        let (status, body) = call(&state, path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
+        assert!(body.contains("token"), "{body}");
+        assert_eq!(
+            call(&state, path, Some("guess")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        for (token, role) in [
+            (VIEWER, Role::Viewer),
+            (PLANNER, Role::Planner),
+            (ADMIN, Role::Admin),
+        ] {
+            let (status, body) = call(&state, path, Some(token)).await;
+            let expected = if role >= *need {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(status, expected, "{path} as {role:?}: {body}");
+        }
+    }
+    let (status, _) = call(&state, &format!("/api/v1/zones?token={VIEWER}"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a token in the query (EventSource) works too"
+    );
+}
+
+#[tokio::test]
+async fn zones_carry_live_numbers_with_bounds_density_and_level() {
+    let (state, _dir) = state().await;
+    let zones = json(&state, "/api/v1/zones", Some(VIEWER)).await;
+    let neude = &zones[0];
+    assert_eq!(neude["id"], "neude");
+    assert_eq!(neude["name"], "Neude");
+    let random = &neude["devices"]["wifi_random"];
+    assert_eq!(random["estimate"].as_f64().map(f64::round), Some(700.0));
+    assert!(random["lower"].as_f64() <= Some(700.0) && random["upper"].as_f64() >= Some(700.0));
+    assert_eq!(
+        neude["people"]["estimate"].as_f64().map(f64::round),
+        Some(350.0)
+    );
+    assert_eq!(
+        neude["density"]["estimate"]
+            .as_f64()
+            .map(|d| (d * 100.0).round()),
+        Some(350.0)
+    );
+    assert_eq!(neude["level"]["name"], "crowded");
+    assert_eq!(neude["stale"], false);
+    let plein = &zones[1];
+    assert!(
+        plein["people"].is_null(),
+        "no calibration, no people: {plein}"
+    );
+    let one = json(&state, "/api/v1/zones/plein", Some(VIEWER)).await;
+    assert_eq!(
+        one["total_devices"]["estimate"].as_f64().map(f64::round),
+        Some(5.0)
+    );
+    let alerts = json(
+        &state,
+        "/api/v1/alerts?since=2000-01-01T00:00:00Z",
+        Some(VIEWER),
+    )
+    .await;
+    let levels: Vec<_> = alerts
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|a| a["kind"] == "level")
+        .collect();
+    assert_eq!(levels.len(), 1, "neude crossed 3.5/m2: {alerts}");
+    assert_eq!(levels[0]["zone"], "neude");
+    assert_eq!(levels[0]["threshold"], 3.5);
+    let metrics = call(&state, "/metrics", None).await.1;
+    assert!(
+        metrics.contains("crowdflow_zone_devices{kind=\"wifi_random\",zone=\"neude\"} 700"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn distinct_over_a_range_equals_the_union_of_its_buckets() {
+    let (state, _dir) = state().await;
+    let d = json(
+        &state,
+        "/api/v1/distinct?zone=neude&from=2026-04-27T10:05:00Z&to=2026-04-27T11:00:00Z",
+        Some(PLANNER),
+    )
+    .await;
+    let mut union = SketchUnion::new(Precision::DEFAULT);
+    for m in 5..60u64 {
+        union.add(&sketch(m * 10..m * 10 + 1000 + m * 7));
+    }
+    let expected = union.estimate().estimate;
+    assert_eq!(
+        d["devices"]["wifi_random"]["estimate"].as_f64(),
+        Some(expected)
+    );
+    assert_eq!(d["total"]["upper_bound"], false);
+    let two_days = json(
+        &state,
+        "/api/v1/distinct?zone=neude&from=2026-04-27T00:00:00Z&to=2026-04-29T00:00:00Z",
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(
+        two_days["total"]["upper_bound"], true,
+        "crosses a salt epoch: {two_days}"
+    );
+}
+
+#[tokio::test]
+async fn series_come_from_stored_numbers_in_json_and_csv() {
+    let (state, _dir) = state().await;
+    let s = json(
+        &state,
+        &format!("/api/v1/series?zones=neude,plein&step=hour&{DAY1}"),
+        Some(PLANNER),
+    )
+    .await;
+    let neude = &s["zones"][0]["points"];
+    assert_eq!(neude.as_array().map(Vec::len), Some(1));
+    assert_eq!(neude[0]["t"], "2026-04-27T10:00:00Z");
+    let plein = &s["zones"][1]["points"];
+    assert_eq!(
+        plein.as_array().map(Vec::len),
+        Some(2),
+        "10:30-11:29 spans two hours"
+    );
+    let minutes = json(
+        &state,
+        &format!("/api/v1/series?zones=neude&step=minute&{DAY1}"),
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(
+        minutes["zones"][0]["points"].as_array().map(Vec::len),
+        Some(60)
+    );
+    let (status, csv) = call(
+        &state,
+        &format!("/api/v1/series?zones=neude&step=minute&{DAY1}&format=csv"),
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        csv.starts_with("zone,time,wifi,wifi_random,ble,total"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 61);
+}
+
+#[tokio::test]
+async fn flows_of_overlapping_zones_fall_within_their_bounds() {
+    let (state, _dir) = state().await;
+    let f = json(
+        &state,
+        "/api/v1/flows?zones=neude,plein&from1=2026-04-27T10:00:00Z&to1=2026-04-27T11:00:00Z&from2=2026-04-27T10:30:00Z&to2=2026-04-27T11:30:00Z",
+        Some(PLANNER),
+    )
+    .await;
+    // neude 10:00-10:59 holds devices 0..2003; plein 10:30-11:29 holds 1500..2980.
+    let truth = 2003.0 - 1500.0;
+    let cell = &f["matrix"][0][1];
+    let (lower, upper) = (
+        cell["lower"].as_f64().expect("lower"),
+        cell["upper"].as_f64().expect("upper"),
+    );
+    assert!(lower <= truth && truth <= upper, "{truth} outside {cell}");
+}
+
+#[tokio::test]
+async fn bad_parameters_get_4xx_naming_the_parameter() {
+    let (state, _dir) = state().await;
+    for (path, status, parameter) in [
+        (
+            "/api/v1/series?zones=nowhere&from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z",
+            StatusCode::NOT_FOUND,
+            "zones",
+        ),
+        (
+            "/api/v1/series?zones=neude&from=2026-04-28T00:00:00Z&to=2026-04-27T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "to",
+        ),
+        (
+            "/api/v1/series?zones=neude&step=week&from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "step",
+        ),
+        (
+            "/api/v1/series?zones=neude&step=minute&from=2026-01-01T00:00:00Z&to=2026-04-28T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "to",
+        ),
+        (
+            "/api/v1/series?zones=neude&from=yesterday&to=2026-04-28T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "from",
+        ),
+        (
+            "/api/v1/series?zones=neude&from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z&format=xml",
+            StatusCode::BAD_REQUEST,
+            "format",
+        ),
+        (
+            "/api/v1/series?from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "zones",
+        ),
+        (
+            "/api/v1/flows?zones=neude&from1=2026-04-27T10:00:00Z&to1=2026-04-27T11:00:00Z&from2=2026-04-27T10:00:00Z&to2=2026-04-27T11:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "zones",
+        ),
+        (
+            "/api/v1/flows?zones=neude,neude&from1=2026-04-27T10:00:00Z&to1=2026-04-27T11:00:00Z&from2=2026-04-27T10:00:00Z&to2=2026-04-27T11:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "zones",
+        ),
+        (
+            "/api/v1/dwell?zone=neude&from=2026-04-27T10:00:00Z&to=2026-04-27T10:10:00Z&lag_min=0",
+            StatusCode::BAD_REQUEST,
+            "lag_min",
+        ),
+        (
+            "/api/v1/distinct?zone=neude&from=2026-04-27T10:00:30Z&to=2026-04-27T11:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "to",
+        ),
+        ("/api/v1/zones/nowhere", StatusCode::NOT_FOUND, "id"),
+        ("/api/v1/alerts?limit=0", StatusCode::BAD_REQUEST, "limit"),
+    ] {
+        let (got, body) = call(&state, path, Some(ADMIN)).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("json error");
+        assert_eq!(v["parameter"], parameter, "{path}: {body}");
+    }
+    let (status, body) = call(&state, "/api/v1/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("openapi"), "{body}");
+}
+
+#[tokio::test]
+async fn open_data_is_rounded_and_suppressed_below_k() {
+    let (state, _dir) = state().await;
+    let od = json(
+        &state,
+        "/api/v1/open-data?from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z",
+        None,
+    )
+    .await;
+    assert_eq!(od["k"], 10);
+    let rows = od["rows"].as_array().expect("rows");
+    assert!(!rows.is_empty());
+    for row in rows {
+        if let Some(d) = row["devices"].as_u64() {
+            assert_eq!(d % 10, 0, "rounded: {row}");
+            assert!(d >= 10);
+        }
+    }
+    let (_, csv) = call(
+        &state,
+        "/api/v1/open-data?from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z&format=csv",
+        None,
+    )
+    .await;
+    assert!(
+        csv.starts_with("# crowdflow open data; licence: CC BY 4.0"),
+        "{csv}"
+    );
+    assert!(csv.contains("zone,hour_start,devices,people"));
+    assert_eq!(super::history::publishable(9.4, 10, 10), None);
+    assert_eq!(super::history::publishable(14.9, 10, 10), Some(10));
+    assert_eq!(super::history::publishable(15.0, 10, 10), Some(20));
+}
+
+#[tokio::test]
+async fn the_privacy_statement_and_register_come_from_the_config() {
+    let (state, _dir) = state().await;
+    let p = json(&state, "/api/v1/privacy", None).await;
+    assert_eq!(p["operator"], "Gemeente Utrecht");
+    assert!(
+        p["salt_policy"]
+            .as_str()
+            .is_some_and(|s| s.contains("04:00 Europe/Amsterdam"))
+    );
+    assert_eq!(p["sensors"], 2);
+    let r = json(&state, "/api/v1/register", None).await;
+    assert_eq!(r[0]["id"], "neude-1");
+    assert_eq!(r[0]["latitude"], 52.09);
+    assert_eq!(r[0]["senses"], serde_json::json!(["wifi", "ble"]));
+    let c = json(&state, "/api/v1/config", Some(ADMIN)).await;
+    let text = c.to_string();
+    assert!(
+        !text.contains(&hash_token(VIEWER).to_hex().to_string()),
+        "no token hashes in the config view"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let doc = serde_json::to_value(openapi()).expect("json");
+    for path in [
+        "/api/v1/zones",
+        "/api/v1/zones/{id}",
+        "/api/v1/series",
+        "/api/v1/distinct",
+        "/api/v1/flows",
+        "/api/v1/dwell",
+        "/api/v1/alerts",
+        "/api/v1/stream",
+        "/api/v1/open-data",
+        "/api/v1/privacy",
+        "/api/v1/register",
+        "/api/v1/sensors",
+        "/api/v1/config",
+        "/api/v1/health",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ZoneLive"].is_object());
+}
