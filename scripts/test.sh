@@ -33,6 +33,9 @@ say "cargo test"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
+say "API property tests (schemathesis)"
+bash scripts/schemathesis.sh
+
 if [ -z "${CROWDFLOW_SKIP_AARCH64:-}" ]; then
     say "aarch64 agent build, checked under qemu"
     bash scripts/aarch64.sh

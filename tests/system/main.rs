@@ -6,4 +6,5 @@ mod agent_selfcheck;
 mod aggregator_bad_input;
 mod aggregator_crash;
 mod aggregator_ingest;
+mod api_live;
 mod broker_tls;

@@ -182,13 +182,13 @@ fn series_csv(s: &Series) -> String {
 
 #[utoipa::path(get, path = "/api/v1/series", tag = "history", security(("bearer" = [])),
     params(
-        ("zones" = String, Query, description = "Zone ids, comma-separated (1 to 50)"),
-        ("step" = Option<String>, Query, description = "minute (range up to 7 days), hour (400 days, default) or day (10 years)"),
-        ("from" = String, Query, description = "RFC 3339 on a whole minute"),
-        ("to" = String, Query, description = "RFC 3339 on a whole minute, after from"),
-        ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("zones" = String, Query, example = "neude", description = "Zone ids, comma-separated (1 to 50)"),
+        ("step" = Option<String>, Query, pattern = "^(minute|hour|day)$", description = "minute (range up to 7 days), hour (400 days, default) or day (10 years)"),
+        ("from" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute"),
+        ("to" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute, after from"),
+        ("format" = Option<String>, Query, pattern = "^(json|csv)$", description = "json (default) or csv"),
     ),
-    responses((status = 200, description = "Distinct devices per bucket, per zone (from stored numbers); a bucket spanning two salt epochs is flagged upper_bound", body = Series),
+    responses((status = 200, description = "Distinct devices per bucket, per zone (from stored numbers); a bucket spanning two salt epochs is flagged upper_bound", content((Series = "application/json"), (String = "text/csv"))),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(super) async fn series<S: Store>(
     State(state): State<AppState<S>>,
@@ -238,9 +238,9 @@ pub struct Distinct {
 
 #[utoipa::path(get, path = "/api/v1/distinct", tag = "history", security(("bearer" = [])),
     params(
-        ("zone" = String, Query, description = "Zone id"),
-        ("from" = String, Query, description = "RFC 3339 on a whole minute"),
-        ("to" = String, Query, description = "RFC 3339 on a whole minute (range up to 400 days)"),
+        ("zone" = String, Query, example = "neude", description = "Zone id"),
+        ("from" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute"),
+        ("to" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute (range up to 400 days)"),
     ),
     responses((status = 200, description = "Distinct devices over the range: the union of the coarsest buckets that tile it; over several salt epochs the per-epoch sum, flagged upper_bound", body = Distinct),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
@@ -328,11 +328,11 @@ pub struct Flows {
 
 #[utoipa::path(get, path = "/api/v1/flows", tag = "history", security(("bearer" = [])),
     params(
-        ("zones" = String, Query, description = "Zone ids, comma-separated (2 to 30)"),
-        ("from1" = String, Query, description = "Window 1 start (RFC 3339, whole minute)"),
-        ("to1" = String, Query, description = "Window 1 end (at most 7 days after from1)"),
-        ("from2" = String, Query, description = "Window 2 start"),
-        ("to2" = String, Query, description = "Window 2 end"),
+        ("zones" = String, Query, example = "neude", description = "Zone ids, comma-separated (2 to 30)"),
+        ("from1" = String, Query, format = DateTime, description = "Window 1 start (RFC 3339, whole minute)"),
+        ("to1" = String, Query, format = DateTime, description = "Window 1 end (at most 7 days after from1)"),
+        ("from2" = String, Query, format = DateTime, description = "Window 2 start"),
+        ("to2" = String, Query, format = DateTime, description = "Window 2 end"),
     ),
     responses((status = 200, description = "Flows by inclusion-exclusion with bounds; cells whose bounds are wider than the value are flagged unreliable; windows in different salt epochs cannot be linked and are flagged crosses_epochs", body = Flows),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
@@ -392,10 +392,10 @@ pub struct Dwell {
 
 #[utoipa::path(get, path = "/api/v1/dwell", tag = "history", security(("bearer" = [])),
     params(
-        ("zone" = String, Query, description = "Zone id"),
-        ("from" = String, Query, description = "Window start (RFC 3339, whole minute)"),
-        ("to" = String, Query, description = "Window end (at most 24 hours after from)"),
-        ("lag_min" = Option<i64>, Query, description = "Minutes later (1 to 1440, default 15)"),
+        ("zone" = String, Query, example = "neude", description = "Zone id"),
+        ("from" = String, Query, format = DateTime, description = "Window start (RFC 3339, whole minute)"),
+        ("to" = String, Query, format = DateTime, description = "Window end (at most 24 hours after from)"),
+        ("lag_min" = Option<i64>, Query, minimum = 1, maximum = 1440, description = "Minutes later (1 to 1440, default 15)"),
     ),
     responses((status = 200, description = "Share of the window's devices still present lag_min later", body = Dwell),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
@@ -476,11 +476,11 @@ pub(super) fn publishable(v: f64, k: u64, rounding: u64) -> Option<u64> {
 
 #[utoipa::path(get, path = "/api/v1/open-data", tag = "public",
     params(
-        ("from" = Option<String>, Query, description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
-        ("to" = Option<String>, Query, description = "RFC 3339; default the last full hour; at most 31 days after from"),
-        ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; default the last full hour; at most 31 days after from"),
+        ("format" = Option<String>, Query, pattern = "^(json|csv)$", description = "json (default) or csv"),
     ),
-    responses((status = 200, description = "Per zone and completed hour: counts rounded and suppressed below k, never traceable to a person", body = OpenDataExport),
+    responses((status = 200, description = "Per zone and completed hour: counts rounded and suppressed below k, never traceable to a person", content((OpenDataExport = "application/json"), (String = "text/csv"))),
         (status = 400, body = ApiError)))]
 pub(super) async fn open_data<S: Store>(
     State(state): State<AppState<S>>,

@@ -56,8 +56,8 @@ pub(super) async fn zone_detail<S: Store>(
 
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "live", security(("bearer" = [])),
     params(
-        ("since" = Option<String>, Query, description = "RFC 3339; default 24 hours ago"),
-        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; default 24 hours ago"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses((status = 200, description = "Alerts, newest first", body = [Alert]),
         (status = 400, body = ApiError), (status = 401, body = ApiError)))]

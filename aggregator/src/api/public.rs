@@ -236,12 +236,21 @@ pub struct ConfigView {
     /// Salt rotation, local time and zone.
     pub salt_rotation: String,
     /// Zones with thresholds and calibration.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<Object>)]
     pub zones: serde_json::Value,
     /// Sensor ids by zone.
     pub sensors: BTreeMap<String, Vec<String>>,
     /// Token holders and roles (never the tokens or their hashes).
-    pub tokens: Vec<(String, String)>,
+    pub tokens: Vec<TokenHolder>,
+}
+
+/// Who holds an API token, and its role.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenHolder {
+    /// The holder's name from the config.
+    pub name: String,
+    /// viewer, planner or admin.
+    pub role: String,
 }
 
 #[utoipa::path(get, path = "/api/v1/config", tag = "admin", security(("bearer" = [])),
@@ -296,7 +305,10 @@ pub(super) async fn config_view<S: Store>(
         tokens: c
             .tokens
             .iter()
-            .map(|t| (t.name.clone(), t.role.as_str().to_owned()))
+            .map(|t| TokenHolder {
+                name: t.name.clone(),
+                role: t.role.as_str().to_owned(),
+            })
             .collect(),
     }))
 }
