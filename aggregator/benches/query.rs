@@ -80,7 +80,11 @@ async fn generate(store: &SqliteStore, start: Timestamp) {
             .await
             .expect("ingest");
         if chunk[0] % 1440 == 0 {
-            eprintln!("generated day {} of {DAYS} ({:.0} s)", chunk[0] / 1440 + 1, began.elapsed().as_secs_f64());
+            eprintln!(
+                "generated day {} of {DAYS} ({:.0} s)",
+                chunk[0] / 1440 + 1,
+                began.elapsed().as_secs_f64()
+            );
         }
     }
 }
@@ -95,8 +99,14 @@ async fn time(app: &axum::Router, path: &str, runs: usize) -> (Duration, usize) 
             .expect("request");
         let t = Instant::now();
         let response = app.clone().oneshot(request).await.expect("response");
-        assert!(response.status().is_success(), "{path}: {}", response.status());
-        let body = axum::body::to_bytes(response.into_body(), 1 << 30).await.expect("body");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 30)
+            .await
+            .expect("body");
         times.push(t.elapsed());
         bytes = body.len();
     }
@@ -137,27 +147,50 @@ fn main() {
         let cases = [
             (
                 "distinct, 24 h, one zone (a whole day)",
-                format!("/api/v1/distinct?zone=z7&from={}&to={}", iso(day), iso(day + SignedDuration::from_hours(24))),
+                format!(
+                    "/api/v1/distinct?zone=z7&from={}&to={}",
+                    iso(day),
+                    iso(day + SignedDuration::from_hours(24))
+                ),
                 5.0,
             ),
             (
                 "distinct, 24 h, one zone (13:27 to 13:27)",
-                format!("/api/v1/distinct?zone=z7&from={}&to={}", iso(odd), iso(odd + SignedDuration::from_hours(24))),
+                format!(
+                    "/api/v1/distinct?zone=z7&from={}&to={}",
+                    iso(odd),
+                    iso(odd + SignedDuration::from_hours(24))
+                ),
                 5.0,
             ),
             (
                 "series, 24 h by minute, 50 zones (JSON)",
-                format!("/api/v1/series?zones={}&step=minute&from={}&to={}", zones.join(","), iso(day), iso(day + SignedDuration::from_hours(24))),
+                format!(
+                    "/api/v1/series?zones={}&step=minute&from={}&to={}",
+                    zones.join(","),
+                    iso(day),
+                    iso(day + SignedDuration::from_hours(24))
+                ),
                 200.0,
             ),
             (
                 "flows, 20 x 20 zones, two 1 h windows",
-                format!("/api/v1/flows?zones={twenty}&from1={}&to1={}&from2={}&to2={}", iso(w1), iso(w2), iso(w2), iso(w2 + SignedDuration::from_hours(1))),
+                format!(
+                    "/api/v1/flows?zones={twenty}&from1={}&to1={}&from2={}&to2={}",
+                    iso(w1),
+                    iso(w2),
+                    iso(w2),
+                    iso(w2 + SignedDuration::from_hours(1))
+                ),
                 500.0,
             ),
         ];
         let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
-        println!("\nSQLite {} ({:.0} MiB): {ZONES} zones x {DAYS} days of minute sketches\n", db.display(), size as f64 / 1048576.0);
+        println!(
+            "\nSQLite {} ({:.0} MiB): {ZONES} zones x {DAYS} days of minute sketches\n",
+            db.display(),
+            size as f64 / 1048576.0
+        );
         println!("| query | median | goal | answer bytes |");
         println!("|---|---|---|---|");
         for (name, path, goal_ms) in cases {

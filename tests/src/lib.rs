@@ -187,9 +187,14 @@ impl Mosquitto {
             format!("per_listener_settings false\nlistener {port} 127.0.0.1\n{listener_options}allow_anonymous true\npersistence false\nmax_packet_size 4194304\nmax_queued_messages 100000\n"),
         )
         .expect("write mosquitto.conf");
+        Mosquitto::start_conf(&conf, port)
+    }
+
+    /// Starts one with the config file `conf`, which listens on `port`.
+    pub fn start_conf(conf: &Path, port: u16) -> Mosquitto {
         let child = Command::new(mosquitto_binary())
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -8,3 +8,4 @@ mod aggregator_crash;
 mod aggregator_ingest;
 mod api_live;
 mod broker_tls;
+mod deploy_mosquitto;

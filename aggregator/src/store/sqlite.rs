@@ -107,6 +107,27 @@ CREATE TABLE alerts (
 "#,
         fill: None,
     },
+    // A WITHOUT ROWID table stores a row bigger than ~1/20 of a page in overflow pages of its
+    // own: a 1.2 KB minute sketch took 4.6 KB on disk. A rowid table packs them.
+    Migration {
+        sql: r#"
+CREATE TABLE zone_sketches_packed (
+    zone TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    resolution TEXT NOT NULL CHECK (resolution IN ('minute', 'hour', 'day')),
+    bucket INTEGER NOT NULL,
+    epoch TEXT NOT NULL,
+    salt_fp TEXT NOT NULL,
+    sketch BLOB NOT NULL,
+    UNIQUE (zone, kind, resolution, bucket, epoch, salt_fp)
+);
+INSERT INTO zone_sketches_packed SELECT zone, kind, resolution, bucket, epoch, salt_fp, sketch FROM zone_sketches;
+DROP TABLE zone_sketches;
+ALTER TABLE zone_sketches_packed RENAME TO zone_sketches;
+CREATE INDEX zone_sketches_by_age ON zone_sketches (resolution, bucket);
+"#,
+        fill: None,
+    },
 ];
 
 /// Rows a purge deletes per transaction, so ingest is never blocked for long.
