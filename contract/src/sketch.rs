@@ -282,6 +282,22 @@ impl Sketch {
         bytes
     }
 
+    /// Storage bytes for sketches that are merged over and over (hour and day buckets):
+    /// HLL_8, which a union merges about 5x faster than HLL_4 (benches/sketch.rs) at twice
+    /// the dense size. Read back with [`Sketch::from_stored`]; never sent on the wire.
+    pub fn encode_for_merging(&self) -> Vec<u8> {
+        let mut bytes = if self.inner.target_type() == HllType::Hll8 {
+            self.inner.serialize()
+        } else {
+            let mut union =
+                HllUnion::new(self.inner.lg_config_k()).unwrap_or_else(|_| unreachable_precision());
+            union.update(&self.inner);
+            union.to_sketch(HllType::Hll8).serialize()
+        };
+        mark_order_independent(&mut bytes);
+        bytes
+    }
+
     /// Decodes wire bytes, requiring the HLL_4 layout and the deployment's precision.
     ///
     /// Total: any byte string gives a sketch or an error, never a panic (the third-party
@@ -622,5 +638,21 @@ mod tests {
             bytes.truncate(cut.min(bytes.len()));
             let _ = Sketch::decode(&bytes, Precision::DEFAULT);
         }
+    }
+
+    #[test]
+    fn merge_form_reads_back_with_the_same_estimate() {
+        let mut s = Sketch::new(Precision::DEFAULT);
+        (0u64..50_000).for_each(|i| s.insert_bytes(&i.to_le_bytes()));
+        let stored =
+            Sketch::from_stored(&s.encode_for_merging(), Precision::DEFAULT).expect("stored");
+        assert_eq!(stored.estimate(), s.estimate());
+        let mut u = SketchUnion::new(Precision::DEFAULT);
+        u.add(&stored);
+        assert_eq!(u.estimate(), s.estimate());
+        assert!(
+            Sketch::decode(&s.encode_for_merging(), Precision::DEFAULT).is_err(),
+            "not a wire form"
+        );
     }
 }

@@ -341,6 +341,16 @@ fn union_by_bucket(batch: &[Accepted], precision: Precision) -> BTreeMap<BucketK
     unions
 }
 
+/// The bytes a bucket's sketch is stored as: minute sketches (the most numerous, mostly
+/// sparse) in the compact wire form, hour and day sketches (merged by every range query) in
+/// the form a union merges fastest.
+fn stored_form(resolution: Resolution, sketch: &Sketch) -> Vec<u8> {
+    match resolution {
+        Resolution::Minute => sketch.encode(),
+        Resolution::Hour | Resolution::Day => sketch.encode_for_merging(),
+    }
+}
+
 /// Reject counts of a batch by (sensor, reason).
 fn count_rejects(rejects: &[Rejected]) -> BTreeMap<(&str, &'static str), i64> {
     let mut counts = BTreeMap::new();

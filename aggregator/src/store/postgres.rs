@@ -330,7 +330,7 @@ async fn ingest_batch(
     let tx = conn.client.transaction().await.map_err(db)?;
     for (k, mut union) in unions {
         let (zone, kind, res) = (&k.zone, k.kind, k.resolution.as_str());
-        let ours = union.to_sketch().encode();
+        let ours = super::stored_form(k.resolution, &union.to_sketch());
         let row = tx
             .query_one(
                 &s.upsert_sketch,
@@ -343,7 +343,7 @@ async fn ingest_batch(
             .map_err(|e| StoreError::Corrupt(format!("zone {zone} bucket {}: {e}", k.bucket)))?;
         union.add(&sketch);
         let merged = union.to_sketch();
-        let bytes = merged.encode();
+        let bytes = super::stored_form(k.resolution, &merged);
         if bytes != stored {
             tx.execute(
                 &s.update_sketch,

@@ -294,7 +294,7 @@ fn ingest_batch(
                     k.bucket,
                     k.epoch,
                     k.salt_fp,
-                    merged.encode()
+                    super::stored_form(k.resolution, &merged)
                 ])
                 .map_err(db)?;
             number
