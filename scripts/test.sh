@@ -17,6 +17,7 @@ ensure_rust
 ensure_python_datasketches
 ensure_mosquitto
 ensure_postgres
+ensure_tshark
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

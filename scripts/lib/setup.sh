@@ -99,3 +99,9 @@ ensure_postgres() {
     trap 'eval "$POSTGRES_STOP" >/dev/null 2>&1' EXIT
     export CROWDFLOW_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
 }
+
+# ensure_tshark: Wireshark's command line, which checks that the simulator's captures are
+# standard ones (its counts must match the simulator's).
+ensure_tshark() {
+    command -v tshark >/dev/null || apt_install tshark
+}

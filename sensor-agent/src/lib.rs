@@ -16,5 +16,6 @@ pub mod outbox;
 pub mod replay;
 pub mod salt;
 pub mod selfcheck;
+pub mod simulate;
 pub mod source;
 pub mod window;
