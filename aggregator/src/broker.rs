@@ -41,6 +41,12 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts the broker on its own threads and waits until it accepts connections.
     pub fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
+        // rumqttd reports a failed bind only in its own thread, and the readiness probe below
+        // would happily reach another broker on the port: make sure the port is ours first.
+        drop(
+            std::net::TcpListener::bind(settings.listen)
+                .map_err(|_| BrokerError::Bind(settings.listen))?,
+        );
         let mut broker = Broker::new(config(settings));
         std::thread::Builder::new()
             .name("mqtt-broker".into())

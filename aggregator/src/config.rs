@@ -156,12 +156,14 @@ pub struct OpenData {
 struct RawHttp {
     #[serde(default = "default_http")]
     listen: String,
+    anonymous_role: Option<String>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             listen: default_http(),
+            anonymous_role: None,
         }
     }
 }
@@ -411,6 +413,9 @@ pub struct Sensor {
 pub struct AggregatorConfig {
     /// HTTP API address.
     pub http_listen: SocketAddr,
+    /// The role of requests without a token (the demo; `None` in production: only public
+    /// endpoints answer without one).
+    pub anonymous_role: Option<Role>,
     /// Broker.
     pub broker: BrokerConfig,
     /// Storage.
@@ -536,6 +541,19 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
     let zones = zones(raw.zones)?;
     let sensors = sensors(raw.sensors, &zones)?;
     let tokens = tokens(&raw.tokens)?;
+    let anonymous_role = raw
+        .http
+        .anonymous_role
+        .as_deref()
+        .map(|r| {
+            role(r).ok_or_else(|| {
+                field(
+                    "http.anonymous_role",
+                    "must be \"viewer\", \"planner\" or \"admin\"",
+                )
+            })
+        })
+        .transpose()?;
     if raw.open_data.k == 0 || raw.open_data.rounding == 0 {
         return Err(field(
             "open_data.k",
@@ -568,24 +586,25 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
         tokens,
         privacy,
         open_data,
+        anonymous_role,
     })
+}
+
+fn role(name: &str) -> Option<Role> {
+    match name {
+        "viewer" => Some(Role::Viewer),
+        "planner" => Some(Role::Planner),
+        "admin" => Some(Role::Admin),
+        _ => None,
+    }
 }
 
 fn tokens(raw: &[RawToken]) -> Result<Vec<ApiToken>, FieldError> {
     let mut out: Vec<ApiToken> = Vec::new();
     for (i, t) in raw.iter().enumerate() {
         let at = |f: &str| format!("tokens[{i}].{f}");
-        let role = match t.role.as_str() {
-            "viewer" => Role::Viewer,
-            "planner" => Role::Planner,
-            "admin" => Role::Admin,
-            _ => {
-                return Err(field(
-                    at("role"),
-                    "must be \"viewer\", \"planner\" or \"admin\"",
-                ));
-            }
-        };
+        let role = role(&t.role)
+            .ok_or_else(|| field(at("role"), "must be \"viewer\", \"planner\" or \"admin\""))?;
         let hash = blake3::Hash::from_hex(t.blake3.trim()).map_err(|_| {
             field(
                 at("blake3"),

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod live;
 pub mod metrics;

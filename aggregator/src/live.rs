@@ -272,8 +272,11 @@ pub fn alerts_between(before: Option<&ZoneLive>, after: &ZoneLive, zone: &Zone) 
             ),
         });
     }
+    // Staleness alerts are about sensors that reported and went silent (and came back): a
+    // zone that never reported is shown stale but raises nothing.
+    let had_data = before.is_some_and(|b| b.last_data.is_some());
     let was_stale = before.is_some_and(|b| b.stale);
-    if after.stale != was_stale && (before.is_some() || after.stale) {
+    if had_data && after.stale != was_stale {
         let (kind, message) = if after.stale {
             (
                 "stale",
@@ -399,5 +402,77 @@ mod tests {
         assert_eq!((critical.index, critical.name.as_str()), (3, "critical"));
         assert_eq!(critical.from_density, Some(5.0));
         assert_eq!(level(&[1.0], 3.0).name, "level 1");
+    }
+
+    fn zone_live(stale: bool, last_data: Option<&str>, density: Option<f64>) -> ZoneLive {
+        ZoneLive {
+            id: "neude".into(),
+            name: "Neude".into(),
+            area_m2: 100.0,
+            capacity: None,
+            window_min: 5,
+            devices: BTreeMap::new(),
+            total_devices: Count::ZERO,
+            people: None,
+            density: density.map(|d| Count {
+                estimate: d,
+                lower: d,
+                upper: d,
+                upper_bound: false,
+            }),
+            level: density.map(|d| level(&[2.0, 3.5, 5.0], d)),
+            capacity_used: None,
+            trend: None,
+            stale,
+            last_data: last_data.map(|t| t.parse().expect("ts")),
+            updated_at: "2026-04-27T10:00:30Z".parse().expect("ts"),
+        }
+    }
+
+    #[test]
+    fn alerts_follow_transitions_only() {
+        let zone = Zone {
+            id: SensorId::new("neude").expect("id"),
+            name: "Neude".into(),
+            area_m2: 100.0,
+            capacity: None,
+            occupancy_window_min: 5,
+            thresholds: vec![2.0, 3.5, 5.0],
+            calibration: BTreeMap::new(),
+            polygon: None,
+        };
+        let never = zone_live(true, None, None);
+        assert!(
+            alerts_between(None, &never, &zone).is_empty(),
+            "never reported: no alert"
+        );
+        let live = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
+        assert!(
+            alerts_between(Some(&never), &live, &zone).is_empty(),
+            "first data is no recovery"
+        );
+        let silent = zone_live(true, Some("2026-04-27T10:00:00Z"), Some(1.0));
+        let a = alerts_between(Some(&live), &silent, &zone);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].kind, "stale");
+        assert_eq!(
+            alerts_between(Some(&silent), &live, &zone)[0].kind,
+            "recovered"
+        );
+        let crowded = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(4.0));
+        let a = alerts_between(Some(&live), &crowded, &zone);
+        assert_eq!(
+            (a[0].kind.as_str(), a[0].level, a[0].threshold),
+            ("level", Some(2), Some(3.5))
+        );
+        assert!(
+            alerts_between(Some(&crowded), &crowded, &zone).is_empty(),
+            "no repeat"
+        );
+        assert_eq!(
+            a[0].at.to_string(),
+            "2026-04-27T10:00:00Z",
+            "raised for its minute"
+        );
     }
 }

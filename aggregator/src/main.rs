@@ -40,6 +40,25 @@ enum Command {
     },
     /// Print the hash of a token read from standard input (for the config's `blake3`).
     HashToken,
+    /// The whole system on this machine: embedded broker and SQLite, simulated sensors
+    /// replaying a compressed Koningsdag, the API and dashboard. Ctrl-C stops it.
+    Demo {
+        /// Where the HTTP API and dashboard listen.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// Port of the embedded MQTT broker (on 127.0.0.1).
+        #[arg(long, value_name = "PORT", default_value_t = 11883)]
+        mqtt_port: u16,
+        /// Directory for every file the demo writes (database, outboxes, config).
+        #[arg(long, value_name = "DIR", default_value = "crowdflow-demo")]
+        data: PathBuf,
+        /// Another scenario file (default: Koningsdag in Utrecht).
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+    },
     /// Check a config file and say what to fix.
     Validate {
         /// The aggregator's config file.
@@ -116,6 +135,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "[[tokens]]\nname = {name:?}\nrole = {role:?}\nblake3 = \"{}\"",
                 hash_token(&token).to_hex()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            http,
+            mqtt_port,
+            data,
+            scenario,
+            speed,
+        } => {
+            anyhow::ensure!(speed >= 1.0, "--speed must be at least 1");
+            let options = crowdflow_aggregator::demo::DemoOptions {
+                http,
+                mqtt_port,
+                data,
+                scenario,
+                speed,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime
+                .block_on(crowdflow_aggregator::demo::run(options, shutdown_signal()))
+                .context("demo stopped")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::HashToken => {

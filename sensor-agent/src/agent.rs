@@ -63,8 +63,21 @@ struct Link {
     published: u64,
 }
 
+/// Hands the agent's counter to whatever feeds it frames ([`Source::Fed`]).
+pub type Feed = Box<dyn FnOnce(Arc<Mutex<Counter>>) + Send>;
+
 /// Runs the agent until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_fed(config, None, shutdown).await
+}
+
+/// Runs the agent with frames from `feed` when its source is [`Source::Fed`] (the program
+/// embedding it records each frame into the counter it is given).
+pub async fn run_fed(
+    config: AgentConfig,
+    feed: Option<Feed>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let mut outbox = Outbox::open(&config.outbox_dir, config.outbox_max_bytes)?;
     let kinds = match &config.source {
         Source::Live { wifi, ble } => {
@@ -77,7 +90,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             }
             kinds
         }
-        Source::Pcap { wifi, ble, .. } => {
+        Source::Pcap { wifi, ble, .. } | Source::Fed { wifi, ble } => {
             let mut kinds = Vec::new();
             if *wifi {
                 kinds.extend([Kind::Wifi, Kind::WifiRandom]);
@@ -106,6 +119,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             }
             if let Some(dev) = ble {
                 source::live_ble(*dev, config.policy, counter.clone());
+            }
+        }
+        Source::Fed { .. } => {
+            if let Some(feed) = feed {
+                feed(counter.clone());
             }
         }
     }

@@ -137,6 +137,14 @@ pub enum Source {
         /// BLE too.
         ble: bool,
     },
+    /// Frames handed in by the program that embeds the agent (the demo's simulated crowd,
+    /// see [`crate::agent::run_fed`]); never read from a config file.
+    Fed {
+        /// Wi-Fi frames arrive.
+        wifi: bool,
+        /// BLE frames arrive.
+        ble: bool,
+    },
 }
 
 /// The broker connection.

@@ -120,8 +120,13 @@ fn the_live_stream_shows_a_filling_zone_within_seconds_and_raises_its_alert() {
             {
                 first_numbers = Some((data, arrived));
             }
-            // A zone that never reported is stale, then recovers: wait for the level alert.
-            "alert" if data["kind"] == "level" => alert = Some(data),
+            "alert" => {
+                assert_eq!(
+                    data["kind"], "level",
+                    "a zone that never reported raises no staleness alert: {data}"
+                );
+                alert = Some(data);
+            }
             _ => {}
         }
     }

@@ -8,4 +8,5 @@ mod aggregator_crash;
 mod aggregator_ingest;
 mod api_live;
 mod broker_tls;
+mod demo;
 mod deploy_mosquitto;

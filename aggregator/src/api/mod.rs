@@ -103,6 +103,9 @@ fn authorize<S>(
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| params.get("token").map(String::as_str));
     let Some(token) = presented else {
+        if let Some(role) = state.config.anonymous_role.filter(|r| *r >= need) {
+            return Ok(role);
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!(
@@ -276,6 +279,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// The start page until the dashboard is built into the binary: where the numbers are.
+async fn index() -> impl IntoResponse {
+    axum::response::Html(concat!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>crowdflow</title></head>",
+        "<body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\"><h1>crowdflow aggregator</h1>",
+        "<p>The live dashboard is not part of this build yet. The numbers it will show are served here:</p><ul>",
+        "<li><a href=\"/api/v1/zones\">/api/v1/zones</a>: every zone, live (viewer)</li>",
+        "<li><a href=\"/api/v1/stream\">/api/v1/stream</a>: live updates and alerts (Server-Sent Events)</li>",
+        "<li><a href=\"/api/v1/alerts\">/api/v1/alerts</a>, <a href=\"/api/v1/open-data\">/api/v1/open-data</a>, ",
+        "<a href=\"/api/v1/privacy\">/api/v1/privacy</a>, <a href=\"/api/v1/register\">/api/v1/register</a></li>",
+        "<li><a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a>: the whole API; <a href=\"/metrics\">/metrics</a></li>",
+        "</ul></body></html>"
+    ))
+}
+
 async fn openapi_json() -> impl IntoResponse {
     axum::Json(openapi())
 }
@@ -292,6 +310,7 @@ async fn metrics<S>(
 /// The router, testable without a server.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/metrics", get(metrics::<S>))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/health", get(public::health::<S>))

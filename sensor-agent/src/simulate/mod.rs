@@ -12,6 +12,7 @@
 //! radio: [`Frame`]s in time order, or standard pcapng files ([`pcapng`]).
 
 pub mod crowd;
+pub mod feed;
 pub mod pcapng;
 pub mod scenario;
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole crowdflow system on this machine: the aggregator with its embedded MQTT broker
+# and SQLite, simulated sensors replaying a compressed Koningsdag in Utrecht (an hour per
+# minute), the HTTP API and its start page. Prints the URLs; Ctrl-C stops everything.
+#
+#   bash scripts/demo.sh [--http ADDR:PORT] [--mqtt-port PORT] [--data DIR] [--speed N]
+#
+# Defaults: http 127.0.0.1:8080, MQTT 127.0.0.1:11883, data in target/demo.
+set -euo pipefail
+source "$(dirname "$0")/lib/setup.sh"
+cd "$ROOT"
+ensure_rust
+say "building crowdflow (release; the first build takes several minutes)"
+cargo build --release --locked -p crowdflow-aggregator
+args=("$@")
+if [[ " ${args[*]} " != *" --data "* ]]; then
+    args+=(--data "$CARGO_TARGET_DIR/demo")
+fi
+exec "$CARGO_TARGET_DIR/release/crowdflow-aggregator" demo "${args[@]}"

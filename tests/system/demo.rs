@@ -1,0 +1,95 @@
+//! The README's main command as a user runs it: `crowdflow-aggregator demo` with the exact
+//! options the acceptance checks use. Live numbers at GET /api/v1/zones within 60 s, every
+//! file under --data, and Ctrl-C stops everything cleanly.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crowdflow_tests::{Proc, files_below, free_port, http_get, wait_for_port, workspace_binary};
+use serde_json::Value;
+
+#[test]
+fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("demo-data");
+    let (http, mqtt) = (free_port(), free_port());
+    let mut command = Command::new(workspace_binary("crowdflow-aggregator"));
+    command
+        .args([
+            "demo",
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--mqtt-port",
+            &mqtt.to_string(),
+            "--data",
+        ])
+        .arg(&data)
+        .current_dir(dir.path());
+    let started = Instant::now();
+    let mut demo = Proc::spawn_capturing(command, "demo");
+    assert!(
+        wait_for_port(http, Duration::from_secs(20)),
+        "{}",
+        String::from_utf8_lossy(&demo.output())
+    );
+    let mut busiest = 0.0;
+    while started.elapsed() < Duration::from_secs(60) && busiest == 0.0 {
+        std::thread::sleep(Duration::from_secs(2));
+        let Ok(body) = http_get(http, "/api/v1/zones") else {
+            continue;
+        };
+        let Ok(zones) = serde_json::from_str::<Value>(&body) else {
+            continue;
+        };
+        busiest = zones
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|z| z["total_devices"]["estimate"].as_f64())
+            .fold(0.0, f64::max);
+    }
+    let seen_after = started.elapsed();
+    eprintln!("first live numbers after {seen_after:?}: busiest zone {busiest:.0} devices");
+    assert!(
+        busiest > 0.0,
+        "no live numbers within 60 s\n{}",
+        String::from_utf8_lossy(&demo.output())
+    );
+    let index = http_get(http, "/").expect("GET /");
+    assert!(index.contains("/api/v1/zones"), "{index}");
+    let out = String::from_utf8_lossy(&demo.output()).into_owned();
+    assert!(
+        out.contains(&format!("http://127.0.0.1:{http}/")),
+        "prints its URL: {out}"
+    );
+
+    // Ctrl-C.
+    let pid = demo.child.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(status)) = demo.child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = status.unwrap_or_else(|| panic!("still running 20 s after Ctrl-C"));
+    assert!(
+        status.success(),
+        "exit {status}\n{}",
+        String::from_utf8_lossy(&demo.output())
+    );
+
+    let files: Vec<_> = files_below(dir.path())
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        files.iter().all(|p| p.starts_with(&data)),
+        "files outside --data: {files:?}"
+    );
+    assert!(data.join("crowdflow.db").exists() && data.join("aggregator.toml").exists());
+}
