@@ -95,12 +95,17 @@ fn aggregator_text(scenario: &Scenario, o: &DemoOptions) -> String {
     t
 }
 
-fn agent_config(sensor: &str, o: &DemoOptions) -> Result<AgentConfig, ConfigError> {
+/// The config of an in-process agent for `sensor`, fed by the embedding program ([`Source::Fed`]).
+pub fn in_process_agent(
+    sensor: &str,
+    mqtt_port: u16,
+    data: &Path,
+) -> Result<AgentConfig, ConfigError> {
     let text = format!(
         "sensor_id = \"{sensor}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{}\"\n[capture]\nsource = \"pcap\"\npcap = [\"simulated\"]\n\
          [counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
-        o.mqtt_port,
-        o.data.join("outbox").join(sensor).display()
+        mqtt_port,
+        data.join("outbox").join(sensor).display()
     );
     let mut config = AgentConfig::parse(&text, Path::new("demo agent"), None)?;
     config.source = Source::Fed {
@@ -135,7 +140,7 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
     let feed = CrowdFeed::start(scenario.clone(), o.speed);
     let mut agents = Vec::new();
     for (i, s) in scenario.sensors.iter().enumerate() {
-        let config = agent_config(&s.id, &o)?;
+        let config = in_process_agent(&s.id, o.mqtt_port, &o.data)?;
         agents.push(tokio::spawn(agent::run_fed(
             config,
             Some(feed.for_sensor(i)),
@@ -211,7 +216,7 @@ mod tests {
         assert_eq!(config.zones.len(), 10);
         assert_eq!(config.sensors.len(), scenario.sensors.len());
         assert_eq!(config.anonymous_role, Some(crate::config::Role::Planner));
-        let agent = agent_config("neude-1", &o).expect("agent config");
+        let agent = in_process_agent("neude-1", o.mqtt_port, &o.data).expect("agent config");
         assert!(matches!(
             agent.source,
             Source::Fed {

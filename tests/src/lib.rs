@@ -268,15 +268,20 @@ pub fn address_notations(address: &[u8; 6]) -> Vec<Vec<u8>> {
 
 /// Panics if any address appears in `haystack` in any notation.
 pub fn assert_no_addresses(haystack: &[u8], addresses: &[[u8; 6]], what: &str) {
+    // One pass per needle length over the haystack, looking windows up in a set: fast
+    // enough for thousands of addresses over megabytes of payloads.
+    let mut by_len: std::collections::BTreeMap<usize, std::collections::HashSet<Vec<u8>>> =
+        std::collections::BTreeMap::new();
     for address in addresses {
         for needle in address_notations(address) {
-            let found = haystack
-                .windows(needle.len())
-                .any(|w| w == needle.as_slice());
-            assert!(
-                !found,
+            by_len.entry(needle.len()).or_default().insert(needle);
+        }
+    }
+    for (len, needles) in &by_len {
+        if let Some(found) = haystack.windows(*len).find(|w| needles.contains(*w)) {
+            panic!(
                 "{what} contains a device address ({})",
-                String::from_utf8_lossy(&needle)
+                String::from_utf8_lossy(found)
             );
         }
     }

@@ -1,5 +1,6 @@
 //! Whole-system scenarios: one binary, one module per user scenario (see ../src for helpers).
 
+mod accuracy;
 mod agent_outbox;
 mod agent_publish;
 mod agent_selfcheck;

@@ -12,7 +12,6 @@ use jiff::{SignedDuration, Timestamp};
 use super::{Frame, Scenario, Simulation};
 use crate::agent::Feed;
 use crate::counter::Counter;
-use crate::frame::Heard;
 
 type Slots = Arc<Mutex<Vec<Option<Arc<Mutex<Counter>>>>>>;
 
@@ -73,15 +72,8 @@ fn play(mut scenario: Scenario, speed: f64, slots: &Slots, stop: &AtomicBool) {
                 };
                 let offset = (f.t_us - sim_start) as f64 / speed;
                 let at = real_start + SignedDuration::from_micros(offset as i64);
-                let heard = Heard {
-                    medium: f.medium,
-                    address: f.address,
-                    rssi: Some(f.rssi),
-                    randomized: f.medium == crowdflow_contract::identity::Medium::Ble
-                        || f.address[0] & 0x02 != 0,
-                };
                 if let Ok(mut c) = counter.lock() {
-                    c.record(at, &Ok(heard));
+                    c.record(at, &Ok(f.heard()));
                 }
             }
         }

@@ -53,6 +53,19 @@ pub struct Frame {
     pub rssi: i8,
 }
 
+impl Frame {
+    /// The frame as the agent's decoder would report it.
+    pub fn heard(&self) -> crate::frame::Heard {
+        crate::frame::Heard {
+            medium: self.medium,
+            address: self.address,
+            rssi: Some(self.rssi),
+            // Wi-Fi: the locally administered bit; BLE: every simulated address is random.
+            randomized: self.medium == Medium::Ble || self.address[0] & 0x02 != 0,
+        }
+    }
+}
+
 /// What one sensor heard over the whole run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Heard {
