@@ -165,3 +165,68 @@ fn the_live_stream_shows_a_filling_zone_within_seconds_and_raises_its_alert() {
     assert!(alerts.contains("\"level\""), "{alerts}");
     aggregator.terminate(Duration::from_secs(5));
 }
+
+/// A sensor that goes silent raises a staleness alert on the stream within seconds of its
+/// grace period (two windows + 15 s), and a recovery alert when it reports again.
+#[test]
+fn a_silent_sensor_raises_a_stale_alert_and_a_recovery() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mqtt, http) = (free_port(), free_port());
+    let mut aggregator = run_binary(
+        "crowdflow-aggregator",
+        &aggregator_config(dir.path(), mqtt, http),
+        "crowdflow-aggregator",
+    );
+    assert!(wait_for_port(http, Duration::from_secs(15)));
+    let events = listen(http);
+    let pcap = dir.path().join("few.pcap");
+    let probes: Vec<Probe> = (0..5u64)
+        .map(|i| Probe {
+            t_us: 1_000_000 + i * 100_000,
+            address: [0x06, 0x5f, 0x00, 0x00, 0x00, i as u8],
+        })
+        .collect();
+    write_probes(&pcap, &probes);
+    let agent_cfg = agent_config(dir.path(), mqtt, &pcap);
+    let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
+    let wait_for = |kind: &str, within: Duration| -> Option<Instant> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok((name, data, _)) = events.recv_timeout(Duration::from_millis(500))
+                && name == "alert"
+                && data["kind"] == kind
+            {
+                return Some(Instant::now());
+            }
+        }
+        None
+    };
+    // Reporting: wait for the zone's first numbers, then silence the sensor.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        let zones = http_get(http, &format!("/api/v1/zones?token={TOKEN}")).unwrap_or_default();
+        if zones.contains("\"stale\":false") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    agent.terminate(Duration::from_secs(5));
+    let silenced = Instant::now();
+    let stale = wait_for("stale", Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "no stale alert\n{}",
+            String::from_utf8_lossy(&aggregator.output())
+        )
+    });
+    eprintln!(
+        "stale alert {:?} after the sensor went silent",
+        stale - silenced
+    );
+    let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
+    assert!(
+        wait_for("recovered", Duration::from_secs(40)).is_some(),
+        "no recovery alert"
+    );
+    agent.terminate(Duration::from_secs(5));
+    aggregator.terminate(Duration::from_secs(5));
+}
