@@ -180,6 +180,11 @@ pub async fn run_fed(
             () = &mut shutdown => break,
         }
     }
+    // What was heard in the open windows goes to the outbox, not to waste: the next start
+    // delivers it.
+    for m in lock(&counter)?.close_all() {
+        outbox.push(&m.encode())?;
+    }
     let offline = AgentStatus::offline(config.sensor_id.clone()).encode();
     let _ = link.client.try_publish(
         link.sensor_topic_status.clone(),

@@ -91,6 +91,11 @@ impl Counter {
         out
     }
 
+    /// Closes every open window, complete or not (shutdown).
+    pub fn close_all(&mut self) -> Vec<SketchMessage> {
+        self.windows.close_all(&self.sensor, AGENT_VERSION)
+    }
+
     /// The capture source failed.
     pub fn capture_error(&mut self, message: String) {
         self.capture = format!("error: {message}");

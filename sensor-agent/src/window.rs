@@ -143,6 +143,19 @@ impl Windows {
             .collect()
     }
 
+    /// Closes every open window now, complete or not (the agent is stopping: what it heard
+    /// goes to the outbox instead of being lost). A window continued after a restart is
+    /// sent again with the rest; the aggregator's union makes the two one.
+    pub fn close_all(&mut self, sensor: &SensorId, version: &str) -> Vec<SketchMessage> {
+        let open = std::mem::take(&mut self.open);
+        let mut out = Vec::new();
+        for ((start, epoch, fp), sketches) in open {
+            let window = Window::containing(start, self.length);
+            out.extend(self.messages(window, epoch, fp, &sketches, sensor, version));
+        }
+        out
+    }
+
     /// Windows currently open.
     pub fn open_windows(&self) -> usize {
         self.open.len()
@@ -198,6 +211,25 @@ mod tests {
 
     fn sensor() -> SensorId {
         SensorId::new("s1").expect("valid")
+    }
+
+    #[test]
+    fn stopping_closes_the_open_windows_complete_or_not() {
+        let salts = keeper("2026-04-28T02:00:00Z");
+        let mut w = Windows::new(
+            WindowLength::DEFAULT,
+            Precision::DEFAULT,
+            vec![Kind::Wifi, Kind::WifiRandom],
+        );
+        for i in 0..5 {
+            w.add(ts("2026-04-27T12:00:10Z"), &heard(i), &salts)
+                .expect("salt");
+        }
+        let out = w.close_all(&sensor(), "t");
+        assert_eq!(out.len(), 2, "one message per kind of the open window");
+        assert_eq!(out[0].frames, 5);
+        assert_eq!(out[0].window.start(), ts("2026-04-27T12:00:00Z"));
+        assert!(w.close_all(&sensor(), "t").is_empty(), "nothing twice");
     }
 
     #[test]

@@ -11,3 +11,4 @@ mod api_live;
 mod broker_tls;
 mod demo;
 mod deploy_mosquitto;
+mod faults;

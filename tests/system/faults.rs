@@ -1,0 +1,184 @@
+//! Faults in one run, behind a persistent Mosquitto: the agent is restarted mid-window and
+//! the broker is restarted. When the dust has settled the zone counts the same 100 devices a
+//! fault-free run counts: nothing lost, nothing counted twice. On SQLite and on PostgreSQL.
+//!
+//! (An aggregator restart is tested in aggregator_crash.rs: a lone aggregator draws a new
+//! salt when it restarts, by design, so devices heard both before and after it count once
+//! per salt; that test's devices are heard once each.)
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_tests::capture::{Probe, write_probes};
+use crowdflow_tests::{Mosquitto, Proc, free_port, postgres_server, run_binary, stored};
+
+const DEVICES: u64 = 100;
+
+/// 100 devices, each probing once, four per second from 1 s to 26 s.
+fn probes() -> Vec<Probe> {
+    (0..DEVICES)
+        .map(|i| Probe {
+            t_us: 1_000_000 + i * 250_000,
+            address: [0x0e, 0x77, 0x01, 0x00, (i >> 8) as u8, i as u8],
+        })
+        .collect()
+}
+
+fn persistent_mosquitto(dir: &Path, port: u16) -> Mosquitto {
+    let store = dir.join("mosquitto");
+    std::fs::create_dir_all(&store).expect("dir");
+    for d in [dir, store.as_path()] {
+        let _ = std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777));
+    }
+    let conf = dir.join("mosquitto-persistent.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\n",
+            store.display()
+        ),
+    )
+    .expect("conf");
+    Mosquitto::start_conf(&conf, port)
+}
+
+fn aggregator_config(dir: &Path, port: u16, storage: &str) -> PathBuf {
+    let path = dir.join("aggregator.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n[storage]\n{storage}\n\
+             [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n\
+             [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
+             [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\n"
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn agent_config(dir: &Path, port: u16, pcap: &Path) -> PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
+             pcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
+            pcap.display(),
+            dir.join("outbox").display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+/// Distinct devices of the run: the union of its hour buckets.
+async fn devices(store: &impl Store) -> f64 {
+    stored::devices(store, "gate", Kind::WifiRandom, Resolution::Hour).await
+}
+
+async fn run_with_faults(store: &impl Store, dir: &Path, storage: &str) {
+    let port = free_port();
+    let mut broker = persistent_mosquitto(dir, port);
+    let pcap = dir.join("crowd.pcap");
+    write_probes(&pcap, &probes());
+    let aggregator_cfg = aggregator_config(dir, port, storage);
+    let agent_cfg = agent_config(dir, port, &pcap);
+    let mut aggregator = run_binary(
+        "crowdflow-aggregator",
+        &aggregator_cfg,
+        "crowdflow-aggregator",
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
+    let logs = |a: &Proc, b: &Proc| {
+        format!(
+            "agent:\n{}\naggregator:\n{}",
+            String::from_utf8_lossy(&a.output()),
+            String::from_utf8_lossy(&b.output())
+        )
+    };
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while stored::frames(store).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing stored\n{}",
+            logs(&agent, &aggregator)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 1. The agent is restarted mid-window (its capture replays from the start: the same
+    // devices again, under the same salt).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    agent.terminate(Duration::from_secs(5));
+    agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
+
+    // 2. The broker restarts (sketches wait in its persistent store).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.proc.terminate(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker = persistent_mosquitto(dir, port);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while devices(store).await < DEVICES as f64 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Let late duplicates show up, if any.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counted = devices(store).await;
+    let detail = logs(&agent, &aggregator);
+    agent.terminate(Duration::from_secs(5));
+    aggregator.terminate(Duration::from_secs(5));
+    drop(broker);
+    assert_eq!(
+        counted, DEVICES as f64,
+        "the fault-free run counts {DEVICES} devices\n{detail}"
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn agent_and_broker_restarts_change_no_count_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("crowdflow.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&db, Precision::DEFAULT).expect("open");
+        run_with_faults(
+            &store,
+            dir.path(),
+            &format!("kind = \"sqlite\"\npath = \"{}\"", db.display()),
+        )
+        .await;
+    });
+}
+
+#[test]
+fn agent_and_broker_restarts_change_no_count_on_postgresql() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rt = runtime();
+    let scratch = rt
+        .block_on(ScratchDatabase::create(&postgres_server()))
+        .expect("scratch db");
+    rt.block_on(async {
+        let store = PostgresStore::open(scratch.url(), Precision::DEFAULT)
+            .await
+            .expect("open");
+        run_with_faults(
+            &store,
+            dir.path(),
+            &format!("kind = \"postgres\"\nurl = \"{}\"", scratch.url()),
+        )
+        .await;
+    });
+}
