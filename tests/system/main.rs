@@ -10,5 +10,6 @@ mod aggregator_ingest;
 mod api_live;
 mod broker_tls;
 mod demo;
+mod deploy_files;
 mod deploy_mosquitto;
 mod faults;
