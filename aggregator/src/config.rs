@@ -444,6 +444,17 @@ pub struct AggregatorConfig {
     pub open_data: OpenData,
 }
 
+/// A fresh random secret (192 bits, hex) from the OS: API tokens, and the aggregator's own
+/// password on its embedded broker.
+pub fn new_secret() -> Result<String, crowdflow_contract::salt::SaltError> {
+    use rand::TryRng;
+    let mut bytes = [0u8; 24];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| crowdflow_contract::salt::SaltError::Entropy(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The hash a config stores for `token`.
 pub fn hash_token(token: &str) -> blake3::Hash {
     blake3::hash(token.as_bytes())

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 
 use crate::config::{AggregatorConfig, Zone};
 use crate::metrics::Metrics;
-use crate::query::{Count, count, per_salt};
+use crate::query::{self, Count, count, per_salt};
 use crate::store::{Alert, Resolution, Store, StoreError, ZoneSketch};
 
 /// How often the board is re-evaluated.
@@ -92,6 +92,12 @@ pub enum LiveEvent {
     Alert(Alert),
 }
 
+/// How long a sensor may be silent before it counts as stale: two windows, plus the time a
+/// window takes to close and travel.
+pub fn silence_limit(config: &AggregatorConfig) -> SignedDuration {
+    SignedDuration::from_secs(2 * i64::from(config.window.seconds()) + 15)
+}
+
 /// The level-of-service names for `thresholds`.
 fn level_name(index: usize, levels: usize) -> String {
     const NAMES: [&str; 4] = ["free", "busy", "crowded", "critical"];
@@ -135,19 +141,6 @@ fn occupancy(
         .collect()
 }
 
-fn people_of(zone: &Zone, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
-    if zone.calibration.is_empty() {
-        return None;
-    }
-    Some(devices.iter().fold(Count::ZERO, |sum, (kind, c)| {
-        sum.plus(c.times(zone.calibration.get(kind).copied().unwrap_or(0.0)))
-    }))
-}
-
-fn total(devices: &BTreeMap<Kind, Count>) -> Count {
-    devices.values().fold(Count::ZERO, |s, c| s.plus(*c))
-}
-
 /// Evaluates one zone at `now` from its recent minute sketches and its sensors' last data.
 pub async fn evaluate_zone(
     store: &impl Store,
@@ -173,10 +166,12 @@ pub async fn evaluate_zone(
         now - SignedDuration::from_mins(TREND_MIN),
         config.precision,
     );
-    let total_devices = total(&devices);
-    let people = people_of(zone, &devices);
+    let total_devices = query::total(&devices);
+    let people = query::people(&zone.calibration, &devices);
     let density = people.map(|p| p.times(1.0 / zone.area_m2));
-    let headline = |d: &BTreeMap<Kind, Count>| people_of(zone, d).unwrap_or_else(|| total(d));
+    let headline = |d: &BTreeMap<Kind, Count>| {
+        query::people(&zone.calibration, d).unwrap_or_else(|| query::total(d))
+    };
     let (now_n, then_n): (f64, f64) = (headline(&devices).estimate, headline(&before).estimate);
     let change = now_n - then_n;
     let direction = if change.abs() <= (0.05 * now_n.max(then_n)).max(1.0) {
@@ -186,17 +181,14 @@ pub async fn evaluate_zone(
     } else {
         "falling"
     };
-    let grace = SignedDuration::from_secs(2 * i64::from(config.window.seconds()) + 15);
+    let grace = silence_limit(config);
     Ok(ZoneLive {
         id: zone.id.to_string(),
         name: zone.name.clone(),
         area_m2: zone.area_m2,
         capacity: zone.capacity,
         window_min: w,
-        devices: devices
-            .iter()
-            .map(|(k, c)| (k.as_str().to_owned(), *c))
-            .collect(),
+        devices: query::by_name(&devices),
         total_devices,
         people,
         density,

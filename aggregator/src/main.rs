@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crowdflow_aggregator::config::{
-    AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig, hash_token,
+    AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig, hash_token, new_secret,
 };
 use crowdflow_aggregator::service;
 use crowdflow_aggregator::store::{PostgresStore, SqliteStore};
@@ -124,12 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::NewToken { name, role } => {
-            use rand::TryRng;
-            let mut bytes = [0u8; 24];
-            rand::rngs::SysRng
-                .try_fill_bytes(&mut bytes)
-                .map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let token = new_secret().context("making a token")?;
             println!("token (shown once; give it to {name}): {token}\n");
             println!(
                 "[[tokens]]\nname = {name:?}\nrole = {role:?}\nblake3 = \"{}\"",

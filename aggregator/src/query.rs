@@ -71,6 +71,29 @@ impl Count {
     }
 }
 
+/// Devices of all kinds: a device has one kind, so kinds add up.
+pub fn total(devices: &BTreeMap<Kind, Count>) -> Count {
+    devices.values().fold(Count::ZERO, |s, c| s.plus(*c))
+}
+
+/// Estimated people: devices x the zone's calibration factor per kind (a kind without a
+/// factor adds nothing); `None` when the zone has no calibration at all.
+pub fn people(calibration: &BTreeMap<Kind, f64>, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
+    (!calibration.is_empty()).then(|| {
+        devices.iter().fold(Count::ZERO, |s, (k, c)| {
+            s.plus(c.times(calibration.get(k).copied().unwrap_or(0.0)))
+        })
+    })
+}
+
+/// Counts keyed by kind name, as the API shows them.
+pub fn by_name(devices: &BTreeMap<Kind, Count>) -> BTreeMap<String, Count> {
+    devices
+        .iter()
+        .map(|(k, c)| (k.as_str().to_owned(), *c))
+        .collect()
+}
+
 /// Per-salt unions of stored sketches.
 pub type PerSalt = BTreeMap<(EpochId, SaltFingerprint), SketchUnion>;
 

@@ -128,7 +128,10 @@ pub async fn run<S: Store>(
             if let (Some(credentials), None) = (credentials.as_mut(), &own_account) {
                 // Sensors need credentials, so the aggregator needs an account too: one with a
                 // random password that lives in this process only.
-                let account = (config.broker.client_id.clone(), random_password()?);
+                let account = (
+                    config.broker.client_id.clone(),
+                    crate::config::new_secret()?,
+                );
                 credentials.insert(account.0.clone(), account.1.clone());
                 own_account = Some(account);
             }
@@ -200,15 +203,6 @@ pub async fn run<S: Store>(
     .await;
     pump.abort();
     Ok(())
-}
-
-fn random_password() -> Result<String, crowdflow_contract::salt::SaltError> {
-    use rand::TryRng;
-    let mut bytes = [0u8; 24];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| crowdflow_contract::salt::SaltError::Entropy(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn connect(

@@ -1,10 +1,8 @@
 //! What the aggregator stored, read back as a user of the numbers would.
 
-use std::collections::BTreeMap;
-
 use crowdflow_aggregator::store::{Resolution, Store};
 use crowdflow_contract::identity::Kind;
-use crowdflow_contract::sketch::{Precision, SketchUnion};
+use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 
@@ -15,6 +13,18 @@ pub async fn frames(store: &impl Store) -> u64 {
         .await
         .map(|h| h.iter().map(|s| s.frames).sum())
         .unwrap_or(0)
+}
+
+/// Waits up to `timeout` until at least `frames` frames are stored; returns how many are.
+pub async fn wait_for_frames(store: &impl Store, frames: u64, timeout: std::time::Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let stored = self::frames(store).await;
+        if stored >= frames || tokio::time::Instant::now() >= deadline {
+            return stored;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Devices of `kind` in `zone` over the last two hours at `resolution`: the union of each
@@ -32,14 +42,7 @@ pub async fn devices(store: &impl Store, zone: &str, kind: Kind, resolution: Res
         )
         .await
         .expect("read zone sketches");
-    let mut per_salt: BTreeMap<String, SketchUnion> = BTreeMap::new();
-    for z in &stored {
-        per_salt
-            .entry(format!("{}/{}", z.epoch, z.salt_fp))
-            .or_insert_with(|| SketchUnion::new(Precision::DEFAULT))
-            .add(&z.sketch);
-    }
-    per_salt
+    crowdflow_aggregator::query::per_salt(&stored, Precision::DEFAULT)
         .values()
         .map(|u| u.estimate().estimate.round())
         .sum()

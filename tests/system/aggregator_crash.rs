@@ -253,10 +253,7 @@ fn repeated_sigkills_mid_write_leave_a_consistent_complete_store() {
             }
             aggregator = run_binary("crowdflow-aggregator", &config, "crowdflow-aggregator");
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while stored::frames(&store).await < total && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        stored::wait_for_frames(&store, total, Duration::from_secs(90)).await;
         aggregator.terminate(Duration::from_secs(5));
         eprintln!("frames committed at each kill -9: {kills:?} of {total}");
         assert!(

@@ -393,10 +393,7 @@ fn agent_and_aggregator_work_through_the_shipped_broker_config() {
         let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
         let store =
             SqliteStore::open(&dir.path().join("crowdflow.db"), Precision::DEFAULT).expect("open");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while stored::frames(&store).await < 25 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        stored::wait_for_frames(&store, 25, Duration::from_secs(60)).await;
         agent.terminate(Duration::from_secs(5));
         aggregator.terminate(Duration::from_secs(5));
         assert_eq!(

@@ -50,25 +50,6 @@ fn step(params: &Params) -> Result<(Resolution, SignedDuration), ApiError> {
     }
 }
 
-fn people(zone: &Zone, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
-    (!zone.calibration.is_empty()).then(|| {
-        devices.iter().fold(Count::ZERO, |s, (k, c)| {
-            s.plus(c.times(zone.calibration.get(k).copied().unwrap_or(0.0)))
-        })
-    })
-}
-
-fn by_name(devices: &BTreeMap<Kind, Count>) -> BTreeMap<String, Count> {
-    devices
-        .iter()
-        .map(|(k, c)| (k.as_str().to_owned(), *c))
-        .collect()
-}
-
-fn total(devices: &BTreeMap<Kind, Count>) -> Count {
-    devices.values().fold(Count::ZERO, |s, c| s.plus(*c))
-}
-
 /// One bucket of a series.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeriesPoint {
@@ -144,9 +125,9 @@ async fn zone_series(
             .into_iter()
             .map(|(t, devices)| SeriesPoint {
                 t,
-                total: total(&devices),
-                people: people(zone, &devices),
-                devices: by_name(&devices),
+                total: query::total(&devices),
+                people: query::people(&zone.calibration, &devices),
+                devices: query::by_name(&devices),
             })
             .collect(),
     })
@@ -272,9 +253,9 @@ pub(super) async fn distinct<S: Store>(
         zone: z.id.to_string(),
         from: r.from,
         to: r.to,
-        total: total(&devices),
-        people: people(z, &devices),
-        devices: by_name(&devices),
+        total: query::total(&devices),
+        people: query::people(&z.calibration, &devices),
+        devices: query::by_name(&devices),
     }))
 }
 

@@ -200,7 +200,7 @@ pub(super) async fn sensors<S: Store>(
         .map(|h| (h.sensor.clone(), h))
         .collect();
     let now = Timestamp::now();
-    let grace = jiff::SignedDuration::from_secs(2 * i64::from(state.config.window.seconds()) + 15);
+    let grace = crate::live::silence_limit(&state.config);
     Ok(Json(
         state
             .config

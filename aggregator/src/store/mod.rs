@@ -268,6 +268,23 @@ impl PurgeReport {
     }
 }
 
+/// Runs `chunk` (one small purge transaction) until it removes nothing, so that a large purge
+/// never holds up ingest for long; returns the sum.
+async fn purge_in_chunks<F, Fut>(mut chunk: F) -> Result<PurgeReport, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<PurgeReport, StoreError>>,
+{
+    let mut total = PurgeReport::default();
+    loop {
+        let removed = chunk().await?;
+        if removed == PurgeReport::default() {
+            return Ok(total);
+        }
+        total.add(removed);
+    }
+}
+
 /// Collects [`SensorHealth`] from rows of windows and of rejects, in sensor order.
 #[derive(Default)]
 struct HealthBuilder(BTreeMap<String, SensorHealth>);

@@ -189,12 +189,7 @@ impl PostgresStore {
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<Conn, StoreError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(db)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection closed: {}", db(e));
-        }
-    });
+    let client = connect_plain(config).await?;
     let s = prepare(&client).await?;
     Ok(Conn { client, s })
 }
@@ -636,17 +631,11 @@ impl Store for PostgresStore {
     }
 
     async fn purge(&self, retention: Retention, now: Timestamp) -> Result<PurgeReport, StoreError> {
-        let mut total = PurgeReport::default();
-        loop {
-            let chunk = {
-                let mut conn = self.reader().await?;
-                purge_chunk(&mut conn.client, retention, now).await?
-            };
-            total.add(chunk);
-            if chunk == PurgeReport::default() {
-                return Ok(total);
-            }
-        }
+        super::purge_in_chunks(|| async move {
+            let mut conn = self.reader().await?;
+            purge_chunk(&mut conn.client, retention, now).await
+        })
+        .await
     }
 }
 
@@ -718,7 +707,9 @@ fn scratch_url(admin: &tokio_postgres::Config, name: &str) -> String {
 async fn connect_plain(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
     let (client, connection) = config.connect(NoTls).await.map_err(db)?;
     tokio::spawn(async move {
-        let _ = connection.await;
+        if let Err(e) = connection.await {
+            tracing::warn!("PostgreSQL connection closed: {}", db(e));
+        }
     });
     Ok(client)
 }

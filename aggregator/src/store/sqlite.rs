@@ -592,16 +592,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, retention: Retention, now: Timestamp) -> Result<PurgeReport, StoreError> {
-        let mut total = PurgeReport::default();
-        loop {
-            let chunk = self
-                .with(move |conn, _| purge_chunk(conn, retention, now))
-                .await?;
-            total.add(chunk);
-            if chunk == PurgeReport::default() {
-                return Ok(total);
-            }
-        }
+        super::purge_in_chunks(|| self.with(move |conn, _| purge_chunk(conn, retention, now))).await
     }
 }
 

@@ -100,7 +100,7 @@ pub enum Model {
 }
 
 /// One physical device.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Device {
     /// Its carrier.
     pub person: usize,

@@ -170,7 +170,7 @@ impl Simulation {
     }
 
     fn transmit(&mut self, t: i64, device: usize, radio: Radio, out: &mut Vec<Frame>) {
-        let d = self.devices[device].clone();
+        let d = self.devices[device];
         let person = &self.people[d.person];
         if t >= person.leaves() {
             return;

@@ -307,6 +307,12 @@ fn validate(raw: Raw) -> Result<Scenario, FieldError> {
                 "another sensor has this id",
             ));
         }
+        if !(s.x.is_finite() && s.y.is_finite()) {
+            return Err(field(
+                format!("sensors[{i}].x"),
+                "a position in metres is required",
+            ));
+        }
         sensors.push(Sensor {
             zone: zone_index(format!("sensors[{i}].zone"), &s.zone)?,
             id: s.id,
