@@ -4,8 +4,9 @@
 //! Salts live in this struct only: never on disk, never in logs, zeroized on drop. What
 //! outlives them is each epoch's fingerprint (a keyed hash of a constant, safe to store),
 //! which ingest uses to accept sketches of current and recently ended epochs. A restarted
-//! aggregator draws a new salt for the running epoch (the old one is gone by design); both
-//! fingerprints are then known and their sketches are kept apart.
+//! aggregator first asks the agents for the running epoch's salt and adopts it if its
+//! fingerprint is the recorded one (service.rs); only failing that it draws a new salt, and
+//! both fingerprints are then known and their sketches kept apart.
 
 use std::collections::BTreeMap;
 

@@ -9,6 +9,12 @@
 //! intervals follows it (adopts its salts, announces nothing); otherwise it leads. So
 //! exactly one salt per epoch reaches the agents, and when the leader dies the next-lowest
 //! replica takes over with the same salts it adopted.
+//!
+//! A lone aggregator that restarts mid-epoch has lost the epoch's salt (salts never touch a
+//! disk) but has its fingerprint in storage. Before drawing a new salt it asks the agents for
+//! that one ([`SaltRecovery`], for up to `salt.recover_for_s`) and takes it back only if its
+//! fingerprint is the recorded one, so a sensor cannot plant a salt. Counting then goes on
+//! under the same salt, and no device is counted twice because of the restart.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,8 +22,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::mqtt;
-use crowdflow_contract::wire::SaltAnnouncement;
+use crowdflow_contract::salt::SaltFingerprint;
+use crowdflow_contract::wire::{SaltAnnouncement, SaltRecovery};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 
@@ -43,6 +51,17 @@ const MAX_WAIT: Duration = Duration::from_millis(20);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// How long a new replica listens for a leader before it leads.
 const LISTEN_FIRST: Duration = Duration::from_secs(3);
+/// How often it repeats the request meanwhile (QoS 0: agents reconnecting may miss one).
+const RECOVER_ASK_EVERY: Duration = Duration::from_secs(2);
+
+/// A lost salt being asked back from the agents.
+struct Recovery {
+    epoch: EpochId,
+    /// Fingerprints recorded for the epoch (one per salt it ever had).
+    wanted: Vec<SaltFingerprint>,
+    until: tokio::time::Instant,
+    last_ask: Option<tokio::time::Instant>,
+}
 
 /// Why the service stopped.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +106,7 @@ struct State<S> {
     started: tokio::time::Instant,
     announce_due: bool,
     last_announce: Option<tokio::time::Instant>,
+    recovery: Option<Recovery>,
 }
 
 /// Runs the aggregator until `shutdown` completes.
@@ -156,9 +176,20 @@ pub async fn run<S: Store>(
     let since = config
         .rotation
         .epoch_at(Timestamp::now() - SignedDuration::from_hours(24 * 8));
+    let current = config.rotation.epoch_at(Timestamp::now());
+    let mut wanted = Vec::new();
     for (epoch, fp) in store.known_epochs(since).await? {
         ingest.know(epoch, fp);
+        if epoch == current {
+            wanted.push(fp);
+        }
     }
+    let recovery = (!wanted.is_empty() && config.recover_for_s > 0).then(|| Recovery {
+        epoch: current,
+        wanted,
+        until: tokio::time::Instant::now() + Duration::from_secs(config.recover_for_s),
+        last_ask: None,
+    });
     let (client, events) = connect(&config, &host, port, tls, own_account);
     let mut state = State {
         authority: SaltAuthority::new(&config.authority_id, config.rotation.clone()),
@@ -176,6 +207,7 @@ pub async fn run<S: Store>(
         started: tokio::time::Instant::now(),
         announce_due: true,
         last_announce: None,
+        recovery,
     };
     tracing::info!(broker = %format!("{host}:{port}"), "aggregator running");
     let (mut events, pump) = mqtt::pump(events);
@@ -248,6 +280,7 @@ impl<S: Store> State<S> {
                     (sketches, QoS::AtLeastOnce),
                     (self.topics().salt_request_filter(), QoS::AtMostOnce),
                     (self.topics().salt(), QoS::AtMostOnce),
+                    (self.topics().salt_return_filter(), QoS::AtMostOnce),
                 ] {
                     if let Err(e) = self.client.try_subscribe(filter, qos) {
                         tracing::error!("cannot subscribe: {e}");
@@ -265,6 +298,8 @@ impl<S: Store> State<S> {
         let topic = p.topic.clone();
         if topic == self.topics().salt() {
             self.on_announcement(&p.payload).await;
+        } else if topic.starts_with(&format!("{}/salt/return/", self.topics().prefix())) {
+            self.on_salt_return(&topic, &p.payload).await;
         } else if topic.starts_with(&format!("{}/salt/request/", self.topics().prefix())) {
             self.announce_due = true;
         } else if topic.starts_with(&format!("{}/sketch/", self.topics().prefix())) {
@@ -302,6 +337,73 @@ impl<S: Store> State<S> {
             let adopted = self.authority.adopt(announcement);
             self.record(adopted).await;
         }
+    }
+
+    /// Takes back a salt an agent returned, if it is one this epoch had (by fingerprint).
+    async fn on_salt_return(&mut self, topic: &str, payload: &[u8]) {
+        let Some(recovery) = &self.recovery else {
+            return; // not asked, or already recovered
+        };
+        let Ok(mut returned) = SaltAnnouncement::decode(payload) else {
+            tracing::warn!(topic, "ignoring an undecodable returned salt");
+            return;
+        };
+        let (epoch, wanted) = (recovery.epoch, recovery.wanted.clone());
+        returned
+            .salts
+            .retain(|s| s.epoch == epoch && wanted.contains(&s.salt.fingerprint()));
+        if returned.salts.is_empty() {
+            tracing::warn!(
+                topic,
+                "ignoring a returned salt whose fingerprint was never recorded for the running epoch"
+            );
+            return;
+        }
+        let adopted = self.authority.adopt(returned);
+        tracing::info!(%epoch, topic, "salt of the running epoch recovered from an agent: counting goes on under it");
+        self.record(adopted).await;
+        self.recovery = None;
+        self.announce_due = true;
+    }
+
+    /// While a lost salt is being asked back: asks (again) and says so; `false` once the wait
+    /// is over (recovered, adopted from a leader, or given up).
+    fn recovering(&mut self) -> bool {
+        let Some(recovery) = &mut self.recovery else {
+            return false;
+        };
+        if self.authority.fingerprint(recovery.epoch).is_some() {
+            self.recovery = None; // a leader's announcement brought it
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= recovery.until {
+            tracing::warn!(epoch = %recovery.epoch, "no agent returned the running epoch's salt in time (salt.recover_for_s): drawing a new one (devices heard before and after the restart count once per salt)");
+            self.recovery = None;
+            return false;
+        }
+        if recovery
+            .last_ask
+            .is_none_or(|t| t.elapsed() >= RECOVER_ASK_EVERY)
+        {
+            for fp in &recovery.wanted {
+                let request = SaltRecovery {
+                    epoch: recovery.epoch,
+                    fp: *fp,
+                };
+                let _ = self.client.try_publish(
+                    self.config.broker.topics.salt_recover(),
+                    QoS::AtMostOnce,
+                    false,
+                    request.encode(),
+                );
+            }
+            if recovery.last_ask.is_none() {
+                tracing::info!(epoch = %recovery.epoch, "restarted mid-epoch: asking the agents for the running epoch's salt");
+            }
+            recovery.last_ask = Some(now);
+        }
+        true
     }
 
     /// Whether a lower authority id announced recently.
@@ -348,7 +450,7 @@ impl<S: Store> State<S> {
             && self.started.elapsed() < LISTEN_FIRST;
         let leads = !listening && !self.follows();
         self.metrics.salt_leader.set(i64::from(leads));
-        if !leads {
+        if !leads || self.recovering() {
             return Ok(());
         }
         let drawn = self.authority.tick(Timestamp::now())?;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crowdflow_contract::identity::Kind;
-use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SaltAnnouncement};
+use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SaltAnnouncement, SaltRecovery};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 
@@ -51,6 +51,9 @@ struct Link {
     sensor_topic_status: String,
     salt_topic: String,
     salt_request_topic: String,
+    salt_recover_topic: String,
+    salt_return_topic: String,
+    sensor: String,
     connected: bool,
     /// What each publish call was, in call order, until the event loop numbers it.
     pending: VecDeque<Tag>,
@@ -233,6 +236,9 @@ fn connect(config: &AgentConfig) -> (Link, EventLoop) {
         client,
         salt_topic: topics.salt(),
         salt_request_topic: topics.salt_request(&config.sensor_id),
+        salt_recover_topic: topics.salt_recover(),
+        salt_return_topic: topics.salt_return(&config.sensor_id),
+        sensor: config.sensor_id.to_string(),
         sensor_topic_status: status_topic,
         sketch_topic: topics.sketch(&config.sensor_id),
         connected: false,
@@ -276,9 +282,9 @@ fn on_event(
             link.connected = true;
             link.status_due = true;
             tracing::info!("connected to the broker");
-            let _ = link
-                .client
-                .try_subscribe(link.salt_topic.clone(), QoS::AtMostOnce);
+            for topic in [link.salt_topic.clone(), link.salt_recover_topic.clone()] {
+                let _ = link.client.try_subscribe(topic, QoS::AtMostOnce);
+            }
             link.publish(
                 &link.salt_request_topic.clone(),
                 QoS::AtMostOnce,
@@ -294,6 +300,21 @@ fn on_event(
                     link.status_due |= accepted.new_epochs + accepted.replaced > 0;
                 }
                 Err(e) => tracing::warn!("ignoring a salt announcement: {e}"),
+            }
+        }
+        Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_recover_topic => {
+            match SaltRecovery::decode(&p.payload) {
+                Ok(request) => {
+                    let answer =
+                        lock(counter)?.salt_answer(&request, &link.sensor, Timestamp::now());
+                    if let Some(payload) = answer {
+                        tracing::info!(epoch = %request.epoch, fp = %request.fp, "returning the salt a restarted authority asked for");
+                        // QoS 0, never retained, like announcements: no broker stores it.
+                        let topic = link.salt_return_topic.clone();
+                        link.publish(&topic, QoS::AtMostOnce, false, payload.to_vec(), Tag::Other);
+                    }
+                }
+                Err(e) => tracing::warn!("ignoring a salt recovery request: {e}"),
             }
         }
         Event::Outgoing(Outgoing::Publish(pkid)) => {

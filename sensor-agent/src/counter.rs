@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::wire::{
-    AgentState, AgentStatus, OutboxHealth, PROTOCOL_VERSION, SaltAnnouncement, SensorId,
-    SketchMessage,
+    AgentState, AgentStatus, OutboxHealth, PROTOCOL_VERSION, SaltAnnouncement, SaltRecovery,
+    SensorId, SketchMessage,
 };
 use jiff::Timestamp;
+use zeroize::Zeroizing;
 
 use crate::count::Tally;
 use crate::frame::{Heard, Skip};
@@ -72,6 +73,16 @@ impl Counter {
         self.salt_changes += accepted.replaced as u64;
         self.windows.start(now);
         accepted
+    }
+
+    /// The salt a restarted authority asks back, if held (see [`SaltKeeper::answer`]).
+    pub fn salt_answer(
+        &self,
+        request: &SaltRecovery,
+        sensor: &str,
+        now: Timestamp,
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        self.salts.answer(request, sensor, now)
     }
 
     /// Whether a salt covers `now`.

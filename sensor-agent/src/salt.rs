@@ -7,8 +7,11 @@
 //! change is counted: sketches carry the fingerprint, so the two are never mixed.
 
 use crowdflow_contract::salt::{Salt, SaltFingerprint};
-use crowdflow_contract::wire::{EpochSalt, SaltAnnouncement, SaltState};
+use crowdflow_contract::wire::{
+    EpochSalt, EpochSaltRef, SaltAnnouncement, SaltRecovery, SaltState,
+};
 use jiff::{SignedDuration, Timestamp};
+use zeroize::Zeroizing;
 
 /// How long an ended epoch's salt is kept for frames of its last window.
 const GRACE: SignedDuration = SignedDuration::from_mins(10);
@@ -69,6 +72,27 @@ impl SaltKeeper {
             .iter()
             .find(|e| e.salt.fingerprint() == fp)
             .map(|e| &e.salt)
+    }
+
+    /// The answer to an authority that lost a salt: the requested salt, if this keeper holds
+    /// exactly it (same epoch, same fingerprint), as an announcement by `sensor`.
+    pub fn answer(
+        &self,
+        request: &SaltRecovery,
+        sensor: &str,
+        now: Timestamp,
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        let held = self
+            .epochs
+            .iter()
+            .find(|e| e.epoch == request.epoch && e.salt.fingerprint() == request.fp)?;
+        let salt = EpochSaltRef {
+            epoch: held.epoch,
+            starts: held.starts,
+            ends: held.ends,
+            salt: &held.salt,
+        };
+        Some(SaltAnnouncement::encode_refs(sensor, now, &[salt]))
     }
 
     /// The salt situation in the terms of the status message.
@@ -213,5 +237,41 @@ mod tests {
         );
         assert_eq!(a.new_epochs, 0);
         assert!(k.is_empty());
+    }
+
+    #[test]
+    fn only_the_exact_salt_asked_for_is_returned() {
+        let mut k = SaltKeeper::default();
+        let now = ts("2026-04-27T12:00:00Z");
+        let held = epoch_salt("2026-04-27", "2026-04-27T02:00:00Z", "2026-04-28T02:00:00Z");
+        let fp = held.salt.fingerprint();
+        k.accept(announce(vec![held]), now);
+        let epoch = "2026-04-27".parse().expect("epoch");
+        let answer = k
+            .answer(&SaltRecovery { epoch, fp }, "gate-1", now)
+            .expect("held");
+        let returned = SaltAnnouncement::decode(&answer).expect("an announcement");
+        assert_eq!(returned.authority, "gate-1");
+        assert_eq!(returned.salts.len(), 1);
+        assert_eq!(returned.salts[0].salt.fingerprint(), fp);
+        let other = Salt::generate().expect("entropy").fingerprint();
+        assert!(
+            k.answer(&SaltRecovery { epoch, fp: other }, "gate-1", now)
+                .is_none(),
+            "another salt's fingerprint"
+        );
+        let next_day = "2026-04-28".parse().expect("epoch");
+        assert!(
+            k.answer(
+                &SaltRecovery {
+                    epoch: next_day,
+                    fp
+                },
+                "gate-1",
+                now
+            )
+            .is_none(),
+            "another epoch"
+        );
     }
 }

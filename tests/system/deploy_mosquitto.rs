@@ -231,6 +231,15 @@ fn the_shipped_broker_config_enforces_tls_accounts_and_the_acl() {
             .subscribe("crowdflow/v1/salt", QoS::AtMostOnce)
             .await
             .expect("sub");
+        // Returned salts (after an aggregator restart) reach the aggregators only.
+        aggregator
+            .subscribe("crowdflow/v1/salt/return/+", QoS::AtMostOnce)
+            .await
+            .expect("sub");
+        gate2
+            .subscribe("crowdflow/v1/salt/return/#", QoS::AtMostOnce)
+            .await
+            .expect("sub");
         let _ = received(&mut gate2_events, Duration::from_millis(500)).await;
         let _ = received(&mut agg_events, Duration::from_millis(300)).await;
 
@@ -261,16 +270,32 @@ fn the_shipped_broker_config_enforces_tls_accounts_and_the_acl() {
             )
             .await
             .expect("publish");
+        for topic in [
+            "crowdflow/v1/salt/return/gate-1",
+            "crowdflow/v1/salt/return/gate-2",
+        ] {
+            gate1
+                .publish(topic, QoS::AtMostOnce, false, b"returned".to_vec())
+                .await
+                .expect("publish");
+        }
         let _ = received(&mut gate1_events, Duration::from_millis(500)).await;
         let got = received(&mut agg_events, Duration::from_secs(1)).await;
-        let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        let mut topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        topics.sort_unstable();
         assert_eq!(
             topics,
-            vec!["crowdflow/v1/sketch/gate-1"],
+            vec![
+                "crowdflow/v1/salt/return/gate-1",
+                "crowdflow/v1/sketch/gate-1"
+            ],
             "a sensor publishes only as itself, never a salt"
         );
         let leaked = received(&mut gate2_events, Duration::from_secs(1)).await;
-        assert!(leaked.is_empty(), "a sensor reads no sketches: {leaked:?}");
+        assert!(
+            leaked.is_empty(),
+            "a sensor reads no sketches and no returned salts: {leaked:?}"
+        );
 
         // Sketches wait in the aggregators' session across a broker restart; the salt never
         // reaches the broker's disk.

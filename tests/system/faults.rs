@@ -1,10 +1,9 @@
-//! Faults in one run, behind a persistent Mosquitto: the agent is restarted mid-window and
-//! the broker is restarted. When the dust has settled the zone counts the same 100 devices a
-//! fault-free run counts: nothing lost, nothing counted twice. On SQLite and on PostgreSQL.
-//!
-//! (An aggregator restart is tested in aggregator_crash.rs: a lone aggregator draws a new
-//! salt when it restarts, by design, so devices heard both before and after it count once
-//! per salt; that test's devices are heard once each.)
+//! Faults in one run, behind a persistent Mosquitto: the aggregator is killed (SIGKILL) and
+//! restarted, the agent is restarted mid-window (its capture replays, so every device is
+//! heard again after the aggregator's restart), and the broker is restarted. When the dust
+//! has settled the zone counts the same 100 devices a fault-free run counts: nothing lost,
+//! nothing counted twice, because the restarted aggregator took the running epoch's salt back
+//! from the agent instead of drawing a new one. On SQLite and on PostgreSQL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -112,13 +111,32 @@ async fn run_with_faults(store: &impl Store, dir: &Path, storage: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // 1. The agent is restarted mid-window (its capture replays from the start: the same
+    // 1. The aggregator is killed and restarted: it asks the agent for the running epoch's
+    // salt (it kept only the fingerprint) and counting goes on under that salt.
+    aggregator.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    aggregator = run_binary(
+        "crowdflow-aggregator",
+        &aggregator_cfg,
+        "crowdflow-aggregator",
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&aggregator.output()).contains("recovered from an agent") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted aggregator did not get the salt back\n{}",
+            logs(&agent, &aggregator)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 2. The agent is restarted mid-window (its capture replays from the start: the same
     // devices again, under the same salt).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     agent.terminate(Duration::from_secs(5));
     agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
 
-    // 2. The broker restarts (sketches wait in its persistent store).
+    // 3. The broker restarts (sketches wait in its persistent store).
     tokio::time::sleep(Duration::from_secs(3)).await;
     broker.proc.terminate(Duration::from_secs(5));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -149,7 +167,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
-fn agent_and_broker_restarts_change_no_count_on_sqlite() {
+fn aggregator_agent_and_broker_restarts_change_no_count_on_sqlite() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("crowdflow.db");
     runtime().block_on(async {
@@ -164,7 +182,7 @@ fn agent_and_broker_restarts_change_no_count_on_sqlite() {
 }
 
 #[test]
-fn agent_and_broker_restarts_change_no_count_on_postgresql() {
+fn aggregator_agent_and_broker_restarts_change_no_count_on_postgresql() {
     let dir = tempfile::tempdir().expect("tmp");
     let rt = runtime();
     let scratch = rt

@@ -1,12 +1,15 @@
-//! The salt announcement and status decoders on arbitrary bytes.
+//! The salt announcement, salt recovery and status decoders on arbitrary bytes.
 #![no_main]
 
-use crowdflow_contract::wire::{AgentStatus, SaltAnnouncement};
+use crowdflow_contract::wire::{AgentStatus, SaltAnnouncement, SaltRecovery};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(announcement) = SaltAnnouncement::decode(data) {
         assert!(SaltAnnouncement::decode(&announcement.encode()).is_ok());
+    }
+    if let Ok(request) = SaltRecovery::decode(data) {
+        assert_eq!(SaltRecovery::decode(&request.encode()), Ok(request));
     }
     if let Ok(status) = AgentStatus::decode(data) {
         assert!(AgentStatus::decode(&status.encode()).is_ok());

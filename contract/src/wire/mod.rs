@@ -19,7 +19,7 @@ mod topic;
 
 pub use envelope::{DecodeRules, SKETCH_ENCODING, SketchMessage};
 pub use error::WireError;
-pub use salt_msg::{EpochSalt, EpochSaltRef, SaltAnnouncement};
+pub use salt_msg::{EpochSalt, EpochSaltRef, SaltAnnouncement, SaltRecovery};
 pub use sensor_id::SensorId;
 pub use status::{AgentState, AgentStatus, OutboxHealth, SaltState};
 pub use topic::{DEFAULT_PREFIX, Topics};

@@ -199,6 +199,40 @@ fn take_instant(
 }
 
 /// Overwrites the salt strings of a parsed document before it is dropped.
+/// An authority's request for a salt it lost (a lone aggregator restarted mid-epoch; salts
+/// never touch a disk, so it kept only the fingerprint). Agents holding the salt of `epoch`
+/// whose fingerprint is `fp` send it back on their `salt/return` topic. The authority accepts
+/// only a salt with exactly this fingerprint, which no one can forge, so a sensor cannot
+/// plant a salt of its choosing. QoS 0, never retained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaltRecovery {
+    /// The epoch whose salt is wanted.
+    pub epoch: EpochId,
+    /// The fingerprint the authority recorded for it.
+    pub fp: SaltFingerprint,
+}
+
+impl SaltRecovery {
+    /// The JSON payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let doc = json!({ "v": PROTOCOL_VERSION, "epoch": self.epoch, "fp": self.fp });
+        serde_json::to_vec(&doc).unwrap_or_default()
+    }
+
+    /// Decodes a request.
+    pub fn decode(bytes: &[u8]) -> Result<SaltRecovery, WireError> {
+        let map = parse_object(bytes, MAX_BYTES)?;
+        check_version(&map)?;
+        let epoch = take_str(&map, "epoch")?
+            .parse::<EpochId>()
+            .map_err(|e| WireError::invalid("epoch", e))?;
+        let fp = take_str(&map, "fp")?
+            .parse::<SaltFingerprint>()
+            .map_err(|e| WireError::invalid("fp", e))?;
+        Ok(SaltRecovery { epoch, fp })
+    }
+}
+
 fn scrub(doc: &mut Value) {
     if let Value::Object(map) = doc {
         scrub_map(map);
@@ -320,5 +354,29 @@ mod tests {
             SaltAnnouncement::decode(&serde_json::to_vec(&doc).expect("json")).expect_err("fp");
         assert!(!err.to_string().contains(&b64[..8]));
         assert!(!format!("{err:?}").contains(&b64[..8]));
+    }
+
+    #[test]
+    fn recovery_requests_round_trip_and_name_bad_fields() {
+        let salt = Salt::generate().expect("entropy");
+        let request = SaltRecovery {
+            epoch: "2026-04-27".parse().expect("epoch"),
+            fp: salt.fingerprint(),
+        };
+        let bytes = request.encode();
+        assert_eq!(SaltRecovery::decode(&bytes), Ok(request));
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(
+            !text.contains(&BASE64.encode(salt.key())),
+            "no salt in a request"
+        );
+        for (bad, field) in [
+            (r#"{"v":1,"fp":"00"}"#, "epoch"),
+            (r#"{"v":1,"epoch":"2026-04-27","fp":"zz"}"#, "fp"),
+            (r#"{"v":9,"epoch":"2026-04-27","fp":"00"}"#, "v"),
+        ] {
+            let err = SaltRecovery::decode(bad.as_bytes()).expect_err(bad);
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
     }
 }

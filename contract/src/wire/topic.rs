@@ -71,6 +71,22 @@ impl Topics {
         format!("{}/salt/request/{sensor}", self.prefix)
     }
 
+    /// Where a restarted authority asks agents for a salt it lost.
+    pub fn salt_recover(&self) -> String {
+        format!("{}/salt/recover", self.prefix)
+    }
+
+    /// Where a sensor sends back a salt the authority asked for (readable by the aggregator
+    /// only, in the shipped Mosquitto ACL).
+    pub fn salt_return(&self, sensor: &SensorId) -> String {
+        format!("{}/salt/return/{sensor}", self.prefix)
+    }
+
+    /// Filter for every sensor's returned salts.
+    pub fn salt_return_filter(&self) -> String {
+        format!("{}/salt/return/+", self.prefix)
+    }
+
     /// Filter for every sensor's salt requests.
     pub fn salt_request_filter(&self) -> String {
         format!("{}/salt/request/+", self.prefix)
