@@ -5,7 +5,7 @@
 //! EMQX (see deploy/). With credentials configured, every client must present one of them.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
@@ -55,9 +55,11 @@ impl EmbeddedBroker {
                     tracing::error!("embedded MQTT broker stopped: {e}");
                 }
             })?;
+        // Ready once the port is taken: probing by binding, not connecting, because rumqttd
+        // logs every connection that closes without an MQTT handshake as an error.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if TcpStream::connect(settings.listen).is_ok() {
+            if std::net::TcpListener::bind(settings.listen).is_err() {
                 return Ok(EmbeddedBroker {
                     listen: settings.listen,
                 });

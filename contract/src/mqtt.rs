@@ -40,12 +40,15 @@ pub fn pump(mut events: EventLoop) -> (Receiver<BrokerEvent>, JoinHandle<()>) {
     (rx, task)
 }
 
-/// Receives events until the outgoing DISCONNECT has been written (or the link fails), so a
-/// clean shutdown flushes what was queued before it.
+/// Receives events until the outgoing DISCONNECT has been written and the broker has closed
+/// the connection (or the link fails), so a clean shutdown flushes what was queued before it.
+/// Waiting for the close also reads the broker's last acknowledgements: a socket closed with
+/// bytes unread is reset, and the broker logs the reset as an error.
 pub async fn flush_until_disconnect(events: &mut Receiver<BrokerEvent>) {
     while let Some(Ok(event)) = events.recv().await {
         if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
             break;
         }
     }
+    while let Some(Ok(_)) = events.recv().await {}
 }
