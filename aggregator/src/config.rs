@@ -43,6 +43,59 @@ struct Raw {
     open_data: RawOpenData,
     #[serde(default)]
     tokens: Vec<RawToken>,
+    #[serde(default)]
+    dashboard: RawDashboard,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    title: Option<String>,
+    tile_url: Option<String>,
+    tile_attribution: Option<String>,
+}
+
+/// What the dashboard shows besides the numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dashboard {
+    /// Shown in the page header ("crowdflow" unless set).
+    pub title: String,
+    /// Optional background map: an XYZ tile URL with `{z}`, `{x}` and `{y}`. Event networks
+    /// are often offline, so the plan never needs it.
+    pub tile_url: Option<String>,
+    /// Attribution the tile provider requires.
+    pub tile_attribution: Option<String>,
+}
+
+impl Dashboard {
+    /// The tile server's origin (`https://host:port`), which the page's CSP must allow.
+    pub fn tile_origin(&self) -> Option<&str> {
+        let url = self.tile_url.as_deref()?;
+        let after_scheme = url.find("://")? + 3;
+        let end = url[after_scheme..]
+            .find('/')
+            .map_or(url.len(), |i| after_scheme + i);
+        Some(&url[..end])
+    }
+}
+
+fn dashboard(raw: RawDashboard) -> Result<Dashboard, FieldError> {
+    if let Some(url) = &raw.tile_url {
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let placeholders_ok = ["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p));
+        let safe = !url.contains(['"', '\'', ' ', ';']);
+        if !(scheme_ok && placeholders_ok && safe) {
+            return Err(field(
+                "dashboard.tile_url",
+                "must be an http(s) XYZ tile URL with {z}, {x} and {y}, e.g. https://tiles.example.org/{z}/{x}/{y}.png",
+            ));
+        }
+    }
+    Ok(Dashboard {
+        title: raw.title.unwrap_or_else(|| "crowdflow".into()),
+        tile_url: raw.tile_url,
+        tile_attribution: raw.tile_attribution,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,7 +147,9 @@ struct RawToken {
 }
 
 /// What a bearer token may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Live numbers and alerts (event safety crews).
@@ -222,6 +277,8 @@ struct RawSalt {
     announce_every_s: u64,
     #[serde(default = "default_authority")]
     authority_id: String,
+    #[serde(default = "default_recover")]
+    recover_for_s: u64,
 }
 
 impl Default for RawSalt {
@@ -231,6 +288,7 @@ impl Default for RawSalt {
             time_zone: default_tz(),
             announce_every_s: default_announce(),
             authority_id: default_authority(),
+            recover_for_s: default_recover(),
         }
     }
 }
@@ -243,6 +301,9 @@ fn default_tz() -> String {
 }
 fn default_announce() -> u64 {
     60
+}
+fn default_recover() -> u64 {
+    30
 }
 fn default_authority() -> String {
     "aggregator-1".into()
@@ -424,6 +485,9 @@ pub struct AggregatorConfig {
     pub rotation: RotationSchedule,
     /// How often salts are announced.
     pub announce_every_s: u64,
+    /// How long a restarted authority asks agents for the running epoch's lost salt before
+    /// drawing a new one; zero draws at once.
+    pub recover_for_s: u64,
     /// This replica's authority id.
     pub authority_id: String,
     /// Window length all sensors use.
@@ -442,6 +506,8 @@ pub struct AggregatorConfig {
     pub privacy: Privacy,
     /// Open-data export rules.
     pub open_data: OpenData,
+    /// The dashboard's title and optional map background.
+    pub dashboard: Dashboard,
 }
 
 /// A fresh random secret (192 bits, hex) from the OS: API tokens, and the aggregator's own
@@ -545,6 +611,12 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
             "must be between 5 and 3600 seconds",
         ));
     }
+    if raw.salt.recover_for_s > 600 {
+        return Err(field(
+            "salt.recover_for_s",
+            "must be at most 600 seconds (0 draws a new salt at once)",
+        ));
+    }
     SensorId::new(&raw.salt.authority_id)
         .map_err(|_| field("salt.authority_id", "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
     let (window, precision) = raw.counting.validate().map_err(|(f, m)| field(f, m))?;
@@ -576,6 +648,7 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
         rounding: raw.open_data.rounding,
         licence: raw.open_data.licence,
     };
+    let dashboard = dashboard(raw.dashboard)?;
     let privacy = Privacy {
         operator: raw.privacy.operator,
         contact: raw.privacy.contact,
@@ -588,6 +661,7 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
         storage,
         rotation,
         announce_every_s: raw.salt.announce_every_s,
+        recover_for_s: raw.salt.recover_for_s,
         authority_id: raw.salt.authority_id,
         window,
         precision,
@@ -597,6 +671,7 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
         tokens,
         privacy,
         open_data,
+        dashboard,
         anonymous_role,
     })
 }
@@ -951,6 +1026,11 @@ mod tests {
                 "hour_sketch_days = 365\nnumber_days = 400",
                 "`retention.number_days`",
             ),
+            (
+                "title = \"crowdflow\"",
+                "tile_url = \"https://tiles.example.org/{z}/{x}.png\"",
+                "`dashboard.tile_url`",
+            ),
         ];
         let text = example();
         for (from, to, expect) in cases {
@@ -960,6 +1040,19 @@ mod tests {
                 .to_string();
             assert!(err.contains(expect), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn a_tile_url_names_the_origin_the_page_may_load_from() {
+        let c = parse(&example().replace("# tile_url = ", "tile_url = ")).expect("valid");
+        assert_eq!(
+            c.dashboard.tile_origin(),
+            Some("https://tile.openstreetmap.org")
+        );
+        assert_eq!(
+            parse(&example()).expect("valid").dashboard.tile_origin(),
+            None
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub fn silence_limit(config: &AggregatorConfig) -> SignedDuration {
 }
 
 /// The level-of-service names for `thresholds`.
-fn level_name(index: usize, levels: usize) -> String {
+pub(crate) fn level_name(index: usize, levels: usize) -> String {
     const NAMES: [&str; 4] = ["free", "busy", "crowded", "critical"];
     if levels == NAMES.len() {
         NAMES[index].to_owned()

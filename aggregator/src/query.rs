@@ -271,8 +271,10 @@ pub fn overlap(a: &PerSalt, b: &PerSalt, p: Precision) -> Overlap {
             total = total.plus(intersect(ua.estimate(), ub.estimate(), both.estimate()));
         }
     }
-    total.crosses_epochs =
-        a.keys().any(|s| !b.contains_key(s)) || b.keys().any(|s| !a.contains_key(s));
+    // A side with no data has nothing that could not be linked: its overlap is exactly zero.
+    total.crosses_epochs = !a.is_empty()
+        && !b.is_empty()
+        && (a.keys().any(|s| !b.contains_key(s)) || b.keys().any(|s| !a.contains_key(s)));
     total.unreliable = total.upper - total.lower > total.estimate;
     total
 }
@@ -456,6 +458,12 @@ mod tests {
         let o = overlap(&a, &b, Precision::DEFAULT);
         assert_eq!(o.estimate, 0.0);
         assert!(o.crosses_epochs);
+        let nothing = overlap(&a, &BTreeMap::new(), Precision::DEFAULT);
+        assert_eq!(nothing.estimate, 0.0);
+        assert!(
+            !nothing.crosses_epochs,
+            "an empty side links exactly: {nothing:?}"
+        );
     }
 
     #[test]

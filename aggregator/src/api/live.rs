@@ -9,11 +9,12 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, AppState, Params, authorize, number, optional_timestamp, zone};
 use crate::config::Role;
-use crate::live::{LiveEvent, ZoneLive};
+use crate::live::{LiveEvent, ZoneLive, level_name};
 use crate::store::{Alert, Store};
 
 #[utoipa::path(get, path = "/api/v1/zones", tag = "live", security(("bearer" = [])),
@@ -26,6 +27,84 @@ pub(super) async fn zones<S: Store>(
 ) -> Result<Json<Vec<ZoneLive>>, ApiError> {
     authorize(&state, &headers, &params, Role::Viewer)?;
     Ok(Json(state.live.zones()))
+}
+
+/// One zone on the dashboard's plan.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlanZone {
+    /// Zone id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Area in m2.
+    pub area_m2: f64,
+    /// Capacity in persons, if configured.
+    pub capacity: Option<u64>,
+    /// Level-of-service thresholds, persons per m2, ascending.
+    pub thresholds: Vec<f64>,
+    /// The level names, from level 0 up (one more than thresholds).
+    pub levels: Vec<String>,
+    /// Outline as a GeoJSON Polygon (longitude, latitude), if configured.
+    #[schema(value_type = Option<Object>)]
+    pub polygon: Option<serde_json::Value>,
+}
+
+/// The optional map background.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Tiles {
+    /// XYZ tile URL with {z}, {x} and {y}.
+    pub url: String,
+    /// Attribution to show.
+    pub attribution: Option<String>,
+}
+
+/// What the dashboard draws besides the numbers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Plan {
+    /// Page title.
+    pub title: String,
+    /// Every zone, in config order.
+    pub zones: Vec<PlanZone>,
+    /// Background tiles, when configured.
+    pub tiles: Option<Tiles>,
+    /// Seconds per counting window.
+    pub window_s: u32,
+}
+
+#[utoipa::path(get, path = "/api/v1/plan", tag = "live", security(("bearer" = [])),
+    responses((status = 200, description = "Zone outlines, thresholds and level names for the dashboard", body = Plan),
+        (status = 401, body = ApiError)))]
+pub(super) async fn plan<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Plan>, ApiError> {
+    authorize(&state, &headers, &params, Role::Viewer)?;
+    let c = &state.config;
+    let zones = c
+        .zones
+        .values()
+        .map(|z| PlanZone {
+            id: z.id.to_string(),
+            name: z.name.clone(),
+            area_m2: z.area_m2,
+            capacity: z.capacity,
+            thresholds: z.thresholds.clone(),
+            levels: (0..=z.thresholds.len())
+                .map(|i| level_name(i, z.thresholds.len() + 1))
+                .collect(),
+            polygon: z.polygon.clone(),
+        })
+        .collect();
+    Ok(Json(Plan {
+        title: c.dashboard.title.clone(),
+        zones,
+        tiles: c.dashboard.tile_url.clone().map(|url| Tiles {
+            url,
+            attribution: c.dashboard.tile_attribution.clone(),
+        }),
+        window_s: c.window.seconds(),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/zones/{id}", tag = "live", security(("bearer" = [])),
@@ -73,6 +152,9 @@ pub(super) async fn alerts<S: Store>(
     Ok(Json(state.store.alerts(since, limit).await?))
 }
 
+/// How often an idle stream sends a `ping` event.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+
 fn event(e: &LiveEvent) -> Event {
     let (name, data) = match e {
         LiveEvent::Zone(z) => ("zone", serde_json::to_string(z)),
@@ -91,7 +173,7 @@ fn snapshot(zones: &[ZoneLive]) -> Event {
 
 #[utoipa::path(get, path = "/api/v1/stream", tag = "live", security(("bearer" = [])),
     params(("token" = Option<String>, Query, description = "The viewer token, for browsers' EventSource (which cannot set headers)")),
-    responses((status = 200, description = "Server-Sent Events: `snapshot` (all zones, first and after any gap), then `zone` (a zone's numbers changed) and `alert` events; data is JSON", content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-Sent Events: `snapshot` (all zones, first and after any gap), then `zone` (a zone's numbers changed) and `alert` events, and `ping` every 5 s when idle; data is JSON", content_type = "text/event-stream"),
         (status = 401, body = ApiError)))]
 pub(super) async fn stream<S: Store>(
     State(state): State<AppState<S>>,
@@ -117,5 +199,8 @@ pub(super) async fn stream<S: Store>(
             Some((Ok(next), (None, rx, live)))
         },
     );
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    // A named keep-alive event (not a comment) so that the dashboard can tell a quiet stream
+    // from a dead one.
+    let ping = Event::default().event("ping").data("{}");
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).event(ping)))
 }

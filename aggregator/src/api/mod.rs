@@ -6,6 +6,7 @@
 //! headers: the live stream and downloads): viewer < planner < admin. Public: health, the
 //! privacy statement, the sensor register, open data, the OpenAPI document and metrics.
 
+pub mod dashboard;
 mod history;
 mod live;
 mod public;
@@ -237,11 +238,13 @@ fn csv_response(filename: &str, body: String) -> Response {
     ),
     paths(
         public::health,
+        public::session,
         public::privacy,
         public::register,
         history::open_data,
         live::zones,
         live::zone_detail,
+        live::plan,
         live::alerts,
         live::stream,
         history::series,
@@ -279,21 +282,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// The start page until the dashboard is built into the binary: where the numbers are.
-async fn index() -> impl IntoResponse {
-    axum::response::Html(concat!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>crowdflow</title></head>",
-        "<body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\"><h1>crowdflow aggregator</h1>",
-        "<p>The live dashboard is not part of this build yet. The numbers it will show are served here:</p><ul>",
-        "<li><a href=\"/api/v1/zones\">/api/v1/zones</a>: every zone, live (viewer)</li>",
-        "<li><a href=\"/api/v1/stream\">/api/v1/stream</a>: live updates and alerts (Server-Sent Events)</li>",
-        "<li><a href=\"/api/v1/alerts\">/api/v1/alerts</a>, <a href=\"/api/v1/open-data\">/api/v1/open-data</a>, ",
-        "<a href=\"/api/v1/privacy\">/api/v1/privacy</a>, <a href=\"/api/v1/register\">/api/v1/register</a></li>",
-        "<li><a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a>: the whole API; <a href=\"/metrics\">/metrics</a></li>",
-        "</ul></body></html>"
-    ))
-}
-
 async fn openapi_json() -> impl IntoResponse {
     axum::Json(openapi())
 }
@@ -310,15 +298,18 @@ async fn metrics<S>(
 /// The router, testable without a server.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(dashboard::index::<S>))
+        .route("/assets/{file}", get(dashboard::asset::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/health", get(public::health::<S>))
+        .route("/api/v1/session", get(public::session::<S>))
         .route("/api/v1/privacy", get(public::privacy::<S>))
         .route("/api/v1/register", get(public::register::<S>))
         .route("/api/v1/open-data", get(history::open_data::<S>))
         .route("/api/v1/zones", get(live::zones::<S>))
         .route("/api/v1/zones/{id}", get(live::zone_detail::<S>))
+        .route("/api/v1/plan", get(live::plan::<S>))
         .route("/api/v1/alerts", get(live::alerts::<S>))
         .route("/api/v1/stream", get(live::stream::<S>))
         .route("/api/v1/series", get(history::series::<S>))

@@ -13,6 +13,36 @@ use super::{ApiError, AppState, Params, authorize};
 use crate::config::{BrokerMode, Role, StorageConfig};
 use crate::store::Store;
 
+/// What the caller's token (or no token) may see.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Session {
+    /// "viewer", "planner" or "admin"; null when the caller may see only public data.
+    pub role: Option<Role>,
+    /// Why there is no role (no token, unknown token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/session", tag = "public", security((), ("bearer" = [])),
+    params(("token" = Option<String>, Query, description = "A token, as an alternative to the Authorization header")),
+    responses((status = 200, description = "The caller's role: lets the dashboard ask for a token before it is refused", body = Session)))]
+pub(super) async fn session<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Json<Session> {
+    Json(match authorize(&state, &headers, &params, Role::Viewer) {
+        Ok(role) => Session {
+            role: Some(role),
+            reason: None,
+        },
+        Err(e) => Session {
+            role: None,
+            reason: Some(e.error),
+        },
+    })
+}
+
 /// Service health.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {

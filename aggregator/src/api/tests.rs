@@ -210,6 +210,7 @@ async fn every_endpoint_admits_its_role_and_refuses_the_others() {
         "/api/v1/register",
         "/api/v1/open-data",
         "/api/v1/openapi.json",
+        "/api/v1/session",
         "/metrics",
     ];
     for path in public {
@@ -219,6 +220,7 @@ async fn every_endpoint_admits_its_role_and_refuses_the_others() {
         ("/api/v1/zones".to_owned(), Role::Viewer),
         ("/api/v1/zones/neude".to_owned(), Role::Viewer),
         ("/api/v1/alerts".to_owned(), Role::Viewer),
+        ("/api/v1/plan".to_owned(), Role::Viewer),
         (format!("/api/v1/series?zones=neude&{DAY1}"), Role::Planner),
         (format!("/api/v1/distinct?zone=neude&{DAY1}"), Role::Planner),
         (
@@ -555,6 +557,8 @@ async fn the_openapi_document_lists_every_route() {
         "/api/v1/sensors",
         "/api/v1/config",
         "/api/v1/health",
+        "/api/v1/plan",
+        "/api/v1/session",
     ] {
         assert!(
             doc["paths"][path].is_object(),
@@ -562,4 +566,85 @@ async fn the_openapi_document_lists_every_route() {
         );
     }
     assert!(doc["components"]["schemas"]["ZoneLive"].is_object());
+}
+
+#[tokio::test]
+async fn the_session_names_the_callers_role_without_refusing() {
+    let (state, _dir) = state().await;
+    let anonymous = json(&state, "/api/v1/session", None).await;
+    assert_eq!(anonymous["role"], Value::Null);
+    assert!(
+        anonymous["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("token")),
+        "{anonymous}"
+    );
+    assert_eq!(
+        json(&state, "/api/v1/session", Some("guess")).await["reason"],
+        "unknown token"
+    );
+    assert_eq!(
+        json(&state, "/api/v1/session", Some(VIEWER)).await["role"],
+        "viewer"
+    );
+    let by_query = json(&state, &format!("/api/v1/session?token={PLANNER}"), None).await;
+    assert_eq!(by_query["role"], "planner");
+}
+
+#[tokio::test]
+async fn the_plan_carries_outlines_thresholds_and_level_names() {
+    let (state, _dir) = state().await;
+    let plan = json(&state, "/api/v1/plan", Some(VIEWER)).await;
+    assert_eq!(plan["title"], "crowdflow");
+    assert_eq!(plan["tiles"], Value::Null);
+    let neude = &plan["zones"][0];
+    assert_eq!(neude["id"], "neude");
+    assert_eq!(neude["thresholds"], serde_json::json!([2.0, 3.5, 5.0]));
+    assert_eq!(
+        neude["levels"],
+        serde_json::json!(["free", "busy", "crowded", "critical"])
+    );
+    assert_eq!(neude["capacity"], 500);
+}
+
+/// `/` serves the built dashboard (compressed, with a strict content security policy) or,
+/// in a binary built without it, a page that says how to build it.
+#[tokio::test]
+async fn the_start_page_is_the_dashboard_or_says_how_to_build_it() {
+    let (state, _dir) = state().await;
+    let request = Request::get("/")
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .body(Body::empty())
+        .expect("request");
+    let response = router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    if dashboard::built() {
+        assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
+        let csp = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+        let (status, page) = call(&state, "/", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let script = page
+            .split("src=\"/assets/")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the page loads its script from /assets/");
+        let (status, _) = call(&state, &format!("/assets/{script}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{script}");
+    } else {
+        let (_, page) = call(&state, "/", None).await;
+        assert!(page.contains("npm run build"), "{page}");
+    }
+    let (status, body) = call(&state, "/assets/nothing.js", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("assets/nothing.js"), "{body}");
 }

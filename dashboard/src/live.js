@@ -1,0 +1,202 @@
+// The live view for event safety crews: every zone as a card (people and devices with
+// bounds, density, level of service, trend, capacity, age of the data), the plan coloured
+// by level, and the alert list. Stale zones and unacknowledged alerts are made impossible to
+// miss; when the stream is down every number is greyed out and the banner says since when.
+
+import { count, bounds, density, age, clock, levelColour, esc } from './format.js';
+import { drawPlan, paintZone } from './plan.js';
+
+const ACK_KEY = 'crowdflow.acknowledged';
+const MAX_ALERTS = 200;
+
+function alertKey(a) {
+  return `${a.at}|${a.zone}|${a.kind}|${a.level ?? ''}`;
+}
+
+function loadAcknowledged() {
+  try {
+    return new Set(JSON.parse(localStorage.getItem(ACK_KEY) || '[]'));
+  } catch {
+    return new Set();
+  }
+}
+
+const ARROWS = { rising: '↑', falling: '↓', steady: '→' };
+
+export class LiveView {
+  constructor(root, plan) {
+    this.root = root;
+    this.plan = plan;
+    this.meta = new Map(plan.zones.map((z) => [z.id, z]));
+    this.zones = new Map();
+    this.alerts = [];
+    this.acknowledged = loadAcknowledged();
+    this.cards = root.querySelector('#zones');
+    this.alertList = root.querySelector('#alert-list');
+    this.svg = root.querySelector('#plan');
+    const drawn = drawPlan(this.svg, plan, (id) => this.focus(id));
+    root.querySelector('#plan-box').hidden = drawn.length === 0;
+    root.querySelector('#plan-attribution').textContent = plan.tiles?.attribution || '';
+    for (const z of plan.zones) this.cards.append(this.emptyCard(z));
+    root.querySelector('#ack-all').addEventListener('click', () => this.acknowledgeAll());
+    setInterval(() => this.tick(), 1000);
+  }
+
+  emptyCard(z) {
+    const card = document.createElement('article');
+    card.className = 'zone waiting';
+    card.dataset.zone = z.id;
+    card.tabIndex = 0;
+    card.innerHTML = `<header><h3>${esc(z.name)}</h3><span class="level-badge">waiting</span></header>
+      <p class="headline"><span class="big">–</span> <span class="unit"></span> <span class="bounds"></span></p>
+      <p class="detail devices"></p>
+      <p class="detail density"></p>
+      <div class="capacity" hidden><div class="bar"><span></span></div><span class="capacity-text"></span></div>
+      <p class="stale-flag" hidden></p>
+      <footer><span class="age">no data yet</span></footer>`;
+    return card;
+  }
+
+  card(id) {
+    return this.cards.querySelector(`[data-zone="${CSS.escape(id)}"]`);
+  }
+
+  snapshot(zones) {
+    for (const z of zones) this.zone(z);
+  }
+
+  zone(z) {
+    this.zones.set(z.id, z);
+    const card = this.card(z.id);
+    const meta = this.meta.get(z.id);
+    if (!card || !meta) return;
+    const levels = meta.levels.length;
+    const colour = z.stale ? levelColour(null) : levelColour(z.level?.index, levels);
+    const headline = z.people ?? z.total_devices;
+    card.classList.remove('waiting');
+    card.classList.toggle('stale', z.stale);
+    card.dataset.level = z.level?.index ?? '';
+    card.dataset.lastData = z.last_data ?? '';
+    card.style.setProperty('--level', colour);
+    const level = card.querySelector('.level-badge');
+    level.textContent = z.stale ? 'no data' : z.level?.name ?? 'uncalibrated';
+    level.style.background = colour;
+    card.querySelector('.big').textContent = count(headline);
+    card.querySelector('.unit').textContent = z.people ? 'people' : 'devices';
+    card.querySelector('.bounds').textContent = `(${bounds(headline)})`;
+    const trend = z.trend
+      ? ` · <span class="trend ${z.trend.direction}" title="change over ${z.trend.minutes} min">${ARROWS[z.trend.direction] ?? ''} ${z.trend.change >= 0 ? '+' : ''}${Math.round(z.trend.change)} in ${z.trend.minutes} min</span>`
+      : '';
+    card.querySelector('.devices').innerHTML =
+      `<b>${count(z.total_devices)}</b> devices (${bounds(z.total_devices)}) in ${z.window_min} min${trend}`;
+    card.querySelector('.density').textContent = z.density
+      ? `density ${density(z.density)} (${z.density.lower.toFixed(1)}–${z.density.upper.toFixed(1)}) on ${Math.round(z.area_m2).toLocaleString('en-GB')} m²`
+      : 'density: no calibration for this zone';
+    const cap = card.querySelector('.capacity');
+    cap.hidden = z.capacity_used == null;
+    if (z.capacity_used != null) {
+      const pct = Math.round(z.capacity_used * 100);
+      cap.querySelector('.bar span').style.width = `${Math.min(100, pct)}%`;
+      cap.querySelector('.bar span').style.background = colour;
+      cap.querySelector('.capacity-text').textContent = `${pct} % of ${z.capacity.toLocaleString('en-GB')} capacity`;
+    }
+    const flag = card.querySelector('.stale-flag');
+    flag.hidden = !z.stale;
+    const silent = z.last_data ? `every sensor silent since ${clock(z.last_data)}` : 'nothing received from its sensors yet';
+    flag.textContent = z.stale ? `NO DATA: ${silent}` : '';
+    paintZone(this.svg, z.id, colour, z.stale ? 'no data' : count(headline), z.stale);
+    this.updateAge(card, z);
+  }
+
+  updateAge(card, z) {
+    card.querySelector('.age').textContent = z.last_data
+      ? `data ${age(z.last_data)} · at ${clock(z.last_data)}`
+      : 'no data received yet';
+  }
+
+  tick() {
+    for (const [id, z] of this.zones) {
+      const card = this.card(id);
+      if (card) this.updateAge(card, z);
+    }
+  }
+
+  focus(id) {
+    const card = this.card(id);
+    if (!card) return;
+    card.scrollIntoView({ behavior: 'smooth', block: 'center' });
+    card.focus({ preventScroll: true });
+  }
+
+  /** Alerts loaded from the API, newest first. */
+  loadAlerts(alerts) {
+    this.alerts = alerts.slice(0, MAX_ALERTS);
+    this.renderAlerts();
+  }
+
+  alert(a) {
+    if (this.alerts.some((x) => alertKey(x) === alertKey(a))) return;
+    this.alerts.unshift(a);
+    this.alerts.length = Math.min(this.alerts.length, MAX_ALERTS);
+    this.renderAlerts();
+  }
+
+  acknowledge(key) {
+    this.acknowledged.add(key);
+    this.saveAcknowledged();
+    this.renderAlerts();
+  }
+
+  acknowledgeAll() {
+    for (const a of this.alerts) this.acknowledged.add(alertKey(a));
+    this.saveAcknowledged();
+    this.renderAlerts();
+  }
+
+  saveAcknowledged() {
+    const keep = [...this.acknowledged].slice(-1000);
+    localStorage.setItem(ACK_KEY, JSON.stringify(keep));
+  }
+
+  renderAlerts() {
+    const open = this.alerts.filter((a) => !this.acknowledged.has(alertKey(a)));
+    const counter = document.querySelector('#alert-count');
+    counter.textContent = open.length ? `${open.length} new alert${open.length > 1 ? 's' : ''}` : '';
+    counter.hidden = open.length === 0;
+    this.root.querySelector('#ack-all').disabled = open.length === 0;
+    const alerting = new Set(open.filter((a) => a.kind !== 'recovered').map((a) => a.zone));
+    for (const card of this.cards.children) card.classList.toggle('alerting', alerting.has(card.dataset.zone));
+    if (this.alerts.length === 0) {
+      this.alertList.innerHTML = '<li class="none">No alerts in the last 24 hours.</li>';
+      return;
+    }
+    this.alertList.replaceChildren(...this.alerts.map((a) => this.alertItem(a)));
+  }
+
+  alertItem(a) {
+    const key = alertKey(a);
+    const acked = this.acknowledged.has(key);
+    const li = document.createElement('li');
+    li.className = `alert kind-${a.kind}${acked ? ' acknowledged' : ''}`;
+    li.dataset.zone = a.zone;
+    li.dataset.kind = a.kind;
+    const name = this.meta.get(a.zone)?.name ?? a.zone;
+    const threshold = a.threshold != null
+      ? `<span class="threshold">threshold ${a.threshold} p/m², measured ${a.value?.toFixed(2) ?? '?'} p/m²</span>`
+      : '';
+    li.innerHTML = `<time datetime="${esc(a.at)}">${esc(clock(a.at))}</time>
+      <b class="alert-zone">${esc(name)}</b> <span class="alert-kind">${esc(a.kind)}</span>
+      <p>${esc(a.message)}</p>${threshold}`;
+    if (!acked) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'ack';
+      button.textContent = 'Acknowledge';
+      button.addEventListener('click', () => this.acknowledge(key));
+      li.append(button);
+    } else {
+      li.insertAdjacentHTML('beforeend', '<span class="acked">✓ acknowledged</span>');
+    }
+    return li;
+  }
+}
