@@ -3,6 +3,7 @@
 #![allow(missing_docs)]
 
 pub mod authority;
+pub mod cable;
 pub mod capture;
 pub mod stored;
 

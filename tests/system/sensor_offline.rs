@@ -1,0 +1,187 @@
+//! A sensor's uplink fails for ten windows while it keeps capturing (the cable between agent
+//! and broker is pulled; the agent process runs on), through the embedded broker into SQLite.
+//! The zone goes stale and the stale alert is raised; when the link is back the agent's
+//! outbox drains, the recovery alert follows, and the zone counts exactly the 100 devices a
+//! run without the outage counts. Time is compressed: 10 s windows, so ten windows offline
+//! stand for ten minutes of production's 60 s windows.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crowdflow_aggregator::store::{Resolution, SqliteStore};
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_tests::cable::Cable;
+use crowdflow_tests::capture::{Probe, write_probes};
+use crowdflow_tests::{Proc, free_port, http_get, run_binary, stored, wait_for_port};
+use serde_json::Value;
+
+const DEVICES: u64 = 100;
+const WINDOW_S: u64 = 10;
+const OFFLINE: Duration = Duration::from_secs(10 * WINDOW_S);
+
+/// 100 devices, each probing once, one every 1.5 s: the capture runs 150 s, across the outage.
+fn probes() -> Vec<Probe> {
+    (0..DEVICES)
+        .map(|i| Probe {
+            t_us: 1_000_000 + i * 1_500_000,
+            address: [0x0e, 0x0f, 0x0f, 0x00, (i >> 8) as u8, i as u8],
+        })
+        .collect()
+}
+
+fn configs(dir: &Path, mqtt: u16, http: u16, cable: u16, pcap: &Path) -> (PathBuf, PathBuf) {
+    let aggregator = dir.join("aggregator.toml");
+    std::fs::write(
+        &aggregator,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\nanonymous_role = \"viewer\"\n[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
+             [storage]\nkind = \"sqlite\"\npath = \"{}\"\n[salt]\nannounce_every_s = 5\n[counting]\nwindow_s = {WINDOW_S}\n\
+             [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
+             [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\n",
+            dir.join("crowdflow.db").display()
+        ),
+    )
+    .expect("config");
+    let agent = dir.join("agent.toml");
+    std::fs::write(
+        &agent,
+        format!(
+            "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{cable}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
+             pcap = [\"{}\"]\n[counting]\nwindow_s = {WINDOW_S}\n[outbox]\ndir = \"{}\"\n",
+            pcap.display(),
+            dir.join("outbox").display()
+        ),
+    )
+    .expect("config");
+    (aggregator, agent)
+}
+
+/// The kinds of the alerts raised for the zone so far, oldest first.
+fn alerts(http: u16) -> Vec<String> {
+    let body = http_get(http, "/api/v1/alerts").unwrap_or_default();
+    let mut kinds: Vec<String> = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a["kind"].as_str().map(str::to_owned))
+        .collect();
+    kinds.reverse();
+    kinds
+}
+
+fn wait_until(
+    what: &str,
+    within: Duration,
+    logs: &dyn Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {within:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_sensor_offline_for_ten_windows_goes_stale_then_delivers_everything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mqtt, http) = (free_port(), free_port());
+    let pcap = dir.path().join("crowd.pcap");
+    write_probes(&pcap, &probes());
+    let mut aggregator = run_binary(
+        "crowdflow-aggregator",
+        &configs(dir.path(), mqtt, http, 0, &pcap).0,
+        "crowdflow-aggregator",
+    );
+    assert!(
+        wait_for_port(mqtt, Duration::from_secs(15)),
+        "embedded broker up"
+    );
+    let cable = Cable::to(mqtt);
+    let (_, agent_cfg) = configs(dir.path(), mqtt, http, cable.port, &pcap);
+    let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
+    let logs = |agent: &Proc, aggregator: &Proc| {
+        format!(
+            "agent:\n{}\naggregator:\n{}",
+            String::from_utf8_lossy(&agent.output()),
+            String::from_utf8_lossy(&aggregator.output())
+        )
+    };
+    let store =
+        SqliteStore::open(&dir.path().join("crowdflow.db"), Precision::DEFAULT).expect("open");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let frames = || runtime.block_on(stored::frames(&store));
+    wait_until(
+        "the first windows stored",
+        Duration::from_secs(40),
+        &|| logs(&agent, &aggregator),
+        || frames() > 0,
+    );
+
+    cable.unplug();
+    let unplugged = Instant::now();
+    // What was already on its way is stored; after that nothing may arrive.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = frames();
+    wait_until(
+        "a stale alert",
+        Duration::from_secs(60),
+        &|| logs(&agent, &aggregator),
+        || alerts(http).iter().any(|k| k == "stale"),
+    );
+    eprintln!(
+        "stale alert {:?} after the link went down",
+        unplugged.elapsed()
+    );
+    std::thread::sleep(OFFLINE.saturating_sub(unplugged.elapsed()));
+    assert_eq!(frames(), before, "nothing arrives while the link is down");
+    cable.plug();
+    let plugged = Instant::now();
+
+    wait_until(
+        "a recovery alert",
+        Duration::from_secs(60),
+        &|| logs(&agent, &aggregator),
+        || alerts(http).iter().any(|k| k == "recovered"),
+    );
+    eprintln!(
+        "recovered alert {:?} after the link came back",
+        plugged.elapsed()
+    );
+    wait_until(
+        "all 100 frames stored",
+        Duration::from_secs(90),
+        &|| logs(&agent, &aggregator),
+        || frames() >= DEVICES,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let devices = runtime.block_on(stored::devices(
+        &store,
+        "gate",
+        Kind::WifiRandom,
+        Resolution::Hour,
+    ));
+    let kinds = alerts(http);
+    let detail = logs(&agent, &aggregator);
+    agent.terminate(Duration::from_secs(5));
+    aggregator.terminate(Duration::from_secs(5));
+    assert_eq!(
+        (frames(), devices),
+        (DEVICES, DEVICES as f64),
+        "the run without the outage stores 100 frames of 100 devices\n{detail}"
+    );
+    assert!(
+        kinds.first().map(String::as_str) == Some("stale")
+            && kinds.last().map(String::as_str) == Some("recovered"),
+        "a stale alert, then a recovery: {kinds:?}"
+    );
+}
