@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole crowdflow system on this machine: the aggregator with its embedded MQTT broker
 # and SQLite, simulated sensors replaying a compressed Koningsdag in Utrecht (an hour per
-# minute), the HTTP API and its start page. Prints the URLs; Ctrl-C stops everything.
+# minute), the HTTP API and the dashboard. Prints the URLs; Ctrl-C stops everything.
 #
 #   bash scripts/demo.sh [--http ADDR:PORT] [--mqtt-port PORT] [--data DIR] [--speed N]
 #
@@ -10,6 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/setup.sh"
 cd "$ROOT"
 ensure_rust
+build_dashboard
 say "building crowdflow (release; the first build takes several minutes)"
 cargo build --release --locked -p crowdflow-aggregator
 args=("$@")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check of the project, on a fresh Debian 12 machine with Rust: installs what is
-# missing, then formatting, clippy, the fuzz-target build and all tests.
+# missing, then the dashboard build, formatting, clippy, the fuzz-target build and all tests
+# (the dashboard's in a headless Chromium).
 #
 #   bash scripts/test.sh
 #
@@ -18,6 +19,9 @@ ensure_python_datasketches
 ensure_mosquitto
 ensure_postgres
 ensure_tshark
+ensure_chromium
+ensure_deploy_checkers
+build_dashboard
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -34,12 +38,17 @@ say "cargo test"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
+say "dashboard end-to-end tests (headless Chromium; screenshots in target/dashboard-e2e)"
+(cd dashboard && CROWDFLOW_AGGREGATOR="$CARGO_TARGET_DIR/debug/crowdflow-aggregator" npm test --silent)
+
 say "API property tests (schemathesis)"
 bash scripts/schemathesis.sh
 
 if [ -z "${CROWDFLOW_SKIP_AARCH64:-}" ]; then
     say "aarch64 agent build, checked under qemu"
     bash scripts/aarch64.sh
+    say "Debian packages of the agent (amd64, arm64), checked"
+    bash scripts/package.sh
 fi
 
 if [ -n "${CROWDFLOW_FUZZ_SECONDS:-}" ]; then

@@ -105,3 +105,48 @@ ensure_postgres() {
 ensure_tshark() {
     command -v tshark >/dev/null || apt_install tshark
 }
+
+# ensure_node: Node.js 18 or newer with npm, to build the dashboard (Debian's packages when
+# the machine has none).
+ensure_node() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$major" -ge 18 ] || die "Node.js $major is too old to build the dashboard: install Node.js 18 or newer"
+}
+
+# ensure_chromium: Debian's Chromium, which the dashboard's end-to-end tests drive.
+ensure_chromium() {
+    [ -x /usr/bin/chromium ] || apt_install chromium
+}
+
+# build_dashboard: installs the dashboard's pinned npm packages (when the lock file changed)
+# and builds it into dashboard/dist, which the aggregator binary embeds.
+build_dashboard() {
+    ensure_node
+    local dir="$ROOT/dashboard" stamp="$ROOT/dashboard/node_modules/.crowdflow-lock"
+    if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
+        say "installing the dashboard's npm packages"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$dir/package-lock.json" "$stamp"
+    fi
+    say "building the dashboard"
+    (cd "$dir" && npm run --silent build)
+}
+
+# ensure_deploy_checkers: the syntax checkers for deploy/kubernetes (kubernetes-validate, with
+# the Kubernetes schemas bundled, into the test venv) and deploy/compose (Debian's
+# docker-compose; its `config` needs no Docker engine).
+ensure_deploy_checkers() {
+    local venv="$CARGO_TARGET_DIR/pyenv"
+    if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+        say "installing kubernetes-validate (PyPI) into $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0
+    fi
+    export CROWDFLOW_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
+    command -v docker-compose >/dev/null || apt_install docker-compose
+    CROWDFLOW_DOCKER_COMPOSE=$(command -v docker-compose)
+    export CROWDFLOW_DOCKER_COMPOSE
+}

@@ -99,19 +99,31 @@ fn the_systemd_units_verify() {
     };
     assert!(out.status.success());
     let dir = tempfile::tempdir().expect("tmp");
-    for (unit, binary) in [
+    let helper =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent/crowdflow-monitor-mode");
+    for (unit, installed, here, name) in [
         (
             "aggregator/crowdflow-aggregator.service",
-            "crowdflow-aggregator",
+            "/usr/bin/crowdflow-aggregator",
+            workspace_binary("crowdflow-aggregator"),
+            "crowdflow-aggregator.service",
         ),
-        ("agent/crowdflow-agent.service", "crowdflow-agent"),
+        (
+            "agent/crowdflow-agent.service",
+            "/usr/bin/crowdflow-agent",
+            workspace_binary("crowdflow-agent"),
+            "crowdflow-agent.service",
+        ),
+        (
+            "agent/crowdflow-monitor-mode@.service",
+            "/usr/sbin/crowdflow-monitor-mode",
+            helper.clone(),
+            "crowdflow-monitor-mode@wlan1.service",
+        ),
     ] {
-        // The installed path does not exist here: point it at the built binary.
-        let text = deploy(unit).replace(
-            &format!("/usr/bin/{binary}"),
-            &workspace_binary(binary).display().to_string(),
-        );
-        let path = dir.path().join(Path::new(unit).file_name().expect("name"));
+        // The installed path does not exist here: point it at the built binary or script.
+        let text = deploy(unit).replace(installed, &here.display().to_string());
+        let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write unit");
         let out = Command::new("systemd-analyze")
             .arg("verify")

@@ -12,4 +12,7 @@ mod broker_tls;
 mod demo;
 mod deploy_files;
 mod deploy_mosquitto;
+mod deploy_topology;
 mod faults;
+mod replicas;
+mod sensor_offline;
