@@ -45,20 +45,54 @@ export function drawPlan(svg, plan, onPick) {
   svg.setAttribute('viewBox', `0 0 ${w.toFixed(1)} ${h.toFixed(1)}`);
   if (plan.tiles) drawTiles(svg, plan.tiles.url, zoom, minX, minY, maxX, maxY, ox, oy);
   const font = Math.max(w, h) / 42;
+  // Zones a few metres across on a plan a kilometre wide would be specks: each is drawn at
+  // least this big (a marker in its colour under the true outline), so its level still shows.
+  const minRadius = font * 0.9;
+  const markers = el('g', { class: 'markers' });
+  svg.append(markers);
   const labels = el('g', { class: 'labels' });
+  const placed = [];
   for (const [zone, r] of shapes) {
     const xy = r.map(([x, y]) => [x * scale - ox, y * scale - oy]);
     const d = `M${xy.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join('L')}Z`;
+    const [cx, cy] = [xy.reduce((s, p) => s + p[0], 0) / xy.length, xy.reduce((s, p) => s + p[1], 0) / xy.length];
+    const radius = Math.max(...xy.map(([x, y]) => Math.hypot(x - cx, y - cy)));
+    if (radius < minRadius) {
+      const marker = el('circle', { cx: cx.toFixed(1), cy: cy.toFixed(1), r: minRadius.toFixed(1), class: 'zone-shape zone-marker', 'data-zone': zone.id }, markers);
+      marker.addEventListener('click', () => onPick(zone.id));
+    }
     const path = el('path', { d, class: 'zone-shape', 'data-zone': zone.id }, svg);
     el('title', {}, path).textContent = zone.name;
     path.addEventListener('click', () => onPick(zone.id));
-    const [cx, cy] = [xy.reduce((s, p) => s + p[0], 0) / xy.length, xy.reduce((s, p) => s + p[1], 0) / xy.length];
-    const text = el('text', { x: cx.toFixed(1), y: cy.toFixed(1), 'font-size': font.toFixed(1), 'data-zone': zone.id }, labels);
-    el('tspan', { x: cx.toFixed(1), dy: '-0.2em', class: 'plan-name' }, text).textContent = zone.name;
-    el('tspan', { x: cx.toFixed(1), dy: '1.1em', class: 'plan-count' }, text).textContent = '–';
+    const [lx, ly] = labelSpot(zone.name, cx, cy, Math.max(radius, minRadius), radius >= minRadius * 2, font, placed);
+    const text = el('text', { x: lx.toFixed(1), y: ly.toFixed(1), 'font-size': font.toFixed(1), 'data-zone': zone.id }, labels);
+    el('tspan', { x: lx.toFixed(1), dy: '-0.2em', class: 'plan-name' }, text).textContent = zone.name;
+    el('tspan', { x: lx.toFixed(1), dy: '1.1em', class: 'plan-count' }, text).textContent = '–';
   }
   svg.append(labels);
   return shapes.map(([z]) => z.id);
+}
+
+/**
+ * Where a zone's two-line label goes: on a zone big enough to hold it, in its middle;
+ * otherwise beside it (below, above, right, left), at the first spot that overlaps no label
+ * placed before (`placed`, boxes estimated from the text length), which it joins.
+ */
+function labelSpot(name, cx, cy, radius, inside, font, placed) {
+  const [bw, bh] = [Math.max(name.length, 6) * font * 0.6, font * 2.3];
+  const gap = radius + font * 0.3;
+  const spots = [
+    ...(inside ? [[cx, cy]] : []),
+    [cx, cy + gap + bh / 2],
+    [cx, cy - gap - bh / 2],
+    [cx + gap + bw / 2, cy],
+    [cx - gap - bw / 2, cy],
+  ];
+  const box = ([x, y]) => [x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2];
+  const clear = (b) => placed.every((o) => b[2] <= o[0] || o[2] <= b[0] || b[3] <= o[1] || o[3] <= b[1]);
+  const spot = spots.find((s) => clear(box(s))) ?? spots[0];
+  placed.push(box(spot));
+  return spot;
 }
 
 function drawTiles(svg, template, zoom, minX, minY, maxX, maxY, ox, oy) {

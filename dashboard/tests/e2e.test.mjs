@@ -76,6 +76,7 @@ test('the live and history views against the demo fed by the simulator', async (
     const levelColour = await card.locator('.level-badge').evaluate((b) => getComputedStyle(b).backgroundColor);
     assert.equal(fill, levelColour, 'the plan shows the square in its level colour');
     assert.notEqual(fill, 'rgb(154, 165, 177)', 'not the colour of a zone without data');
+    await assertPlanReadable(page, ['plein', 'gracht']);
     await page.screenshot({ path: join(ARTIFACTS, 'live.png'), fullPage: true });
 
     // Acknowledged alerts look different and stop being counted.
@@ -157,6 +158,27 @@ async function tileServer() {
   return { port, served, close: () => new Promise((ok) => server.close(ok)) };
 }
 
+/**
+ * Every zone of `ids` shows on the plan at least 14 px across (tiny zones get a marker), and
+ * no label covers another.
+ */
+async function assertPlanReadable(page, ids) {
+  for (const id of ids) {
+    const size = await page.locator(`#plan .zone-shape[data-zone="${id}"]`)
+      .evaluateAll((shapes) => Math.max(...shapes.map((s) => s.getBoundingClientRect().width)));
+    assert.ok(size >= 14, `${id} is ${size.toFixed(0)} px wide on the plan`);
+  }
+  const boxes = await page.locator('#plan text').evaluateAll((texts) => texts.map((t) => {
+    const b = t.getBoundingClientRect();
+    return [b.left, b.top, b.right, b.bottom];
+  }));
+  for (const [i, a] of boxes.entries()) {
+    for (const b of boxes.slice(i + 1)) {
+      assert.ok(a[2] <= b[0] || b[2] <= a[0] || a[3] <= b[1] || b[3] <= a[1], `labels overlap: ${a} and ${b}`);
+    }
+  }
+}
+
 test('a viewer token opens the live view but not history; a phone gets one column; tiles', async () => {
   const [http, mqtt] = [await freePort(), await freePort()];
   const tiles = await tileServer();
@@ -183,6 +205,16 @@ area_m2 = 3000.0
 capacity = 6000
 calibration = { ble = 1.3 }
 polygon = { type = "Polygon", coordinates = [[[5.1187, 52.0935], [5.1205, 52.0935], [5.1205, 52.0925], [5.1187, 52.0925], [5.1187, 52.0935]]] }
+[[zones]]
+id = "kiosk"
+name = "Kiosk"
+area_m2 = 60.0
+polygon = { type = "Polygon", coordinates = [[[5.1206, 52.0931], [5.12072, 52.0931], [5.12072, 52.09305], [5.1206, 52.09305], [5.1206, 52.0931]]] }
+[[zones]]
+id = "station"
+name = "Station"
+area_m2 = 8000.0
+polygon = { type = "Polygon", coordinates = [[[5.1090, 52.0895], [5.1105, 52.0895], [5.1105, 52.0889], [5.1090, 52.0889], [5.1090, 52.0895]]] }
 [[sensors]]
 id = "neude-1"
 zone = "neude"
@@ -205,7 +237,9 @@ blake3 = "${hashToken(planner)}"
     await page.locator('#token-input').fill(viewer);
     await page.locator('#token-form button[type=submit]').click();
     await page.waitForSelector('#connection[data-state="live"]', { timeout: 20_000 });
-    assert.equal(await page.locator('#zones .zone').count(), 1);
+    assert.equal(await page.locator('#zones .zone').count(), 3);
+    // A kiosk a few metres across beside the square, a station a kilometre off: each readable.
+    await assertPlanReadable(page, ['neude', 'kiosk', 'station']);
     assert.equal(await page.title(), 'Neude control room');
     // The configured tiles lie under the plan, allowed by the page's security policy.
     await waitFor(() => tiles.served.length > 0, 10_000, 'tiles to be requested');
