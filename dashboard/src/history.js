@@ -104,14 +104,28 @@ export class HistoryView {
     const ends = [Date.parse(this.series.from) / 1000, Date.parse(this.series.to) / 1000];
     const times = [...new Set([...ends, ...zones.flatMap((z) => z.points.map((p) => Date.parse(p.t) / 1000))])].sort((a, b) => a - b);
     const index = new Map(times.map((t, i) => [t, i]));
+    // Each zone is two series: its complete buckets as a solid line, and the buckets still
+    // filling (joined to the last complete one) dashed, so a count that has not finished
+    // growing does not read as a falling crowd.
     const data = [times];
+    let filling = 0;
     for (const z of zones) {
-      const ys = new Array(times.length).fill(null);
+      const [done, growing] = [new Array(times.length).fill(null), new Array(times.length).fill(null)];
+      let lastDone = null;
       for (const p of z.points) {
         const c = measure === 'people' ? p.people ?? p.total : p.total;
-        ys[index.get(Date.parse(p.t) / 1000)] = Math.round(c.estimate);
+        const i = index.get(Date.parse(p.t) / 1000);
+        const y = Math.round(c.estimate);
+        if (p.partial) {
+          growing[i] = y;
+          filling += 1;
+          if (lastDone !== null) growing[lastDone] = done[lastDone];
+        } else {
+          done[i] = y;
+          lastDone = i;
+        }
       }
-      data.push(ys);
+      data.push(done, growing);
     }
     const unit = measure === 'people' ? 'people (estimated)' : 'distinct devices';
     const opts = {
@@ -121,15 +135,30 @@ export class HistoryView {
       axes: [{}, { label: unit, size: 70 }],
       series: [
         { label: 'time' },
-        ...zones.map((z, i) => ({ label: z.name, stroke: LINE_COLOURS[i % LINE_COLOURS.length], width: 2, spanGaps: false })),
+        ...zones.flatMap((z, i) => {
+          const stroke = LINE_COLOURS[i % LINE_COLOURS.length];
+          return [
+            { label: z.name, stroke, width: 2, spanGaps: false },
+            { label: `${z.name} (still filling)`, class: 'filling', stroke, width: 2, dash: [6, 5], spanGaps: false },
+          ];
+        }),
       ],
       cursor: { drag: { x: true, y: false } },
+      // Hiding a zone in the legend hides its dashed part too (that has no legend entry).
+      hooks: {
+        setSeries: [(u, i, o) => {
+          if (i && i % 2 === 1 && o && 'show' in o) u.setSeries(i + 1, { show: o.show }, false);
+        }],
+      },
     };
     this.chart?.destroy();
     const box = this.root.querySelector('#chart');
     box.replaceChildren();
     this.chart = new uPlot(opts, data, box);
     box.dataset.points = String(zones.reduce((n, z) => n + z.points.length, 0));
+    const note = this.root.querySelector('#filling-note');
+    note.hidden = filling === 0;
+    note.textContent = `Dashed: the current ${this.series.step} is still filling; its numbers will grow.`;
   }
 
   renderDistinct(rows) {

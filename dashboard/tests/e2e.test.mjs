@@ -99,6 +99,10 @@ test('the live and history views against the demo fed by the simulator', async (
     await page.locator('#load').click();
     await waitFor(async () => Number(await page.locator('#chart').getAttribute('data-points')), 20_000, 'the series');
     assert.equal(await page.locator('#chart canvas').count(), 1, 'uPlot drew the chart');
+    // The demo is still counting: its current minute is partial, drawn dashed and said so.
+    assert.match(await page.locator('#filling-note').textContent(), /current minute is still filling/);
+    assert.ok(await page.locator('#filling-note').isVisible());
+    assert.equal(await page.locator('#chart .u-legend tr.u-series:visible').count(), 3, 'time and one legend entry per zone');
     assert.equal(await page.locator('#distinct tbody tr').count(), 2);
     assert.ok(number(await page.locator('#distinct tr[data-zone="plein"] td.num').first().textContent()) > 0);
     assert.equal(await page.locator('#flows tbody td').count(), 4, 'a 2 x 2 origin-destination matrix');

@@ -62,6 +62,9 @@ pub struct SeriesPoint {
     pub total: Count,
     /// Estimated people (null when the zone has no calibration).
     pub people: Option<Count>,
+    /// The bucket is still filling (it, or the last window in it, has not ended when the
+    /// answer was made): its counts will grow, so a drop there is not a fall in the crowd.
+    pub partial: bool,
 }
 
 /// One zone's series.
@@ -90,11 +93,13 @@ pub struct Series {
     pub zones: Vec<ZoneSeries>,
 }
 
+/// Buckets ending after `filled_by` may still receive windows.
 async fn zone_series(
     store: &impl Store,
     zone: &Zone,
     resolution: Resolution,
     r: Range,
+    filled_by: Timestamp,
 ) -> Result<ZoneSeries, StoreError> {
     let mut buckets: BTreeMap<Timestamp, BTreeMap<Kind, Count>> = BTreeMap::new();
     for kind in Kind::ALL {
@@ -128,6 +133,7 @@ async fn zone_series(
                 total: query::total(&devices),
                 people: query::people(&zone.calibration, &devices),
                 devices: query::by_name(&devices),
+                partial: t + SignedDuration::from_secs(resolution.seconds()) > filled_by,
             })
             .collect(),
     })
@@ -135,14 +141,14 @@ async fn zone_series(
 
 fn series_csv(s: &Series) -> String {
     let mut out = String::from(
-        "zone,time,wifi,wifi_random,ble,total,total_lower,total_upper,people,upper_bound\n",
+        "zone,time,wifi,wifi_random,ble,total,total_lower,total_upper,people,upper_bound,partial\n",
     );
     for z in &s.zones {
         for p in &z.points {
             let kind = |k: &str| p.devices.get(k).map_or(0.0, |c| c.estimate);
             let _ = writeln!(
                 out,
-                "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{}",
+                "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{}",
                 z.zone,
                 p.t,
                 kind("wifi"),
@@ -154,7 +160,8 @@ fn series_csv(s: &Series) -> String {
                 p.people
                     .map(|c| format!("{:.1}", c.estimate))
                     .unwrap_or_default(),
-                p.total.upper_bound
+                p.total.upper_bound,
+                p.partial
             );
         }
     }
@@ -181,9 +188,10 @@ pub(super) async fn series<S: Store>(
     let (resolution, max) = step(&params)?;
     let r = range(&params, "from", "to", max)?;
     let csv = wants_csv(&params)?;
+    let filled_by = Timestamp::now() - state.config.window.duration();
     let mut out = Vec::with_capacity(zones.len());
     for z in zones {
-        out.push(zone_series(&state.store, z, resolution, r).await?);
+        out.push(zone_series(&state.store, z, resolution, r, filled_by).await?);
     }
     let s = Series {
         step: resolution.as_str().into(),
@@ -483,7 +491,8 @@ pub(super) async fn open_data<S: Store>(
     let od = &state.config.open_data;
     let mut rows = Vec::new();
     for z in state.config.zones.values() {
-        for p in zone_series(&state.store, z, Resolution::Hour, r)
+        // Capped at the last full hour: no bucket is partial.
+        for p in zone_series(&state.store, z, Resolution::Hour, r, to)
             .await?
             .points
         {

@@ -377,6 +377,12 @@ async fn series_come_from_stored_numbers_in_json_and_csv() {
         minutes["zones"][0]["points"].as_array().map(Vec::len),
         Some(60)
     );
+    assert!(
+        minutes["zones"][0]["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["partial"] == false)),
+        "a past day's buckets are complete"
+    );
     let (status, csv) = call(
         &state,
         &format!("/api/v1/series?zones=neude&step=minute&{DAY1}&format=csv"),
@@ -389,6 +395,48 @@ async fn series_come_from_stored_numbers_in_json_and_csv() {
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 61);
+}
+
+#[tokio::test]
+async fn the_bucket_still_filling_is_flagged_partial() {
+    let (state, _dir) = state().await;
+    let minute =
+        Timestamp::from_second(Timestamp::now().as_second().div_euclid(60) * 60).expect("ts");
+    let (from, to) = (
+        minute - SignedDuration::from_hours(1),
+        minute + SignedDuration::from_mins(1),
+    );
+    for step in ["minute", "hour"] {
+        let s = json(
+            &state,
+            &format!("/api/v1/series?zones=neude&step={step}&from={from}&to={to}"),
+            Some(PLANNER),
+        )
+        .await;
+        let points = s["zones"][0]["points"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let last = points.last().expect("the live window's bucket");
+        // Its window ended at most a minute ago: another window may still land in it.
+        assert_eq!(last["partial"], true, "{step}: {last}");
+    }
+    let (_, csv) = call(
+        &state,
+        &format!("/api/v1/series?zones=neude&step=minute&from={from}&to={to}&format=csv"),
+        Some(PLANNER),
+    )
+    .await;
+    assert!(
+        csv.lines()
+            .next()
+            .is_some_and(|h| h.ends_with(",upper_bound,partial")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().last().is_some_and(|l| l.ends_with(",true")),
+        "{csv}"
+    );
 }
 
 #[tokio::test]
