@@ -13,12 +13,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and one that no other test of this process was given.
+///
+/// Ports come from below the kernel's ephemeral range: a port the kernel hands out (as
+/// binding to port 0 does) can be taken by any outgoing connection of a test running in
+/// parallel (an MQTT client, a PostgreSQL connection) before the server meant for it binds
+/// it, which made a broker fail with "address in use" now and then.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|low| *low > 12_000)
+        .unwrap_or(32_768);
+    let (base, span) = (ephemeral - 12_000, 12_000);
+    // Processes running tests at once start at different places (by pid).
+    let start = (std::process::id() % span) * 7919 % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port =
+            u16::try_from(base + (start + n % span) % span).expect("below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {base}..{}", base + span)
 }
 
 /// Waits until something accepts TCP connections on `port`.
