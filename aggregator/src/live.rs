@@ -10,15 +10,19 @@ use crowdflow_contract::identity::Kind;
 use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::config::{AggregatorConfig, Zone};
 use crate::metrics::Metrics;
 use crate::query::{self, Count, count, per_salt};
 use crate::store::{Alert, Resolution, Store, StoreError, ZoneSketch};
 
-/// How often the board is re-evaluated.
+/// How often the board is re-evaluated without news (staleness, trends, other replicas'
+/// commits).
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(2);
+/// After a commit, how long the board waits for the other sensors' windows of the same
+/// moment before it evaluates: one evaluation for all of them.
+pub const GATHER: Duration = Duration::from_millis(250);
 /// Minutes over which the trend is measured.
 pub const TREND_MIN: i64 = 15;
 
@@ -304,6 +308,8 @@ struct Board {
 pub struct LiveBoard {
     board: Arc<RwLock<Board>>,
     events: broadcast::Sender<LiveEvent>,
+    /// Raised when new data was committed.
+    news: Arc<Notify>,
 }
 
 impl Default for LiveBoard {
@@ -311,6 +317,7 @@ impl Default for LiveBoard {
         LiveBoard {
             board: Arc::default(),
             events: broadcast::channel(1024).0,
+            news: Arc::default(),
         }
     }
 }
@@ -367,11 +374,24 @@ impl LiveBoard {
         }
     }
 
-    /// Re-evaluates every [`EVALUATE_EVERY`] until the task is dropped.
+    /// Says that sketches were committed: the board is re-evaluated shortly, not at its next
+    /// tick, so a window's numbers reach the screens about [`GATHER`] after they are stored.
+    pub fn news(&self) {
+        self.news.notify_one();
+    }
+
+    /// Re-evaluates after [`LiveBoard::news`] and every [`EVALUATE_EVERY`] until the task is
+    /// dropped.
     pub async fn run(self, store: impl Store, config: Arc<AggregatorConfig>, metrics: Metrics) {
         let mut tick = tokio::time::interval(EVALUATE_EVERY);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.news.notified() => {
+                    tokio::time::sleep(GATHER).await;
+                    tick.reset();
+                }
+            }
             match evaluate(&store, &config, Timestamp::now()).await {
                 Ok(zones) => self.update(&store, &config, &metrics, zones).await,
                 Err(e) => tracing::error!("live evaluation failed: {e}"),

@@ -107,6 +107,8 @@ struct State<S> {
     announce_due: bool,
     last_announce: Option<tokio::time::Instant>,
     recovery: Option<Recovery>,
+    /// Told after each commit, to push the new numbers at once.
+    live: LiveBoard,
 }
 
 /// Runs the aggregator until `shutdown` completes.
@@ -129,7 +131,7 @@ pub async fn run<S: Store>(
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
-        live,
+        live: live.clone(),
         metrics: metrics.clone(),
     };
     tokio::spawn(async move {
@@ -208,6 +210,7 @@ pub async fn run<S: Store>(
         announce_due: true,
         last_announce: None,
         recovery,
+        live: live.clone(),
     };
     tracing::info!(broker = %format!("{host}:{port}"), "aggregator running");
     let (mut events, pump) = mqtt::pump(events);
@@ -495,6 +498,9 @@ impl<S: Store> State<S> {
                 self.metrics.committed(started.elapsed());
                 for p in self.unacked.drain(..) {
                     let _ = self.client.try_ack(&p);
+                }
+                if !self.pending.accepted.is_empty() {
+                    self.live.news();
                 }
                 self.pending = Batch::default();
                 self.pending_since = None;
