@@ -17,16 +17,29 @@ export const BINARY = process.env.CROWDFLOW_AGGREGATOR || join(TARGET, 'debug', 
 export const ARTIFACTS = process.env.CROWDFLOW_ARTIFACTS || join(TARGET, 'dashboard-e2e');
 mkdirSync(ARTIFACTS, { recursive: true });
 
-/** A TCP port nothing listens on. */
-export function freePort() {
-  return new Promise((ok, fail) => {
+// Ports come from below Linux's ephemeral range (32768 up), as in the Rust tests
+// (tests/src/lib.rs): a port the kernel picks for `listen(0)` can be taken by any outgoing
+// connection before the aggregator binds it. Each is handed out once per process.
+const PORT_BASE = 20768;
+const PORT_SPAN = 12000;
+let nextPort = (process.pid * 7919) % PORT_SPAN;
+
+function canListen(port) {
+  return new Promise((ok) => {
     const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => ok(port));
-    });
+    server.once('error', () => ok(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => ok(true)));
   });
+}
+
+/** A TCP port nothing listens on, not handed out before by this process. */
+export async function freePort() {
+  for (let tries = 0; tries < PORT_SPAN; tries += 1) {
+    const port = PORT_BASE + (nextPort % PORT_SPAN);
+    nextPort += 1;
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port in ${PORT_BASE}..${PORT_BASE + PORT_SPAN}`);
 }
 
 /** A scratch directory removed by `cleanup()`. */
