@@ -299,13 +299,18 @@ impl<S: Store> State<S> {
 
     async fn on_publish(&mut self, p: Publish) {
         let topic = p.topic.clone();
-        if topic == self.topics().salt() {
+        // The level under the prefix says what it is; no topic string is built per message.
+        let level = topic
+            .strip_prefix(self.topics().prefix())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or_default();
+        if level == "salt" {
             self.on_announcement(&p.payload).await;
-        } else if topic.starts_with(&format!("{}/salt/return/", self.topics().prefix())) {
+        } else if level.starts_with("salt/return/") {
             self.on_salt_return(&topic, &p.payload).await;
-        } else if topic.starts_with(&format!("{}/salt/request/", self.topics().prefix())) {
+        } else if level.starts_with("salt/request/") {
             self.announce_due = true;
-        } else if topic.starts_with(&format!("{}/sketch/", self.topics().prefix())) {
+        } else if level.starts_with("sketch/") {
             match self.ingest.check(&topic, &p.payload, Timestamp::now()) {
                 Ok(accepted) => self.pending.accepted.push(accepted),
                 Err(reject) => {

@@ -5,6 +5,7 @@
 pub mod authority;
 pub mod cable;
 pub mod capture;
+pub mod gate;
 pub mod stored;
 
 use std::io::Read as _;
@@ -39,6 +40,29 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port in {base}..{}", base + span)
+}
+
+/// Subscribes `client` to the salt topic and returns the first announcement (within 20 s),
+/// for tests that publish sketches as sensors: they hash under the aggregator's salt.
+pub async fn announced_salt(
+    client: &rumqttc::AsyncClient,
+    events: &mut rumqttc::EventLoop,
+) -> crowdflow_contract::wire::SaltAnnouncement {
+    use rumqttc::{Event, Packet, QoS};
+    client
+        .subscribe("crowdflow/v1/salt", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                break crowdflow_contract::wire::SaltAnnouncement::decode(&p.payload)
+                    .expect("announcement");
+            }
+        }
+    })
+    .await
+    .expect("a salt is announced")
 }
 
 /// Waits until something accepts TCP connections on `port`.

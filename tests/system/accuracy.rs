@@ -24,9 +24,10 @@ use crowdflow_contract::epoch::RotationSchedule;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
-use crowdflow_contract::wire::{SaltAnnouncement, SensorId};
+use crowdflow_contract::wire::SensorId;
 use crowdflow_tests::{
-    Mosquitto, assert_no_addresses, files_below, free_port, http_get, postgres_server, stored,
+    Mosquitto, announced_salt, assert_no_addresses, files_below, free_port, http_get,
+    postgres_server, stored,
 };
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -199,19 +200,7 @@ async fn measure<S: Store>(
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_inflight(100);
     let (client, mut events) = AsyncClient::new(options, 10_000);
-    client
-        .subscribe("crowdflow/v1/salt", QoS::AtMostOnce)
-        .await
-        .expect("subscribe");
-    let announcement = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                break SaltAnnouncement::decode(&p.payload).expect("announcement");
-            }
-        }
-    })
-    .await
-    .expect("a salt is announced");
+    let announcement = announced_salt(&client, &mut events).await;
     tokio::spawn(async move { while events.poll().await.is_ok() {} });
     let now = Timestamp::now();
     let mut salts = SaltKeeper::default();

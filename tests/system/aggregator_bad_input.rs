@@ -12,10 +12,10 @@ use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::window::{Window, WindowLength};
-use crowdflow_contract::wire::{SaltAnnouncement, SensorId, SketchMessage};
-use crowdflow_tests::{free_port, http_get, run_binary, stored, wait_for_port};
+use crowdflow_contract::wire::{SensorId, SketchMessage};
+use crowdflow_tests::{announced_salt, free_port, http_get, run_binary, stored, wait_for_port};
 use jiff::{SignedDuration, Timestamp};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 fn config(dir: &Path, port: u16, http: u16) -> PathBuf {
     let path = dir.join("aggregator.toml");
@@ -140,15 +140,7 @@ fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
             .set_max_packet_size(1 << 20, 1 << 20)
             .set_inflight(100);
         let (client, mut events) = AsyncClient::new(options, 4096);
-        client
-            .subscribe("crowdflow/v1/salt", QoS::AtMostOnce)
-            .await
-            .expect("subscribe");
-        let announcement = loop {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                break SaltAnnouncement::decode(&p.payload).expect("announcement");
-            }
-        };
+        let announcement = announced_salt(&client, &mut events).await;
         let salt = &announcement.salts[0];
         let (epoch, fp) = (salt.epoch, salt.salt.fingerprint());
         tokio::spawn(async move { while events.poll().await.is_ok() {} });

@@ -10,48 +10,12 @@ use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
 use crowdflow_contract::window::{Window, WindowLength};
-use crowdflow_contract::wire::{SaltAnnouncement, SensorId, SketchMessage};
-use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, run_binary, stored};
+use crowdflow_contract::wire::{SensorId, SketchMessage};
+use crowdflow_tests::capture::write_probes;
+use crowdflow_tests::gate::{self, DEVICES};
+use crowdflow_tests::{Mosquitto, announced_salt, run_binary, stored};
 use jiff::{SignedDuration, Timestamp};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-
-const DEVICES: u64 = 100;
-
-/// 100 devices, each probing once, four per second from 1 s to 26 s.
-fn probes() -> Vec<Probe> {
-    (0..DEVICES)
-        .map(|i| Probe {
-            t_us: 1_000_000 + i * 250_000,
-            address: [0x0a, 0x11, 0x22, 0x00, (i >> 8) as u8, i as u8],
-        })
-        .collect()
-}
-
-fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("aggregator.toml");
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
-         [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n\
-         [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
-         [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\n",
-        dir.join("crowdflow.db").display()
-    );
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-fn agent_config(dir: &Path, port: u16, pcap: &Path) -> PathBuf {
-    let path = dir.join("agent.toml");
-    let text = format!(
-        "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
-         pcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
-        pcap.display(),
-        dir.join("outbox").display()
-    );
-    std::fs::write(&path, text).expect("config");
-    path
-}
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 /// (frames stored, devices) over all salts: each device probes once, so per-salt unions add.
 async fn totals(store: &SqliteStore) -> (u64, f64) {
@@ -66,8 +30,17 @@ fn a_sigkilled_aggregator_loses_nothing_behind_mosquitto() {
     let dir = tempfile::tempdir().expect("tmp");
     let broker = Mosquitto::start(dir.path());
     let pcap = dir.path().join("stream.pcap");
-    write_probes(&pcap, &probes());
-    let aggregator_cfg = aggregator_config(dir.path(), broker.port);
+    // 100 devices, each probing once, four per second from 1 s to 26 s.
+    write_probes(&pcap, &gate::probes([0x0a, 0x11, 0x22], 250_000));
+    let aggregator_cfg = gate::aggregator_config(
+        &dir.path().join("aggregator.toml"),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n\
+             [storage]\nkind = \"sqlite\"\npath = \"{}\"\n[salt]\nannounce_every_s = 5",
+            broker.port,
+            dir.path().join("crowdflow.db").display()
+        ),
+    );
     let mut aggregator = run_binary(
         "crowdflow-aggregator",
         &aggregator_cfg,
@@ -82,7 +55,7 @@ fn a_sigkilled_aggregator_loses_nothing_behind_mosquitto() {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let mut agent = run_binary(
             "crowdflow-agent",
-            &agent_config(dir.path(), broker.port, &pcap),
+            &gate::agent_config(dir.path(), broker.port, &pcap),
             "crowdflow-agent",
         );
         let store =
@@ -183,19 +156,7 @@ fn repeated_sigkills_mid_write_leave_a_consistent_complete_store() {
             .set_max_packet_size(1 << 20, 1 << 20)
             .set_inflight(200);
         let (client, mut events) = AsyncClient::new(options, 5_000);
-        client
-            .subscribe("crowdflow/v1/salt", QoS::AtMostOnce)
-            .await
-            .expect("subscribe");
-        let announcement = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                    break SaltAnnouncement::decode(&p.payload).expect("announcement");
-                }
-            }
-        })
-        .await
-        .expect("a salt is announced");
+        let announcement = announced_salt(&client, &mut events).await;
         let now = Timestamp::now();
         let current = announcement
             .salts

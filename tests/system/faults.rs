@@ -5,26 +5,15 @@
 //! nothing counted twice, because the restarted aggregator took the running epoch's salt back
 //! from the agent instead of drawing a new one. On SQLite and on PostgreSQL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
-use crowdflow_tests::capture::{Probe, write_probes};
+use crowdflow_tests::capture::write_probes;
+use crowdflow_tests::gate::{self, DEVICES};
 use crowdflow_tests::{Mosquitto, Proc, free_port, postgres_server, run_binary, stored};
-
-const DEVICES: u64 = 100;
-
-/// 100 devices, each probing once, four per second from 1 s to 26 s.
-fn probes() -> Vec<Probe> {
-    (0..DEVICES)
-        .map(|i| Probe {
-            t_us: 1_000_000 + i * 250_000,
-            address: [0x0e, 0x77, 0x01, 0x00, (i >> 8) as u8, i as u8],
-        })
-        .collect()
-}
 
 fn persistent_mosquitto(dir: &Path, port: u16) -> Mosquitto {
     let store = dir.join("mosquitto");
@@ -44,36 +33,6 @@ fn persistent_mosquitto(dir: &Path, port: u16) -> Mosquitto {
     Mosquitto::start_conf(&conf, port)
 }
 
-fn aggregator_config(dir: &Path, port: u16, storage: &str) -> PathBuf {
-    let path = dir.join("aggregator.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n[storage]\n{storage}\n\
-             [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n\
-             [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
-             [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\n"
-        ),
-    )
-    .expect("config");
-    path
-}
-
-fn agent_config(dir: &Path, port: u16, pcap: &Path) -> PathBuf {
-    let path = dir.join("agent.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
-             pcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
-            pcap.display(),
-            dir.join("outbox").display()
-        ),
-    )
-    .expect("config");
-    path
-}
-
 /// Distinct devices of the run: the union of its hour buckets.
 async fn devices(store: &impl Store) -> f64 {
     stored::devices(store, "gate", Kind::WifiRandom, Resolution::Hour).await
@@ -83,9 +42,16 @@ async fn run_with_faults(store: &impl Store, dir: &Path, storage: &str) {
     let port = free_port();
     let mut broker = persistent_mosquitto(dir, port);
     let pcap = dir.join("crowd.pcap");
-    write_probes(&pcap, &probes());
-    let aggregator_cfg = aggregator_config(dir, port, storage);
-    let agent_cfg = agent_config(dir, port, &pcap);
+    // 100 devices, each probing once, four per second from 1 s to 26 s.
+    write_probes(&pcap, &gate::probes([0x0e, 0x77, 0x01], 250_000));
+    let aggregator_cfg = gate::aggregator_config(
+        &dir.join("aggregator.toml"),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n\
+             [storage]\n{storage}\n[salt]\nannounce_every_s = 5"
+        ),
+    );
+    let agent_cfg = gate::agent_config(dir, port, &pcap);
     let mut aggregator = run_binary(
         "crowdflow-aggregator",
         &aggregator_cfg,

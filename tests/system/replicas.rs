@@ -11,56 +11,25 @@ use std::time::Duration;
 use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
-use crowdflow_tests::capture::{Probe, write_probes};
+use crowdflow_tests::capture::write_probes;
+use crowdflow_tests::gate::{self, DEVICES};
 use crowdflow_tests::{
     Mosquitto, Proc, free_port, http_get, postgres_server, run_binary, stored, wait_for_port,
 };
 use jiff::Timestamp;
 
-const DEVICES: u64 = 100;
-
-/// 100 devices, each probing once, one every 0.6 s from 1 s to 60 s: six windows.
-fn probes() -> Vec<Probe> {
-    (0..DEVICES)
-        .map(|i| Probe {
-            t_us: 1_000_000 + i * 600_000,
-            address: [0x0e, 0x5e, 0x02, 0x00, (i >> 8) as u8, i as u8],
-        })
-        .collect()
-}
-
 /// Replica `n`'s config: its own authority id, client id and HTTP port; the same broker,
 /// group and database.
 fn replica_config(dir: &Path, n: u8, mqtt: u16, http: u16, db: &str) -> PathBuf {
-    let path = dir.join(format!("aggregator-{n}.toml"));
-    std::fs::write(
-        &path,
-        format!(
+    gate::aggregator_config(
+        &dir.join(format!("aggregator-{n}.toml")),
+        &format!(
             "[http]\nlisten = \"127.0.0.1:{http}\"\nanonymous_role = \"planner\"\n\
              [broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"crowdflow-aggregator-{n}\"\nshared_group = \"crowdflow\"\n\
              [storage]\nkind = \"postgres\"\nurl = \"{db}\"\n\
-             [salt]\nannounce_every_s = 5\nauthority_id = \"aggregator-{n}\"\n[counting]\nwindow_s = 10\n\
-             [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
-             [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\n"
+             [salt]\nannounce_every_s = 5\nauthority_id = \"aggregator-{n}\""
         ),
     )
-    .expect("config");
-    path
-}
-
-fn agent_config(dir: &Path, mqtt: u16, pcap: &Path) -> PathBuf {
-    let path = dir.join("agent.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
-             pcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
-            pcap.display(),
-            dir.join("outbox").display()
-        ),
-    )
-    .expect("config");
-    path
 }
 
 /// Sketch messages the replica on `http` has accepted (its /metrics).
@@ -114,10 +83,11 @@ fn two_replicas_one_killed_mid_stream_count_what_one_counts_and_answer_alike() {
     // Replicas listen 3 s for a leader; the lower id (replica 1) leads.
     std::thread::sleep(Duration::from_secs(4));
     let pcap = dir.path().join("crowd.pcap");
-    write_probes(&pcap, &probes());
+    // 100 devices, each probing once, one every 0.6 s from 1 s to 60 s: six windows.
+    write_probes(&pcap, &gate::probes([0x0e, 0x5e, 0x02], 600_000));
     let mut agent = run_binary(
         "crowdflow-agent",
-        &agent_config(dir.path(), broker.port, &pcap),
+        &gate::agent_config(dir.path(), broker.port, &pcap),
         "crowdflow-agent",
     );
     let logs = |agent: &Proc, r1: &Proc, r2: &Proc| {

@@ -5,57 +5,18 @@
 //! run without the outage counts. Time is compressed: 10 s windows, so ten windows offline
 //! stand for ten minutes of production's 60 s windows.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crowdflow_aggregator::store::{Resolution, SqliteStore};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::cable::Cable;
-use crowdflow_tests::capture::{Probe, write_probes};
+use crowdflow_tests::capture::write_probes;
+use crowdflow_tests::gate::{self, DEVICES, WINDOW_S};
 use crowdflow_tests::{Proc, free_port, http_get, run_binary, stored, wait_for_port};
 use serde_json::Value;
 
-const DEVICES: u64 = 100;
-const WINDOW_S: u64 = 10;
 const OFFLINE: Duration = Duration::from_secs(10 * WINDOW_S);
-
-/// 100 devices, each probing once, one every 1.5 s: the capture runs 150 s, across the outage.
-fn probes() -> Vec<Probe> {
-    (0..DEVICES)
-        .map(|i| Probe {
-            t_us: 1_000_000 + i * 1_500_000,
-            address: [0x0e, 0x0f, 0x0f, 0x00, (i >> 8) as u8, i as u8],
-        })
-        .collect()
-}
-
-fn configs(dir: &Path, mqtt: u16, http: u16, cable: u16, pcap: &Path) -> (PathBuf, PathBuf) {
-    let aggregator = dir.join("aggregator.toml");
-    std::fs::write(
-        &aggregator,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\nanonymous_role = \"viewer\"\n[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
-             [storage]\nkind = \"sqlite\"\npath = \"{}\"\n[salt]\nannounce_every_s = 5\n[counting]\nwindow_s = {WINDOW_S}\n\
-             [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
-             [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\n",
-            dir.join("crowdflow.db").display()
-        ),
-    )
-    .expect("config");
-    let agent = dir.join("agent.toml");
-    std::fs::write(
-        &agent,
-        format!(
-            "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{cable}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
-             pcap = [\"{}\"]\n[counting]\nwindow_s = {WINDOW_S}\n[outbox]\ndir = \"{}\"\n",
-            pcap.display(),
-            dir.join("outbox").display()
-        ),
-    )
-    .expect("config");
-    (aggregator, agent)
-}
 
 /// The kinds of the alerts raised for the zone so far, oldest first.
 fn alerts(http: u16) -> Vec<String> {
@@ -93,10 +54,20 @@ fn a_sensor_offline_for_ten_windows_goes_stale_then_delivers_everything() {
     let dir = tempfile::tempdir().expect("tmp");
     let (mqtt, http) = (free_port(), free_port());
     let pcap = dir.path().join("crowd.pcap");
-    write_probes(&pcap, &probes());
+    // 100 devices, each probing once, one every 1.5 s: the capture runs 150 s, across the outage.
+    write_probes(&pcap, &gate::probes([0x0e, 0x0f, 0x0f], 1_500_000));
+    let aggregator_cfg = gate::aggregator_config(
+        &dir.path().join("aggregator.toml"),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\nanonymous_role = \"viewer\"\n\
+             [broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
+             [storage]\nkind = \"sqlite\"\npath = \"{}\"\n[salt]\nannounce_every_s = 5",
+            dir.path().join("crowdflow.db").display()
+        ),
+    );
     let mut aggregator = run_binary(
         "crowdflow-aggregator",
-        &configs(dir.path(), mqtt, http, 0, &pcap).0,
+        &aggregator_cfg,
         "crowdflow-aggregator",
     );
     assert!(
@@ -104,7 +75,8 @@ fn a_sensor_offline_for_ten_windows_goes_stale_then_delivers_everything() {
         "embedded broker up"
     );
     let cable = Cable::to(mqtt);
-    let (_, agent_cfg) = configs(dir.path(), mqtt, http, cable.port, &pcap);
+    // The agent reaches the broker through the cable.
+    let agent_cfg = gate::agent_config(dir.path(), cable.port, &pcap);
     let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
     let logs = |agent: &Proc, aggregator: &Proc| {
         format!(
