@@ -124,10 +124,11 @@ pub async fn run<S: Store>(
         .map_err(|source| ServiceError::Http { addr, source })?;
     tracing::info!(listen = %addr, "HTTP API listening");
     let live = LiveBoard::default();
-    tokio::spawn(
-        live.clone()
-            .run(store.clone(), config.clone(), metrics.clone()),
-    );
+    let evaluations = tokio::spawn(live.clone().run(
+        store.clone(),
+        config.clone(),
+        metrics.clone(),
+    ));
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
@@ -229,6 +230,9 @@ pub async fn run<S: Store>(
             () = &mut shutdown => break,
         }
     }
+    // Stopped before the last commit, which would start an evaluation the shutting-down
+    // runtime cancels halfway (and logs as a failure).
+    evaluations.abort();
     state.flush().await;
     let _ = state.client.try_disconnect();
     let _ = tokio::time::timeout(
