@@ -27,7 +27,7 @@ fuzz() {
         -max_total_time="$seconds" -rss_limit_mb=2048) > "$CARGO_TARGET_DIR/fuzz-$target.log" 2>&1
     local status=$?
     set -e
-    grep -E '^Done|panicked|SUMMARY|Failing input|crash-' "$CARGO_TARGET_DIR/fuzz-$target.log" | head -n 20
+    grep -m 20 -E '^Done|panicked|SUMMARY|Failing input|crash-' "$CARGO_TARGET_DIR/fuzz-$target.log" || true
     [ "$status" -eq 0 ] || die "fuzz target $target failed; full log: $CARGO_TARGET_DIR/fuzz-$target.log"
 }
 

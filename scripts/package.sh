@@ -93,17 +93,22 @@ check_deb() {
     # Nothing else writable or setuid, and no state shipped.
     ! grep -E '^.{5}w|^.{8}w|^.{3}[sS]|^.{6}[sS]| \./var/' <<<"$listing" \
         || die "$deb ships group/world-writable, setuid or state files"
-    dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep -qx './conffiles' || die "$deb has no conffiles"
-    [ "$(dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles)" = /etc/crowdflow/agent.toml ] \
-        || die "$deb: agent.toml is not a conffile"
-    local dir
+    # No `producer | consumer` that may quit early: under pipefail, tar stopping at the archive's
+    # end marker (or grep -q at its first match) kills the producer with SIGPIPE and fails the check.
+    local dir header version_line member
     dir=$(mktemp -d)
-    dpkg-deb -x "$deb" "$dir"
-    readelf -h "$dir/usr/bin/crowdflow-agent" | grep -q "Machine: *$machine" \
-        || die "$deb: the binary is not for $machine"
-    "$@" "$dir/usr/bin/crowdflow-agent" --version | grep -q "crowdflow-agent $version" \
+    dpkg-deb --ctrl-tarfile "$deb" > "$dir/control.tar"
+    member=$(grep -Ex '(\./)?conffiles' <<<"$(tar -tf "$dir/control.tar")") || die "$deb has no conffiles"
+    [ "$(tar -xOf "$dir/control.tar" "$member")" = /etc/crowdflow/agent.toml ] \
+        || die "$deb: agent.toml is not a conffile"
+    dpkg-deb -x "$deb" "$dir/root"
+    header=$(readelf -h "$dir/root/usr/bin/crowdflow-agent")
+    grep -q "Machine: *$machine" <<<"$header" || die "$deb: the binary is not for $machine"
+    version_line=$("$@" "$dir/root/usr/bin/crowdflow-agent" --version) \
         || die "$deb: the packaged binary does not run"
-    "$@" "$dir/usr/bin/crowdflow-agent" validate --config "$dir/etc/crowdflow/agent.toml" >/dev/null \
+    [ "$version_line" = "crowdflow-agent $version" ] \
+        || die "$deb: the packaged binary says '$version_line', not 'crowdflow-agent $version'"
+    "$@" "$dir/root/usr/bin/crowdflow-agent" validate --config "$dir/root/etc/crowdflow/agent.toml" >/dev/null \
         || die "$deb: the packaged example config does not validate"
     rm -rf "$dir"
     echo "checked $deb ($(du -h "$deb" | cut -f1)): fields, $(wc -l <<<"$listing") entries, conffile, binary runs and validates the example"

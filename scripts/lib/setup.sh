@@ -16,7 +16,7 @@ as_root() {
 apt_install() {
     local missing=()
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+        [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     say "installing Debian packages: ${missing[*]}"
@@ -57,13 +57,13 @@ ensure_mosquitto() {
 # ensure_arm64_toolchain: Debian's Rust (cargo +debian) with an arm64 standard library, the
 # aarch64 linker and user-mode qemu (rustup cannot add targets on this network).
 ensure_arm64_toolchain() {
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    if ! grep -qx arm64 <<<"$(dpkg --print-foreign-architectures)"; then
         as_root dpkg --add-architecture arm64
         APT_UPDATED=0
     fi
     apt_install rustc-web cargo-web libstd-rust-web-dev:arm64 rust-web-src \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
-    rustup toolchain list | grep -q '^debian' || rustup toolchain link debian /usr
+    grep -q '^debian' <<<"$(rustup toolchain list)" || rustup toolchain link debian /usr
 }
 
 free_port() {
