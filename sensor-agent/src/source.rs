@@ -25,6 +25,7 @@ pub fn replay_as_live(
     counter: Arc<Mutex<Counter>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        wait_for_salt(&counter);
         loop {
             for path in &files {
                 if let Err(e) = replay_file(path, &policy, &counter)
@@ -41,6 +42,25 @@ pub fn replay_as_live(
             }
         }
     })
+}
+
+/// Holds a replay back until a salt is held. A file stands for a radio that is already on:
+/// started at once, its first seconds would race the salt's arrival and be dropped as
+/// uncountable (a live radio does lose those; a trial should not lose them by chance).
+fn wait_for_salt(counter: &Mutex<Counter>) {
+    let mut told = false;
+    loop {
+        match counter.lock() {
+            Ok(c) if c.counting(Timestamp::now()) => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        if !told {
+            tracing::info!("waiting for a salt from the aggregator before replaying the capture");
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Captures from a monitor-mode interface, hopping channels, until the process ends.
@@ -173,4 +193,81 @@ fn replay_file(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::Frame;
+    use crate::simulate::pcapng::PcapngWriter;
+    use crate::window::Windows;
+    use crowdflow_contract::identity::{Kind, Medium};
+    use crowdflow_contract::salt::Salt;
+    use crowdflow_contract::sketch::Precision;
+    use crowdflow_contract::window::WindowLength;
+    use crowdflow_contract::wire::{EpochSalt, SaltAnnouncement, SensorId};
+
+    fn probes(path: &std::path::Path, count: u8) {
+        let file = File::create(path).expect("create");
+        let mut writer = PcapngWriter::new(std::io::BufWriter::new(file)).expect("header");
+        for i in 0..count {
+            let frame = Frame {
+                t_us: 1_000_000 + i64::from(i) * 10_000,
+                sensor: 0,
+                medium: Medium::Wifi,
+                address: [0x00, 0x1b, 0x63, 0x84, 0x45, i],
+                rssi: -50,
+            };
+            writer.write(&frame).expect("frame");
+        }
+    }
+
+    fn counter() -> Arc<Mutex<Counter>> {
+        let windows = Windows::new(
+            WindowLength::new(60).expect("60 s"),
+            Precision::DEFAULT,
+            vec![Kind::Wifi, Kind::WifiRandom],
+        );
+        Arc::new(Mutex::new(Counter::new(
+            SensorId::new("s1").expect("valid"),
+            windows,
+        )))
+    }
+
+    #[test]
+    fn a_replay_waits_for_the_salt_and_then_counts_every_frame() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pcap = dir.path().join("probes.pcapng");
+        probes(&pcap, 5);
+        let counter = counter();
+        let replay = replay_as_live(vec![pcap], false, FramePolicy::default(), counter.clone());
+        std::thread::sleep(Duration::from_millis(300));
+        {
+            let c = counter.lock().expect("counter");
+            assert_eq!(
+                c.counted(Kind::Wifi) + c.without_salt(),
+                0,
+                "nothing replayed yet"
+            );
+        }
+        let now = Timestamp::now();
+        let salt = EpochSalt {
+            epoch: "2026-04-27".parse().expect("epoch"),
+            starts: now - SignedDuration::from_hours(1),
+            ends: now + SignedDuration::from_hours(1),
+            salt: Salt::generate().expect("entropy"),
+        };
+        let announcement = SaltAnnouncement {
+            authority: "agg".into(),
+            issued_at: now,
+            salts: vec![salt],
+        };
+        counter
+            .lock()
+            .expect("counter")
+            .accept_salts(announcement, now);
+        replay.join().expect("replay ends");
+        let c = counter.lock().expect("counter");
+        assert_eq!((c.counted(Kind::Wifi), c.without_salt()), (5, 0));
+    }
 }
