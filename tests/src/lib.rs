@@ -6,6 +6,7 @@ pub mod authority;
 pub mod cable;
 pub mod capture;
 pub mod gate;
+pub mod salt;
 pub mod stored;
 
 use std::io::Read as _;

@@ -6,16 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
 use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
+use crowdflow_tests::salt::{self, SaltWatch};
 use crowdflow_tests::{
     Mosquitto, Proc, assert_no_addresses, files_below, free_port, postgres_server, run_binary,
     stored, wait_for_port,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 #[derive(Debug, Clone, Copy)]
 enum Broker {
@@ -119,26 +118,6 @@ fn agent_config(dir: &Path, sensor: &str, password: &str, port: u16, pcap: &Path
     path
 }
 
-/// Watches the salt topic with the observer account and returns the salt bytes announced.
-async fn observe_salt(port: u16) -> Vec<u8> {
-    let mut options = MqttOptions::new("salt-observer", "127.0.0.1", port);
-    options.set_credentials("observer", "observer-secret");
-    let (client, mut events) = AsyncClient::new(options, 16);
-    client
-        .subscribe("crowdflow/v1/salt", QoS::AtMostOnce)
-        .await
-        .expect("subscribe");
-    loop {
-        if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-            let doc: serde_json::Value = serde_json::from_slice(&p.payload).expect("json");
-            let b64 = doc["salts"][0]["salt"].as_str().expect("salt").to_owned();
-            return base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .expect("base64");
-        }
-    }
-}
-
 /// Waits until both agents' 240 probes are stored, then checks the zone's counts.
 async fn check(store: &impl Store, agents: &mut [Proc]) -> Vec<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -207,17 +186,14 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once(broker: Broker, storage: 
     write_probes(&one, &probes(0..60));
     write_probes(&two, &probes(40..100));
 
-    let (salt, dump) = runtime.block_on(async {
-        let salt = tokio::spawn(observe_salt(port));
-        let salt = tokio::time::timeout(Duration::from_secs(20), salt)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "a salt is announced\n{}",
-                    String::from_utf8_lossy(&aggregator.output())
-                )
-            })
-            .expect("join");
+    let (salts, dump) = runtime.block_on(async {
+        let watch = SaltWatch::start(port, Some(("observer", "observer-secret")));
+        let salt = watch.first(Duration::from_secs(20)).await;
+        assert!(
+            salt.is_some(),
+            "a salt is announced\n{}",
+            String::from_utf8_lossy(&aggregator.output())
+        );
         let mut agents = [
             run_binary(
                 "crowdflow-agent",
@@ -248,7 +224,7 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once(broker: Broker, storage: 
             &(0..100).map(device).collect::<Vec<_>>(),
             "the agents' logs",
         );
-        (salt, dump)
+        (watch.salts(), dump)
     });
     aggregator.terminate(Duration::from_secs(5));
     let logs = aggregator.output();
@@ -256,14 +232,6 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once(broker: Broker, storage: 
     // Privacy: no address and no salt (raw, hex or base64) in any file, database row or the
     // aggregator's log.
     let addresses: Vec<[u8; 6]> = (0..100).map(device).collect();
-    let hex: String = salt.iter().map(|b| format!("{b:02x}")).collect();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&salt);
-    let forms = [
-        salt.clone(),
-        hex.clone().into_bytes(),
-        hex.to_uppercase().into_bytes(),
-        b64.into_bytes(),
-    ];
     // Everything the system wrote: the database (with its WAL), outboxes, configs; not the
     // capture files the test fed in.
     let mut outputs: Vec<_> = files_below(dir.path())
@@ -284,12 +252,6 @@ fn a_device_heard_by_two_sensors_of_a_zone_counts_once(broker: Broker, storage: 
     outputs.push((PathBuf::from("aggregator log"), logs));
     for (path, bytes) in outputs {
         assert_no_addresses(&bytes, &addresses, &path.display().to_string());
-        for form in &forms {
-            assert!(
-                !bytes.windows(form.len()).any(|w| w == form.as_slice()),
-                "{} contains the salt",
-                path.display()
-            );
-        }
+        salt::assert_absent(&bytes, &salts, &path.display().to_string());
     }
 }

@@ -3,9 +3,11 @@
 //! heard again after the aggregator's restart), and the broker is restarted. When the dust
 //! has settled the zone counts the same 100 devices a fault-free run counts: nothing lost,
 //! nothing counted twice, because the restarted aggregator took the running epoch's salt back
-//! from the agent instead of drawing a new one. On SQLite and on PostgreSQL.
+//! from the agent instead of drawing a new one. And that salt, passed back through the broker,
+//! reached no file (the broker's persistent store included), log or database row. On SQLite
+//! and on PostgreSQL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
@@ -13,7 +15,10 @@ use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::write_probes;
 use crowdflow_tests::gate::{self, DEVICES};
-use crowdflow_tests::{Mosquitto, Proc, free_port, postgres_server, run_binary, stored};
+use crowdflow_tests::salt::{self, SaltWatch};
+use crowdflow_tests::{
+    Mosquitto, Proc, files_below, free_port, postgres_server, run_binary, stored,
+};
 
 fn persistent_mosquitto(dir: &Path, port: u16) -> Mosquitto {
     let store = dir.join("mosquitto");
@@ -38,9 +43,18 @@ async fn devices(store: &impl Store) -> f64 {
     stored::devices(store, "gate", Kind::WifiRandom, Resolution::Hour).await
 }
 
-async fn run_with_faults(store: &impl Store, dir: &Path, storage: &str) {
+/// What a run leaves for the privacy scan.
+struct Leftovers {
+    /// Every distinct salt announced on the broker during the run.
+    salts: Vec<Vec<u8>>,
+    /// The agent's and the aggregator's output.
+    logs: Vec<u8>,
+}
+
+async fn run_with_faults(store: &impl Store, dir: &Path, storage: &str) -> Leftovers {
     let port = free_port();
     let mut broker = persistent_mosquitto(dir, port);
+    let watch = SaltWatch::start(port, None);
     let pcap = dir.join("crowd.pcap");
     // 100 devices, each probing once, four per second from 1 s to 26 s.
     write_probes(&pcap, &gate::probes([0x0e, 0x77, 0x01], 250_000));
@@ -118,11 +132,47 @@ async fn run_with_faults(store: &impl Store, dir: &Path, storage: &str) {
     let detail = logs(&agent, &aggregator);
     agent.terminate(Duration::from_secs(5));
     aggregator.terminate(Duration::from_secs(5));
-    drop(broker);
+    broker.proc.terminate(Duration::from_secs(5));
     assert_eq!(
         counted, DEVICES as f64,
         "the fault-free run counts {DEVICES} devices\n{detail}"
     );
+    let mut logs = agent.output();
+    logs.extend(aggregator.output());
+    Leftovers {
+        salts: watch.salts(),
+        logs,
+    }
+}
+
+/// The run had one salt, and it stayed in memory: it is in no file below `dir` (the broker's
+/// persistent store, the database, configs, outboxes), no log and no database row (`dump`).
+fn assert_salt_stayed_in_memory(dir: &Path, left: Leftovers, dump: Option<Vec<u8>>) {
+    assert_eq!(
+        left.salts.len(),
+        1,
+        "one salt all run: the restarted aggregator took the running one back"
+    );
+    let mut outputs: Vec<_> = files_below(dir)
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_none_or(|e| e != "pcap"))
+        .collect();
+    assert!(
+        outputs
+            .iter()
+            .any(|(p, _)| p.ends_with("mosquitto/mosquitto.db")),
+        "the broker saved its persistent store"
+    );
+    outputs.push((
+        PathBuf::from("the agent's and aggregator's logs"),
+        left.logs,
+    ));
+    if let Some(dump) = dump {
+        outputs.push((PathBuf::from("the PostgreSQL rows"), dump));
+    }
+    for (path, bytes) in outputs {
+        salt::assert_absent(&bytes, &left.salts, &path.display().to_string());
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -138,12 +188,13 @@ fn aggregator_agent_and_broker_restarts_change_no_count_on_sqlite() {
     let db = dir.path().join("crowdflow.db");
     runtime().block_on(async {
         let store = SqliteStore::open(&db, Precision::DEFAULT).expect("open");
-        run_with_faults(
+        let left = run_with_faults(
             &store,
             dir.path(),
             &format!("kind = \"sqlite\"\npath = \"{}\"", db.display()),
         )
         .await;
+        assert_salt_stayed_in_memory(dir.path(), left, None);
     });
 }
 
@@ -158,11 +209,13 @@ fn aggregator_agent_and_broker_restarts_change_no_count_on_postgresql() {
         let store = PostgresStore::open(scratch.url(), Precision::DEFAULT)
             .await
             .expect("open");
-        run_with_faults(
+        let left = run_with_faults(
             &store,
             dir.path(),
             &format!("kind = \"postgres\"\nurl = \"{}\"", scratch.url()),
         )
         .await;
+        let dump = stored::postgres_dump(scratch.url()).await;
+        assert_salt_stayed_in_memory(dir.path(), left, Some(dump));
     });
 }

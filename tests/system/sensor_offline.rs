@@ -1,5 +1,6 @@
 //! A sensor's uplink fails for ten windows while it keeps capturing (the cable between agent
-//! and broker is pulled; the agent process runs on), through the embedded broker into SQLite.
+//! and broker is pulled; the agent process runs on), through the embedded broker into SQLite
+//! and through Mosquitto into PostgreSQL.
 //! The zone goes stale and the stale alert is raised; when the link is back the agent's
 //! outbox drains, the recovery alert follows, and the zone counts exactly the 100 devices a
 //! run without the outage counts. Time is compressed: 10 s windows, so ten windows offline
@@ -7,13 +8,15 @@
 
 use std::time::{Duration, Instant};
 
-use crowdflow_aggregator::store::{Resolution, SqliteStore};
+use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::cable::Cable;
 use crowdflow_tests::capture::write_probes;
 use crowdflow_tests::gate::{self, DEVICES, WINDOW_S};
-use crowdflow_tests::{Proc, free_port, http_get, run_binary, stored, wait_for_port};
+use crowdflow_tests::{
+    Mosquitto, Proc, free_port, http_get, postgres_server, run_binary, stored, wait_for_port,
+};
 use serde_json::Value;
 
 const OFFLINE: Duration = Duration::from_secs(10 * WINDOW_S);
@@ -49,20 +52,75 @@ fn wait_until(
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
-fn a_sensor_offline_for_ten_windows_goes_stale_then_delivers_everything() {
+fn through_the_embedded_broker_into_sqlite() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (mqtt, http) = (free_port(), free_port());
-    let pcap = dir.path().join("crowd.pcap");
+    let mqtt = free_port();
+    let db = dir.path().join("crowdflow.db");
+    let store = SqliteStore::open(&db, Precision::DEFAULT).expect("open");
+    offline_for_ten_windows(
+        &runtime(),
+        &store,
+        dir.path(),
+        mqtt,
+        &format!(
+            "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
+             [storage]\nkind = \"sqlite\"\npath = \"{}\"",
+            db.display()
+        ),
+    );
+}
+
+#[test]
+fn through_mosquitto_into_postgresql() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(dir.path());
+    let runtime = runtime();
+    let scratch = runtime
+        .block_on(ScratchDatabase::create(&postgres_server()))
+        .expect("scratch db");
+    let store = runtime
+        .block_on(PostgresStore::open(scratch.url(), Precision::DEFAULT))
+        .expect("open");
+    offline_for_ten_windows(
+        &runtime,
+        &store,
+        dir.path(),
+        broker.port,
+        &format!(
+            "[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n\
+             [storage]\nkind = \"postgres\"\nurl = \"{}\"",
+            broker.port,
+            scratch.url()
+        ),
+    );
+}
+
+/// The scenario against the broker on `mqtt` and `store`, which `setup` (the aggregator's
+/// broker and storage sections) names.
+fn offline_for_ten_windows(
+    runtime: &tokio::runtime::Runtime,
+    store: &impl Store,
+    dir: &std::path::Path,
+    mqtt: u16,
+    setup: &str,
+) {
+    let http = free_port();
+    let pcap = dir.join("crowd.pcap");
     // 100 devices, each probing once, one every 1.5 s: the capture runs 150 s, across the outage.
     write_probes(&pcap, &gate::probes([0x0e, 0x0f, 0x0f], 1_500_000));
     let aggregator_cfg = gate::aggregator_config(
-        &dir.path().join("aggregator.toml"),
+        &dir.join("aggregator.toml"),
         &format!(
             "[http]\nlisten = \"127.0.0.1:{http}\"\nanonymous_role = \"viewer\"\n\
-             [broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
-             [storage]\nkind = \"sqlite\"\npath = \"{}\"\n[salt]\nannounce_every_s = 5",
-            dir.path().join("crowdflow.db").display()
+             {setup}\n[salt]\nannounce_every_s = 5"
         ),
     );
     let mut aggregator = run_binary(
@@ -70,13 +128,10 @@ fn a_sensor_offline_for_ten_windows_goes_stale_then_delivers_everything() {
         &aggregator_cfg,
         "crowdflow-aggregator",
     );
-    assert!(
-        wait_for_port(mqtt, Duration::from_secs(15)),
-        "embedded broker up"
-    );
+    assert!(wait_for_port(mqtt, Duration::from_secs(15)), "broker up");
     let cable = Cable::to(mqtt);
     // The agent reaches the broker through the cable.
-    let agent_cfg = gate::agent_config(dir.path(), cable.port, &pcap);
+    let agent_cfg = gate::agent_config(dir, cable.port, &pcap);
     let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
     let logs = |agent: &Proc, aggregator: &Proc| {
         format!(
@@ -85,13 +140,7 @@ fn a_sensor_offline_for_ten_windows_goes_stale_then_delivers_everything() {
             String::from_utf8_lossy(&aggregator.output())
         )
     };
-    let store =
-        SqliteStore::open(&dir.path().join("crowdflow.db"), Precision::DEFAULT).expect("open");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let frames = || runtime.block_on(stored::frames(&store));
+    let frames = || runtime.block_on(stored::frames(store));
     wait_until(
         "the first windows stored",
         Duration::from_secs(40),
@@ -137,7 +186,7 @@ fn a_sensor_offline_for_ten_windows_goes_stale_then_delivers_everything() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let devices = runtime.block_on(stored::devices(
-        &store,
+        store,
         "gate",
         Kind::WifiRandom,
         Resolution::Hour,

@@ -198,7 +198,6 @@ fn take_instant(
         .map_err(|_| WireError::invalid(field, "must be an RFC 3339 instant"))
 }
 
-/// Overwrites the salt strings of a parsed document before it is dropped.
 /// An authority's request for a salt it lost (a lone aggregator restarted mid-epoch; salts
 /// never touch a disk, so it kept only the fingerprint). Agents holding the salt of `epoch`
 /// whose fingerprint is `fp` send it back on their `salt/return` topic. The authority accepts
@@ -233,6 +232,7 @@ impl SaltRecovery {
     }
 }
 
+/// Overwrites the salt strings of a parsed document before it is dropped.
 fn scrub(doc: &mut Value) {
     if let Value::Object(map) = doc {
         scrub_map(map);
