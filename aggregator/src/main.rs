@@ -97,10 +97,11 @@ fn init_logging() {
 
 /// Drops what rumqttd 0.20 logs as errors when a client simply goes away: an ordinary
 /// disconnect (a DISCONNECT packet, then the socket closing) comes out as two errors, and a
-/// client process that exits with bytes still unread resets its socket. Either made every
-/// agent restart and every demo stop look like a failure; a sensor that really vanished is
-/// reported by its stale alert. Other errors at the same call sites (a malformed packet, a
-/// refused connection) still show. Call sites are matched by file and line in the pinned
+/// client process that exits with bytes still unread resets its socket, and a connection
+/// closed before its CONNECT packet (a monitoring system's TCP check of the port) is one more.
+/// Each made every agent restart, demo stop or health check look like a failure; a sensor
+/// that really vanished is reported by its stale alert. Other errors at the same call sites
+/// (a malformed packet, a refused connection) still show. Call sites are matched by file and line in the pinned
 /// version; after an upgrade they simply stop matching.
 struct QuietBroker;
 
@@ -125,12 +126,19 @@ fn benign_broker_error(event: &tracing::Event<'_>) -> bool {
     if at("src/router/routing.rs", &[416, 436, 539]) || at("src/server/broker.rs", &[581]) {
         return true;
     }
-    at("src/server/broker.rs", &[592]) && {
+    let error = || {
         let mut error = ErrorField::default();
         event.record(&mut error);
+        error.0
+    };
+    if at("src/server/broker.rs", &[512]) {
+        return error().contains("connection closed by peer");
+    }
+    at("src/server/broker.rs", &[592]) && {
+        let error = error();
         ["ConnectionReset", "BrokenPipe", "UnexpectedEof"]
             .iter()
-            .any(|k| error.0.contains(k))
+            .any(|k| error.contains(k))
     }
 }
 

@@ -32,6 +32,11 @@ fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
         "{}",
         String::from_utf8_lossy(&demo.output())
     );
+    // A monitoring system's TCP check of the broker port: no error in the log for it.
+    assert!(
+        wait_for_port(mqtt, Duration::from_secs(20)),
+        "the embedded broker listens"
+    );
     let mut busiest = 0.0;
     while started.elapsed() < Duration::from_secs(60) && busiest == 0.0 {
         std::thread::sleep(Duration::from_secs(2));
