@@ -1,6 +1,9 @@
 //! The crowdflow aggregator: salt authority, sketch ingest, storage, API and dashboard.
 //!
-//! Being built; see ARCHITECTURE.md for what exists.
+//! Draws and announces each epoch's salt (keeping only its fingerprint), merges the agents'
+//! sketches into per-zone windows in SQLite or PostgreSQL, and answers the live board, the
+//! history queries, the metrics and the open-data export from them. See ARCHITECTURE.md for
+//! the map.
 #![deny(missing_docs)]
 
 pub mod api;
