@@ -13,7 +13,11 @@ source "$(dirname "$0")/lib/setup.sh"
 cd "$ROOT"
 started=$SECONDS
 
-say "checking prerequisites"
+# stage TITLE: a stage's header, with the minutes and seconds since the start (where CI's
+# time goes, read off its log).
+stage() { say "$* [at $(((SECONDS - started) / 60))m$(((SECONDS - started) % 60))s]"; }
+
+stage "checking prerequisites"
 ensure_rust
 ensure_python_datasketches
 ensure_mosquitto
@@ -23,31 +27,31 @@ ensure_chromium
 ensure_deploy_checkers
 build_dashboard
 
-say "cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
 
-say "cargo clippy --all-targets -D warnings"
+stage "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-say "fuzz targets build"
+stage "fuzz targets build"
 cargo build --locked -p crowdflow-contract-fuzz -p crowdflow-agent-fuzz
 
-say "cargo test"
+stage "cargo test"
 # The scenarios in tests/ run the binaries: build them all first (cargo test alone builds a
 # package's binary only for that package's own integration tests).
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
-say "dashboard end-to-end tests (headless Chromium; screenshots in target/dashboard-e2e)"
+stage "dashboard end-to-end tests (headless Chromium; screenshots in target/dashboard-e2e)"
 (cd dashboard && CROWDFLOW_AGGREGATOR="$CARGO_TARGET_DIR/debug/crowdflow-aggregator" npm test --silent)
 
-say "API property tests (schemathesis)"
+stage "API property tests (schemathesis)"
 bash scripts/schemathesis.sh
 
 if [ -z "${CROWDFLOW_SKIP_AARCH64:-}" ]; then
-    say "aarch64 agent build, checked under qemu"
+    stage "aarch64 agent build, checked under qemu"
     bash scripts/aarch64.sh
-    say "Debian packages of the agent (amd64, arm64), checked"
+    stage "Debian packages of the agent (amd64, arm64), checked"
     bash scripts/package.sh
 fi
 
