@@ -32,15 +32,7 @@ pub fn probes(prefix: [u8; 3], spacing_us: u64) -> Vec<Probe> {
 /// Writes gate-1's agent config to `dir/agent.toml`: it replays `pcap` to the broker on
 /// `mqtt_port`, with its outbox in `dir/outbox`.
 pub fn agent_config(dir: &Path, mqtt_port: u16, pcap: &Path) -> PathBuf {
-    let path = dir.join("agent.toml");
-    let text = format!(
-        "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
-         pcap = [\"{}\"]\n[counting]\nwindow_s = {WINDOW_S}\n[outbox]\ndir = \"{}\"\n",
-        pcap.display(),
-        dir.join("outbox").display()
-    );
-    std::fs::write(&path, text).expect("agent config");
-    path
+    crate::replay_agent_config(dir, "gate-1", mqtt_port, pcap, WINDOW_S)
 }
 
 /// Writes an aggregator config to `path`: `head` (its own [http], [broker], [storage] and

@@ -254,6 +254,42 @@ impl Mosquitto {
     }
 }
 
+/// The scenarios' async runtime: one thread with timers and I/O (the processes under test
+/// do the work).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A throwaway database on the test PostgreSQL server, dropped with the value.
+pub async fn scratch_database() -> crowdflow_aggregator::store::ScratchDatabase {
+    crowdflow_aggregator::store::ScratchDatabase::create(&postgres_server())
+        .await
+        .expect("scratch database")
+}
+
+/// Writes the config of agent `sensor` to `dir/agent.toml`: it replays `pcap` (Wi-Fi) to the
+/// broker on `mqtt_port` in `window_s` windows, with its outbox in `dir/outbox`.
+pub fn replay_agent_config(
+    dir: &Path,
+    sensor: &str,
+    mqtt_port: u16,
+    pcap: &Path,
+    window_s: u64,
+) -> PathBuf {
+    let path = dir.join("agent.toml");
+    let text = format!(
+        "sensor_id = \"{sensor}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
+         pcap = [\"{}\"]\n[counting]\nwindow_s = {window_s}\n[outbox]\ndir = \"{}\"\n",
+        pcap.display(),
+        dir.join("outbox").display()
+    );
+    std::fs::write(&path, text).expect("agent config");
+    path
+}
+
 /// The PostgreSQL server for tests that store there (`scripts/test.sh` starts one).
 pub fn postgres_server() -> String {
     std::env::var("CROWDFLOW_TEST_POSTGRES").unwrap_or_else(|_| {

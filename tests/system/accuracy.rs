@@ -19,7 +19,7 @@ use crowdflow_agent::simulate::{Frame, Scenario, Simulation};
 use crowdflow_agent::window::Windows;
 use crowdflow_aggregator::config::AggregatorConfig;
 use crowdflow_aggregator::service;
-use crowdflow_aggregator::store::{PostgresStore, ScratchDatabase, SqliteStore, Store};
+use crowdflow_aggregator::store::{PostgresStore, SqliteStore, Store};
 use crowdflow_contract::epoch::RotationSchedule;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
@@ -27,7 +27,7 @@ use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::SensorId;
 use crowdflow_tests::{
     Mosquitto, announced_salt, assert_no_addresses, files_below, free_port, http_get,
-    postgres_server, stored,
+    scratch_database, stored,
 };
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -141,9 +141,7 @@ fn on_mosquitto_and_postgresql() {
     let broker = Mosquitto::start(dir.path());
     let http = free_port();
     let rt = runtime();
-    let scratch = rt
-        .block_on(ScratchDatabase::create(&postgres_server()))
-        .expect("scratch db");
+    let scratch = rt.block_on(scratch_database());
     let text = config_text(
         &scenario,
         &format!(

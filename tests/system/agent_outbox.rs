@@ -9,7 +9,9 @@ use std::time::Duration;
 use crowdflow_contract::sketch::{Precision, SketchUnion};
 use crowdflow_tests::authority::Authority;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, Proc, assert_no_addresses, files_below, workspace_binary};
+use crowdflow_tests::{
+    Mosquitto, Proc, assert_no_addresses, files_below, runtime, workspace_binary,
+};
 
 /// 100 devices, each probing once, four per second from 1 s to 26 s.
 const DEVICES: u64 = 100;
@@ -57,10 +59,7 @@ fn windows_closed_during_an_outage_and_an_agent_restart_all_arrive_exactly_once(
     let first_config = config(dir.path(), "first.toml", port, &traffic);
     let second_config = config(dir.path(), "second.toml", port, &quiet);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let authority = Authority::spawn(port);
         tokio::time::sleep(Duration::from_millis(500)).await;

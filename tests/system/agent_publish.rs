@@ -16,7 +16,8 @@ use crowdflow_contract::wire::{
 };
 use crowdflow_tests::capture::{Probe, write_probes};
 use crowdflow_tests::{
-    Mosquitto, Proc, assert_no_addresses, files_below, free_port, http_get, workspace_binary,
+    Mosquitto, Proc, assert_no_addresses, files_below, free_port, http_get, runtime,
+    workspace_binary,
 };
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -102,10 +103,7 @@ fn publish_and_check(dir: &Path, port: u16) {
     let metrics_port = free_port();
     let config = agent_config(dir, port, &pcap, metrics_port);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let (sketches, status, wire, logs, metrics) = runtime.block_on(async {
         let topics = Topics::default();
         let mut options = MqttOptions::new("test-authority", "127.0.0.1", port);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crowdflow_tests::authority::Authority;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, free_port, workspace_binary};
+use crowdflow_tests::{Mosquitto, free_port, runtime, workspace_binary};
 
 fn config(dir: &Path, port: u16, pcap: &Path) -> std::path::PathBuf {
     let path = dir.join(format!("agent-{port}.toml"));
@@ -45,10 +45,7 @@ fn selfcheck_confirms_a_working_installation_and_names_a_missing_broker() {
             address: [2, 0, 0, 0, 0, 1],
         }],
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let report = runtime.block_on(async {
         let authority = Authority::spawn(broker.port);
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -13,7 +13,9 @@ use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SensorId, SketchMessage};
-use crowdflow_tests::{announced_salt, free_port, http_get, run_binary, stored, wait_for_port};
+use crowdflow_tests::{
+    announced_salt, free_port, http_get, run_binary, runtime, stored, wait_for_port,
+};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
@@ -130,10 +132,7 @@ fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
         .collect();
     assert!(corpus.len() >= 3);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let expected = runtime.block_on(async {
         let mut options = MqttOptions::new("bad-input-test", "127.0.0.1", port);
         options

@@ -13,7 +13,7 @@ use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SensorId, SketchMessage};
 use crowdflow_tests::capture::write_probes;
 use crowdflow_tests::gate::{self, DEVICES};
-use crowdflow_tests::{Mosquitto, announced_salt, run_binary, stored};
+use crowdflow_tests::{Mosquitto, announced_salt, run_binary, runtime, stored};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
@@ -46,10 +46,7 @@ fn a_sigkilled_aggregator_loses_nothing_behind_mosquitto() {
         &aggregator_cfg,
         "crowdflow-aggregator",
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         // The aggregator listens 3 s for a leader, then announces the salt.
         tokio::time::sleep(Duration::from_secs(4)).await;
@@ -146,10 +143,7 @@ fn repeated_sigkills_mid_write_leave_a_consistent_complete_store() {
     let config = heavy_config(dir.path(), broker.port, SENSORS);
     let db = dir.path().join("heavy.db");
     let mut aggregator = run_binary("crowdflow-aggregator", &config, "crowdflow-aggregator");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let mut options = MqttOptions::new("heavy-publisher", "127.0.0.1", broker.port);
         options

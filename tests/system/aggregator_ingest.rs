@@ -6,14 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
+use crowdflow_aggregator::store::{PostgresStore, Resolution, SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
 use crowdflow_tests::salt::{self, SaltWatch};
 use crowdflow_tests::{
-    Mosquitto, Proc, assert_no_addresses, files_below, free_port, postgres_server, run_binary,
-    stored, wait_for_port,
+    Mosquitto, Proc, assert_no_addresses, files_below, free_port, run_binary, runtime,
+    scratch_database, stored, wait_for_port,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -152,20 +152,13 @@ async fn check(store: &impl Store, agents: &mut [Proc]) -> Vec<u8> {
 
 fn a_device_heard_by_two_sensors_of_a_zone_counts_once(broker: Broker, storage: Storage) {
     let dir = tempfile::tempdir().expect("tmp");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let mosquitto = matches!(broker, Broker::Mosquitto).then(|| Mosquitto::start(dir.path()));
     let port = mosquitto.as_ref().map_or_else(free_port, |m| m.port);
     let db_path = dir.path().join("data/crowdflow.db");
     let scratch = match storage {
         Storage::Sqlite => None,
-        Storage::Postgres => Some(
-            runtime
-                .block_on(ScratchDatabase::create(&postgres_server()))
-                .expect("scratch database"),
-        ),
+        Storage::Postgres => Some(runtime.block_on(scratch_database())),
     };
     let storage_section = match &scratch {
         None => format!("kind = \"sqlite\"\npath = \"{}\"", db_path.display()),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crowdflow_aggregator::config::hash_token;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{free_port, http_get, run_binary, wait_for_port};
+use crowdflow_tests::{free_port, http_get, replay_agent_config, run_binary, wait_for_port};
 use jiff::Timestamp;
 use serde_json::Value;
 
@@ -26,18 +26,6 @@ fn aggregator_config(dir: &Path, mqtt: u16, http: u16) -> PathBuf {
          [[tokens]]\nname = \"crew\"\nrole = \"viewer\"\nblake3 = \"{}\"\n",
         dir.join("crowdflow.db").display(),
         hash_token(TOKEN).to_hex()
-    );
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-fn agent_config(dir: &Path, mqtt: u16, pcap: &Path) -> PathBuf {
-    let path = dir.join("agent.toml");
-    let text = format!(
-        "sensor_id = \"square-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
-         pcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
-        pcap.display(),
-        dir.join("outbox").display()
     );
     std::fs::write(&path, text).expect("config");
     path
@@ -103,7 +91,7 @@ fn the_live_stream_shows_a_filling_zone_within_seconds_and_raises_its_alert() {
     std::thread::sleep(Duration::from_secs(1));
     let mut agent = run_binary(
         "crowdflow-agent",
-        &agent_config(dir.path(), mqtt, &pcap),
+        &replay_agent_config(dir.path(), "square-1", mqtt, &pcap, 10),
         "crowdflow-agent",
     );
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -187,7 +175,7 @@ fn a_silent_sensor_raises_a_stale_alert_and_a_recovery() {
         })
         .collect();
     write_probes(&pcap, &probes);
-    let agent_cfg = agent_config(dir.path(), mqtt, &pcap);
+    let agent_cfg = replay_agent_config(dir.path(), "square-1", mqtt, &pcap, 10);
     let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
     let wait_for = |kind: &str, within: Duration| -> Option<Instant> {
         let deadline = Instant::now() + within;

@@ -10,7 +10,7 @@ use crowdflow_aggregator::store::{Resolution, SqliteStore};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, free_port, run_binary, stored};
+use crowdflow_tests::{Mosquitto, free_port, run_binary, runtime, stored};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Transport};
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -183,10 +183,7 @@ fn agent_and_aggregator_work_through_a_tls_only_mosquitto() {
         &aggregator_config(dir.path(), port),
         "crowdflow-aggregator",
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let ca = std::fs::read(dir.path().join("ca.pem")).expect("ca");
         assert!(

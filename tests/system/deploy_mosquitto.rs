@@ -11,7 +11,7 @@ use crowdflow_aggregator::store::{Resolution, SqliteStore};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, free_port, run_binary, stored};
+use crowdflow_tests::{Mosquitto, free_port, run_binary, runtime, stored};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, Transport,
 };
@@ -176,10 +176,7 @@ fn the_shipped_broker_config_enforces_tls_accounts_and_the_acl() {
     let dir = tempfile::tempdir().expect("tmp");
     let broker = Broker::new(dir.path());
     let mut mosquitto = broker.start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let (_a, mut anonymous) = broker.client("anonymous", None, true, true);
         assert_eq!(
@@ -409,10 +406,7 @@ fn agent_and_aggregator_work_through_the_shipped_broker_config() {
         &aggregator_cfg,
         "crowdflow-aggregator",
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");

@@ -10,14 +10,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
+use crowdflow_aggregator::store::{PostgresStore, Resolution, SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::write_probes;
 use crowdflow_tests::gate::{self, DEVICES};
 use crowdflow_tests::salt::{self, SaltWatch};
 use crowdflow_tests::{
-    Mosquitto, Proc, files_below, free_port, postgres_server, run_binary, stored,
+    Mosquitto, Proc, files_below, free_port, run_binary, runtime, scratch_database, stored,
 };
 
 fn persistent_mosquitto(dir: &Path, port: u16) -> Mosquitto {
@@ -175,13 +175,6 @@ fn assert_salt_stayed_in_memory(dir: &Path, left: Leftovers, dump: Option<Vec<u8
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn aggregator_agent_and_broker_restarts_change_no_count_on_sqlite() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -202,9 +195,7 @@ fn aggregator_agent_and_broker_restarts_change_no_count_on_sqlite() {
 fn aggregator_agent_and_broker_restarts_change_no_count_on_postgresql() {
     let dir = tempfile::tempdir().expect("tmp");
     let rt = runtime();
-    let scratch = rt
-        .block_on(ScratchDatabase::create(&postgres_server()))
-        .expect("scratch db");
+    let scratch = rt.block_on(scratch_database());
     rt.block_on(async {
         let store = PostgresStore::open(scratch.url(), Precision::DEFAULT)
             .await

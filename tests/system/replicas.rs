@@ -8,13 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase};
+use crowdflow_aggregator::store::{PostgresStore, Resolution};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::write_probes;
 use crowdflow_tests::gate::{self, DEVICES};
 use crowdflow_tests::{
-    Mosquitto, Proc, free_port, http_get, postgres_server, run_binary, stored, wait_for_port,
+    Mosquitto, Proc, free_port, http_get, run_binary, runtime, scratch_database, stored,
+    wait_for_port,
 };
 use jiff::Timestamp;
 
@@ -61,13 +62,8 @@ fn answers(http: u16) -> Vec<String> {
 fn two_replicas_one_killed_mid_stream_count_what_one_counts_and_answer_alike() {
     let dir = tempfile::tempdir().expect("tmp");
     let broker = Mosquitto::start(dir.path());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let scratch = runtime
-        .block_on(ScratchDatabase::create(&postgres_server()))
-        .expect("scratch db");
+    let runtime = runtime();
+    let scratch = runtime.block_on(scratch_database());
     let store = runtime
         .block_on(PostgresStore::open(scratch.url(), Precision::DEFAULT))
         .expect("open");

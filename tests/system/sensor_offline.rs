@@ -8,14 +8,15 @@
 
 use std::time::{Duration, Instant};
 
-use crowdflow_aggregator::store::{PostgresStore, Resolution, ScratchDatabase, SqliteStore, Store};
+use crowdflow_aggregator::store::{PostgresStore, Resolution, SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::cable::Cable;
 use crowdflow_tests::capture::write_probes;
 use crowdflow_tests::gate::{self, DEVICES, WINDOW_S};
 use crowdflow_tests::{
-    Mosquitto, Proc, free_port, http_get, postgres_server, run_binary, stored, wait_for_port,
+    Mosquitto, Proc, free_port, http_get, run_binary, runtime, scratch_database, stored,
+    wait_for_port,
 };
 use serde_json::Value;
 
@@ -52,13 +53,6 @@ fn wait_until(
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn through_the_embedded_broker_into_sqlite() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -83,9 +77,7 @@ fn through_mosquitto_into_postgresql() {
     let dir = tempfile::tempdir().expect("tmp");
     let broker = Mosquitto::start(dir.path());
     let runtime = runtime();
-    let scratch = runtime
-        .block_on(ScratchDatabase::create(&postgres_server()))
-        .expect("scratch db");
+    let scratch = runtime.block_on(scratch_database());
     let store = runtime
         .block_on(PostgresStore::open(scratch.url(), Precision::DEFAULT))
         .expect("open");
