@@ -43,7 +43,7 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
 stage "dashboard end-to-end tests (headless Chromium; screenshots in target/dashboard-e2e)"
-(cd dashboard && CROWDFLOW_AGGREGATOR="$CARGO_TARGET_DIR/debug/crowdflow-aggregator" npm test --silent)
+(cd dashboard && CROWDFLOW_AGGREGATOR="$CARGO_TARGET_DIR/debug/crowdflow-aggregator" CROWDFLOW_DEMO="$CARGO_TARGET_DIR/debug/crowdflow-demo" npm test --silent)
 
 stage "API property tests (schemathesis)"
 bash scripts/schemathesis.sh
