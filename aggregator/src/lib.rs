@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod demo;
