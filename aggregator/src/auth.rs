@@ -5,6 +5,13 @@
 //! fresh token once). The token comes as `Authorization: Bearer T`, or as `?token=T` where a
 //! browser cannot set headers (EventSource, downloads).
 
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
 /// What a bearer token may do; each role includes the ones before it.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
@@ -66,3 +73,119 @@ pub fn new_secret() -> Result<String, crowdflow_contract::salt::SaltError> {
 pub fn hash_token(token: &str) -> blake3::Hash {
     blake3::hash(token.as_bytes())
 }
+
+/// Where the role extractors find the configured tokens (the API's state implements it).
+pub trait TokenConfig {
+    /// Every configured token.
+    fn tokens(&self) -> &[ApiToken];
+    /// The role of requests without a token (`None`: only public endpoints answer).
+    fn anonymous_role(&self) -> Option<Role>;
+}
+
+/// Why a request was refused its role; the message says what to do, never echoes the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No token, and anonymous callers do not have the role.
+    #[error("a {} token is required (Authorization: Bearer TOKEN)", .0.as_str())]
+    Missing(Role),
+    /// The token matches no configured hash.
+    #[error("unknown token")]
+    Unknown,
+    /// The token's role is below the one needed.
+    #[error("this needs the {} role; the token has {}", need.as_str(), has.as_str())]
+    Forbidden {
+        /// The role the endpoint needs.
+        need: Role,
+        /// The token's role.
+        has: Role,
+    },
+}
+
+impl Refusal {
+    /// 401 when the caller is unknown, 403 when known but not allowed.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Missing(_) | Refusal::Unknown => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// The same JSON shape as every other API error (`{"error": "..."}`).
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer T`, else `?token=T`.
+fn presented(parts: &Parts) -> Option<String> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match header {
+        Some(token) => Some(token.to_owned()),
+        None => Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(mut params)| params.remove("token")),
+    }
+}
+
+/// The caller's role if it is at least `need`.
+pub fn authorize(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, Refusal> {
+    let Some(token) = presented(parts) else {
+        return config
+            .anonymous_role()
+            .filter(|r| *r >= need)
+            .ok_or(Refusal::Missing(need));
+    };
+    let hash = hash_token(token.trim());
+    let known = config
+        .tokens()
+        .iter()
+        .find(|t| t.hash == hash)
+        .ok_or(Refusal::Unknown)?;
+    if known.role < need {
+        return Err(Refusal::Forbidden {
+            need,
+            has: known.role,
+        });
+    }
+    Ok(known.role)
+}
+
+/// Declares an extractor that admits callers with at least `$role` and holds their role.
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name(pub Role);
+
+        impl<S: TokenConfig + Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = Refusal;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+                authorize(state, parts, $role).map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// A caller with the viewer role or above (live numbers, alerts, the stream).
+    Viewer,
+    Role::Viewer
+);
+role_extractor!(
+    /// A caller with the planner role or above (history, flows, exports).
+    Planner,
+    Role::Planner
+);
+role_extractor!(
+    /// A caller with the admin role (sensor health, the config view).
+    Admin,
+    Role::Admin
+);

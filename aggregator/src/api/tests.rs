@@ -11,6 +11,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::*;
+use crate::config::hash_token;
 use crate::store::{Accepted, Batch, SqliteStore};
 
 const VIEWER: &str = "viewer-token";
@@ -559,9 +560,9 @@ async fn open_data_is_rounded_and_suppressed_below_k() {
         "{csv}"
     );
     assert!(csv.contains("zone,hour_start,devices,people"));
-    assert_eq!(super::history::publishable(9.4, 10, 10), None);
-    assert_eq!(super::history::publishable(14.9, 10, 10), Some(10));
-    assert_eq!(super::history::publishable(15.0, 10, 10), Some(20));
+    assert_eq!(super::open_data::publishable(9.4, 10, 10), None);
+    assert_eq!(super::open_data::publishable(14.9, 10, 10), Some(10));
+    assert_eq!(super::open_data::publishable(15.0, 10, 10), Some(20));
 }
 
 #[tokio::test]
