@@ -12,6 +12,7 @@ use super::{ApiError, AppState};
 use crate::auth::Admin;
 use crate::config::{BrokerMode, StorageConfig};
 use crate::store::Store;
+use crate::zone::ZoneId;
 
 /// A sensor's health.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -19,7 +20,8 @@ pub struct SensorStatus {
     /// Sensor id.
     pub id: String,
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// End of its newest stored window.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_window_end: Option<Timestamp>,
@@ -58,7 +60,7 @@ pub(super) async fn sensors<S: Store>(
                 let h = health.get(&s.id);
                 SensorStatus {
                     id: s.id.to_string(),
-                    zone: s.zone.to_string(),
+                    zone: s.zone.clone(),
                     last_window_end: last,
                     stale: last.is_none_or(|t| t < now - grace),
                     frames: h.map_or(0, |h| h.frames),

@@ -16,7 +16,8 @@ use super::{
 use crate::auth::Planner;
 use crate::config::Zone;
 use crate::query::{self, Count, Overlap, PerSalt, Range};
-use crate::store::{Resolution, Store, StoreError};
+use crate::store::{BucketQuery, Resolution, Store, StoreError};
+use crate::zone::ZoneId;
 
 /// Most zones in one series request.
 const MAX_SERIES_ZONES: usize = 50;
@@ -69,7 +70,8 @@ pub struct SeriesPoint {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ZoneSeries {
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Zone name.
     pub name: String,
     /// Buckets with data, in time order.
@@ -103,7 +105,13 @@ pub(super) async fn zone_series(
     for kind in Kind::ALL {
         let mut per_bucket: BTreeMap<Timestamp, (Count, usize)> = BTreeMap::new();
         for n in store
-            .zone_numbers(&zone.id, kind, resolution, r.from, r.to)
+            .zone_numbers(BucketQuery {
+                zone: &zone.id,
+                kind,
+                resolution,
+                from: r.from,
+                to: r.to,
+            })
             .await?
         {
             let c = Count {
@@ -122,7 +130,7 @@ pub(super) async fn zone_series(
         }
     }
     Ok(ZoneSeries {
-        zone: zone.id.to_string(),
+        zone: zone.id.clone(),
         name: zone.name.clone(),
         points: buckets
             .into_iter()
@@ -207,7 +215,8 @@ pub(super) async fn series<S: Store>(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Distinct {
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Start.
     #[schema(value_type = String, format = DateTime)]
     pub from: Timestamp,
@@ -254,7 +263,7 @@ pub(super) async fn distinct<S: Store>(
         devices.insert(kind, c);
     }
     Ok(Json(Distinct {
-        zone: z.id.to_string(),
+        zone: z.id.clone(),
         from: r.from,
         to: r.to,
         total: query::total(&devices),
@@ -302,7 +311,8 @@ fn count_all_kinds(u: &BTreeMap<Kind, PerSalt>) -> Count {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Flows {
     /// Zone ids: rows are origins (window 1), columns destinations (window 2).
-    pub zones: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub zones: Vec<ZoneId>,
     /// Devices in each zone in window 1.
     pub origin_devices: Vec<Count>,
     /// Devices in each zone in window 2.
@@ -348,7 +358,7 @@ pub(super) async fn flows<S: Store>(
         })
         .collect();
     Ok(Json(Flows {
-        zones: zones.iter().map(|z| z.id.to_string()).collect(),
+        zones: zones.iter().map(|z| z.id.clone()).collect(),
         origin_devices: origins.iter().map(count_all_kinds).collect(),
         destination_devices: destinations.iter().map(count_all_kinds).collect(),
         matrix,
@@ -359,7 +369,8 @@ pub(super) async fn flows<S: Store>(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Dwell {
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Minutes between the two windows.
     pub lag_min: i64,
     /// Devices in the first window.
@@ -410,7 +421,7 @@ pub(super) async fn dwell<S: Store>(
         }
     };
     Ok(Json(Dwell {
-        zone: z.id.to_string(),
+        zone: z.id.clone(),
         lag_min: lag,
         devices,
         still_present: still,

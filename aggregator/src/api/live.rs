@@ -15,6 +15,7 @@ use super::{ApiError, AppState, Params, number, optional_timestamp, zone};
 use crate::auth::Viewer;
 use crate::live::{LiveEvent, ZoneLive, level_name};
 use crate::store::{Alert, Store};
+use crate::zone::ZoneId;
 
 #[utoipa::path(get, path = "/api/v1/zones", tag = "live", security(("bearer" = [])),
     responses((status = 200, description = "Every zone with its live numbers (each count with lower/upper bounds)", body = [ZoneLive]),
@@ -30,7 +31,8 @@ pub(super) async fn zones<S: Store>(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlanZone {
     /// Zone id.
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: ZoneId,
     /// Display name.
     pub name: String,
     /// Area in m2.
@@ -80,7 +82,7 @@ pub(super) async fn plan<S: Store>(
         .zones
         .values()
         .map(|z| PlanZone {
-            id: z.id.to_string(),
+            id: z.id.clone(),
             name: z.name.clone(),
             area_m2: z.area_m2,
             capacity: z.capacity,

@@ -32,6 +32,7 @@ use crate::config::{AggregatorConfig, Zone};
 use crate::live::LiveBoard;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::zone::ZoneId;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -121,12 +122,12 @@ fn optional_timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, 
         .transpose()
 }
 
+/// The zone `id` names; 404 naming parameter `name` when there is none (an id that breaks
+/// the zone id rule names no zone either).
 fn zone<'a, S>(state: &'a AppState<S>, name: &str, id: &str) -> Result<&'a Zone, ApiError> {
-    state
-        .config
-        .zones
-        .values()
-        .find(|z| z.id.as_str() == id)
+    ZoneId::new(id)
+        .ok()
+        .and_then(|z| state.config.zones.get(&z))
         .ok_or_else(|| ApiError {
             status: StatusCode::NOT_FOUND,
             error: format!("`{name}`: no zone {id:?} (GET /api/v1/zones lists them)"),

@@ -13,12 +13,14 @@ use super::history::zone_series;
 use super::{ApiError, AppState, Params, csv_response, optional_timestamp, wants_csv};
 use crate::query::Range;
 use crate::store::{Resolution, Store};
+use crate::zone::ZoneId;
 
 /// One open-data row: a zone in an hour.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OpenDataRow {
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Hour start.
     #[schema(value_type = String, format = DateTime)]
     pub hour: Timestamp,
@@ -85,7 +87,7 @@ pub(super) async fn open_data<S: Store>(
             .points
         {
             rows.push(OpenDataRow {
-                zone: z.id.to_string(),
+                zone: z.id.clone(),
                 hour: p.t,
                 devices: publishable(p.total.estimate, od.k, od.rounding),
                 people: p

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::auth::{Refusal, Role, Viewer};
 use crate::store::Store;
+use crate::zone::ZoneId;
 
 /// What the caller's token (or no token) may see.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -134,7 +135,8 @@ pub struct RegisteredSensor {
     /// Sensor id.
     pub id: String,
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Zone name.
     pub zone_name: String,
     /// Latitude (WGS84), if published.
@@ -172,7 +174,7 @@ pub(super) async fn register<S: Store>(
             .values()
             .map(|s| RegisteredSensor {
                 id: s.id.to_string(),
-                zone: s.zone.to_string(),
+                zone: s.zone.clone(),
                 zone_name: c
                     .zones
                     .get(&s.zone)

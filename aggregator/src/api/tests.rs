@@ -73,7 +73,7 @@ fn message(
 ) -> Accepted {
     Accepted {
         sensor: crowdflow_contract::wire::SensorId::new(sensor).expect("id"),
-        zone: crowdflow_contract::wire::SensorId::new(zone).expect("id"),
+        zone: crate::zone::ZoneId::new(zone).expect("id"),
         kind: crowdflow_contract::identity::Kind::WifiRandom,
         window_start: at,
         window_s: 60,

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 pub use crate::auth::{ApiToken, Role, hash_token, new_secret};
 use crate::store::Retention;
+use crate::zone::ZoneId;
 pub use broker::{BROKER_PASSWORD_ENV, BrokerConfig, BrokerMode};
 pub use dashboard::Dashboard;
 pub use privacy::{OpenData, Privacy};
@@ -91,7 +92,7 @@ pub struct AggregatorConfig {
     /// How long data is kept.
     pub retention: Retention,
     /// Zones by id.
-    pub zones: BTreeMap<SensorId, Zone>,
+    pub zones: BTreeMap<ZoneId, Zone>,
     /// Sensors by id.
     pub sensors: BTreeMap<SensorId, Sensor>,
     /// API tokens.

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::Zone;
 use super::{FieldError, field};
+use crate::zone::ZoneId;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +34,7 @@ pub struct Sensor {
     /// Its id (also its broker username on the embedded broker).
     pub id: SensorId,
     /// The zone it counts for.
-    pub zone: SensorId,
+    pub zone: ZoneId,
     /// Broker password on the embedded broker.
     pub password: Option<String>,
     /// Which kinds it may publish.
@@ -46,14 +47,14 @@ pub struct Sensor {
 
 pub(super) fn sensors(
     raw: Vec<RawSensor>,
-    zones: &BTreeMap<SensorId, Zone>,
+    zones: &BTreeMap<ZoneId, Zone>,
 ) -> Result<BTreeMap<SensorId, Sensor>, FieldError> {
     let mut sensors = BTreeMap::new();
     for (i, s) in raw.into_iter().enumerate() {
         let at = |f: &str| format!("sensors[{i}].{f}");
         let id =
             SensorId::new(&s.id).map_err(|_| field(at("id"), "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
-        let zone = SensorId::new(&s.zone)
+        let zone = ZoneId::new(&s.zone)
             .ok()
             .filter(|z| zones.contains_key(z))
             .ok_or_else(|| field(at("zone"), "must be the id of a zone in [[zones]]"))?;

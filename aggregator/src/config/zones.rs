@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crowdflow_contract::identity::Kind;
-use crowdflow_contract::wire::SensorId;
+
+use crate::zone::ZoneId;
 use serde::Deserialize;
 
 use super::{FieldError, field};
@@ -36,7 +37,7 @@ fn default_thresholds() -> Vec<f64> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Zone {
     /// Identifier (same rules as sensor ids).
-    pub id: SensorId,
+    pub id: ZoneId,
     /// Display name.
     pub name: String,
     /// Area in square metres (for density).
@@ -53,12 +54,12 @@ pub struct Zone {
     pub polygon: Option<serde_json::Value>,
 }
 
-pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<SensorId, Zone>, FieldError> {
+pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldError> {
     let mut zones = BTreeMap::new();
     for (i, z) in raw.into_iter().enumerate() {
         let at = |f: &str| format!("zones[{i}].{f}");
         let id =
-            SensorId::new(&z.id).map_err(|_| field(at("id"), "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
+            ZoneId::new(&z.id).map_err(|_| field(at("id"), "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
         if z.name.trim().is_empty() {
             return Err(field(at("name"), "give the zone a name people recognise"));
         }

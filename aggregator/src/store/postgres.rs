@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crowdflow_contract::epoch::EpochId;
-use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Estimate, Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
@@ -17,7 +16,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Alert, Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
+    Alert, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError, ZoneNumber,
     ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
 };
 
@@ -481,14 +480,14 @@ impl Store for PostgresStore {
         ingest_batch(&mut conn, self.inner.precision, batch).await
     }
 
-    async fn zone_sketches(
-        &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<ZoneSketch>, StoreError> {
+    async fn zone_sketches(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneSketch>, StoreError> {
+        let BucketQuery {
+            zone,
+            kind,
+            resolution,
+            from,
+            to,
+        } = query;
         let conn = self.reader().await?;
         let rows = conn
             .client
@@ -511,14 +510,14 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn zone_numbers(
-        &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<ZoneNumber>, StoreError> {
+    async fn zone_numbers(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneNumber>, StoreError> {
+        let BucketQuery {
+            zone,
+            kind,
+            resolution,
+            from,
+            to,
+        } = query;
         let conn = self.reader().await?;
         let rows = conn
             .client
@@ -739,6 +738,9 @@ impl Drop for ScratchDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Resolution;
+    use crate::zone::ZoneId;
+    use crowdflow_contract::identity::Kind;
 
     /// The server the PostgreSQL tests use; `scripts/test.sh` starts one and sets this
     /// (the whole-system tests read the same variable).
@@ -808,7 +810,7 @@ mod tests {
             }
             super::super::Accepted {
                 sensor: SensorId::new(sensor).expect("id"),
-                zone: SensorId::new("neude").expect("id"),
+                zone: ZoneId::new("neude").expect("id"),
                 kind: Kind::Ble,
                 window_start: at,
                 window_s: 60,
@@ -835,13 +837,13 @@ mod tests {
             rb.expect("b");
         }
         let sketches = store
-            .zone_sketches(
-                &SensorId::new("neude").expect("id"),
-                Kind::Ble,
-                Resolution::Minute,
-                at,
-                at + jiff::SignedDuration::from_secs(60),
-            )
+            .zone_sketches(BucketQuery {
+                zone: &ZoneId::new("neude").expect("id"),
+                kind: Kind::Ble,
+                resolution: Resolution::Minute,
+                from: at,
+                to: at + jiff::SignedDuration::from_secs(60),
+            })
             .await
             .expect("read");
         assert_eq!(sketches.len(), 1);

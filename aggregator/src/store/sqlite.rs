@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crowdflow_contract::epoch::EpochId;
-use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
@@ -12,7 +11,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Alert, Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
+    Alert, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError, ZoneNumber,
     ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
 };
 
@@ -422,14 +421,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn zone_sketches(
-        &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<ZoneSketch>, StoreError> {
+    async fn zone_sketches(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneSketch>, StoreError> {
+        let BucketQuery {
+            zone,
+            kind,
+            resolution,
+            from,
+            to,
+        } = query;
         let zone = zone.to_string();
         self.with(move |conn, precision| {
             let mut stmt = conn
@@ -455,14 +454,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn zone_numbers(
-        &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<ZoneNumber>, StoreError> {
+    async fn zone_numbers(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneNumber>, StoreError> {
+        let BucketQuery {
+            zone,
+            kind,
+            resolution,
+            from,
+            to,
+        } = query;
         let zone = zone.to_string();
         self.with(move |conn, _| {
             let mut stmt = conn
@@ -599,6 +598,9 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Resolution;
+    use crate::zone::ZoneId;
+    use crowdflow_contract::identity::Kind;
 
     async fn open() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tmp");
@@ -670,13 +672,13 @@ mod tests {
         }
         let store = SqliteStore::open(&path, Precision::DEFAULT).expect("migrate");
         let numbers = store
-            .zone_numbers(
-                &SensorId::new("neude").expect("id"),
-                Kind::WifiRandom,
-                Resolution::Hour,
-                Timestamp::from_second(1777284000).expect("ts"),
-                Timestamp::from_second(1777287600).expect("ts"),
-            )
+            .zone_numbers(BucketQuery {
+                zone: &ZoneId::new("neude").expect("id"),
+                kind: Kind::WifiRandom,
+                resolution: Resolution::Hour,
+                from: Timestamp::from_second(1777284000).expect("ts"),
+                to: Timestamp::from_second(1777287600).expect("ts"),
+            })
             .await
             .expect("numbers");
         assert_eq!(numbers.len(), 1);
@@ -690,7 +692,7 @@ mod tests {
         let accepted: Vec<_> = (0..(PURGE_CHUNK + 100))
             .map(|i| super::super::Accepted {
                 sensor: SensorId::new("s1").expect("id"),
-                zone: SensorId::new("neude").expect("id"),
+                zone: ZoneId::new("neude").expect("id"),
                 kind: Kind::Ble,
                 window_start: start + jiff::SignedDuration::from_secs(60 * i),
                 window_s: 60,

@@ -7,7 +7,11 @@ use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Accepted, Alert, Batch, PurgeReport, Rejected, Resolution, Retention, Store};
+use crate::zone::ZoneId;
+
+use super::{
+    Accepted, Alert, Batch, BucketQuery, PurgeReport, Rejected, Resolution, Retention, Store,
+};
 
 fn sketch(range: std::ops::Range<u64>) -> Sketch {
     let mut s = Sketch::new(Precision::DEFAULT);
@@ -20,7 +24,7 @@ fn sketch(range: std::ops::Range<u64>) -> Sketch {
 fn accepted(sensor: &str, at: Timestamp, devices: std::ops::Range<u64>) -> Accepted {
     Accepted {
         sensor: id(sensor),
-        zone: id("neude"),
+        zone: zone("neude"),
         kind: Kind::WifiRandom,
         window_start: at,
         window_s: 60,
@@ -42,6 +46,10 @@ fn id(s: &str) -> SensorId {
     SensorId::new(s).expect("id")
 }
 
+fn zone(s: &str) -> ZoneId {
+    ZoneId::new(s).expect("zone id")
+}
+
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("ts")
 }
@@ -57,7 +65,13 @@ async fn estimates(
     to: &str,
 ) -> Vec<(Timestamp, f64)> {
     store
-        .zone_sketches(&id("neude"), Kind::WifiRandom, resolution, ts(from), ts(to))
+        .zone_sketches(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::WifiRandom,
+            resolution,
+            from: ts(from),
+            to: ts(to),
+        })
         .await
         .expect("read sketches")
         .into_iter()
@@ -98,13 +112,13 @@ pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing
         vec![(ts("2026-04-27T00:00:00Z"), 1050.0)]
     );
     let numbers = store
-        .zone_numbers(
-            &id("neude"),
-            Kind::WifiRandom,
-            Resolution::Hour,
-            ts(from),
-            ts(to),
-        )
+        .zone_numbers(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::WifiRandom,
+            resolution: Resolution::Hour,
+            from: ts(from),
+            to: ts(to),
+        })
         .await
         .expect("numbers");
     assert_eq!(numbers.len(), 2);
@@ -112,13 +126,13 @@ pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing
     assert!(numbers[0].devices.lower <= 1000.0 && numbers[0].devices.upper >= 1000.0);
     assert_eq!(numbers[0].epoch, "2026-04-27".parse().expect("epoch"));
     let other_kind = store
-        .zone_sketches(
-            &id("neude"),
-            Kind::Ble,
-            Resolution::Minute,
-            ts(from),
-            ts(to),
-        )
+        .zone_sketches(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::Ble,
+            resolution: Resolution::Minute,
+            from: ts(from),
+            to: ts(to),
+        })
         .await
         .expect("read");
     assert!(other_kind.is_empty(), "kinds are kept apart");
@@ -201,13 +215,13 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
         .expect("ingest");
     let count = async |resolution: Resolution| {
         store
-            .zone_sketches(
-                &id("neude"),
-                Kind::WifiRandom,
+            .zone_sketches(BucketQuery {
+                zone: &zone("neude"),
+                kind: Kind::WifiRandom,
                 resolution,
-                ancient - days(2),
-                now,
-            )
+                from: ancient - days(2),
+                to: now,
+            })
             .await
             .expect("read")
             .len()
@@ -225,13 +239,13 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
     assert_eq!(count(Resolution::Hour).await, 2);
     assert_eq!(count(Resolution::Day).await, 3, "day sketches are kept");
     let numbers = store
-        .zone_numbers(
-            &id("neude"),
-            Kind::WifiRandom,
-            Resolution::Minute,
-            ancient - days(1),
-            now,
-        )
+        .zone_numbers(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::WifiRandom,
+            resolution: Resolution::Minute,
+            from: ancient - days(1),
+            to: now,
+        })
         .await
         .expect("numbers");
     assert_eq!(numbers.len(), 3, "numbers outlive their sketches");
@@ -261,7 +275,7 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
     let alert = |at: &str, kind: &str, level: Option<u8>| Alert {
         id: 0,
         at: ts(at),
-        zone: id("neude"),
+        zone: zone("neude"),
         kind: kind.into(),
         level,
         threshold: level.map(|_| 3.5),
