@@ -73,7 +73,7 @@ async fn generate(store: &SqliteStore, start: Timestamp) {
             .flat_map(|m| (0..ZONES).map(move |z| message(z, *m, start)))
             .collect();
         store
-            .ingest(Batch {
+            .merge_batch(Batch {
                 accepted,
                 rejects: Vec::new(),
             })

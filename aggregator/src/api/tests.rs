@@ -150,7 +150,7 @@ async fn state() -> (AppState<SqliteStore>, tempfile::TempDir) {
     accepted.push(live_neude);
     accepted.push(live_plein);
     store
-        .ingest(Batch {
+        .merge_batch(Batch {
             accepted,
             rejects: Vec::new(),
         })

@@ -422,7 +422,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Merges a batch into minute, hour and day buckets, their numbers, sensor windows and
     /// reject counts, atomically.
-    fn ingest(&self, batch: Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn merge_batch(&self, batch: Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The zone sketches `query` names.
     fn zone_sketches(

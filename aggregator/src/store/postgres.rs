@@ -313,7 +313,7 @@ fn window_columns(batch: &Batch) -> WindowColumns {
     c
 }
 
-async fn ingest_batch(
+async fn merge_in_transaction(
     conn: &mut Conn,
     precision: Precision,
     batch: Batch,
@@ -472,12 +472,12 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn ingest(&self, batch: Batch) -> Result<(), StoreError> {
+    async fn merge_batch(&self, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn(0).await?;
-        ingest_batch(&mut conn, self.inner.precision, batch).await
+        merge_in_transaction(&mut conn, self.inner.precision, batch).await
     }
 
     async fn zone_sketches(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneSketch>, StoreError> {
@@ -832,7 +832,7 @@ mod tests {
                 )],
                 rejects: Vec::new(),
             };
-            let (ra, rb) = tokio::join!(store.ingest(a), other.ingest(b));
+            let (ra, rb) = tokio::join!(store.merge_batch(a), other.merge_batch(b));
             ra.expect("a");
             rb.expect("b");
         }

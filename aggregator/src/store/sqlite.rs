@@ -244,7 +244,7 @@ fn fill_numbers(tx: &Transaction<'_>, precision: Precision) -> Result<(), StoreE
     Ok(())
 }
 
-fn ingest_batch(
+fn merge_in_transaction(
     conn: &mut Connection,
     precision: Precision,
     batch: Batch,
@@ -413,11 +413,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ingest(&self, batch: Batch) -> Result<(), StoreError> {
+    async fn merge_batch(&self, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.with(move |conn, precision| ingest_batch(conn, precision, batch))
+        self.with(move |conn, precision| merge_in_transaction(conn, precision, batch))
             .await
     }
 
@@ -703,7 +703,7 @@ mod tests {
             })
             .collect();
         store
-            .ingest(Batch {
+            .merge_batch(Batch {
                 accepted,
                 rejects: Vec::new(),
             })

@@ -88,8 +88,8 @@ pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing
         accepted("s1", ts("2026-04-27T10:01:00Z"), 0..100),
         accepted("s2", ts("2026-04-27T11:30:00Z"), 5000..5050),
     ]);
-    store.ingest(b.clone()).await.expect("ingest");
-    store.ingest(b).await.expect("replay");
+    store.merge_batch(b.clone()).await.expect("ingest");
+    store.merge_batch(b).await.expect("replay");
     let from = "2026-04-27T00:00:00Z";
     let to = "2026-04-28T00:00:00Z";
     assert_eq!(
@@ -178,12 +178,12 @@ pub(crate) async fn rejects_accumulate_in_sensor_health(store: impl Store) {
         accepted: vec![accepted("s1", ts("2026-04-27T10:00:00Z"), 0..10)],
         rejects: vec![reject("s1", "salt_mismatch"), reject("s9", "window_future")],
     };
-    store.ingest(first).await.expect("ingest");
+    store.merge_batch(first).await.expect("ingest");
     let second = Batch {
         accepted: Vec::new(),
         rejects: vec![reject("s1", "salt_mismatch"), reject("s1", "sketch")],
     };
-    store.ingest(second).await.expect("ingest");
+    store.merge_batch(second).await.expect("ingest");
     let health = store.sensor_health().await.expect("health");
     assert_eq!(health.len(), 2, "{health:?}");
     let s1 = &health[0];
@@ -197,7 +197,10 @@ pub(crate) async fn rejects_accumulate_in_sensor_health(store: impl Store) {
         "a sensor with only rejects has no window"
     );
     assert_eq!(s9.rejects.get("window_future"), Some(&1));
-    store.ingest(Batch::default()).await.expect("empty batch");
+    store
+        .merge_batch(Batch::default())
+        .await
+        .expect("empty batch");
 }
 
 pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
@@ -206,7 +209,7 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
     let recent = now - days(10);
     let ancient = now - days(400);
     store
-        .ingest(batch(vec![
+        .merge_batch(batch(vec![
             accepted("s1", ancient, 0..30),
             accepted("s1", old, 0..20),
             accepted("s1", recent, 0..10),
@@ -331,7 +334,7 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
 
 pub(crate) async fn sensors_seen_follow_their_latest_window(store: impl Store) {
     store
-        .ingest(batch(vec![
+        .merge_batch(batch(vec![
             accepted("s1", ts("2026-04-27T10:05:00Z"), 0..5),
             accepted("s1", ts("2026-04-27T10:01:00Z"), 0..5),
             accepted("s2", ts("2026-04-27T09:00:00Z"), 0..5),
@@ -339,7 +342,7 @@ pub(crate) async fn sensors_seen_follow_their_latest_window(store: impl Store) {
         .await
         .expect("ingest");
     store
-        .ingest(batch(vec![accepted(
+        .merge_batch(batch(vec![accepted(
             "s1",
             ts("2026-04-27T10:02:00Z"),
             0..5,
