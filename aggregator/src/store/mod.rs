@@ -24,7 +24,9 @@ use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
 
 use crate::zone::ZoneId;
-pub use postgres::{PostgresStore, ScratchDatabase};
+pub use postgres::PostgresStore;
+#[cfg(any(test, feature = "testing"))]
+pub use postgres::ScratchDatabase;
 pub use sqlite::SqliteStore;
 
 /// Storage failures.
