@@ -189,3 +189,94 @@ role_extractor!(
     Admin,
     Role::Admin
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Config {
+        tokens: Vec<ApiToken>,
+        anonymous: Option<Role>,
+    }
+
+    impl TokenConfig for Config {
+        fn tokens(&self) -> &[ApiToken] {
+            &self.tokens
+        }
+        fn anonymous_role(&self) -> Option<Role> {
+            self.anonymous
+        }
+    }
+
+    fn config(anonymous: Option<Role>) -> Config {
+        let token = |name: &str, role| ApiToken {
+            name: name.into(),
+            role,
+            hash: hash_token(name),
+        };
+        Config {
+            tokens: vec![token("v", Role::Viewer), token("p", Role::Planner)],
+            anonymous,
+        }
+    }
+
+    fn parts(uri: &str, authorization: Option<&str>) -> Parts {
+        let mut request = axum::http::Request::get(uri);
+        if let Some(a) = authorization {
+            request = request.header(header::AUTHORIZATION, a);
+        }
+        request.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn a_bearer_header_wins_over_the_query_and_is_trimmed() {
+        let c = config(None);
+        let p = parts("/x?token=v", Some("Bearer  p "));
+        assert_eq!(authorize(&c, &p, Role::Planner), Ok(Role::Planner));
+        assert_eq!(
+            authorize(&c, &parts("/x?token=v", None), Role::Viewer),
+            Ok(Role::Viewer)
+        );
+    }
+
+    #[test]
+    fn refusals_say_why_with_401_or_403() {
+        let c = config(None);
+        let missing = authorize(&c, &parts("/x", None), Role::Planner).expect_err("no token");
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            missing.to_string(),
+            "a planner token is required (Authorization: Bearer TOKEN)"
+        );
+        let unknown =
+            authorize(&c, &parts("/x", Some("Bearer guess")), Role::Viewer).expect_err("unknown");
+        assert_eq!(
+            (unknown.status(), unknown.to_string()),
+            (StatusCode::UNAUTHORIZED, "unknown token".to_owned())
+        );
+        let low = authorize(&c, &parts("/x", Some("Bearer v")), Role::Admin).expect_err("low");
+        assert_eq!(low.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            low.to_string(),
+            "this needs the admin role; the token has viewer"
+        );
+    }
+
+    #[test]
+    fn anonymous_callers_get_the_configured_role_and_no_more() {
+        let c = config(Some(Role::Viewer));
+        assert_eq!(
+            authorize(&c, &parts("/x", None), Role::Viewer),
+            Ok(Role::Viewer)
+        );
+        assert_eq!(
+            authorize(&c, &parts("/x", None), Role::Planner),
+            Err(Refusal::Missing(Role::Planner))
+        );
+        // A presented token is judged on its own, not upgraded to the anonymous role.
+        assert_eq!(
+            authorize(&c, &parts("/x", Some("Bearer guess")), Role::Viewer),
+            Err(Refusal::Unknown)
+        );
+    }
+}
