@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod ingest;
@@ -17,3 +18,4 @@ pub mod query;
 pub mod salt;
 pub mod service;
 pub mod store;
+pub mod zone;

@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crowdflow_contract::identity::Kind;
-use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
@@ -15,7 +14,8 @@ use tokio::sync::{Notify, broadcast};
 use crate::config::{AggregatorConfig, Zone};
 use crate::metrics::Metrics;
 use crate::query::{self, Count, count, per_salt};
-use crate::store::{Alert, Resolution, Store, StoreError, ZoneSketch};
+use crate::store::{Alert, BucketQuery, Resolution, Store, StoreError, ZoneSketch};
+use crate::zone::ZoneId;
 
 /// How often the board is re-evaluated without news (staleness, trends, other replicas'
 /// commits).
@@ -159,7 +159,13 @@ pub async fn evaluate_zone(
     let mut sketches = BTreeMap::new();
     for kind in Kind::ALL {
         let s = store
-            .zone_sketches(&zone.id, kind, Resolution::Minute, from, to)
+            .zone_sketches(BucketQuery {
+                zone: &zone.id,
+                kind,
+                resolution: Resolution::Minute,
+                from,
+                to,
+            })
             .await?;
         sketches.insert(kind, s);
     }
@@ -217,8 +223,8 @@ pub async fn evaluate_zone(
 pub async fn zones_last_data(
     store: &impl Store,
     config: &AggregatorConfig,
-) -> Result<BTreeMap<SensorId, Timestamp>, StoreError> {
-    let mut out: BTreeMap<SensorId, Timestamp> = BTreeMap::new();
+) -> Result<BTreeMap<ZoneId, Timestamp>, StoreError> {
+    let mut out: BTreeMap<ZoneId, Timestamp> = BTreeMap::new();
     for (sensor, end) in store.sensors_seen().await? {
         if let Some(s) = config.sensors.get(&sensor) {
             let e = out.entry(s.zone.clone()).or_insert(end);
@@ -444,7 +450,7 @@ mod tests {
     #[test]
     fn alerts_follow_transitions_only() {
         let zone = Zone {
-            id: SensorId::new("neude").expect("id"),
+            id: ZoneId::new("neude").expect("id"),
             name: "Neude".into(),
             area_m2: 100.0,
             capacity: None,

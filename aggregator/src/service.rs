@@ -32,7 +32,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use crate::api::{self, AppState};
 use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
 use crate::config::{AggregatorConfig, BrokerMode};
-use crate::ingest::Ingest;
+use crate::ingest::Validator;
 use crate::live::LiveBoard;
 use crate::metrics::Metrics;
 use crate::salt::{Drawn, SaltAuthority};
@@ -88,7 +88,7 @@ pub enum ServiceError {
 struct State<S> {
     config: Arc<AggregatorConfig>,
     store: S,
-    ingest: Ingest,
+    ingest: Validator,
     metrics: Metrics,
     authority: SaltAuthority,
     client: AsyncClient,
@@ -175,7 +175,7 @@ pub async fn run<S: Store>(
         }
         BrokerMode::External { host, port, tls } => (host.clone(), *port, tls.clone()),
     };
-    let mut ingest = Ingest::new(config.clone(), metrics.clone());
+    let mut ingest = Validator::new(config.clone(), metrics.clone());
     let since = config
         .rotation
         .epoch_at(Timestamp::now() - SignedDuration::from_hours(24 * 8));
@@ -502,7 +502,7 @@ impl<S: Store> State<S> {
             return;
         }
         let started = std::time::Instant::now();
-        match self.store.ingest(self.pending.clone()).await {
+        match self.store.merge_batch(self.pending.clone()).await {
             Ok(()) => {
                 self.metrics.committed(started.elapsed());
                 for p in self.unacked.drain(..) {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crowdflow_aggregator::config::AggregatorConfig;
-use crowdflow_aggregator::ingest::Ingest;
+use crowdflow_aggregator::ingest::Validator;
 use crowdflow_aggregator::metrics::Metrics;
 use libfuzzer_sys::fuzz_target;
 
@@ -32,13 +32,13 @@ zone = "square"
 "#;
 
 thread_local! {
-    static INGEST: RefCell<Ingest> = RefCell::new(ingest());
+    static INGEST: RefCell<Validator> = RefCell::new(ingest());
 }
 
-fn ingest() -> Ingest {
+fn ingest() -> Validator {
     let config = AggregatorConfig::parse(CONFIG, Path::new("fuzz.toml"), None)
         .expect("the fuzz target's own config is valid");
-    Ingest::new(Arc::new(config), Metrics::default())
+    Validator::new(Arc::new(config), Metrics::default())
 }
 
 fuzz_target!(|data: &[u8]| {
