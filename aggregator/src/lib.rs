@@ -7,12 +7,15 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod batching;
 pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod ingest;
+pub mod link;
 pub mod live;
 pub mod metrics;
+pub mod purge;
 pub mod query;
 pub mod salt;
 pub mod service;
