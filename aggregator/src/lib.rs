@@ -8,12 +8,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod batching;
 pub mod broker;
 pub mod config;
 pub mod ingest;
+pub mod link;
 pub mod live;
 pub mod metrics;
 pub mod process;
+pub mod purge;
 pub mod query;
 pub mod salt;
 pub mod service;

@@ -203,8 +203,8 @@ pub struct Alert {
     /// The zone.
     #[schema(value_type = String)]
     pub zone: ZoneId,
-    /// "level" (threshold crossed upwards), "stale" (sensors silent) or "recovered".
-    pub kind: String,
+    /// What it is about.
+    pub kind: AlertKind,
     /// Level-of-service index reached (for "level").
     pub level: Option<u8>,
     /// The threshold crossed, persons per m2 (for "level").
@@ -213,6 +213,56 @@ pub struct Alert {
     pub value: Option<f64>,
     /// Human-readable text.
     pub message: String,
+}
+
+/// What an alert is about; serialized and stored by its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    /// A level-of-service threshold crossed upwards.
+    Level,
+    /// Every sensor of the zone silent for more than two windows.
+    Stale,
+    /// The sensors of a stale zone report again.
+    Recovered,
+}
+
+impl AlertKind {
+    /// Every kind.
+    pub const ALL: [AlertKind; 3] = [AlertKind::Level, AlertKind::Stale, AlertKind::Recovered];
+
+    /// The name it is serialized and stored under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Level => "level",
+            AlertKind::Stale => "stale",
+            AlertKind::Recovered => "recovered",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AlertKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AlertKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Compares with a serialized name, as clients see it.
+impl PartialEq<&str> for AlertKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// How long stored data is kept, in days; `None` keeps it forever.

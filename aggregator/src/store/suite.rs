@@ -279,7 +279,7 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
         id: 0,
         at: ts(at),
         zone: zone("neude"),
-        kind: kind.into(),
+        kind: kind.parse().expect("an alert kind"),
         level,
         threshold: level.map(|_| 3.5),
         value: level.map(|_| 3.7),

@@ -299,7 +299,7 @@ impl Store for PostgresStore {
                 &[
                     &alert.at.as_second(),
                     &alert.zone.as_str(),
-                    &alert.kind,
+                    &alert.kind.as_str(),
                     &alert.level.map_or(-1, i64::from),
                     &alert.threshold,
                     &alert.value,
@@ -324,7 +324,7 @@ impl Store for PostgresStore {
                     id: get(r, 0)?,
                     at: timestamp(get(r, 1)?)?,
                     zone: parse(get::<&str>(r, 2)?, "zone id")?,
-                    kind: get(r, 3)?,
+                    kind: parse(get::<&str>(r, 3)?, "alert kind")?,
                     level: u8::try_from(get::<i64>(r, 4)?).ok(),
                     threshold: get(r, 5)?,
                     value: get(r, 6)?,

@@ -382,7 +382,7 @@ impl Store for SqliteStore {
                     params![
                         alert.at.as_second(),
                         alert.zone.as_str(),
-                        alert.kind,
+                        alert.kind.as_str(),
                         alert.level.map_or(-1, i64::from),
                         alert.threshold,
                         alert.value,
@@ -419,7 +419,7 @@ impl Store for SqliteStore {
                     id,
                     at: timestamp(at)?,
                     zone: parse(&zone, "zone id")?,
-                    kind,
+                    kind: parse(&kind, "alert kind")?,
                     level: u8::try_from(level).ok(),
                     threshold,
                     value,
