@@ -165,7 +165,8 @@ async fn serve_http<S: Store>(
 }
 
 /// The salt protocol at start: the fingerprints in storage are accepted by `ingest`, and the
-/// running epoch's salt, if it had one, is asked back from the agents first.
+/// salts of the running epoch and (before a rotation) the next one, where recorded, are asked
+/// back from the agents first.
 async fn salt_protocol(
     config: &AggregatorConfig,
     store: &impl Store,
@@ -177,8 +178,9 @@ async fn salt_protocol(
     let mut wanted = Vec::new();
     for (epoch, fp) in store.known_epochs(since).await? {
         ingest.know(epoch, fp);
-        if epoch == current {
-            wanted.push(fp);
+        // The running epoch's salt, and the next one's when it was drawn before the restart.
+        if epoch >= current {
+            wanted.push((epoch, fp));
         }
     }
     let started = Instant::now();
@@ -190,7 +192,7 @@ async fn salt_protocol(
     Ok(SaltProtocol::new(
         SaltAuthority::new(&config.authority_id, config.rotation.clone()),
         Leadership::new(&config.authority_id, announce_every, listen_first, started),
-        Recovery::start(current, wanted, recover_for, started),
+        Recovery::start(wanted, recover_for, started),
         announce_every,
     ))
 }

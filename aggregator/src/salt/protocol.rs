@@ -95,12 +95,13 @@ impl SaltProtocol {
         self.announce_due = true;
     }
 
-    /// A salt an agent returned on `topic`: taken back if it is one the running epoch had
-    /// (by fingerprint) while a recovery waits for it.
+    /// A salt an agent returned on `topic`: taken back if it is one a recovery waits for (by
+    /// epoch and fingerprint); the recovery ends when every epoch it asked for is held.
     pub fn on_return(&mut self, topic: &str, payload: &[u8]) -> Vec<Action> {
         let Some(recovery) = &self.recovery else {
             return Vec::new(); // not asked, or already recovered
         };
+        let epochs = recovery.epochs();
         let Ok(returned) = SaltAnnouncement::decode(payload) else {
             tracing::warn!(topic, "ignoring an undecodable returned salt");
             return Vec::new();
@@ -108,14 +109,20 @@ impl SaltProtocol {
         let Some(returned) = recovery.take_back(returned) else {
             tracing::warn!(
                 topic,
-                "ignoring a returned salt whose fingerprint was never recorded for the running epoch"
+                "ignoring a returned salt whose fingerprint was never recorded for its epoch"
             );
             return Vec::new();
         };
-        let epoch = recovery.epoch();
         let adopted = self.authority.adopt(returned);
-        tracing::info!(%epoch, topic, "salt of the running epoch recovered from an agent: counting goes on under it");
-        self.recovery = None;
+        for d in &adopted {
+            tracing::info!(epoch = %d.epoch, topic, "salt recovered from an agent: counting goes on under it");
+        }
+        if epochs
+            .iter()
+            .all(|e| self.authority.fingerprint(*e).is_some())
+        {
+            self.recovery = None;
+        }
         self.announce_due = true;
         records(adopted)
     }
@@ -136,10 +143,18 @@ impl SaltProtocol {
             return Ok(actions);
         }
         if let Some(recovery) = &mut self.recovery {
-            let held = self.authority.fingerprint(recovery.epoch()).is_some();
-            match recovery.step(held, now) {
+            let authority = &self.authority;
+            match recovery.step(|e| authority.fingerprint(e).is_some(), now) {
                 Step::Wait(requests) => {
                     actions.extend(requests.into_iter().map(Action::AskRecovery));
+                    // What is back already (the running epoch's salt, say) is announced
+                    // while the rest is awaited; nothing is drawn until the wait is over.
+                    if self.announce_due
+                        && !self.authority.epochs().is_empty()
+                        && !recent(self.last_announce, MIN_ANNOUNCE_GAP)
+                    {
+                        actions.push(Action::Announce(self.authority.announcement(at)));
+                    }
                     return Ok(actions);
                 }
                 Step::Over => self.recovery = None,
@@ -281,8 +296,12 @@ mod tests {
         let mut lost = SaltAuthority::new("agg-1", RotationSchedule::default());
         lost.tick(at()).expect("entropy");
         let epoch = lost.epochs()[0];
-        let wanted = lost.fingerprint(epoch).into_iter().collect();
-        let recovery = Recovery::start(epoch, wanted, Duration::from_secs(30), t0);
+        let wanted = lost
+            .fingerprint(epoch)
+            .map(|fp| (epoch, fp))
+            .into_iter()
+            .collect();
+        let recovery = Recovery::start(wanted, Duration::from_secs(30), t0);
         (lost, epoch, protocol("agg-1", recovery, t0))
     }
 
@@ -336,5 +355,64 @@ mod tests {
         assert!(drawn.announced.is_some());
         let late = p.on_return("t", &lost.announcement(at()));
         assert!(late.is_empty(), "an answer after the wait is ignored");
+    }
+
+    #[test]
+    fn restarted_before_a_rotation_it_takes_back_the_next_epochs_salt_too() {
+        // Six hours before the 02:00 UTC rotation both salts are held and recorded.
+        let evening: Timestamp = "2026-04-27T21:00:00Z".parse().expect("ts");
+        let mut lost = SaltAuthority::new("agg-1", RotationSchedule::default());
+        lost.tick(evening).expect("entropy");
+        let epochs = lost.epochs();
+        assert_eq!(epochs.len(), 2, "the running and the next epoch");
+        let fp = |e: EpochId| lost.fingerprint(e).expect("held");
+        let wanted = epochs.iter().map(|e| (*e, fp(*e))).collect();
+        let t0 = Instant::now();
+        let mut p = protocol(
+            "agg-1",
+            Recovery::start(wanted, Duration::from_secs(30), t0),
+            t0,
+        );
+        let carry = |p: &mut SaltProtocol, now: Instant| {
+            let actions = p.tick(now, evening).expect("entropy");
+            carry_out(p, actions, now)
+        };
+        let asking = carry(&mut p, t0);
+        assert_eq!(asking.asked.len(), 2, "both epochs asked for");
+        // An agent that answers for the running epoch only.
+        let mut running = SaltAnnouncement::decode(&lost.announcement(evening)).expect("decodes");
+        running.salts.retain(|s| s.epoch == epochs[0]);
+        let back = p.on_return("crowdflow/v1/salt/return/s1", &running.encode());
+        assert_eq!(carry_out(&mut p, back, t0).recorded.len(), 1);
+        let partial = carry(&mut p, secs(t0, 2));
+        assert!(
+            partial.recorded.is_empty(),
+            "no next salt drawn while waiting"
+        );
+        assert_eq!(
+            partial.asked.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+            vec![epochs[1]],
+            "still asking for the next epoch's"
+        );
+        let announced = partial
+            .announced
+            .expect("the recovered salt is announced meanwhile");
+        assert_eq!(announced.salts.len(), 1);
+        let back = p.on_return("crowdflow/v1/salt/return/s1", &lost.announcement(evening));
+        assert_eq!(carry_out(&mut p, back, secs(t0, 3)).recorded.len(), 1);
+        let after = carry(&mut p, secs(t0, 4));
+        assert!(after.recorded.is_empty() && after.asked.is_empty());
+        let fps: Vec<_> = after
+            .announced
+            .expect("announced")
+            .salts
+            .iter()
+            .map(|s| s.salt.fingerprint())
+            .collect();
+        assert_eq!(
+            fps,
+            vec![fp(epochs[0]), fp(epochs[1])],
+            "the same two salts as before"
+        );
     }
 }

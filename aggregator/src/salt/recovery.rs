@@ -1,10 +1,12 @@
 //! Asking the agents for a salt this aggregator lost in a restart.
 //!
-//! A lone aggregator that restarts mid-epoch has lost the epoch's salt (salts never touch a
-//! disk) but has its fingerprint in storage. Before drawing a new salt it asks the agents
-//! for that one ([`SaltRecovery`], for up to `salt.recover_for_s`) and takes it back only if
-//! its fingerprint is the recorded one, so a sensor cannot plant a salt. Counting then goes
-//! on under the same salt, and no device is counted twice because of the restart.
+//! A lone aggregator that restarts mid-epoch has lost its salts (salts never touch a disk)
+//! but has their fingerprints in storage: the running epoch's, and in the hours before a
+//! rotation the next epoch's too, which the agents already hold. Before drawing new salts it
+//! asks the agents for those ([`SaltRecovery`], for up to `salt.recover_for_s`) and takes a
+//! salt back only if its fingerprint is a recorded one, so a sensor cannot plant a salt.
+//! Counting then goes on under the same salts, and no device is counted twice because of the
+//! restart, not even after the rotation.
 
 use std::time::{Duration, Instant};
 
@@ -15,12 +17,11 @@ use crowdflow_contract::wire::{SaltAnnouncement, SaltRecovery};
 /// How often the request is repeated while waiting (QoS 0: agents reconnecting may miss one).
 pub const ASK_EVERY: Duration = Duration::from_secs(2);
 
-/// A lost salt being asked back from the agents.
+/// Lost salts being asked back from the agents.
 #[derive(Debug)]
 pub struct Recovery {
-    epoch: EpochId,
-    /// Fingerprints recorded for the epoch (one per salt it ever had).
-    wanted: Vec<SaltFingerprint>,
+    /// Fingerprints recorded for the epochs not over yet (one per salt each ever had).
+    wanted: Vec<(EpochId, SaltFingerprint)>,
     until: Instant,
     last_ask: Option<Instant>,
 }
@@ -35,35 +36,39 @@ pub enum Step {
 }
 
 impl Recovery {
-    /// A recovery of `epoch`'s salt, whose recorded fingerprints are `wanted`, for up to
-    /// `wait` from `now`; `None` when there is nothing to recover or recovery is off.
+    /// A recovery of the salts whose recorded (epoch, fingerprint) pairs are `wanted`, for up
+    /// to `wait` from `now`; `None` when there is nothing to recover or recovery is off.
     pub fn start(
-        epoch: EpochId,
-        wanted: Vec<SaltFingerprint>,
+        wanted: Vec<(EpochId, SaltFingerprint)>,
         wait: Duration,
         now: Instant,
     ) -> Option<Recovery> {
         (!wanted.is_empty() && !wait.is_zero()).then(|| Recovery {
-            epoch,
             wanted,
             until: now + wait,
             last_ask: None,
         })
     }
 
-    /// The epoch whose salt is asked for.
-    pub fn epoch(&self) -> EpochId {
-        self.epoch
+    /// The epochs whose salts are asked for, oldest first.
+    pub fn epochs(&self) -> Vec<EpochId> {
+        let mut epochs: Vec<EpochId> = self.wanted.iter().map(|(e, _)| *e).collect();
+        epochs.sort();
+        epochs.dedup();
+        epochs
     }
 
-    /// The next step at `now`; `held` says whether a salt for the epoch is held already (a
-    /// leader's announcement may bring it).
-    pub fn step(&mut self, held: bool, now: Instant) -> Step {
-        if held {
+    /// The next step at `now`; `held` says whether a salt for an epoch is held already (an
+    /// agent's answer or a leader's announcement may bring it).
+    pub fn step(&mut self, held: impl Fn(EpochId) -> bool, now: Instant) -> Step {
+        let missing: Vec<EpochId> = self.epochs().into_iter().filter(|e| !held(*e)).collect();
+        if missing.is_empty() {
             return Step::Over;
         }
         if now >= self.until {
-            tracing::warn!(epoch = %self.epoch, "no agent returned the running epoch's salt in time (salt.recover_for_s): drawing a new one (devices heard before and after the restart count once per salt)");
+            for epoch in &missing {
+                tracing::warn!(%epoch, "no agent returned this epoch's salt in time (salt.recover_for_s): drawing a new one (devices heard before and after the restart count once per salt)");
+            }
             return Step::Over;
         }
         let due = self
@@ -73,26 +78,29 @@ impl Recovery {
             return Step::Wait(Vec::new());
         }
         if self.last_ask.is_none() {
-            tracing::info!(epoch = %self.epoch, "restarted mid-epoch: asking the agents for the running epoch's salt");
+            for epoch in &missing {
+                tracing::info!(%epoch, "restarted: asking the agents for this epoch's salt");
+            }
         }
         self.last_ask = Some(now);
         let requests = self
             .wanted
             .iter()
-            .map(|fp| SaltRecovery {
-                epoch: self.epoch,
+            .filter(|(epoch, _)| missing.contains(epoch))
+            .map(|(epoch, fp)| SaltRecovery {
+                epoch: *epoch,
                 fp: *fp,
             })
             .collect();
         Step::Wait(requests)
     }
 
-    /// The salts of `returned` that are the one asked for (the epoch's, with a recorded
-    /// fingerprint), or `None` when there is none.
+    /// The salts of `returned` that are asked for (an epoch's, with a fingerprint recorded
+    /// for it), or `None` when there is none.
     pub fn take_back(&self, mut returned: SaltAnnouncement) -> Option<SaltAnnouncement> {
         returned
             .salts
-            .retain(|s| s.epoch == self.epoch && self.wanted.contains(&s.salt.fingerprint()));
+            .retain(|s| self.wanted.contains(&(s.epoch, s.salt.fingerprint())));
         (!returned.salts.is_empty()).then_some(returned)
     }
 }
@@ -123,37 +131,39 @@ mod tests {
         let (a, epoch, _) = authority("agg-1", ts("2026-04-27T12:00:00Z"));
         let fp = a.fingerprint(epoch).expect("held");
         let now = Instant::now();
-        assert!(Recovery::start(epoch, vec![], Duration::from_secs(30), now).is_none());
-        assert!(Recovery::start(epoch, vec![fp], Duration::ZERO, now).is_none());
+        assert!(Recovery::start(vec![], Duration::from_secs(30), now).is_none());
+        assert!(Recovery::start(vec![(epoch, fp)], Duration::ZERO, now).is_none());
     }
 
     #[test]
     fn it_asks_for_every_recorded_fingerprint_every_two_seconds_until_the_wait_is_over() {
         let (a, epoch, _) = authority("agg-1", ts("2026-04-27T12:00:00Z"));
         let (b, _, _) = authority("agg-1", ts("2026-04-27T12:00:00Z"));
-        let wanted = vec![
+        let fps = vec![
             a.fingerprint(epoch).expect("held"),
             b.fingerprint(epoch).expect("held"),
         ];
+        let wanted = fps.iter().map(|fp| (epoch, *fp)).collect();
         let t0 = Instant::now();
-        let mut r = Recovery::start(epoch, wanted.clone(), Duration::from_secs(5), t0).expect("on");
+        let mut r = Recovery::start(wanted, Duration::from_secs(5), t0).expect("on");
         let asked = |step: Step| match step {
             Step::Wait(requests) => requests.iter().map(|q| q.fp).collect::<Vec<_>>(),
             Step::Over => panic!("over too soon"),
         };
-        assert_eq!(asked(r.step(false, t0)), wanted);
-        assert!(asked(r.step(false, t0 + Duration::from_secs(1))).is_empty());
-        assert_eq!(asked(r.step(false, t0 + ASK_EVERY)), wanted);
-        assert_eq!(r.step(false, t0 + Duration::from_secs(5)), Step::Over);
+        let none = |_| false;
+        assert_eq!(asked(r.step(none, t0)), fps);
+        assert!(asked(r.step(none, t0 + Duration::from_secs(1))).is_empty());
+        assert_eq!(asked(r.step(none, t0 + ASK_EVERY)), fps);
+        assert_eq!(r.step(none, t0 + Duration::from_secs(5)), Step::Over);
     }
 
     #[test]
     fn a_salt_held_again_ends_the_wait() {
         let (a, epoch, _) = authority("agg-1", ts("2026-04-27T12:00:00Z"));
         let now = Instant::now();
-        let wanted = vec![a.fingerprint(epoch).expect("held")];
-        let mut r = Recovery::start(epoch, wanted, Duration::from_secs(30), now).expect("on");
-        assert_eq!(r.step(true, now), Step::Over);
+        let wanted = vec![(epoch, a.fingerprint(epoch).expect("held"))];
+        let mut r = Recovery::start(wanted, Duration::from_secs(30), now).expect("on");
+        assert_eq!(r.step(|_| true, now), Step::Over);
     }
 
     #[test]
@@ -161,9 +171,8 @@ mod tests {
         let at = ts("2026-04-27T12:00:00Z");
         let (lost, epoch, returned) = authority("agg-1", at);
         let (_, _, planted) = authority("sensor", at);
-        let wanted = vec![lost.fingerprint(epoch).expect("held")];
-        let r =
-            Recovery::start(epoch, wanted, Duration::from_secs(30), Instant::now()).expect("on");
+        let wanted = vec![(epoch, lost.fingerprint(epoch).expect("held"))];
+        let r = Recovery::start(wanted, Duration::from_secs(30), Instant::now()).expect("on");
         assert!(
             r.take_back(planted).is_none(),
             "a salt of a sensor's choosing"
