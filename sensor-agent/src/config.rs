@@ -307,6 +307,7 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
     let policy = FramePolicy {
         wifi: ClientFrames::only(&classes),
         min_rssi,
+        ..FramePolicy::default()
     };
     let (wants_wifi, wants_ble) = match raw.source.as_str() {
         "wifi" => (true, false),

@@ -125,14 +125,26 @@ fn capture(source: &Source) -> Check {
 fn first_packet(path: &Path) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| e.to_string())?;
-    match reader.next_packet() {
-        Ok(Some(p)) if !p.link.is_supported() => Err(format!(
-            "link type {} is not supported; supported are {SUPPORTED}",
-            p.link
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.to_string()),
+    // A multi-interface pcapng may begin with packets of an interface the agent skips:
+    // look further than the first packet for one it reads.
+    let mut unsupported = std::collections::BTreeSet::new();
+    for _ in 0..10_000 {
+        match reader.next_packet() {
+            Ok(Some(p)) if p.link.is_supported() => return Ok(()),
+            Ok(Some(p)) => {
+                unsupported.insert(p.link.to_string());
+            }
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        }
     }
+    if unsupported.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "link type {} is not supported; supported are {SUPPORTED}",
+        unsupported.into_iter().collect::<Vec<_>>().join(", ")
+    ))
 }
 
 fn outbox(dir: &Path) -> Check {
