@@ -116,7 +116,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Selfcheck { config, timeout_s } => {
-            let c = load(&config)?;
+            // an installer's report: a config at fault is the first line to fix, not a crash
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("FAIL config   {e:#}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             println!(
                 "ok   config   {} is valid (sensor {})",
                 config.display(),
