@@ -295,7 +295,7 @@ mod kinds;
 use kinds::{
     BAD_FCS, FCS_AT_END, Magic, Pcapng, adv_ind, beacon, btsnoop, extended_pdu,
     hci_command_complete, hci_extended_report, hci_legacy_reports, hci_scan_enable, ll_packet,
-    nordic, pcap, probe_request, radiotap, tshark_ble_ll, tshark_hci, tshark_wifi, with_fcs,
+    nordic, pcap, ppi, probe_request, radiotap, tshark_ble_ll, tshark_hci, tshark_wifi, with_fcs,
     with_wrong_fcs,
 };
 
@@ -503,6 +503,21 @@ fn a_kept_fcs_decides_and_the_driver_flag_only_without_one() {
     };
     let r = replay(&[path], &policy, Pace::Fast).expect("salt");
     assert_eq!(r.counted[&Kind::Wifi] + r.counted[&Kind::WifiRandom], 4);
+
+    // the same rule behind a PPI header (802.11-Common flags)
+    let records = [
+        ppi(0x0001, -50, &with_fcs(&probe_request(SA1, 1))),
+        ppi(0x0001 | 0x0004, -50, &with_fcs(&probe_request(SA2, 2))),
+        ppi(0x0001, -50, &with_wrong_fcs(&probe_request(SA3, 3))),
+        ppi(0x0000, -50, &probe_request(SA4, 4)),
+    ];
+    let path = written(
+        &dir,
+        "fcs-ppi.pcap",
+        &pcap(Magic::Micro, false, 192, &records),
+    );
+    let r = assert_wifi_like_tshark(&path, 3);
+    assert_eq!(r.skipped["bad_fcs"], 1);
 }
 
 fn assert_ble_like_tshark(path: &Path, expected: u64) -> ReplayReport {

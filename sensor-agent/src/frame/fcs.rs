@@ -1,6 +1,7 @@
 //! The 802.11 frame check sequence, and the rule for which verdict counts.
 //!
-//! The rule: when the capture keeps the FCS (radiotap Flags "FCS at end", the pcap link-type
+//! The rule: when the capture keeps the FCS (radiotap Flags "FCS at end", PPI 802.11-Common
+//! "FCS present", the pcap link-type
 //! field's FCS annotation, a pcapng interface's `if_fcslen`), the agent checks the CRC-32
 //! itself and that check decides: a frame whose FCS is right counts even if the driver's
 //! radiotap "bad FCS" flag is set (drivers set it on frames they mangled in transit to the

@@ -246,7 +246,14 @@ fn decode_frame(
         )?,
         LinkType::Ppi => {
             let ppi = ppi::parse(data)?;
-            wifi(&data[ppi.header_len..], ppi.rssi, policy)?
+            let fcs_len = if ppi.fcs_at_end {
+                Some(4)
+            } else {
+                file_fcs_len
+            };
+            let body =
+                fcs::checked_body(&data[ppi.header_len..], fcs_len, ppi.bad_fcs, policy.fcs)?;
+            wifi(body, ppi.rssi, policy)?
         }
         LinkType::BleLl => ble::parse(data, None)?,
         LinkType::BleLlWithPhdr => ble::parse_with_phdr(data)?,

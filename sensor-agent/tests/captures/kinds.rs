@@ -64,6 +64,21 @@ pub fn radiotap(flags: u8, dbm: i8, frame: &[u8]) -> Vec<u8> {
     r
 }
 
+/// A PPI header with an 802.11-Common field (`flags`: 0x0001 FCS present, 0x0004 FCS
+/// invalid) before `frame`.
+pub fn ppi(flags: u16, dbm: i8, frame: &[u8]) -> Vec<u8> {
+    let mut p = vec![0, 0, 32, 0];
+    p.extend_from_slice(&105u32.to_le_bytes());
+    p.extend_from_slice(&2u16.to_le_bytes());
+    p.extend_from_slice(&20u16.to_le_bytes());
+    let mut common = [0u8; 20];
+    common[8..10].copy_from_slice(&flags.to_le_bytes());
+    common[18] = dbm as u8;
+    p.extend_from_slice(&common);
+    p.extend_from_slice(frame);
+    p
+}
+
 /// Classic pcap magic variants.
 #[derive(Clone, Copy, Debug)]
 pub enum Magic {
