@@ -35,9 +35,14 @@ fixtures="$ROOT/contract/tests/fixtures"
 captures="$ROOT/sensor-agent/tests/data/captures"
 fuzz contract envelope "$fixtures"/*.json "$fixtures"/*.bin "$fixtures"/fuzz/*
 fuzz contract control_messages "$fixtures"/*.json
+# the agent's own seeds (sensor-agent/fuzz/corpus): the field cases and one small file or
+# frame of every kind tests/captures.rs makes (pcapng blocks and interfaces, pcap magics and
+# FCS annotation, nRF Sniffer, extended advertising, HCI in pcap and btsnoop)
+seeds="$ROOT/sensor-agent/fuzz/corpus"
 fuzz sensor-agent capture_file "$captures"/aircrack-ng/test1.pcap "$captures"/crackle/le_secure_connections.pcapng \
-    "$captures"/hackrf-ble-boston/take_3_adv39_2_promising_src.pcap "$captures"/tcpdump-tests/ieee802.11_exthdr.pcap
-fuzz sensor-agent frame "$captures"/tcpdump-tests/ieee802.11_meshid.pcap
+    "$captures"/hackrf-ble-boston/take_3_adv39_2_promising_src.pcap "$captures"/tcpdump-tests/ieee802.11_exthdr.pcap \
+    "$seeds"/capture_file/*
+fuzz sensor-agent frame "$captures"/tcpdump-tests/ieee802.11_meshid.pcap "$seeds"/frame/*
 fuzz sensor-agent agent_config "$ROOT"/deploy/agent/agent.example.toml
 fuzz aggregator aggregator_config "$ROOT"/deploy/aggregator/aggregator.example.toml
 fuzz aggregator ingest "$fixtures"/*.json

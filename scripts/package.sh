@@ -108,10 +108,19 @@ check_deb() {
         || die "$deb: the packaged binary does not run"
     [ "$version_line" = "crowdflow-agent $version" ] \
         || die "$deb: the packaged binary says '$version_line', not 'crowdflow-agent $version'"
-    "$@" "$dir/root/usr/bin/crowdflow-agent" validate --config "$dir/root/etc/crowdflow/agent.toml" >/dev/null \
-        || die "$deb: the packaged example config does not validate"
+    # a fresh install's config holds placeholders: validate must refuse it naming them, and
+    # accept it once they are filled in (what docs/installing-a-sensor.md steps 1 and 2 say)
+    local refused
+    refused=$("$@" "$dir/root/usr/bin/crowdflow-agent" validate --config "$dir/root/etc/crowdflow/agent.toml" 2>&1) \
+        && die "$deb: the packaged example config validates with its placeholders"
+    grep -q 'broker.password.*"change-me" is the example config' <<<"$refused" \
+        || die "$deb: validate does not name the placeholder password: $refused"
+    sed -e 's/change-me/s3cret/' -e 's/crowdflow.example.org/broker.lan/' \
+        "$dir/root/etc/crowdflow/agent.toml" > "$dir/filled.toml"
+    "$@" "$dir/root/usr/bin/crowdflow-agent" validate --config "$dir/filled.toml" >/dev/null \
+        || die "$deb: the packaged example config does not validate once filled in"
     rm -rf "$dir"
-    echo "checked $deb ($(du -h "$deb" | cut -f1)): fields, $(wc -l <<<"$listing") entries, conffile, binary runs and validates the example"
+    echo "checked $deb ($(du -h "$deb" | cut -f1)): fields, $(wc -l <<<"$listing") entries, conffile, binary runs, refuses the example's placeholders and validates it filled in"
 }
 
 say "building the amd64 package"

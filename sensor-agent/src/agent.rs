@@ -20,6 +20,7 @@ use crowdflow_contract::wire::SensorId;
 use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SaltAnnouncement, SaltRecovery};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
+use tracing::Instrument;
 
 use crate::capture::live::HopPlan;
 use crate::config::{AgentConfig, Broker, Source};
@@ -80,7 +81,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         config.source.kinds(),
     );
     start_capture(&config, &counter);
-    publish(Publishing::of(&config), counter, shutdown).await
+    let span = sensor_span(&config.sensor_id);
+    publish(Publishing::of(&config), counter, shutdown)
+        .instrument(span)
+        .await
+}
+
+/// Every log line of a sensor's agent names it (the demo runs 13 in one process).
+pub(crate) fn sensor_span(sensor: &SensorId) -> tracing::Span {
+    tracing::info_span!("agent", sensor = %sensor)
 }
 
 /// The counting state shared by the capture threads and the publishing loop.
@@ -146,7 +155,8 @@ pub(crate) async fn publish(
     counter: Arc<Mutex<Counter>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let mut outbox = Outbox::open(config.outbox_dir, config.outbox_max_bytes)?;
+    let mut outbox =
+        Outbox::open_for(config.outbox_dir, config.outbox_max_bytes, config.sensor_id)?;
     let metrics = AgentMetrics::default();
     if let Some(addr) = config.metrics_listen {
         let server = metrics.clone();

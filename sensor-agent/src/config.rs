@@ -268,6 +268,29 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldE
         raw.client_cert_file.as_deref(),
         raw.client_key_file.as_deref(),
     )?;
+    if password_env.is_none()
+        && let Some(placeholder) = raw
+            .password
+            .as_deref()
+            .filter(|p| is_placeholder_password(p))
+    {
+        return Err((
+            "broker.password",
+            format!(
+                "{placeholder:?} is the example config's placeholder: put this sensor's broker password in {PASSWORD_ENV} (see docs/installing-a-sensor.md, step 2) or here"
+            ),
+        ));
+    }
+    if is_documentation_host(&address.host) {
+        return Err((
+            "broker.url",
+            format!(
+                "{} is the example config's placeholder host ({} is reserved for documentation, RFC 2606): put the address of your deployment's broker",
+                address.host,
+                documentation_domain(&address.host).unwrap_or("example.org")
+            ),
+        ));
+    }
     let password = password_env.or(raw.password);
     if raw.username.is_some() != password.is_some() {
         return Err((
@@ -287,6 +310,26 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldE
         topics,
         tls,
     })
+}
+
+/// Passwords the shipped examples use as placeholders (deploy/agent/agent.example.toml).
+fn is_placeholder_password(password: &str) -> bool {
+    let p = password.trim().to_ascii_lowercase();
+    p.starts_with("change-me") || p.starts_with("changeme") || p == "..."
+}
+
+/// The second-level domains RFC 2606 reserves for documentation, which the examples use.
+const DOCUMENTATION_DOMAINS: [&str; 3] = ["example.org", "example.com", "example.net"];
+
+fn documentation_domain(host: &str) -> Option<&'static str> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    DOCUMENTATION_DOMAINS
+        .into_iter()
+        .find(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
+fn is_documentation_host(host: &str) -> bool {
+    documentation_domain(host).is_some()
 }
 
 fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
@@ -317,6 +360,7 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
     let policy = FramePolicy {
         wifi: ClientFrames::only(&classes),
         min_rssi,
+        ..FramePolicy::default()
     };
     let (wants_wifi, wants_ble) = match raw.source.as_str() {
         "wifi" => (true, false),
@@ -564,9 +608,60 @@ dir = "/var/lib/crowdflow-agent/outbox"
         assert!(err.contains("min_rssi_dbm"), "{err}");
     }
 
+    /// The shipped example is refused while it holds its placeholders (what a fresh install
+    /// prints first), and valid once an installer has filled them in.
     #[test]
-    fn the_shipped_example_config_is_valid() {
+    fn the_shipped_example_config_names_its_placeholders_and_is_valid_once_filled_in() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent/agent.example.toml");
-        AgentConfig::load(&path, None).expect("deploy/agent/agent.example.toml validates");
+        let err = AgentConfig::load(&path, None)
+            .expect_err("placeholders")
+            .to_string();
+        assert!(
+            err.contains("broker.password")
+                && err.contains("\"change-me\" is the example config's placeholder"),
+            "{err}"
+        );
+        let err = AgentConfig::load(&path, Some("from-env".into()))
+            .expect_err("placeholder host")
+            .to_string();
+        assert!(
+            err.contains("broker.url")
+                && err.contains("crowdflow.example.org is the example config's placeholder host"),
+            "{err}"
+        );
+        let text = std::fs::read_to_string(&path).expect("example");
+        let filled = text
+            .replace("crowdflow.example.org", "broker.neude.lan")
+            .replace("change-me", "s3cret");
+        AgentConfig::parse(&filled, &path, None).expect("valid once filled in");
+    }
+
+    #[test]
+    fn placeholder_passwords_and_documentation_hosts_are_refused() {
+        for password in ["change-me", "CHANGE-ME-neude", "changeme"] {
+            let err = parse(&GOOD.replace("s3cret", password))
+                .expect_err(password)
+                .to_string();
+            assert!(err.contains("`broker.password`"), "{err}");
+        }
+        for host in ["example.org", "mqtt.example.com", "b.example.net."] {
+            let err = parse(&GOOD.replace("broker.local", host))
+                .expect_err(host)
+                .to_string();
+            assert!(
+                err.contains("`broker.url`") && err.contains("RFC 2606"),
+                "{err}"
+            );
+        }
+        // the environment's password replaces the file's placeholder
+        assert!(
+            AgentConfig::parse(
+                &GOOD.replace("s3cret", "change-me"),
+                Path::new("a.toml"),
+                Some("real".into())
+            )
+            .is_ok()
+        );
+        assert!(parse(&GOOD.replace("broker.local", "example.org.nl")).is_ok());
     }
 }

@@ -68,7 +68,16 @@ impl Counter {
         let accepted = self.salts.accept(announcement, now);
         if accepted.new_epochs + accepted.replaced > 0 {
             let state = self.salts.state(now);
-            tracing::info!(epoch = ?state.epoch, fp = ?state.fp, new = accepted.new_epochs, replaced = accepted.replaced, "salt accepted");
+            // plain values: "epoch=2026-11-30", never Rust's Some(EpochId(..))
+            let epoch = state
+                .epoch
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "none".into());
+            let fp = state
+                .fp
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "none".into());
+            tracing::info!(component = "agent", sensor = %self.sensor, epoch = %epoch, fp = %fp, new = accepted.new_epochs, replaced = accepted.replaced, "salt accepted");
         }
         self.salt_changes += accepted.replaced as u64;
         self.windows.start(now);

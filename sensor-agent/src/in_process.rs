@@ -12,7 +12,9 @@ use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
 
-use crate::agent::{Publishing, RunError, publish, shared_counter};
+use tracing::Instrument;
+
+use crate::agent::{Publishing, RunError, publish, sensor_span, shared_counter};
 use crate::config::Broker;
 use crate::counter::Counter;
 use crate::frame::Heard;
@@ -65,6 +67,7 @@ impl InProcessAgent {
         let ears = Ears {
             counter: counter.clone(),
         };
+        let span = sensor_span(&self.sensor_id);
         let running = async move {
             let publishing = Publishing {
                 sensor_id: &self.sensor_id,
@@ -74,7 +77,8 @@ impl InProcessAgent {
                 metrics_listen: None,
             };
             publish(publishing, counter, shutdown).await
-        };
+        }
+        .instrument(span);
         (ears, running)
     }
 }

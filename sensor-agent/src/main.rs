@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crowdflow_agent::config::{AgentConfig, PASSWORD_ENV};
-use crowdflow_agent::frame::FramePolicy;
+use crowdflow_agent::frame::{FcsRule, FramePolicy};
 use crowdflow_agent::replay::{Pace, replay};
 use crowdflow_agent::{agent, selfcheck};
 
@@ -43,7 +43,8 @@ enum Command {
     },
     /// Count capture files offline with a fresh random salt and print the counts.
     Replay {
-        /// A pcap or pcapng file (radiotap, 802.11, PPI, BLE LL); repeat for several.
+        /// A pcap, pcapng or btsnoop file (radiotap, 802.11, PPI, BLE LL, nRF Sniffer, HCI);
+        /// repeat for several.
         #[arg(long = "pcap", required = true, value_name = "FILE")]
         pcaps: Vec<PathBuf>,
         /// Print one JSON object instead of the human summary.
@@ -52,6 +53,10 @@ enum Command {
         /// Replay at the recorded speed instead of as fast as possible.
         #[arg(long)]
         recorded_speed: bool,
+        /// Count Wi-Fi frames whatever their FCS says, as tshark does by default: for
+        /// captures whose addresses were rewritten without recomputing the FCS.
+        #[arg(long)]
+        ignore_fcs: bool,
     },
 }
 
@@ -102,7 +107,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Selfcheck { config, timeout_s } => {
-            let c = load(&config)?;
+            // an installer's report: a config at fault is the first line to fix, not a crash
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("FAIL config   {e:#}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             println!(
                 "ok   config   {} is valid (sensor {})",
                 config.display(),
@@ -140,26 +152,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pcaps,
             json,
             recorded_speed,
+            ignore_fcs,
         } => {
             let pace = if recorded_speed {
                 Pace::Recorded
             } else {
                 Pace::Fast
             };
-            let report = replay(&pcaps, &FramePolicy::default(), pace).context("replay failed")?;
+            let policy = FramePolicy {
+                fcs: if ignore_fcs {
+                    FcsRule::Ignore
+                } else {
+                    FcsRule::Check
+                },
+                ..FramePolicy::default()
+            };
+            let report = replay(&pcaps, &policy, pace).context("replay failed")?;
             if json {
                 println!(
                     "{}",
                     serde_json::to_string(&report).context("encoding the report")?
                 );
-            } else {
+            } else if report.frames > 0 || report.errors.len() < pcaps.len() {
+                // a table only when something was read: a lone unreadable file gets its
+                // error and nothing else
                 print!("{}", report.render());
             }
             for w in &report.warnings {
                 eprintln!("crowdflow-agent: warning: {w}");
             }
             for e in &report.errors {
-                eprintln!("crowdflow-agent: {e}");
+                eprintln!("crowdflow-agent: error: {e}");
             }
             Ok(if report.errors.is_empty() {
                 ExitCode::SUCCESS

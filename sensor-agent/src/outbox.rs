@@ -5,11 +5,18 @@
 //! a message leaves the outbox only when the broker acknowledged it. Beyond the bound the
 //! oldest messages are dropped and counted: the live view needs the newest windows most,
 //! and the loss is reported in the status and metrics, never silent.
+//!
+//! An outbox belongs to one sensor id ([`Outbox::open_for`]): after an installer changes
+//! `sensor_id`, the old id's queued sketches would be published under the new id's topic and
+//! rejected by the aggregator (their envelope names the old id). They are moved aside, into
+//! `other-sensors/<old id>/`, counted and logged, and never sent as the new sensor.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use crowdflow_contract::wire::SensorId;
 
 /// Outbox failures.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +50,11 @@ pub struct Outbox {
     bytes: u64,
     next_seq: u64,
     overflowed: u64,
+    set_aside: u64,
 }
+
+/// Where another sensor id's queued messages are kept, under the outbox directory.
+const OTHER_SENSORS: &str = "other-sensors";
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
     move |source| OutboxError::Io {
@@ -84,7 +95,47 @@ impl Outbox {
             bytes,
             next_seq,
             overflowed: 0,
+            set_aside: 0,
         })
+    }
+
+    /// Opens the outbox of sensor `owner`: like [`Outbox::open`], and queued messages whose
+    /// envelope names another sensor id are moved to `other-sensors/<id>/` (kept for the
+    /// operator, never sent), counted in [`Outbox::set_aside`] and logged once per id.
+    pub fn open_for(dir: &Path, max_bytes: u64, owner: &SensorId) -> Result<Outbox, OutboxError> {
+        let mut outbox = Outbox::open(dir, max_bytes)?;
+        let mut moved: std::collections::BTreeMap<String, u64> = Default::default();
+        for (seq, _) in outbox.index.clone() {
+            let path = outbox.path(seq);
+            let payload = fs::read(&path).map_err(io_error(&path))?;
+            let Some(sender) = envelope_sensor(&payload) else {
+                continue; // unreadable: the aggregator's reject says why
+            };
+            if sender == owner.as_str() {
+                continue;
+            }
+            let aside = dir.join(OTHER_SENSORS).join(&sender);
+            fs::create_dir_all(&aside).map_err(io_error(&aside))?;
+            let to = aside.join(format!("{seq:020}.json"));
+            fs::rename(&path, &to).map_err(io_error(&to))?;
+            if let Some(pos) = outbox.index.iter().position(|(s, _)| *s == seq) {
+                let (_, size) = outbox.index.remove(pos).unwrap_or_default();
+                outbox.bytes -= size;
+            }
+            outbox.set_aside += 1;
+            *moved.entry(sender).or_default() += 1;
+        }
+        for (sender, n) in moved {
+            tracing::warn!(
+                component = "outbox",
+                sensor = %owner,
+                queued_by = %sender,
+                kept_aside = n,
+                dir = %dir.join(OTHER_SENSORS).join(&sender).display(),
+                "queued sketches of another sensor id are kept aside, not sent under this sensor's topic"
+            );
+        }
+        Ok(outbox)
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -162,6 +213,22 @@ impl Outbox {
     pub fn overflowed(&self) -> u64 {
         self.overflowed
     }
+
+    /// Messages of another sensor id moved aside when this outbox was opened.
+    pub fn set_aside(&self) -> u64 {
+        self.set_aside
+    }
+}
+
+/// The `sensor_id` an encoded envelope names, if it is a JSON object with one.
+fn envelope_sensor(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        sensor_id: String,
+    }
+    serde_json::from_slice::<Envelope>(payload)
+        .ok()
+        .map(|e| e.sensor_id)
 }
 
 #[cfg(test)]
@@ -232,5 +299,35 @@ mod tests {
             vec![15; 10]
         );
         assert!(o.bytes() <= 100);
+    }
+
+    fn envelope(sensor: &str, n: u8) -> Vec<u8> {
+        format!("{{\"v\":1,\"sensor_id\":\"{sensor}\",\"n\":{n}}}").into_bytes()
+    }
+
+    #[test]
+    fn another_sensor_ids_queued_sketches_are_kept_aside_not_sent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let mut o = Outbox::open(dir.path(), 1 << 20).expect("open");
+            o.push(&envelope("neude-01", 0)).expect("push");
+            o.push(&envelope("neude-02", 1)).expect("push");
+            o.push(b"not json").expect("push");
+            o.push(&envelope("neude-01", 3)).expect("push");
+        }
+        let owner = SensorId::new("neude-02").expect("id");
+        let mut o = Outbox::open_for(dir.path(), 1 << 20, &owner).expect("open");
+        assert_eq!((o.set_aside(), o.depth()), (2, 2));
+        let mut sent = Vec::new();
+        while let Some(q) = o.peek().expect("read") {
+            sent.push(q.payload.clone());
+            o.ack(q.seq).expect("ack");
+        }
+        assert_eq!(sent, vec![envelope("neude-02", 1), b"not json".to_vec()]);
+        let aside = dir.path().join(OTHER_SENSORS).join("neude-01");
+        assert_eq!(std::fs::read_dir(&aside).expect("kept").count(), 2);
+        // reopened: nothing more to move, the kept ones stay out of the queue
+        let o = Outbox::open_for(dir.path(), 1 << 20, &owner).expect("reopen");
+        assert_eq!((o.set_aside(), o.depth()), (0, 0));
     }
 }

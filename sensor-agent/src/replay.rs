@@ -15,8 +15,8 @@ use crowdflow_contract::salt::{Salt, SaltError};
 use crowdflow_contract::sketch::{Estimate, Precision};
 use serde::Serialize;
 
+use crate::capture::SUPPORTED;
 use crate::capture::file::{CaptureReader, FileError};
-use crate::capture::{LinkType, SUPPORTED};
 use crate::count::{KindSketches, Tally};
 use crate::frame::{self, FramePolicy, Skip};
 
@@ -49,13 +49,15 @@ pub enum ReplayError {
         /// Why.
         source: FileError,
     },
-    /// The file's link type is not supported.
-    #[error("{path}: unsupported link type {link}; supported are {SUPPORTED}")]
+    /// No packet of the file is of a supported link type.
+    #[error(
+        "{path}: unsupported link type {links}: nothing in the file can be counted; supported are {SUPPORTED}"
+    )]
     LinkType {
         /// The file.
         path: PathBuf,
-        /// Its link type.
-        link: LinkType,
+        /// Its link types, named ("1 (ETHERNET)").
+        links: String,
     },
     /// No salt could be drawn.
     #[error("cannot draw a salt: {0}")]
@@ -78,6 +80,10 @@ pub struct ReplayReport {
     pub counted: BTreeMap<Kind, u64>,
     /// Frames skipped, per reason (non-zero only).
     pub skipped: BTreeMap<&'static str, u64>,
+    /// Packets skipped as `unsupported_link_type`, per link type ("1 (ETHERNET)"): the
+    /// other interfaces of a multi-interface pcapng (`dumpcap -i eth0 -i wlan0mon`,
+    /// `mergecap`, Kismet).
+    pub skipped_link_types: BTreeMap<String, u64>,
     /// Distinct transmitter addresses among counted frames, with 2-sigma bounds.
     pub distinct: BTreeMap<Kind, Estimate>,
     /// Wall time of the replay.
@@ -104,8 +110,15 @@ pub fn replay(
     let mut tally = Tally::default();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    let mut skipped_link_types = BTreeMap::new();
     for path in paths {
-        match replay_file(path, policy, pace, &salt, &mut sketches, &mut tally) {
+        let mut sink = Sink {
+            salt: &salt,
+            sketches: &mut sketches,
+            tally: &mut tally,
+            skipped_link_types: &mut skipped_link_types,
+        };
+        match replay_file(path, policy, pace, &mut sink) {
             Ok(()) => {}
             Err(
                 e @ ReplayError::File {
@@ -127,6 +140,7 @@ pub fn replay(
             .map(|k| (k, tally.counted(k)))
             .collect(),
         skipped: tally.skipped_by_reason(),
+        skipped_link_types,
         distinct: sketches.estimates(),
         elapsed_s: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
@@ -135,13 +149,21 @@ pub fn replay(
     })
 }
 
+/// Where one file's outcomes go.
+struct Sink<'a> {
+    salt: &'a Salt,
+    sketches: &'a mut KindSketches,
+    tally: &'a mut Tally,
+    skipped_link_types: &'a mut BTreeMap<String, u64>,
+}
+
+/// Counts one file. Packets of link types the agent cannot read (another interface of a
+/// pcapng) are skipped and counted; a file with nothing else is an error naming its types.
 fn replay_file(
     path: &Path,
     policy: &FramePolicy,
     pace: Pace,
-    salt: &Salt,
-    sketches: &mut KindSketches,
-    tally: &mut Tally,
+    sink: &mut Sink<'_>,
 ) -> Result<(), ReplayError> {
     let file = File::open(path).map_err(|source| ReplayError::Open {
         path: path.to_owned(),
@@ -154,21 +176,33 @@ fn replay_file(
     let mut reader =
         CaptureReader::new(BufReader::with_capacity(1 << 20, file)).map_err(file_error)?;
     let mut clock = PaceClock::new(pace);
-    let mut first = true;
+    let mut unsupported: BTreeMap<String, u64> = BTreeMap::new();
+    let mut supported = 0u64;
+    let mut outcomes = Vec::new();
     while let Some(packet) = reader.next_packet().map_err(file_error)? {
-        if first && !packet.link.is_supported() {
-            return Err(ReplayError::LinkType {
-                path: path.to_owned(),
-                link: packet.link,
-            });
+        if packet.link.is_supported() {
+            supported += 1;
+        } else {
+            *unsupported.entry(packet.link.to_string()).or_default() += 1;
         }
-        first = false;
         clock.wait_for(packet.ts_ns);
-        let outcome = frame::decode(packet.link, packet.data, policy);
-        tally.record(&outcome);
-        if let Ok(heard) = outcome {
-            sketches.insert(salt, &heard);
+        outcomes.clear();
+        frame::decode_packet(&packet, policy, &mut outcomes);
+        for outcome in &outcomes {
+            sink.tally.record(outcome);
+            if let Ok(heard) = outcome {
+                sink.sketches.insert(sink.salt, heard);
+            }
         }
+    }
+    for (link, n) in &unsupported {
+        *sink.skipped_link_types.entry(link.clone()).or_default() += n;
+    }
+    if supported == 0 && !unsupported.is_empty() {
+        return Err(ReplayError::LinkType {
+            path: path.to_owned(),
+            links: unsupported.into_keys().collect::<Vec<_>>().join(", "),
+        });
     }
     Ok(())
 }
@@ -205,7 +239,7 @@ impl PaceClock {
 }
 
 impl ReplayReport {
-    /// The human summary.
+    /// The human summary (warnings and errors are the caller's to print, once, on stderr).
     pub fn render(&self) -> String {
         let mut out = format!(
             "{} frames in {:.2} s ({:.0} frames/s)\n",
@@ -231,11 +265,8 @@ impl ReplayReport {
                 out += &format!("  {reason:<24} {n}\n");
             }
         }
-        for w in &self.warnings {
-            out += &format!("warning: {w}\n");
-        }
-        for e in &self.errors {
-            out += &format!("error: {e}\n");
+        for (link, n) in &self.skipped_link_types {
+            out += &format!("  of which link type {link}: {n}\n");
         }
         out
     }

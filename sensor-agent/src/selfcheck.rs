@@ -124,31 +124,94 @@ fn capture(source: &Source) -> Check {
 fn first_packet(path: &Path) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| e.to_string())?;
-    match reader.next_packet() {
-        Ok(Some(p)) if !p.link.is_supported() => Err(format!(
-            "link type {} is not supported; supported are {SUPPORTED}",
-            p.link
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.to_string()),
+    // A multi-interface pcapng may begin with packets of an interface the agent skips:
+    // look further than the first packet for one it reads.
+    let mut unsupported = std::collections::BTreeSet::new();
+    for _ in 0..10_000 {
+        match reader.next_packet() {
+            Ok(Some(p)) if p.link.is_supported() => return Ok(()),
+            Ok(Some(p)) => {
+                unsupported.insert(p.link.to_string());
+            }
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if unsupported.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "link type {} is not supported; supported are {SUPPORTED}",
+        unsupported.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// Checks the outbox directory without changing the system: nothing is created or written.
+/// A directory that does not exist yet passes if the agent could create it (its nearest
+/// existing ancestor is writable for this user), as it does at its first start.
+fn outbox(dir: &Path) -> Check {
+    let fix = "create it and give the agent's user write access (the systemd unit's StateDirectory does this at the service's first start)";
+    if dir.exists() {
+        return if !dir.is_dir() {
+            fail(
+                "outbox",
+                format!("{} is not a directory: {fix}", dir.display()),
+            )
+        } else if writable(dir) {
+            pass("outbox", format!("{} is writable", dir.display()))
+        } else {
+            fail(
+                "outbox",
+                format!("{} is not writable for this user: {fix}", dir.display()),
+            )
+        };
+    }
+    let Some(ancestor) = dir.ancestors().skip(1).find(|a| a.is_dir()) else {
+        return fail(
+            "outbox",
+            format!("{} has no existing parent directory: {fix}", dir.display()),
+        );
+    };
+    if writable(ancestor) {
+        pass(
+            "outbox",
+            format!(
+                "{} does not exist yet; the agent will create it in {}, which is writable",
+                dir.display(),
+                ancestor.display()
+            ),
+        )
+    } else {
+        fail(
+            "outbox",
+            format!(
+                "{} does not exist and {} is not writable for this user: {fix}",
+                dir.display(),
+                ancestor.display()
+            ),
+        )
     }
 }
 
-fn outbox(dir: &Path) -> Check {
-    let probe = dir.join(".selfcheck");
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&probe, b"ok"))
-        .and_then(|()| std::fs::remove_file(&probe));
-    match result {
-        Ok(()) => pass("outbox", format!("{} is writable", dir.display())),
-        Err(e) => fail(
-            "outbox",
-            format!(
-                "{} is not writable ({e}): create it and give the agent's user write access (the systemd unit's StateDirectory does this)",
-                dir.display()
-            ),
-        ),
-    }
+/// Whether this process may create entries in `dir` (write and search permission, by the
+/// effective user, as the kernel would decide): access(2) asks without writing anything.
+#[allow(unsafe_code)]
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; faccessat
+    // only reads it.
+    let rc = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    rc == 0
 }
 
 async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> {
@@ -258,4 +321,29 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
         ),
     };
     vec![broker, salt]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_check_creates_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let missing = dir.path().join("a/b/outbox");
+        let check = outbox(&missing);
+        assert!(check.ok, "{check}");
+        assert!(check.detail.contains("does not exist yet"), "{check}");
+        assert!(!dir.path().join("a").exists(), "no directory created");
+        let check = outbox(dir.path());
+        assert!(check.ok && check.detail.ends_with("is writable"), "{check}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "no probe left"
+        );
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("file");
+        assert!(!outbox(&file).ok);
+    }
 }

@@ -1,8 +1,8 @@
-//! The pcap/pcapng reader and the decoders behind it on arbitrary files.
+//! The capture reader (pcap, pcapng, btsnoop) and the decoders behind it on arbitrary files.
 #![no_main]
 
 use crowdflow_agent::capture::file::CaptureReader;
-use crowdflow_agent::frame::{FramePolicy, decode};
+use crowdflow_agent::frame::{FramePolicy, decode_packet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +10,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let policy = FramePolicy::default();
+    let mut out = Vec::new();
     while let Ok(Some(packet)) = reader.next_packet() {
-        let _ = decode(packet.link, packet.data, &policy);
+        out.clear();
+        decode_packet(&packet, &policy, &mut out);
+        for heard in out.iter().flatten() {
+            let _ = heard.kind();
+        }
     }
 });

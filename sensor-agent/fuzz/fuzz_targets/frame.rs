@@ -1,22 +1,40 @@
-//! Every frame decoder on arbitrary bytes: the first byte picks the link type.
+//! Every frame decoder on arbitrary bytes: the first byte picks the link type (low nibble),
+//! whether the file declared a 4-byte FCS (bit 4) and the FCS rule (bit 5).
 #![no_main]
 
 use crowdflow_agent::capture::LinkType;
-use crowdflow_agent::frame::{ClientFrames, FrameClass, FramePolicy, decode};
+use crowdflow_agent::capture::file::Packet;
+use crowdflow_agent::frame::{
+    ClientFrames, FcsRule, FrameClass, FramePolicy, decode, decode_packet,
+};
 use libfuzzer_sys::fuzz_target;
 
-const LINKS: [u32; 6] = [105, 127, 192, 251, 256, 119];
+const LINKS: [u32; 10] = [105, 127, 192, 251, 256, 119, 272, 187, 201, 254];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, frame)) = data.split_first() else {
         return;
     };
-    let link = LinkType::from_dlt(LINKS[usize::from(selector) % LINKS.len()]);
+    let link = LinkType::from_dlt(LINKS[usize::from(selector & 0x0f) % LINKS.len()]);
     let policy = FramePolicy {
         wifi: ClientFrames::only(&FrameClass::ALL),
         min_rssi: None,
+        fcs: if selector & 0x20 != 0 {
+            FcsRule::Ignore
+        } else {
+            FcsRule::Check
+        },
     };
     if let Ok(heard) = decode(link, frame, &policy) {
         let _ = heard.kind();
     }
+    let packet = Packet {
+        ts_ns: 0,
+        link,
+        fcs_len: (selector & 0x10 != 0).then_some(4),
+        data: frame,
+    };
+    let mut out = Vec::new();
+    decode_packet(&packet, &policy, &mut out);
+    assert!(!out.is_empty(), "every packet is counted or skipped");
 });

@@ -5,6 +5,8 @@
 //! The address in [`Heard`] is on its way to the salted hash and goes no further.
 
 pub(crate) mod ble;
+mod fcs;
+pub mod hci;
 mod ieee80211;
 mod ppi;
 mod radiotap;
@@ -15,6 +17,7 @@ pub use ble::crc24;
 pub use ieee80211::{ClientFrames, FrameClass};
 
 use crate::capture::LinkType;
+use crate::capture::file::Packet;
 
 /// A device heard in one frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -58,7 +61,8 @@ pub enum Skip {
     RadiotapBadVersion,
     /// Radiotap length field or present bitmaps inconsistent.
     RadiotapBadLength,
-    /// The driver flagged the frame's FCS as bad.
+    /// The frame's FCS does not match its contents (checked by the agent when the capture
+    /// keeps the FCS), or, when the capture dropped it, the driver flagged it bad.
     BadFcs,
     /// PPI header inconsistent.
     PpiMalformed,
@@ -74,7 +78,9 @@ pub enum Skip {
     BleTruncated,
     /// BLE packet failed its CRC-24 (noise).
     BleBadCrc,
-    /// BLE packet on a data channel or of a PDU type that does not name its sender.
+    /// BLE packet on a data channel or of a PDU type that does not name its sender (an
+    /// extended advertising PDU without AdvA included); in HCI captures, a command, ACL
+    /// data or an event that is not an LE advertising report.
     BleNotAdvertising,
     /// Weaker than the configured RSSI threshold.
     TooFar,
@@ -139,33 +145,130 @@ pub struct FramePolicy {
     pub wifi: ClientFrames,
     /// Frames weaker than this (dBm) are skipped; frames without RSSI are kept.
     pub min_rssi: Option<i8>,
+    /// Whether a Wi-Fi frame's FCS decides if it counts (see [`FcsRule`]).
+    pub fcs: FcsRule,
 }
 
-/// Decodes one captured frame.
+/// What a Wi-Fi frame's frame check sequence decides. The rule and its reasons are in
+/// `frame/fcs.rs` and docs/installing-a-sensor.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FcsRule {
+    /// A kept FCS is checked by the agent and decides; without one, the driver's bad-FCS
+    /// flag decides. A frame with a wrong FCS has bit errors, possibly in its address, and
+    /// would count a device that does not exist (the BLE CRC-24 is checked for the same
+    /// reason).
+    #[default]
+    Check,
+    /// Every frame counts whatever its FCS or flag says, as tshark counts by default: for
+    /// captures whose addresses were rewritten without recomputing the FCS (anonymized
+    /// public datasets).
+    Ignore,
+}
+
+/// Decodes one captured frame of a link type whose frames name one device each (radio
+/// link types). An HCI packet can report several devices: this returns the first; capture
+/// files go through [`decode_packet`], which returns them all.
 pub fn decode(link: LinkType, data: &[u8], policy: &FramePolicy) -> Result<Heard, Skip> {
+    if link.is_hci() {
+        let mut out = Vec::new();
+        decode_hci(link, data, policy, &mut out);
+        return out
+            .into_iter()
+            .next()
+            .unwrap_or(Err(Skip::BleNotAdvertising));
+    }
+    decode_frame(link, data, None, policy)
+}
+
+/// Decodes one packet of a capture file into every sighting it carries, in order: one for
+/// a radio frame, one per report of an HCI LE advertising report event, a skip reason for
+/// anything else. The file's FCS annotation (`fcs_len`) is honoured.
+pub fn decode_packet(
+    packet: &Packet<'_>,
+    policy: &FramePolicy,
+    out: &mut Vec<Result<Heard, Skip>>,
+) {
+    if packet.link.is_hci() {
+        decode_hci(packet.link, packet.data, policy, out);
+    } else {
+        out.push(decode_frame(
+            packet.link,
+            packet.data,
+            packet.fcs_len,
+            policy,
+        ));
+    }
+}
+
+fn decode_hci(
+    link: LinkType,
+    data: &[u8],
+    policy: &FramePolicy,
+    out: &mut Vec<Result<Heard, Skip>>,
+) {
+    let before = out.len();
+    hci::decode_capture(link, data, out);
+    if out.len() == before {
+        out.push(Err(Skip::BleNotAdvertising));
+    }
+    for outcome in &mut out[before..] {
+        if let Ok(heard) = outcome {
+            *outcome = within_range(*heard, policy);
+        }
+    }
+}
+
+fn decode_frame(
+    link: LinkType,
+    data: &[u8],
+    file_fcs_len: Option<u8>,
+    policy: &FramePolicy,
+) -> Result<Heard, Skip> {
     let heard = match link {
         LinkType::Radiotap => {
             let radio = radiotap::parse(data)?;
-            if radio.bad_fcs {
-                return Err(Skip::BadFcs);
-            }
-            let body = &data[radio.header_len..];
-            let body = if radio.fcs_at_end {
-                body.get(..body.len().saturating_sub(4)).unwrap_or(body)
+            let fcs_len = if radio.fcs_at_end {
+                Some(4)
             } else {
-                body
+                file_fcs_len
             };
+            let body = fcs::checked_body(
+                &data[radio.header_len..],
+                fcs_len,
+                radio.bad_fcs,
+                policy.fcs,
+            )?;
             wifi(body, radio.rssi, policy)?
         }
-        LinkType::Ieee80211 => wifi(data, None, policy)?,
+        LinkType::Ieee80211 => wifi(
+            fcs::checked_body(data, file_fcs_len, false, policy.fcs)?,
+            None,
+            policy,
+        )?,
         LinkType::Ppi => {
             let ppi = ppi::parse(data)?;
-            wifi(&data[ppi.header_len..], ppi.rssi, policy)?
+            let fcs_len = if ppi.fcs_at_end {
+                Some(4)
+            } else {
+                file_fcs_len
+            };
+            let body =
+                fcs::checked_body(&data[ppi.header_len..], fcs_len, ppi.bad_fcs, policy.fcs)?;
+            wifi(body, ppi.rssi, policy)?
         }
         LinkType::BleLl => ble::parse(data, None)?,
         LinkType::BleLlWithPhdr => ble::parse_with_phdr(data)?,
-        LinkType::Other(_) => return Err(Skip::UnsupportedLinkType),
+        LinkType::NordicBle => ble::parse_nordic(data)?,
+        LinkType::HciH4
+        | LinkType::HciH4WithPhdr
+        | LinkType::BluetoothLinuxMonitor
+        | LinkType::Other(_) => return Err(Skip::UnsupportedLinkType),
     };
+    within_range(heard, policy)
+}
+
+/// The RSSI threshold: frames weaker than `min_rssi` are too far away.
+fn within_range(heard: Heard, policy: &FramePolicy) -> Result<Heard, Skip> {
     match (policy.min_rssi, heard.rssi) {
         (Some(min), Some(rssi)) if rssi < min => Err(Skip::TooFar),
         _ => Ok(heard),

@@ -10,12 +10,21 @@ pub struct Ppi {
     pub header_len: usize,
     /// dBm antenna signal from the 802.11-Common field, if present.
     pub rssi: Option<i8>,
+    /// The 802.11-Common flags say the frame ends with its FCS.
+    pub fcs_at_end: bool,
+    /// The 802.11-Common flags say the capturing driver found the FCS bad.
+    pub bad_fcs: bool,
 }
 
 const DLT_IEEE802_11: u32 = 105;
 const FIELD_80211_COMMON: u16 = 2;
 /// Offset of dBm-Antsignal inside the 802.11-Common field.
 const ANTSIGNAL_AT: usize = 18;
+/// Offset of the 802.11-Common Flags (u16): 0x0001 FCS present, 0x0004 FCS invalid (PPI
+/// specification 1.0.10, section 4.1.2).
+const COMMON_FLAGS_AT: usize = 8;
+const COMMON_FCS_PRESENT: u16 = 0x0001;
+const COMMON_FCS_INVALID: u16 = 0x0004;
 
 /// Parses the PPI header at the start of `data`.
 pub fn parse(data: &[u8]) -> Result<Ppi, Skip> {
@@ -30,19 +39,26 @@ pub fn parse(data: &[u8]) -> Result<Ppi, Skip> {
     if dlt != DLT_IEEE802_11 {
         return Err(Skip::PpiNotWifi);
     }
+    let common = common_field(&data[8..header_len]).unwrap_or_default();
+    let flags = common
+        .get(COMMON_FLAGS_AT..COMMON_FLAGS_AT + 2)
+        .map_or(0, |f| u16::from_le_bytes([f[0], f[1]]));
     Ok(Ppi {
         header_len,
-        rssi: common_signal(&data[8..header_len]),
+        rssi: common.get(ANTSIGNAL_AT).map(|&b| b as i8),
+        fcs_at_end: flags & COMMON_FCS_PRESENT != 0,
+        bad_fcs: flags & COMMON_FCS_INVALID != 0,
     })
 }
 
-fn common_signal(mut fields: &[u8]) -> Option<i8> {
+/// The body of the 802.11-Common field, if the header has one.
+fn common_field(mut fields: &[u8]) -> Option<&[u8]> {
     while fields.len() >= 4 {
         let kind = u16::from_le_bytes([fields[0], fields[1]]);
         let len = usize::from(u16::from_le_bytes([fields[2], fields[3]]));
         let body = fields.get(4..4 + len)?;
         if kind == FIELD_80211_COMMON {
-            return body.get(ANTSIGNAL_AT).map(|&b| b as i8);
+            return Some(body);
         }
         fields = &fields[4 + len..];
     }
@@ -61,6 +77,7 @@ mod tests {
         h.extend_from_slice(&20u16.to_le_bytes());
         let mut common = [0u8; 20];
         common[ANTSIGNAL_AT] = (-70i8) as u8;
+        common[COMMON_FLAGS_AT] = (COMMON_FCS_PRESENT | COMMON_FCS_INVALID) as u8;
         h.extend_from_slice(&common);
         let len = h.len() as u16;
         h[2..4].copy_from_slice(&len.to_le_bytes());
@@ -69,7 +86,9 @@ mod tests {
             parse(&h),
             Ok(Ppi {
                 header_len: 32,
-                rssi: Some(-70)
+                rssi: Some(-70),
+                fcs_at_end: true,
+                bad_fcs: true,
             })
         );
     }

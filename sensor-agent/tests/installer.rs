@@ -1,0 +1,101 @@
+//! What an installer following docs/installing-a-sensor.md sees: the packaged config's
+//! placeholders named, the guide's step 1 as the binary prints it, a selfcheck that changes
+//! nothing, and one clear error for a file `replay` cannot read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn agent(args: &[&str], config: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"));
+    cmd.args(args).env_remove("CROWDFLOW_BROKER_PASSWORD");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.output().expect("the agent runs")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_guides_step_1_is_what_a_fresh_install_prints() {
+    let example = root().join("deploy/agent/agent.example.toml");
+    let out = agent(&["selfcheck", "--timeout-s", "1"], Some(&example));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let first = stdout.lines().next().expect("a line");
+    // the package installs the example as /etc/crowdflow/agent.toml
+    let installed = first.replace(&example.display().to_string(), "/etc/crowdflow/agent.toml");
+    let guide = std::fs::read_to_string(root().join("docs/installing-a-sensor.md")).expect("guide");
+    assert!(
+        guide.contains(&format!("    {installed}\n")),
+        "the guide's step 1 should show\n    {installed}"
+    );
+    assert!(installed.starts_with("FAIL config") && installed.contains("change-me"));
+
+    let out = agent(&["validate"], Some(&example));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`broker.password`: \"change-me\""));
+}
+
+#[test]
+fn selfcheck_creates_no_directory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let outbox = dir.path().join("state/outbox");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port"); // nothing listens once the listener is dropped
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "sensor_id = \"neude-01\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
+             [capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
+            root()
+                .join("sensor-agent/tests/data/captures/aircrack-ng/test1.pcap")
+                .display(),
+            outbox.display()
+        ),
+    )
+    .expect("config");
+    let out = agent(&["selfcheck", "--timeout-s", "2"], Some(&config));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("ok   outbox") && stdout.contains("does not exist yet"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAIL broker"), "{stdout}");
+    assert!(
+        !dir.path().join("state").exists(),
+        "selfcheck created {}",
+        outbox.display()
+    );
+}
+
+#[test]
+fn replay_of_a_missing_or_non_capture_file_prints_one_error_and_no_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text_file = dir.path().join("notes.txt");
+    std::fs::write(&text_file, "hello, not a capture").expect("file");
+    let missing = dir.path().join("missing.pcap");
+    for (path, message) in [
+        (&missing, "cannot open"),
+        (
+            &text_file,
+            "not a pcap, pcapng or btsnoop file (magic bytes 68 65 6c 6c",
+        ),
+    ] {
+        let out = agent(&["replay", "--pcap", &path.display().to_string()], None);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(text(&out.stdout), "", "no table of zeros");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+    }
+}
