@@ -1,0 +1,84 @@
+//! pcap: the classic format (microsecond and nanosecond timestamps, either byte order,
+//! Kuznetzov's "modified" records) and the FCS annotation in its link-type field.
+
+use std::io::Read;
+
+use super::*;
+
+/// The pcap spec's link-type field (draft-ietf-opsawg-pcap §4): LinkType in the low 16
+/// bits, the F bit (0x0400_0000) saying the upper four bits give the FCS length in 16-bit
+/// words. libpcap's `LT_LINKTYPE`, `LT_FCS_LENGTH_PRESENT`, `LT_FCS_LENGTH`.
+pub(super) fn pcap_link_field(field: u32) -> (LinkType, Option<u8>) {
+    let link = LinkType::from_dlt(field & 0xffff);
+    let fcs = (field & 0x0400_0000 != 0).then(|| ((field >> 28) as u8) * 2);
+    (link, fcs)
+}
+
+impl<R: Read> CaptureReader<R> {
+    pub(super) fn pcap_header(
+        &mut self,
+        big_endian: bool,
+        nanos: bool,
+        extra: usize,
+        magic: [u8; 4],
+    ) -> Result<Format, FileError> {
+        let mut rest = [0u8; 20];
+        read_exact_or(&mut self.input, &mut rest, "pcap file header", 0)?;
+        self.offset = 24;
+        let major = u16_at(&rest, 0, big_endian);
+        if major != 2 {
+            return Err(FileError::Unsupported {
+                format: format!("pcap version {major}.{}", u16_at(&rest, 2, big_endian)),
+                magic,
+                advice: "only version 2.x exists in the pcap spec; the header is corrupt",
+            });
+        }
+        let (link, fcs_len) = pcap_link_field(u32_at(&rest, 16, big_endian));
+        Ok(Format::Pcap {
+            big_endian,
+            nanos,
+            link,
+            fcs_len,
+            extra,
+        })
+    }
+
+    pub(super) fn next_pcap(&mut self) -> Result<Option<Packet<'_>>, FileError> {
+        let Format::Pcap {
+            big_endian,
+            nanos,
+            link,
+            fcs_len,
+            extra,
+        } = self.format
+        else {
+            return Ok(None);
+        };
+        let start = self.offset;
+        let mut head = [0u8; 24];
+        let head = &mut head[..16 + extra];
+        if !read_header_or_eof(&mut self.input, head, "pcap record header", start)? {
+            return Ok(None);
+        }
+        let secs = i64::from(u32_at(head, 0, big_endian));
+        let frac = i64::from(u32_at(head, 4, big_endian));
+        let incl = u32_at(head, 8, big_endian) as usize;
+        if incl > MAX_RECORD {
+            return Err(FileError::Corrupt {
+                what: "pcap record",
+                offset: start,
+                reason: format!("record length {incl} exceeds {MAX_RECORD}"),
+            });
+        }
+        self.buf.resize(incl, 0);
+        read_exact_or(&mut self.input, &mut self.buf, "pcap record", start)?;
+        self.offset += (16 + extra + incl) as u64;
+        let ts_ns = secs * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
+        Ok(Some(Packet {
+            ts_ns,
+            link,
+            fcs_len,
+            data: &self.buf,
+        }))
+    }
+}

@@ -1,0 +1,327 @@
+//! pcapng: sections, interfaces with their own link types, and every block type, read or
+//! skipped by its length without buffering.
+
+use std::io::Read;
+
+use super::*;
+
+pub(super) fn section_byte_order(bom: &[u8], start: u64) -> Result<bool, FileError> {
+    let bom = [bom[0], bom[1], bom[2], bom[3]];
+    if u32::from_le_bytes(bom) == PCAPNG_BOM {
+        Ok(false)
+    } else if u32::from_be_bytes(bom) == PCAPNG_BOM {
+        Ok(true)
+    } else {
+        Err(corrupt(
+            "pcapng section header",
+            start,
+            "bad byte-order magic",
+        ))
+    }
+}
+
+/// A block length must hold the block's fixed part, be a multiple of 4 and stay under
+/// [`MAX_BLOCK`].
+pub(super) fn check_block_length(total: u32, min: u32, start: u64) -> Result<(), FileError> {
+    if total < min || !total.is_multiple_of(4) || u64::from(total) > MAX_BLOCK {
+        return Err(corrupt(
+            "pcapng block",
+            start,
+            &format!("impossible block length {total}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What the agent uses of an interface block's options.
+pub(super) struct InterfaceOptions {
+    /// `if_tsresol` (code 9) as ns = units * mul / div; microseconds by default.
+    pub(super) resolution: (i128, i128),
+    /// `if_fcslen` (code 13): bytes of FCS at the end of each packet.
+    pub(super) fcs_len: Option<u8>,
+}
+
+pub(super) fn interface_options(mut options: &[u8], big_endian: bool) -> InterfaceOptions {
+    let mut found = InterfaceOptions {
+        resolution: (1000, 1),
+        fcs_len: None,
+    };
+    while options.len() >= 4 {
+        let code = u16_at(options, 0, big_endian);
+        let len = usize::from(u16_at(options, 2, big_endian));
+        let padded = (len + 3) & !3;
+        if code == 0 || options.len() < 4 + len {
+            break;
+        }
+        match (code, len) {
+            (9, 1..) => found.resolution = ts_resolution(options[4]).unwrap_or(found.resolution),
+            (13, 1..) => found.fcs_len = Some(options[4]),
+            _ => {}
+        }
+        options = &options[(4 + padded).min(options.len())..];
+    }
+    found
+}
+
+/// `if_tsresol`: 10^-n seconds per unit, or 2^-n with the top bit set.
+pub(super) fn ts_resolution(v: u8) -> Option<(i128, i128)> {
+    let exp = u32::from(v & 0x7f);
+    if v & 0x80 == 0 {
+        match exp {
+            0..=9 => Some((10i128.pow(9 - exp), 1)),
+            10..=30 => Some((1, 10i128.pow(exp - 9))),
+            _ => None,
+        }
+    } else if exp <= 60 {
+        Some((1_000_000_000, 1i128 << exp))
+    } else {
+        None
+    }
+}
+
+impl<R: Read> CaptureReader<R> {
+    pub(super) fn pcapng_first_section(&mut self) -> Result<Format, FileError> {
+        let mut head = [0u8; 8];
+        read_exact_or(&mut self.input, &mut head, "pcapng section header", 0)?;
+        let big_endian = section_byte_order(&head[4..8], 0)?;
+        let total = u32_at(&head, 0, big_endian);
+        self.offset = 12;
+        check_block_length(total, 28, 0)?;
+        self.finish_block(u64::from(total), 12, 0)?;
+        Ok(Format::Pcapng { big_endian })
+    }
+
+    pub(super) fn next_pcapng(&mut self) -> Result<Option<Packet<'_>>, FileError> {
+        loop {
+            let Format::Pcapng { big_endian } = self.format else {
+                return Ok(None);
+            };
+            let start = self.offset;
+            let mut head = [0u8; 8];
+            if !read_header_or_eof(&mut self.input, &mut head, "pcapng block header", start)? {
+                return Ok(None);
+            }
+            self.offset += 8;
+            let kind = u32_at(&head, 0, big_endian);
+            if kind == PCAPNG_SHB {
+                self.new_section(&head, start)?;
+                continue;
+            }
+            let total = u32_at(&head, 4, big_endian);
+            check_block_length(total, 12, start)?;
+            let total = u64::from(total);
+            match kind {
+                1 => self.interface_block(total, start)?,
+                6 | 2 => {
+                    if let Some((ts_ns, iface, len)) = self.packet_block(kind, total, start)? {
+                        return Ok(Some(Packet {
+                            ts_ns,
+                            link: iface.link,
+                            fcs_len: iface.fcs_len,
+                            data: &self.buf[..len],
+                        }));
+                    }
+                }
+                3 => {
+                    let iface = self.simple_packet_block(total, start)?;
+                    return Ok(Some(Packet {
+                        ts_ns: 0,
+                        link: iface.link,
+                        fcs_len: iface.fcs_len,
+                        data: &self.buf,
+                    }));
+                }
+                // Name resolution (4), interface statistics (5), systemd journal (9),
+                // decryption secrets (10), custom (0xbad, 0x40000bad), process events and
+                // anything newer: nothing to count, skipped by length.
+                _ => self.finish_block(total, 8, start)?,
+            }
+        }
+    }
+
+    /// A Section Header Block inside the file: its byte order may differ from the last
+    /// section's, and its interfaces start afresh.
+    pub(super) fn new_section(&mut self, head: &[u8; 8], start: u64) -> Result<(), FileError> {
+        let mut bom = [0u8; 4];
+        read_exact_or(&mut self.input, &mut bom, "pcapng section header", start)?;
+        self.offset += 4;
+        let big_endian = section_byte_order(&bom, start)?;
+        let total = u32_at(head, 4, big_endian);
+        check_block_length(total, 28, start)?;
+        self.finish_block(u64::from(total), 12, start)?;
+        self.format = Format::Pcapng { big_endian };
+        self.interfaces.clear();
+        Ok(())
+    }
+
+    pub(super) fn interface_block(&mut self, total: u64, start: u64) -> Result<(), FileError> {
+        let Format::Pcapng { big_endian } = self.format else {
+            return Ok(());
+        };
+        if total < 20 {
+            return Err(corrupt(
+                "pcapng interface block",
+                start,
+                "shorter than 20 bytes",
+            ));
+        }
+        self.read_body(total - 12, "pcapng interface block", start)?;
+        self.finish_block(total, 8 + (total - 12), start)?;
+        let link = LinkType::from_dlt(u32::from(u16_at(&self.buf, 0, big_endian)));
+        let options = interface_options(&self.buf[8..], big_endian);
+        self.interfaces.push(Interface {
+            link,
+            mul: options.resolution.0,
+            div: options.resolution.1,
+            fcs_len: options.fcs_len,
+        });
+        Ok(())
+    }
+
+    /// An Enhanced Packet Block (6) or the obsolete Packet Block (2): same layout but for
+    /// the interface id (32 bits, or 16 bits and a 16-bit drop count).
+    pub(super) fn packet_block(
+        &mut self,
+        kind: u32,
+        total: u64,
+        start: u64,
+    ) -> Result<Option<(i64, Interface, usize)>, FileError> {
+        let Format::Pcapng { big_endian } = self.format else {
+            return Ok(None);
+        };
+        const WHAT: &str = "pcapng packet block";
+        if total < 32 {
+            return Err(corrupt(WHAT, start, "shorter than its fixed fields"));
+        }
+        let mut fixed = [0u8; 20];
+        read_exact_or(&mut self.input, &mut fixed, WHAT, start)?;
+        self.offset += 20;
+        let id = if kind == 6 {
+            u32_at(&fixed, 0, big_endian)
+        } else {
+            u32::from(u16_at(&fixed, 0, big_endian))
+        };
+        let iface = *self
+            .interfaces
+            .get(id as usize)
+            .ok_or_else(|| corrupt(WHAT, start, "refers to an undeclared interface"))?;
+        let units = (u64::from(u32_at(&fixed, 4, big_endian)) << 32)
+            | u64::from(u32_at(&fixed, 8, big_endian));
+        let captured = u64::from(u32_at(&fixed, 12, big_endian));
+        if captured > total - 32 {
+            return Err(corrupt(WHAT, start, "captured length exceeds the block"));
+        }
+        let len = if captured as usize > MAX_RECORD {
+            if iface.link.is_supported() {
+                return Err(corrupt(
+                    WHAT,
+                    start,
+                    &format!("packet length {captured} exceeds {MAX_RECORD}"),
+                ));
+            }
+            0 // another interface's big packet (USB, D-Bus): skipped unread below
+        } else {
+            self.buf.resize(captured as usize, 0);
+            read_exact_or(&mut self.input, &mut self.buf, WHAT, start)?;
+            self.offset += captured;
+            captured as usize
+        };
+        self.finish_block(total, 28 + len as u64, start)?;
+        let ts_ns = i64::try_from(i128::from(units) * iface.mul / iface.div).unwrap_or(i64::MAX);
+        Ok(Some((ts_ns, iface, len)))
+    }
+
+    pub(super) fn simple_packet_block(
+        &mut self,
+        total: u64,
+        start: u64,
+    ) -> Result<Interface, FileError> {
+        let Format::Pcapng { big_endian } = self.format else {
+            return Err(corrupt(
+                "pcapng simple packet block",
+                start,
+                "outside a section",
+            ));
+        };
+        const WHAT: &str = "pcapng simple packet block";
+        let Some(&iface) = self.interfaces.first() else {
+            return Err(corrupt(WHAT, start, "no interface declared"));
+        };
+        if total < 16 {
+            return Err(corrupt(WHAT, start, "shorter than its fixed fields"));
+        }
+        let mut original = [0u8; 4];
+        read_exact_or(&mut self.input, &mut original, WHAT, start)?;
+        self.offset += 4;
+        let room = total - 16;
+        let len = u64::from(u32_at(&original, 0, big_endian)).min(room);
+        if len as usize > MAX_RECORD && iface.link.is_supported() {
+            return Err(corrupt(
+                WHAT,
+                start,
+                &format!("packet length {len} exceeds {MAX_RECORD}"),
+            ));
+        }
+        let len = if len as usize > MAX_RECORD { 0 } else { len };
+        self.buf.resize(len as usize, 0);
+        read_exact_or(&mut self.input, &mut self.buf, WHAT, start)?;
+        self.offset += len;
+        self.finish_block(total, 12 + len, start)?;
+        Ok(iface)
+    }
+
+    /// Reads `len` bytes into the buffer, growing it only as data arrives (a lying length
+    /// field cannot make the reader allocate more than the file holds).
+    pub(super) fn read_body(
+        &mut self,
+        len: u64,
+        what: &'static str,
+        start: u64,
+    ) -> Result<(), FileError> {
+        self.buf.clear();
+        let got = (&mut self.input).take(len).read_to_end(&mut self.buf)?;
+        if (got as u64) < len {
+            return Err(FileError::Truncated {
+                what,
+                offset: start,
+            });
+        }
+        Ok(())
+    }
+
+    /// Skips the rest of a block of `total` bytes of which `consumed` (header included)
+    /// were read, without buffering it, and checks the trailing length copy.
+    pub(super) fn finish_block(
+        &mut self,
+        total: u64,
+        consumed: u64,
+        start: u64,
+    ) -> Result<(), FileError> {
+        let Some(rest) = total.checked_sub(consumed + 4) else {
+            return Err(corrupt("pcapng block", start, "fields run past its length"));
+        };
+        let skipped = io::copy(&mut (&mut self.input).take(rest), &mut io::sink())?;
+        if skipped < rest {
+            return Err(FileError::Truncated {
+                what: "pcapng block",
+                offset: start,
+            });
+        }
+        let mut trailer = [0u8; 4];
+        read_exact_or(&mut self.input, &mut trailer, "pcapng block", start)?;
+        self.offset = start + total;
+        let big_endian = matches!(self.format, Format::Pcapng { big_endian: true });
+        let copy = u64::from(u32_at(&trailer, 0, big_endian));
+        // The first section's SHB is finished before the format is set; its trailer is
+        // checked in either byte order.
+        let copy_swapped = u64::from(u32_at(&trailer, 0, !big_endian));
+        if copy != total && copy_swapped != total {
+            return Err(corrupt(
+                "pcapng block",
+                start,
+                &format!("trailing length {copy} differs from the leading length {total}"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+use super::pcap::pcap_link_field;
+use super::pcapng::{interface_options, ts_resolution};
+use super::*;
+
+fn pcap(link: u32, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&PCAP_US.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&link.to_le_bytes());
+    for (s, us, data) in records {
+        f.extend_from_slice(&s.to_le_bytes());
+        f.extend_from_slice(&us.to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(data);
+    }
+    f
+}
+
+#[test]
+fn pcap_records_come_out_with_time_and_link_type() {
+    let file = pcap(127, &[(10, 500, b"abc"), (11, 0, b"")]);
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    let p = r.next_packet().expect("ok").expect("first");
+    assert_eq!(
+        (p.ts_ns, p.link, p.data),
+        (10_000_500_000, LinkType::Radiotap, &b"abc"[..])
+    );
+    let p = r.next_packet().expect("ok").expect("second");
+    assert_eq!(p.data.len(), 0);
+    assert!(r.next_packet().expect("ok").is_none());
+}
+
+#[test]
+fn not_a_capture_names_the_magic() {
+    let err = CaptureReader::new(&b"hello world, not pcap"[..]).expect_err("magic");
+    assert!(
+        err.to_string()
+            .contains("not a pcap, pcapng or btsnoop file (magic bytes 68 65 6c 6c"),
+        "{err}"
+    );
+    assert!(matches!(
+        CaptureReader::new(&b"ab"[..]),
+        Err(FileError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn a_cut_record_is_reported_as_truncated_with_its_offset() {
+    let mut file = pcap(105, &[(1, 0, b"abcdef")]);
+    file.truncate(file.len() - 2);
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    let err = r.next_packet().expect_err("truncated");
+    assert!(
+        err.to_string()
+            .contains("truncated inside pcap record at byte 24"),
+        "{err}"
+    );
+}
+
+#[test]
+fn absurd_record_lengths_are_refused_without_allocating() {
+    let mut file = pcap(105, &[]);
+    file.extend_from_slice(&[0; 8]);
+    file.extend_from_slice(&u32::MAX.to_le_bytes());
+    file.extend_from_slice(&u32::MAX.to_le_bytes());
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    assert!(matches!(r.next_packet(), Err(FileError::Corrupt { .. })));
+}
+
+#[test]
+fn pcapng_resolution_and_fcs_length_options_are_honoured() {
+    let mut opts = Vec::new();
+    opts.extend_from_slice(&9u16.to_le_bytes());
+    opts.extend_from_slice(&1u16.to_le_bytes());
+    opts.extend_from_slice(&[9, 0, 0, 0]);
+    opts.extend_from_slice(&13u16.to_le_bytes());
+    opts.extend_from_slice(&1u16.to_le_bytes());
+    opts.extend_from_slice(&[4, 0, 0, 0]);
+    let found = interface_options(&opts, false);
+    assert_eq!((found.resolution, found.fcs_len), ((1, 1), Some(4)));
+    let none = interface_options(&[], false);
+    assert_eq!((none.resolution, none.fcs_len), ((1000, 1), None));
+    assert_eq!(ts_resolution(0x80 | 10), Some((1_000_000_000, 1024)));
+}
+
+#[test]
+fn the_link_type_field_carries_the_fcs_annotation_in_its_upper_bits() {
+    assert_eq!(pcap_link_field(0x2400_0069), (LinkType::Ieee80211, Some(4)));
+    assert_eq!(pcap_link_field(127), (LinkType::Radiotap, None));
+    // FCS length bits without the F bit mean nothing
+    assert_eq!(pcap_link_field(0x2000_0069), (LinkType::Ieee80211, None));
+    assert_eq!(pcap_link_field(0x0400_0110), (LinkType::NordicBle, Some(0)));
+}
+
+/// A pcapng file: SHB, one IDB of `link`, then `blocks` (type, body).
+fn pcapng(link: u16, blocks: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let mut f = Vec::new();
+    let mut block = |kind: u32, body: &[u8]| {
+        let total = (12 + body.len()) as u32;
+        f.extend_from_slice(&kind.to_le_bytes());
+        f.extend_from_slice(&total.to_le_bytes());
+        f.extend_from_slice(body);
+        f.extend_from_slice(&total.to_le_bytes());
+    };
+    let mut shb = PCAPNG_BOM.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&[0xff; 8]);
+    block(PCAPNG_SHB, &shb);
+    let mut idb = link.to_le_bytes().to_vec();
+    idb.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
+    block(1, &idb);
+    for (kind, body) in blocks {
+        block(*kind, body);
+    }
+    f
+}
+
+fn epb(data_len: u32, data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0; 12];
+    b.extend_from_slice(&data_len.to_le_bytes());
+    b.extend_from_slice(&data_len.to_le_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn big_packets_of_unsupported_interfaces_are_skipped_unread_and_big_blocks_skipped() {
+    // a 300 kB USB packet (LINKTYPE 189), then a 1 MB custom block, then a small packet
+    let big = vec![0u8; 300 * 1024];
+    let file = pcapng(
+        189,
+        &[
+            (6, epb(big.len() as u32, &big)),
+            (0x4000_0bad, vec![0; 1024 * 1024]),
+            (6, epb(4, b"abcd")),
+        ],
+    );
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    let p = r.next_packet().expect("ok").expect("big");
+    assert_eq!((p.link, p.data.len()), (LinkType::Other(189), 0));
+    let p = r.next_packet().expect("ok").expect("small");
+    assert_eq!(p.data, b"abcd");
+    assert!(r.next_packet().expect("ok").is_none());
+    // the same packet on a radio interface is corruption
+    let file = pcapng(127, &[(6, epb(big.len() as u32, &big))]);
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    assert!(matches!(r.next_packet(), Err(FileError::Corrupt { .. })));
+}
+
+#[test]
+fn lying_block_lengths_are_refused_without_allocating_them() {
+    // a block claiming 60 MB in a 100-byte file: truncated, not a 60 MB allocation
+    let mut file = pcapng(127, &[]);
+    file.extend_from_slice(&4u32.to_le_bytes());
+    file.extend_from_slice(&(60u32 << 20).to_le_bytes());
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    assert!(matches!(r.next_packet(), Err(FileError::Truncated { .. })));
+    // beyond MAX_BLOCK: corrupt
+    let mut file = pcapng(127, &[]);
+    file.extend_from_slice(&4u32.to_le_bytes());
+    file.extend_from_slice(&u32::MAX.wrapping_sub(3).to_le_bytes());
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    let err = r.next_packet().expect_err("corrupt");
+    assert!(err.to_string().contains("impossible block length"), "{err}");
+}
+
+#[test]
+fn every_prefix_of_a_valid_file_is_an_error_or_a_clean_end_never_a_panic() {
+    let file = pcapng(
+        127,
+        &[
+            (6, epb(4, b"abcd")),
+            (2, epb(3, b"xyz\0")),
+            (3, vec![2, 0, 0, 0, 1, 2, 0, 0]),
+        ],
+    );
+    for cut in 0..file.len() {
+        if let Ok(mut r) = CaptureReader::new(&file[..cut]) {
+            while let Ok(Some(_)) = r.next_packet() {}
+        }
+    }
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    let mut lens = Vec::new();
+    while let Some(p) = r.next_packet().expect("valid") {
+        lens.push(p.data.len());
+    }
+    assert_eq!(lens, vec![4, 3, 2]);
+}
