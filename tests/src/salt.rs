@@ -10,10 +10,14 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const SALT_TOPIC: &str = "crowdflow/v1/salt";
 
+/// An epoch id and the salt bytes announced for it.
+type EpochSalt = (String, Vec<u8>);
+
 /// Collects the salt bytes of every announcement on a broker, across broker restarts, until
 /// dropped.
 pub struct SaltWatch {
-    salts: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// (epoch, salt) of every distinct salt announced.
+    salts: Arc<Mutex<Vec<EpochSalt>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,9 +40,9 @@ impl SaltWatch {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let mut seen = seen.lock().expect("salt list");
-                        for salt in salts_of(&p.payload) {
-                            if !seen.contains(&salt) {
-                                seen.push(salt);
+                        for entry in salts_of(&p.payload) {
+                            if !seen.contains(&entry) {
+                                seen.push(entry);
                             }
                         }
                     }
@@ -52,7 +56,23 @@ impl SaltWatch {
 
     /// The distinct salts announced so far.
     pub fn salts(&self) -> Vec<Vec<u8>> {
-        self.salts.lock().expect("salt list").clone()
+        let seen = self.salts.lock().expect("salt list");
+        let mut salts: Vec<Vec<u8>> = Vec::new();
+        for (_, salt) in seen.iter() {
+            if !salts.contains(salt) {
+                salts.push(salt.clone());
+            }
+        }
+        salts
+    }
+
+    /// How many distinct salts each epoch had (epoch ids are dates, not secrets).
+    pub fn salts_per_epoch(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut per_epoch = std::collections::BTreeMap::new();
+        for (epoch, _) in self.salts.lock().expect("salt list").iter() {
+            *per_epoch.entry(epoch.clone()).or_insert(0) += 1;
+        }
+        per_epoch
     }
 
     /// Waits up to `timeout` for the first announcement; `None` if none came.
@@ -85,16 +105,20 @@ impl Drop for SaltWatch {
     }
 }
 
-/// The salt bytes of an announcement's entries (base64 in its JSON).
-fn salts_of(payload: &[u8]) -> Vec<Vec<u8>> {
+/// The epoch and salt bytes of an announcement's entries (base64 in its JSON).
+fn salts_of(payload: &[u8]) -> Vec<EpochSalt> {
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return Vec::new();
     };
     let entries = doc["salts"].as_array().cloned().unwrap_or_default();
     entries
         .iter()
-        .filter_map(|e| e["salt"].as_str())
-        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .filter_map(|e| {
+            let salt = base64::engine::general_purpose::STANDARD
+                .decode(e["salt"].as_str()?)
+                .ok()?;
+            Some((e["epoch"].as_str().unwrap_or_default().to_owned(), salt))
+        })
         .collect()
 }
 
@@ -161,10 +185,15 @@ mod tests {
     fn an_announcement_yields_its_salts() {
         let a = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
         let b = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
-        let payload = format!(r#"{{"v":1,"salts":[{{"salt":"{a}"}},{{"salt":"{b}"}}]}}"#);
+        let payload = format!(
+            r#"{{"v":1,"salts":[{{"epoch":"2026-04-27","salt":"{a}"}},{{"epoch":"2026-04-28","salt":"{b}"}}]}}"#
+        );
         assert_eq!(
             salts_of(payload.as_bytes()),
-            vec![vec![1u8; 32], vec![2u8; 32]]
+            vec![
+                ("2026-04-27".to_owned(), vec![1u8; 32]),
+                ("2026-04-28".to_owned(), vec![2u8; 32])
+            ]
         );
         assert!(salts_of(b"not json").is_empty());
     }
