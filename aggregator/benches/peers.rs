@@ -563,6 +563,29 @@ fn series_numbers(v: &Value) -> BTreeMap<(String, String), [f64; 3]> {
     out
 }
 
+/// The same from a `format=columns` answer.
+fn column_numbers(v: &Value) -> BTreeMap<(String, String), [f64; 3]> {
+    let mut out = BTreeMap::new();
+    let from: Timestamp = v["from"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("from");
+    let step = v["step_s"].as_i64().expect("step_s");
+    for z in v["zones"].as_array().into_iter().flatten() {
+        let zone = z["zone"].as_str().unwrap_or_default().to_owned();
+        let counts = &z["devices"][KIND.as_str()];
+        for (i, t) in z["t"].as_array().into_iter().flatten().enumerate() {
+            let at = from + SignedDuration::from_secs(t.as_i64().expect("t") * step);
+            let value = |field: &str| counts[field][i].as_f64().unwrap_or(f64::NAN);
+            out.insert(
+                (zone.clone(), at.to_string()),
+                [value("estimate"), value("lower"), value("upper")],
+            );
+        }
+    }
+    out
+}
+
 fn same(a: f64, b: f64) -> bool {
     a == b || (a - b).abs() <= 1e-9 * a.abs().max(1.0)
 }
@@ -676,6 +699,7 @@ fn main() {
             iso(q.day),
             iso(Questions::hour(q.day, 24))
         );
+        let columns_path = format!("{series_path}&format=columns");
 
         // Correctness first.
         let mut answers = Answers::default();
@@ -700,7 +724,7 @@ fn main() {
             };
             let a = side(&twenty[i], q.w1, q.w2).await;
             let b = side(&twenty[j], q.w2, Questions::hour(q.w2, 1)).await;
-            let o = query::overlap(&a, &b, Precision::DEFAULT);
+            let o = query::overlap(&a, &b);
             assert_same(
                 &format!("flow {i} -> {j}"),
                 &triple(&flows["matrix"][i][j]),
@@ -723,6 +747,14 @@ fn main() {
             }
         }
         answers.series = numbers.values().flatten().copied().collect();
+        let columns: Value =
+            serde_json::from_slice(&crowdflow_get(&app, &columns_path).await).expect("json");
+        let tenth = |v: f64| (v * 10.0).round() / 10.0;
+        let in_columns = column_numbers(&columns);
+        assert_eq!(in_columns.len(), numbers.len(), "points in columns");
+        for (key, want) in &numbers {
+            assert_same("series in columns", &in_columns[key], &want.map(tenth));
+        }
         match std::fs::read(&answers_file) {
             Ok(saved) => {
                 let saved: Answers = serde_json::from_slice(&saved).expect("saved answers");
@@ -761,19 +793,30 @@ fn main() {
         let (theirs, cells) = median(5, || peer_flows(&peer, &q, &twenty)).await;
         assert_eq!(cells.len(), 400, "peer flow cells");
         rows.push(("flows_20x20", "flows 20 x 20 zones, two 1 h windows", ours, theirs, String::new()));
-        let (ours, body) = median(5, || crowdflow_get(&app, &series_path)).await;
         let (theirs, points) = median(5, || peer_series(&peer, &q)).await;
         assert_eq!(points.len(), (ZONES * 1440) as usize, "peer series points");
-        rows.push((
-            "series_24h_50z",
-            "series 24 h x 50 zones by minute",
-            ours,
-            theirs,
+        let per_point = |body: &axum::body::Bytes| {
             format!(
                 " ({:.1} MB JSON, {:.0} B a point)",
                 body.len() as f64 / 1e6,
                 body.len() as f64 / points.len() as f64
-            ),
+            )
+        };
+        let (ours, body) = median(5, || crowdflow_get(&app, &series_path)).await;
+        let points_row = (
+            "series_24h_50z_points",
+            "series 24 h x 50 zones by minute, format=json (bucket by bucket)",
+            ours,
+            theirs,
+            per_point(&body),
+        );
+        let (ours, body) = median(5, || crowdflow_get(&app, &columns_path)).await;
+        rows.push((
+            "series_24h_50z",
+            "series 24 h x 50 zones by minute, format=columns",
+            ours,
+            theirs,
+            per_point(&body),
         ));
 
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
@@ -784,7 +827,7 @@ fn main() {
         println!("| work | crowdflow | peer | ratio |");
         println!("|---|---|---|---|");
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        for (_, label, ours, theirs, note) in &rows {
+        for (_, label, ours, theirs, note) in rows.iter().chain([&points_row]) {
             let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
             println!(
                 "| {label} | {:.2} ms{note} | {:.2} ms | {ratio:.2} ({}) |",
