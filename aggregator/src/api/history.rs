@@ -93,15 +93,17 @@ pub struct Series {
     pub zones: Vec<ZoneSeries>,
 }
 
-/// Buckets ending after `filled_by` may still receive windows.
-async fn zone_series(
+/// A zone's stored numbers by bucket and kind: several salts in one bucket are summed and
+/// flagged as an upper bound.
+type Buckets = BTreeMap<Timestamp, BTreeMap<Kind, Count>>;
+
+async fn zone_buckets(
     store: &impl Store,
     zone: &Zone,
     resolution: Resolution,
     r: Range,
-    filled_by: Timestamp,
-) -> Result<ZoneSeries, StoreError> {
-    let mut buckets: BTreeMap<Timestamp, BTreeMap<Kind, Count>> = BTreeMap::new();
+) -> Result<Buckets, StoreError> {
+    let mut buckets = Buckets::new();
     for kind in Kind::ALL {
         let mut per_bucket: BTreeMap<Timestamp, (Count, usize)> = BTreeMap::new();
         for n in store
@@ -123,6 +125,18 @@ async fn zone_series(
             buckets.entry(t).or_default().insert(kind, c);
         }
     }
+    Ok(buckets)
+}
+
+/// Buckets ending after `filled_by` may still receive windows.
+async fn zone_series(
+    store: &impl Store,
+    zone: &Zone,
+    resolution: Resolution,
+    r: Range,
+    filled_by: Timestamp,
+) -> Result<ZoneSeries, StoreError> {
+    let buckets = zone_buckets(store, zone, resolution, r).await?;
     Ok(ZoneSeries {
         zone: zone.id.to_string(),
         name: zone.name.clone(),
@@ -186,43 +200,51 @@ pub struct ZoneColumns {
 }
 
 impl ZoneColumns {
-    fn new(z: &ZoneSeries, from: Timestamp, step_s: i64) -> ZoneColumns {
-        let mut kinds: BTreeMap<String, CountColumns> = z
-            .points
-            .iter()
-            .flat_map(|p| p.devices.keys())
-            .map(|k| (k.clone(), CountColumns::default()))
+    /// The columns of `buckets`: the same numbers [`zone_series`] makes points of.
+    fn new(zone: &Zone, buckets: &Buckets, step: Step) -> ZoneColumns {
+        let mut devices: BTreeMap<Kind, CountColumns> = buckets
+            .values()
+            .flat_map(|b| b.keys())
+            .map(|k| (*k, CountColumns::default()))
             .collect();
         let mut out = ZoneColumns {
-            zone: z.zone.clone(),
-            name: z.name.clone(),
-            t: Vec::with_capacity(z.points.len()),
+            zone: zone.id.to_string(),
+            name: zone.name.clone(),
+            t: Vec::with_capacity(buckets.len()),
             devices: BTreeMap::new(),
             total: CountColumns::default(),
-            people: z
-                .points
-                .first()
-                .and_then(|p| p.people)
-                .map(|_| CountColumns::default()),
+            people: (!zone.calibration.is_empty()).then(CountColumns::default),
             partial: Vec::new(),
         };
-        for (i, p) in z.points.iter().enumerate() {
+        for (i, (t, counts)) in buckets.iter().enumerate() {
             out.t
-                .push((p.t.as_second() - from.as_second()).div_euclid(step_s));
-            for (kind, column) in kinds.iter_mut() {
-                column.push(i, p.devices.get(kind));
+                .push((t.as_second() - step.from.as_second()).div_euclid(step.seconds));
+            for (kind, column) in devices.iter_mut() {
+                column.push(i, counts.get(kind));
             }
-            out.total.push(i, Some(&p.total));
+            out.total.push(i, Some(&query::total(counts)));
             if let Some(people) = out.people.as_mut() {
-                people.push(i, p.people.as_ref());
+                people.push(i, query::people(&zone.calibration, counts).as_ref());
             }
-            if p.partial {
+            if *t + SignedDuration::from_secs(step.seconds) > step.filled_by {
                 out.partial.push(i);
             }
         }
-        out.devices = kinds;
+        out.devices = devices
+            .into_iter()
+            .map(|(k, c)| (k.as_str().to_owned(), c))
+            .collect();
         out
     }
+}
+
+/// Where a series' buckets are: start, length (seconds), and the time before which they
+/// are complete.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    from: Timestamp,
+    seconds: i64,
+    filled_by: Timestamp,
 }
 
 /// Series of several zones in columns (`format=columns`): the numbers of [`Series`], about
@@ -306,6 +328,26 @@ pub(super) async fn series<S: Store>(
         && wants_csv(&params)
             .map_err(|_| ApiError::bad("format", "must be \"json\", \"columns\" or \"csv\""))?;
     let filled_by = Timestamp::now() - state.config.window.duration();
+    if columns {
+        let step = Step {
+            from: r.from,
+            seconds: resolution.seconds(),
+            filled_by,
+        };
+        let mut out = Vec::with_capacity(zones.len());
+        for z in zones {
+            let buckets = zone_buckets(&state.store, z, resolution, r).await?;
+            out.push(ZoneColumns::new(z, &buckets, step));
+        }
+        return Ok(Json(SeriesAnswer::Columns(SeriesColumns {
+            step: resolution.as_str().into(),
+            step_s: step.seconds,
+            from: r.from,
+            to: r.to,
+            zones: out,
+        }))
+        .into_response());
+    }
     let mut out = Vec::with_capacity(zones.len());
     for z in zones {
         out.push(zone_series(&state.store, z, resolution, r, filled_by).await?);
@@ -318,20 +360,6 @@ pub(super) async fn series<S: Store>(
     };
     Ok(if csv {
         csv_response("series.csv", series_csv(&s))
-    } else if columns {
-        let step_s = resolution.seconds();
-        Json(SeriesAnswer::Columns(SeriesColumns {
-            zones: s
-                .zones
-                .iter()
-                .map(|z| ZoneColumns::new(z, s.from, step_s))
-                .collect(),
-            step: s.step,
-            step_s,
-            from: s.from,
-            to: s.to,
-        }))
-        .into_response()
     } else {
         Json(SeriesAnswer::Points(s)).into_response()
     })
@@ -670,6 +698,7 @@ pub(super) async fn open_data<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crowdflow_contract::wire::SensorId;
 
     fn count(estimate: f64, upper_bound: bool) -> Count {
         Count {
@@ -680,34 +709,45 @@ mod tests {
         }
     }
 
+    fn neude() -> Zone {
+        Zone {
+            id: SensorId::new("neude").expect("id"),
+            name: "Neude".into(),
+            area_m2: 1000.0,
+            capacity: None,
+            occupancy_window_min: 5,
+            thresholds: vec![2.0],
+            calibration: [(Kind::Wifi, 0.35)].into(),
+            polygon: None,
+        }
+    }
+
+    fn step(from: Timestamp, filled_by: Timestamp) -> Step {
+        Step {
+            from,
+            seconds: 60,
+            filled_by,
+        }
+    }
+
     #[test]
     fn columns_hold_every_number_of_the_points_rounded_to_a_tenth() {
         let from: Timestamp = "2026-04-27T10:00:00Z".parse().expect("ts");
-        let point = |minute: i64, kinds: &[(&str, Count)], partial| {
-            let devices: BTreeMap<String, Count> =
-                kinds.iter().map(|(k, c)| ((*k).to_owned(), *c)).collect();
-            let total = devices.values().fold(Count::ZERO, |s, c| s.plus(*c));
-            SeriesPoint {
-                t: from + SignedDuration::from_mins(minute),
-                people: Some(total.times(0.35)),
-                total,
-                devices,
-                partial,
-            }
-        };
-        let zone = ZoneSeries {
-            zone: "neude".into(),
-            name: "Neude".into(),
-            points: vec![
-                point(0, &[("wifi", count(120.04, false))], false),
-                point(
-                    3,
-                    &[("ble", count(7.0, true)), ("wifi", count(99.96, false))],
-                    true,
-                ),
-            ],
-        };
-        let c = ZoneColumns::new(&zone, from, 60);
+        let at = |m| from + SignedDuration::from_mins(m);
+        let buckets: Buckets = [
+            (at(0), [(Kind::Wifi, count(120.04, false))].into()),
+            (
+                at(3),
+                [
+                    (Kind::Ble, count(7.0, true)),
+                    (Kind::Wifi, count(99.96, false)),
+                ]
+                .into(),
+            ),
+        ]
+        .into();
+        let zone = neude();
+        let c = ZoneColumns::new(&zone, &buckets, step(from, at(3)));
         assert_eq!(c.t, vec![0, 3]);
         assert_eq!(c.devices["wifi"].estimate, vec![Some(120.0), Some(100.0)]);
         assert_eq!(c.devices["wifi"].lower, vec![Some(117.6), Some(98.0)]);
@@ -719,35 +759,50 @@ mod tests {
             vec![1],
             "a kind's upper bound makes the total's"
         );
-        assert_eq!(c.people.as_ref().map(|p| p.estimate[1]), Some(Some(37.4)));
-        assert_eq!(c.partial, vec![1]);
+        assert_eq!(
+            c.people.as_ref().map(|p| p.estimate.clone()),
+            Some(vec![Some(42.0), Some(35.0)]),
+            "people count wifi only (the calibrated kind)"
+        );
+        assert_eq!(c.partial, vec![1], "the bucket ending after filled_by");
+        // The same numbers as the points.
+        for (i, (t, counts)) in buckets.iter().enumerate() {
+            let total = query::total(counts);
+            assert_eq!(from + SignedDuration::from_mins(c.t[i]), *t);
+            assert_eq!(c.total.upper[i], Some((total.upper * 10.0).round() / 10.0));
+        }
     }
 
     #[test]
     fn a_day_by_minute_in_columns_takes_under_100_bytes_a_point() {
         let from: Timestamp = "2026-04-27T00:00:00Z".parse().expect("ts");
-        let zone = ZoneSeries {
-            zone: "neude".into(),
-            name: "Neude".into(),
-            points: (0..1440)
-                .map(|m| {
-                    let c = count(
-                        1000.0 + 2000.0 * (m as f64 / 1440.0).sin() + 0.123_456_789,
-                        false,
-                    );
-                    SeriesPoint {
-                        t: from + SignedDuration::from_mins(m),
-                        devices: [("wifi_random".to_owned(), c)].into(),
-                        total: c,
-                        people: Some(c.times(0.35)),
-                        partial: false,
-                    }
-                })
-                .collect(),
-        };
-        let columns = serde_json::to_vec(&ZoneColumns::new(&zone, from, 60)).expect("json");
-        let points = serde_json::to_vec(&zone).expect("json");
-        let per_point = |b: &[u8]| b.len() / zone.points.len();
+        let buckets: Buckets = (0..1440)
+            .map(|m| {
+                let c = count(
+                    1000.0 + 2000.0 * (m as f64 / 1440.0).sin() + 0.123_456_789,
+                    false,
+                );
+                (
+                    from + SignedDuration::from_mins(m),
+                    [(Kind::Wifi, c)].into(),
+                )
+            })
+            .collect();
+        let zone = neude();
+        let columns = ZoneColumns::new(&zone, &buckets, step(from, from));
+        let columns = serde_json::to_vec(&columns).expect("json");
+        let points: Vec<SeriesPoint> = buckets
+            .iter()
+            .map(|(t, devices)| SeriesPoint {
+                t: *t,
+                total: query::total(devices),
+                people: query::people(&zone.calibration, devices),
+                devices: query::by_name(devices),
+                partial: false,
+            })
+            .collect();
+        let points = serde_json::to_vec(&points).expect("json");
+        let per_point = |b: &[u8]| b.len() / buckets.len();
         assert!(
             per_point(&columns) < 100,
             "{} B a point",
