@@ -398,6 +398,36 @@ async fn series_come_from_stored_numbers_in_json_and_csv() {
 }
 
 #[tokio::test]
+async fn series_in_columns_carry_the_points_numbers() {
+    let (state, _dir) = state().await;
+    let path = format!("/api/v1/series?zones=neude,plein&step=minute&{DAY1}");
+    let points = json(&state, &path, Some(PLANNER)).await;
+    let columns = json(&state, &format!("{path}&format=columns"), Some(PLANNER)).await;
+    assert_eq!(columns["step_s"], 60);
+    let tenth = |v: &Value| v.as_f64().map(|v| (v * 10.0).round() / 10.0);
+    for z in 0..2 {
+        let (p, c) = (&points["zones"][z], &columns["zones"][z]);
+        assert_eq!(c["zone"], p["zone"]);
+        let p = p["points"].as_array().cloned().unwrap_or_default();
+        assert!(!p.is_empty());
+        assert_eq!(c["t"].as_array().map(Vec::len), Some(p.len()));
+        for (i, point) in p.iter().enumerate() {
+            let t: Timestamp = point["t"].as_str().and_then(|t| t.parse().ok()).expect("t");
+            let from: Timestamp = "2026-04-27T00:00:00Z".parse().expect("ts");
+            assert_eq!(
+                c["t"][i].as_i64(),
+                Some((t.as_second() - from.as_second()) / 60)
+            );
+            for field in ["estimate", "lower", "upper"] {
+                assert_eq!(c["total"][field][i].as_f64(), tenth(&point["total"][field]));
+            }
+        }
+    }
+    let (status, _) = call(&state, &format!("{path}&format=xml"), Some(PLANNER)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn the_bucket_still_filling_is_flagged_partial() {
     let (state, _dir) = state().await;
     let minute =
