@@ -234,11 +234,14 @@ async fn peer_rollups(peer: &Client) {
          UPDATE hour SET estimate = hll_cardinality(devices);
          INSERT INTO day SELECT zone, kind, bucket / 86400 * 86400, epoch, salt_fp,
              hll_union_agg(devices), 0 FROM hour GROUP BY 1, 2, 3, 4, 5;
-         UPDATE day SET estimate = hll_cardinality(devices);
-         VACUUM ANALYZE minute, hour, day;",
+         UPDATE day SET estimate = hll_cardinality(devices);",
     )
     .await
     .expect("peer rollups");
+    // VACUUM refuses to run in the implicit transaction of a multi-statement batch.
+    peer.batch_execute("VACUUM ANALYZE minute, hour, day")
+        .await
+        .expect("peer vacuum");
 }
 
 fn config(db: &Path) -> Arc<AggregatorConfig> {
