@@ -660,7 +660,10 @@ fn max_coupons_into(bytes: &[u8], from: usize, count: usize, registers: &mut [u8
 }
 
 /// The HLL_8 serialization of `registers` (`2^lg_k` values) with the order-independent
-/// estimator, its register sums computed as the library computes them.
+/// estimator. Its register sums are computed from a histogram of the values: each term
+/// `count x 2^-value` and every partial sum is exact in a double (at most 2^21 registers,
+/// values below 64), so they equal the library's register-by-register sums bit for bit,
+/// without a division per register.
 fn hll8_image(lg_k: u8, registers: impl Iterator<Item = u8>) -> Vec<u8> {
     let k = 1usize << lg_k;
     let mut image = Vec::with_capacity(HLL_PREAMBLE + k);
@@ -675,21 +678,25 @@ fn hll8_image(lg_k: u8, registers: impl Iterator<Item = u8>) -> Vec<u8> {
         CUR_MODE_HLL | (TGT_HLL8 << 2),
     ]);
     image.resize(HLL_PREAMBLE, 0);
-    let (mut kxq0, mut kxq1, mut zeros) = (0.0f64, 0.0f64, 0u32);
-    image.extend(registers.inspect(|&v| {
-        if v == 0 {
-            zeros += 1;
-            kxq0 += 1.0;
-        } else if v < 32 {
-            kxq0 += 1.0 / (1u64 << v) as f64;
+    image.extend(registers);
+    let mut histogram = [0u32; 256];
+    for v in &image[HLL_PREAMBLE..] {
+        histogram[usize::from(*v)] += 1;
+    }
+    let (mut kxq0, mut kxq1) = (0.0f64, 0.0f64);
+    for (v, n) in histogram.iter().enumerate().filter(|(_, n)| **n > 0) {
+        // 2^-v, built from its exponent bits (exact; v < 256 < 1023).
+        let term = f64::from(*n) * f64::from_bits((1023 - v as u64) << 52);
+        if v < 32 {
+            kxq0 += term;
         } else {
-            kxq1 += 1.0 / (1u64 << v.min(63)) as f64;
+            kxq1 += term;
         }
-    }));
+    }
     // hip_accum (8..16) stays 0: unused by the composite estimator.
     image[16..24].copy_from_slice(&kxq0.to_le_bytes());
     image[24..32].copy_from_slice(&kxq1.to_le_bytes());
-    image[32..36].copy_from_slice(&zeros.to_le_bytes());
+    image[32..36].copy_from_slice(&histogram[0].to_le_bytes());
     // aux count (36..40) is 0 in HLL_8.
     image
 }

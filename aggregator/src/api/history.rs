@@ -105,23 +105,29 @@ async fn zone_buckets(
 ) -> Result<Buckets, StoreError> {
     let mut buckets = Buckets::new();
     for kind in Kind::ALL {
-        let mut per_bucket: BTreeMap<Timestamp, (Count, usize)> = BTreeMap::new();
-        for n in store
+        let mut numbers = store
             .zone_numbers(&zone.id, kind, resolution, r.from, r.to)
-            .await?
-        {
+            .await?;
+        // In bucket order (as the stores return them: then this costs one pass), a bucket's
+        // salts are neighbours.
+        numbers.sort_by_key(|n| n.bucket);
+        let mut per_bucket: Vec<(Timestamp, Count)> = Vec::with_capacity(numbers.len());
+        for n in numbers {
             let c = Count {
                 estimate: n.devices.estimate,
                 lower: n.devices.lower,
                 upper: n.devices.upper,
                 upper_bound: false,
             };
-            let e = per_bucket.entry(n.bucket).or_insert((Count::ZERO, 0));
-            e.0 = e.0.plus(c);
-            e.1 += 1;
+            match per_bucket.last_mut() {
+                Some((t, sum)) if *t == n.bucket => {
+                    *sum = sum.plus(c);
+                    sum.upper_bound = true;
+                }
+                _ => per_bucket.push((n.bucket, c)),
+            }
         }
-        for (t, (mut c, salts)) in per_bucket {
-            c.upper_bound = salts > 1;
+        for (t, c) in per_bucket {
             buckets.entry(t).or_default().insert(kind, c);
         }
     }
