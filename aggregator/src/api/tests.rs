@@ -428,6 +428,48 @@ async fn series_in_columns_carry_the_points_numbers() {
 }
 
 #[tokio::test]
+async fn a_bucket_of_two_salts_sums_them_as_an_upper_bound_in_both_layouts() {
+    let (state, _dir) = state().await;
+    let hour = format!("/api/v1/series?zones=neude&step=hour&{DAY1}");
+    let before = json(&state, &hour, Some(PLANNER)).await;
+    let one_salt = before["zones"][0]["points"][0]["total"]["estimate"]
+        .as_f64()
+        .expect("estimate");
+    // 500 devices under another salt in the same hour (a restarted authority's new salt).
+    state
+        .store
+        .ingest(crate::store::Batch {
+            accepted: vec![message(
+                "neude-1",
+                "neude",
+                ts("2026-04-27T10:05:00Z"),
+                "2026-04-28",
+                0..500,
+            )],
+            rejects: Vec::new(),
+        })
+        .await
+        .expect("ingest");
+    let points = json(&state, &hour, Some(PLANNER)).await;
+    let total = &points["zones"][0]["points"][0]["total"];
+    assert_eq!(total["upper_bound"], true);
+    let sum = total["estimate"].as_f64().expect("estimate");
+    assert!(
+        (sum - one_salt - 500.0).abs() < 10.0,
+        "{sum} = {one_salt} + 500"
+    );
+    let columns = json(&state, &format!("{hour}&format=columns"), Some(PLANNER)).await;
+    assert_eq!(
+        columns["zones"][0]["total"]["upper_bound"],
+        serde_json::json!([0])
+    );
+    assert_eq!(
+        columns["zones"][0]["total"]["estimate"][0].as_f64(),
+        Some((sum * 10.0).round() / 10.0)
+    );
+}
+
+#[tokio::test]
 async fn the_bucket_still_filling_is_flagged_partial() {
     let (state, _dir) = state().await;
     let minute =
