@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 
 use datasketches::common::NumStdDev;
 use datasketches::hash::value::raw_bytes;
@@ -249,13 +250,31 @@ impl Sketch {
     }
 
     /// This sketch with the order-independent estimator (a copy only if it was fed in
-    /// memory since its last encode).
+    /// memory since it was decoded or read).
+    ///
+    /// The composite estimate and its bounds are functions of the registers alone (the
+    /// register sums the estimator keeps are sums of powers of two that a double holds
+    /// exactly, whatever the order), so flagging the HLL_8 image out-of-order gives the
+    /// estimate the wire round trip (HLL_4 encode, decode, rebuild) gives, at the cost of two
+    /// copies instead of a re-encoding; `fast_estimates_equal_the_wire_round_trip` checks it.
     fn canonical(&self) -> Cow<'_, Sketch> {
         if self.canonical {
             return Cow::Borrowed(self);
         }
-        match Sketch::decode(&self.encode(), self.precision()) {
-            Ok(sketch) => Cow::Owned(sketch),
+        let mut bytes = if self.inner.target_type() == HllType::Hll8 {
+            self.inner.serialize()
+        } else {
+            let mut union =
+                HllUnion::new(self.inner.lg_config_k()).unwrap_or_else(|_| unreachable_precision());
+            union.update(&self.inner);
+            union.to_sketch(HllType::Hll8).serialize()
+        };
+        mark_order_independent(&mut bytes);
+        match deserialize(&bytes) {
+            Ok(inner) => Cow::Owned(Sketch {
+                inner,
+                canonical: true,
+            }),
             Err(_) => Cow::Borrowed(self),
         }
     }
@@ -363,35 +382,137 @@ impl Sketch {
 }
 
 /// A running union of sketches of one precision.
-#[derive(Debug, Clone)]
+///
+/// Sparse inputs (the library's coupon lists and sets) are unioned by the library, which
+/// decides when the union turns dense exactly as before. From the first dense input on, the
+/// union is one byte per register, merged by `max` in place: the library would rebuild its
+/// estimator after every merge (a pass over all registers with a division each) and copy
+/// the first input; here the estimator is built once, when an estimate is asked for. The
+/// estimates are the library's, from an HLL_8 image of the registers (see
+/// [`Sketch::canonical`] for why they equal the wire round trip's).
+#[derive(Clone)]
 pub struct SketchUnion {
-    union: HllUnion,
+    state: UnionState,
     precision: Precision,
+    /// The default estimate, once computed (cleared by every add).
+    estimate: OnceLock<Estimate>,
+}
+
+#[derive(Clone)]
+enum UnionState {
+    /// Every input so far was sparse, or one was not readable as registers (another
+    /// precision or layout): the library's union.
+    Library(HllUnion),
+    /// One register per byte, `2^lg_k` of them.
+    Dense(Box<[u8]>),
+}
+
+impl fmt::Debug for SketchUnion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.state {
+            UnionState::Library(_) => "library",
+            UnionState::Dense(_) => "dense",
+        };
+        write!(f, "SketchUnion(lg_k={}, {mode})", self.precision.0)
+    }
 }
 
 impl SketchUnion {
     /// An empty union.
     pub fn new(precision: Precision) -> SketchUnion {
         SketchUnion {
-            union: HllUnion::new(precision.0).unwrap_or_else(|_| unreachable_precision()),
+            state: UnionState::Library(
+                HllUnion::new(precision.0).unwrap_or_else(|_| unreachable_precision()),
+            ),
             precision,
+            estimate: OnceLock::new(),
         }
     }
 
     /// Adds a sketch. Sketches of a higher precision are downsampled; callers keep one
     /// precision per deployment, which the decoder enforces.
     pub fn add(&mut self, sketch: &Sketch) {
-        self.union.update(&sketch.canonical().inner);
+        if sketch.is_empty() {
+            return;
+        }
+        self.estimate = OnceLock::new();
+        let lg_k = self.precision.0;
+        match &mut self.state {
+            UnionState::Dense(registers) => {
+                if sketch.inner.lg_config_k() != lg_k
+                    || !max_into(&sketch.inner.serialize(), lg_k, registers)
+                {
+                    let mut union = self.to_library();
+                    union.update(&sketch.canonical().inner);
+                    self.state = UnionState::Library(union);
+                }
+            }
+            UnionState::Library(union) => {
+                let bytes = sketch.inner.serialize();
+                let dense_input = sketch.inner.lg_config_k() == lg_k
+                    && union.lg_config_k() == lg_k
+                    && bytes.get(7).map(|m| m & 3) == Some(CUR_MODE_HLL);
+                if !dense_input {
+                    union.update(&sketch.canonical().inner);
+                    return;
+                }
+                let mut registers = vec![0u8; 1 << lg_k].into_boxed_slice();
+                let gadget = union.to_sketch(HllType::Hll8).serialize();
+                if max_into(&gadget, lg_k, &mut registers) && max_into(&bytes, lg_k, &mut registers)
+                {
+                    self.state = UnionState::Dense(registers);
+                } else {
+                    union.update(&sketch.canonical().inner);
+                }
+            }
+        }
+    }
+
+    /// Adds every sketch of another union (of the same precision).
+    pub fn add_union(&mut self, other: &SketchUnion) {
+        match (&mut self.state, &other.state) {
+            (UnionState::Dense(mine), UnionState::Dense(theirs)) if mine.len() == theirs.len() => {
+                self.estimate = OnceLock::new();
+                mine.iter_mut()
+                    .zip(theirs.iter())
+                    .for_each(|(a, b)| *a = (*a).max(*b));
+            }
+            _ => self.add(&other.to_sketch()),
+        }
+    }
+
+    /// The distinct count of this union and `other` together with 2-sigma bounds, without
+    /// changing either (one pass over both register arrays when both are dense).
+    pub fn union_estimate(&self, other: &SketchUnion) -> Estimate {
+        if let (UnionState::Dense(a), UnionState::Dense(b)) = (&self.state, &other.state)
+            && a.len() == b.len()
+        {
+            let image = hll8_image(
+                self.precision.0,
+                a.iter().zip(b.iter()).map(|(x, y)| *x.max(y)),
+            );
+            if let Ok(inner) = deserialize(&image) {
+                return estimate_of(&inner, Confidence::default());
+            }
+        }
+        let mut both = self.clone();
+        both.add_union(other);
+        both.estimate()
     }
 
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.union.is_empty()
+        match &self.state {
+            UnionState::Library(union) => union.is_empty(),
+            UnionState::Dense(registers) => registers.iter().all(|r| *r == 0),
+        }
     }
 
     /// The distinct count of the union with 2-sigma bounds.
     pub fn estimate(&self) -> Estimate {
-        self.estimate_at(Confidence::default())
+        *self
+            .estimate
+            .get_or_init(|| self.estimate_at(Confidence::default()))
     }
 
     /// The distinct count of the union at the given confidence.
@@ -399,12 +520,37 @@ impl SketchUnion {
         self.to_sketch().estimate_at(confidence)
     }
 
-    /// The union as a sketch. Its estimator is whatever the union's mode changes left it
-    /// with, so it is canonicalized (see the module docs) before any estimate.
+    /// The union as a sketch. A library union's estimator is whatever the union's mode
+    /// changes left it with, so it is canonicalized (see the module docs) before any
+    /// estimate; a dense union's is built from its registers.
     pub fn to_sketch(&self) -> Sketch {
-        Sketch {
-            inner: self.union.to_sketch(HllType::Hll8),
-            canonical: false,
+        match &self.state {
+            UnionState::Library(union) => Sketch {
+                inner: union.to_sketch(HllType::Hll8),
+                canonical: false,
+            },
+            UnionState::Dense(registers) => {
+                match deserialize(&hll8_image(self.precision.0, registers.iter().copied())) {
+                    Ok(inner) => Sketch {
+                        inner,
+                        canonical: true,
+                    },
+                    Err(_) => unreachable!("an HLL_8 image of valid registers decodes"),
+                }
+            }
+        }
+    }
+
+    /// The library's union of the same registers (for inputs the dense form cannot take).
+    fn to_library(&self) -> HllUnion {
+        match &self.state {
+            UnionState::Library(union) => union.clone(),
+            UnionState::Dense(_) => {
+                let mut union =
+                    HllUnion::new(self.precision.0).unwrap_or_else(|_| unreachable_precision());
+                union.update(&self.to_sketch().inner);
+                union
+            }
         }
     }
 
@@ -412,6 +558,147 @@ impl SketchUnion {
     pub fn precision(&self) -> Precision {
         self.precision
     }
+}
+
+/// An estimate with bounds at `confidence`, from a sketch whose estimator is already the
+/// order-independent one.
+fn estimate_of(inner: &HllSketch, confidence: Confidence) -> Estimate {
+    let n = confidence.std_devs();
+    Estimate {
+        estimate: inner.estimate(),
+        lower: inner.lower_bound(n),
+        upper: inner.upper_bound(n),
+    }
+}
+
+/// DataSketches HLL serialization constants (the format is documented by Apache
+/// DataSketches and read by its Java, C++ and Python libraries).
+const HLL_PREAMBLE: usize = 40;
+const CUR_MODE_LIST: u8 = 0;
+const CUR_MODE_SET: u8 = 1;
+const CUR_MODE_HLL: u8 = 2;
+const TGT_HLL4: u8 = 0;
+const TGT_HLL8: u8 = 2;
+const EMPTY_FLAG: u8 = 4;
+/// A coupon is a 26-bit address (the register is its low `lg_k` bits) under a 6-bit value.
+const COUPON_ADDRESS_BITS: u32 = 26;
+/// An HLL_4 nibble that means "the value is in the exception table".
+const AUX_TOKEN: u8 = 15;
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Raises `registers` to the values held by `bytes`, a serialization this library version
+/// wrote at `lg_k` (list, set, HLL_4 or HLL_8). False, with `registers` possibly partly
+/// raised, for anything else (HLL_6, another precision, a short image): the caller then
+/// leaves it to the library.
+fn max_into(bytes: &[u8], lg_k: u8, registers: &mut [u8]) -> bool {
+    let k = 1usize << lg_k;
+    if bytes.len() < 8 || bytes[3] != lg_k || registers.len() != k {
+        return false;
+    }
+    let coupons = |registers: &mut [u8], from: usize, count: usize| -> bool {
+        max_coupons_into(bytes, from, count, registers)
+    };
+    if bytes[5] & EMPTY_FLAG != 0 {
+        return true;
+    }
+    match (bytes[7] & 3, (bytes[7] >> 2) & 3) {
+        (CUR_MODE_LIST, _) => coupons(registers, 8, usize::from(bytes[6])),
+        (CUR_MODE_SET, _) => match u32_at(bytes, 8) {
+            Some(count) => coupons(registers, 12, count as usize),
+            None => false,
+        },
+        (CUR_MODE_HLL, TGT_HLL8) => match bytes.get(HLL_PREAMBLE..HLL_PREAMBLE + k) {
+            Some(values) => {
+                registers
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(r, v)| *r = (*r).max(*v));
+                true
+            }
+            None => false,
+        },
+        (CUR_MODE_HLL, TGT_HLL4) => {
+            let cur_min = bytes[6];
+            let Some(aux_count) = u32_at(bytes, 36) else {
+                return false;
+            };
+            let Some(nibbles) = bytes.get(HLL_PREAMBLE..HLL_PREAMBLE + k / 2) else {
+                return false;
+            };
+            for (pair, byte) in registers.chunks_exact_mut(2).zip(nibbles) {
+                for (r, raw) in pair.iter_mut().zip([byte & 15, byte >> 4]) {
+                    // An exception's value is at least cur_min + 15: the table below sets it.
+                    let value = if raw < AUX_TOKEN {
+                        cur_min + raw
+                    } else {
+                        cur_min
+                    };
+                    *r = (*r).max(value);
+                }
+            }
+            coupons(registers, HLL_PREAMBLE + k / 2, aux_count as usize)
+        }
+        _ => false,
+    }
+}
+
+/// Raises `registers` to the `count` coupons stored from byte `from` on.
+fn max_coupons_into(bytes: &[u8], from: usize, count: usize, registers: &mut [u8]) -> bool {
+    let mask = registers.len().wrapping_sub(1) as u32;
+    for i in 0..count {
+        let Some(c) = u32_at(bytes, from + 4 * i) else {
+            return false;
+        };
+        let slot = (c & mask) as usize;
+        let value = (c >> COUPON_ADDRESS_BITS) as u8;
+        registers[slot] = registers[slot].max(value);
+    }
+    true
+}
+
+/// The HLL_8 serialization of `registers` (`2^lg_k` values) with the order-independent
+/// estimator. Its register sums are computed from a histogram of the values: each term
+/// `count x 2^-value` and every partial sum is exact in a double (at most 2^21 registers,
+/// values below 64), so they equal the library's register-by-register sums bit for bit,
+/// without a division per register.
+fn hll8_image(lg_k: u8, registers: impl Iterator<Item = u8>) -> Vec<u8> {
+    let k = 1usize << lg_k;
+    let mut image = Vec::with_capacity(HLL_PREAMBLE + k);
+    image.extend_from_slice(&[
+        10, // preamble ints
+        1,  // serial version
+        7,  // family: HLL
+        lg_k,
+        0,                 // lg_arr, unused in HLL mode
+        OUT_OF_ORDER_FLAG, // composite estimator
+        0,                 // cur_min, always 0 in HLL_8
+        CUR_MODE_HLL | (TGT_HLL8 << 2),
+    ]);
+    image.resize(HLL_PREAMBLE, 0);
+    image.extend(registers);
+    let mut histogram = [0u32; 256];
+    for v in &image[HLL_PREAMBLE..] {
+        histogram[usize::from(*v)] += 1;
+    }
+    let (mut kxq0, mut kxq1) = (0.0f64, 0.0f64);
+    for (v, n) in histogram.iter().enumerate().filter(|(_, n)| **n > 0) {
+        // 2^-v, built from its exponent bits (exact; v < 256 < 1023).
+        let term = f64::from(*n) * f64::from_bits((1023 - v as u64) << 52);
+        if v < 32 {
+            kxq0 += term;
+        } else {
+            kxq1 += term;
+        }
+    }
+    // hip_accum (8..16) stays 0: unused by the composite estimator.
+    image[16..24].copy_from_slice(&kxq0.to_le_bytes());
+    image[24..32].copy_from_slice(&kxq1.to_le_bytes());
+    image[32..36].copy_from_slice(&histogram[0].to_le_bytes());
+    // aux count (36..40) is 0 in HLL_8.
+    image
 }
 
 /// The library decoder, with panics turned into errors.
@@ -638,6 +925,93 @@ mod tests {
             bytes.truncate(cut.min(bytes.len()));
             let _ = Sketch::decode(&bytes, Precision::DEFAULT);
         }
+    }
+
+    /// The estimate the first versions computed: every estimate through the wire encoding
+    /// (HLL_4 encode, decode with its rebuild), every union input too, in the library's union.
+    fn wire_estimate(inner: HllSketch) -> Estimate {
+        let sketch = Sketch {
+            inner,
+            canonical: false,
+        };
+        Sketch::decode(&sketch.encode(), sketch.precision())
+            .expect("own bytes decode")
+            .estimate()
+    }
+
+    fn wire_union_estimate(inputs: &[&Sketch]) -> Estimate {
+        let mut union = HllUnion::new(Precision::DEFAULT.0).expect("lg_k");
+        for s in inputs {
+            let canonical = if s.canonical {
+                (*s).clone()
+            } else {
+                Sketch::decode(&s.encode(), s.precision()).expect("own bytes decode")
+            };
+            union.update(&canonical.inner);
+        }
+        wire_estimate(union.to_sketch(HllType::Hll8))
+    }
+
+    /// A sketch as the aggregator holds one: fed in memory, decoded from the wire, or read
+    /// back from storage in either stored form.
+    fn arb_held_sketch() -> impl Strategy<Value = Sketch> {
+        let sizes = prop_oneof![0u64..200, 200u64..1_600, 1_500u64..20_000, Just(100_000u64)];
+        (0u64..1 << 30, sizes, 0u8..4).prop_map(|(start, len, form)| {
+            let fed = sketch_of(start..start + len);
+            match form {
+                0 => fed,
+                1 => Sketch::decode(&fed.encode(), Precision::DEFAULT).expect("own"),
+                2 => Sketch::from_stored(&fed.encode(), Precision::DEFAULT).expect("own"),
+                _ => {
+                    Sketch::from_stored(&fed.encode_for_merging(), Precision::DEFAULT).expect("own")
+                }
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn fast_estimates_equal_the_wire_round_trip(
+            inputs in proptest::collection::vec(arb_held_sketch(), 1..6),
+            split in 0usize..6,
+        ) {
+            let refs: Vec<&Sketch> = inputs.iter().collect();
+            let expected = wire_union_estimate(&refs);
+            let mut union = SketchUnion::new(Precision::DEFAULT);
+            inputs.iter().for_each(|s| union.add(s));
+            prop_assert_eq!(union.estimate(), expected);
+            prop_assert_eq!(union.to_sketch().estimate(), expected);
+            prop_assert_eq!(
+                Sketch::decode(&union.to_sketch().encode(), Precision::DEFAULT).expect("own").estimate(),
+                expected
+            );
+            for s in &inputs {
+                prop_assert_eq!(s.estimate(), wire_union_estimate(&[s]));
+            }
+            // Two halves unioned pairwise, both ways the queries use.
+            let split = split.min(inputs.len());
+            let (mut left, mut right) = (SketchUnion::new(Precision::DEFAULT), SketchUnion::new(Precision::DEFAULT));
+            inputs[..split].iter().for_each(|s| left.add(s));
+            inputs[split..].iter().for_each(|s| right.add(s));
+            prop_assert_eq!(left.union_estimate(&right), expected);
+            prop_assert_eq!(right.union_estimate(&left), expected);
+            left.add_union(&right);
+            prop_assert_eq!(left.estimate(), expected);
+        }
+    }
+
+    #[test]
+    fn a_dense_union_leaves_to_the_library_what_it_cannot_read() {
+        let mut union = SketchUnion::new(Precision::DEFAULT);
+        union.add(&sketch_of(0..50_000));
+        let mut coarse = Sketch::new(Precision::new(12).expect("valid"));
+        (40_000u64..60_000).for_each(|i| coarse.insert_bytes(&i.to_le_bytes()));
+        union.add(&coarse);
+        let e = union.estimate();
+        assert!(e.contains(60_000.0), "{e}");
+        assert!(matches!(union.state, UnionState::Library(_)));
     }
 
     #[test]

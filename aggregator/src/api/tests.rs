@@ -399,6 +399,78 @@ async fn series_come_from_stored_numbers_in_json_and_csv() {
 }
 
 #[tokio::test]
+async fn series_in_columns_carry_the_points_numbers() {
+    let (state, _dir) = state().await;
+    let path = format!("/api/v1/series?zones=neude,plein&step=minute&{DAY1}");
+    let points = json(&state, &path, Some(PLANNER)).await;
+    let columns = json(&state, &format!("{path}&format=columns"), Some(PLANNER)).await;
+    assert_eq!(columns["step_s"], 60);
+    let tenth = |v: &Value| v.as_f64().map(|v| (v * 10.0).round() / 10.0);
+    for z in 0..2 {
+        let (p, c) = (&points["zones"][z], &columns["zones"][z]);
+        assert_eq!(c["zone"], p["zone"]);
+        let p = p["points"].as_array().cloned().unwrap_or_default();
+        assert!(!p.is_empty());
+        assert_eq!(c["t"].as_array().map(Vec::len), Some(p.len()));
+        for (i, point) in p.iter().enumerate() {
+            let t: Timestamp = point["t"].as_str().and_then(|t| t.parse().ok()).expect("t");
+            let from: Timestamp = "2026-04-27T00:00:00Z".parse().expect("ts");
+            assert_eq!(
+                c["t"][i].as_i64(),
+                Some((t.as_second() - from.as_second()) / 60)
+            );
+            for field in ["estimate", "lower", "upper"] {
+                assert_eq!(c["total"][field][i].as_f64(), tenth(&point["total"][field]));
+            }
+        }
+    }
+    let (status, _) = call(&state, &format!("{path}&format=xml"), Some(PLANNER)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_bucket_of_two_salts_sums_them_as_an_upper_bound_in_both_layouts() {
+    let (state, _dir) = state().await;
+    let hour = format!("/api/v1/series?zones=neude&step=hour&{DAY1}");
+    let before = json(&state, &hour, Some(PLANNER)).await;
+    let one_salt = before["zones"][0]["points"][0]["total"]["estimate"]
+        .as_f64()
+        .expect("estimate");
+    // 500 devices under another salt in the same hour (a restarted authority's new salt).
+    state
+        .store
+        .merge_batch(crate::store::Batch {
+            accepted: vec![message(
+                "neude-1",
+                "neude",
+                ts("2026-04-27T10:05:00Z"),
+                "2026-04-28",
+                0..500,
+            )],
+            rejects: Vec::new(),
+        })
+        .await
+        .expect("ingest");
+    let points = json(&state, &hour, Some(PLANNER)).await;
+    let total = &points["zones"][0]["points"][0]["total"];
+    assert_eq!(total["upper_bound"], true);
+    let sum = total["estimate"].as_f64().expect("estimate");
+    assert!(
+        (sum - one_salt - 500.0).abs() < 10.0,
+        "{sum} = {one_salt} + 500"
+    );
+    let columns = json(&state, &format!("{hour}&format=columns"), Some(PLANNER)).await;
+    assert_eq!(
+        columns["zones"][0]["total"]["upper_bound"],
+        serde_json::json!([0])
+    );
+    assert_eq!(
+        columns["zones"][0]["total"]["estimate"][0].as_f64(),
+        Some((sum * 10.0).round() / 10.0)
+    );
+}
+
+#[tokio::test]
 async fn the_bucket_still_filling_is_flagged_partial() {
     let (state, _dir) = state().await;
     let minute =
