@@ -119,7 +119,9 @@ impl FromStr for Kind {
 }
 
 /// The salted hash of one device address. It lives only inside the agent, on its way into
-/// a sketch: it has no `Debug` of its bytes, no `Display` and no serde.
+/// a sketch: it has no `Debug` of its bytes, no `Display` and no serde. (`Eq` and `Hash`
+/// let the agent key a window's in-memory state by it instead of by the address.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeviceHash([u8; HASH_LEN]);
 
 impl DeviceHash {

@@ -2,18 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use crowdflow_contract::identity::{Kind, hash_device};
+use crowdflow_contract::identity::{DeviceHash, Kind, Medium, hash_device};
 use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::{Estimate, Precision, Sketch};
+use jiff::Timestamp;
 
-use crate::frame::{Heard, Skip};
+use crate::devices::DeviceGroups;
+use crate::frame::{Heard, Sighting, Skip};
 
 /// Frames seen, counted per kind and skipped per reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Every frame looked at.
     pub frames: u64,
-    counted: [u64; 3],
+    counted: [u64; KINDS],
     skipped: [u64; Skip::ALL.len()],
 }
 
@@ -65,19 +67,22 @@ impl Tally {
     }
 }
 
+const KINDS: usize = Kind::ALL.len();
+
 fn kind_index(kind: Kind) -> usize {
     match kind {
         Kind::Wifi => 0,
         Kind::WifiRandom => 1,
         Kind::Ble => 2,
+        Kind::WifiDerandomized => 3,
     }
 }
 
 /// One sketch per kind.
 #[derive(Debug, Clone)]
 pub struct KindSketches {
-    sketches: [Sketch; 3],
-    frames: [u64; 3],
+    sketches: [Sketch; KINDS],
+    frames: [u64; KINDS],
 }
 
 impl KindSketches {
@@ -85,15 +90,21 @@ impl KindSketches {
     pub fn new(precision: Precision) -> KindSketches {
         KindSketches {
             sketches: std::array::from_fn(|_| Sketch::new(precision)),
-            frames: [0; 3],
+            frames: [0; KINDS],
         }
     }
 
     /// Hashes the sighting's address under `salt` and counts it; the address goes no further.
     #[inline]
     pub fn insert(&mut self, salt: &Salt, heard: &Heard) {
-        let i = kind_index(heard.kind());
-        self.sketches[i].insert(&hash_device(salt, heard.medium, &heard.address));
+        self.insert_hash(heard.kind(), &hash_device(salt, heard.medium, &heard.address));
+    }
+
+    /// Counts an address already hashed under the window's salt.
+    #[inline]
+    fn insert_hash(&mut self, kind: Kind, device: &DeviceHash) {
+        let i = kind_index(kind);
+        self.sketches[i].insert(device);
         self.frames[i] += 1;
     }
 
@@ -113,5 +124,46 @@ impl KindSketches {
             .into_iter()
             .map(|k| (k, self.sketch(k).estimate()))
             .collect()
+    }
+}
+
+/// Everything counted in one window under one salt: the address sketches, and the Wi-Fi
+/// sightings the physical-device estimate groups when the window ends (in memory only).
+#[derive(Debug)]
+pub struct WindowCount {
+    sketches: KindSketches,
+    devices: DeviceGroups,
+}
+
+impl WindowCount {
+    /// An empty count of the window starting at `start`.
+    pub fn new(precision: Precision, start: Timestamp) -> WindowCount {
+        WindowCount {
+            sketches: KindSketches::new(precision),
+            devices: DeviceGroups::new(start),
+        }
+    }
+
+    /// Hashes the sighting's address under `salt`, counts it under its kind and keeps the
+    /// hash with the fingerprint for the device estimate; the address goes no further.
+    #[inline]
+    pub fn insert(&mut self, salt: &Salt, at: Timestamp, sighting: &Sighting) {
+        let heard = &sighting.heard;
+        let device = hash_device(salt, heard.medium, &heard.address);
+        self.sketches.insert_hash(heard.kind(), &device);
+        if heard.medium == Medium::Wifi {
+            self.devices
+                .observe(device, sighting.fingerprint, at, heard.rssi);
+            self.sketches.frames[kind_index(Kind::WifiDerandomized)] += 1;
+        }
+    }
+
+    /// The window's sketches, the `wifi_derandomized` one filled from the grouped sightings
+    /// with frames weaker than `gate` (dBm) left out; the grouping state is dropped here.
+    pub fn finish(self, salt: &Salt, gate: Option<i8>) -> KindSketches {
+        let mut sketches = self.sketches;
+        let i = kind_index(Kind::WifiDerandomized);
+        self.devices.finish(salt, gate, &mut sketches.sketches[i]);
+        sketches
     }
 }

@@ -2,7 +2,7 @@
 #![no_main]
 
 use crowdflow_agent::capture::LinkType;
-use crowdflow_agent::frame::{ClientFrames, FrameClass, FramePolicy, decode};
+use crowdflow_agent::frame::{ClientFrames, FrameClass, FramePolicy, decode, decode_sighting};
 use libfuzzer_sys::fuzz_target;
 
 const LINKS: [u32; 6] = [105, 127, 192, 251, 256, 119];
@@ -16,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
         wifi: ClientFrames::only(&FrameClass::ALL),
         min_rssi: None,
     };
-    if let Ok(heard) = decode(link, frame, &policy) {
-        let _ = heard.kind();
+    let plain = decode(link, frame, &policy);
+    let sighting = decode_sighting(link, frame, &policy);
+    // The fingerprint never changes what is heard.
+    assert_eq!(plain, sighting.map(|s| s.heard));
+    if let Ok(s) = sighting {
+        let _ = s.heard.kind();
+        let _ = s.fingerprint.map(|f| *f.digest());
     }
 });
