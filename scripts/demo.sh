@@ -12,9 +12,9 @@ cd "$ROOT"
 ensure_rust
 build_dashboard
 say "building crowdflow (release; the first build takes several minutes)"
-cargo build --release --locked -p crowdflow-aggregator
+cargo build --release --locked -p crowdflow-demo -p crowdflow-agent -p crowdflow-aggregator
 args=("$@")
 if [[ " ${args[*]} " != *" --data "* ]]; then
     args+=(--data "$CARGO_TARGET_DIR/demo")
 fi
-exec "$CARGO_TARGET_DIR/release/crowdflow-aggregator" demo "${args[@]}"
+exec "$CARGO_TARGET_DIR/release/crowdflow-demo" "${args[@]}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check of the project, on a fresh Debian 12 machine with Rust: installs what is
-# missing, then the dashboard build, formatting, clippy, the fuzz-target build and all tests
+# missing, then the dashboard build, formatting, clippy, cargo deny, cargo doc, the fuzz-target
+# build and all tests
 # (the dashboard's in a headless Chromium).
 #
 #   bash scripts/test.sh
@@ -25,6 +26,7 @@ ensure_postgres
 ensure_tshark
 ensure_chromium
 ensure_deploy_checkers
+ensure_cargo_deny
 build_dashboard
 
 stage "cargo fmt --check"
@@ -32,6 +34,12 @@ cargo fmt --all -- --check
 
 stage "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stage "cargo deny check (licences, bans, sources; deny.toml)"
+"$CARGO_DENY" check licenses bans sources
+
+stage "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 stage "fuzz targets build"
 cargo build --locked -p crowdflow-contract-fuzz -p crowdflow-agent-fuzz
@@ -43,7 +51,7 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
 stage "dashboard end-to-end tests (headless Chromium; screenshots in target/dashboard-e2e)"
-(cd dashboard && CROWDFLOW_AGGREGATOR="$CARGO_TARGET_DIR/debug/crowdflow-aggregator" npm test --silent)
+(cd dashboard && CROWDFLOW_AGGREGATOR="$CARGO_TARGET_DIR/debug/crowdflow-aggregator" CROWDFLOW_DEMO="$CARGO_TARGET_DIR/debug/crowdflow-demo" npm test --silent)
 
 stage "API property tests (schemathesis)"
 bash scripts/schemathesis.sh

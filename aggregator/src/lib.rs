@@ -9,10 +9,10 @@
 pub mod api;
 pub mod broker;
 pub mod config;
-pub mod demo;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod process;
 pub mod query;
 pub mod salt;
 pub mod service;

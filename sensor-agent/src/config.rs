@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crowdflow_contract::config_file;
+use crowdflow_contract::identity::{Kind, Medium};
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::{SensorId, Topics};
@@ -137,14 +138,23 @@ pub enum Source {
         /// BLE too.
         ble: bool,
     },
-    /// Frames handed in by the program that embeds the agent (the demo's simulated crowd,
-    /// see [`crate::agent::run_fed`]); never read from a config file.
-    Fed {
-        /// Wi-Fi frames arrive.
-        wifi: bool,
-        /// BLE frames arrive.
-        ble: bool,
-    },
+}
+
+impl Source {
+    /// The sketch kinds this source yields: published for every window, empty or not.
+    pub fn kinds(&self) -> Vec<Kind> {
+        let (wifi, ble) = match self {
+            Source::Live { wifi, ble } => (wifi.is_some(), ble.is_some()),
+            Source::Pcap { wifi, ble, .. } => (*wifi, *ble),
+        };
+        Kind::ALL
+            .into_iter()
+            .filter(|k| match k.medium() {
+                Medium::Wifi => wifi,
+                Medium::Ble => ble,
+            })
+            .collect()
+    }
 }
 
 /// The broker connection.

@@ -1,0 +1,80 @@
+//! The agent inside another program: the program hears for it (a simulated crowd in the
+//! demo, or a radio the agent has no driver for), and the agent counts, keeps the salt and
+//! publishes exactly as `run` does. Typed settings, no config file.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_contract::window::WindowLength;
+use crowdflow_contract::wire::SensorId;
+use jiff::Timestamp;
+
+use crate::agent::{Publishing, RunError, publish, shared_counter};
+use crate::config::Broker;
+use crate::counter::Counter;
+use crate::frame::Heard;
+
+/// Settings of an in-process agent: what a config file would say, less the capture.
+#[derive(Debug, Clone)]
+pub struct InProcessAgent {
+    /// This sensor.
+    pub sensor_id: SensorId,
+    /// Where to publish.
+    pub broker: Broker,
+    /// Counting window.
+    pub window: WindowLength,
+    /// Sketch precision.
+    pub precision: Precision,
+    /// Outbox directory (sketches only).
+    pub outbox_dir: PathBuf,
+    /// Outbox bound in bytes.
+    pub outbox_max_bytes: u64,
+}
+
+/// Where the embedding program hands in what the sensor heard.
+#[derive(Debug, Clone)]
+pub struct Ears {
+    counter: Arc<Mutex<Counter>>,
+}
+
+impl Ears {
+    /// Counts one decoded frame heard at `at` (dropped, and counted as such, without a salt).
+    pub fn hear(&self, at: Timestamp, heard: Heard) {
+        if let Ok(mut c) = self.counter.lock() {
+            c.record(at, &Ok(heard));
+        }
+    }
+}
+
+impl InProcessAgent {
+    /// Starts counting every kind now; the returned future publishes until `shutdown`
+    /// completes (spawn it on a runtime).
+    pub fn start(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> (Ears, impl Future<Output = Result<(), RunError>>) {
+        let counter = shared_counter(
+            &self.sensor_id,
+            self.window,
+            self.precision,
+            Kind::ALL.to_vec(),
+        );
+        let ears = Ears {
+            counter: counter.clone(),
+        };
+        let running = async move {
+            let publishing = Publishing {
+                sensor_id: &self.sensor_id,
+                broker: &self.broker,
+                outbox_dir: &self.outbox_dir,
+                outbox_max_bytes: self.outbox_max_bytes,
+                metrics_listen: None,
+            };
+            publish(publishing, counter, shutdown).await
+        };
+        (ears, running)
+    }
+}

@@ -53,15 +53,6 @@ enum Command {
         #[arg(long)]
         recorded_speed: bool,
     },
-    /// Simulate a crowd from a scenario file: per-sensor pcapng captures and the truth.
-    Simulate {
-        /// The scenario (TOML; see deploy/simulator/).
-        #[arg(long, value_name = "FILE")]
-        scenario: PathBuf,
-        /// Where to write <sensor>.pcapng, truth.csv and heard.csv.
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
 }
 
 /// Logs go to stderr at the level named by CROWDFLOW_LOG (error, warn, info, debug, trace;
@@ -143,31 +134,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime
                 .block_on(agent::run(c, shutdown_signal()))
                 .context("agent stopped")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Simulate { scenario, out } => {
-            let s = crowdflow_agent::simulate::Scenario::load(&scenario)?;
-            let (zones, sensors) = (s.zones.len(), s.sensors.len());
-            eprintln!(
-                "simulating {:?}: {zones} zones, {sensors} sensors, {} to {}",
-                s.name, s.start, s.end
-            );
-            let sim = crowdflow_agent::simulate::Simulation::new(s);
-            let written = crowdflow_agent::simulate::write_files(sim, &out)
-                .with_context(|| format!("writing into {}", out.display()))?;
-            println!(
-                "{} people carrying {} devices",
-                written.size.0, written.size.1
-            );
-            for (id, h) in &written.heard {
-                println!(
-                    "{id}: {} probe requests from {} addresses, {} advertisements from {} addresses",
-                    h.wifi_frames, h.wifi_addresses, h.ble_frames, h.ble_addresses
-                );
-            }
-            for f in &written.files {
-                println!("wrote {}", f.display());
-            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

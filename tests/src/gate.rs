@@ -35,8 +35,8 @@ pub fn agent_config(dir: &Path, mqtt_port: u16, pcap: &Path) -> PathBuf {
     crate::replay_agent_config(dir, "gate-1", mqtt_port, pcap, WINDOW_S)
 }
 
-/// Writes an aggregator config to `path`: `head` (its own [http], [broker], [storage] and
-/// [salt] sections), then the gate's window length, zone and sensor.
+/// Writes an aggregator config to `path`: `head` (its own `[http]`, `[broker]`, `[storage]`
+/// and `[salt]` sections), then the gate's window length, zone and sensor.
 pub fn aggregator_config(path: &Path, head: &str) -> PathBuf {
     let text = format!(
         "{head}\n[counting]\nwindow_s = {WINDOW_S}\n\

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crowdflow_agent::salt::SaltKeeper;
-use crowdflow_agent::simulate::{Frame, Scenario, Simulation};
 use crowdflow_agent::window::Windows;
 use crowdflow_aggregator::config::AggregatorConfig;
 use crowdflow_aggregator::service;
@@ -25,6 +24,7 @@ use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::SensorId;
+use crowdflow_simulator::{Frame, Scenario, Simulation};
 use crowdflow_tests::{
     Mosquitto, announced_salt, assert_no_addresses, files_below, free_port, http_get,
     scratch_database, stored,

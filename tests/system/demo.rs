@@ -1,4 +1,4 @@
-//! The README's main command as a user runs it: `crowdflow-aggregator demo` with the exact
+//! The README's main command as a user runs it: `crowdflow-demo` with the exact
 //! options the acceptance checks use. Live numbers at GET /api/v1/zones within 60 s, every
 //! file under --data, and Ctrl-C stops everything cleanly.
 
@@ -13,10 +13,9 @@ fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("demo-data");
     let (http, mqtt) = (free_port(), free_port());
-    let mut command = Command::new(workspace_binary("crowdflow-aggregator"));
+    let mut command = Command::new(workspace_binary("crowdflow-demo"));
     command
         .args([
-            "demo",
             "--http",
             &format!("127.0.0.1:{http}"),
             "--mqtt-port",

@@ -1,7 +1,8 @@
 //! Capture sources: everything that yields frames, and the one event they all produce.
 //!
-//! Files ([`file`]) are read here; live sources (monitor-mode Wi-Fi, BLE) and the simulator
-//! produce the same [`Heard`] events through [`crate::frame`].
+//! Files ([`mod@file`]) are read here; live sources (monitor-mode Wi-Fi, BLE) and programs
+//! embedding the agent ([`crate::in_process`]) produce the same [`crate::frame::Heard`] events
+//! through [`crate::frame`].
 
 pub mod file;
 pub mod hci;

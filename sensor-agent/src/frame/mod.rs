@@ -11,6 +11,7 @@ mod radiotap;
 
 use crowdflow_contract::identity::{ADDRESS_LEN, Kind, Medium};
 
+pub use ble::crc24;
 pub use ieee80211::{ClientFrames, Fingerprint, FrameClass, capability_fingerprint};
 
 use crate::capture::LinkType;

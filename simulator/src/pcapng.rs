@@ -8,7 +8,7 @@ use std::io::Write;
 use crowdflow_contract::identity::Medium;
 
 use super::Frame;
-use crate::frame::ble::crc24;
+use crowdflow_agent::frame::crc24;
 
 const LINKTYPE_RADIOTAP: u16 = 127;
 const LINKTYPE_BLE_LL_WITH_PHDR: u16 = 256;

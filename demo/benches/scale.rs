@@ -1,7 +1,8 @@
 //! The whole system at ten times Koningsdag: the demo's crowd with ten times the visitors
 //! (640,000 people), on this machine. Prints a table.
 //!
-//!   cargo bench -p crowdflow-aggregator --bench scale
+//!   cargo build --release -p crowdflow-agent -p crowdflow-aggregator
+//!   cargo bench -p crowdflow-demo --bench scale
 //!
 //! Phase 1 (agent): the simulator writes the first 20 simulated minutes of the 10x crowd as
 //! capture files; `crowdflow-agent replay` counts the busiest sensor's file as a child
@@ -21,10 +22,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crowdflow_agent::agent;
-use crowdflow_agent::simulate::feed::CrowdFeed;
-use crowdflow_agent::simulate::{Scenario, Simulation, write_files};
-use crowdflow_aggregator::demo::{self, DemoOptions, KONINGSDAG};
+use crowdflow_demo::{self as demo, CrowdFeed, DemoOptions, KONINGSDAG};
+use crowdflow_simulator::{Scenario, Simulation, write_files};
 use jiff::{SignedDuration, Timestamp};
 
 const SCALE: u32 = 10;
@@ -69,18 +68,18 @@ fn get(port: u16, path: &str) -> Option<String> {
     text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
-/// `crowdflow-agent` of the same profile (another package's binary: cargo builds it for the
-/// workspace, next to this bench's directory).
-fn agent_binary() -> std::path::PathBuf {
+/// `name` of the same profile (another package's binary: cargo builds it for the workspace,
+/// next to this bench's directory).
+fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("own path");
     let path = exe
         .parent()
         .and_then(Path::parent)
-        .map(|d| d.join("crowdflow-agent"))
+        .map(|d| d.join(name))
         .expect("target dir");
     assert!(
         path.is_file(),
-        "{} is missing: cargo build --release -p crowdflow-agent first",
+        "{} is missing: cargo build --release -p crowdflow-agent -p crowdflow-aggregator first",
         path.display()
     );
     path
@@ -98,7 +97,7 @@ fn agent_phase(dir: &Path) -> (String, u64, f64, f64) {
         .expect("sensors");
     let file = dir.join(format!("{sensor}.pcapng"));
     let started = Instant::now();
-    let mut child: Child = Command::new(agent_binary())
+    let mut child: Child = Command::new(binary("crowdflow-agent"))
         .args(["replay", "--json", "--pcap"])
         .arg(&file)
         .stdout(Stdio::null())
@@ -168,7 +167,7 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
     std::fs::create_dir_all(dir).expect("data dir");
     let config = dir.join("aggregator.toml");
     std::fs::write(&config, demo::aggregator_text(&s, &options)).expect("config");
-    let mut aggregator = Command::new(env!("CARGO_BIN_EXE_crowdflow-aggregator"))
+    let mut aggregator = Command::new(binary("crowdflow-aggregator"))
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
@@ -182,18 +181,17 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
         .build()
         .expect("runtime");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let feed = CrowdFeed::start(s.clone(), SPEED);
-    for (i, sensor) in s.sensors.iter().enumerate() {
-        let config = demo::in_process_agent(&sensor.id, mqtt, dir).expect("agent config");
+    let mut ears = Vec::new();
+    for sensor in &s.sensors {
+        let agent = demo::in_process_agent(&sensor.id, mqtt, dir).expect("agent config");
         let mut rx = stopped.clone();
-        runtime.spawn(agent::run_fed(
-            config,
-            Some(feed.for_sensor(i)),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-        ));
+        let (heard, running) = agent.start(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
+        ears.push(heard);
+        runtime.spawn(running);
     }
+    let feed = CrowdFeed::start(s.clone(), SPEED, ears);
     let started = Instant::now();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut latencies = Vec::new();

@@ -12,7 +12,6 @@
 //! radio: [`Frame`]s in time order, or standard pcapng files ([`pcapng`]).
 
 pub mod crowd;
-pub mod feed;
 pub mod pcapng;
 pub mod scenario;
 
@@ -55,8 +54,8 @@ pub struct Frame {
 
 impl Frame {
     /// The frame as the agent's decoder would report it.
-    pub fn heard(&self) -> crate::frame::Heard {
-        crate::frame::Heard {
+    pub fn heard(&self) -> crowdflow_agent::frame::Heard {
+        crowdflow_agent::frame::Heard {
             medium: self.medium,
             address: self.address,
             rssi: Some(self.rssi),

@@ -5,12 +5,27 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crowdflow_agent::counter::Counter;
 use crowdflow_agent::frame::FramePolicy;
 use crowdflow_agent::replay::{Pace, replay};
-use crowdflow_agent::simulate::{Scenario, Simulation, write_files};
+use crowdflow_agent::source::replay_as_live;
+use crowdflow_agent::window::Windows;
 use crowdflow_contract::identity::Kind;
+use crowdflow_contract::identity::Medium;
+use crowdflow_contract::salt::Salt;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_contract::window::WindowLength;
+use crowdflow_contract::wire::{EpochSalt, SaltAnnouncement, SensorId};
+use crowdflow_simulator::Frame;
+use crowdflow_simulator::pcapng::PcapngWriter;
+use crowdflow_simulator::{Scenario, Simulation, write_files};
+use jiff::{SignedDuration, Timestamp};
 
-fn written() -> (tempfile::TempDir, crowdflow_agent::simulate::Written) {
+fn written() -> (tempfile::TempDir, crowdflow_simulator::Written) {
     let scenario = Scenario::load(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/simulator/two-squares.toml"),
     )
@@ -114,4 +129,71 @@ fn tshark_reads_the_captures_and_counts_the_same() {
             "{sensor}"
         );
     }
+}
+
+// The agent's replay of a capture as if live (`source = "pcap"`): it waits for a salt, then
+// counts every frame of the file (started at once, its first frames raced the salt).
+
+fn probes(path: &std::path::Path, count: u8) {
+    let file = File::create(path).expect("create");
+    let mut writer = PcapngWriter::new(std::io::BufWriter::new(file)).expect("header");
+    for i in 0..count {
+        let frame = Frame {
+            t_us: 1_000_000 + i64::from(i) * 10_000,
+            sensor: 0,
+            medium: Medium::Wifi,
+            address: [0x00, 0x1b, 0x63, 0x84, 0x45, i],
+            rssi: -50,
+        };
+        writer.write(&frame).expect("frame");
+    }
+}
+
+fn counter() -> Arc<Mutex<Counter>> {
+    let windows = Windows::new(
+        WindowLength::new(60).expect("60 s"),
+        Precision::DEFAULT,
+        vec![Kind::Wifi, Kind::WifiRandom],
+    );
+    Arc::new(Mutex::new(Counter::new(
+        SensorId::new("s1").expect("valid"),
+        windows,
+    )))
+}
+
+#[test]
+fn a_replay_waits_for_the_salt_and_then_counts_every_frame() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pcap = dir.path().join("probes.pcapng");
+    probes(&pcap, 5);
+    let counter = counter();
+    let replay = replay_as_live(vec![pcap], false, FramePolicy::default(), counter.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    {
+        let c = counter.lock().expect("counter");
+        assert_eq!(
+            c.counted(Kind::Wifi) + c.without_salt(),
+            0,
+            "nothing replayed yet"
+        );
+    }
+    let now = Timestamp::now();
+    let salt = EpochSalt {
+        epoch: "2026-04-27".parse().expect("epoch"),
+        starts: now - SignedDuration::from_hours(1),
+        ends: now + SignedDuration::from_hours(1),
+        salt: Salt::generate().expect("entropy"),
+    };
+    let announcement = SaltAnnouncement {
+        authority: "agg".into(),
+        issued_at: now,
+        salts: vec![salt],
+    };
+    counter
+        .lock()
+        .expect("counter")
+        .accept_salts(announcement, now);
+    replay.join().expect("replay ends");
+    let c = counter.lock().expect("counter");
+    assert_eq!((c.counted(Kind::Wifi), c.without_salt()), (5, 0));
 }
