@@ -20,7 +20,28 @@ def load_lab(day):
     assert len(rows) == len(frames), (len(rows), len(frames))
     for f, r in zip(frames, rows):
         f['occ'] = float(r['occupancy'])
-    return [f for f in frames if not f['sa'].startswith(BACKGROUND)]
+    # the window's head count: mean of the hand count over all its frames (PCs included)
+    occ = collections.defaultdict(list)
+    for f in frames:
+        occ[int(f['t'] // WIN) * WIN].append(f['occ'])
+    keep = [f for f in frames if not f['sa'].startswith(BACKGROUND)]
+    for f in keep:
+        f['wocc'] = statistics.mean(occ[int(f['t'] // WIN) * WIN])
+    return keep
+
+
+def occupancy_table(path):
+    """Writes the per-window head counts the Rust test reads (derived from the MIT CSVs)."""
+    with open(path, 'w') as out:
+        out.write('# brno-lab head counts per 15-minute UTC window: mean of the CSV `occupancy`\n')
+        out.write('# over the window\'s probe requests (sensor-agent/research/estimate.py occupancy)\n')
+        out.write('day,window_start_unix,people\n')
+        for day in LAB:
+            seen = {}
+            for f in load_lab(day):
+                seen[int(f['t'] // WIN) * WIN] = f['wocc']
+            for start, people in sorted(seen.items()):
+                out.write(f'{day},{start},{people:.2f}\n')
 
 
 def load_phone(name):
@@ -141,7 +162,7 @@ def evaluate(opts, verbose=False):
         if opts.get('gate_q') is not None:
             o['gate'] = learned_gate(frames, opts['gate_q'])
         for start, fs in windows(frames).items():
-            occ = statistics.mean(f['occ'] for f in fs)
+            occ = fs[0]['wocc']
             est = estimate(fs, o)
             naive = len({f['sa'] for f in fs})
             if occ >= 5:
@@ -280,7 +301,7 @@ def final():
             fs = load_lab(d)
             g = gate_for(fs)
             for st, w in windows(fs).items():
-                occ = statistics.mean(f['occ'] for f in w)
+                occ = w[0]['wocc']
                 est = estimate(w, dict(all_grouped=True, gate=g))
                 if occ >= 5:
                     per.append((d, st, occ, est))
@@ -319,6 +340,8 @@ def final():
 
 if __name__ == "__main__" and sys.argv[1:] == ["final"]:
     final()
+elif __name__ == "__main__" and sys.argv[1:2] == ["occupancy"]:
+    occupancy_table(sys.argv[2])
 elif __name__ == "__main__":
     names = sys.argv[1:] or list(VARIANTS)
     for n in names:

@@ -83,6 +83,7 @@ fn kind_index(kind: Kind) -> usize {
 pub struct KindSketches {
     sketches: [Sketch; KINDS],
     frames: [u64; KINDS],
+    devices: bool,
 }
 
 impl KindSketches {
@@ -91,7 +92,21 @@ impl KindSketches {
         KindSketches {
             sketches: std::array::from_fn(|_| Sketch::new(precision)),
             frames: [0; KINDS],
+            devices: false,
         }
+    }
+
+    /// Empty sketches of a window where nothing was heard: zero physical devices too.
+    pub fn nobody(precision: Precision) -> KindSketches {
+        KindSketches {
+            devices: true,
+            ..KindSketches::new(precision)
+        }
+    }
+
+    /// Whether the `wifi_derandomized` sketch holds the window's device estimate.
+    pub fn has_devices(&self) -> bool {
+        self.devices
     }
 
     /// Hashes the sighting's address under `salt` and counts it; the address goes no further.
@@ -118,10 +133,11 @@ impl KindSketches {
         self.frames[kind_index(kind)]
     }
 
-    /// Distinct devices per kind.
+    /// Distinct devices per kind (`wifi_derandomized` only when it holds an estimate).
     pub fn estimates(&self) -> BTreeMap<Kind, Estimate> {
         Kind::ALL
             .into_iter()
+            .filter(|&k| k != Kind::WifiDerandomized || self.devices)
             .map(|k| (k, self.sketch(k).estimate()))
             .collect()
     }
@@ -160,10 +176,15 @@ impl WindowCount {
 
     /// The window's sketches, the `wifi_derandomized` one filled from the grouped sightings
     /// with frames weaker than `gate` (dBm) left out; the grouping state is dropped here.
-    pub fn finish(self, salt: &Salt, gate: Option<i8>) -> KindSketches {
+    /// Without the window's salt (forgotten already) there is no device estimate, and
+    /// [`KindSketches::has_devices`] says so.
+    pub fn finish(self, salt: Option<&Salt>, gate: Option<i8>) -> KindSketches {
         let mut sketches = self.sketches;
-        let i = kind_index(Kind::WifiDerandomized);
-        self.devices.finish(salt, gate, &mut sketches.sketches[i]);
+        if let Some(salt) = salt {
+            let i = kind_index(Kind::WifiDerandomized);
+            self.devices.finish(salt, gate, &mut sketches.sketches[i]);
+            sketches.devices = true;
+        }
         sketches
     }
 }

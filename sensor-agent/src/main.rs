@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crowdflow_agent::config::{AgentConfig, PASSWORD_ENV};
 use crowdflow_agent::frame::FramePolicy;
-use crowdflow_agent::replay::{Pace, replay};
+use crowdflow_agent::replay::{Pace, replay_windows};
+use crowdflow_contract::window::WindowLength;
 use crowdflow_agent::{agent, selfcheck};
 
 /// crowdflow sensor agent: counts devices by salted sketches, never by address.
@@ -52,7 +53,34 @@ enum Command {
         /// Replay at the recorded speed instead of as fast as possible.
         #[arg(long)]
         recorded_speed: bool,
+        /// Also count per UTC-aligned window of this length (e.g. `60s`, `15m`, `1h`; must
+        /// divide a day), with the physical Wi-Fi device estimate of each window.
+        #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+        window: Option<WindowLength>,
+        /// Skip frames weaker than this (dBm), as the zone gate `capture.min_rssi_dbm` does
+        /// live; it replaces the learned gate of the device estimate.
+        #[arg(long, value_name = "DBM", allow_negative_numbers = true)]
+        min_rssi: Option<i8>,
     },
+}
+
+/// A window length such as `900`, `900s`, `15m` or `1h`.
+fn parse_window(text: &str) -> Result<WindowLength, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return Err("use seconds, minutes or hours, e.g. 60s, 15m, 1h".into()),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .map_err(|_| "use a whole number with s, m or h, e.g. 15m".to_owned())?
+        .saturating_mul(factor);
+    WindowLength::new(seconds).map_err(|e| e.to_string())
 }
 
 /// Logs go to stderr at the level named by CROWDFLOW_LOG (error, warn, info, debug, trace;
@@ -140,13 +168,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pcaps,
             json,
             recorded_speed,
+            window,
+            min_rssi,
         } => {
             let pace = if recorded_speed {
                 Pace::Recorded
             } else {
                 Pace::Fast
             };
-            let report = replay(&pcaps, &FramePolicy::default(), pace).context("replay failed")?;
+            let policy = FramePolicy {
+                min_rssi,
+                ..FramePolicy::default()
+            };
+            let report =
+                replay_windows(&pcaps, &policy, pace, window).context("replay failed")?;
             if json {
                 println!(
                     "{}",

@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::{Salt, SaltError};
 use crowdflow_contract::sketch::{Estimate, Precision};
+use crowdflow_contract::window::{Window, WindowLength};
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::capture::file::{CaptureReader, FileError};
 use crate::capture::{LinkType, SUPPORTED};
-use crate::count::{KindSketches, Tally};
+use crate::count::{KindSketches, Tally, WindowCount};
+use crate::devices::RssiGate;
 use crate::frame::{self, FramePolicy, Skip};
 
 /// How fast to replay.
@@ -90,6 +93,109 @@ pub struct ReplayReport {
     /// Files read up to a cut-off last record (a capture stopped mid-write): their frames
     /// are counted, the cut record is skipped as `capture_truncated`.
     pub warnings: Vec<String>,
+    /// With `--window`: the signal gate (dBm) of the device estimate, learned from all the
+    /// replayed Wi-Fi frames (the installation's history), or the `--min-rssi` given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_gate_dbm: Option<i8>,
+    /// With `--window`: the counts of every UTC-aligned window that heard a frame, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Vec<WindowReport>>,
+}
+
+/// The counts of one window.
+#[derive(Debug, Serialize)]
+pub struct WindowReport {
+    /// First instant of the window (UTC).
+    pub start: Timestamp,
+    /// First instant after it.
+    pub end: Timestamp,
+    /// Frames of the window: read, counted per kind, skipped per reason.
+    pub frames: WindowFrames,
+    /// Distinct addresses per kind, and physical Wi-Fi devices (`wifi_derandomized`).
+    pub distinct: BTreeMap<Kind, Estimate>,
+    /// Devices: `wifi` the physical Wi-Fi device estimate, `ble` the distinct BLE addresses.
+    pub devices: Devices,
+}
+
+/// Frames of one window.
+#[derive(Debug, Serialize)]
+pub struct WindowFrames {
+    /// Frames read.
+    pub total: u64,
+    /// Counted, per kind.
+    pub counted: BTreeMap<Kind, u64>,
+    /// Skipped, per reason (non-zero only).
+    pub skipped: BTreeMap<&'static str, u64>,
+}
+
+/// Devices of one window, with 2-sigma bounds.
+#[derive(Debug, Serialize)]
+pub struct Devices {
+    /// Physical Wi-Fi devices (see `crate::devices`).
+    pub wifi: Estimate,
+    /// BLE advertisers: addresses (resolvable private addresses rotate about every 15 min).
+    pub ble: Estimate,
+}
+
+/// Per-window counting of a replay: windows stay open until the replay ends (files may
+/// overlap in time), then each is finished under the gate learned from all frames.
+struct WindowedReplay {
+    length: WindowLength,
+    gate: RssiGate,
+    open: BTreeMap<Timestamp, (WindowCount, Tally)>,
+}
+
+impl WindowedReplay {
+    fn add(&mut self, salt: &Salt, ts_ns: i64, outcome: &Result<frame::Sighting, Skip>) {
+        let at = Timestamp::from_nanosecond(i128::from(ts_ns)).unwrap_or(Timestamp::UNIX_EPOCH);
+        let window = Window::containing(at, self.length);
+        let (count, tally) = self
+            .open
+            .entry(window.start())
+            .or_insert_with(|| (WindowCount::new(Precision::DEFAULT, window.start()), Tally::default()));
+        tally.record(&outcome.map(|s| s.heard));
+        if let Ok(sighting) = outcome {
+            if let (crowdflow_contract::identity::Medium::Wifi, Some(rssi)) =
+                (sighting.heard.medium, sighting.heard.rssi)
+            {
+                self.gate.observe(rssi);
+            }
+            count.insert(salt, at, sighting);
+        }
+    }
+
+    fn finish(self, salt: &Salt, policy: &FramePolicy) -> (Option<i8>, Vec<WindowReport>) {
+        // A configured gate was applied to every frame already; else the learned one.
+        let gate = policy.min_rssi.or_else(|| self.gate.learned());
+        let extra = if policy.min_rssi.is_some() { None } else { gate };
+        let length = self.length;
+        let windows = self
+            .open
+            .into_iter()
+            .map(|(start, (count, tally))| {
+                let sketches = count.finish(Some(salt), extra);
+                let distinct = sketches.estimates();
+                WindowReport {
+                    start,
+                    end: Window::containing(start, length).end(),
+                    frames: WindowFrames {
+                        total: tally.frames,
+                        counted: Kind::ADDRESSES
+                            .into_iter()
+                            .map(|k| (k, tally.counted(k)))
+                            .collect(),
+                        skipped: tally.skipped_by_reason(),
+                    },
+                    devices: Devices {
+                        wifi: distinct[&Kind::WifiDerandomized],
+                        ble: distinct[&Kind::Ble],
+                    },
+                    distinct,
+                }
+            })
+            .collect();
+        (gate, windows)
+    }
 }
 
 /// Replays `paths` in order under one fresh salt.
@@ -98,14 +204,36 @@ pub fn replay(
     policy: &FramePolicy,
     pace: Pace,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_windows(paths, policy, pace, None)
+}
+
+/// Replays `paths` in order under one fresh salt and, with `window`, reports every
+/// UTC-aligned window with its physical Wi-Fi device estimate.
+pub fn replay_windows(
+    paths: &[PathBuf],
+    policy: &FramePolicy,
+    pace: Pace,
+    window: Option<WindowLength>,
+) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let salt = Salt::generate()?;
     let mut sketches = KindSketches::new(Precision::DEFAULT);
     let mut tally = Tally::default();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    let mut windowed = window.map(|length| WindowedReplay {
+        length,
+        gate: RssiGate::default(),
+        open: BTreeMap::new(),
+    });
     for path in paths {
-        match replay_file(path, policy, pace, &salt, &mut sketches, &mut tally) {
+        let counts = Counts {
+            salt: &salt,
+            sketches: &mut sketches,
+            tally: &mut tally,
+            windowed: windowed.as_mut(),
+        };
+        match replay_file(path, policy, pace, counts) {
             Ok(()) => {}
             Err(
                 e @ ReplayError::File {
@@ -119,10 +247,14 @@ pub fn replay(
             Err(e) => errors.push(e.to_string()),
         }
     }
+    let (device_gate_dbm, windows) = match windowed.map(|w| w.finish(&salt, policy)) {
+        Some((gate, windows)) => (gate, Some(windows)),
+        None => (None, None),
+    };
     drop(salt);
     Ok(ReplayReport {
         frames: tally.frames,
-        counted: Kind::ALL
+        counted: Kind::ADDRESSES
             .into_iter()
             .map(|k| (k, tally.counted(k)))
             .collect(),
@@ -132,16 +264,24 @@ pub fn replay(
         peak_rss_mib: peak_rss_mib(),
         errors,
         warnings,
+        device_gate_dbm,
+        windows,
     })
+}
+
+/// Where one file's frames are counted.
+struct Counts<'a> {
+    salt: &'a Salt,
+    sketches: &'a mut KindSketches,
+    tally: &'a mut Tally,
+    windowed: Option<&'a mut WindowedReplay>,
 }
 
 fn replay_file(
     path: &Path,
     policy: &FramePolicy,
     pace: Pace,
-    salt: &Salt,
-    sketches: &mut KindSketches,
-    tally: &mut Tally,
+    mut counts: Counts<'_>,
 ) -> Result<(), ReplayError> {
     let file = File::open(path).map_err(|source| ReplayError::Open {
         path: path.to_owned(),
@@ -164,10 +304,17 @@ fn replay_file(
         }
         first = false;
         clock.wait_for(packet.ts_ns);
-        let outcome = frame::decode(packet.link, packet.data, policy);
-        tally.record(&outcome);
+        let outcome = match counts.windowed.as_deref_mut() {
+            None => frame::decode(packet.link, packet.data, policy),
+            Some(windowed) => {
+                let sighting = frame::decode_sighting(packet.link, packet.data, policy);
+                windowed.add(counts.salt, packet.ts_ns, &sighting);
+                sighting.map(|s| s.heard)
+            }
+        };
+        counts.tally.record(&outcome);
         if let Ok(heard) = outcome {
-            sketches.insert(salt, &heard);
+            counts.sketches.insert(counts.salt, &heard);
         }
     }
     Ok(())
@@ -214,7 +361,7 @@ impl ReplayReport {
             self.frames as f64 / self.elapsed_s.max(1e-9)
         );
         out += "kind         counted frames   distinct devices [95% bounds]\n";
-        for kind in Kind::ALL {
+        for kind in Kind::ADDRESSES {
             let e = self.distinct[&kind];
             out += &format!(
                 "{:<12} {:>14}   {:.0} [{:.0}, {:.0}]\n",
@@ -231,6 +378,9 @@ impl ReplayReport {
                 out += &format!("  {reason:<24} {n}\n");
             }
         }
+        if let Some(windows) = &self.windows {
+            out += &render_windows(windows, self.device_gate_dbm);
+        }
         for w in &self.warnings {
             out += &format!("warning: {w}\n");
         }
@@ -239,4 +389,27 @@ impl ReplayReport {
         }
         out
     }
+}
+
+/// The per-window table of the human summary.
+fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
+    let mut out = match gate {
+        Some(g) => format!("per window (device estimate gated at {g} dBm):\n"),
+        None => "per window (no signal gate: no far mode heard):\n".to_owned(),
+    };
+    out += "start                 frames   wifi  wifi_random    ble   wifi devices [95%]   ble devices [95%]\n";
+    let e = |e: &Estimate| format!("{:.0} [{:.0}, {:.0}]", e.estimate, e.lower, e.upper);
+    for w in windows {
+        out += &format!(
+            "{:<21} {:>6} {:>6} {:>12} {:>6}   {:<18} {}\n",
+            w.start.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            w.frames.total,
+            w.frames.counted[&Kind::Wifi],
+            w.frames.counted[&Kind::WifiRandom],
+            w.frames.counted[&Kind::Ble],
+            e(&w.devices.wifi),
+            e(&w.devices.ble),
+        );
+    }
+    out
 }

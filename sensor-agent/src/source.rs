@@ -98,9 +98,9 @@ pub fn live_wifi(
         loop {
             match socket.recv(&mut buf) {
                 Ok(Some(n)) => {
-                    let outcome = frame::decode(LinkType::Radiotap, &buf[..n], &policy);
+                    let outcome = frame::decode_sighting(LinkType::Radiotap, &buf[..n], &policy);
                     match counter.lock() {
-                        Ok(mut c) => c.record(Timestamp::now(), &outcome),
+                        Ok(mut c) => c.record_sighting(Timestamp::now(), &outcome),
                         Err(_) => return,
                     }
                 }
@@ -186,9 +186,9 @@ fn replay_file(
             std::thread::sleep(wait);
         }
         let at = now + SignedDuration::try_from(offset).unwrap_or(SignedDuration::ZERO);
-        let outcome = frame::decode(packet.link, packet.data, policy);
+        let outcome = frame::decode_sighting(packet.link, packet.data, policy);
         match counter.lock() {
-            Ok(mut c) => c.record(at, &outcome),
+            Ok(mut c) => c.record_sighting(at, &outcome),
             Err(_) => return Ok(()),
         }
     }
