@@ -856,7 +856,7 @@ fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<SensorId, Zone>, FieldError> {
             let k = kind.parse::<Kind>().map_err(|_| {
                 field(
                     format!("zones[{i}].calibration.{kind}"),
-                    "not a kind (wifi, wifi_random, ble)",
+                    "not a kind (wifi, wifi_random, ble, wifi_derandomized)",
                 )
             })?;
             if !(factor.is_finite() && *factor >= 0.0 && *factor <= 100.0) {
@@ -908,7 +908,7 @@ fn sensors(
         let mut kinds = Vec::new();
         for (j, sense) in s.senses.iter().enumerate() {
             match sense.as_str() {
-                "wifi" => kinds.extend([Kind::Wifi, Kind::WifiRandom]),
+                "wifi" => kinds.extend([Kind::Wifi, Kind::WifiRandom, Kind::WifiDerandomized]),
                 "ble" => kinds.push(Kind::Ble),
                 _ => {
                     return Err(field(

@@ -286,7 +286,7 @@ fn overlap_all_kinds(
     state: &AppState<impl Store>,
 ) -> Overlap {
     let mut sum: Option<Overlap> = None;
-    for kind in Kind::ALL {
+    for kind in Kind::ADDRESSES {
         if let (Some(x), Some(y)) = (a.get(&kind), b.get(&kind)) {
             let o = query::overlap(x, y, state.config.precision);
             sum = Some(match sum {
