@@ -116,12 +116,16 @@ impl RssiGate {
     }
 }
 
+/// An address's first and last moment (ms) in the window, and its frames.
+type Span = (i32, i32, u32);
+
 /// One frame of the window, for gating at its end.
 #[derive(Clone, Copy)]
 struct FrameMark {
     entry: u32,
-    /// Milliseconds since the window's start.
-    ms: u32,
+    /// Milliseconds since the window's start (negative for a late frame of an earlier
+    /// window counted in this one).
+    ms: i32,
     rssi: Option<i8>,
 }
 
@@ -167,7 +171,10 @@ impl DeviceGroups {
             self.entries.push((device, fingerprint));
             next
         });
-        let ms = at.duration_since(self.start).as_millis().clamp(0, u32::MAX.into()) as u32;
+        let ms = at
+            .duration_since(self.start)
+            .as_millis()
+            .clamp(i32::MIN.into(), i32::MAX.into()) as i32;
         self.frames.push(FrameMark { entry, ms, rssi });
     }
 
@@ -176,7 +183,7 @@ impl DeviceGroups {
     /// Frames weaker than `gate` (dBm) are left out. Returns the number of devices.
     pub fn finish(&self, salt: &Salt, gate: Option<i8>, sketch: &mut Sketch) -> u64 {
         // First and last moment and frames of every address, over the frames within the gate.
-        let mut spans: Vec<Option<(u32, u32, u32)>> = vec![None; self.entries.len()];
+        let mut spans: Vec<Option<Span>> = vec![None; self.entries.len()];
         for f in &self.frames {
             if let (Some(g), Some(r)) = (gate, f.rssi)
                 && r < g
@@ -189,7 +196,7 @@ impl DeviceGroups {
                 Some((a, b, n)) => (a.min(f.ms), b.max(f.ms), n + 1),
             });
         }
-        let mut groups: BTreeMap<Fingerprint, Vec<(u32, u32, u32)>> = BTreeMap::new();
+        let mut groups: BTreeMap<Fingerprint, Vec<Span>> = BTreeMap::new();
         let mut devices = 0;
         for ((device, fingerprint), span) in self.entries.iter().zip(spans) {
             let Some(span) = span else { continue };
@@ -217,8 +224,8 @@ impl DeviceGroups {
 
 /// The largest number of intervals `[first, last]` that hold one moment (an address that
 /// starts when another ends overlaps it: both were heard at that moment).
-fn concurrency(spans: &[(u32, u32, u32)]) -> u16 {
-    let mut events: Vec<(u32, i8)> = spans
+fn concurrency(spans: &[Span]) -> u16 {
+    let mut events: Vec<(i32, i8)> = spans
         .iter()
         .flat_map(|&(a, b, _)| [(a, 1), (b, -1)])
         .collect();
@@ -327,6 +334,18 @@ mod tests {
         assert_eq!(desk.learned(), None, "one phone on a desk: nothing is far");
         gate.decay(GATE_HALF_LIFE * 10);
         assert_eq!(gate.learned(), None, "forgotten after ten half-lives");
+    }
+
+    #[test]
+    fn late_frames_of_an_earlier_window_keep_their_moments() {
+        let mut g = DeviceGroups::new(t0());
+        for i in 0..10u8 {
+            // one phone, a new address every 30 s, heard in the minutes before the window
+            let t = at(i64::from(i) * 30 - 600);
+            g.observe(dev(i), Some(fp(0x82)), t, Some(-50));
+            g.observe(dev(i), Some(fp(0x82)), t + SignedDuration::from_secs(1), Some(-50));
+        }
+        assert_eq!(count(&g, None), 1);
     }
 
     #[test]
