@@ -45,7 +45,8 @@ impl Medium {
 /// active at one moment; its members are [`hash_slot`] keys, (fingerprint, concurrency slot)
 /// hashed under the epoch salt like addresses, so the zone's sensors and the minutes of an
 /// occupancy window dedupe as for addresses. It is a second view of the same frames, never
-/// to be added to `wifi` + `wifi_random`.
+/// to be added to `wifi` + `wifi_random`; its messages carry `frames: 0` (the frames are
+/// counted under the Wi-Fi address kinds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {

@@ -168,9 +168,10 @@ impl WindowCount {
         let device = hash_device(salt, heard.medium, &heard.address);
         self.sketches.insert_hash(heard.kind(), &device);
         if heard.medium == Medium::Wifi {
+            // No frames of its own under `wifi_derandomized` (they are the Wi-Fi kinds'):
+            // per-sensor frame totals add kinds up.
             self.devices
                 .observe(device, sighting.fingerprint, at, heard.rssi);
-            self.sketches.frames[kind_index(Kind::WifiDerandomized)] += 1;
         }
     }
 
