@@ -63,7 +63,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 4] = [Kind::Wifi, Kind::WifiRandom, Kind::Ble, Kind::WifiDerandomized];
+    pub const ALL: [Kind; 4] = [
+        Kind::Wifi,
+        Kind::WifiRandom,
+        Kind::Ble,
+        Kind::WifiDerandomized,
+    ];
 
     /// The kinds that count addresses: disjoint, so their counts add up to all addresses.
     pub const ADDRESSES: [Kind; 3] = [Kind::Wifi, Kind::WifiRandom, Kind::Ble];

@@ -112,7 +112,10 @@ impl KindSketches {
     /// Hashes the sighting's address under `salt` and counts it; the address goes no further.
     #[inline]
     pub fn insert(&mut self, salt: &Salt, heard: &Heard) {
-        self.insert_hash(heard.kind(), &hash_device(salt, heard.medium, &heard.address));
+        self.insert_hash(
+            heard.kind(),
+            &hash_device(salt, heard.medium, &heard.address),
+        );
     }
 
     /// Counts an address already hashed under the window's salt.

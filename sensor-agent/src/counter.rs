@@ -63,7 +63,10 @@ impl Counter {
             Err(skip) => tracing::trace!(reason = skip.as_str(), "frame skipped"),
         }
         if let Ok(sighting) = outcome
-            && self.windows.add_sighting(at, sighting, &self.salts).is_err()
+            && self
+                .windows
+                .add_sighting(at, sighting, &self.salts)
+                .is_err()
         {
             self.no_salt += 1;
         }

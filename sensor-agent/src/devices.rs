@@ -343,7 +343,12 @@ mod tests {
             // one phone, a new address every 30 s, heard in the minutes before the window
             let t = at(i64::from(i) * 30 - 600);
             g.observe(dev(i), Some(fp(0x82)), t, Some(-50));
-            g.observe(dev(i), Some(fp(0x82)), t + SignedDuration::from_secs(1), Some(-50));
+            g.observe(
+                dev(i),
+                Some(fp(0x82)),
+                t + SignedDuration::from_secs(1),
+                Some(-50),
+            );
         }
         assert_eq!(count(&g, None), 1);
     }

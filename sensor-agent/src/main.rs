@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use crowdflow_agent::config::{AgentConfig, PASSWORD_ENV};
 use crowdflow_agent::frame::FramePolicy;
 use crowdflow_agent::replay::{Pace, replay_windows};
-use crowdflow_contract::window::WindowLength;
 use crowdflow_agent::{agent, selfcheck};
+use crowdflow_contract::window::WindowLength;
 
 /// crowdflow sensor agent: counts devices by salted sketches, never by address.
 #[derive(Debug, Parser)]
@@ -180,8 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 min_rssi,
                 ..FramePolicy::default()
             };
-            let report =
-                replay_windows(&pcaps, &policy, pace, window).context("replay failed")?;
+            let report = replay_windows(&pcaps, &policy, pace, window).context("replay failed")?;
             if json {
                 println!(
                     "{}",

@@ -149,10 +149,12 @@ impl WindowedReplay {
     fn add(&mut self, salt: &Salt, ts_ns: i64, outcome: &Result<frame::Sighting, Skip>) {
         let at = Timestamp::from_nanosecond(i128::from(ts_ns)).unwrap_or(Timestamp::UNIX_EPOCH);
         let window = Window::containing(at, self.length);
-        let (count, tally) = self
-            .open
-            .entry(window.start())
-            .or_insert_with(|| (WindowCount::new(Precision::DEFAULT, window.start()), Tally::default()));
+        let (count, tally) = self.open.entry(window.start()).or_insert_with(|| {
+            (
+                WindowCount::new(Precision::DEFAULT, window.start()),
+                Tally::default(),
+            )
+        });
         tally.record(&outcome.map(|s| s.heard));
         if let Ok(sighting) = outcome {
             if let (crowdflow_contract::identity::Medium::Wifi, Some(rssi)) =
@@ -167,7 +169,11 @@ impl WindowedReplay {
     fn finish(self, salt: &Salt, policy: &FramePolicy) -> (Option<i8>, Vec<WindowReport>) {
         // A configured gate was applied to every frame already; else the learned one.
         let gate = policy.min_rssi.or_else(|| self.gate.learned());
-        let extra = if policy.min_rssi.is_some() { None } else { gate };
+        let extra = if policy.min_rssi.is_some() {
+            None
+        } else {
+            gate
+        };
         let length = self.length;
         let windows = self
             .open

@@ -370,8 +370,10 @@ mod tests {
             // two phones of model 1 probing together, each with a new address per burst,
             // and one of model 2; sensor b hears only one phone of model 1
             a.add_sighting(t, &probe(1, second), &salts).expect("salt");
-            a.add_sighting(t, &probe(1, 100 + second), &salts).expect("salt");
-            a.add_sighting(t, &probe(2, 200 - second), &salts).expect("salt");
+            a.add_sighting(t, &probe(1, 100 + second), &salts)
+                .expect("salt");
+            a.add_sighting(t, &probe(2, 200 - second), &salts)
+                .expect("salt");
             b.add_sighting(t, &probe(1, second), &salts).expect("salt");
         }
         let now = ts("2026-04-27T12:01:05Z");
@@ -385,7 +387,11 @@ mod tests {
                 .map(|m| m.sketch.clone())
                 .expect("a device sketch")
         };
-        assert_eq!(out_a[0].sketch.estimate().estimate.round(), 150.0, "addresses");
+        assert_eq!(
+            out_a[0].sketch.estimate().estimate.round(),
+            150.0,
+            "addresses"
+        );
         assert_eq!(devices(&out_a).estimate().estimate.round(), 3.0);
         assert_eq!(devices(&out_b).estimate().estimate.round(), 1.0);
         let mut union = crowdflow_contract::sketch::SketchUnion::new(Precision::DEFAULT);

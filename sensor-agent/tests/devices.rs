@@ -204,7 +204,10 @@ fn scramble_ssid_and_vendor_payloads(packets: &mut [(i64, Vec<u8>)]) -> usize {
 #[test]
 fn ssid_and_vendor_element_payloads_do_not_change_the_estimate() {
     let dir = tempfile::tempdir().expect("tmp");
-    for names in [&["iPhone11-B", "OppoFindX3Neo-A", "iPhone7-F"][..], &["iPhone12-M"]] {
+    for names in [
+        &["iPhone11-B", "OppoFindX3Neo-A", "iPhone7-F"][..],
+        &["iPhone12-M"],
+    ] {
         let original = merged(names, dir.path());
         let mut p = packets(&original);
         assert!(scramble_ssid_and_vendor_payloads(&mut p) > 100, "{names:?}");
@@ -282,5 +285,8 @@ fn lab_days_read_about_one_device_per_person_and_the_empty_lab_about_none() {
     assert!(within * 5 >= occupied * 4, "{within} of {occupied}");
     // Empty lab at most 2 devices; one window (the quarter hour after the last people
     // left on 2022-11-16, with the capture ending 2 minutes into it) reads 3.
-    assert!(empty_over_2 <= 1, "{empty_over_2} of {empty} empty windows > 2");
+    assert!(
+        empty_over_2 <= 1,
+        "{empty_over_2} of {empty} empty windows > 2"
+    );
 }

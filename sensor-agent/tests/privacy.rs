@@ -62,7 +62,8 @@ fn capability_contents(frame: &[u8], out: &mut Vec<Vec<u8>>) {
         let Some(body) = frame.get(i + 2..i + 2 + len) else {
             break;
         };
-        let capability = matches!(id, 1 | 50 | 45 | 191) || (id == 255 && body.first() == Some(&35));
+        let capability =
+            matches!(id, 1 | 50 | 45 | 191) || (id == 255 && body.first() == Some(&35));
         if capability && len >= 4 && !out.iter().any(|n| n == body) {
             out.push(body.to_vec());
         }
