@@ -120,7 +120,7 @@ impl KindSketches {
 
     /// Counts an address already hashed under the window's salt.
     #[inline]
-    fn insert_hash(&mut self, kind: Kind, device: &DeviceHash) {
+    pub fn insert_hash(&mut self, kind: Kind, device: &DeviceHash) {
         let i = kind_index(kind);
         self.sketches[i].insert(device);
         self.frames[i] += 1;
@@ -134,6 +134,15 @@ impl KindSketches {
     /// Frames counted into the sketch of `kind`.
     pub fn frames(&self, kind: Kind) -> u64 {
         self.frames[kind_index(kind)]
+    }
+
+    /// Adds another window's address sketches and frames into these (their union).
+    pub fn absorb(&mut self, other: &KindSketches) {
+        for kind in Kind::ADDRESSES {
+            let i = kind_index(kind);
+            self.sketches[i].merge(&other.sketches[i]);
+            self.frames[i] += other.frames[i];
+        }
     }
 
     /// Distinct devices per kind (`wifi_derandomized` only when it holds an estimate).
@@ -163,18 +172,44 @@ impl WindowCount {
         }
     }
 
+    /// The first instant of the window.
+    pub fn start(&self) -> Timestamp {
+        self.devices.start()
+    }
+
     /// Hashes the sighting's address under `salt`, counts it under its kind and keeps the
     /// hash with the fingerprint for the device estimate; the address goes no further.
     #[inline]
     pub fn insert(&mut self, salt: &Salt, at: Timestamp, sighting: &Sighting) {
         let heard = &sighting.heard;
-        let device = hash_device(salt, heard.medium, &heard.address);
-        self.sketches.insert_hash(heard.kind(), &device);
+        self.insert_hashed(
+            &hash_device(salt, heard.medium, &heard.address),
+            at,
+            sighting,
+        );
+    }
+
+    /// As [`Self::insert`], with the address already hashed under the window's salt.
+    #[inline]
+    pub fn insert_hashed(&mut self, device: &DeviceHash, at: Timestamp, sighting: &Sighting) {
+        let heard = &sighting.heard;
+        self.sketches.insert_hash(heard.kind(), device);
         if heard.medium == Medium::Wifi {
-            // No frames of its own under `wifi_derandomized` (they are the Wi-Fi kinds'):
-            // per-sensor frame totals add kinds up.
             self.devices
-                .observe(device, sighting.fingerprint, at, heard.rssi);
+                .observe(*device, sighting.fingerprint, at, heard.rssi);
+        }
+    }
+
+    /// As [`Self::insert_hashed`], heard `ms` milliseconds after the window's start (replay:
+    /// no time arithmetic per frame). The frames of `wifi_derandomized` are the Wi-Fi
+    /// kinds' (its messages carry none: per-sensor frame totals add kinds up).
+    #[inline]
+    pub fn insert_hashed_ms(&mut self, device: &DeviceHash, ms: i32, sighting: &Sighting) {
+        let heard = &sighting.heard;
+        self.sketches.insert_hash(heard.kind(), device);
+        if heard.medium == Medium::Wifi {
+            self.devices
+                .observe_ms(*device, sighting.fingerprint, ms, heard.rssi);
         }
     }
 

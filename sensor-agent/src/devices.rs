@@ -32,7 +32,7 @@
 //! count as one (dense crowds of one model undercount); a phone probing on 2.4 and 5 GHz
 //! shows two fingerprints.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crowdflow_contract::identity::{DeviceHash, hash_slot};
 use crowdflow_contract::salt::Salt;
@@ -133,7 +133,8 @@ struct FrameMark {
 /// No address, no fingerprint bytes in any output: only the slot keys of [`Self::finish`].
 pub struct DeviceGroups {
     start: Timestamp,
-    index: HashMap<(DeviceHash, Option<Fingerprint>), u32>,
+    /// Keys are salted hashes already, so a fast non-cryptographic hasher is enough.
+    index: foldhash::HashMap<(DeviceHash, Option<Fingerprint>), u32>,
     entries: Vec<(DeviceHash, Option<Fingerprint>)>,
     frames: Vec<FrameMark>,
 }
@@ -152,10 +153,15 @@ impl DeviceGroups {
     pub fn new(start: Timestamp) -> DeviceGroups {
         DeviceGroups {
             start,
-            index: HashMap::new(),
+            index: foldhash::HashMap::default(),
             entries: Vec::new(),
             frames: Vec::new(),
         }
+    }
+
+    /// The first instant of the window.
+    pub fn start(&self) -> Timestamp {
+        self.start
     }
 
     /// Records one Wi-Fi frame of the window.
@@ -166,15 +172,27 @@ impl DeviceGroups {
         at: Timestamp,
         rssi: Option<i8>,
     ) {
+        let ms = at
+            .duration_since(self.start)
+            .as_millis()
+            .clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+        self.observe_ms(device, fingerprint, ms, rssi);
+    }
+
+    /// Records one Wi-Fi frame heard `ms` milliseconds after the window's start.
+    #[inline]
+    pub fn observe_ms(
+        &mut self,
+        device: DeviceHash,
+        fingerprint: Option<Fingerprint>,
+        ms: i32,
+        rssi: Option<i8>,
+    ) {
         let next = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         let entry = *self.index.entry((device, fingerprint)).or_insert_with(|| {
             self.entries.push((device, fingerprint));
             next
         });
-        let ms = at
-            .duration_since(self.start)
-            .as_millis()
-            .clamp(i32::MIN.into(), i32::MAX.into()) as i32;
         self.frames.push(FrameMark { entry, ms, rssi });
     }
 

@@ -10,7 +10,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crowdflow_contract::identity::Kind;
+use crowdflow_contract::identity::{DeviceHash, Kind, hash_device};
 use crowdflow_contract::salt::{Salt, SaltError};
 use crowdflow_contract::sketch::{Estimate, Precision};
 use crowdflow_contract::window::{Window, WindowLength};
@@ -142,31 +142,72 @@ pub struct Devices {
 struct WindowedReplay {
     length: WindowLength,
     gate: RssiGate,
-    open: BTreeMap<Timestamp, (WindowCount, Tally)>,
+    open: Vec<OpenWindow>,
+    /// The window of the previous frame (frames come mostly in time order).
+    last: usize,
 }
 
+struct OpenWindow {
+    start_ns: i64,
+    count: WindowCount,
+    tally: Tally,
+}
+
+const NS_PER_S: i64 = 1_000_000_000;
+
 impl WindowedReplay {
-    fn add(&mut self, salt: &Salt, ts_ns: i64, outcome: &Result<frame::Sighting, Skip>) {
-        let at = Timestamp::from_nanosecond(i128::from(ts_ns)).unwrap_or(Timestamp::UNIX_EPOCH);
-        let window = Window::containing(at, self.length);
-        let (count, tally) = self.open.entry(window.start()).or_insert_with(|| {
-            (
-                WindowCount::new(Precision::DEFAULT, window.start()),
-                Tally::default(),
-            )
+    /// The open window holding `ts_ns`, opened if new.
+    fn window_of(&mut self, ts_ns: i64) -> &mut OpenWindow {
+        let len_ns = i64::from(self.length.seconds()) * NS_PER_S;
+        let start_ns = ts_ns.div_euclid(len_ns) * len_ns;
+        let found = match self.open.get(self.last) {
+            Some(w) if w.start_ns == start_ns => Some(self.last),
+            _ => self.open.iter().position(|w| w.start_ns == start_ns),
+        };
+        self.last = found.unwrap_or_else(|| {
+            let start = Timestamp::from_second(start_ns.div_euclid(NS_PER_S))
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            self.open.push(OpenWindow {
+                start_ns,
+                count: WindowCount::new(Precision::DEFAULT, start),
+                tally: Tally::default(),
+            });
+            self.open.len() - 1
         });
-        tally.record(&outcome.map(|s| s.heard));
-        if let Ok(sighting) = outcome {
-            if let (crowdflow_contract::identity::Medium::Wifi, Some(rssi)) =
-                (sighting.heard.medium, sighting.heard.rssi)
-            {
-                self.gate.observe(rssi);
-            }
-            count.insert(salt, at, sighting);
+        &mut self.open[self.last]
+    }
+
+    /// Counts a frame in its window; `device` is the counted address's salted hash.
+    fn add(
+        &mut self,
+        device: Option<&DeviceHash>,
+        ts_ns: i64,
+        outcome: &Result<frame::Sighting, Skip>,
+    ) {
+        if let Ok(s) = outcome
+            && let (crowdflow_contract::identity::Medium::Wifi, Some(rssi)) =
+                (s.heard.medium, s.heard.rssi)
+        {
+            self.gate.observe(rssi);
+        }
+        let window = self.window_of(ts_ns);
+        window.tally.record(&outcome.map(|s| s.heard));
+        if let (Ok(sighting), Some(device)) = (outcome, device) {
+            let ms = (ts_ns - window.start_ns) / 1_000_000;
+            window
+                .count
+                .insert_hashed_ms(device, i32::try_from(ms).unwrap_or(i32::MAX), sighting);
         }
     }
 
-    fn finish(self, salt: &Salt, policy: &FramePolicy) -> (Option<i8>, Vec<WindowReport>) {
+    /// The windows in time order, and the gate used; the address sketches of all windows
+    /// are added into `whole` (the replay's own distinct counts).
+    fn finish(
+        mut self,
+        salt: &Salt,
+        policy: &FramePolicy,
+        whole: &mut KindSketches,
+    ) -> (Option<i8>, Vec<WindowReport>) {
         // A configured gate was applied to every frame already; else the learned one.
         let gate = policy.min_rssi.or_else(|| self.gate.learned());
         let extra = if policy.min_rssi.is_some() {
@@ -175,22 +216,25 @@ impl WindowedReplay {
             gate
         };
         let length = self.length;
+        self.open.sort_by_key(|w| w.start_ns);
         let windows = self
             .open
             .into_iter()
-            .map(|(start, (count, tally))| {
-                let sketches = count.finish(Some(salt), extra);
+            .map(|w| {
+                let window = Window::containing(w.count.start(), length);
+                let sketches = w.count.finish(Some(salt), extra);
+                whole.absorb(&sketches);
                 let distinct = sketches.estimates();
                 WindowReport {
-                    start,
-                    end: Window::containing(start, length).end(),
+                    start: window.start(),
+                    end: window.end(),
                     frames: WindowFrames {
-                        total: tally.frames,
+                        total: w.tally.frames,
                         counted: Kind::ADDRESSES
                             .into_iter()
-                            .map(|k| (k, tally.counted(k)))
+                            .map(|k| (k, w.tally.counted(k)))
                             .collect(),
-                        skipped: tally.skipped_by_reason(),
+                        skipped: w.tally.skipped_by_reason(),
                     },
                     devices: Devices {
                         wifi: distinct[&Kind::WifiDerandomized],
@@ -230,7 +274,8 @@ pub fn replay_windows(
     let mut windowed = window.map(|length| WindowedReplay {
         length,
         gate: RssiGate::default(),
-        open: BTreeMap::new(),
+        open: Vec::new(),
+        last: 0,
     });
     for path in paths {
         let counts = Counts {
@@ -253,7 +298,8 @@ pub fn replay_windows(
             Err(e) => errors.push(e.to_string()),
         }
     }
-    let (device_gate_dbm, windows) = match windowed.map(|w| w.finish(&salt, policy)) {
+    let (device_gate_dbm, windows) = match windowed.map(|w| w.finish(&salt, policy, &mut sketches))
+    {
         Some((gate, windows)) => (gate, Some(windows)),
         None => (None, None),
     };
@@ -310,18 +356,21 @@ fn replay_file(
         }
         first = false;
         clock.wait_for(packet.ts_ns);
-        let outcome = match counts.windowed.as_deref_mut() {
-            None => frame::decode(packet.link, packet.data, policy),
-            Some(windowed) => {
-                let sighting = frame::decode_sighting(packet.link, packet.data, policy);
-                windowed.add(counts.salt, packet.ts_ns, &sighting);
-                sighting.map(|s| s.heard)
+        let Some(windowed) = counts.windowed.as_deref_mut() else {
+            let outcome = frame::decode(packet.link, packet.data, policy);
+            counts.tally.record(&outcome);
+            if let Ok(heard) = outcome {
+                counts.sketches.insert(counts.salt, &heard);
             }
+            continue;
         };
-        counts.tally.record(&outcome);
-        if let Ok(heard) = outcome {
-            counts.sketches.insert(counts.salt, &heard);
-        }
+        let sighting = frame::decode_sighting(packet.link, packet.data, policy);
+        counts.tally.record(&sighting.map(|s| s.heard));
+        // One hash per frame; the replay's own sketches are the union of its windows'.
+        let device = sighting
+            .ok()
+            .map(|s| hash_device(counts.salt, s.heard.medium, &s.heard.address));
+        windowed.add(device.as_ref(), packet.ts_ns, &sighting);
     }
     Ok(())
 }

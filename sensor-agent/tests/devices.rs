@@ -290,3 +290,76 @@ fn lab_days_read_about_one_device_per_person_and_the_empty_lab_about_none() {
         "{empty_over_2} of {empty} empty windows > 2"
     );
 }
+
+#[test]
+fn windows_add_up_to_the_whole_replay() {
+    let day = data("brno-lab/sc6-61_2022-11-16_anonymized.pcap");
+    let plain = replay_windows(
+        std::slice::from_ref(&day),
+        &FramePolicy::default(),
+        Pace::Fast,
+        None,
+    )
+    .expect("salt");
+    let windowed = windows(&[day], 900);
+    assert_eq!(plain.frames, windowed.frames);
+    assert_eq!(plain.counted, windowed.counted);
+    // Two replays draw two salts: the same devices, estimates within the sketch's bounds.
+    for (kind, e) in &plain.distinct {
+        let other = windowed.distinct[kind];
+        assert!(
+            e.contains(other.estimate) || other.contains(e.estimate),
+            "{kind}: {e} vs {other}"
+        );
+    }
+    let ws = windowed.windows.as_ref().expect("windows");
+    assert_eq!(ws.iter().map(|w| w.frames.total).sum::<u64>(), plain.frames);
+    assert!(plain.windows.is_none() && plain.device_gate_dbm.is_none());
+}
+
+#[test]
+fn replay_window_json_has_the_documented_shape() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+        .args(["replay", "--window", "15m", "--json", "--pcap"])
+        .arg(phone("iPhone11-B"))
+        .output()
+        .expect("agent runs");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ws = v["windows"].as_array().expect("windows");
+    assert_eq!(ws.len(), 4);
+    for w in ws {
+        let start: jiff::Timestamp = w["start"]
+            .as_str()
+            .expect("start")
+            .parse()
+            .expect("rfc 3339");
+        let end: jiff::Timestamp = w["end"].as_str().expect("end").parse().expect("rfc 3339");
+        assert_eq!(start.as_second() % 900, 0, "aligned to UTC");
+        assert_eq!(end.as_second() - start.as_second(), 900);
+        assert!(w["frames"]["total"].as_u64().is_some());
+        for kind in ["wifi", "wifi_random", "ble", "wifi_derandomized"] {
+            assert!(w["distinct"][kind]["estimate"].is_f64(), "{kind}");
+        }
+        for medium in ["wifi", "ble"] {
+            for field in ["estimate", "lower", "upper"] {
+                assert!(w["devices"][medium][field].is_f64(), "{medium} {field}");
+            }
+        }
+        assert_eq!(
+            w["devices"]["wifi"]["estimate"].as_f64().map(f64::round),
+            Some(1.0)
+        );
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+        .args(["replay", "--window", "7m", "--pcap"])
+        .arg(phone("iPhone11-B"))
+        .output()
+        .expect("agent runs");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("divide 86400"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
