@@ -38,3 +38,6 @@ fuzz contract control_messages "$fixtures"/*.json
 fuzz sensor-agent capture_file "$captures"/aircrack-ng/test1.pcap "$captures"/crackle/le_secure_connections.pcapng \
     "$captures"/hackrf-ble-boston/take_3_adv39_2_promising_src.pcap "$captures"/tcpdump-tests/ieee802.11_exthdr.pcap
 fuzz sensor-agent frame "$captures"/tcpdump-tests/ieee802.11_meshid.pcap
+fuzz sensor-agent agent_config "$ROOT"/deploy/agent/agent.example.toml
+fuzz aggregator aggregator_config "$ROOT"/deploy/aggregator/aggregator.example.toml
+fuzz aggregator ingest "$fixtures"/*.json

@@ -42,7 +42,7 @@ stage "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 stage "fuzz targets build"
-cargo build --locked -p crowdflow-contract-fuzz -p crowdflow-agent-fuzz
+cargo build --locked -p crowdflow-contract-fuzz -p crowdflow-agent-fuzz -p crowdflow-aggregator-fuzz
 
 stage "cargo test"
 # The scenarios in tests/ run the binaries: build them all first (cargo test alone builds a

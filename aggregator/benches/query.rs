@@ -53,7 +53,7 @@ fn message(zone: u64, minute: i64, start: Timestamp) -> Accepted {
     let at = start + SignedDuration::from_mins(minute);
     Accepted {
         sensor: SensorId::new(&format!("s{zone}")).expect("id"),
-        zone: SensorId::new(&format!("z{zone}")).expect("id"),
+        zone: crowdflow_aggregator::zone::ZoneId::new(&format!("z{zone}")).expect("id"),
         kind: Kind::WifiRandom,
         window_start: at,
         window_s: 60,
@@ -73,7 +73,7 @@ async fn generate(store: &SqliteStore, start: Timestamp) {
             .flat_map(|m| (0..ZONES).map(move |z| message(z, *m, start)))
             .collect();
         store
-            .ingest(Batch {
+            .merge_batch(Batch {
                 accepted,
                 rejects: Vec::new(),
             })

@@ -69,16 +69,16 @@ impl Reject {
 
 /// The validator, with the fingerprints the authority issued.
 #[derive(Debug)]
-pub struct Ingest {
+pub struct Validator {
     config: Arc<AggregatorConfig>,
     known: HashSet<(EpochId, SaltFingerprint)>,
     metrics: Metrics,
 }
 
-impl Ingest {
+impl Validator {
     /// A validator for `config` that counts into `metrics`.
-    pub fn new(config: Arc<AggregatorConfig>, metrics: Metrics) -> Ingest {
-        Ingest {
+    pub fn new(config: Arc<AggregatorConfig>, metrics: Metrics) -> Validator {
+        Validator {
             config,
             known: HashSet::new(),
             metrics,
@@ -205,8 +205,8 @@ mod tests {
         }
     }
 
-    fn ingest() -> Ingest {
-        let mut i = Ingest::new(config(), Metrics::default());
+    fn ingest() -> Validator {
+        let mut i = Validator::new(config(), Metrics::default());
         i.know(
             "2026-04-27".parse().expect("epoch"),
             "0123456789abcdef".parse().expect("fp"),

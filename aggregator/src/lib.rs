@@ -7,13 +7,18 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
+pub mod batching;
 pub mod broker;
 pub mod config;
 pub mod ingest;
+pub mod link;
 pub mod live;
 pub mod metrics;
 pub mod process;
+pub mod purge;
 pub mod query;
 pub mod salt;
 pub mod service;
 pub mod store;
+pub mod zone;

@@ -10,7 +10,22 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::live::ZoneLive;
+/// One zone's live numbers, as plain values for the zone gauges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneGauges<'a> {
+    /// Zone id (label).
+    pub zone: &'a str,
+    /// Distinct devices by kind name (label).
+    pub devices: Vec<(&'a str, f64)>,
+    /// Estimated people, when calibrated.
+    pub people: Option<f64>,
+    /// People per m2, when calibrated.
+    pub density: Option<f64>,
+    /// Level-of-service index, when calibrated.
+    pub level: Option<u8>,
+    /// Every sensor of the zone silent for over two windows.
+    pub stale: bool,
+}
 
 /// The aggregator's metrics; clones share the same series.
 #[derive(Debug, Clone)]
@@ -188,24 +203,25 @@ impl Metrics {
         self.commit_seconds.observe(took.as_secs_f64());
     }
 
-    /// Sets the zone gauges from a live evaluation.
-    pub fn observe_zone(&self, z: &ZoneLive) {
-        for (kind, c) in &z.devices {
+    /// Sets the zone gauges from a live evaluation; a number the zone lacks (no calibration)
+    /// keeps its gauge as it was.
+    pub fn observe_zone(&self, z: &ZoneGauges<'_>) {
+        for (kind, devices) in &z.devices {
             self.zone_devices
-                .with_label_values(&[z.id.as_str(), kind.as_str()])
-                .set(c.estimate);
+                .with_label_values(&[z.zone, kind])
+                .set(*devices);
         }
-        let zone = [z.id.as_str()];
-        if let Some(p) = z.people {
-            self.zone_people.with_label_values(&zone).set(p.estimate);
+        let zone = [z.zone];
+        if let Some(people) = z.people {
+            self.zone_people.with_label_values(&zone).set(people);
         }
-        if let Some(d) = z.density {
-            self.zone_density.with_label_values(&zone).set(d.estimate);
+        if let Some(density) = z.density {
+            self.zone_density.with_label_values(&zone).set(density);
         }
-        if let Some(l) = &z.level {
+        if let Some(level) = z.level {
             self.zone_level
                 .with_label_values(&zone)
-                .set(f64::from(l.index));
+                .set(f64::from(level));
         }
         self.zone_stale
             .with_label_values(&zone)
@@ -242,5 +258,32 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn zone_gauges_are_set_from_plain_values() {
+        let m = Metrics::default();
+        m.observe_zone(&ZoneGauges {
+            zone: "neude",
+            devices: vec![("ble", 12.0), ("wifi", 30.0)],
+            people: Some(50.5),
+            density: None,
+            level: Some(2),
+            stale: true,
+        });
+        let text = m.render();
+        for line in [
+            "crowdflow_zone_devices{kind=\"ble\",zone=\"neude\"} 12",
+            "crowdflow_zone_devices{kind=\"wifi\",zone=\"neude\"} 30",
+            "crowdflow_zone_people{zone=\"neude\"} 50.5",
+            "crowdflow_zone_level{zone=\"neude\"} 2",
+            "crowdflow_zone_stale{zone=\"neude\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(
+            !text.contains("crowdflow_zone_density{"),
+            "no density without calibration"
+        );
     }
 }

@@ -12,11 +12,11 @@ use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Estimate, Precision, SketchUnion};
-use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::store::{Resolution, Store, StoreError, ZoneSketch};
+use crate::store::{BucketQuery, Resolution, Store, StoreError, ZoneSketch};
+use crate::zone::ZoneId;
 
 /// A count with its confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
@@ -179,7 +179,7 @@ fn split(from: i64, to: i64, resolution: Resolution, out: &mut Vec<Tile>) {
 /// Stored sketches covering `[from, to)` with the fewest buckets.
 pub async fn covering(
     store: &impl Store,
-    zone: &SensorId,
+    zone: &ZoneId,
     kind: Kind,
     from: Timestamp,
     to: Timestamp,
@@ -188,7 +188,13 @@ pub async fn covering(
     for t in tiles(from, to) {
         out.extend(
             store
-                .zone_sketches(zone, kind, t.resolution, t.from, t.to)
+                .zone_sketches(BucketQuery {
+                    zone,
+                    kind,
+                    resolution: t.resolution,
+                    from: t.from,
+                    to: t.to,
+                })
                 .await?,
         );
     }
@@ -199,7 +205,7 @@ pub async fn covering(
 pub async fn distinct(
     store: &impl Store,
     p: Precision,
-    zone: &SensorId,
+    zone: &ZoneId,
     kind: Kind,
     from: Timestamp,
     to: Timestamp,

@@ -75,6 +75,19 @@ pub enum DemoError {
     /// The aggregator stopped.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// Another program holds a port the demo needs (its sensors would talk to that program).
+    #[error("{what} {addr} is in use by another program: choose another with {option}")]
+    PortInUse {
+        /// Which port.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The option that moves it.
+        option: &'static str,
+    },
+    /// The aggregator did not start serving in time.
+    #[error("the aggregator did not answer on http://{0}/api/v1/health within 30 s")]
+    NotServing(SocketAddr),
 }
 
 /// Where the scenario's origin (metres east/north 0, 0) is put on the map: Utrecht's Dom
@@ -186,12 +199,20 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let mqtt = SocketAddr::from(([127, 0, 0, 1], o.mqtt_port));
+    ensure_free(o.http, "the HTTP address", "--http")?;
+    ensure_free(mqtt, "the MQTT port", "--mqtt-port")?;
     let mut aggregator = tokio::spawn(service::run(
         config,
         store,
         until_stopped(aggregator_stopped),
     ));
-    // Agents connect when the broker is up (they retry every second).
+    // The simulated sensors start only once this aggregator serves: never towards a broker
+    // that another program started in the meantime.
+    tokio::select! {
+        serving = serving(o.http) => serving?,
+        result = &mut aggregator => return Err(aggregator_failed(result, &o.data)),
+    }
     let mut agents = Vec::new();
     let mut ears = Vec::new();
     for s in &scenario.sensors {
@@ -228,11 +249,7 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         }
         return match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(DemoError::Data {
-                path: o.data.clone(),
-                source: std::io::Error::other(format!("the aggregator task failed: {e}")),
-            }),
+            failed => Err(aggregator_failed(failed, &o.data)),
         };
     }
     for a in agents {
@@ -249,6 +266,62 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         Err(_) => tracing::warn!("the aggregator did not stop within 10 s"),
     }
     Ok(())
+}
+
+type ServiceResult = Result<Result<(), ServiceError>, tokio::task::JoinError>;
+
+/// Why the aggregator's task ended early.
+fn aggregator_failed(result: ServiceResult, data: &Path) -> DemoError {
+    match result {
+        Ok(Ok(())) => DemoError::Data {
+            path: data.to_path_buf(),
+            source: std::io::Error::other("the aggregator stopped by itself"),
+        },
+        Ok(Err(e)) => e.into(),
+        Err(e) => DemoError::Data {
+            path: data.to_path_buf(),
+            source: std::io::Error::other(format!("the aggregator task failed: {e}")),
+        },
+    }
+}
+
+/// Refuses an address another program listens on (checked by binding it, then letting go).
+fn ensure_free(
+    addr: SocketAddr,
+    what: &'static str,
+    option: &'static str,
+) -> Result<(), DemoError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|_| DemoError::PortInUse { what, addr, option })
+}
+
+/// Completes when `http` answers its health check (every 100 ms, for up to 30 s).
+async fn serving(http: SocketAddr) -> Result<(), DemoError> {
+    for _ in 0..300 {
+        if tokio::task::spawn_blocking(move || healthy(http))
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(DemoError::NotServing(http))
+}
+
+fn healthy(http: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&http, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let request =
+        format!("GET /api/v1/health HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    let mut head = [0u8; 12];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.1 200")
 }
 
 #[cfg(test)]
@@ -286,5 +359,20 @@ mod tests {
         let agent = in_process_agent("neude-1", o.mqtt_port, &o.data).expect("agent config");
         assert_eq!(agent.broker.port, o.mqtt_port);
         assert!(agent.outbox_dir.starts_with(&o.data));
+    }
+
+    #[test]
+    fn a_port_another_program_holds_is_refused_by_name() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = held.local_addr().expect("addr");
+        let refused = ensure_free(addr, "the MQTT port", "--mqtt-port").expect_err("held");
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "the MQTT port {addr} is in use by another program: choose another with --mqtt-port"
+            )
+        );
+        drop(held);
+        ensure_free(addr, "the MQTT port", "--mqtt-port").expect("free again");
     }
 }

@@ -1,9 +1,9 @@
 //! What the aggregator stored, read back as a user of the numbers would.
 
-use crowdflow_aggregator::store::{Resolution, Store};
+use crowdflow_aggregator::store::{BucketQuery, Resolution, Store};
+use crowdflow_aggregator::zone::ZoneId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
-use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 
 /// Frames stored over all sensors.
@@ -31,15 +31,15 @@ pub async fn wait_for_frames(store: &impl Store, frames: u64, timeout: std::time
 /// salt's buckets, summed over salts (sketches of different salts are never unioned).
 pub async fn devices(store: &impl Store, zone: &str, kind: Kind, resolution: Resolution) -> f64 {
     let now = Timestamp::now();
-    let zone = SensorId::new(zone).expect("zone id");
+    let zone = ZoneId::new(zone).expect("zone id");
     let stored = store
-        .zone_sketches(
-            &zone,
+        .zone_sketches(BucketQuery {
+            zone: &zone,
             kind,
             resolution,
-            now - SignedDuration::from_hours(2),
-            now + SignedDuration::from_hours(1),
-        )
+            from: now - SignedDuration::from_hours(2),
+            to: now + SignedDuration::from_hours(1),
+        })
         .await
         .expect("read zone sketches");
     crowdflow_aggregator::query::per_salt(&stored, Precision::DEFAULT)

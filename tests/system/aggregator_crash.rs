@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
+use crowdflow_aggregator::store::{BucketQuery, Resolution, SqliteStore, Store};
+use crowdflow_aggregator::zone::ZoneId;
 use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
@@ -230,13 +231,13 @@ fn repeated_sigkills_mid_write_leave_a_consistent_complete_store() {
         );
         let at = windows[WINDOWS as usize - 1].start();
         let buckets = store
-            .zone_sketches(
-                &SensorId::new("hall").expect("id"),
-                Kind::Wifi,
-                Resolution::Day,
-                at - SignedDuration::from_hours(24),
-                at + SignedDuration::from_hours(24),
-            )
+            .zone_sketches(BucketQuery {
+                zone: &ZoneId::new("hall").expect("zone id"),
+                kind: Kind::Wifi,
+                resolution: Resolution::Day,
+                from: at - SignedDuration::from_hours(24),
+                to: at + SignedDuration::from_hours(24),
+            })
             .await
             .expect("read");
         let mut union = SketchUnion::new(Precision::DEFAULT);

@@ -109,3 +109,36 @@ fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
     );
     assert!(data.join("crowdflow.db").exists() && data.join("aggregator.toml").exists());
 }
+
+/// Another program on the demo's MQTT port (here a plain listener standing in for a broker):
+/// the demo refuses to start, names the option, and none of its simulated sensors connects
+/// to that program.
+#[test]
+fn the_demo_refuses_a_port_another_program_holds_before_any_sensor_connects() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (http, mqtt) = (free_port(), free_port());
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", mqtt)).expect("bind");
+    squatter.set_nonblocking(true).expect("nonblocking");
+    let status = Command::new(workspace_binary("crowdflow-demo"))
+        .args([
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--mqtt-port",
+            &mqtt.to_string(),
+            "--data",
+        ])
+        .arg(dir.path().join("demo-data"))
+        .output()
+        .expect("crowdflow-demo runs");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(status.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{mqtt} is in use by another program"))
+            && stderr.contains("--mqtt-port"),
+        "{stderr}"
+    );
+    assert!(
+        squatter.accept().is_err(),
+        "a simulated sensor connected to the other program"
+    );
+}

@@ -40,7 +40,7 @@ fn exposed() -> BTreeSet<String> {
         last_data: None,
         updated_at: jiff::Timestamp::now(),
     };
-    m.observe_zone(&zone);
+    m.observe_zone(&zone.gauges());
     m.rejects.with_label_values(&["bad_json"]).inc();
     m.sensor_last_window.with_label_values(&["s1"]).set(1);
     m.purged.with_label_values(&["sketches"]).inc();

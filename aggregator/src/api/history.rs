@@ -1,24 +1,23 @@
-//! The planners' answers (planner role): series, distinct visitors, flows, dwell; and the
-//! public open-data export.
+//! The planners' answers (planner role): series, distinct visitors, flows, dwell.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use crowdflow_contract::identity::Kind;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::{
-    ApiError, AppState, Params, authorize, csv_response, number, optional_timestamp, timestamp,
-    wants_csv, zone, zone_list,
+    ApiError, AppState, Params, csv_response, number, timestamp, wants_csv, zone, zone_list,
 };
-use crate::config::{Role, Zone};
+use crate::auth::Planner;
+use crate::config::Zone;
 use crate::query::{self, Count, Overlap, PerSalt, Range};
-use crate::store::{Resolution, Store, StoreError};
+use crate::store::{BucketQuery, Resolution, Store, StoreError};
+use crate::zone::ZoneId;
 
 /// Most zones in one series request.
 const MAX_SERIES_ZONES: usize = 50;
@@ -71,7 +70,8 @@ pub struct SeriesPoint {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ZoneSeries {
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Zone name.
     pub name: String,
     /// Buckets with data, in time order.
@@ -94,7 +94,7 @@ pub struct Series {
 }
 
 /// Buckets ending after `filled_by` may still receive windows.
-async fn zone_series(
+pub(super) async fn zone_series(
     store: &impl Store,
     zone: &Zone,
     resolution: Resolution,
@@ -105,7 +105,13 @@ async fn zone_series(
     for kind in Kind::ALL {
         let mut per_bucket: BTreeMap<Timestamp, (Count, usize)> = BTreeMap::new();
         for n in store
-            .zone_numbers(&zone.id, kind, resolution, r.from, r.to)
+            .zone_numbers(BucketQuery {
+                zone: &zone.id,
+                kind,
+                resolution,
+                from: r.from,
+                to: r.to,
+            })
             .await?
         {
             let c = Count {
@@ -124,7 +130,7 @@ async fn zone_series(
         }
     }
     Ok(ZoneSeries {
-        zone: zone.id.to_string(),
+        zone: zone.id.clone(),
         name: zone.name.clone(),
         points: buckets
             .into_iter()
@@ -180,10 +186,9 @@ fn series_csv(s: &Series) -> String {
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(super) async fn series<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
     Query(params): Query<Params>,
+    _: Planner,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &params, Role::Planner)?;
     let zones = zone_list(&state, &params, "zones", 1, MAX_SERIES_ZONES)?;
     let (resolution, max) = step(&params)?;
     let r = range(&params, "from", "to", max)?;
@@ -210,7 +215,8 @@ pub(super) async fn series<S: Store>(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Distinct {
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Start.
     #[schema(value_type = String, format = DateTime)]
     pub from: Timestamp,
@@ -235,10 +241,9 @@ pub struct Distinct {
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(super) async fn distinct<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
     Query(params): Query<Params>,
+    _: Planner,
 ) -> Result<Json<Distinct>, ApiError> {
-    authorize(&state, &headers, &params, Role::Planner)?;
     let id = params
         .get("zone")
         .ok_or_else(|| ApiError::bad("zone", "is required"))?;
@@ -258,7 +263,7 @@ pub(super) async fn distinct<S: Store>(
         devices.insert(kind, c);
     }
     Ok(Json(Distinct {
-        zone: z.id.to_string(),
+        zone: z.id.clone(),
         from: r.from,
         to: r.to,
         total: query::total(&devices),
@@ -306,7 +311,8 @@ fn count_all_kinds(u: &BTreeMap<Kind, PerSalt>) -> Count {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Flows {
     /// Zone ids: rows are origins (window 1), columns destinations (window 2).
-    pub zones: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub zones: Vec<ZoneId>,
     /// Devices in each zone in window 1.
     pub origin_devices: Vec<Count>,
     /// Devices in each zone in window 2.
@@ -327,10 +333,9 @@ pub struct Flows {
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(super) async fn flows<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
     Query(params): Query<Params>,
+    _: Planner,
 ) -> Result<Json<Flows>, ApiError> {
-    authorize(&state, &headers, &params, Role::Planner)?;
     let zones = zone_list(&state, &params, "zones", 2, MAX_FLOW_ZONES)?;
     let week = SignedDuration::from_hours(24 * 7);
     let (w1, w2) = (
@@ -353,7 +358,7 @@ pub(super) async fn flows<S: Store>(
         })
         .collect();
     Ok(Json(Flows {
-        zones: zones.iter().map(|z| z.id.to_string()).collect(),
+        zones: zones.iter().map(|z| z.id.clone()).collect(),
         origin_devices: origins.iter().map(count_all_kinds).collect(),
         destination_devices: destinations.iter().map(count_all_kinds).collect(),
         matrix,
@@ -364,7 +369,8 @@ pub(super) async fn flows<S: Store>(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Dwell {
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Minutes between the two windows.
     pub lag_min: i64,
     /// Devices in the first window.
@@ -390,10 +396,9 @@ pub struct Dwell {
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(super) async fn dwell<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
     Query(params): Query<Params>,
+    _: Planner,
 ) -> Result<Json<Dwell>, ApiError> {
-    authorize(&state, &headers, &params, Role::Planner)?;
     let id = params
         .get("zone")
         .ok_or_else(|| ApiError::bad("zone", "is required"))?;
@@ -416,7 +421,7 @@ pub(super) async fn dwell<S: Store>(
         }
     };
     Ok(Json(Dwell {
-        zone: z.id.to_string(),
+        zone: z.id.clone(),
         lag_min: lag,
         devices,
         still_present: still,
@@ -424,118 +429,4 @@ pub(super) async fn dwell<S: Store>(
         share_lower: ratio(still.lower, devices.upper),
         share_upper: ratio(still.upper, devices.lower),
     }))
-}
-
-/// One open-data row: a zone in an hour.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OpenDataRow {
-    /// Zone id.
-    pub zone: String,
-    /// Hour start.
-    #[schema(value_type = String, format = DateTime)]
-    pub hour: Timestamp,
-    /// Distinct devices, rounded; null when below k (suppressed).
-    pub devices: Option<u64>,
-    /// Estimated people, rounded; null when below k or the zone has no calibration.
-    pub people: Option<u64>,
-}
-
-/// The open-data export.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OpenDataExport {
-    /// Licence of the data.
-    pub licence: String,
-    /// How to read it.
-    pub notes: Vec<String>,
-    /// Counts below this are suppressed.
-    pub k: u64,
-    /// Counts are rounded to a multiple of this.
-    pub rounding: u64,
-    /// Rows by zone and hour.
-    pub rows: Vec<OpenDataRow>,
-}
-
-pub(super) fn publishable(v: f64, k: u64, rounding: u64) -> Option<u64> {
-    if !v.is_finite() || v < k as f64 {
-        return None;
-    }
-    let r = rounding as f64;
-    Some(((v / r).round() * r) as u64)
-}
-
-#[utoipa::path(get, path = "/api/v1/open-data", tag = "public",
-    params(
-        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
-        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; default the last full hour; at most 31 days after from"),
-        ("format" = Option<String>, Query, pattern = "^(json|csv)$", description = "json (default) or csv"),
-    ),
-    responses((status = 200, description = "Per zone and completed hour: counts rounded and suppressed below k, never traceable to a person", content((OpenDataExport = "application/json"), (String = "text/csv"))),
-        (status = 400, body = ApiError)))]
-pub(super) async fn open_data<S: Store>(
-    State(state): State<AppState<S>>,
-    Query(params): Query<Params>,
-) -> Result<Response, ApiError> {
-    let csv = wants_csv(&params)?;
-    let last_hour = Timestamp::from_second(Timestamp::now().as_second().div_euclid(3600) * 3600)
-        .unwrap_or_else(|_| Timestamp::now());
-    let to = optional_timestamp(&params, "to")?
-        .unwrap_or(last_hour)
-        .min(last_hour);
-    let from = optional_timestamp(&params, "from")?.unwrap_or(to - SignedDuration::from_hours(24));
-    let r = Range::new(from, to, SignedDuration::from_hours(24 * 31)).map_err(|m| {
-        ApiError::bad(
-            "from",
-            format!("with `to` (capped at the last full hour): the range {m} (at most 31 days)"),
-        )
-    })?;
-    let od = &state.config.open_data;
-    let mut rows = Vec::new();
-    for z in state.config.zones.values() {
-        // Capped at the last full hour: no bucket is partial.
-        for p in zone_series(&state.store, z, Resolution::Hour, r, to)
-            .await?
-            .points
-        {
-            rows.push(OpenDataRow {
-                zone: z.id.to_string(),
-                hour: p.t,
-                devices: publishable(p.total.estimate, od.k, od.rounding),
-                people: p
-                    .people
-                    .and_then(|c| publishable(c.estimate, od.k, od.rounding)),
-            });
-        }
-    }
-    let export = OpenDataExport {
-        licence: od.licence.clone(),
-        notes: vec![
-            "Distinct devices (Wi-Fi and Bluetooth) heard per zone and hour, estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
-            format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
-            "People are devices times a per-zone calibration factor: an estimate, empty where the zone is not calibrated.".into(),
-        ],
-        k: od.k,
-        rounding: od.rounding,
-        rows,
-    };
-    Ok(if csv {
-        let mut out = format!("# crowdflow open data; licence: {}\n", export.licence);
-        for n in &export.notes {
-            let _ = writeln!(out, "# {n}");
-        }
-        out.push_str("zone,hour_start,devices,people\n");
-        let cell = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-        for row in &export.rows {
-            let _ = writeln!(
-                out,
-                "{},{},{},{}",
-                row.zone,
-                row.hour,
-                cell(row.devices),
-                cell(row.people)
-            );
-        }
-        csv_response("crowdflow-open-data.csv", out)
-    } else {
-        Json(export).into_response()
-    })
 }

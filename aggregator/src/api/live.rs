@@ -5,27 +5,25 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{ApiError, AppState, Params, authorize, number, optional_timestamp, zone};
-use crate::config::Role;
+use super::{ApiError, AppState, Params, number, optional_timestamp, zone};
+use crate::auth::Viewer;
 use crate::live::{LiveEvent, ZoneLive, level_name};
 use crate::store::{Alert, Store};
+use crate::zone::ZoneId;
 
 #[utoipa::path(get, path = "/api/v1/zones", tag = "live", security(("bearer" = [])),
     responses((status = 200, description = "Every zone with its live numbers (each count with lower/upper bounds)", body = [ZoneLive]),
         (status = 401, body = ApiError)))]
 pub(super) async fn zones<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(params): Query<Params>,
+    _: Viewer,
 ) -> Result<Json<Vec<ZoneLive>>, ApiError> {
-    authorize(&state, &headers, &params, Role::Viewer)?;
     Ok(Json(state.live.zones()))
 }
 
@@ -33,7 +31,8 @@ pub(super) async fn zones<S: Store>(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlanZone {
     /// Zone id.
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: ZoneId,
     /// Display name.
     pub name: String,
     /// Area in m2.
@@ -76,16 +75,14 @@ pub struct Plan {
         (status = 401, body = ApiError)))]
 pub(super) async fn plan<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(params): Query<Params>,
+    _: Viewer,
 ) -> Result<Json<Plan>, ApiError> {
-    authorize(&state, &headers, &params, Role::Viewer)?;
     let c = &state.config;
     let zones = c
         .zones
         .values()
         .map(|z| PlanZone {
-            id: z.id.to_string(),
+            id: z.id.clone(),
             name: z.name.clone(),
             area_m2: z.area_m2,
             capacity: z.capacity,
@@ -113,11 +110,9 @@ pub(super) async fn plan<S: Store>(
         (status = 404, body = ApiError), (status = 401, body = ApiError)))]
 pub(super) async fn zone_detail<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Query(params): Query<Params>,
+    _: Viewer,
 ) -> Result<Json<ZoneLive>, ApiError> {
-    authorize(&state, &headers, &params, Role::Viewer)?;
     let z = zone(&state, "id", &id)?;
     state
         .live
@@ -142,10 +137,9 @@ pub(super) async fn zone_detail<S: Store>(
         (status = 400, body = ApiError), (status = 401, body = ApiError)))]
 pub(super) async fn alerts<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
     Query(params): Query<Params>,
+    _: Viewer,
 ) -> Result<Json<Vec<Alert>>, ApiError> {
-    authorize(&state, &headers, &params, Role::Viewer)?;
     let since = optional_timestamp(&params, "since")?
         .unwrap_or_else(|| Timestamp::now() - SignedDuration::from_hours(24));
     let limit = number(&params, "limit", 100u32, 1, 1000)?;
@@ -177,10 +171,8 @@ fn snapshot(zones: &[ZoneLive]) -> Event {
         (status = 401, body = ApiError)))]
 pub(super) async fn stream<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(params): Query<Params>,
+    _: Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    authorize(&state, &headers, &params, Role::Viewer)?;
     let rx = state.live.subscribe();
     let first = snapshot(&state.live.zones());
     let live = state.live.clone();

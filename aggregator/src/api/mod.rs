@@ -3,12 +3,16 @@
 //! from the handlers and types below (utoipa), not written by hand.
 //!
 //! Roles by bearer token (`Authorization: Bearer T`, or `?token=T` where a browser cannot set
-//! headers: the live stream and downloads): viewer < planner < admin. Public: health, the
-//! privacy statement, the sensor register, open data, the OpenAPI document and metrics.
+//! headers: the live stream and downloads): viewer < planner < admin, checked by the role
+//! extractors of [`crate::auth`] in each handler's signature; the router lists the endpoints
+//! by role. Public: health, the privacy statement, the sensor register, open data, the
+//! OpenAPI document and metrics.
 
+mod admin;
 pub mod dashboard;
 mod history;
 mod live;
+mod open_data;
 mod public;
 
 use std::collections::HashMap;
@@ -16,17 +20,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::OpenApi;
 
-use crate::config::{AggregatorConfig, Role, Zone, hash_token};
+use crate::auth::{ApiToken, Role, TokenConfig};
+use crate::config::{AggregatorConfig, Zone};
 use crate::live::LiveBoard;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::zone::ZoneId;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -91,45 +97,14 @@ impl IntoResponse for ApiError {
 /// Query parameters, read by name so that errors can name them.
 type Params = HashMap<String, String>;
 
-/// Checks the caller's token for `need`.
-fn authorize<S>(
-    state: &AppState<S>,
-    headers: &HeaderMap,
-    params: &Params,
-    need: Role,
-) -> Result<Role, ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| params.get("token").map(String::as_str));
-    let Some(token) = presented else {
-        if let Some(role) = state.config.anonymous_role.filter(|r| *r >= need) {
-            return Ok(role);
-        }
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "a {} token is required (Authorization: Bearer TOKEN)",
-                need.as_str()
-            ),
-        ));
-    };
-    let hash = hash_token(token.trim());
-    let Some(known) = state.config.tokens.iter().find(|t| t.hash == hash) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"));
-    };
-    if known.role < need {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "this needs the {} role; the token has {}",
-                need.as_str(),
-                known.role.as_str()
-            ),
-        ));
+impl<S> TokenConfig for AppState<S> {
+    fn tokens(&self) -> &[ApiToken] {
+        &self.config.tokens
     }
-    Ok(known.role)
+
+    fn anonymous_role(&self) -> Option<Role> {
+        self.config.anonymous_role
+    }
 }
 
 fn timestamp(params: &Params, name: &str) -> Result<Timestamp, ApiError> {
@@ -147,12 +122,12 @@ fn optional_timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, 
         .transpose()
 }
 
+/// The zone `id` names; 404 naming parameter `name` when there is none (an id that breaks
+/// the zone id rule names no zone either).
 fn zone<'a, S>(state: &'a AppState<S>, name: &str, id: &str) -> Result<&'a Zone, ApiError> {
-    state
-        .config
-        .zones
-        .values()
-        .find(|z| z.id.as_str() == id)
+    ZoneId::new(id)
+        .ok()
+        .and_then(|z| state.config.zones.get(&z))
         .ok_or_else(|| ApiError {
             status: StatusCode::NOT_FOUND,
             error: format!("`{name}`: no zone {id:?} (GET /api/v1/zones lists them)"),
@@ -241,7 +216,7 @@ fn csv_response(filename: &str, body: String) -> Response {
         public::session,
         public::privacy,
         public::register,
-        history::open_data,
+        open_data::open_data,
         live::zones,
         live::zone_detail,
         live::plan,
@@ -251,8 +226,8 @@ fn csv_response(filename: &str, body: String) -> Response {
         history::distinct,
         history::flows,
         history::dwell,
-        public::sensors,
-        public::config_view,
+        admin::sensors,
+        admin::config_view,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -295,29 +270,13 @@ async fn metrics<S>(
     )
 }
 
-/// The router, testable without a server.
+/// The router, testable without a server: the endpoints grouped by the role they need.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     Router::new()
-        .route("/", get(dashboard::index::<S>))
-        .route("/assets/{file}", get(dashboard::asset::<S>))
-        .route("/metrics", get(metrics::<S>))
-        .route("/api/v1/openapi.json", get(openapi_json))
-        .route("/api/v1/health", get(public::health::<S>))
-        .route("/api/v1/session", get(public::session::<S>))
-        .route("/api/v1/privacy", get(public::privacy::<S>))
-        .route("/api/v1/register", get(public::register::<S>))
-        .route("/api/v1/open-data", get(history::open_data::<S>))
-        .route("/api/v1/zones", get(live::zones::<S>))
-        .route("/api/v1/zones/{id}", get(live::zone_detail::<S>))
-        .route("/api/v1/plan", get(live::plan::<S>))
-        .route("/api/v1/alerts", get(live::alerts::<S>))
-        .route("/api/v1/stream", get(live::stream::<S>))
-        .route("/api/v1/series", get(history::series::<S>))
-        .route("/api/v1/distinct", get(history::distinct::<S>))
-        .route("/api/v1/flows", get(history::flows::<S>))
-        .route("/api/v1/dwell", get(history::dwell::<S>))
-        .route("/api/v1/sensors", get(public::sensors::<S>))
-        .route("/api/v1/config", get(public::config_view::<S>))
+        .merge(public_routes())
+        .merge(viewer_routes())
+        .merge(planner_routes())
+        .merge(admin_routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -325,6 +284,47 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// No token needed: the dashboard's files, metrics, the OpenAPI document, health, the
+/// caller's session, the privacy statement, the sensor register and open data.
+fn public_routes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/", get(dashboard::index::<S>))
+        .route("/assets/{file}", get(dashboard::asset::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/health", get(public::health::<S>))
+        .route("/api/v1/session", get(public::session))
+        .route("/api/v1/privacy", get(public::privacy::<S>))
+        .route("/api/v1/register", get(public::register::<S>))
+        .route("/api/v1/open-data", get(open_data::open_data::<S>))
+}
+
+/// Viewer role (event safety crews): live numbers, the plan, alerts and the stream.
+fn viewer_routes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/api/v1/zones", get(live::zones::<S>))
+        .route("/api/v1/zones/{id}", get(live::zone_detail::<S>))
+        .route("/api/v1/plan", get(live::plan::<S>))
+        .route("/api/v1/alerts", get(live::alerts::<S>))
+        .route("/api/v1/stream", get(live::stream::<S>))
+}
+
+/// Planner role (traffic planners): history.
+fn planner_routes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/api/v1/series", get(history::series::<S>))
+        .route("/api/v1/distinct", get(history::distinct::<S>))
+        .route("/api/v1/flows", get(history::flows::<S>))
+        .route("/api/v1/dwell", get(history::dwell::<S>))
+}
+
+/// Admin role (operators): sensor health and the config view.
+fn admin_routes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/api/v1/sensors", get(admin::sensors::<S>))
+        .route("/api/v1/config", get(admin::config_view::<S>))
 }
 
 /// Binds `addr` (so a taken port fails the start, not later).

@@ -1,17 +1,15 @@
-//! Public answers (health, privacy statement, sensor register) and the operators' views.
-
-use std::collections::BTreeMap;
+//! Public answers (no token): health, the caller's session, the privacy statement and the
+//! sensor register.
 
 use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use crowdflow_contract::identity::Kind;
-use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{ApiError, AppState, Params, authorize};
-use crate::config::{BrokerMode, Role, StorageConfig};
+use super::AppState;
+use crate::auth::{Refusal, Role, Viewer};
 use crate::store::Store;
+use crate::zone::ZoneId;
 
 /// What the caller's token (or no token) may see.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -26,19 +24,15 @@ pub struct Session {
 #[utoipa::path(get, path = "/api/v1/session", tag = "public", security((), ("bearer" = [])),
     params(("token" = Option<String>, Query, description = "A token, as an alternative to the Authorization header")),
     responses((status = 200, description = "The caller's role: lets the dashboard ask for a token before it is refused", body = Session)))]
-pub(super) async fn session<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(params): Query<Params>,
-) -> Json<Session> {
-    Json(match authorize(&state, &headers, &params, Role::Viewer) {
-        Ok(role) => Session {
+pub(super) async fn session(caller: Result<Viewer, Refusal>) -> Json<Session> {
+    Json(match caller {
+        Ok(Viewer(role)) => Session {
             role: Some(role),
             reason: None,
         },
-        Err(e) => Session {
+        Err(refusal) => Session {
             role: None,
-            reason: Some(e.error),
+            reason: Some(refusal.to_string()),
         },
     })
 }
@@ -141,7 +135,8 @@ pub struct RegisteredSensor {
     /// Sensor id.
     pub id: String,
     /// Zone id.
-    pub zone: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
     /// Zone name.
     pub zone_name: String,
     /// Latitude (WGS84), if published.
@@ -179,7 +174,7 @@ pub(super) async fn register<S: Store>(
             .values()
             .map(|s| RegisteredSensor {
                 id: s.id.to_string(),
-                zone: s.zone.to_string(),
+                zone: s.zone.clone(),
                 zone_name: c
                     .zones
                     .get(&s.zone)
@@ -192,153 +187,4 @@ pub(super) async fn register<S: Store>(
             })
             .collect(),
     )
-}
-
-/// A sensor's health.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SensorStatus {
-    /// Sensor id.
-    pub id: String,
-    /// Zone id.
-    pub zone: String,
-    /// End of its newest stored window.
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub last_window_end: Option<Timestamp>,
-    /// Silent for more than two windows.
-    pub stale: bool,
-    /// Frames in its stored windows.
-    pub frames: u64,
-    /// Refused messages by reason.
-    pub rejects: BTreeMap<String, u64>,
-}
-
-#[utoipa::path(get, path = "/api/v1/sensors", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, description = "Every configured sensor's health", body = [SensorStatus]),
-        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
-pub(super) async fn sensors<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(params): Query<Params>,
-) -> Result<Json<Vec<SensorStatus>>, ApiError> {
-    authorize(&state, &headers, &params, Role::Admin)?;
-    let seen: BTreeMap<_, _> = state.store.sensors_seen().await?.into_iter().collect();
-    let health: BTreeMap<_, _> = state
-        .store
-        .sensor_health()
-        .await?
-        .into_iter()
-        .map(|h| (h.sensor.clone(), h))
-        .collect();
-    let now = Timestamp::now();
-    let grace = crate::live::silence_limit(&state.config);
-    Ok(Json(
-        state
-            .config
-            .sensors
-            .values()
-            .map(|s| {
-                let last = seen.get(&s.id).copied();
-                let h = health.get(&s.id);
-                SensorStatus {
-                    id: s.id.to_string(),
-                    zone: s.zone.to_string(),
-                    last_window_end: last,
-                    stale: last.is_none_or(|t| t < now - grace),
-                    frames: h.map_or(0, |h| h.frames),
-                    rejects: h.map(|h| h.rejects.clone()).unwrap_or_default(),
-                }
-            })
-            .collect(),
-    ))
-}
-
-/// The running configuration without secrets.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ConfigView {
-    /// "embedded" or "external".
-    pub broker: String,
-    /// "sqlite" or "postgres".
-    pub storage: String,
-    /// Window length in seconds.
-    pub window_s: u32,
-    /// Sketch precision.
-    pub lg_k: u8,
-    /// Salt rotation, local time and zone.
-    pub salt_rotation: String,
-    /// Zones with thresholds and calibration.
-    #[schema(value_type = Vec<Object>)]
-    pub zones: serde_json::Value,
-    /// Sensor ids by zone.
-    pub sensors: BTreeMap<String, Vec<String>>,
-    /// Token holders and roles (never the tokens or their hashes).
-    pub tokens: Vec<TokenHolder>,
-}
-
-/// Who holds an API token, and its role.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TokenHolder {
-    /// The holder's name from the config.
-    pub name: String,
-    /// viewer, planner or admin.
-    pub role: String,
-}
-
-#[utoipa::path(get, path = "/api/v1/config", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, description = "Configuration without secrets", body = ConfigView),
-        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
-pub(super) async fn config_view<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(params): Query<Params>,
-) -> Result<Json<ConfigView>, ApiError> {
-    authorize(&state, &headers, &params, Role::Admin)?;
-    let c = &state.config;
-    let zones = c
-        .zones
-        .values()
-        .map(|z| {
-            serde_json::json!({
-                "id": z.id.as_str(), "name": z.name, "area_m2": z.area_m2, "capacity": z.capacity,
-                "occupancy_window_min": z.occupancy_window_min, "thresholds": z.thresholds,
-                "calibration": z.calibration.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>(),
-                "polygon": z.polygon,
-            })
-        })
-        .collect();
-    let mut sensors: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for s in c.sensors.values() {
-        sensors
-            .entry(s.zone.to_string())
-            .or_default()
-            .push(s.id.to_string());
-    }
-    Ok(Json(ConfigView {
-        broker: match c.broker.mode {
-            BrokerMode::Embedded { .. } => "embedded",
-            BrokerMode::External { .. } => "external",
-        }
-        .into(),
-        storage: match c.storage {
-            StorageConfig::Sqlite { .. } => "sqlite",
-            StorageConfig::Postgres { .. } => "postgres",
-        }
-        .into(),
-        window_s: c.window.seconds(),
-        lg_k: c.precision.lg_k(),
-        salt_rotation: format!(
-            "{} {}",
-            c.rotation.rotation_time().strftime("%H:%M"),
-            c.rotation.time_zone()
-        ),
-        zones: serde_json::Value::Array(zones),
-        sensors,
-        tokens: c
-            .tokens
-            .iter()
-            .map(|t| TokenHolder {
-                name: t.name.clone(),
-                role: t.role.as_str().to_owned(),
-            })
-            .collect(),
-    }))
 }

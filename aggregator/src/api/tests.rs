@@ -11,6 +11,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::*;
+use crate::config::hash_token;
 use crate::store::{Accepted, Batch, SqliteStore};
 
 const VIEWER: &str = "viewer-token";
@@ -72,7 +73,7 @@ fn message(
 ) -> Accepted {
     Accepted {
         sensor: crowdflow_contract::wire::SensorId::new(sensor).expect("id"),
-        zone: crowdflow_contract::wire::SensorId::new(zone).expect("id"),
+        zone: crate::zone::ZoneId::new(zone).expect("id"),
         kind: crowdflow_contract::identity::Kind::WifiRandom,
         window_start: at,
         window_s: 60,
@@ -149,7 +150,7 @@ async fn state() -> (AppState<SqliteStore>, tempfile::TempDir) {
     accepted.push(live_neude);
     accepted.push(live_plein);
     store
-        .ingest(Batch {
+        .merge_batch(Batch {
             accepted,
             rejects: Vec::new(),
         })
@@ -559,9 +560,9 @@ async fn open_data_is_rounded_and_suppressed_below_k() {
         "{csv}"
     );
     assert!(csv.contains("zone,hour_start,devices,people"));
-    assert_eq!(super::history::publishable(9.4, 10, 10), None);
-    assert_eq!(super::history::publishable(14.9, 10, 10), Some(10));
-    assert_eq!(super::history::publishable(15.0, 10, 10), Some(20));
+    assert_eq!(super::open_data::publishable(9.4, 10, 10), None);
+    assert_eq!(super::open_data::publishable(14.9, 10, 10), Some(10));
+    assert_eq!(super::open_data::publishable(15.0, 10, 10), Some(20));
 }
 
 #[tokio::test]

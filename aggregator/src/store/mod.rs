@@ -23,7 +23,10 @@ use crowdflow_contract::sketch::{Estimate, Precision, Sketch, SketchUnion};
 use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
 
-pub use postgres::{PostgresStore, ScratchDatabase};
+use crate::zone::ZoneId;
+pub use postgres::PostgresStore;
+#[cfg(any(test, feature = "testing"))]
+pub use postgres::ScratchDatabase;
 pub use sqlite::SqliteStore;
 
 /// Storage failures.
@@ -92,7 +95,7 @@ pub struct Accepted {
     /// Who measured.
     pub sensor: SensorId,
     /// The sensor's zone.
-    pub zone: SensorId,
+    pub zone: ZoneId,
     /// Address class.
     pub kind: Kind,
     /// Window start.
@@ -132,6 +135,22 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.accepted.is_empty() && self.rejects.is_empty()
     }
+}
+
+/// Which stored buckets a read wants: one zone and kind at one resolution, with bucket
+/// starts in `[from, to)`.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketQuery<'a> {
+    /// The zone.
+    pub zone: &'a ZoneId,
+    /// Address class.
+    pub kind: Kind,
+    /// Bucket size.
+    pub resolution: Resolution,
+    /// First bucket start included.
+    pub from: Timestamp,
+    /// Bucket starts before this.
+    pub to: Timestamp,
 }
 
 /// A stored zone sketch.
@@ -183,9 +202,9 @@ pub struct Alert {
     pub at: Timestamp,
     /// The zone.
     #[schema(value_type = String)]
-    pub zone: SensorId,
-    /// "level" (threshold crossed upwards), "stale" (sensors silent) or "recovered".
-    pub kind: String,
+    pub zone: ZoneId,
+    /// What it is about.
+    pub kind: AlertKind,
     /// Level-of-service index reached (for "level").
     pub level: Option<u8>,
     /// The threshold crossed, persons per m2 (for "level").
@@ -194,6 +213,56 @@ pub struct Alert {
     pub value: Option<f64>,
     /// Human-readable text.
     pub message: String,
+}
+
+/// What an alert is about; serialized and stored by its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    /// A level-of-service threshold crossed upwards.
+    Level,
+    /// Every sensor of the zone silent for more than two windows.
+    Stale,
+    /// The sensors of a stale zone report again.
+    Recovered,
+}
+
+impl AlertKind {
+    /// Every kind.
+    pub const ALL: [AlertKind; 3] = [AlertKind::Level, AlertKind::Stale, AlertKind::Recovered];
+
+    /// The name it is serialized and stored under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Level => "level",
+            AlertKind::Stale => "stale",
+            AlertKind::Recovered => "recovered",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AlertKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AlertKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Compares with a serialized name, as clients see it.
+impl PartialEq<&str> for AlertKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// How long stored data is kept, in days; `None` keeps it forever.
@@ -405,26 +474,18 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Merges a batch into minute, hour and day buckets, their numbers, sensor windows and
     /// reject counts, atomically.
-    fn ingest(&self, batch: Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn merge_batch(&self, batch: Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Zone sketches of one kind and resolution with bucket starts in `[from, to)`.
+    /// The zone sketches `query` names.
     fn zone_sketches(
         &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
+        query: BucketQuery<'_>,
     ) -> impl Future<Output = Result<Vec<ZoneSketch>, StoreError>> + Send;
 
-    /// Plain numbers of one kind and resolution with bucket starts in `[from, to)`.
+    /// The plain numbers of the buckets `query` names.
     fn zone_numbers(
         &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
+        query: BucketQuery<'_>,
     ) -> impl Future<Output = Result<Vec<ZoneNumber>, StoreError>> + Send;
 
     /// Latest window, frame total and rejects of every sensor that sent anything.

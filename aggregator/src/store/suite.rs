@@ -7,7 +7,11 @@ use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Accepted, Alert, Batch, PurgeReport, Rejected, Resolution, Retention, Store};
+use crate::zone::ZoneId;
+
+use super::{
+    Accepted, Alert, Batch, BucketQuery, PurgeReport, Rejected, Resolution, Retention, Store,
+};
 
 fn sketch(range: std::ops::Range<u64>) -> Sketch {
     let mut s = Sketch::new(Precision::DEFAULT);
@@ -20,7 +24,7 @@ fn sketch(range: std::ops::Range<u64>) -> Sketch {
 fn accepted(sensor: &str, at: Timestamp, devices: std::ops::Range<u64>) -> Accepted {
     Accepted {
         sensor: id(sensor),
-        zone: id("neude"),
+        zone: zone("neude"),
         kind: Kind::WifiRandom,
         window_start: at,
         window_s: 60,
@@ -42,6 +46,10 @@ fn id(s: &str) -> SensorId {
     SensorId::new(s).expect("id")
 }
 
+fn zone(s: &str) -> ZoneId {
+    ZoneId::new(s).expect("zone id")
+}
+
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("ts")
 }
@@ -57,7 +65,13 @@ async fn estimates(
     to: &str,
 ) -> Vec<(Timestamp, f64)> {
     store
-        .zone_sketches(&id("neude"), Kind::WifiRandom, resolution, ts(from), ts(to))
+        .zone_sketches(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::WifiRandom,
+            resolution,
+            from: ts(from),
+            to: ts(to),
+        })
         .await
         .expect("read sketches")
         .into_iter()
@@ -74,8 +88,8 @@ pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing
         accepted("s1", ts("2026-04-27T10:01:00Z"), 0..100),
         accepted("s2", ts("2026-04-27T11:30:00Z"), 5000..5050),
     ]);
-    store.ingest(b.clone()).await.expect("ingest");
-    store.ingest(b).await.expect("replay");
+    store.merge_batch(b.clone()).await.expect("ingest");
+    store.merge_batch(b).await.expect("replay");
     let from = "2026-04-27T00:00:00Z";
     let to = "2026-04-28T00:00:00Z";
     assert_eq!(
@@ -98,13 +112,13 @@ pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing
         vec![(ts("2026-04-27T00:00:00Z"), 1050.0)]
     );
     let numbers = store
-        .zone_numbers(
-            &id("neude"),
-            Kind::WifiRandom,
-            Resolution::Hour,
-            ts(from),
-            ts(to),
-        )
+        .zone_numbers(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::WifiRandom,
+            resolution: Resolution::Hour,
+            from: ts(from),
+            to: ts(to),
+        })
         .await
         .expect("numbers");
     assert_eq!(numbers.len(), 2);
@@ -112,13 +126,13 @@ pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing
     assert!(numbers[0].devices.lower <= 1000.0 && numbers[0].devices.upper >= 1000.0);
     assert_eq!(numbers[0].epoch, "2026-04-27".parse().expect("epoch"));
     let other_kind = store
-        .zone_sketches(
-            &id("neude"),
-            Kind::Ble,
-            Resolution::Minute,
-            ts(from),
-            ts(to),
-        )
+        .zone_sketches(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::Ble,
+            resolution: Resolution::Minute,
+            from: ts(from),
+            to: ts(to),
+        })
         .await
         .expect("read");
     assert!(other_kind.is_empty(), "kinds are kept apart");
@@ -164,12 +178,12 @@ pub(crate) async fn rejects_accumulate_in_sensor_health(store: impl Store) {
         accepted: vec![accepted("s1", ts("2026-04-27T10:00:00Z"), 0..10)],
         rejects: vec![reject("s1", "salt_mismatch"), reject("s9", "window_future")],
     };
-    store.ingest(first).await.expect("ingest");
+    store.merge_batch(first).await.expect("ingest");
     let second = Batch {
         accepted: Vec::new(),
         rejects: vec![reject("s1", "salt_mismatch"), reject("s1", "sketch")],
     };
-    store.ingest(second).await.expect("ingest");
+    store.merge_batch(second).await.expect("ingest");
     let health = store.sensor_health().await.expect("health");
     assert_eq!(health.len(), 2, "{health:?}");
     let s1 = &health[0];
@@ -183,7 +197,10 @@ pub(crate) async fn rejects_accumulate_in_sensor_health(store: impl Store) {
         "a sensor with only rejects has no window"
     );
     assert_eq!(s9.rejects.get("window_future"), Some(&1));
-    store.ingest(Batch::default()).await.expect("empty batch");
+    store
+        .merge_batch(Batch::default())
+        .await
+        .expect("empty batch");
 }
 
 pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
@@ -192,7 +209,7 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
     let recent = now - days(10);
     let ancient = now - days(400);
     store
-        .ingest(batch(vec![
+        .merge_batch(batch(vec![
             accepted("s1", ancient, 0..30),
             accepted("s1", old, 0..20),
             accepted("s1", recent, 0..10),
@@ -201,13 +218,13 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
         .expect("ingest");
     let count = async |resolution: Resolution| {
         store
-            .zone_sketches(
-                &id("neude"),
-                Kind::WifiRandom,
+            .zone_sketches(BucketQuery {
+                zone: &zone("neude"),
+                kind: Kind::WifiRandom,
                 resolution,
-                ancient - days(2),
-                now,
-            )
+                from: ancient - days(2),
+                to: now,
+            })
             .await
             .expect("read")
             .len()
@@ -225,13 +242,13 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
     assert_eq!(count(Resolution::Hour).await, 2);
     assert_eq!(count(Resolution::Day).await, 3, "day sketches are kept");
     let numbers = store
-        .zone_numbers(
-            &id("neude"),
-            Kind::WifiRandom,
-            Resolution::Minute,
-            ancient - days(1),
-            now,
-        )
+        .zone_numbers(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::WifiRandom,
+            resolution: Resolution::Minute,
+            from: ancient - days(1),
+            to: now,
+        })
         .await
         .expect("numbers");
     assert_eq!(numbers.len(), 3, "numbers outlive their sketches");
@@ -261,8 +278,8 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
     let alert = |at: &str, kind: &str, level: Option<u8>| Alert {
         id: 0,
         at: ts(at),
-        zone: id("neude"),
-        kind: kind.into(),
+        zone: zone("neude"),
+        kind: kind.parse().expect("an alert kind"),
         level,
         threshold: level.map(|_| 3.5),
         value: level.map(|_| 3.7),
@@ -317,7 +334,7 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
 
 pub(crate) async fn sensors_seen_follow_their_latest_window(store: impl Store) {
     store
-        .ingest(batch(vec![
+        .merge_batch(batch(vec![
             accepted("s1", ts("2026-04-27T10:05:00Z"), 0..5),
             accepted("s1", ts("2026-04-27T10:01:00Z"), 0..5),
             accepted("s2", ts("2026-04-27T09:00:00Z"), 0..5),
@@ -325,7 +342,7 @@ pub(crate) async fn sensors_seen_follow_their_latest_window(store: impl Store) {
         .await
         .expect("ingest");
     store
-        .ingest(batch(vec![accepted(
+        .merge_batch(batch(vec![accepted(
             "s1",
             ts("2026-04-27T10:02:00Z"),
             0..5,

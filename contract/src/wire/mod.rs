@@ -6,6 +6,8 @@
 //! | `{prefix}/status/{sensor_id}` | agent -> aggregator | 1 / yes, last will `offline` | [`AgentStatus`] |
 //! | `{prefix}/salt` | aggregator -> agents | 0 / never | [`SaltAnnouncement`] |
 //! | `{prefix}/salt/request/{sensor_id}` | agent -> aggregator | 0 / no | empty |
+//! | `{prefix}/salt/recover` | aggregator -> agents | 0 / never | [`SaltRecovery`] |
+//! | `{prefix}/salt/return/{sensor_id}` | agent -> aggregator | 0 / never | [`SaltAnnouncement`] |
 //!
 //! Every decoder takes bytes from outside and returns a typed [`WireError`] that names the
 //! field at fault; none echoes payload contents in its message.
@@ -22,7 +24,7 @@ pub use error::WireError;
 pub use salt_msg::{EpochSalt, EpochSaltRef, SaltAnnouncement, SaltRecovery};
 pub use sensor_id::SensorId;
 pub use status::{AgentState, AgentStatus, OutboxHealth, SaltState};
-pub use topic::{DEFAULT_PREFIX, Topics};
+pub use topic::{DEFAULT_PREFIX, TopicKind, Topics};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -3,6 +3,35 @@ use super::{SensorId, WireError};
 /// The default topic prefix.
 pub const DEFAULT_PREFIX: &str = "crowdflow/v1";
 
+/// What a topic under the prefix carries (one variant per row of the table in [`super`]).
+///
+/// The sensor level of `Sketch`, `Status`, `SaltRequest` and `SaltReturn` topics is not
+/// checked here: [`Topics::sensor_of`] does that, so a message under a malformed sensor
+/// level still reaches its handler and is refused there with a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// `{prefix}/sketch/{sensor_id}`: a sensor's sketch message.
+    Sketch,
+    /// `{prefix}/status/{sensor_id}`: a sensor's status.
+    Status,
+    /// `{prefix}/salt`: the authority's salt announcement.
+    Salt,
+    /// `{prefix}/salt/request/{sensor_id}`: a sensor asking for the salt.
+    SaltRequest,
+    /// `{prefix}/salt/recover`: a restarted authority asking for a salt it lost.
+    SaltRecover,
+    /// `{prefix}/salt/return/{sensor_id}`: a sensor returning a salt it was asked for.
+    SaltReturn,
+}
+
+/// The levels under the prefix that name a sensor, by kind.
+const SENSOR_LEVELS: [(&str, TopicKind); 4] = [
+    ("sketch/", TopicKind::Sketch),
+    ("status/", TopicKind::Status),
+    ("salt/request/", TopicKind::SaltRequest),
+    ("salt/return/", TopicKind::SaltReturn),
+];
+
 /// The topic layout under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -92,20 +121,44 @@ impl Topics {
         format!("{}/salt/request/+", self.prefix)
     }
 
+    /// What `topic` carries, or `None` for a topic outside this layout. The one place that
+    /// reads a topic's levels: handlers route on this, never on prefix strings.
+    pub fn classify(&self, topic: &str) -> Option<TopicKind> {
+        self.levels(topic).and_then(split).map(|(kind, _)| kind)
+    }
+
     /// The sensor id named by a sketch, status or salt-request topic.
     pub fn sensor_of(&self, topic: &str) -> Result<SensorId, WireError> {
-        let rest = topic
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|r| r.strip_prefix('/'))
+        let rest = self
+            .levels(topic)
             .ok_or(WireError::Topic("not under the configured prefix"))?;
-        let id = rest
-            .strip_prefix("sketch/")
-            .or_else(|| rest.strip_prefix("status/"))
-            .or_else(|| rest.strip_prefix("salt/request/"))
-            .ok_or(WireError::Topic(
+        let Some((TopicKind::Sketch | TopicKind::Status | TopicKind::SaltRequest, id)) =
+            split(rest)
+        else {
+            return Err(WireError::Topic(
                 "not a sketch, status or salt request topic",
-            ))?;
+            ));
+        };
         SensorId::new(id).map_err(|_| WireError::Topic("sensor id level is not a valid sensor id"))
+    }
+
+    /// The levels of `topic` after the prefix and its `/`.
+    fn levels<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+    }
+}
+
+/// The kind named by the levels after the prefix, and the rest after the kind's own levels
+/// (the sensor level, unchecked; empty for `salt` and `salt/recover`).
+fn split(levels: &str) -> Option<(TopicKind, &str)> {
+    match levels {
+        "salt" => Some((TopicKind::Salt, "")),
+        "salt/recover" => Some((TopicKind::SaltRecover, "")),
+        _ => SENSOR_LEVELS
+            .iter()
+            .find_map(|(level, kind)| levels.strip_prefix(level).map(|id| (*kind, id))),
     }
 }
 
@@ -139,6 +192,38 @@ mod tests {
             "city/cfx/sketch/a1",
         ] {
             assert!(t.sensor_of(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_topic_of_the_layout_is_classified_by_its_levels() {
+        let t = Topics::new("city/cf").expect("valid");
+        let s = SensorId::new("a1").expect("valid");
+        for (topic, kind) in [
+            (t.sketch(&s), TopicKind::Sketch),
+            (t.status(&s), TopicKind::Status),
+            (t.salt(), TopicKind::Salt),
+            (t.salt_request(&s), TopicKind::SaltRequest),
+            (t.salt_recover(), TopicKind::SaltRecover),
+            (t.salt_return(&s), TopicKind::SaltReturn),
+            // The sensor level is the handler's to check (and to refuse with a reason).
+            ("city/cf/sketch/a/b".to_owned(), TopicKind::Sketch),
+            ("city/cf/sketch/".to_owned(), TopicKind::Sketch),
+        ] {
+            assert_eq!(t.classify(&topic), Some(kind), "{topic}");
+        }
+        for other in [
+            "city/cf",
+            "city/cf/",
+            "city/cf/salt/",
+            "city/cf/salts",
+            "city/cf/salt/recover/x",
+            "city/cf/sketch",
+            "city/cf/other/a1",
+            "city/cfx/sketch/a1",
+            "other/salt",
+        ] {
+            assert_eq!(t.classify(other), None, "{other}");
         }
     }
 

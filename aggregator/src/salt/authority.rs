@@ -5,8 +5,8 @@
 //! outlives them is each epoch's fingerprint (a keyed hash of a constant, safe to store),
 //! which ingest uses to accept sketches of current and recently ended epochs. A restarted
 //! aggregator first asks the agents for the running epoch's salt and adopts it if its
-//! fingerprint is the recorded one (service.rs); only failing that it draws a new salt, and
-//! both fingerprints are then known and their sketches kept apart.
+//! fingerprint is the recorded one ([`super::recovery`]); only failing that it draws a new
+//! salt, and both fingerprints are then known and their sketches kept apart.
 
 use std::collections::BTreeMap;
 

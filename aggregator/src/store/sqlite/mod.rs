@@ -4,131 +4,21 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crowdflow_contract::epoch::EpochId;
-use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Alert, Batch, PurgeReport, Resolution, Retention, SensorHealth, Store, StoreError, ZoneNumber,
+    Alert, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError, ZoneNumber,
     ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
 };
 
-/// Fills data a migration's SQL cannot compute.
-type Fill = fn(&Transaction<'_>, Precision) -> Result<(), StoreError>;
+mod schema;
+mod sql;
 
-/// One schema step: SQL, then an optional data fill in Rust.
-struct Migration {
-    sql: &'static str,
-    fill: Option<Fill>,
-}
-
-/// Schema migrations, applied in order; the index + 1 is the version.
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        sql: r#"
-CREATE TABLE salt_epochs (
-    epoch TEXT NOT NULL,
-    salt_fp TEXT NOT NULL,
-    authority TEXT NOT NULL,
-    recorded_at INTEGER NOT NULL,
-    PRIMARY KEY (epoch, salt_fp)
-);
-CREATE TABLE zone_sketches (
-    zone TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    resolution TEXT NOT NULL CHECK (resolution IN ('minute', 'hour', 'day')),
-    bucket INTEGER NOT NULL,
-    epoch TEXT NOT NULL,
-    salt_fp TEXT NOT NULL,
-    sketch BLOB NOT NULL,
-    PRIMARY KEY (zone, kind, resolution, bucket, epoch, salt_fp)
-) WITHOUT ROWID;
-CREATE TABLE sensor_windows (
-    sensor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    window_start INTEGER NOT NULL,
-    window_s INTEGER NOT NULL,
-    epoch TEXT NOT NULL,
-    salt_fp TEXT NOT NULL,
-    frames INTEGER NOT NULL,
-    estimate REAL NOT NULL,
-    PRIMARY KEY (sensor, kind, window_start, epoch, salt_fp)
-) WITHOUT ROWID;
-"#,
-        fill: None,
-    },
-    Migration {
-        sql: r#"
-CREATE TABLE zone_numbers (
-    zone TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    resolution TEXT NOT NULL CHECK (resolution IN ('minute', 'hour', 'day')),
-    bucket INTEGER NOT NULL,
-    epoch TEXT NOT NULL,
-    salt_fp TEXT NOT NULL,
-    estimate REAL NOT NULL,
-    lower REAL NOT NULL,
-    upper REAL NOT NULL,
-    PRIMARY KEY (zone, kind, resolution, bucket, epoch, salt_fp)
-) WITHOUT ROWID;
-CREATE TABLE sensor_rejects (
-    sensor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (sensor, reason)
-) WITHOUT ROWID;
-CREATE INDEX zone_sketches_by_age ON zone_sketches (resolution, bucket);
-CREATE INDEX zone_numbers_by_age ON zone_numbers (bucket);
-CREATE INDEX sensor_windows_by_age ON sensor_windows (window_start);
-"#,
-        fill: Some(fill_numbers),
-    },
-    Migration {
-        sql: r#"
-CREATE TABLE sensor_seen (
-    sensor TEXT PRIMARY KEY,
-    last_window_end INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO sensor_seen SELECT sensor, MAX(window_start + window_s) FROM sensor_windows GROUP BY sensor;
-CREATE TABLE alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at INTEGER NOT NULL,
-    zone TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    level INTEGER NOT NULL,
-    threshold REAL,
-    value REAL,
-    message TEXT NOT NULL,
-    UNIQUE (at, zone, kind, level)
-);
-"#,
-        fill: None,
-    },
-    // A WITHOUT ROWID table stores a row bigger than ~1/20 of a page in overflow pages of its
-    // own: a 1.2 KB minute sketch took 4.6 KB on disk. A rowid table packs them.
-    Migration {
-        sql: r#"
-CREATE TABLE zone_sketches_packed (
-    zone TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    resolution TEXT NOT NULL CHECK (resolution IN ('minute', 'hour', 'day')),
-    bucket INTEGER NOT NULL,
-    epoch TEXT NOT NULL,
-    salt_fp TEXT NOT NULL,
-    sketch BLOB NOT NULL,
-    UNIQUE (zone, kind, resolution, bucket, epoch, salt_fp)
-);
-INSERT INTO zone_sketches_packed SELECT zone, kind, resolution, bucket, epoch, salt_fp, sketch FROM zone_sketches;
-DROP TABLE zone_sketches;
-ALTER TABLE zone_sketches_packed RENAME TO zone_sketches;
-CREATE INDEX zone_sketches_by_age ON zone_sketches (resolution, bucket);
-"#,
-        fill: None,
-    },
-];
+use sql::*;
 
 /// Rows a purge deletes per transaction, so ingest is never blocked for long.
 const PURGE_CHUNK: i64 = 5_000;
@@ -158,7 +48,7 @@ impl SqliteStore {
             .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
-        migrate(&mut conn, precision)?;
+        schema::migrate(&mut conn, precision)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             precision,
@@ -182,70 +72,7 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .map_err(db)?;
-    let version: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            known,
-        });
-    }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(db)?;
-        tx.execute_batch(migration.sql).map_err(db)?;
-        if let Some(fill) = migration.fill {
-            fill(&tx, precision)?;
-        }
-        tx.execute(
-            "INSERT INTO schema_version (version) VALUES (?1)",
-            params![i as i64 + 1],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)?;
-    }
-    Ok(())
-}
-
-/// Version 2: numbers for the sketches stored before numbers were kept.
-fn fill_numbers(tx: &Transaction<'_>, precision: Precision) -> Result<(), StoreError> {
-    let mut read = tx
-        .prepare("SELECT zone, kind, resolution, bucket, epoch, salt_fp, sketch FROM zone_sketches")
-        .map_err(db)?;
-    let mut rows = read.query([]).map_err(db)?;
-    while let Some(r) = rows.next().map_err(db)? {
-        let bytes: Vec<u8> = r.get(6).map_err(db)?;
-        let sketch = Sketch::from_stored(&bytes, precision)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let e = sketch.estimate();
-        tx.execute(
-            "INSERT INTO zone_numbers VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                r.get::<_, String>(0).map_err(db)?,
-                r.get::<_, String>(1).map_err(db)?,
-                r.get::<_, String>(2).map_err(db)?,
-                r.get::<_, i64>(3).map_err(db)?,
-                r.get::<_, String>(4).map_err(db)?,
-                r.get::<_, String>(5).map_err(db)?,
-                e.estimate,
-                e.lower,
-                e.upper
-            ],
-        )
-        .map_err(db)?;
-    }
-    Ok(())
-}
-
-fn ingest_batch(
+fn merge_in_transaction(
     conn: &mut Connection,
     precision: Precision,
     batch: Batch,
@@ -253,15 +80,9 @@ fn ingest_batch(
     let unions = union_by_bucket(&batch.accepted, precision);
     let tx = conn.transaction().map_err(db)?;
     {
-        let mut read = tx
-            .prepare_cached("SELECT sketch FROM zone_sketches WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket = ?4 AND epoch = ?5 AND salt_fp = ?6")
-            .map_err(db)?;
-        let mut write = tx
-            .prepare_cached("INSERT INTO zone_sketches (zone, kind, resolution, bucket, epoch, salt_fp, sketch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp) DO UPDATE SET sketch = excluded.sketch")
-            .map_err(db)?;
-        let mut number = tx
-            .prepare_cached("INSERT INTO zone_numbers (zone, kind, resolution, bucket, epoch, salt_fp, estimate, lower, upper) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp) DO UPDATE SET estimate = excluded.estimate, lower = excluded.lower, upper = excluded.upper")
-            .map_err(db)?;
+        let mut read = tx.prepare_cached(SELECT_BUCKET_SKETCH).map_err(db)?;
+        let mut write = tx.prepare_cached(UPSERT_SKETCH).map_err(db)?;
+        let mut number = tx.prepare_cached(UPSERT_NUMBER).map_err(db)?;
         for (k, mut union) in unions {
             let stored: Option<Vec<u8>> = read
                 .query_row(
@@ -303,12 +124,8 @@ fn ingest_batch(
                 ])
                 .map_err(db)?;
         }
-        let mut window = tx
-            .prepare_cached("INSERT INTO sensor_windows (sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (sensor, kind, window_start, epoch, salt_fp) DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, excluded.estimate)")
-            .map_err(db)?;
-        let mut seen = tx
-            .prepare_cached("INSERT INTO sensor_seen (sensor, last_window_end) VALUES (?1, ?2) ON CONFLICT (sensor) DO UPDATE SET last_window_end = MAX(last_window_end, excluded.last_window_end)")
-            .map_err(db)?;
+        let mut window = tx.prepare_cached(UPSERT_WINDOW).map_err(db)?;
+        let mut seen = tx.prepare_cached(UPSERT_SEEN).map_err(db)?;
         for m in &batch.accepted {
             seen.execute(params![
                 m.sensor.as_str(),
@@ -328,9 +145,7 @@ fn ingest_batch(
                 ])
                 .map_err(db)?;
         }
-        let mut reject = tx
-            .prepare_cached("INSERT INTO sensor_rejects (sensor, reason, count) VALUES (?1, ?2, ?3) ON CONFLICT (sensor, reason) DO UPDATE SET count = count + excluded.count")
-            .map_err(db)?;
+        let mut reject = tx.prepare_cached(UPSERT_REJECT).map_err(db)?;
         for ((sensor, reason), n) in count_rejects(&batch.rejects) {
             reject.execute(params![sensor, reason, n]).map_err(db)?;
         }
@@ -349,22 +164,19 @@ fn purge_chunk(
     for (resolution, before) in retention.sketch_cutoffs(now) {
         report.sketches += tx
             .execute(
-                "DELETE FROM zone_sketches WHERE (zone, kind, resolution, bucket, epoch, salt_fp) IN (SELECT zone, kind, resolution, bucket, epoch, salt_fp FROM zone_sketches WHERE resolution = ?1 AND bucket < ?2 LIMIT ?3)",
+                PURGE_SKETCHES,
                 params![resolution.as_str(), before, PURGE_CHUNK],
             )
             .map_err(db)? as u64;
     }
     if let Some(before) = retention.number_cutoff(now) {
         report.numbers += tx
-            .execute(
-                "DELETE FROM zone_numbers WHERE (zone, kind, resolution, bucket, epoch, salt_fp) IN (SELECT zone, kind, resolution, bucket, epoch, salt_fp FROM zone_numbers WHERE bucket < ?1 LIMIT ?2)",
-                params![before, PURGE_CHUNK],
-            )
+            .execute(PURGE_NUMBERS, params![before, PURGE_CHUNK])
             .map_err(db)? as u64;
     }
     report.sensor_windows += tx
         .execute(
-            "DELETE FROM sensor_windows WHERE (sensor, kind, window_start, epoch, salt_fp) IN (SELECT sensor, kind, window_start, epoch, salt_fp FROM sensor_windows WHERE window_start < ?1 LIMIT ?2)",
+            PURGE_WINDOWS,
             params![retention.window_cutoff(now), PURGE_CHUNK],
         )
         .map_err(db)? as u64;
@@ -382,8 +194,13 @@ impl Store for SqliteStore {
         let authority = authority.to_owned();
         self.with(move |conn, _| {
             conn.execute(
-                "INSERT INTO salt_epochs (epoch, salt_fp, authority, recorded_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                params![epoch.to_string(), fp.to_string(), authority, Timestamp::now().as_second()],
+                INSERT_EPOCH,
+                params![
+                    epoch.to_string(),
+                    fp.to_string(),
+                    authority,
+                    Timestamp::now().as_second()
+                ],
             )
             .map_err(db)?;
             Ok(())
@@ -396,9 +213,7 @@ impl Store for SqliteStore {
         since: EpochId,
     ) -> Result<Vec<(EpochId, SaltFingerprint)>, StoreError> {
         self.with(move |conn, _| {
-            let mut stmt = conn
-                .prepare("SELECT epoch, salt_fp FROM salt_epochs WHERE epoch >= ?1 ORDER BY epoch")
-                .map_err(db)?;
+            let mut stmt = conn.prepare(SELECT_EPOCHS).map_err(db)?;
             let rows = stmt
                 .query_map(params![since.to_string()], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -414,31 +229,43 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ingest(&self, batch: Batch) -> Result<(), StoreError> {
+    async fn merge_batch(&self, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.with(move |conn, precision| ingest_batch(conn, precision, batch))
+        self.with(move |conn, precision| merge_in_transaction(conn, precision, batch))
             .await
     }
 
-    async fn zone_sketches(
-        &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<ZoneSketch>, StoreError> {
+    async fn zone_sketches(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneSketch>, StoreError> {
+        let BucketQuery {
+            zone,
+            kind,
+            resolution,
+            from,
+            to,
+        } = query;
         let zone = zone.to_string();
         self.with(move |conn, precision| {
-            let mut stmt = conn
-                .prepare_cached("SELECT bucket, epoch, salt_fp, sketch FROM zone_sketches WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket >= ?4 AND bucket < ?5 ORDER BY bucket, epoch, salt_fp")
-                .map_err(db)?;
+            let mut stmt = conn.prepare_cached(SELECT_SKETCHES).map_err(db)?;
             let rows = stmt
-                .query_map(params![zone, kind.as_str(), resolution.as_str(), from.as_second(), to.as_second()], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
-                })
+                .query_map(
+                    params![
+                        zone,
+                        kind.as_str(),
+                        resolution.as_str(),
+                        from.as_second(),
+                        to.as_second()
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                        ))
+                    },
+                )
                 .map_err(db)?;
             let mut out = Vec::new();
             for row in rows {
@@ -447,7 +274,8 @@ impl Store for SqliteStore {
                     bucket: timestamp(bucket)?,
                     epoch: parse(&epoch, "epoch")?,
                     salt_fp: parse(&fp, "salt fingerprint")?,
-                    sketch: Sketch::from_stored(&bytes, precision).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    sketch: Sketch::from_stored(&bytes, precision)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 });
             }
             Ok(out)
@@ -455,23 +283,37 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn zone_numbers(
-        &self,
-        zone: &SensorId,
-        kind: Kind,
-        resolution: Resolution,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<ZoneNumber>, StoreError> {
+    async fn zone_numbers(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneNumber>, StoreError> {
+        let BucketQuery {
+            zone,
+            kind,
+            resolution,
+            from,
+            to,
+        } = query;
         let zone = zone.to_string();
         self.with(move |conn, _| {
-            let mut stmt = conn
-                .prepare_cached("SELECT bucket, epoch, salt_fp, estimate, lower, upper FROM zone_numbers WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket >= ?4 AND bucket < ?5 ORDER BY bucket, epoch, salt_fp")
-                .map_err(db)?;
+            let mut stmt = conn.prepare_cached(SELECT_NUMBERS).map_err(db)?;
             let rows = stmt
-                .query_map(params![zone, kind.as_str(), resolution.as_str(), from.as_second(), to.as_second()], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, f64>(3)?, r.get::<_, f64>(4)?, r.get::<_, f64>(5)?))
-                })
+                .query_map(
+                    params![
+                        zone,
+                        kind.as_str(),
+                        resolution.as_str(),
+                        from.as_second(),
+                        to.as_second()
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, f64>(3)?,
+                            r.get::<_, f64>(4)?,
+                            r.get::<_, f64>(5)?,
+                        ))
+                    },
+                )
                 .map_err(db)?;
             let mut out = Vec::new();
             for row in rows {
@@ -480,7 +322,11 @@ impl Store for SqliteStore {
                     bucket: timestamp(bucket)?,
                     epoch: parse(&epoch, "epoch")?,
                     salt_fp: parse(&fp, "salt fingerprint")?,
-                    devices: crowdflow_contract::sketch::Estimate { estimate, lower, upper },
+                    devices: crowdflow_contract::sketch::Estimate {
+                        estimate,
+                        lower,
+                        upper,
+                    },
                 });
             }
             Ok(out)
@@ -490,9 +336,7 @@ impl Store for SqliteStore {
 
     async fn sensor_health(&self) -> Result<Vec<SensorHealth>, StoreError> {
         self.with(move |conn, _| {
-            let mut stmt = conn
-                .prepare("SELECT sensor, MAX(window_start), SUM(frames), NULL, NULL FROM sensor_windows GROUP BY sensor UNION ALL SELECT sensor, NULL, NULL, reason, count FROM sensor_rejects")
-                .map_err(db)?;
+            let mut stmt = conn.prepare(SELECT_HEALTH).map_err(db)?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok((
@@ -516,9 +360,7 @@ impl Store for SqliteStore {
 
     async fn sensors_seen(&self) -> Result<Vec<(SensorId, Timestamp)>, StoreError> {
         self.with(|conn, _| {
-            let mut stmt = conn
-                .prepare_cached("SELECT sensor, last_window_end FROM sensor_seen ORDER BY sensor")
-                .map_err(db)?;
+            let mut stmt = conn.prepare_cached(SELECT_SEEN).map_err(db)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
                 .map_err(db)?;
@@ -536,11 +378,11 @@ impl Store for SqliteStore {
         self.with(move |conn, _| {
             let n = conn
                 .execute(
-                    "INSERT INTO alerts (at, zone, kind, level, threshold, value, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    INSERT_ALERT,
                     params![
                         alert.at.as_second(),
                         alert.zone.as_str(),
-                        alert.kind,
+                        alert.kind.as_str(),
                         alert.level.map_or(-1, i64::from),
                         alert.threshold,
                         alert.value,
@@ -555,9 +397,7 @@ impl Store for SqliteStore {
 
     async fn alerts(&self, since: Timestamp, limit: u32) -> Result<Vec<Alert>, StoreError> {
         self.with(move |conn, _| {
-            let mut stmt = conn
-                .prepare_cached("SELECT id, at, zone, kind, level, threshold, value, message FROM alerts WHERE at >= ?1 ORDER BY at DESC, id DESC LIMIT ?2")
-                .map_err(db)?;
+            let mut stmt = conn.prepare_cached(SELECT_ALERTS).map_err(db)?;
             let rows = stmt
                 .query_map(params![since.as_second(), limit], |r| {
                     Ok((
@@ -579,7 +419,7 @@ impl Store for SqliteStore {
                     id,
                     at: timestamp(at)?,
                     zone: parse(&zone, "zone id")?,
-                    kind,
+                    kind: parse(&kind, "alert kind")?,
                     level: u8::try_from(level).ok(),
                     threshold,
                     value,
@@ -598,7 +438,11 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::schema::MIGRATIONS;
     use super::*;
+    use crate::store::Resolution;
+    use crate::zone::ZoneId;
+    use crowdflow_contract::identity::Kind;
 
     async fn open() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tmp");
@@ -670,13 +514,13 @@ mod tests {
         }
         let store = SqliteStore::open(&path, Precision::DEFAULT).expect("migrate");
         let numbers = store
-            .zone_numbers(
-                &SensorId::new("neude").expect("id"),
-                Kind::WifiRandom,
-                Resolution::Hour,
-                Timestamp::from_second(1777284000).expect("ts"),
-                Timestamp::from_second(1777287600).expect("ts"),
-            )
+            .zone_numbers(BucketQuery {
+                zone: &ZoneId::new("neude").expect("id"),
+                kind: Kind::WifiRandom,
+                resolution: Resolution::Hour,
+                from: Timestamp::from_second(1777284000).expect("ts"),
+                to: Timestamp::from_second(1777287600).expect("ts"),
+            })
             .await
             .expect("numbers");
         assert_eq!(numbers.len(), 1);
@@ -690,7 +534,7 @@ mod tests {
         let accepted: Vec<_> = (0..(PURGE_CHUNK + 100))
             .map(|i| super::super::Accepted {
                 sensor: SensorId::new("s1").expect("id"),
-                zone: SensorId::new("neude").expect("id"),
+                zone: ZoneId::new("neude").expect("id"),
                 kind: Kind::Ble,
                 window_start: start + jiff::SignedDuration::from_secs(60 * i),
                 window_s: 60,
@@ -701,7 +545,7 @@ mod tests {
             })
             .collect();
         store
-            .ingest(Batch {
+            .merge_batch(Batch {
                 accepted,
                 rejects: Vec::new(),
             })

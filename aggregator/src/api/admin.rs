@@ -1,0 +1,161 @@
+//! The operators' views (admin role): every sensor's health, and the running configuration
+//! without secrets.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::auth::Admin;
+use crate::config::{BrokerMode, StorageConfig};
+use crate::store::Store;
+use crate::zone::ZoneId;
+
+/// A sensor's health.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SensorStatus {
+    /// Sensor id.
+    pub id: String,
+    /// Zone id.
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
+    /// End of its newest stored window.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_window_end: Option<Timestamp>,
+    /// Silent for more than two windows.
+    pub stale: bool,
+    /// Frames in its stored windows.
+    pub frames: u64,
+    /// Refused messages by reason.
+    pub rejects: BTreeMap<String, u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/sensors", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Every configured sensor's health", body = [SensorStatus]),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub(super) async fn sensors<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Admin,
+) -> Result<Json<Vec<SensorStatus>>, ApiError> {
+    let seen: BTreeMap<_, _> = state.store.sensors_seen().await?.into_iter().collect();
+    let health: BTreeMap<_, _> = state
+        .store
+        .sensor_health()
+        .await?
+        .into_iter()
+        .map(|h| (h.sensor.clone(), h))
+        .collect();
+    let now = Timestamp::now();
+    let grace = crate::live::silence_limit(&state.config);
+    Ok(Json(
+        state
+            .config
+            .sensors
+            .values()
+            .map(|s| {
+                let last = seen.get(&s.id).copied();
+                let h = health.get(&s.id);
+                SensorStatus {
+                    id: s.id.to_string(),
+                    zone: s.zone.clone(),
+                    last_window_end: last,
+                    stale: last.is_none_or(|t| t < now - grace),
+                    frames: h.map_or(0, |h| h.frames),
+                    rejects: h.map(|h| h.rejects.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// The running configuration without secrets.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConfigView {
+    /// "embedded" or "external".
+    pub broker: String,
+    /// "sqlite" or "postgres".
+    pub storage: String,
+    /// Window length in seconds.
+    pub window_s: u32,
+    /// Sketch precision.
+    pub lg_k: u8,
+    /// Salt rotation, local time and zone.
+    pub salt_rotation: String,
+    /// Zones with thresholds and calibration.
+    #[schema(value_type = Vec<Object>)]
+    pub zones: serde_json::Value,
+    /// Sensor ids by zone.
+    pub sensors: BTreeMap<String, Vec<String>>,
+    /// Token holders and roles (never the tokens or their hashes).
+    pub tokens: Vec<TokenHolder>,
+}
+
+/// Who holds an API token, and its role.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenHolder {
+    /// The holder's name from the config.
+    pub name: String,
+    /// viewer, planner or admin.
+    pub role: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/config", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Configuration without secrets", body = ConfigView),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub(super) async fn config_view<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Admin,
+) -> Result<Json<ConfigView>, ApiError> {
+    let c = &state.config;
+    let zones = c
+        .zones
+        .values()
+        .map(|z| {
+            serde_json::json!({
+                "id": z.id.as_str(), "name": z.name, "area_m2": z.area_m2, "capacity": z.capacity,
+                "occupancy_window_min": z.occupancy_window_min, "thresholds": z.thresholds,
+                "calibration": z.calibration.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>(),
+                "polygon": z.polygon,
+            })
+        })
+        .collect();
+    let mut sensors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in c.sensors.values() {
+        sensors
+            .entry(s.zone.to_string())
+            .or_default()
+            .push(s.id.to_string());
+    }
+    Ok(Json(ConfigView {
+        broker: match c.broker.mode {
+            BrokerMode::Embedded { .. } => "embedded",
+            BrokerMode::External { .. } => "external",
+        }
+        .into(),
+        storage: match c.storage {
+            StorageConfig::Sqlite { .. } => "sqlite",
+            StorageConfig::Postgres { .. } => "postgres",
+        }
+        .into(),
+        window_s: c.window.seconds(),
+        lg_k: c.precision.lg_k(),
+        salt_rotation: format!(
+            "{} {}",
+            c.rotation.rotation_time().strftime("%H:%M"),
+            c.rotation.time_zone()
+        ),
+        zones: serde_json::Value::Array(zones),
+        sensors,
+        tokens: c
+            .tokens
+            .iter()
+            .map(|t| TokenHolder {
+                name: t.name.clone(),
+                role: t.role.as_str().to_owned(),
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,131 @@
+//! The public open-data export (no token): per zone and completed hour, counts rounded and
+//! suppressed below k (design §2.6).
+
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::history::zone_series;
+use super::{ApiError, AppState, Params, csv_response, optional_timestamp, wants_csv};
+use crate::query::Range;
+use crate::store::{Resolution, Store};
+use crate::zone::ZoneId;
+
+/// One open-data row: a zone in an hour.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenDataRow {
+    /// Zone id.
+    #[schema(value_type = String)]
+    pub zone: ZoneId,
+    /// Hour start.
+    #[schema(value_type = String, format = DateTime)]
+    pub hour: Timestamp,
+    /// Distinct devices, rounded; null when below k (suppressed).
+    pub devices: Option<u64>,
+    /// Estimated people, rounded; null when below k or the zone has no calibration.
+    pub people: Option<u64>,
+}
+
+/// The open-data export.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenDataExport {
+    /// Licence of the data.
+    pub licence: String,
+    /// How to read it.
+    pub notes: Vec<String>,
+    /// Counts below this are suppressed.
+    pub k: u64,
+    /// Counts are rounded to a multiple of this.
+    pub rounding: u64,
+    /// Rows by zone and hour.
+    pub rows: Vec<OpenDataRow>,
+}
+
+pub(super) fn publishable(v: f64, k: u64, rounding: u64) -> Option<u64> {
+    if !v.is_finite() || v < k as f64 {
+        return None;
+    }
+    let r = rounding as f64;
+    Some(((v / r).round() * r) as u64)
+}
+
+#[utoipa::path(get, path = "/api/v1/open-data", tag = "public",
+    params(
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; default the last full hour; at most 31 days after from"),
+        ("format" = Option<String>, Query, pattern = "^(json|csv)$", description = "json (default) or csv"),
+    ),
+    responses((status = 200, description = "Per zone and completed hour: counts rounded and suppressed below k, never traceable to a person", content((OpenDataExport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ApiError)))]
+pub(super) async fn open_data<S: Store>(
+    State(state): State<AppState<S>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let csv = wants_csv(&params)?;
+    let last_hour = Timestamp::from_second(Timestamp::now().as_second().div_euclid(3600) * 3600)
+        .unwrap_or_else(|_| Timestamp::now());
+    let to = optional_timestamp(&params, "to")?
+        .unwrap_or(last_hour)
+        .min(last_hour);
+    let from = optional_timestamp(&params, "from")?.unwrap_or(to - SignedDuration::from_hours(24));
+    let r = Range::new(from, to, SignedDuration::from_hours(24 * 31)).map_err(|m| {
+        ApiError::bad(
+            "from",
+            format!("with `to` (capped at the last full hour): the range {m} (at most 31 days)"),
+        )
+    })?;
+    let od = &state.config.open_data;
+    let mut rows = Vec::new();
+    for z in state.config.zones.values() {
+        // Capped at the last full hour: no bucket is partial.
+        for p in zone_series(&state.store, z, Resolution::Hour, r, to)
+            .await?
+            .points
+        {
+            rows.push(OpenDataRow {
+                zone: z.id.clone(),
+                hour: p.t,
+                devices: publishable(p.total.estimate, od.k, od.rounding),
+                people: p
+                    .people
+                    .and_then(|c| publishable(c.estimate, od.k, od.rounding)),
+            });
+        }
+    }
+    let export = OpenDataExport {
+        licence: od.licence.clone(),
+        notes: vec![
+            "Distinct devices (Wi-Fi and Bluetooth) heard per zone and hour, estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
+            format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
+            "People are devices times a per-zone calibration factor: an estimate, empty where the zone is not calibrated.".into(),
+        ],
+        k: od.k,
+        rounding: od.rounding,
+        rows,
+    };
+    Ok(if csv {
+        let mut out = format!("# crowdflow open data; licence: {}\n", export.licence);
+        for n in &export.notes {
+            let _ = writeln!(out, "# {n}");
+        }
+        out.push_str("zone,hour_start,devices,people\n");
+        let cell = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for row in &export.rows {
+            let _ = writeln!(
+                out,
+                "{},{},{},{}",
+                row.zone,
+                row.hour,
+                cell(row.devices),
+                cell(row.people)
+            );
+        }
+        csv_response("crowdflow-open-data.csv", out)
+    } else {
+        Json(export).into_response()
+    })
+}

@@ -1,0 +1,282 @@
+//! Who may ask what: API tokens, their roles, and an axum extractor per role, so that a
+//! handler's signature says which role it needs (`async fn series(_: Planner, ...)`).
+//!
+//! A token's BLAKE3 hash is all the config holds (`crowdflow-aggregator new-token` prints a
+//! fresh token once). The token comes as `Authorization: Bearer T`, or as `?token=T` where a
+//! browser cannot set headers (EventSource, downloads).
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// What a bearer token may do; each role includes the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Live numbers and alerts (event safety crews).
+    Viewer,
+    /// History, flows, exports (traffic planners).
+    Planner,
+    /// Sensor and zone status, the config view (operators).
+    Admin,
+}
+
+impl Role {
+    /// Its name in config files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Planner => "planner",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role named `name` in a config file, if it is one.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "viewer" => Some(Role::Viewer),
+            "planner" => Some(Role::Planner),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An API token: only its BLAKE3 hash is configured (`crowdflow-aggregator hash-token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Who holds it (for logs; never the token).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// BLAKE3 of the token.
+    pub hash: blake3::Hash,
+}
+
+/// A fresh random secret (192 bits, hex) from the OS: API tokens, and the aggregator's own
+/// password on its embedded broker.
+pub fn new_secret() -> Result<String, crowdflow_contract::salt::SaltError> {
+    use rand::TryRng;
+    let mut bytes = [0u8; 24];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| crowdflow_contract::salt::SaltError::Entropy(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The hash a config stores for `token`.
+pub fn hash_token(token: &str) -> blake3::Hash {
+    blake3::hash(token.as_bytes())
+}
+
+/// Where the role extractors find the configured tokens (the API's state implements it).
+pub trait TokenConfig {
+    /// Every configured token.
+    fn tokens(&self) -> &[ApiToken];
+    /// The role of requests without a token (`None`: only public endpoints answer).
+    fn anonymous_role(&self) -> Option<Role>;
+}
+
+/// Why a request was refused its role; the message says what to do, never echoes the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No token, and anonymous callers do not have the role.
+    #[error("a {} token is required (Authorization: Bearer TOKEN)", .0.as_str())]
+    Missing(Role),
+    /// The token matches no configured hash.
+    #[error("unknown token")]
+    Unknown,
+    /// The token's role is below the one needed.
+    #[error("this needs the {} role; the token has {}", need.as_str(), has.as_str())]
+    Forbidden {
+        /// The role the endpoint needs.
+        need: Role,
+        /// The token's role.
+        has: Role,
+    },
+}
+
+impl Refusal {
+    /// 401 when the caller is unknown, 403 when known but not allowed.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Missing(_) | Refusal::Unknown => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// The same JSON shape as every other API error (`{"error": "..."}`).
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer T`, else `?token=T`.
+fn presented(parts: &Parts) -> Option<String> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match header {
+        Some(token) => Some(token.to_owned()),
+        None => Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(mut params)| params.remove("token")),
+    }
+}
+
+/// The caller's role if it is at least `need`.
+pub fn authorize(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, Refusal> {
+    let Some(token) = presented(parts) else {
+        return config
+            .anonymous_role()
+            .filter(|r| *r >= need)
+            .ok_or(Refusal::Missing(need));
+    };
+    let hash = hash_token(token.trim());
+    let known = config
+        .tokens()
+        .iter()
+        .find(|t| t.hash == hash)
+        .ok_or(Refusal::Unknown)?;
+    if known.role < need {
+        return Err(Refusal::Forbidden {
+            need,
+            has: known.role,
+        });
+    }
+    Ok(known.role)
+}
+
+/// Declares an extractor that admits callers with at least `$role` and holds their role.
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name(pub Role);
+
+        impl<S: TokenConfig + Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = Refusal;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+                authorize(state, parts, $role).map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// A caller with the viewer role or above (live numbers, alerts, the stream).
+    Viewer,
+    Role::Viewer
+);
+role_extractor!(
+    /// A caller with the planner role or above (history, flows, exports).
+    Planner,
+    Role::Planner
+);
+role_extractor!(
+    /// A caller with the admin role (sensor health, the config view).
+    Admin,
+    Role::Admin
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Config {
+        tokens: Vec<ApiToken>,
+        anonymous: Option<Role>,
+    }
+
+    impl TokenConfig for Config {
+        fn tokens(&self) -> &[ApiToken] {
+            &self.tokens
+        }
+        fn anonymous_role(&self) -> Option<Role> {
+            self.anonymous
+        }
+    }
+
+    fn config(anonymous: Option<Role>) -> Config {
+        let token = |name: &str, role| ApiToken {
+            name: name.into(),
+            role,
+            hash: hash_token(name),
+        };
+        Config {
+            tokens: vec![token("v", Role::Viewer), token("p", Role::Planner)],
+            anonymous,
+        }
+    }
+
+    fn parts(uri: &str, authorization: Option<&str>) -> Parts {
+        let mut request = axum::http::Request::get(uri);
+        if let Some(a) = authorization {
+            request = request.header(header::AUTHORIZATION, a);
+        }
+        request.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn a_bearer_header_wins_over_the_query_and_is_trimmed() {
+        let c = config(None);
+        let p = parts("/x?token=v", Some("Bearer  p "));
+        assert_eq!(authorize(&c, &p, Role::Planner), Ok(Role::Planner));
+        assert_eq!(
+            authorize(&c, &parts("/x?token=v", None), Role::Viewer),
+            Ok(Role::Viewer)
+        );
+    }
+
+    #[test]
+    fn refusals_say_why_with_401_or_403() {
+        let c = config(None);
+        let missing = authorize(&c, &parts("/x", None), Role::Planner).expect_err("no token");
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            missing.to_string(),
+            "a planner token is required (Authorization: Bearer TOKEN)"
+        );
+        let unknown =
+            authorize(&c, &parts("/x", Some("Bearer guess")), Role::Viewer).expect_err("unknown");
+        assert_eq!(
+            (unknown.status(), unknown.to_string()),
+            (StatusCode::UNAUTHORIZED, "unknown token".to_owned())
+        );
+        let low = authorize(&c, &parts("/x", Some("Bearer v")), Role::Admin).expect_err("low");
+        assert_eq!(low.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            low.to_string(),
+            "this needs the admin role; the token has viewer"
+        );
+    }
+
+    #[test]
+    fn anonymous_callers_get_the_configured_role_and_no_more() {
+        let c = config(Some(Role::Viewer));
+        assert_eq!(
+            authorize(&c, &parts("/x", None), Role::Viewer),
+            Ok(Role::Viewer)
+        );
+        assert_eq!(
+            authorize(&c, &parts("/x", None), Role::Planner),
+            Err(Refusal::Missing(Role::Planner))
+        );
+        // A presented token is judged on its own, not upgraded to the anonymous role.
+        assert_eq!(
+            authorize(&c, &parts("/x", Some("Bearer guess")), Role::Viewer),
+            Err(Refusal::Unknown)
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! `[broker]`: the embedded broker or an external one, and the aggregator's account on it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crowdflow_contract::config_file;
+use crowdflow_contract::wire::Topics;
+use serde::Deserialize;
+
+use super::{FieldError, field};
+
+/// Environment variable overriding `broker.password` (the aggregator's own account).
+pub const BROKER_PASSWORD_ENV: &str = "CROWDFLOW_BROKER_PASSWORD";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBroker {
+    mode: String,
+    listen: Option<String>,
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    #[serde(default = "default_prefix")]
+    topic_prefix: String,
+    #[serde(default = "default_client_id")]
+    client_id: String,
+    #[serde(default = "default_group")]
+    shared_group: String,
+}
+
+fn default_prefix() -> String {
+    crowdflow_contract::wire::DEFAULT_PREFIX.into()
+}
+
+fn default_client_id() -> String {
+    "crowdflow-aggregator-1".into()
+}
+
+fn default_group() -> String {
+    "crowdflow-aggregators".into()
+}
+
+/// How the aggregator reaches MQTT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerMode {
+    /// Run rumqttd in-process on `listen`.
+    Embedded {
+        /// Where sensors connect.
+        listen: SocketAddr,
+    },
+    /// Connect to an external broker (Mosquitto, EMQX) at `host:port`.
+    External {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// TLS material, for an `mqtts://` broker.
+        tls: Option<config_file::TlsFiles>,
+    },
+}
+
+/// The broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Embedded or external.
+    pub mode: BrokerMode,
+    /// The aggregator's own account on an external broker.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// Topic layout.
+    pub topics: Topics,
+    /// MQTT client id (stable: the broker keeps the session for it).
+    pub client_id: String,
+    /// Shared-subscription group that replicas of this aggregator split messages in.
+    pub shared_group: String,
+}
+
+pub(super) fn broker(
+    raw: RawBroker,
+    password_env: Option<String>,
+) -> Result<BrokerConfig, FieldError> {
+    let mode = match raw.mode.as_str() {
+        "embedded" => BrokerMode::Embedded {
+            listen: raw
+                .listen
+                .as_deref()
+                .unwrap_or("0.0.0.0:1883")
+                .parse()
+                .map_err(|_| field("broker.listen", "must be ADDRESS:PORT, e.g. 0.0.0.0:1883"))?,
+        },
+        "external" => {
+            let url = raw.url.ok_or_else(|| {
+                field(
+                    "broker.url",
+                    "mqtt://HOST[:PORT] or mqtts://HOST[:PORT] is required for mode = \"external\"",
+                )
+            })?;
+            let address = config_file::mqtt_url(&url).map_err(|m| field("broker.url", m))?;
+            let tls = config_file::tls_files(
+                &address,
+                raw.ca_file.as_deref(),
+                raw.client_cert_file.as_deref(),
+                raw.client_key_file.as_deref(),
+            )
+            .map_err(|(f, m)| field(f, m))?;
+            BrokerMode::External {
+                host: address.host,
+                port: address.port,
+                tls,
+            }
+        }
+        _ => {
+            return Err(field(
+                "broker.mode",
+                "must be \"embedded\" (built-in broker) or \"external\" (Mosquitto, EMQX)",
+            ));
+        }
+    };
+    let password = password_env.or(raw.password);
+    if raw.username.is_some() != password.is_some() {
+        return Err(field(
+            "broker.username",
+            format!(
+                "username and password must be either both provided or both missing (password may come from {BROKER_PASSWORD_ENV})"
+            ),
+        ));
+    }
+    let topics =
+        Topics::new(&raw.topic_prefix).map_err(|e| field("broker.topic_prefix", e.to_string()))?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+    };
+    if !plain(&raw.client_id) {
+        return Err(field("broker.client_id", "use 1 to 64 of A-Z a-z 0-9 _ -"));
+    }
+    if !plain(&raw.shared_group) {
+        return Err(field(
+            "broker.shared_group",
+            "use 1 to 64 of A-Z a-z 0-9 _ -",
+        ));
+    }
+    Ok(BrokerConfig {
+        mode,
+        username: raw.username,
+        password,
+        topics,
+        client_id: raw.client_id,
+        shared_group: raw.shared_group,
+    })
+}

@@ -1,0 +1,298 @@
+//! The aggregator's config file (TOML): parsed into a raw serde struct, then validated into
+//! [`AggregatorConfig`] with errors that name the exact field and what to fix.
+//!
+//! One submodule per section of the file; each holds the section's raw form, its validated
+//! form and the checks between them.
+
+mod broker;
+mod dashboard;
+mod http;
+mod privacy;
+mod salt;
+mod sensors;
+mod storage;
+mod tokens;
+mod zones;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crowdflow_contract::config_file;
+use crowdflow_contract::epoch::RotationSchedule;
+use crowdflow_contract::sketch::Precision;
+use crowdflow_contract::window::WindowLength;
+use crowdflow_contract::wire::SensorId;
+use serde::Deserialize;
+
+pub use crate::auth::{ApiToken, Role, hash_token, new_secret};
+use crate::store::Retention;
+use crate::zone::ZoneId;
+pub use broker::{BROKER_PASSWORD_ENV, BrokerConfig, BrokerMode};
+pub use dashboard::Dashboard;
+pub use privacy::{OpenData, Privacy};
+pub use sensors::Sensor;
+pub use storage::StorageConfig;
+pub use zones::Zone;
+
+pub use crowdflow_contract::config_file::ConfigError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    http: http::RawHttp,
+    broker: broker::RawBroker,
+    storage: storage::RawStorage,
+    #[serde(default)]
+    salt: salt::RawSalt,
+    #[serde(default)]
+    counting: config_file::CountingSection,
+    #[serde(default)]
+    retention: storage::RawRetention,
+    #[serde(default)]
+    zones: Vec<zones::RawZone>,
+    #[serde(default)]
+    sensors: Vec<sensors::RawSensor>,
+    #[serde(default)]
+    privacy: privacy::RawPrivacy,
+    #[serde(default)]
+    open_data: privacy::RawOpenData,
+    #[serde(default)]
+    tokens: Vec<tokens::RawToken>,
+    #[serde(default)]
+    dashboard: dashboard::RawDashboard,
+}
+
+/// A validated aggregator configuration.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// HTTP API address.
+    pub http_listen: SocketAddr,
+    /// The role of requests without a token (the demo; `None` in production: only public
+    /// endpoints answer without one).
+    pub anonymous_role: Option<Role>,
+    /// Broker.
+    pub broker: BrokerConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+    /// When salts rotate.
+    pub rotation: RotationSchedule,
+    /// How often salts are announced.
+    pub announce_every_s: u64,
+    /// How long a restarted authority asks agents for the running epoch's lost salt before
+    /// drawing a new one; zero draws at once.
+    pub recover_for_s: u64,
+    /// This replica's authority id.
+    pub authority_id: String,
+    /// Window length all sensors use.
+    pub window: WindowLength,
+    /// Sketch precision all sensors use.
+    pub precision: Precision,
+    /// How long data is kept.
+    pub retention: Retention,
+    /// Zones by id.
+    pub zones: BTreeMap<ZoneId, Zone>,
+    /// Sensors by id.
+    pub sensors: BTreeMap<SensorId, Sensor>,
+    /// API tokens.
+    pub tokens: Vec<ApiToken>,
+    /// The operator's words for the privacy statement.
+    pub privacy: Privacy,
+    /// Open-data export rules.
+    pub open_data: OpenData,
+    /// The dashboard's title and optional map background.
+    pub dashboard: Dashboard,
+}
+
+type FieldError = (String, String);
+
+fn field(name: impl Into<String>, message: impl Into<String>) -> FieldError {
+    (name.into(), message.into())
+}
+
+impl AggregatorConfig {
+    /// Reads and validates a config file; `password_env` overrides `broker.password`.
+    pub fn load(
+        path: &Path,
+        password_env: Option<String>,
+    ) -> Result<AggregatorConfig, ConfigError> {
+        Self::parse(&config_file::read(path)?, path, password_env)
+    }
+
+    /// Validates config text (`path` only names the file in errors).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        password_env: Option<String>,
+    ) -> Result<AggregatorConfig, ConfigError> {
+        let raw: Raw = config_file::parse_toml(text, path)?;
+        validate(raw, password_env)
+            .map_err(|(field, message)| config_file::invalid(path, field, message))
+    }
+
+    /// Broker credentials of every sensor (and the aggregator), for the embedded broker.
+    pub fn broker_credentials(&self) -> Option<HashMap<String, String>> {
+        let mut credentials: HashMap<String, String> = self
+            .sensors
+            .values()
+            .filter_map(|s| s.password.clone().map(|p| (s.id.to_string(), p)))
+            .collect();
+        if let (Some(u), Some(p)) = (&self.broker.username, &self.broker.password) {
+            credentials.insert(u.clone(), p.clone());
+        }
+        (!credentials.is_empty()).then_some(credentials)
+    }
+}
+
+/// Validates section by section, in the order the errors are reported.
+fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, FieldError> {
+    let http_listen = http::listen(&raw.http)?;
+    let broker = broker::broker(raw.broker, password_env)?;
+    let storage = storage::storage(raw.storage)?;
+    let rotation = salt::rotation(&raw.salt)?;
+    let (window, precision) = raw.counting.validate().map_err(|(f, m)| field(f, m))?;
+    let retention = storage::retention(&raw.retention)?;
+    let zones = zones::zones(raw.zones)?;
+    let sensors = sensors::sensors(raw.sensors, &zones)?;
+    let tokens = tokens::tokens(&raw.tokens)?;
+    let anonymous_role = http::anonymous_role(&raw.http)?;
+    let open_data = privacy::open_data(raw.open_data)?;
+    let dashboard = dashboard::dashboard(raw.dashboard)?;
+    Ok(AggregatorConfig {
+        http_listen,
+        broker,
+        storage,
+        rotation,
+        announce_every_s: raw.salt.announce_every_s,
+        recover_for_s: raw.salt.recover_for_s,
+        authority_id: raw.salt.authority_id,
+        window,
+        precision,
+        retention,
+        zones,
+        sensors,
+        tokens,
+        privacy: raw.privacy.into(),
+        open_data,
+        dashboard,
+        anonymous_role,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/aggregator/aggregator.example.toml"),
+        )
+        .expect("example config")
+    }
+
+    fn parse(text: &str) -> Result<AggregatorConfig, ConfigError> {
+        AggregatorConfig::parse(text, Path::new("aggregator.toml"), None)
+    }
+
+    #[test]
+    fn the_shipped_example_validates() {
+        let c = parse(&example()).expect("valid");
+        assert_eq!(c.zones.len(), 2);
+        assert_eq!(c.sensors.len(), 3);
+        assert_eq!(c.rotation.time_zone(), "Europe/Amsterdam");
+        assert!(matches!(c.broker.mode, BrokerMode::Embedded { .. }));
+        let creds = c.broker_credentials().expect("sensor passwords");
+        assert!(creds.contains_key("neude-01"));
+    }
+
+    #[test]
+    fn every_mistake_names_its_field() {
+        let cases = [
+            ("mode = \"embedded\"", "mode = \"cloud\"", "`broker.mode`"),
+            ("kind = \"sqlite\"", "kind = \"mysql\"", "`storage.kind`"),
+            (
+                "time_zone = \"Europe/Amsterdam\"",
+                "time_zone = \"Mars/Base\"",
+                "`salt.time_zone`",
+            ),
+            (
+                "rotation = \"04:00\"",
+                "rotation = \"4am\"",
+                "`salt.rotation`",
+            ),
+            ("area_m2 = 12000.0", "area_m2 = -1.0", "`zones[0].area_m2`"),
+            (
+                "thresholds = [2.0, 3.5, 5.0]",
+                "thresholds = [3.5, 2.0]",
+                "`zones[0].thresholds`",
+            ),
+            (
+                "wifi_random = 0.35",
+                "bluetooth = 0.35",
+                "`zones[0].calibration.bluetooth`",
+            ),
+            (
+                "zone = \"neude\"",
+                "zone = \"nowhere\"",
+                "`sensors[0].zone`",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"localhost\"",
+                "`http.listen`",
+            ),
+            ("window_s = 60", "window_s = 61", "`counting.window_s`"),
+            (
+                "minute_sketch_days = 30",
+                "minute_sketch_days = 0",
+                "`retention.minute_sketch_days`",
+            ),
+            (
+                "hour_sketch_days = 365",
+                "hour_sketch_days = 7",
+                "`retention.hour_sketch_days`",
+            ),
+            (
+                "hour_sketch_days = 365",
+                "hour_sketch_days = 365\nnumber_days = 400",
+                "`retention.number_days`",
+            ),
+            (
+                "title = \"crowdflow\"",
+                "tile_url = \"https://tiles.example.org/{z}/{x}.png\"",
+                "`dashboard.tile_url`",
+            ),
+        ];
+        let text = example();
+        for (from, to, expect) in cases {
+            assert!(text.contains(from), "example lacks {from}");
+            let err = parse(&text.replacen(from, to, 1))
+                .expect_err(to)
+                .to_string();
+            assert!(err.contains(expect), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_tile_url_names_the_origin_the_page_may_load_from() {
+        let c = parse(&example().replace("# tile_url = ", "tile_url = ")).expect("valid");
+        assert_eq!(
+            c.dashboard.tile_origin(),
+            Some("https://tile.openstreetmap.org")
+        );
+        assert_eq!(
+            parse(&example()).expect("valid").dashboard.tile_origin(),
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let err = parse(&example().replace("area_m2 = 12000.0", "area = 12000.0"))
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("area") && err.contains("line"), "{err}");
+    }
+}

@@ -1,0 +1,136 @@
+//! The aggregator's link to the MQTT broker: where the broker is (starting the embedded one
+//! when configured), the session (persistent, manual acknowledgements, so a message is
+//! acknowledged only after its batch is committed), and what the aggregator subscribes to.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crowdflow_contract::config_file::TlsFiles;
+use crowdflow_contract::mqtt;
+use crowdflow_contract::salt::SaltError;
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
+
+use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
+use crate::config::{AggregatorConfig, BrokerMode};
+
+/// Largest message accepted from the broker.
+pub const MAX_PACKET: usize = 1 << 20;
+/// Messages the broker may have in flight to us, unacknowledged (see
+/// [`crate::batching::MAX_BATCH`]).
+const INFLIGHT: u16 = 1000;
+
+/// Why the link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// No password could be drawn for the aggregator's own account.
+    #[error("cannot draw a salt: {0}")]
+    Secret(#[from] SaltError),
+}
+
+/// Where and as whom the aggregator connects.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// TLS files for an `mqtts://` broker.
+    pub tls: Option<TlsFiles>,
+    /// User name and password, if the broker wants them.
+    pub account: Option<(String, String)>,
+}
+
+/// The configured broker, with the embedded one started first when configured.
+pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> {
+    let mut account = config
+        .broker
+        .username
+        .clone()
+        .zip(config.broker.password.clone());
+    match &config.broker.mode {
+        BrokerMode::Embedded { listen } => {
+            let mut credentials = config.broker_credentials();
+            if let (Some(credentials), None) = (credentials.as_mut(), &account) {
+                // Sensors need credentials, so the aggregator needs an account too: one with a
+                // random password that lives in this process only.
+                let own = (
+                    config.broker.client_id.clone(),
+                    crate::config::new_secret()?,
+                );
+                credentials.insert(own.0.clone(), own.1.clone());
+                account = Some(own);
+            }
+            let settings = BrokerSettings {
+                listen: *listen,
+                credentials,
+                max_payload: MAX_PACKET,
+            };
+            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
+                .await
+                .map_err(|e| BrokerError::Thread(std::io::Error::other(e.to_string())))??;
+            tracing::info!(listen = %broker.listen(), "embedded MQTT broker listening");
+            let ip = match broker.listen().ip() {
+                ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ip => ip,
+            };
+            Ok(Endpoint {
+                host: ip.to_string(),
+                port: broker.listen().port(),
+                tls: None,
+                account,
+            })
+        }
+        BrokerMode::External { host, port, tls } => Ok(Endpoint {
+            host: host.clone(),
+            port: *port,
+            tls: tls.clone(),
+            account,
+        }),
+    }
+}
+
+/// A client for `endpoint` with a persistent session and manual acknowledgements.
+pub fn connect(config: &AggregatorConfig, endpoint: Endpoint) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(
+        config.broker.client_id.clone(),
+        endpoint.host,
+        endpoint.port,
+    );
+    options
+        .set_keep_alive(Duration::from_secs(15))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_inflight(INFLIGHT);
+    if let Some((user, password)) = endpoint.account {
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = &endpoint.tls {
+        mqtt::use_tls(&mut options, tls);
+    }
+    AsyncClient::new(options, 1024)
+}
+
+/// What the aggregator subscribes to on each connection: sketches (QoS 1; shared among
+/// replicas on an external broker, so each message is stored by one of them), salt requests,
+/// announcements (its peers') and returned salts (QoS 0).
+pub fn subscriptions(config: &AggregatorConfig) -> [(String, QoS); 4] {
+    let topics = &config.broker.topics;
+    let sketches = match config.broker.mode {
+        BrokerMode::External { .. } => format!(
+            "$share/{}/{}",
+            config.broker.shared_group,
+            topics.sketch_filter()
+        ),
+        BrokerMode::Embedded { .. } => topics.sketch_filter(),
+    };
+    [
+        (sketches, QoS::AtLeastOnce),
+        (topics.salt_request_filter(), QoS::AtMostOnce),
+        (topics.salt(), QoS::AtMostOnce),
+        (topics.salt_return_filter(), QoS::AtMostOnce),
+    ]
+}

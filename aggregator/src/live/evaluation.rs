@@ -1,0 +1,309 @@
+//! Evaluating a zone's live numbers (design §6): occupancy over the zone's window, people by
+//! calibration, density, level of service, trend and staleness. Reads storage, raises
+//! nothing: alerts are [`super::alerts`]' job.
+
+use std::collections::BTreeMap;
+
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::sketch::Precision;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::config::{AggregatorConfig, Zone};
+use crate::metrics::ZoneGauges;
+use crate::query::{self, Count, count, per_salt};
+use crate::store::{BucketQuery, Resolution, Store, StoreError, ZoneSketch};
+use crate::zone::ZoneId;
+
+/// Minutes over which the trend is measured.
+pub const TREND_MIN: i64 = 15;
+/// A change counts as a trend beyond this share of the larger of the two numbers (and
+/// beyond one person or device).
+const STEADY_SHARE: f64 = 0.05;
+
+/// A zone's level of service.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Level {
+    /// 0 (free) up to the number of thresholds.
+    pub index: u8,
+    /// "free", "busy", "crowded", "critical" (with the default three thresholds).
+    pub name: String,
+    /// The density (persons per m2) at which this level starts; none for level 0.
+    pub from_density: Option<f64>,
+}
+
+/// Which way occupancy went; serialized lower-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrendDirection {
+    /// Up by more than the steady band.
+    Rising,
+    /// Down by more than the steady band.
+    Falling,
+    /// Within 5 % (and one person or device) of where it was.
+    Steady,
+}
+
+/// How occupancy changed over the last [`TREND_MIN`] minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Trend {
+    /// Minutes compared.
+    pub minutes: i64,
+    /// Change of estimated people (devices when the zone is not calibrated).
+    pub change: f64,
+    /// "rising", "falling" or "steady".
+    pub direction: TrendDirection,
+}
+
+impl Trend {
+    /// The trend from `then` to `now` (people, or devices without calibration) over
+    /// [`TREND_MIN`] minutes.
+    pub fn between(then: f64, now: f64) -> Trend {
+        let change = now - then;
+        let direction = if change.abs() <= (STEADY_SHARE * now.max(then)).max(1.0) {
+            TrendDirection::Steady
+        } else if change > 0.0 {
+            TrendDirection::Rising
+        } else {
+            TrendDirection::Falling
+        };
+        Trend {
+            minutes: TREND_MIN,
+            change,
+            direction,
+        }
+    }
+}
+
+/// One zone as the live view shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ZoneLive {
+    /// Zone id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Area in m2.
+    pub area_m2: f64,
+    /// Capacity in persons, if configured.
+    pub capacity: Option<u64>,
+    /// Minutes of the occupancy window.
+    pub window_min: u32,
+    /// Distinct devices in the window, by kind ("wifi", "wifi_random", "ble").
+    pub devices: BTreeMap<String, Count>,
+    /// Devices of all kinds (a device has one kind, so kinds add up).
+    pub total_devices: Count,
+    /// Estimated people: devices x the zone's calibration factor per kind. An estimate;
+    /// null when the zone has no calibration.
+    pub people: Option<Count>,
+    /// People per m2 (null without calibration).
+    pub density: Option<Count>,
+    /// Level of service from the density estimate (null without calibration).
+    pub level: Option<Level>,
+    /// People / capacity (null without capacity or calibration).
+    pub capacity_used: Option<f64>,
+    /// Change over the last 15 minutes.
+    pub trend: Option<Trend>,
+    /// Every sensor of the zone has been silent for more than two windows.
+    pub stale: bool,
+    /// End of the newest window any of its sensors sent.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_data: Option<Timestamp>,
+    /// When these numbers were computed.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl ZoneLive {
+    /// The zone's numbers as metric gauges.
+    pub fn gauges(&self) -> ZoneGauges<'_> {
+        ZoneGauges {
+            zone: &self.id,
+            devices: self
+                .devices
+                .iter()
+                .map(|(kind, c)| (kind.as_str(), c.estimate))
+                .collect(),
+            people: self.people.map(|p| p.estimate),
+            density: self.density.map(|d| d.estimate),
+            level: self.level.as_ref().map(|l| l.index),
+            stale: self.stale,
+        }
+    }
+}
+
+/// How long a sensor may be silent before it counts as stale: two windows, plus the time a
+/// window takes to close and travel.
+pub fn silence_limit(config: &AggregatorConfig) -> SignedDuration {
+    SignedDuration::from_secs(2 * i64::from(config.window.seconds()) + 15)
+}
+
+/// The level-of-service names for `thresholds`.
+pub(crate) fn level_name(index: usize, levels: usize) -> String {
+    const NAMES: [&str; 4] = ["free", "busy", "crowded", "critical"];
+    if levels == NAMES.len() {
+        NAMES[index].to_owned()
+    } else {
+        format!("level {index}")
+    }
+}
+
+/// The level of a density.
+pub fn level(thresholds: &[f64], density: f64) -> Level {
+    let index = thresholds.iter().take_while(|t| density >= **t).count();
+    Level {
+        index: u8::try_from(index).unwrap_or(u8::MAX),
+        name: level_name(index, thresholds.len() + 1),
+        from_density: index.checked_sub(1).map(|i| thresholds[i]),
+    }
+}
+
+pub(super) fn floor_minute(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
+}
+
+/// Devices per kind in the occupancy window ending at `now`: the last `window_min` complete
+/// minutes and the current one.
+fn occupancy(
+    sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
+    window_min: u32,
+    now: Timestamp,
+    p: Precision,
+) -> BTreeMap<Kind, Count> {
+    let end = floor_minute(now) + SignedDuration::from_mins(1);
+    let start = end - SignedDuration::from_mins(i64::from(window_min) + 1);
+    sketches
+        .iter()
+        .map(|(kind, all)| {
+            let inside = all.iter().filter(|z| z.bucket >= start && z.bucket < end);
+            (*kind, count(&per_salt(inside, p)))
+        })
+        .collect()
+}
+
+/// Evaluates one zone at `now` from its recent minute sketches and its sensors' last data.
+pub async fn evaluate_zone(
+    store: &impl Store,
+    config: &AggregatorConfig,
+    zone: &Zone,
+    last_data: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<ZoneLive, StoreError> {
+    let w = zone.occupancy_window_min;
+    let from = floor_minute(now) - SignedDuration::from_mins(TREND_MIN + i64::from(w) + 1);
+    let to = floor_minute(now) + SignedDuration::from_mins(1);
+    let mut sketches = BTreeMap::new();
+    for kind in Kind::ALL {
+        let s = store
+            .zone_sketches(BucketQuery {
+                zone: &zone.id,
+                kind,
+                resolution: Resolution::Minute,
+                from,
+                to,
+            })
+            .await?;
+        sketches.insert(kind, s);
+    }
+    let devices = occupancy(&sketches, w, now, config.precision);
+    let before = occupancy(
+        &sketches,
+        w,
+        now - SignedDuration::from_mins(TREND_MIN),
+        config.precision,
+    );
+    let total_devices = query::total(&devices);
+    let people = query::people(&zone.calibration, &devices);
+    let density = people.map(|p| p.times(1.0 / zone.area_m2));
+    let headline = |d: &BTreeMap<Kind, Count>| {
+        query::people(&zone.calibration, d).unwrap_or_else(|| query::total(d))
+    };
+    let trend = Trend::between(headline(&before).estimate, headline(&devices).estimate);
+    let grace = silence_limit(config);
+    Ok(ZoneLive {
+        id: zone.id.to_string(),
+        name: zone.name.clone(),
+        area_m2: zone.area_m2,
+        capacity: zone.capacity,
+        window_min: w,
+        devices: query::by_name(&devices),
+        total_devices,
+        people,
+        density,
+        level: density.map(|d| level(&zone.thresholds, d.estimate)),
+        capacity_used: zone
+            .capacity
+            .filter(|c| *c > 0)
+            .zip(people)
+            .map(|(c, p)| p.estimate / c as f64),
+        trend: Some(trend),
+        stale: last_data.is_none_or(|t| t < now - grace),
+        last_data,
+        updated_at: now,
+    })
+}
+
+/// The newest window end of each zone's sensors.
+pub async fn zones_last_data(
+    store: &impl Store,
+    config: &AggregatorConfig,
+) -> Result<BTreeMap<ZoneId, Timestamp>, StoreError> {
+    let mut out: BTreeMap<ZoneId, Timestamp> = BTreeMap::new();
+    for (sensor, end) in store.sensors_seen().await? {
+        if let Some(s) = config.sensors.get(&sensor) {
+            let e = out.entry(s.zone.clone()).or_insert(end);
+            *e = (*e).max(end);
+        }
+    }
+    Ok(out)
+}
+
+/// Evaluates every zone at `now`.
+pub async fn evaluate(
+    store: &impl Store,
+    config: &AggregatorConfig,
+    now: Timestamp,
+) -> Result<Vec<ZoneLive>, StoreError> {
+    let last = zones_last_data(store, config).await?;
+    let mut out = Vec::with_capacity(config.zones.len());
+    for zone in config.zones.values() {
+        out.push(evaluate_zone(store, config, zone, last.get(&zone.id).copied(), now).await?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_follow_the_thresholds() {
+        let t = [2.0, 3.5, 5.0];
+        assert_eq!(level(&t, 0.4).name, "free");
+        assert_eq!(level(&t, 2.0).name, "busy");
+        assert_eq!(level(&t, 4.0).index, 2);
+        let critical = level(&t, 7.0);
+        assert_eq!((critical.index, critical.name.as_str()), (3, "critical"));
+        assert_eq!(critical.from_density, Some(5.0));
+        assert_eq!(level(&[1.0], 3.0).name, "level 1");
+    }
+
+    #[test]
+    fn a_trend_is_steady_within_five_percent_or_one_and_serializes_lower_case() {
+        let direction = |then, now| Trend::between(then, now).direction;
+        assert_eq!(direction(100.0, 105.0), TrendDirection::Steady);
+        assert_eq!(direction(100.0, 106.0), TrendDirection::Rising);
+        assert_eq!(direction(106.0, 100.0), TrendDirection::Falling);
+        assert_eq!(direction(3.0, 4.0), TrendDirection::Steady, "one device");
+        assert_eq!(direction(3.0, 5.0), TrendDirection::Rising);
+        let json = |d: TrendDirection| serde_json::to_string(&d).expect("serializes");
+        assert_eq!(
+            [
+                TrendDirection::Rising,
+                TrendDirection::Falling,
+                TrendDirection::Steady
+            ]
+            .map(json),
+            ["\"rising\"", "\"falling\"", "\"steady\""]
+        );
+    }
+}

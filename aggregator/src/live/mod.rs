@@ -1,0 +1,139 @@
+//! The live board: every zone's current occupancy, density, level of service, trend and
+//! staleness (design §6), re-evaluated every two seconds from storage, with alerts raised
+//! when a zone crosses a threshold or goes stale, pushed to the live stream.
+//!
+//! [`evaluation`] computes the numbers, [`alerts`] raises and stores alerts; this module
+//! keeps the latest board and the stream of its changes.
+
+pub mod alerts;
+pub mod evaluation;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+
+use crate::config::AggregatorConfig;
+use crate::metrics::Metrics;
+use crate::store::{Alert, Store};
+
+pub use alerts::alerts_between;
+pub(crate) use evaluation::level_name;
+pub use evaluation::{
+    Level, TREND_MIN, Trend, TrendDirection, ZoneLive, evaluate, evaluate_zone, level,
+    silence_limit, zones_last_data,
+};
+
+/// How often the board is re-evaluated without news (staleness, trends, other replicas'
+/// commits).
+pub const EVALUATE_EVERY: Duration = Duration::from_secs(2);
+/// After a commit, how long the board waits for the other sensors' windows of the same
+/// moment before it evaluates: one evaluation for all of them.
+pub const GATHER: Duration = Duration::from_millis(250);
+
+/// What the live stream carries.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LiveEvent {
+    /// A zone's numbers changed.
+    Zone(Box<ZoneLive>),
+    /// An alert was raised.
+    Alert(Alert),
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    zones: Vec<ZoneLive>,
+}
+
+/// The shared live board: the latest evaluation and the stream of changes.
+#[derive(Debug, Clone)]
+pub struct LiveBoard {
+    board: Arc<RwLock<Board>>,
+    events: broadcast::Sender<LiveEvent>,
+    /// Raised when new data was committed.
+    news: Arc<Notify>,
+}
+
+impl Default for LiveBoard {
+    fn default() -> Self {
+        LiveBoard {
+            board: Arc::default(),
+            events: broadcast::channel(1024).0,
+            news: Arc::default(),
+        }
+    }
+}
+
+impl LiveBoard {
+    /// The latest evaluation of every zone.
+    pub fn zones(&self) -> Vec<ZoneLive> {
+        self.board
+            .read()
+            .map(|b| b.zones.clone())
+            .unwrap_or_default()
+    }
+
+    /// Changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.events.subscribe()
+    }
+
+    /// Installs a new evaluation, raising and storing alerts; pushes what changed.
+    pub async fn update(
+        &self,
+        store: &impl Store,
+        config: &AggregatorConfig,
+        metrics: &Metrics,
+        zones: Vec<ZoneLive>,
+    ) {
+        let before = self.zones();
+        for z in &zones {
+            let old = before.iter().find(|b| b.id == z.id);
+            if let Some(zone) = config.zones.values().find(|c| c.id.as_str() == z.id) {
+                for alert in alerts::record(store, alerts_between(old, z, zone)).await {
+                    let _ = self.events.send(LiveEvent::Alert(alert));
+                }
+            }
+            metrics.observe_zone(&z.gauges());
+            let changed = old.is_none_or(|o| {
+                let mut o = o.clone();
+                o.updated_at = z.updated_at;
+                o != *z
+            });
+            if changed {
+                let _ = self.events.send(LiveEvent::Zone(Box::new(z.clone())));
+            }
+        }
+        if let Ok(mut b) = self.board.write() {
+            b.zones = zones;
+        }
+    }
+
+    /// Says that sketches were committed: the board is re-evaluated shortly, not at its next
+    /// tick, so a window's numbers reach the screens about [`GATHER`] after they are stored.
+    pub fn news(&self) {
+        self.news.notify_one();
+    }
+
+    /// Re-evaluates after [`LiveBoard::news`] and every [`EVALUATE_EVERY`] until the task is
+    /// dropped.
+    pub async fn run(self, store: impl Store, config: Arc<AggregatorConfig>, metrics: Metrics) {
+        let mut tick = tokio::time::interval(EVALUATE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.news.notified() => {
+                    tokio::time::sleep(GATHER).await;
+                    tick.reset();
+                }
+            }
+            match evaluate(&store, &config, Timestamp::now()).await {
+                Ok(zones) => self.update(&store, &config, &metrics, zones).await,
+                Err(e) => tracing::error!("live evaluation failed: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The SQL the PostgreSQL store runs, one constant per statement (so rustfmt formats the
+//! code that runs them).
+
+/// Inserts a bucket's sketch; on conflict locks the row and returns what is stored.
+pub(super) const UPSERT_SKETCH: &str = "
+INSERT INTO zone_sketches (zone, kind, resolution, bucket, epoch, salt_fp, sketch)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
+DO UPDATE SET sketch = zone_sketches.sketch
+RETURNING sketch";
+
+/// Writes a bucket's merged sketch back (same transaction, row still locked).
+pub(super) const UPDATE_SKETCH: &str = "
+UPDATE zone_sketches SET sketch = $7
+WHERE zone = $1 AND kind = $2 AND resolution = $3 AND bucket = $4 AND epoch = $5 AND salt_fp = $6";
+
+/// Writes a bucket's plain numbers.
+pub(super) const UPSERT_NUMBER: &str = "
+INSERT INTO zone_numbers (zone, kind, resolution, bucket, epoch, salt_fp, estimate, lower, upper)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
+DO UPDATE SET estimate = excluded.estimate, lower = excluded.lower, upper = excluded.upper";
+
+/// A batch's sensor windows as arrays; a replay keeps the larger frame count and estimate.
+pub(super) const UPSERT_WINDOWS: &str = "
+INSERT INTO sensor_windows (sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate)
+SELECT *
+FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::float8[])
+ON CONFLICT (sensor, kind, window_start, epoch, salt_fp)
+DO UPDATE SET frames = GREATEST(sensor_windows.frames, excluded.frames), estimate = GREATEST(sensor_windows.estimate, excluded.estimate)";
+
+/// Adds to a sensor's reject count for one reason.
+pub(super) const UPSERT_REJECT: &str = "
+INSERT INTO sensor_rejects (sensor, reason, count)
+VALUES ($1, $2, $3)
+ON CONFLICT (sensor, reason)
+DO UPDATE SET count = sensor_rejects.count + excluded.count";
+
+/// Each sensor's latest window end, from a batch's window arrays.
+pub(super) const UPSERT_SEEN: &str = "
+INSERT INTO sensor_seen (sensor, last_window_end)
+SELECT sensor, MAX(start + length)
+FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS w(sensor, start, length)
+GROUP BY sensor
+ON CONFLICT (sensor)
+DO UPDATE SET last_window_end = GREATEST(sensor_seen.last_window_end, excluded.last_window_end)";
+
+/// Deletes up to `$3` sketches of resolution `$1` before bucket `$2`.
+pub(super) const PURGE_SKETCHES: &str = "
+DELETE
+FROM zone_sketches
+WHERE ctid IN (SELECT ctid
+FROM zone_sketches
+WHERE resolution = $1 AND bucket < $2
+LIMIT $3)";
+
+/// Deletes up to `$2` plain numbers before bucket `$1`.
+pub(super) const PURGE_NUMBERS: &str = "
+DELETE
+FROM zone_numbers
+WHERE ctid IN (SELECT ctid
+FROM zone_numbers
+WHERE bucket < $1
+LIMIT $2)";
+
+/// Deletes up to `$2` sensor windows starting before `$1`.
+pub(super) const PURGE_WINDOWS: &str = "
+DELETE
+FROM sensor_windows
+WHERE ctid IN (SELECT ctid
+FROM sensor_windows
+WHERE window_start < $1
+LIMIT $2)";
+
+/// Records an epoch's salt fingerprint (idempotent).
+pub(super) const INSERT_EPOCH: &str = "
+INSERT INTO salt_epochs (epoch, salt_fp, authority, recorded_at)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT
+DO NOTHING";
+
+/// Fingerprints of epochs on or after `$1`.
+pub(super) const SELECT_EPOCHS: &str = "
+SELECT epoch, salt_fp
+FROM salt_epochs
+WHERE epoch >= $1
+ORDER BY epoch";
+
+/// Zone sketches of one zone, kind and resolution with bucket starts in `[$4, $5)`.
+pub(super) const SELECT_SKETCHES: &str = "
+SELECT bucket, epoch, salt_fp, sketch
+FROM zone_sketches
+WHERE zone = $1 AND kind = $2 AND resolution = $3 AND bucket >= $4 AND bucket < $5
+ORDER BY bucket, epoch, salt_fp";
+
+/// Plain numbers of one zone, kind and resolution with bucket starts in `[$4, $5)`.
+pub(super) const SELECT_NUMBERS: &str = "
+SELECT bucket, epoch, salt_fp, estimate, lower, upper
+FROM zone_numbers
+WHERE zone = $1 AND kind = $2 AND resolution = $3 AND bucket >= $4 AND bucket < $5
+ORDER BY bucket, epoch, salt_fp";
+
+/// Per sensor its latest window and frame total, then its rejects by reason.
+pub(super) const SELECT_HEALTH: &str = "
+SELECT sensor, MAX(window_start), SUM(frames)::bigint, NULL::text, NULL::bigint
+FROM sensor_windows
+GROUP BY sensor
+UNION ALL
+SELECT sensor, NULL, NULL, reason, count
+FROM sensor_rejects";
+
+/// Every sensor's latest window end.
+pub(super) const SELECT_SEEN: &str = "
+SELECT sensor, last_window_end
+FROM sensor_seen
+ORDER BY sensor";
+
+/// Stores an alert unless the same (minute, zone, kind, level) is stored.
+pub(super) const INSERT_ALERT: &str = "
+INSERT INTO alerts (at, zone, kind, level, threshold, value, message)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT
+DO NOTHING";
+
+/// Alerts raised at or after `$1`, newest first, at most `$2`.
+pub(super) const SELECT_ALERTS: &str = "
+SELECT id, at, zone, kind, level, threshold, value, message
+FROM alerts
+WHERE at >= $1
+ORDER BY at DESC, id DESC
+LIMIT $2";

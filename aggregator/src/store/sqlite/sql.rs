@@ -1,0 +1,128 @@
+//! The SQL the SQLite store runs, one constant per statement (so rustfmt formats the code
+//! that runs them).
+
+/// One bucket's stored sketch.
+pub(super) const SELECT_BUCKET_SKETCH: &str = "
+SELECT sketch
+FROM zone_sketches
+WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket = ?4 AND epoch = ?5 AND salt_fp = ?6";
+
+/// Writes a bucket's merged sketch.
+pub(super) const UPSERT_SKETCH: &str = "
+INSERT INTO zone_sketches (zone, kind, resolution, bucket, epoch, salt_fp, sketch)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
+DO UPDATE SET sketch = excluded.sketch";
+
+/// Writes a bucket's plain numbers.
+pub(super) const UPSERT_NUMBER: &str = "
+INSERT INTO zone_numbers (zone, kind, resolution, bucket, epoch, salt_fp, estimate, lower, upper)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
+DO UPDATE SET estimate = excluded.estimate, lower = excluded.lower, upper = excluded.upper";
+
+/// A sensor window; a replay keeps the larger frame count and estimate.
+pub(super) const UPSERT_WINDOW: &str = "
+INSERT INTO sensor_windows (sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT (sensor, kind, window_start, epoch, salt_fp)
+DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, excluded.estimate)";
+
+/// A sensor's latest window end.
+pub(super) const UPSERT_SEEN: &str = "
+INSERT INTO sensor_seen (sensor, last_window_end)
+VALUES (?1, ?2)
+ON CONFLICT (sensor)
+DO UPDATE SET last_window_end = MAX(last_window_end, excluded.last_window_end)";
+
+/// Adds to a sensor's reject count for one reason.
+pub(super) const UPSERT_REJECT: &str = "
+INSERT INTO sensor_rejects (sensor, reason, count)
+VALUES (?1, ?2, ?3)
+ON CONFLICT (sensor, reason)
+DO UPDATE SET count = count + excluded.count";
+
+/// Deletes up to `?3` sketches of resolution `?1` before bucket `?2`.
+pub(super) const PURGE_SKETCHES: &str = "
+DELETE
+FROM zone_sketches
+WHERE (zone, kind, resolution, bucket, epoch, salt_fp) IN (SELECT zone, kind, resolution, bucket, epoch, salt_fp
+FROM zone_sketches
+WHERE resolution = ?1 AND bucket < ?2
+LIMIT ?3)";
+
+/// Deletes up to `?2` plain numbers before bucket `?1`.
+pub(super) const PURGE_NUMBERS: &str = "
+DELETE
+FROM zone_numbers
+WHERE (zone, kind, resolution, bucket, epoch, salt_fp) IN (SELECT zone, kind, resolution, bucket, epoch, salt_fp
+FROM zone_numbers
+WHERE bucket < ?1
+LIMIT ?2)";
+
+/// Deletes up to `?2` sensor windows starting before `?1`.
+pub(super) const PURGE_WINDOWS: &str = "
+DELETE
+FROM sensor_windows
+WHERE (sensor, kind, window_start, epoch, salt_fp) IN (SELECT sensor, kind, window_start, epoch, salt_fp
+FROM sensor_windows
+WHERE window_start < ?1
+LIMIT ?2)";
+
+/// Records an epoch's salt fingerprint (idempotent).
+pub(super) const INSERT_EPOCH: &str = "
+INSERT INTO salt_epochs (epoch, salt_fp, authority, recorded_at)
+VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT
+DO NOTHING";
+
+/// Fingerprints of epochs on or after `?1`.
+pub(super) const SELECT_EPOCHS: &str = "
+SELECT epoch, salt_fp
+FROM salt_epochs
+WHERE epoch >= ?1
+ORDER BY epoch";
+
+/// Zone sketches of one zone, kind and resolution with bucket starts in `[?4, ?5)`.
+pub(super) const SELECT_SKETCHES: &str = "
+SELECT bucket, epoch, salt_fp, sketch
+FROM zone_sketches
+WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket >= ?4 AND bucket < ?5
+ORDER BY bucket, epoch, salt_fp";
+
+/// Plain numbers of one zone, kind and resolution with bucket starts in `[?4, ?5)`.
+pub(super) const SELECT_NUMBERS: &str = "
+SELECT bucket, epoch, salt_fp, estimate, lower, upper
+FROM zone_numbers
+WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket >= ?4 AND bucket < ?5
+ORDER BY bucket, epoch, salt_fp";
+
+/// Per sensor its latest window and frame total, then its rejects by reason.
+pub(super) const SELECT_HEALTH: &str = "
+SELECT sensor, MAX(window_start), SUM(frames), NULL, NULL
+FROM sensor_windows
+GROUP BY sensor
+UNION ALL
+SELECT sensor, NULL, NULL, reason, count
+FROM sensor_rejects";
+
+/// Every sensor's latest window end.
+pub(super) const SELECT_SEEN: &str = "
+SELECT sensor, last_window_end
+FROM sensor_seen
+ORDER BY sensor";
+
+/// Stores an alert unless the same (minute, zone, kind, level) is stored.
+pub(super) const INSERT_ALERT: &str = "
+INSERT INTO alerts (at, zone, kind, level, threshold, value, message)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT
+DO NOTHING";
+
+/// Alerts raised at or after `?1`, newest first, at most `?2`.
+pub(super) const SELECT_ALERTS: &str = "
+SELECT id, at, zone, kind, level, threshold, value, message
+FROM alerts
+WHERE at >= ?1
+ORDER BY at DESC, id DESC
+LIMIT ?2";
