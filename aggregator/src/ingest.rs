@@ -235,6 +235,19 @@ mod tests {
     }
 
     #[test]
+    fn a_wifi_sensor_may_send_its_physical_device_sketch() {
+        let mut i = ingest();
+        let a = i
+            .check(
+                "crowdflow/v1/sketch/neude-01",
+                &message("neude-01", Kind::WifiDerandomized).encode(),
+                NOW.parse().expect("ts"),
+            )
+            .expect("valid");
+        assert_eq!(a.zone.as_str(), "neude");
+    }
+
+    #[test]
     fn every_rule_rejects_with_its_own_reason() {
         let mut i = ingest();
         let now: Timestamp = NOW.parse().expect("ts");

@@ -71,9 +71,13 @@ impl Count {
     }
 }
 
-/// Devices of all kinds: a device has one kind, so kinds add up.
+/// Devices of all address kinds: an address has one kind, so they add up
+/// (`wifi_derandomized` is another view of the Wi-Fi addresses and is not added).
 pub fn total(devices: &BTreeMap<Kind, Count>) -> Count {
-    devices.values().fold(Count::ZERO, |s, c| s.plus(*c))
+    devices
+        .iter()
+        .filter(|(k, _)| Kind::ADDRESSES.contains(k))
+        .fold(Count::ZERO, |s, (_, c)| s.plus(*c))
 }
 
 /// Estimated people: devices x the zone's calibration factor per kind (a kind without a
@@ -321,6 +325,23 @@ impl Range {
 mod tests {
     use super::*;
     use crowdflow_contract::sketch::Sketch;
+
+    #[test]
+    fn the_total_adds_address_kinds_and_not_their_physical_device_view() {
+        let c = |n: f64| Count {
+            estimate: n,
+            lower: n,
+            upper: n,
+            upper_bound: false,
+        };
+        let devices = BTreeMap::from([
+            (Kind::Wifi, c(3.0)),
+            (Kind::WifiRandom, c(40.0)),
+            (Kind::Ble, c(5.0)),
+            (Kind::WifiDerandomized, c(9.0)),
+        ]);
+        assert_eq!(total(&devices).estimate, 48.0);
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("ts")

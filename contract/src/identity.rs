@@ -38,6 +38,15 @@ impl Medium {
 }
 
 /// The sketch kinds kept apart, because randomized addresses inflate naive counts.
+///
+/// `wifi` and `wifi_random` count transmitter addresses. `wifi_derandomized` counts the
+/// physical Wi-Fi devices behind them: within one window the agent groups probe requests by
+/// their capability fingerprint and counts each group as the largest number of its addresses
+/// active at one moment; its members are [`hash_slot`] keys, (fingerprint, concurrency slot)
+/// hashed under the epoch salt like addresses, so the zone's sensors and the minutes of an
+/// occupancy window dedupe as for addresses. It is a second view of the same frames, never
+/// to be added to `wifi` + `wifi_random`; its messages carry `frames: 0` (the frames are
+/// counted under the Wi-Fi address kinds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -47,11 +56,22 @@ pub enum Kind {
     WifiRandom,
     /// Bluetooth LE advertiser address.
     Ble,
+    /// Wi-Fi, physical devices: randomized addresses de-randomized within one window by
+    /// capability fingerprint (see the type's documentation).
+    WifiDerandomized,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 3] = [Kind::Wifi, Kind::WifiRandom, Kind::Ble];
+    pub const ALL: [Kind; 4] = [
+        Kind::Wifi,
+        Kind::WifiRandom,
+        Kind::Ble,
+        Kind::WifiDerandomized,
+    ];
+
+    /// The kinds that count addresses: disjoint, so their counts add up to all addresses.
+    pub const ADDRESSES: [Kind; 3] = [Kind::Wifi, Kind::WifiRandom, Kind::Ble];
 
     /// Classifies an address heard on `medium`: Wi-Fi addresses with the
     /// locally-administered bit (0x02 of the first octet) set are randomized.
@@ -63,19 +83,20 @@ impl Kind {
         }
     }
 
-    /// The wire name (`wifi`, `wifi_random`, `ble`).
+    /// The wire name (`wifi`, `wifi_random`, `ble`, `wifi_derandomized`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Wifi => "wifi",
             Kind::WifiRandom => "wifi_random",
             Kind::Ble => "ble",
+            Kind::WifiDerandomized => "wifi_derandomized",
         }
     }
 
     /// The medium a kind is heard on.
     pub fn medium(self) -> Medium {
         match self {
-            Kind::Wifi | Kind::WifiRandom => Medium::Wifi,
+            Kind::Wifi | Kind::WifiRandom | Kind::WifiDerandomized => Medium::Wifi,
             Kind::Ble => Medium::Ble,
         }
     }
@@ -89,7 +110,7 @@ impl fmt::Display for Kind {
 
 /// A name that is not one of the sketch kinds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown kind (expected wifi, wifi_random or ble)")]
+#[error("unknown kind (expected wifi, wifi_random, ble or wifi_derandomized)")]
 pub struct UnknownKind;
 
 impl FromStr for Kind {
@@ -104,7 +125,9 @@ impl FromStr for Kind {
 }
 
 /// The salted hash of one device address. It lives only inside the agent, on its way into
-/// a sketch: it has no `Debug` of its bytes, no `Display` and no serde.
+/// a sketch: it has no `Debug` of its bytes, no `Display` and no serde. (`Eq` and `Hash`
+/// let the agent key a window's in-memory state by it instead of by the address.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeviceHash([u8; HASH_LEN]);
 
 impl DeviceHash {
@@ -123,10 +146,32 @@ impl fmt::Debug for DeviceHash {
 /// Hashes a device address under the epoch's salt; the address is only borrowed.
 #[inline]
 pub fn hash_device(salt: &Salt, medium: Medium, address: &[u8; ADDRESS_LEN]) -> DeviceHash {
-    let mut input = [0u8; 16 + ADDRESS_LEN];
-    input[..16].copy_from_slice(medium.domain());
-    input[16..].copy_from_slice(address);
-    let hash = blake3::keyed_hash(salt.key(), &input);
+    keyed(salt, medium.domain(), address)
+}
+
+/// Domain of [`hash_slot`] keys: Wi-Fi fingerprint slots.
+const SLOT_DOMAIN: &[u8; 16] = b"crowdflow/v1/wfs";
+
+/// Length of the in-memory capability fingerprint digest that [`hash_slot`] takes.
+pub const FINGERPRINT_LEN: usize = 8;
+
+/// Hashes the key of one physical Wi-Fi device of a window, (capability fingerprint,
+/// concurrency slot), under the epoch's salt, exactly as an address is hashed (keyed
+/// BLAKE3, 16 bytes kept), in a domain of its own. The fingerprint digest is only borrowed.
+#[inline]
+pub fn hash_slot(salt: &Salt, fingerprint: &[u8; FINGERPRINT_LEN], slot: u16) -> DeviceHash {
+    let mut key = [0u8; FINGERPRINT_LEN + 2];
+    key[..FINGERPRINT_LEN].copy_from_slice(fingerprint);
+    key[FINGERPRINT_LEN..].copy_from_slice(&slot.to_be_bytes());
+    keyed(salt, SLOT_DOMAIN, &key)
+}
+
+fn keyed(salt: &Salt, domain: &[u8; 16], key: &[u8]) -> DeviceHash {
+    let mut input = [0u8; 32];
+    input[..16].copy_from_slice(domain);
+    let len = 16 + key.len().min(16);
+    input[16..len].copy_from_slice(&key[..len - 16]);
+    let hash = blake3::keyed_hash(salt.key(), &input[..len]);
     let mut out = [0; HASH_LEN];
     out.copy_from_slice(&hash.as_bytes()[..HASH_LEN]);
     DeviceHash(out)
@@ -178,6 +223,28 @@ mod tests {
         assert_eq!(
             &hash_device(&s, Medium::Wifi, &PHONE).as_bytes()[..],
             &expected.as_bytes()[..16]
+        );
+    }
+
+    #[test]
+    fn slots_hash_like_addresses_in_their_own_domain() {
+        let s = salt(3);
+        let fp = [1, 2, 3, 4, 5, 6, 7, 8];
+        let mut input = b"crowdflow/v1/wfs".to_vec();
+        input.extend_from_slice(&fp);
+        input.extend_from_slice(&[0, 2]);
+        let expected = blake3::keyed_hash(&[3; SALT_LEN], &input);
+        assert_eq!(
+            &hash_slot(&s, &fp, 2).as_bytes()[..],
+            &expected.as_bytes()[..16]
+        );
+        assert_ne!(
+            hash_slot(&s, &fp, 0).as_bytes(),
+            hash_slot(&s, &fp, 1).as_bytes()
+        );
+        assert_ne!(
+            hash_slot(&s, &fp, 0).as_bytes(),
+            hash_slot(&salt(4), &fp, 0).as_bytes()
         );
     }
 

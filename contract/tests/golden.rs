@@ -57,7 +57,7 @@ fn python_made_sketches_decode_to_their_recorded_estimates() {
 }
 
 /// The deterministic golden messages: (file, kind, distinct devices, frames).
-const ENVELOPES: [(&str, Kind, u64, u64); 4] = [
+const ENVELOPES: [(&str, Kind, u64, u64); 5] = [
     ("envelope_ble_0.json", Kind::Ble, 0, 0),
     ("envelope_ble_10.json", Kind::Ble, 10, 31),
     (
@@ -67,6 +67,12 @@ const ENVELOPES: [(&str, Kind, u64, u64); 4] = [
         4200,
     ),
     ("envelope_wifi_100000.json", Kind::Wifi, 100_000, 350_000),
+    (
+        "envelope_wifi_derandomized_25.json",
+        Kind::WifiDerandomized,
+        25,
+        180,
+    ),
 ];
 
 fn golden_message(kind: Kind, distinct: u64, frames: u64) -> SketchMessage {

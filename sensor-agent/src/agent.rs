@@ -79,6 +79,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         config.window,
         config.precision,
         config.source.kinds(),
+        config.policy.min_rssi,
     );
     start_capture(&config, &counter);
     let span = sensor_span(&config.sensor_id);
@@ -98,10 +99,11 @@ pub(crate) fn shared_counter(
     window: WindowLength,
     precision: Precision,
     kinds: Vec<Kind>,
+    min_rssi: Option<i8>,
 ) -> Arc<Mutex<Counter>> {
     Arc::new(Mutex::new(Counter::new(
         sensor.clone(),
-        Windows::new(window, precision, kinds),
+        Windows::new(window, precision, kinds).with_configured_gate(min_rssi),
     )))
 }
 

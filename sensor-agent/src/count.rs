@@ -2,18 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use crowdflow_contract::identity::{Kind, hash_device};
+use crowdflow_contract::identity::{DeviceHash, Kind, Medium, hash_device};
 use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::{Estimate, Precision, Sketch};
+use jiff::Timestamp;
 
-use crate::frame::{Heard, Skip};
+use crate::devices::DeviceGroups;
+use crate::frame::{Heard, Sighting, Skip};
 
 /// Frames seen, counted per kind and skipped per reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Every frame looked at.
     pub frames: u64,
-    counted: [u64; 3],
+    counted: [u64; KINDS],
     skipped: [u64; Skip::ALL.len()],
 }
 
@@ -65,19 +67,23 @@ impl Tally {
     }
 }
 
+const KINDS: usize = Kind::ALL.len();
+
 fn kind_index(kind: Kind) -> usize {
     match kind {
         Kind::Wifi => 0,
         Kind::WifiRandom => 1,
         Kind::Ble => 2,
+        Kind::WifiDerandomized => 3,
     }
 }
 
 /// One sketch per kind.
 #[derive(Debug, Clone)]
 pub struct KindSketches {
-    sketches: [Sketch; 3],
-    frames: [u64; 3],
+    sketches: [Sketch; KINDS],
+    frames: [u64; KINDS],
+    devices: bool,
 }
 
 impl KindSketches {
@@ -85,15 +91,38 @@ impl KindSketches {
     pub fn new(precision: Precision) -> KindSketches {
         KindSketches {
             sketches: std::array::from_fn(|_| Sketch::new(precision)),
-            frames: [0; 3],
+            frames: [0; KINDS],
+            devices: false,
         }
+    }
+
+    /// Empty sketches of a window where nothing was heard: zero physical devices too.
+    pub fn nobody(precision: Precision) -> KindSketches {
+        KindSketches {
+            devices: true,
+            ..KindSketches::new(precision)
+        }
+    }
+
+    /// Whether the `wifi_derandomized` sketch holds the window's device estimate.
+    pub fn has_devices(&self) -> bool {
+        self.devices
     }
 
     /// Hashes the sighting's address under `salt` and counts it; the address goes no further.
     #[inline]
     pub fn insert(&mut self, salt: &Salt, heard: &Heard) {
-        let i = kind_index(heard.kind());
-        self.sketches[i].insert(&hash_device(salt, heard.medium, &heard.address));
+        self.insert_hash(
+            heard.kind(),
+            &hash_device(salt, heard.medium, &heard.address),
+        );
+    }
+
+    /// Counts an address already hashed under the window's salt.
+    #[inline]
+    pub fn insert_hash(&mut self, kind: Kind, device: &DeviceHash) {
+        let i = kind_index(kind);
+        self.sketches[i].insert(device);
         self.frames[i] += 1;
     }
 
@@ -107,11 +136,94 @@ impl KindSketches {
         self.frames[kind_index(kind)]
     }
 
-    /// Distinct devices per kind.
+    /// Adds another window's address sketches and frames into these (their union).
+    pub fn absorb(&mut self, other: &KindSketches) {
+        for kind in Kind::ADDRESSES {
+            let i = kind_index(kind);
+            self.sketches[i].merge(&other.sketches[i]);
+            self.frames[i] += other.frames[i];
+        }
+    }
+
+    /// Distinct devices per kind (`wifi_derandomized` only when it holds an estimate).
     pub fn estimates(&self) -> BTreeMap<Kind, Estimate> {
         Kind::ALL
             .into_iter()
+            .filter(|&k| k != Kind::WifiDerandomized || self.devices)
             .map(|k| (k, self.sketch(k).estimate()))
             .collect()
+    }
+}
+
+/// Everything counted in one window under one salt: the address sketches, and the Wi-Fi
+/// sightings the physical-device estimate groups when the window ends (in memory only).
+#[derive(Debug)]
+pub struct WindowCount {
+    sketches: KindSketches,
+    devices: DeviceGroups,
+}
+
+impl WindowCount {
+    /// An empty count of the window starting at `start`.
+    pub fn new(precision: Precision, start: Timestamp) -> WindowCount {
+        WindowCount {
+            sketches: KindSketches::new(precision),
+            devices: DeviceGroups::new(start),
+        }
+    }
+
+    /// The first instant of the window.
+    pub fn start(&self) -> Timestamp {
+        self.devices.start()
+    }
+
+    /// Hashes the sighting's address under `salt`, counts it under its kind and keeps the
+    /// hash with the fingerprint for the device estimate; the address goes no further.
+    #[inline]
+    pub fn insert(&mut self, salt: &Salt, at: Timestamp, sighting: &Sighting) {
+        let heard = &sighting.heard;
+        self.insert_hashed(
+            &hash_device(salt, heard.medium, &heard.address),
+            at,
+            sighting,
+        );
+    }
+
+    /// As [`Self::insert`], with the address already hashed under the window's salt.
+    #[inline]
+    pub fn insert_hashed(&mut self, device: &DeviceHash, at: Timestamp, sighting: &Sighting) {
+        let heard = &sighting.heard;
+        self.sketches.insert_hash(heard.kind(), device);
+        if heard.medium == Medium::Wifi {
+            self.devices
+                .observe(*device, sighting.fingerprint, at, heard.rssi);
+        }
+    }
+
+    /// As [`Self::insert_hashed`], heard `ms` milliseconds after the window's start (replay:
+    /// no time arithmetic per frame). The frames of `wifi_derandomized` are the Wi-Fi
+    /// kinds' (its messages carry none: per-sensor frame totals add kinds up).
+    #[inline]
+    pub fn insert_hashed_ms(&mut self, device: &DeviceHash, ms: i32, sighting: &Sighting) {
+        let heard = &sighting.heard;
+        self.sketches.insert_hash(heard.kind(), device);
+        if heard.medium == Medium::Wifi {
+            self.devices
+                .observe_ms(*device, sighting.fingerprint, ms, heard.rssi);
+        }
+    }
+
+    /// The window's sketches, the `wifi_derandomized` one filled from the grouped sightings
+    /// with frames weaker than `gate` (dBm) left out; the grouping state is dropped here.
+    /// Without the window's salt (forgotten already) there is no device estimate, and
+    /// [`KindSketches::has_devices`] says so.
+    pub fn finish(self, salt: Option<&Salt>, gate: Option<i8>) -> KindSketches {
+        let mut sketches = self.sketches;
+        if let Some(salt) = salt {
+            let i = kind_index(Kind::WifiDerandomized);
+            self.devices.finish(salt, gate, &mut sketches.sketches[i]);
+            sketches.devices = true;
+        }
+        sketches
     }
 }

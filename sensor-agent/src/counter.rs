@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use zeroize::Zeroizing;
 
 use crate::count::Tally;
-use crate::frame::{Heard, Skip};
+use crate::frame::{Heard, Sighting, Skip};
 use crate::salt::{Accepted, SaltKeeper};
 use crate::window::Windows;
 
@@ -46,15 +46,27 @@ impl Counter {
         }
     }
 
-    /// Counts one decoded frame heard at `at`.
+    /// Counts one decoded frame heard at `at` (without a capability fingerprint).
     pub fn record(&mut self, at: Timestamp, outcome: &Result<Heard, Skip>) {
-        self.tally.record(outcome);
+        let sighting = outcome.map(|heard| Sighting {
+            heard,
+            fingerprint: None,
+        });
+        self.record_sighting(at, &sighting);
+    }
+
+    /// Counts one decoded frame heard at `at`, with its capability fingerprint.
+    pub fn record_sighting(&mut self, at: Timestamp, outcome: &Result<Sighting, Skip>) {
+        self.tally.record(&outcome.map(|s| s.heard));
         match outcome {
-            Ok(heard) => tracing::trace!(kind = %heard.kind(), rssi = ?heard.rssi, "frame counted"),
+            Ok(s) => tracing::trace!(kind = %s.heard.kind(), rssi = ?s.heard.rssi, "frame counted"),
             Err(skip) => tracing::trace!(reason = skip.as_str(), "frame skipped"),
         }
-        if let Ok(heard) = outcome
-            && self.windows.add(at, heard, &self.salts).is_err()
+        if let Ok(sighting) = outcome
+            && self
+                .windows
+                .add_sighting(at, sighting, &self.salts)
+                .is_err()
         {
             self.no_salt += 1;
         }
@@ -113,7 +125,8 @@ impl Counter {
 
     /// Closes every open window, complete or not (shutdown).
     pub fn close_all(&mut self) -> Vec<SketchMessage> {
-        self.windows.close_all(&self.sensor, AGENT_VERSION)
+        self.windows
+            .close_all(&self.sensor, &self.salts, AGENT_VERSION)
     }
 
     /// The capture source failed.

@@ -63,6 +63,7 @@ impl InProcessAgent {
             self.window,
             self.precision,
             Kind::ALL.to_vec(),
+            None,
         );
         let ears = Ears {
             counter: counter.clone(),

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod config;
 pub mod count;
 pub mod counter;
+pub mod devices;
 pub mod frame;
 pub mod in_process;
 pub mod metrics;

@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crowdflow_agent::config::{AgentConfig, PASSWORD_ENV};
 use crowdflow_agent::frame::{FcsRule, FramePolicy};
-use crowdflow_agent::replay::{Pace, replay};
+use crowdflow_agent::replay::{Pace, replay_windows};
 use crowdflow_agent::{agent, selfcheck};
+use crowdflow_contract::window::WindowLength;
 
 /// crowdflow sensor agent: counts devices by salted sketches, never by address.
 #[derive(Debug, Parser)]
@@ -57,7 +58,34 @@ enum Command {
         /// captures whose addresses were rewritten without recomputing the FCS.
         #[arg(long)]
         ignore_fcs: bool,
+        /// Also count per UTC-aligned window of this length (e.g. `60s`, `15m`, `1h`; must
+        /// divide a day), with the physical Wi-Fi device estimate of each window.
+        #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+        window: Option<WindowLength>,
+        /// Skip frames weaker than this (dBm), as the zone gate `capture.min_rssi_dbm` does
+        /// live; it replaces the learned gate of the device estimate.
+        #[arg(long, value_name = "DBM", allow_negative_numbers = true)]
+        min_rssi: Option<i8>,
     },
+}
+
+/// A window length such as `900`, `900s`, `15m` or `1h`.
+fn parse_window(text: &str) -> Result<WindowLength, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return Err("use seconds, minutes or hours, e.g. 60s, 15m, 1h".into()),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .map_err(|_| "use a whole number with s, m or h, e.g. 15m".to_owned())?
+        .saturating_mul(factor);
+    WindowLength::new(seconds).map_err(|e| e.to_string())
 }
 
 /// Logs go to stderr at the level named by CROWDFLOW_LOG (error, warn, info, debug, trace;
@@ -153,6 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             recorded_speed,
             ignore_fcs,
+            window,
+            min_rssi,
         } => {
             let pace = if recorded_speed {
                 Pace::Recorded
@@ -165,9 +195,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     FcsRule::Check
                 },
+                min_rssi,
                 ..FramePolicy::default()
             };
-            let report = replay(&pcaps, &policy, pace).context("replay failed")?;
+            let report = replay_windows(&pcaps, &policy, pace, window).context("replay failed")?;
             if json {
                 println!(
                     "{}",

@@ -10,14 +10,17 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crowdflow_contract::identity::Kind;
+use crowdflow_contract::identity::{DeviceHash, Kind, hash_device};
 use crowdflow_contract::salt::{Salt, SaltError};
 use crowdflow_contract::sketch::{Estimate, Precision};
+use crowdflow_contract::window::{Window, WindowLength};
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::capture::SUPPORTED;
 use crate::capture::file::{CaptureReader, FileError};
-use crate::count::{KindSketches, Tally};
+use crate::count::{KindSketches, Tally, WindowCount};
+use crate::devices::RssiGate;
 use crate::frame::{self, FramePolicy, Skip};
 
 /// How fast to replay.
@@ -96,6 +99,159 @@ pub struct ReplayReport {
     /// Files read up to a cut-off last record (a capture stopped mid-write): their frames
     /// are counted, the cut record is skipped as `capture_truncated`.
     pub warnings: Vec<String>,
+    /// With `--window`: the signal gate (dBm) of the device estimate, learned from all the
+    /// replayed Wi-Fi frames (the installation's history), or the `--min-rssi` given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_gate_dbm: Option<i8>,
+    /// With `--window`: the counts of every UTC-aligned window that heard a frame, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Vec<WindowReport>>,
+}
+
+/// The counts of one window.
+#[derive(Debug, Serialize)]
+pub struct WindowReport {
+    /// First instant of the window (UTC).
+    pub start: Timestamp,
+    /// First instant after it.
+    pub end: Timestamp,
+    /// Frames of the window: read, counted per kind, skipped per reason.
+    pub frames: WindowFrames,
+    /// Distinct addresses per kind, and physical Wi-Fi devices (`wifi_derandomized`).
+    pub distinct: BTreeMap<Kind, Estimate>,
+    /// Devices: `wifi` the physical Wi-Fi device estimate, `ble` the distinct BLE addresses.
+    pub devices: Devices,
+}
+
+/// Frames of one window.
+#[derive(Debug, Serialize)]
+pub struct WindowFrames {
+    /// Frames read.
+    pub total: u64,
+    /// Counted, per kind.
+    pub counted: BTreeMap<Kind, u64>,
+    /// Skipped, per reason (non-zero only).
+    pub skipped: BTreeMap<&'static str, u64>,
+}
+
+/// Devices of one window, with 2-sigma bounds.
+#[derive(Debug, Serialize)]
+pub struct Devices {
+    /// Physical Wi-Fi devices (see `crate::devices`).
+    pub wifi: Estimate,
+    /// BLE advertisers: addresses (resolvable private addresses rotate about every 15 min).
+    pub ble: Estimate,
+}
+
+/// Per-window counting of a replay: windows stay open until the replay ends (files may
+/// overlap in time), then each is finished under the gate learned from all frames.
+struct WindowedReplay {
+    length: WindowLength,
+    gate: RssiGate,
+    open: Vec<OpenWindow>,
+    /// The window of the previous frame (frames come mostly in time order).
+    last: usize,
+}
+
+struct OpenWindow {
+    start_ns: i64,
+    count: WindowCount,
+    tally: Tally,
+}
+
+const NS_PER_S: i64 = 1_000_000_000;
+
+impl WindowedReplay {
+    /// The open window holding `ts_ns`, opened if new.
+    fn window_of(&mut self, ts_ns: i64) -> &mut OpenWindow {
+        let len_ns = i64::from(self.length.seconds()) * NS_PER_S;
+        let start_ns = ts_ns.div_euclid(len_ns) * len_ns;
+        let found = match self.open.get(self.last) {
+            Some(w) if w.start_ns == start_ns => Some(self.last),
+            _ => self.open.iter().position(|w| w.start_ns == start_ns),
+        };
+        self.last = found.unwrap_or_else(|| {
+            let start = Timestamp::from_second(start_ns.div_euclid(NS_PER_S))
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            self.open.push(OpenWindow {
+                start_ns,
+                count: WindowCount::new(Precision::DEFAULT, start),
+                tally: Tally::default(),
+            });
+            self.open.len() - 1
+        });
+        &mut self.open[self.last]
+    }
+
+    /// Counts a frame in its window; `device` is the counted address's salted hash.
+    fn add(
+        &mut self,
+        device: Option<&DeviceHash>,
+        ts_ns: i64,
+        outcome: &Result<frame::Sighting, Skip>,
+    ) {
+        if let Ok(s) = outcome
+            && let (crowdflow_contract::identity::Medium::Wifi, Some(rssi)) =
+                (s.heard.medium, s.heard.rssi)
+        {
+            self.gate.observe(rssi);
+        }
+        let window = self.window_of(ts_ns);
+        window.tally.record(&outcome.map(|s| s.heard));
+        if let (Ok(sighting), Some(device)) = (outcome, device) {
+            let ms = (ts_ns - window.start_ns) / 1_000_000;
+            window
+                .count
+                .insert_hashed_ms(device, i32::try_from(ms).unwrap_or(i32::MAX), sighting);
+        }
+    }
+
+    /// The windows in time order, and the gate used; the address sketches of all windows
+    /// are added into `whole` (the replay's own distinct counts).
+    fn finish(
+        mut self,
+        salt: &Salt,
+        policy: &FramePolicy,
+        whole: &mut KindSketches,
+    ) -> (Option<i8>, Vec<WindowReport>) {
+        // A configured gate was applied to every frame already; else the learned one.
+        let gate = policy.min_rssi.or_else(|| self.gate.learned());
+        let extra = if policy.min_rssi.is_some() {
+            None
+        } else {
+            gate
+        };
+        let length = self.length;
+        self.open.sort_by_key(|w| w.start_ns);
+        let windows = self
+            .open
+            .into_iter()
+            .map(|w| {
+                let window = Window::containing(w.count.start(), length);
+                let sketches = w.count.finish(Some(salt), extra);
+                whole.absorb(&sketches);
+                let distinct = sketches.estimates();
+                WindowReport {
+                    start: window.start(),
+                    end: window.end(),
+                    frames: WindowFrames {
+                        total: w.tally.frames,
+                        counted: Kind::ADDRESSES
+                            .into_iter()
+                            .map(|k| (k, w.tally.counted(k)))
+                            .collect(),
+                        skipped: w.tally.skipped_by_reason(),
+                    },
+                    devices: Devices {
+                        wifi: distinct[&Kind::WifiDerandomized],
+                        ble: distinct[&Kind::Ble],
+                    },
+                    distinct,
+                }
+            })
+            .collect();
+        (gate, windows)
+    }
 }
 
 /// Replays `paths` in order under one fresh salt.
@@ -104,6 +260,17 @@ pub fn replay(
     policy: &FramePolicy,
     pace: Pace,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_windows(paths, policy, pace, None)
+}
+
+/// Replays `paths` in order under one fresh salt and, with `window`, reports every
+/// UTC-aligned window with its physical Wi-Fi device estimate.
+pub fn replay_windows(
+    paths: &[PathBuf],
+    policy: &FramePolicy,
+    pace: Pace,
+    window: Option<WindowLength>,
+) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let salt = Salt::generate()?;
     let mut sketches = KindSketches::new(Precision::DEFAULT);
@@ -111,14 +278,21 @@ pub fn replay(
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut skipped_link_types = BTreeMap::new();
+    let mut windowed = window.map(|length| WindowedReplay {
+        length,
+        gate: RssiGate::default(),
+        open: Vec::new(),
+        last: 0,
+    });
     for path in paths {
-        let mut sink = Sink {
+        let counts = Counts {
             salt: &salt,
             sketches: &mut sketches,
             tally: &mut tally,
+            windowed: windowed.as_mut(),
             skipped_link_types: &mut skipped_link_types,
         };
-        match replay_file(path, policy, pace, &mut sink) {
+        match replay_file(path, policy, pace, counts) {
             Ok(()) => {}
             Err(
                 e @ ReplayError::File {
@@ -132,10 +306,15 @@ pub fn replay(
             Err(e) => errors.push(e.to_string()),
         }
     }
+    let (device_gate_dbm, windows) = match windowed.map(|w| w.finish(&salt, policy, &mut sketches))
+    {
+        Some((gate, windows)) => (gate, Some(windows)),
+        None => (None, None),
+    };
     drop(salt);
     Ok(ReplayReport {
         frames: tally.frames,
-        counted: Kind::ALL
+        counted: Kind::ADDRESSES
             .into_iter()
             .map(|k| (k, tally.counted(k)))
             .collect(),
@@ -146,14 +325,17 @@ pub fn replay(
         peak_rss_mib: peak_rss_mib(),
         errors,
         warnings,
+        device_gate_dbm,
+        windows,
     })
 }
 
-/// Where one file's outcomes go.
-struct Sink<'a> {
+/// Where one file's frames are counted.
+struct Counts<'a> {
     salt: &'a Salt,
     sketches: &'a mut KindSketches,
     tally: &'a mut Tally,
+    windowed: Option<&'a mut WindowedReplay>,
     skipped_link_types: &'a mut BTreeMap<String, u64>,
 }
 
@@ -163,7 +345,7 @@ fn replay_file(
     path: &Path,
     policy: &FramePolicy,
     pace: Pace,
-    sink: &mut Sink<'_>,
+    mut counts: Counts<'_>,
 ) -> Result<(), ReplayError> {
     let file = File::open(path).map_err(|source| ReplayError::Open {
         path: path.to_owned(),
@@ -188,15 +370,27 @@ fn replay_file(
         clock.wait_for(packet.ts_ns);
         outcomes.clear();
         frame::decode_packet(&packet, policy, &mut outcomes);
-        for outcome in &outcomes {
-            sink.tally.record(outcome);
-            if let Ok(heard) = outcome {
-                sink.sketches.insert(sink.salt, heard);
+        for sighting in &outcomes {
+            counts.tally.record(&sighting.map(|s| s.heard));
+            match counts.windowed.as_deref_mut() {
+                None => {
+                    if let Ok(s) = sighting {
+                        counts.sketches.insert(counts.salt, &s.heard);
+                    }
+                }
+                Some(windowed) => {
+                    // One hash per frame; the replay's own sketches are the union of its
+                    // windows'.
+                    let device = sighting
+                        .ok()
+                        .map(|s| hash_device(counts.salt, s.heard.medium, &s.heard.address));
+                    windowed.add(device.as_ref(), packet.ts_ns, sighting);
+                }
             }
         }
     }
     for (link, n) in &unsupported {
-        *sink.skipped_link_types.entry(link.clone()).or_default() += n;
+        *counts.skipped_link_types.entry(link.clone()).or_default() += n;
     }
     if supported == 0 && !unsupported.is_empty() {
         return Err(ReplayError::LinkType {
@@ -248,7 +442,7 @@ impl ReplayReport {
             self.frames as f64 / self.elapsed_s.max(1e-9)
         );
         out += "kind         counted frames   distinct devices [95% bounds]\n";
-        for kind in Kind::ALL {
+        for kind in Kind::ADDRESSES {
             let e = self.distinct[&kind];
             out += &format!(
                 "{:<12} {:>14}   {:.0} [{:.0}, {:.0}]\n",
@@ -268,6 +462,32 @@ impl ReplayReport {
         for (link, n) in &self.skipped_link_types {
             out += &format!("  of which link type {link}: {n}\n");
         }
+        if let Some(windows) = &self.windows {
+            out += &render_windows(windows, self.device_gate_dbm);
+        }
         out
     }
+}
+
+/// The per-window table of the human summary.
+fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
+    let mut out = match gate {
+        Some(g) => format!("per window (device estimate gated at {g} dBm):\n"),
+        None => "per window (no signal gate: no far mode heard):\n".to_owned(),
+    };
+    out += "start                 frames   wifi  wifi_random    ble   wifi devices [95%]   ble devices [95%]\n";
+    let e = |e: &Estimate| format!("{:.0} [{:.0}, {:.0}]", e.estimate, e.lower, e.upper);
+    for w in windows {
+        out += &format!(
+            "{:<21} {:>6} {:>6} {:>12} {:>6}   {:<18} {}\n",
+            w.start.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            w.frames.total,
+            w.frames.counted[&Kind::Wifi],
+            w.frames.counted[&Kind::WifiRandom],
+            w.frames.counted[&Kind::Ble],
+            e(&w.devices.wifi),
+            e(&w.devices.ble),
+        );
+    }
+    out
 }

@@ -98,9 +98,9 @@ pub fn live_wifi(
         loop {
             match socket.recv(&mut buf) {
                 Ok(Some(n)) => {
-                    let outcome = frame::decode(LinkType::Radiotap, &buf[..n], &policy);
+                    let outcome = frame::decode_sighting(LinkType::Radiotap, &buf[..n], &policy);
                     match counter.lock() {
-                        Ok(mut c) => c.record(Timestamp::now(), &outcome),
+                        Ok(mut c) => c.record_sighting(Timestamp::now(), &outcome),
                         Err(_) => return,
                     }
                 }
@@ -195,7 +195,7 @@ fn replay_file(
             return Ok(());
         };
         for outcome in &outcomes {
-            c.record(at, outcome);
+            c.record_sighting(at, outcome);
         }
     }
     Ok(())

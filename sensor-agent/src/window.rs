@@ -1,5 +1,7 @@
-//! Windows of counting: one [`KindSketches`] per (window, epoch salt), closed into sketch
-//! messages once the window is over.
+//! Windows of counting: one [`WindowCount`] per (window, epoch salt), closed into sketch
+//! messages once the window is over. The physical-device estimate (`crate::devices`) of a
+//! window is made when it closes, under the signal gate learned so far, and its grouping
+//! state is dropped with it.
 //!
 //! A window normally lies in one epoch; one that straddles a rotation (or a salt change)
 //! gets one sketch set per salt, so no sketch ever mixes two salts.
@@ -7,15 +9,16 @@
 use std::collections::BTreeMap;
 
 use crowdflow_contract::epoch::EpochId;
-use crowdflow_contract::identity::Kind;
+use crowdflow_contract::identity::{Kind, Medium};
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SensorId, SketchMessage};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::count::KindSketches;
-use crate::frame::Heard;
+use crate::count::{KindSketches, WindowCount};
+use crate::devices::RssiGate;
+use crate::frame::{Heard, Sighting};
 use crate::salt::SaltKeeper;
 
 /// How long after its end a window stays open for late frames (capture buffering).
@@ -33,9 +36,13 @@ pub struct Windows {
     length: WindowLength,
     precision: Precision,
     kinds: Vec<Kind>,
-    open: BTreeMap<Key, KindSketches>,
+    open: BTreeMap<Key, WindowCount>,
     /// The next window to close: windows are closed in order, each exactly once.
     next: Option<Window>,
+    /// The installation's signal history, for the device estimate's gate.
+    gate: RssiGate,
+    /// A gate configured by the operator replaces the learned one.
+    fixed_gate: Option<Option<i8>>,
 }
 
 impl Windows {
@@ -47,11 +54,39 @@ impl Windows {
             kinds,
             open: BTreeMap::new(),
             next: None,
+            gate: RssiGate::default(),
+            fixed_gate: None,
         }
     }
 
-    /// Counts a sighting at `t` under the salt that covers `t`.
+    /// Uses the operator's zone gate (`capture.min_rssi_dbm`, already applied to every frame)
+    /// instead of learning one: with `Some`, the device estimate adds no gate of its own.
+    pub fn with_configured_gate(mut self, min_rssi: Option<i8>) -> Windows {
+        if min_rssi.is_some() {
+            self.fixed_gate = Some(None);
+        }
+        self
+    }
+
+    /// Counts a sighting at `t` under the salt that covers `t` (no fingerprint).
     pub fn add(&mut self, t: Timestamp, heard: &Heard, salts: &SaltKeeper) -> Result<(), NoSalt> {
+        let sighting = Sighting {
+            heard: *heard,
+            fingerprint: None,
+        };
+        self.add_sighting(t, &sighting, salts)
+    }
+
+    /// Counts a sighting at `t` under the salt that covers `t`.
+    pub fn add_sighting(
+        &mut self,
+        t: Timestamp,
+        sighting: &Sighting,
+        salts: &SaltKeeper,
+    ) -> Result<(), NoSalt> {
+        if let (Medium::Wifi, Some(rssi)) = (sighting.heard.medium, sighting.heard.rssi) {
+            self.gate.observe(rssi);
+        }
         let epoch = salts.at(t).ok_or(NoSalt)?;
         let mut window = Window::containing(t, self.length);
         match self.next {
@@ -66,8 +101,8 @@ impl Windows {
         let precision = self.precision;
         self.open
             .entry(key)
-            .or_insert_with(|| KindSketches::new(precision))
-            .insert(&epoch.salt, heard);
+            .or_insert_with(|| WindowCount::new(precision, window.start()))
+            .insert(&epoch.salt, t, sighting);
         Ok(())
     }
 
@@ -99,7 +134,7 @@ impl Windows {
                 .copied()
                 .collect();
             if let (true, Some(e)) = (keys.is_empty(), salts.at(window.start())) {
-                let empty = KindSketches::new(self.precision);
+                let empty = KindSketches::nobody(self.precision);
                 out.extend(self.messages(
                     window,
                     e.epoch,
@@ -109,11 +144,15 @@ impl Windows {
                     version,
                 ));
             }
+            let gate = self.device_gate();
             for key in keys {
-                if let Some(sketches) = self.open.remove(&key) {
+                if let Some(count) = self.open.remove(&key) {
+                    let salt = salts.by_fingerprint(key.2);
+                    let sketches = count.finish(salt, gate);
                     out.extend(self.messages(window, key.1, key.2, &sketches, sensor, version));
                 }
             }
+            self.gate.decay(self.length.duration());
             self.next = Some(window.next());
         }
         out
@@ -130,6 +169,7 @@ impl Windows {
     ) -> Vec<SketchMessage> {
         self.kinds
             .iter()
+            .filter(|&&kind| kind != Kind::WifiDerandomized || sketches.has_devices())
             .map(|&kind| SketchMessage {
                 sensor_id: sensor.clone(),
                 kind,
@@ -146,14 +186,26 @@ impl Windows {
     /// Closes every open window now, complete or not (the agent is stopping: what it heard
     /// goes to the outbox instead of being lost). A window continued after a restart is
     /// sent again with the rest; the aggregator's union makes the two one.
-    pub fn close_all(&mut self, sensor: &SensorId, version: &str) -> Vec<SketchMessage> {
+    pub fn close_all(
+        &mut self,
+        sensor: &SensorId,
+        salts: &SaltKeeper,
+        version: &str,
+    ) -> Vec<SketchMessage> {
         let open = std::mem::take(&mut self.open);
+        let gate = self.device_gate();
         let mut out = Vec::new();
-        for ((start, epoch, fp), sketches) in open {
+        for ((start, epoch, fp), count) in open {
             let window = Window::containing(start, self.length);
+            let sketches = count.finish(salts.by_fingerprint(fp), gate);
             out.extend(self.messages(window, epoch, fp, &sketches, sensor, version));
         }
         out
+    }
+
+    /// The gate of the device estimate: the configured one, else the learned one.
+    fn device_gate(&self) -> Option<i8> {
+        self.fixed_gate.unwrap_or_else(|| self.gate.learned())
     }
 
     /// Windows currently open.
@@ -225,11 +277,14 @@ mod tests {
             w.add(ts("2026-04-27T12:00:10Z"), &heard(i), &salts)
                 .expect("salt");
         }
-        let out = w.close_all(&sensor(), "t");
+        let out = w.close_all(&sensor(), &salts, "t");
         assert_eq!(out.len(), 2, "one message per kind of the open window");
         assert_eq!(out[0].frames, 5);
         assert_eq!(out[0].window.start(), ts("2026-04-27T12:00:00Z"));
-        assert!(w.close_all(&sensor(), "t").is_empty(), "nothing twice");
+        assert!(
+            w.close_all(&sensor(), &salts, "t").is_empty(),
+            "nothing twice"
+        );
     }
 
     #[test]
@@ -286,6 +341,63 @@ mod tests {
         assert_ne!(out[0].salt_fp, out[1].salt_fp);
         assert_eq!(out[0].epoch.to_string(), "2026-04-27");
         assert_eq!(out[1].epoch.to_string(), "2026-04-28");
+    }
+
+    /// A probe request of a phone model (its supported rates) from a random address.
+    fn probe(model: u8, address: u8) -> Sighting {
+        let mut f = vec![0x40, 0, 0, 0];
+        f.extend_from_slice(&[0; 20]);
+        f.extend_from_slice(&[1, 2, 0x82, model]);
+        Sighting {
+            heard: Heard {
+                medium: Medium::Wifi,
+                address: [0x02, 9, 9, 9, 9, address],
+                rssi: Some(-50),
+                randomized: true,
+            },
+            fingerprint: crate::frame::capability_fingerprint(&f),
+        }
+    }
+
+    #[test]
+    fn rotating_phones_publish_as_physical_devices_and_sensors_union_to_the_larger_count() {
+        let salts = keeper("2026-04-28T02:00:00Z");
+        let kinds = vec![Kind::WifiRandom, Kind::WifiDerandomized];
+        let mut a = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, kinds.clone());
+        let mut b = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, kinds);
+        for second in 0..50u8 {
+            let t = ts("2026-04-27T12:00:00Z") + SignedDuration::from_secs(i64::from(second));
+            // two phones of model 1 probing together, each with a new address per burst,
+            // and one of model 2; sensor b hears only one phone of model 1
+            a.add_sighting(t, &probe(1, second), &salts).expect("salt");
+            a.add_sighting(t, &probe(1, 100 + second), &salts)
+                .expect("salt");
+            a.add_sighting(t, &probe(2, 200 - second), &salts)
+                .expect("salt");
+            b.add_sighting(t, &probe(1, second), &salts).expect("salt");
+        }
+        let now = ts("2026-04-27T12:01:05Z");
+        let (out_a, out_b) = (
+            a.close_due(now, &sensor(), &salts, "t"),
+            b.close_due(now, &sensor(), &salts, "t"),
+        );
+        let devices = |out: &[SketchMessage]| {
+            out.iter()
+                .find(|m| m.kind == Kind::WifiDerandomized)
+                .map(|m| m.sketch.clone())
+                .expect("a device sketch")
+        };
+        assert_eq!(
+            out_a[0].sketch.estimate().estimate.round(),
+            150.0,
+            "addresses"
+        );
+        assert_eq!(devices(&out_a).estimate().estimate.round(), 3.0);
+        assert_eq!(devices(&out_b).estimate().estimate.round(), 1.0);
+        let mut union = crowdflow_contract::sketch::SketchUnion::new(Precision::DEFAULT);
+        union.add(&devices(&out_a));
+        union.add(&devices(&out_b));
+        assert_eq!(union.estimate().estimate.round(), 3.0, "the zone's union");
     }
 
     #[test]

@@ -452,7 +452,7 @@ async fn unions(
 
 fn overlap_all_kinds(a: &BTreeMap<Kind, PerSalt>, b: &BTreeMap<Kind, PerSalt>) -> Overlap {
     let mut sum: Option<Overlap> = None;
-    for kind in Kind::ALL {
+    for kind in Kind::ADDRESSES {
         if let (Some(x), Some(y)) = (a.get(&kind), b.get(&kind)) {
             let o = query::overlap(x, y);
             sum = Some(match sum {

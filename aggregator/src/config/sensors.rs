@@ -61,7 +61,7 @@ pub(super) fn sensors(
         let mut kinds = Vec::new();
         for (j, sense) in s.senses.iter().enumerate() {
             match sense.as_str() {
-                "wifi" => kinds.extend([Kind::Wifi, Kind::WifiRandom]),
+                "wifi" => kinds.extend([Kind::Wifi, Kind::WifiRandom, Kind::WifiDerandomized]),
                 "ble" => kinds.push(Kind::Ble),
                 _ => {
                     return Err(field(

@@ -89,7 +89,7 @@ pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldEr
             let k = kind.parse::<Kind>().map_err(|_| {
                 field(
                     format!("zones[{i}].calibration.{kind}"),
-                    "not a kind (wifi, wifi_random, ble)",
+                    "not a kind (wifi, wifi_random, ble, wifi_derandomized)",
                 )
             })?;
             if !(factor.is_finite() && *factor >= 0.0 && *factor <= 100.0) {

@@ -14,8 +14,9 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some(packet)) = reader.next_packet() {
         out.clear();
         decode_packet(&packet, &policy, &mut out);
-        for heard in out.iter().flatten() {
-            let _ = heard.kind();
+        for sighting in out.iter().flatten() {
+            let _ = sighting.heard.kind();
+            let _ = sighting.fingerprint.map(|f| *f.digest());
         }
     }
 });

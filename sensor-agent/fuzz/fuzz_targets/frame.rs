@@ -5,7 +5,7 @@
 use crowdflow_agent::capture::LinkType;
 use crowdflow_agent::capture::file::Packet;
 use crowdflow_agent::frame::{
-    ClientFrames, FcsRule, FrameClass, FramePolicy, decode, decode_packet,
+    ClientFrames, FcsRule, FrameClass, FramePolicy, decode, decode_packet, decode_sighting,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -25,8 +25,13 @@ fuzz_target!(|data: &[u8]| {
             FcsRule::Check
         },
     };
-    if let Ok(heard) = decode(link, frame, &policy) {
-        let _ = heard.kind();
+    let plain = decode(link, frame, &policy);
+    let sighting = decode_sighting(link, frame, &policy);
+    // The fingerprint never changes what is heard.
+    assert_eq!(plain, sighting.map(|s| s.heard));
+    if let Ok(s) = sighting {
+        let _ = s.heard.kind();
+        let _ = s.fingerprint.map(|f| *f.digest());
     }
     let packet = Packet {
         ts_ns: 0,

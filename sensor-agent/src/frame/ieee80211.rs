@@ -5,9 +5,76 @@
 //! distribution system are skipped. Authentication and action frames are skipped too,
 //! because either side may send them.
 
-use crowdflow_contract::identity::ADDRESS_LEN;
+use crowdflow_contract::identity::{ADDRESS_LEN, FINGERPRINT_LEN};
 
 use super::Skip;
+
+/// The capability fingerprint of a probe request: a digest of the elements that describe
+/// what the radio can do and stay the same across a phone's random addresses (Vanhoef et
+/// al. 2016, Robyns et al. 2017): Supported Rates (1), Extended Supported Rates (50), HT
+/// Capabilities (45), VHT Capabilities (191) and HE Capabilities (255 with extension 35),
+/// id, length and contents in the order sent. Never the SSID, never vendor-specific
+/// elements, nothing address-like. The digest is 64-bit FNV-1a (a fixed public function,
+/// so every sensor of every version computes the same digest for the same radio).
+///
+/// It lives only in the agent's memory for one window (see `crate::devices`): no `Debug`
+/// of its bytes, no `Display`, no serde.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint([u8; FINGERPRINT_LEN]);
+
+impl Fingerprint {
+    /// The digest, for the salted slot keys of `crowdflow_contract::identity::hash_slot`.
+    pub fn digest(&self) -> &[u8; FINGERPRINT_LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprint(..)")
+    }
+}
+
+/// Element ids in the fingerprint (the HE element is 255 with extension id 35).
+const SUPPORTED_RATES: u8 = 1;
+const EXTENDED_RATES: u8 = 50;
+const HT_CAPABILITIES: u8 = 45;
+const VHT_CAPABILITIES: u8 = 191;
+const EXTENSION: u8 = 255;
+const HE_CAPABILITIES: u8 = 35;
+
+/// The capability fingerprint of a probe request (`frame` without FCS), or `None` for other
+/// frames and probe requests without any capability element. Total: a truncated element
+/// ends the walk, and what came before it still counts.
+pub fn capability_fingerprint(frame: &[u8]) -> Option<Fingerprint> {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let (&fc0, _) = frame.split_first()?;
+    if fc0 != 0x40 {
+        return None;
+    }
+    let mut rest = frame.get(24..)?;
+    let mut digest = FNV_OFFSET;
+    let mut any = false;
+    while let [id, len, tail @ ..] = rest {
+        let Some(body) = tail.get(..usize::from(*len)) else {
+            break;
+        };
+        let wanted = match *id {
+            SUPPORTED_RATES | EXTENDED_RATES | HT_CAPABILITIES | VHT_CAPABILITIES => true,
+            EXTENSION => body.first() == Some(&HE_CAPABILITIES),
+            _ => false,
+        };
+        if wanted {
+            any = true;
+            for &b in [*id, *len].iter().chain(body) {
+                digest = (digest ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            }
+        }
+        rest = &tail[usize::from(*len)..];
+    }
+    any.then(|| Fingerprint(digest.to_be_bytes()))
+}
 
 /// The client frames the agent can count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +167,72 @@ pub fn client_transmitter(frame: &[u8], allowed: ClientFrames) -> Result<[u8; AD
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A probe request: header, SSID, rates, HT capabilities, a vendor element.
+    fn probe(ssid: &[u8], vendor: &[u8], rates: &[u8]) -> Vec<u8> {
+        let mut f = frame(0x40, 0);
+        f.extend_from_slice(&[0, ssid.len() as u8]);
+        f.extend_from_slice(ssid);
+        f.extend_from_slice(&[1, rates.len() as u8]);
+        f.extend_from_slice(rates);
+        f.extend_from_slice(&[45, 4, 0x2d, 0x01, 0x13, 0xff]);
+        f.extend_from_slice(&[221, vendor.len() as u8]);
+        f.extend_from_slice(vendor);
+        f
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_ssid_and_vendor_payloads() {
+        let rates = [0x82, 0x84, 0x8b, 0x96];
+        let a = capability_fingerprint(&probe(b"", &[0x00, 0x50, 0xf2, 8], &rates));
+        let b = capability_fingerprint(&probe(b"home-wifi", &[0x00, 0x17, 0xf2, 9, 9], &rates));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        let other = capability_fingerprint(&probe(b"", &[0x00, 0x50, 0xf2, 8], &[0x02, 0x04]));
+        assert_ne!(a, other, "other rates, other radio");
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_documented_fnv1a_of_the_capability_elements() {
+        let f = probe(b"x", &[1, 2, 3], &[0x82]);
+        let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in [1u8, 1, 0x82, 45, 4, 0x2d, 0x01, 0x13, 0xff] {
+            digest = (digest ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        assert_eq!(
+            capability_fingerprint(&f).map(|f| *f.digest()),
+            Some(digest.to_be_bytes())
+        );
+    }
+
+    #[test]
+    fn he_capabilities_count_and_other_extensions_do_not() {
+        let mut base = frame(0x40, 0);
+        base.extend_from_slice(&[1, 1, 0x82]);
+        let mut he = base.clone();
+        he.extend_from_slice(&[255, 3, 35, 1, 2]);
+        let mut other_ext = base.clone();
+        other_ext.extend_from_slice(&[255, 3, 2, 1, 2]);
+        let fp = capability_fingerprint;
+        assert_ne!(fp(&base), fp(&he));
+        assert_eq!(fp(&base), fp(&other_ext));
+    }
+
+    #[test]
+    fn frames_without_capabilities_have_no_fingerprint_and_truncation_is_total() {
+        assert_eq!(capability_fingerprint(&[]), None);
+        assert_eq!(capability_fingerprint(&frame(0x40, 0)), None);
+        assert_eq!(capability_fingerprint(&frame(0x08, 1)), None, "data frame");
+        let mut cut = frame(0x40, 0);
+        cut.extend_from_slice(&[1, 1, 0x82, 50, 200, 1]);
+        let mut whole = frame(0x40, 0);
+        whole.extend_from_slice(&[1, 1, 0x82]);
+        assert_eq!(capability_fingerprint(&cut), capability_fingerprint(&whole));
+        assert_eq!(
+            format!("{:?}", capability_fingerprint(&whole)),
+            "Some(Fingerprint(..))"
+        );
+    }
 
     const STA: [u8; 6] = [0xda, 0xa1, 0x19, 0x22, 0x69, 0x42];
 

@@ -1,0 +1,352 @@
+"""Research: physical Wi-Fi devices per window from probe requests (issue 15).
+
+Run: python3 estimate.py  (reads ../tests/data/captures and /work/shared/captures/brno-lab CSVs)
+"""
+import csv, os, sys, statistics, itertools, collections
+import pcapread
+
+CAP = os.path.join(os.path.dirname(__file__), '..', 'tests', 'data', 'captures')
+CSV = os.environ.get('BRNO_CSV', '/work/shared/captures/brno-lab')
+LAB = ['sc6-61_2022-10-19', 'sc6-61_2022-11-16', 'sc6-61_2023-02-23']
+PHONES = ['OppoFindX3Neo-A', 'iPhone11-B', 'iPhone11-F', 'iPhone11-M', 'iPhone12-M',
+          'iPhone12Pro-C', 'iPhone7-F', 'iPhoneXR-A']
+BACKGROUND = (bytes.fromhex('dcfb48'), bytes.fromhex('40ec99'))
+WIN = 900
+
+
+def load_lab(day):
+    frames = list(pcapread.read(f'{CAP}/brno-lab/{day}_anonymized.pcap'))
+    rows = list(csv.DictReader(open(f'{CSV}/{day}_ver-99.csv'), delimiter=';'))
+    assert len(rows) == len(frames), (len(rows), len(frames))
+    for f, r in zip(frames, rows):
+        f['occ'] = float(r['occupancy'])
+    # the window's head count: mean of the hand count over all its frames (PCs included)
+    occ = collections.defaultdict(list)
+    for f in frames:
+        occ[int(f['t'] // WIN) * WIN].append(f['occ'])
+    keep = [f for f in frames if not f['sa'].startswith(BACKGROUND)]
+    for f in keep:
+        f['wocc'] = statistics.mean(occ[int(f['t'] // WIN) * WIN])
+    return keep
+
+
+def occupancy_table(path):
+    """Writes the per-window head counts the Rust test reads (derived from the MIT CSVs)."""
+    with open(path, 'w') as out:
+        out.write('# brno-lab head counts per 15-minute UTC window: mean of the CSV `occupancy`\n')
+        out.write('# over the window\'s probe requests (sensor-agent/research/estimate.py occupancy)\n')
+        out.write('day,window_start_unix,people\n')
+        for day in LAB:
+            seen = {}
+            for f in load_lab(day):
+                seen[int(f['t'] // WIN) * WIN] = f['wocc']
+            for start, people in sorted(seen.items()):
+                out.write(f'{day},{start},{people:.2f}\n')
+
+
+def load_phone(name):
+    return list(pcapread.read(f'{CAP}/probing-patterns/{name}_anonymized.pcap'))
+
+
+# --- fingerprint -------------------------------------------------------------
+FP_IDS = {1, 50, 45, 191}     # rates, extended rates, HT caps, VHT caps
+FP_EXT = {35}                 # HE capabilities (element 255, extension id 35)
+
+
+def fingerprint(ies, opts):
+    parts = []
+    for i, d in ies:
+        if i in FP_IDS or (opts.get('extcap') and i == 127):
+            v = d
+            if opts.get('mask_basic') and i in (1, 50):
+                v = bytes(x & 0x7f for x in d)
+            parts.append((i, v))
+        elif i == 255 and d[:1] and d[0] in FP_EXT:
+            parts.append((i, d))
+    if opts.get('order'):
+        # ID order of every element except SSID payloads & vendor payloads (IDs only)
+        parts.append(('order', tuple(i if i != 255 else (255, d[:1]) for i, d in ies)))
+    else:
+        parts.sort(key=lambda p: str(p[0]))
+    return tuple(parts)
+
+
+def is_random(sa, opts):
+    if opts.get('all_grouped'):
+        return True
+    # locally administered, or group bit (a group address never transmits)
+    return bool(sa[0] & 0x02) or (opts.get('group_is_random', True) and bool(sa[0] & 0x01))
+
+
+def estimate(frames, opts):
+    """Physical Wi-Fi devices among `frames` (one window)."""
+    gate = opts.get('gate')
+    if gate is not None:
+        frames = [f for f in frames if f['rssi'] is None or f['rssi'] >= gate]
+    glob = set()
+    groups = collections.defaultdict(lambda: collections.defaultdict(list))
+    for f in frames:
+        if is_random(f['sa'], opts):
+            groups[fingerprint(f['ies'], opts)][f['sa']].append(f)
+        else:
+            glob.add(f['sa'])
+    n = len(glob)
+    for fp, addrs in groups.items():
+        nframes = sum(len(v) for v in addrs.values())
+        if nframes < opts.get('min_frames', 2):
+            continue
+        n += concurrency(addrs, opts)
+    return n
+
+
+def concurrency(addrs, opts):
+    """Largest number of the group's addresses active at one moment."""
+    linger = opts.get('linger', 0.0)
+    ev = []
+    for a, fs in addrs.items():
+        ts = [f['t'] for f in fs]
+        ev.append((min(ts), 1))
+        ev.append((max(ts) + linger, -1))
+    ev.sort(key=lambda e: (e[0], -e[1]))  # a start at the same moment as an end overlaps
+    cur = best = 0
+    for _, d in ev:
+        cur += d
+        best = max(best, cur)
+    if opts.get('chain'):
+        best = chains(addrs, opts)
+    return best
+
+
+def chains(addrs, opts):
+    """Greedy minimum chain cover: an address can follow another one of the group if it
+    starts after the other's end (one device rotating): the minimum number of devices
+    needed = max concurrency (interval graph). With a max gap, chains break after a
+    silence longer than `gap` seconds (a device that left and another that came)."""
+    gap = opts.get('gap')
+    iv = sorted((min(f['t'] for f in fs), max(f['t'] for f in fs)) for fs in addrs.values())
+    ends = []  # end times of open chains
+    for s, e in iv:
+        # reuse a chain that ended before s (and within gap)
+        cand = [k for k, t in enumerate(ends) if t <= s and (gap is None or s - t <= gap)]
+        if cand:
+            k = max(cand, key=lambda k: ends[k])
+            ends[k] = e
+        else:
+            ends.append(e)
+    return len(ends)
+
+
+def windows(frames, win=WIN):
+    out = collections.defaultdict(list)
+    for f in frames:
+        out[int(f['t'] // win) * win].append(f)
+    return dict(sorted(out.items()))
+
+
+def learned_gate(frames, q):
+    rs = sorted(f['rssi'] for f in frames if f['rssi'] is not None)
+    if not rs:
+        return None
+    return rs[int(q * (len(rs) - 1))]
+
+
+def evaluate(opts, verbose=False):
+    res = {}
+    per = []
+    empty = []
+    fitdata = []
+    for day in LAB:
+        frames = load_lab(day) if day not in CACHE else CACHE[day]
+        CACHE[day] = frames
+        o = dict(opts)
+        if opts.get('gate_q') is not None:
+            o['gate'] = learned_gate(frames, opts['gate_q'])
+        for start, fs in windows(frames).items():
+            occ = fs[0]['wocc']
+            est = estimate(fs, o)
+            naive = len({f['sa'] for f in fs})
+            if occ >= 5:
+                per.append((day, start, occ, est, est / occ, naive / occ))
+                fitdata.append((day, occ, est))
+            elif occ == 0:
+                empty.append((day, start, est))
+    ratios = [p[4] for p in per]
+    res['occupied'] = len(per)
+    res['in_0.6_1.6'] = sum(0.6 <= r <= 1.6 for r in ratios) / len(per)
+    res['ratio_median'] = statistics.median(ratios)
+    res['naive_ratio_median'] = statistics.median(p[5] for p in per)
+    res['empty_max'] = max(e[2] for e in empty) if empty else None
+    res['empty_windows'] = len(empty)
+    # phones
+    ph = {}
+    for name in PHONES:
+        fs = CACHE.get(name) or load_phone(name)
+        CACHE[name] = fs
+        ph[name] = max(estimate(w, opts) for w in windows(fs).values())
+    res['phone_max'] = max(ph.values())
+    m2, m3 = [], []
+    for k, store in ((2, m2), (3, m3)):
+        for combo in itertools.combinations(PHONES, k):
+            merged = merge([CACHE[n] for n in combo])
+            store.append(max(estimate(w, opts) for w in windows(merged).values()))
+    res['merged2_range'] = (min(m2), max(m2))
+    res['merged2_ok'] = sum(2 <= x <= 4 for x in m2) / len(m2)
+    res['merged3_range'] = (min(m3), max(m3))
+    res['merged3_ok'] = sum(3 <= x <= 5 for x in m3) / len(m3)
+    # fit on two days, judge third (line through origin: people = a * devices)
+    days = sorted({d for d, _, _ in fitdata})
+    cv = []
+    for held in days:
+        tr = [(o_, e) for d, o_, e in fitdata if d != held]
+        a = sum(o_ * e for o_, e in tr) / max(1e-9, sum(e * e for o_, e in tr))
+        te = [(o_, e) for d, o_, e in fitdata if d == held]
+        cv += [abs(a * e - o_) <= 0.3 * o_ for o_, e in te]
+    res['fit2_judge1_within30'] = sum(cv) / len(cv) if cv else None
+    if verbose:
+        for p in per:
+            print('  %s %s occ %.1f est %d ratio %.2f naive %.1f' % p[:2] + ('',) * 0 if False else
+                  '  %s %d occ %5.1f est %3d ratio %.2f naive/person %.1f' % p)
+        for e in empty:
+            print('  empty %s %d est %d' % e)
+        print('  phones', ph)
+        print('  merged2', sorted(collections.Counter(m2).items()), 'merged3', sorted(collections.Counter(m3).items()))
+    return res
+
+
+def merge(lists):
+    """Merge one-phone captures as if recorded together: shift each to start at 0."""
+    out = []
+    for fs in lists:
+        t0 = fs[0]['t']
+        out += [dict(f, t=f['t'] - t0) for f in fs]
+    return sorted(out, key=lambda f: f['t'])
+
+
+CACHE = {}
+
+VARIANTS = {
+    'naive-addresses(ref)': dict(all_grouped=False, min_frames=1, naive=True),
+    'base': dict(),
+    'base+mask_basic': dict(mask_basic=True),
+    'base+extcap': dict(extcap=True),
+    'base+order': dict(order=True),
+    'base+order+mask': dict(order=True, mask_basic=True),
+    'base,no-group-bit-rule': dict(group_is_random=False),
+    'all_grouped': dict(all_grouped=True),
+    'all_grouped+mask': dict(all_grouped=True, mask_basic=True),
+    'base+gate-70': dict(gate=-70),
+    'base+gate_q0.1': dict(gate_q=0.1),
+    'base+gate_q0.2': dict(gate_q=0.2),
+    'base+linger30': dict(linger=30),
+    'base+linger60': dict(linger=60),
+    'base+chain_gap120': dict(chain=True, gap=120),
+    'base+chain_gap300': dict(chain=True, gap=300),
+    'base+min3': dict(min_frames=3),
+}
+
+def otsu(rssis):
+    """Otsu's threshold on an RSSI histogram (1 dB bins): the gate between the near and the
+    far mode, and the separability eta = between-class / total variance (0..1)."""
+    h = collections.Counter(rssis)
+    n = len(rssis)
+    if n == 0:
+        return None, 0.0
+    mean = sum(rssis) / n
+    var = sum((r - mean) ** 2 for r in rssis) / n
+    best = (0.0, None)
+    lo, hi = min(h), max(h)
+    wa = sa = 0
+    for t in range(lo, hi + 1):
+        wa += h.get(t - 1, 0) if t > lo else 0
+        sa += (t - 1) * h.get(t - 1, 0) if t > lo else 0
+        wb = n - wa
+        if wa == 0 or wb == 0:
+            continue
+        ma, mb = sa / wa, (mean * n - sa) / wb
+        v = wa / n * wb / n * (ma - mb) ** 2
+        if v > best[0]:
+            best = (v, t)
+    return best[1], (best[0] / var if var else 0.0)
+
+
+FAR_MODE_DBM = -80
+
+
+def learned(rssis):
+    """The gate learned from an installation's signal levels: Otsu's threshold between its
+    near and far mode, used only when the far mode lies at the edge of reception (mean at or
+    below FAR_MODE_DBM); otherwise everything heard is near (e.g. one phone on a desk)."""
+    g, _ = otsu(rssis)
+    if g is None:
+        return None
+    far = [r for r in rssis if r < g]
+    if not far or sum(far) / len(far) > FAR_MODE_DBM:
+        return None
+    return g
+
+
+def final():
+    """The chosen method: every address grouped by fingerprint, Otsu gate learned from the
+    replayed frames (per file = each day replayed alone; installation = all lab days)."""
+    print('== chosen method (all addresses grouped, single-frame groups dropped, Otsu gate) ==')
+    lab_all = []
+    for d in LAB:
+        lab_all += load_lab(d)
+    g_inst = learned([f['rssi'] for f in lab_all])
+    for label, gate_for in (('gate per file', lambda fs: learned([f['rssi'] for f in fs])),
+                            ('gate of the installation (%d dBm)' % g_inst, lambda fs: g_inst),
+                            ('no gate', lambda fs: None)):
+        per, empty, fit = [], [], []
+        for d in LAB:
+            fs = load_lab(d)
+            g = gate_for(fs)
+            for st, w in windows(fs).items():
+                occ = w[0]['wocc']
+                est = estimate(w, dict(all_grouped=True, gate=g))
+                if occ >= 5:
+                    per.append((d, st, occ, est))
+                elif occ == 0:
+                    empty.append((d, st, est))
+        ok = [0.6 <= e / o <= 1.6 for _, _, o, e in per]
+        cv = []
+        for held in LAB[:2]:
+            tr = [(o, e) for d, _, o, e in per if d != held]
+            a = sum(o * e for o, e in tr) / sum(e * e for o, e in tr)
+            cv += [abs(a * e - o) <= 0.3 * o for d, _, o, e in per if d == held]
+        print(f'{label}: occupied windows {len(per)}, devices/person in 0.6-1.6: {sum(ok)}/{len(ok)}'
+              f' ({100*sum(ok)/len(ok):.0f} %), median {statistics.median(e/o for *_, o, e in per):.2f};'
+              f' empty windows {len(empty)}, max {max(e for *_, e in empty)},'
+              f' > 2: {sum(e > 2 for *_, e in empty)}; line fitted on one occupied day judged on the other:'
+              f' {100*sum(cv)/len(cv):.0f} % within 30 %')
+        if os.environ.get('V') == '1':
+            for d, st, o, e in per:
+                print(f'   {d} {st} occ {o:5.1f} devices {e:3d} ratio {e/o:.2f}')
+            for d, st, e in empty:
+                print(f'   {d} {st} empty devices {e}')
+    for name in PHONES:
+        fs = load_phone(name)
+        g = learned([f['rssi'] for f in fs])
+        ws = windows(fs)
+        print(f'  {name:18s} gate {g} dBm, devices per 15-min window: {[estimate(w, dict(all_grouped=True, gate=g)) for w in ws.values()]}')
+    for k, lo, hi in ((2, 2, 4), (3, 3, 5)):
+        res = []
+        for combo in itertools.combinations(PHONES, k):
+            m = merge([load_phone(n) for n in combo])
+            g = learned([f['rssi'] for f in m])
+            res.append(max(estimate(w, dict(all_grouped=True, gate=g)) for w in windows(m).values()))
+        print(f'  merged {k} at a time: {len(res)} combinations, max per window in {lo}-{hi}:'
+              f' {sum(lo <= x <= hi for x in res)}/{len(res)}, distribution {sorted(collections.Counter(res).items())}')
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["final"]:
+    final()
+elif __name__ == "__main__" and sys.argv[1:2] == ["occupancy"]:
+    occupancy_table(sys.argv[2])
+elif __name__ == "__main__":
+    names = sys.argv[1:] or list(VARIANTS)
+    for n in names:
+        opts = VARIANTS[n]
+        if opts.get('naive'):
+            continue
+        r = evaluate(opts, verbose=os.environ.get('V') == '1')
+        print(f'{n:28s}', ' '.join(f'{k}={v:.2f}' if isinstance(v, float) else f'{k}={v}' for k, v in r.items()))
