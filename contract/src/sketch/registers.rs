@@ -1,0 +1,139 @@
+//! The HLL registers of serialized sketches, read and written directly: the union's dense
+//! path merges registers without a decode and estimates from an HLL_8 image.
+
+use super::*;
+
+/// DataSketches HLL serialization constants (the format is documented by Apache
+/// DataSketches and read by its Java, C++ and Python libraries).
+pub(super) const HLL_PREAMBLE: usize = 40;
+pub(super) const CUR_MODE_LIST: u8 = 0;
+pub(super) const CUR_MODE_SET: u8 = 1;
+pub(super) const CUR_MODE_HLL: u8 = 2;
+pub(super) const TGT_HLL4: u8 = 0;
+pub(super) const TGT_HLL8: u8 = 2;
+pub(super) const EMPTY_FLAG: u8 = 4;
+/// A coupon is a 26-bit address (the register is its low `lg_k` bits) under a 6-bit value.
+pub(super) const COUPON_ADDRESS_BITS: u32 = 26;
+/// An HLL_4 nibble that means "the value is in the exception table".
+pub(super) const AUX_TOKEN: u8 = 15;
+
+pub(super) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Raises `registers` to the values held by `bytes`, a serialization this library version
+/// wrote at `lg_k` (list, set, HLL_4 or HLL_8). False, with `registers` possibly partly
+/// raised, for anything else (HLL_6, another precision, a short image): the caller then
+/// leaves it to the library.
+pub(super) fn max_into(bytes: &[u8], lg_k: u8, registers: &mut [u8]) -> bool {
+    let k = 1usize << lg_k;
+    if bytes.len() < 8 || bytes[3] != lg_k || registers.len() != k {
+        return false;
+    }
+    let coupons = |registers: &mut [u8], from: usize, count: usize| -> bool {
+        max_coupons_into(bytes, from, count, registers)
+    };
+    if bytes[5] & EMPTY_FLAG != 0 {
+        return true;
+    }
+    match (bytes[7] & 3, (bytes[7] >> 2) & 3) {
+        (CUR_MODE_LIST, _) => coupons(registers, 8, usize::from(bytes[6])),
+        (CUR_MODE_SET, _) => match u32_at(bytes, 8) {
+            Some(count) => coupons(registers, 12, count as usize),
+            None => false,
+        },
+        (CUR_MODE_HLL, TGT_HLL8) => match bytes.get(HLL_PREAMBLE..HLL_PREAMBLE + k) {
+            Some(values) => {
+                registers
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(r, v)| *r = (*r).max(*v));
+                true
+            }
+            None => false,
+        },
+        (CUR_MODE_HLL, TGT_HLL4) => {
+            let cur_min = bytes[6];
+            let Some(aux_count) = u32_at(bytes, 36) else {
+                return false;
+            };
+            let Some(nibbles) = bytes.get(HLL_PREAMBLE..HLL_PREAMBLE + k / 2) else {
+                return false;
+            };
+            for (pair, byte) in registers.chunks_exact_mut(2).zip(nibbles) {
+                for (r, raw) in pair.iter_mut().zip([byte & 15, byte >> 4]) {
+                    // An exception's value is at least cur_min + 15: the table below sets it.
+                    let value = if raw < AUX_TOKEN {
+                        cur_min + raw
+                    } else {
+                        cur_min
+                    };
+                    *r = (*r).max(value);
+                }
+            }
+            coupons(registers, HLL_PREAMBLE + k / 2, aux_count as usize)
+        }
+        _ => false,
+    }
+}
+
+/// Raises `registers` to the `count` coupons stored from byte `from` on.
+pub(super) fn max_coupons_into(
+    bytes: &[u8],
+    from: usize,
+    count: usize,
+    registers: &mut [u8],
+) -> bool {
+    let mask = registers.len().wrapping_sub(1) as u32;
+    for i in 0..count {
+        let Some(c) = u32_at(bytes, from + 4 * i) else {
+            return false;
+        };
+        let slot = (c & mask) as usize;
+        let value = (c >> COUPON_ADDRESS_BITS) as u8;
+        registers[slot] = registers[slot].max(value);
+    }
+    true
+}
+
+/// The HLL_8 serialization of `registers` (`2^lg_k` values) with the order-independent
+/// estimator. Its register sums are computed from a histogram of the values: each term
+/// `count x 2^-value` and every partial sum is exact in a double (at most 2^21 registers,
+/// values below 64), so they equal the library's register-by-register sums bit for bit,
+/// without a division per register.
+pub(super) fn hll8_image(lg_k: u8, registers: impl Iterator<Item = u8>) -> Vec<u8> {
+    let k = 1usize << lg_k;
+    let mut image = Vec::with_capacity(HLL_PREAMBLE + k);
+    image.extend_from_slice(&[
+        10, // preamble ints
+        1,  // serial version
+        7,  // family: HLL
+        lg_k,
+        0,                 // lg_arr, unused in HLL mode
+        OUT_OF_ORDER_FLAG, // composite estimator
+        0,                 // cur_min, always 0 in HLL_8
+        CUR_MODE_HLL | (TGT_HLL8 << 2),
+    ]);
+    image.resize(HLL_PREAMBLE, 0);
+    image.extend(registers);
+    let mut histogram = [0u32; 256];
+    for v in &image[HLL_PREAMBLE..] {
+        histogram[usize::from(*v)] += 1;
+    }
+    let (mut kxq0, mut kxq1) = (0.0f64, 0.0f64);
+    for (v, n) in histogram.iter().enumerate().filter(|(_, n)| **n > 0) {
+        // 2^-v, built from its exponent bits (exact; v < 256 < 1023).
+        let term = f64::from(*n) * f64::from_bits((1023 - v as u64) << 52);
+        if v < 32 {
+            kxq0 += term;
+        } else {
+            kxq1 += term;
+        }
+    }
+    // hip_accum (8..16) stays 0: unused by the composite estimator.
+    image[16..24].copy_from_slice(&kxq0.to_le_bytes());
+    image[24..32].copy_from_slice(&kxq1.to_le_bytes());
+    image[32..36].copy_from_slice(&histogram[0].to_le_bytes());
+    // aux count (36..40) is 0 in HLL_8.
+    image
+}
