@@ -182,6 +182,11 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         path: o.data.clone(),
         source,
     };
+    // Before anything is written: a second demo on the same ports leaves the first one's
+    // files alone.
+    let mqtt = SocketAddr::from(([127, 0, 0, 1], o.mqtt_port));
+    ensure_free(o.http, "the HTTP address", "--http")?;
+    ensure_free(mqtt, "the MQTT port", "--mqtt-port")?;
     std::fs::create_dir_all(&o.data).map_err(data_error)?;
     let scenario = match &o.scenario {
         Some(path) => Scenario::load(path)?,
@@ -199,9 +204,6 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let mqtt = SocketAddr::from(([127, 0, 0, 1], o.mqtt_port));
-    ensure_free(o.http, "the HTTP address", "--http")?;
-    ensure_free(mqtt, "the MQTT port", "--mqtt-port")?;
     let mut aggregator = tokio::spawn(service::run(
         config,
         store,

@@ -89,7 +89,7 @@ impl Counter {
                 .fp
                 .map(|f| f.to_string())
                 .unwrap_or_else(|| "none".into());
-            tracing::info!(component = "agent", sensor = %self.sensor, epoch = %epoch, fp = %fp, new = accepted.new_epochs, replaced = accepted.replaced, "salt accepted");
+            tracing::info!(epoch = %epoch, fp = %fp, new = accepted.new_epochs, replaced = accepted.replaced, "salt accepted");
         }
         self.salt_changes += accepted.replaced as u64;
         self.windows.start(now);

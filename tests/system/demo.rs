@@ -130,6 +130,10 @@ fn the_demo_refuses_a_port_another_program_holds_before_any_sensor_connects() {
         .arg(dir.path().join("demo-data"))
         .output()
         .expect("crowdflow-demo runs");
+    assert!(
+        !dir.path().join("demo-data").exists(),
+        "nothing is written before the ports are checked"
+    );
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert_eq!(status.status.code(), Some(2), "{stderr}");
     assert!(
