@@ -30,10 +30,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use axum::body::Body;
 use axum::http::Request;
+use common::{TOKEN, config};
 use crowdflow_aggregator::api::{AppState, router};
-use crowdflow_aggregator::config::{AggregatorConfig, hash_token};
 use crowdflow_aggregator::live::LiveBoard;
 use crowdflow_aggregator::metrics::Metrics;
 use crowdflow_aggregator::query::{self, Tile};
@@ -50,7 +52,6 @@ use tower::ServiceExt;
 const ZONES: u64 = 50;
 const DAYS: i64 = 7;
 const START: &str = "2026-03-02T00:00:00Z";
-const TOKEN: &str = "bench-planner";
 const KIND: Kind = Kind::WifiRandom;
 /// Minutes per ingest batch (x 50 zones = 500 messages, about the aggregator's batch size).
 const BATCH_MINUTES: i64 = 10;
@@ -243,22 +244,6 @@ async fn peer_rollups(peer: &Client) {
     peer.batch_execute("VACUUM ANALYZE minute, hour, day")
         .await
         .expect("peer vacuum");
-}
-
-fn config(db: &Path) -> Arc<AggregatorConfig> {
-    let mut text = format!(
-        "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:1883\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
-         [[tokens]]\nname = \"bench\"\nrole = \"planner\"\nblake3 = \"{}\"\n",
-        db.display(),
-        hash_token(TOKEN).to_hex()
-    );
-    for z in 0..ZONES {
-        text += &format!(
-            "[[zones]]\nid = \"z{z}\"\nname = \"Zone {z}\"\narea_m2 = 1000.0\ncalibration = {{ wifi_random = 0.35 }}\n\
-             [[sensors]]\nid = \"s{z}\"\nzone = \"z{z}\"\n"
-        );
-    }
-    Arc::new(AggregatorConfig::parse(&text, Path::new("bench.toml"), None).expect("config"))
 }
 
 /// One zone-minute of generated data: the hashes, as crowdflow's message and the peer's row.
@@ -680,7 +665,7 @@ fn main() {
             }
         }
         let app = router(AppState {
-            config: config(&db),
+            config: config(&db, ZONES),
             store: store.clone(),
             live: LiveBoard::default(),
             metrics: Metrics::default(),

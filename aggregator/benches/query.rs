@@ -7,13 +7,14 @@
 //! The database is generated once into target/bench-data/ (a few minutes) and reused.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use axum::body::Body;
 use axum::http::Request;
+use common::{TOKEN, config};
 use crowdflow_aggregator::api::{AppState, router};
-use crowdflow_aggregator::config::{AggregatorConfig, hash_token};
 use crowdflow_aggregator::live::LiveBoard;
 use crowdflow_aggregator::metrics::Metrics;
 use crowdflow_aggregator::store::{Accepted, Batch, SqliteStore, Store};
@@ -26,25 +27,6 @@ use tower::ServiceExt;
 const ZONES: u64 = 50;
 const DAYS: i64 = 30;
 const START: &str = "2026-03-01T00:00:00Z";
-const TOKEN: &str = "bench-planner";
-
-fn config(db: &std::path::Path) -> Arc<AggregatorConfig> {
-    let mut text = format!(
-        "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:1883\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
-         [[tokens]]\nname = \"bench\"\nrole = \"planner\"\nblake3 = \"{}\"\n",
-        db.display(),
-        hash_token(TOKEN).to_hex()
-    );
-    for z in 0..ZONES {
-        text += &format!(
-            "[[zones]]\nid = \"z{z}\"\nname = \"Zone {z}\"\narea_m2 = 1000.0\ncalibration = {{ wifi_random = 0.35 }}\n\
-             [[sensors]]\nid = \"s{z}\"\nzone = \"z{z}\"\n"
-        );
-    }
-    Arc::new(
-        AggregatorConfig::parse(&text, std::path::Path::new("bench.toml"), None).expect("config"),
-    )
-}
 
 fn message(zone: u64, minute: i64, start: Timestamp) -> Accepted {
     let mut sketch = Sketch::new(Precision::DEFAULT);
@@ -130,7 +112,7 @@ fn main() {
         if fresh {
             generate(&store, start).await;
         }
-        let config = config(&db);
+        let config = config(&db, ZONES);
         let app = router(AppState {
             config,
             store,
