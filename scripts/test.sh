@@ -13,12 +13,20 @@ set -euo pipefail
 source "$(dirname "$0")/lib/setup.sh"
 cd "$ROOT"
 started=$SECONDS
+# A one-off build gains nothing from incremental state, which is most of a debug target's size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # stage TITLE: a stage's header, with the minutes and seconds since the start (where CI's
 # time goes, read off its log).
 stage() { say "$* [at $(((SECONDS - started) / 60))m$(((SECONDS - started) % 60))s]"; }
 
 stage "checking prerequisites"
+# A full run needs about 15 GB under the target directory; say so up front rather than fail
+# deep inside a C build with "No space left on device".
+free_kb=$(df -Pk "$(dirname "$CARGO_TARGET_DIR")" | awk 'NR == 2 { print $4 }')
+if [ "${free_kb:-0}" -lt $((15 * 1024 * 1024)) ]; then
+    say "warning: only $((free_kb / 1024)) MB free for $CARGO_TARGET_DIR; a full run needs about 15 GB"
+fi
 ensure_rust
 ensure_python_datasketches
 ensure_mosquitto
@@ -67,4 +75,4 @@ if [ -n "${CROWDFLOW_FUZZ_SECONDS:-}" ]; then
     bash scripts/fuzz.sh "$CROWDFLOW_FUZZ_SECONDS"
 fi
 
-say "all checks passed in $((SECONDS - started)) s"
+say "all checks passed in $((SECONDS - started)) s; $CARGO_TARGET_DIR holds $(du -sh "$CARGO_TARGET_DIR" | cut -f1)"
