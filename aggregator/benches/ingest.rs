@@ -105,9 +105,17 @@ fn main() {
         .map(|a| a.port())
         .expect("port");
     let config = Arc::new(
-        AggregatorConfig::parse(&config_text(port, &db), Path::new("bench.toml"), None)
-            .expect("config"),
+        AggregatorConfig::parse(
+            &config_text(port, &db),
+            &dir.path().join("bench.toml"),
+            None,
+        )
+        .expect("config"),
     );
+    // The key the service signs with (made beside the config), to check its announcements.
+    let (key, _) = crowdflow_aggregator::salt::key_file::load_or_create(&config.signing_key_file)
+        .expect("signing key");
+    let trusted = crowdflow_contract::authority_key::TrustedKeys::new(vec![key.public_key()]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -127,7 +135,7 @@ fn main() {
         client.subscribe("crowdflow/v1/salt", QoS::AtMostOnce).await.expect("subscribe");
         let announcement = loop {
             if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                break SaltAnnouncement::decode(&p.payload).expect("announcement");
+                break SaltAnnouncement::decode_signed(&p.payload, &trusted).expect("announcement").0;
             }
         };
         let (epoch, fp) = (announcement.salts[0].epoch, announcement.salts[0].salt.fingerprint());

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crowdflow_aggregator::config::{
     AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig, hash_token, new_secret,
 };
+use crowdflow_aggregator::salt::key_file;
 use crowdflow_aggregator::store::{PostgresStore, SqliteStore};
 use crowdflow_aggregator::{process, service};
 
@@ -40,11 +41,33 @@ enum Command {
     },
     /// Print the hash of a token read from standard input (for the config's `blake3`).
     HashToken,
+    /// The salt signing key: `show` prints the public key agents pin (making the key file
+    /// named by the config if there is none); `new FILE` makes a key file.
+    SaltKey {
+        #[command(subcommand)]
+        action: SaltKeyAction,
+    },
     /// Check a config file and say what to fix.
     Validate {
         /// The aggregator's config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SaltKeyAction {
+    /// Print the public key of the config's salt.signing_key_file (made if missing), as the
+    /// line to put in each agent's `[salt]` section.
+    Show {
+        /// The aggregator's config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Make a new key file (never over an existing one) and print its public key.
+    New {
+        /// Where to write the key (PKCS#8 PEM, owner read/write only).
+        file: PathBuf,
     },
 }
 
@@ -78,6 +101,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.rotation.rotation_time(),
                 c.rotation.time_zone()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SaltKey { action } => {
+            let key = match action {
+                SaltKeyAction::Show { config } => {
+                    let c = load(&config)?;
+                    key_file::load_or_create(&c.signing_key_file)?.0
+                }
+                SaltKeyAction::New { file } => key_file::create(&file)?,
+            };
+            println!("[salt]\ntrusted_keys = [\"{}\"]", key.public_key());
             Ok(ExitCode::SUCCESS)
         }
         Command::NewToken { name, role } => {

@@ -25,7 +25,9 @@ use crate::link::{self, LinkError};
 use crate::live::LiveBoard;
 use crate::metrics::Metrics;
 use crate::purge::{self, PurgeSchedule};
-use crate::salt::{Action, Drawn, Leadership, Recovery, SaltAuthority, SaltProtocol};
+use crate::salt::{
+    Action, Drawn, Leadership, Recovery, SaltAuthority, SaltProtocol, Signing, key_file,
+};
 use crate::store::{Rejected, Store, StoreError};
 
 /// How far back stored salt fingerprints are loaded at start (sketches of ended epochs
@@ -50,6 +52,9 @@ pub enum ServiceError {
         source: std::io::Error,
     },
     /// No salt could be drawn.
+    #[error(transparent)]
+    SigningKey(#[from] crate::salt::key_file::KeyFileError),
+    /// The salt could not be drawn.
     #[error("cannot draw a salt: {0}")]
     Salt(#[from] crowdflow_contract::salt::SaltError),
 }
@@ -83,6 +88,7 @@ pub async fn run<S: Store>(
     store: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
+    let signing = signing(&config)?;
     let metrics = Metrics::default();
     let live = LiveBoard::default();
     serve_http(&config, &store, &live, &metrics).await?;
@@ -94,7 +100,7 @@ pub async fn run<S: Store>(
     let endpoint = link::endpoint(&config).await?;
     let broker = format!("{}:{}", endpoint.host, endpoint.port);
     let mut ingest = Validator::new(config.clone(), metrics.clone());
-    let salts = salt_protocol(&config, &store, &mut ingest).await?;
+    let salts = salt_protocol(&config, &store, &mut ingest, signing).await?;
     let (client, events) = link::connect(&config, endpoint);
     let mut state = State {
         config,
@@ -171,6 +177,7 @@ async fn salt_protocol(
     config: &AggregatorConfig,
     store: &impl Store,
     ingest: &mut Validator,
+    signing: Signing,
 ) -> Result<SaltProtocol, StoreError> {
     let now = Timestamp::now();
     let since = config.rotation.epoch_at(now - KNOWN_EPOCHS_BACK);
@@ -194,7 +201,30 @@ async fn salt_protocol(
         Leadership::new(&config.authority_id, announce_every, listen_first, started),
         Recovery::start(wanted, recover_for, started),
         announce_every,
+        signing,
     ))
+}
+
+/// This replica's signing key (made on first start) and the peers it trusts; the public key
+/// is logged at every start, since each agent must pin it.
+fn signing(config: &AggregatorConfig) -> Result<Signing, ServiceError> {
+    let path = &config.signing_key_file;
+    let (key, origin) = key_file::load_or_create(path)?;
+    let public = key.public_key();
+    match origin {
+        key_file::Origin::Created => tracing::info!(
+            file = %path.display(),
+            "created the salt signing key; pin its public key in every agent's [salt] trusted_keys: {public}"
+        ),
+        key_file::Origin::Loaded => tracing::info!(
+            file = %path.display(),
+            "salt announcements are signed by {public} (agents pin it in [salt] trusted_keys)"
+        ),
+    }
+    Ok(Signing {
+        key,
+        trusted: config.trusted_keys.clone(),
+    })
 }
 
 impl<S: Store> State<S> {
@@ -219,7 +249,9 @@ impl<S: Store> State<S> {
         match self.config.broker.topics.classify(&p.topic) {
             Some(TopicKind::Sketch) => self.on_sketch(p).await,
             Some(TopicKind::Salt) => {
-                let actions = self.salts.on_announcement(&p.payload, Instant::now());
+                let actions = self
+                    .salts
+                    .on_announcement(&p.payload, p.retain, Instant::now());
                 self.carry_out(actions).await;
             }
             Some(TopicKind::SaltReturn) => {
@@ -268,12 +300,12 @@ impl<S: Store> State<S> {
                         self.salts.announced(Instant::now());
                     }
                 }
-                Action::AskRecovery(request) => {
+                Action::AskRecovery { payload, .. } => {
                     let _ = self.client.try_publish(
                         self.config.broker.topics.salt_recover(),
                         QoS::AtMostOnce,
                         false,
-                        request.encode(),
+                        payload,
                     );
                 }
                 Action::Lead(leads) => self.metrics.salt_leader.set(i64::from(leads)),

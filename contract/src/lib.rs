@@ -5,6 +5,7 @@
 //! | module | what it fixes |
 //! |---|---|
 //! | [`config_file`] | how both deployables read their TOML config and name faulty fields |
+//! | [`authority_key`] | the salt authority's Ed25519 signing key and the public keys agents pin |
 //! | [`salt`] | the per-epoch secret, its fingerprint, and how it is kept (memory only, zeroized) |
 //! | [`identity`] | how a device address becomes the keyed hash that feeds a sketch |
 //! | [`epoch`] | which salt epoch an instant belongs to (daily rotation in a local time zone) |
@@ -38,6 +39,7 @@
 //! travel.
 #![deny(missing_docs)]
 
+pub mod authority_key;
 pub mod config_file;
 pub mod epoch;
 pub mod identity;

@@ -166,7 +166,13 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
     };
     std::fs::create_dir_all(dir).expect("data dir");
     let config = dir.join("aggregator.toml");
-    std::fs::write(&config, demo::aggregator_text(&s, &options)).expect("config");
+    let mut access = demo::SensorAccess::for_scenario(&s).expect("entropy");
+    std::fs::write(&config, demo::aggregator_text(&s, &options, &access)).expect("config");
+    // The key the aggregator will sign with (beside its config), pinned by the agents.
+    let (key, _) =
+        crowdflow_aggregator::salt::key_file::load_or_create(&dir.join("salt-signing.key"))
+            .expect("signing key");
+    access.trusted = crowdflow_contract::authority_key::TrustedKeys::new(vec![key.public_key()]);
     let mut aggregator = Command::new(binary("crowdflow-aggregator"))
         .args(["run", "--config"])
         .arg(&config)
@@ -183,7 +189,7 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut ears = Vec::new();
     for sensor in &s.sensors {
-        let agent = demo::in_process_agent(&sensor.id, mqtt, dir).expect("agent config");
+        let agent = demo::in_process_agent(&sensor.id, mqtt, dir, &access).expect("agent config");
         let mut rx = stopped.clone();
         let (heard, running) = agent.start(async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
@@ -60,6 +61,8 @@ struct Link {
     salt_recover_topic: String,
     salt_return_topic: String,
     sensor: String,
+    /// The salt authorities whose signed announcements and requests count (`[salt]`).
+    trusted: TrustedKeys,
     connected: bool,
     /// What each publish call was, in call order, until the event loop numbers it.
     pending: VecDeque<Tag>,
@@ -133,6 +136,7 @@ fn start_capture(config: &AgentConfig, counter: &Arc<Mutex<Counter>>) {
 pub(crate) struct Publishing<'a> {
     pub(crate) sensor_id: &'a SensorId,
     pub(crate) broker: &'a Broker,
+    pub(crate) trusted_keys: &'a TrustedKeys,
     pub(crate) outbox_dir: &'a Path,
     pub(crate) outbox_max_bytes: u64,
     pub(crate) metrics_listen: Option<SocketAddr>,
@@ -143,6 +147,7 @@ impl Publishing<'_> {
         Publishing {
             sensor_id: &config.sensor_id,
             broker: &config.broker,
+            trusted_keys: &config.trusted_keys,
             outbox_dir: &config.outbox_dir,
             outbox_max_bytes: config.outbox_max_bytes,
             metrics_listen: config.metrics_listen,
@@ -268,6 +273,7 @@ fn connect(config: &Publishing<'_>) -> (Link, EventLoop) {
         salt_recover_topic: topics.salt_recover(),
         salt_return_topic: topics.salt_return(config.sensor_id),
         sensor: config.sensor_id.to_string(),
+        trusted: config.trusted_keys.clone(),
         sensor_topic_status: status_topic,
         sketch_topic: topics.sketch(config.sensor_id),
         connected: false,
@@ -322,9 +328,15 @@ fn on_event(
                 Tag::Other,
             );
         }
+        // A retained salt message was planted or is stale: the authority never retains.
+        Event::Incoming(Packet::Publish(p))
+            if p.retain && (p.topic == link.salt_topic || p.topic == link.salt_recover_topic) =>
+        {
+            tracing::warn!(topic = %p.topic, "ignoring a retained salt message (the authority never retains)");
+        }
         Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_topic => {
-            match SaltAnnouncement::decode(&p.payload) {
-                Ok(announcement) => {
+            match SaltAnnouncement::decode_signed(&p.payload, &link.trusted) {
+                Ok((announcement, _)) => {
                     let accepted = lock(counter)?.accept_salts(announcement, Timestamp::now());
                     link.status_due |= accepted.new_epochs + accepted.replaced > 0;
                 }
@@ -332,7 +344,7 @@ fn on_event(
             }
         }
         Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_recover_topic => {
-            match SaltRecovery::decode(&p.payload) {
+            match SaltRecovery::decode_signed(&p.payload, &link.trusted, Timestamp::now()) {
                 Ok(request) => {
                     let answer =
                         lock(counter)?.salt_answer(&request, &link.sensor, Timestamp::now());

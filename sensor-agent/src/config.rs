@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::config_file;
 use crowdflow_contract::identity::{Kind, Medium};
 use crowdflow_contract::sketch::Precision;
@@ -24,6 +25,7 @@ pub use crowdflow_contract::config_file::ConfigError;
 struct RawConfig {
     sensor_id: String,
     broker: RawBroker,
+    salt: Option<RawSalt>,
     capture: RawCapture,
     #[serde(default)]
     counting: config_file::CountingSection,
@@ -47,6 +49,13 @@ struct RawBroker {
 
 fn default_prefix() -> String {
     crowdflow_contract::wire::DEFAULT_PREFIX.to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSalt {
+    #[serde(default)]
+    trusted_keys: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +113,31 @@ fn default_outbox_mb() -> u64 {
 struct RawMetrics {
     listen: Option<String>,
 }
+
+/// `[salt] trusted_keys`: required, since a salt from anyone else must never count.
+fn trusted_keys(raw: Option<RawSalt>) -> Result<TrustedKeys, (String, String)> {
+    let texts = raw.map(|r| r.trusted_keys).unwrap_or_default();
+    if texts.is_empty() {
+        return Err((
+            "salt.trusted_keys".into(),
+            "name at least one salt authority key, e.g. [salt] trusted_keys = [\"ed25519:...\"]; \
+             `crowdflow-aggregator salt-key show --config aggregator.toml` prints the line"
+                .into(),
+        ));
+    }
+    if let Some(i) = texts.iter().position(|t| t.contains(KEY_PLACEHOLDER)) {
+        return Err((
+            format!("salt.trusted_keys[{i}]"),
+            "is the example config's placeholder: put the aggregator's key here \
+             (`crowdflow-aggregator salt-key show --config aggregator.toml` prints it)"
+                .into(),
+        ));
+    }
+    TrustedKeys::parse(&texts).map_err(|(i, e)| (format!("salt.trusted_keys[{i}]"), e.to_string()))
+}
+
+/// What the shipped example config holds instead of a key (deploy/agent/agent.example.toml).
+const KEY_PLACEHOLDER: &str = "REPLACE-WITH-THE-AGGREGATOR-KEY";
 
 /// Live Wi-Fi capture settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +229,8 @@ pub struct AgentConfig {
     pub sensor_id: SensorId,
     /// Where to publish.
     pub broker: Broker,
+    /// The salt authorities (aggregator replicas) whose signed announcements count.
+    pub trusted_keys: TrustedKeys,
     /// Where frames come from.
     pub source: Source,
     /// Which frames count.
@@ -228,6 +264,7 @@ impl AgentConfig {
         let sensor_id = SensorId::new(&raw.sensor_id)
             .map_err(|_| invalid("sensor_id", "use 1 to 64 of A-Z a-z 0-9 _ -".into()))?;
         let broker = broker(raw.broker, password_env).map_err(|(f, m)| invalid(f, m))?;
+        let trusted_keys = trusted_keys(raw.salt).map_err(|(f, m)| invalid(&f, m))?;
         let (source, policy) = capture(raw.capture).map_err(|(f, m)| invalid(&f, m))?;
         let (window, precision) = raw.counting.validate().map_err(|(f, m)| invalid(f, m))?;
         if raw.outbox.max_mb == 0 {
@@ -247,6 +284,7 @@ impl AgentConfig {
         Ok(AgentConfig {
             sensor_id,
             broker,
+            trusted_keys,
             source,
             policy,
             window,
@@ -474,6 +512,8 @@ sensor_id = "neude-01"
 url = "mqtt://broker.local:1884"
 username = "neude-01"
 password = "s3cret"
+[salt]
+trusted_keys = ["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]
 [capture]
 source = "wifi"
 interface = "wlan1"
@@ -561,6 +601,12 @@ dir = "/var/lib/crowdflow-agent/outbox"
             ),
             ("interface = \"wlan1\"", "", "`capture.interface`"),
             (
+                "trusted_keys = [\"ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"]",
+                "",
+                "`salt.trusted_keys`",
+            ),
+            ("ed25519:11qY", "ed25519:!1qY", "`salt.trusted_keys[0]`"),
+            (
                 "min_rssi_dbm = -80",
                 "min_rssi_dbm = 20",
                 "`capture.min_rssi_dbm`",
@@ -633,6 +679,17 @@ dir = "/var/lib/crowdflow-agent/outbox"
         let filled = text
             .replace("crowdflow.example.org", "broker.neude.lan")
             .replace("change-me", "s3cret");
+        let err = AgentConfig::parse(&filled, &path, None)
+            .expect_err("placeholder key")
+            .to_string();
+        assert!(
+            err.contains("salt.trusted_keys[0]") && err.contains("salt-key show"),
+            "{err}"
+        );
+        let filled = filled.replace(
+            "ed25519:REPLACE-WITH-THE-AGGREGATOR-KEY",
+            "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        );
         AgentConfig::parse(&filled, &path, None).expect("valid once filled in");
     }
 

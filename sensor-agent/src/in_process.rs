@@ -6,6 +6,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
@@ -26,6 +27,8 @@ pub struct InProcessAgent {
     pub sensor_id: SensorId,
     /// Where to publish.
     pub broker: Broker,
+    /// The salt authorities whose signed announcements count.
+    pub trusted_keys: TrustedKeys,
     /// Counting window.
     pub window: WindowLength,
     /// Sketch precision.
@@ -73,6 +76,7 @@ impl InProcessAgent {
             let publishing = Publishing {
                 sensor_id: &self.sensor_id,
                 broker: &self.broker,
+                trusted_keys: &self.trusted_keys,
                 outbox_dir: &self.outbox_dir,
                 outbox_max_bytes: self.outbox_max_bytes,
                 metrics_listen: None,

@@ -248,7 +248,15 @@ mod tests {
         k.accept(announce(vec![held]), now);
         let epoch = "2026-04-27".parse().expect("epoch");
         let answer = k
-            .answer(&SaltRecovery { epoch, fp }, "gate-1", now)
+            .answer(
+                &SaltRecovery {
+                    epoch,
+                    fp,
+                    issued_at: now,
+                },
+                "gate-1",
+                now,
+            )
             .expect("held");
         let returned = SaltAnnouncement::decode(&answer).expect("an announcement");
         assert_eq!(returned.authority, "gate-1");
@@ -256,8 +264,16 @@ mod tests {
         assert_eq!(returned.salts[0].salt.fingerprint(), fp);
         let other = Salt::generate().expect("entropy").fingerprint();
         assert!(
-            k.answer(&SaltRecovery { epoch, fp: other }, "gate-1", now)
-                .is_none(),
+            k.answer(
+                &SaltRecovery {
+                    epoch,
+                    fp: other,
+                    issued_at: now
+                },
+                "gate-1",
+                now
+            )
+            .is_none(),
             "another salt's fingerprint"
         );
         let next_day = "2026-04-28".parse().expect("epoch");
@@ -265,7 +281,8 @@ mod tests {
             k.answer(
                 &SaltRecovery {
                     epoch: next_day,
-                    fp
+                    fp,
+                    issued_at: now,
                 },
                 "gate-1",
                 now

@@ -279,11 +279,19 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
             Vec::new(),
         )
         .await;
+    // Announcements that do not verify are remembered, not final: a good one may follow.
+    let mut refused: Option<String> = None;
     let salt = tokio::time::timeout(timeout, async {
         loop {
             match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == salt_topic && p.retain => {
+                    refused = Some("a retained announcement was ignored (the aggregator never retains: someone planted it)".into());
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == salt_topic => {
-                    return SaltAnnouncement::decode(&p.payload).map_err(|e| e.to_string());
+                    match SaltAnnouncement::decode_signed(&p.payload, &config.trusted_keys) {
+                        Ok((a, _)) => return Ok(a),
+                        Err(e) => refused = Some(e.to_string()),
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
@@ -312,6 +320,14 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
             }
         }
         Ok(Err(e)) => fail("salt", format!("the salt announcement was unusable: {e}")),
+        Err(_) if refused.is_some() => fail(
+            "salt",
+            format!(
+                "no usable salt within {} s: {}",
+                timeout.as_secs(),
+                refused.unwrap_or_default()
+            ),
+        ),
         Err(_) => fail(
             "salt",
             format!(

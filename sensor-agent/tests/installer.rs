@@ -52,11 +52,13 @@ fn selfcheck_creates_no_directory() {
         .map(|a| a.port())
         .expect("port"); // nothing listens once the listener is dropped
     let config = dir.path().join("agent.toml");
+    let salt =
+        "[salt]\ntrusted_keys = [\"ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"]\n";
     std::fs::write(
         &config,
         format!(
             "sensor_id = \"neude-01\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
-             [capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
+             {salt}[capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
             root()
                 .join("sensor-agent/tests/data/captures/aircrack-ng/test1.pcap")
                 .display(),

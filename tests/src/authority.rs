@@ -51,7 +51,7 @@ impl Authority {
                 salt,
             }],
         };
-        let payload = announcement.encode().to_vec();
+        let payload = announcement.sign(crate::key::authority_key()).to_vec();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let sink = seen.clone();
         tokio::spawn(async move {

@@ -6,6 +6,7 @@ pub mod authority;
 pub mod cable;
 pub mod capture;
 pub mod gate;
+pub mod key;
 pub mod salt;
 pub mod stored;
 
@@ -57,8 +58,12 @@ pub async fn announced_salt(
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                break crowdflow_contract::wire::SaltAnnouncement::decode(&p.payload)
-                    .expect("announcement");
+                let (announcement, _) = crowdflow_contract::wire::SaltAnnouncement::decode_signed(
+                    &p.payload,
+                    &key::trusted_keys(),
+                )
+                .expect("an announcement signed by the suite's key");
+                break announcement;
             }
         }
     })
@@ -281,8 +286,9 @@ pub fn replay_agent_config(
 ) -> PathBuf {
     let path = dir.join("agent.toml");
     let text = format!(
-        "sensor_id = \"{sensor}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
+        "sensor_id = \"{sensor}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n{}[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\n\
          pcap = [\"{}\"]\n[counting]\nwindow_s = {window_s}\n[outbox]\ndir = \"{}\"\n",
+        key::salt_section(),
         pcap.display(),
         dir.join("outbox").display()
     );
@@ -300,7 +306,11 @@ pub fn postgres_server() -> String {
 }
 
 /// Runs `binary run --config CONFIG` of this workspace at debug log level, output captured.
+/// An aggregator gets the suite's signing key beside its config ([`key::install_beside`]).
 pub fn run_binary(binary: &str, config: &Path, name: &'static str) -> Proc {
+    if binary == "crowdflow-aggregator" {
+        key::install_beside(config);
+    }
     let mut command = Command::new(workspace_binary(binary));
     command
         .args(["run", "--config"])

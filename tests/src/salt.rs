@@ -105,11 +105,21 @@ impl Drop for SaltWatch {
     }
 }
 
-/// The epoch and salt bytes of an announcement's entries (base64 in its JSON).
+/// The epoch and salt bytes of an announcement's entries (base64 in its JSON, which a signed
+/// announcement carries base64-encoded in `signed`: read, not verified, as an eavesdropper would).
 fn salts_of(payload: &[u8]) -> Vec<EpochSalt> {
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return Vec::new();
     };
+    if let Some(body) = doc["signed"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    {
+        let Ok(inner) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Vec::new();
+        };
+        doc = inner;
+    }
     let entries = doc["salts"].as_array().cloned().unwrap_or_default();
     entries
         .iter()

@@ -37,10 +37,22 @@ use serde_json::Value;
 type Truth = BTreeMap<(String, Kind, i64), HashSet<[u8; 6]>>;
 
 /// The aggregator's config for `s`; `broker` and `storage` are the bodies of those sections.
+/// The salt rotation the test runs under: half a day away (UTC), so that the hour replayed
+/// before now always lies inside one epoch, whatever time of day the test runs at (under the
+/// default 04:00 Amsterdam rotation, runs in the hour after it had almost no salted past).
+fn rotation() -> (String, RotationSchedule) {
+    let hour = (Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).hour() + 12) % 24;
+    let at = format!("{hour:02}:00");
+    let schedule = RotationSchedule::parse(&at, "UTC").expect("rotation");
+    (at, schedule)
+}
+
 fn config_text(s: &Scenario, broker: &str, storage: &str, http: u16) -> String {
+    let (rotation, _) = rotation();
     let mut t = format!(
         "[http]\nlisten = \"127.0.0.1:{http}\"\nanonymous_role = \"planner\"\n[broker]\n{broker}\n\
-         [storage]\n{storage}\n[salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 60\n"
+         [storage]\n{storage}\n[salt]\nannounce_every_s = 5\nrotation = \"{rotation}\"\ntime_zone = \"UTC\"\n\
+         [counting]\nwindow_s = 60\n"
     );
     for z in &s.zones {
         let area = std::f64::consts::PI * z.radius_m * z.radius_m;
@@ -177,8 +189,11 @@ async fn measure<S: Store>(
     http: u16,
 ) -> Vec<[u8; 6]> {
     let scenario = scenario.clone();
-    let config =
-        Arc::new(AggregatorConfig::parse(text, Path::new("accuracy.toml"), None).expect("config"));
+    // The signing key sits beside the (unwritten) config, in a directory of its own.
+    let keys = tempfile::tempdir().expect("tmp");
+    let config_path = keys.path().join("accuracy.toml");
+    crowdflow_tests::key::install_beside(&config_path);
+    let config = Arc::new(AggregatorConfig::parse(text, &config_path, None).expect("config"));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -207,7 +222,7 @@ async fn measure<S: Store>(
     // The scenario's hour becomes the hour before the current minute, minus the part
     // before today's salt rotation (no salt exists for it any more).
     let base = Timestamp::from_second(minute(now)).expect("ts") - SignedDuration::from_mins(61);
-    let schedule = RotationSchedule::default();
+    let (_, schedule) = rotation();
     let epoch_start = schedule
         .start_of(schedule.epoch_at(now))
         .expect("epoch start");

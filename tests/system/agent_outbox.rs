@@ -27,9 +27,10 @@ fn probes() -> Vec<Probe> {
 
 fn config(dir: &Path, name: &str, port: u16, pcap: &Path) -> std::path::PathBuf {
     let path = dir.join(name);
+    let salt = crowdflow_tests::key::salt_section();
     let text = format!(
         "sensor_id = \"outbox-sensor\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
-         [capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n\
+         {salt}[capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n\
          [outbox]\ndir = \"{}\"\n",
         pcap.display(),
         dir.join("outbox").display()

@@ -46,7 +46,7 @@ fn agent_config(dir: &Path, port: u16, pcap: &Path, metrics_port: u16) -> std::p
         r#"sensor_id = "test-sensor-1"
 [broker]
 url = "mqtt://127.0.0.1:{port}"
-[capture]
+{salt}[capture]
 source = "pcap"
 pcap = ["{pcap}"]
 [counting]
@@ -57,7 +57,8 @@ dir = "{outbox}"
 listen = "127.0.0.1:{metrics_port}"
 "#,
         pcap = pcap.display(),
-        outbox = dir.join("outbox").display()
+        outbox = dir.join("outbox").display(),
+        salt = crowdflow_tests::key::salt_section(),
     );
     std::fs::write(&path, text).expect("write config");
     path
@@ -136,7 +137,7 @@ fn publish_and_check(dir: &Path, port: u16) {
         let mut agent = Proc::spawn_capturing(command, "crowdflow-agent");
         let salt = Salt::generate().expect("entropy");
         let fp = salt.fingerprint();
-        let payload = announcement(salt).encode();
+        let payload = announcement(salt).sign(crowdflow_tests::key::authority_key());
         let mut sketches: Vec<SketchMessage> = Vec::new();
         let mut wire = Vec::new();
         let mut status: Option<AgentStatus> = None;

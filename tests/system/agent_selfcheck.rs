@@ -11,9 +11,10 @@ use crowdflow_tests::{Mosquitto, free_port, runtime, workspace_binary};
 
 fn config(dir: &Path, port: u16, pcap: &Path) -> std::path::PathBuf {
     let path = dir.join(format!("agent-{port}.toml"));
+    let salt = crowdflow_tests::key::salt_section();
     let text = format!(
         "sensor_id = \"selfcheck-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
-         [capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
+         {salt}[capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
         pcap.display(),
         dir.join("outbox").display()
     );

@@ -104,6 +104,11 @@ fn hostile(i: usize, valid: &SketchMessage, corpus: &[Vec<u8>]) -> (String, Vec<
                 "bad_sketch",
             )
         }
+        9 if i % 20 == 9 => {
+            // A count no radio can hear: once it overflowed the stored sums (#14).
+            m.frames = u64::MAX;
+            (topic("s1"), m.encode(), "bad_frames")
+        }
         _ => (
             topic("s1"),
             (0..(i % 300) as u8).map(|b| b.wrapping_mul(31)).collect(),

@@ -108,9 +108,10 @@ senses = ["wifi"]
 
 fn agent_config(dir: &Path, sensor: &str, password: &str, port: u16, pcap: &Path) -> PathBuf {
     let path = dir.join(format!("{sensor}.toml"));
+    let salt = crowdflow_tests::key::salt_section();
     let text = format!(
         "sensor_id = \"{sensor}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nusername = \"{sensor}\"\npassword = \"{password}\"\n\
-         [capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
+         {salt}[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
         pcap.display(),
         dir.join(format!("outbox-{sensor}")).display()
     );

@@ -128,9 +128,10 @@ fn aggregator_config(dir: &Path, port: u16) -> PathBuf {
 
 fn agent_config(dir: &Path, port: u16, pcap: &Path) -> PathBuf {
     let path = dir.join("agent.toml");
+    let salt = crowdflow_tests::key::salt_section();
     let text = format!(
         "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtts://127.0.0.1:{port}\"\n{}\
-         [capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
+         {salt}[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
         tls_keys(dir),
         pcap.display(),
         dir.join("outbox").display()

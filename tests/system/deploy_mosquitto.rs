@@ -388,11 +388,12 @@ fn agent_and_aggregator_work_through_the_shipped_broker_config() {
         .collect();
     write_probes(&pcap, &probes);
     let agent_cfg = dir.path().join("agent.toml");
+    let salt = crowdflow_tests::key::salt_section();
     std::fs::write(
         &agent_cfg,
         format!(
             "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\nusername = \"gate-1\"\npassword = \"{}\"\n\
-             [capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
+             {salt}[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
             broker.port,
             ca.display(),
             broker.password("gate-1"),

@@ -14,5 +14,6 @@ mod deploy_files;
 mod deploy_mosquitto;
 mod deploy_topology;
 mod faults;
+mod hostile_salt;
 mod replicas;
 mod sensor_offline;

@@ -29,6 +29,8 @@ pub(super) struct RawBroker {
     client_id: String,
     #[serde(default = "default_group")]
     shared_group: String,
+    #[serde(default)]
+    plaintext_on_network: bool,
 }
 
 fn default_prefix() -> String {
@@ -79,18 +81,37 @@ pub struct BrokerConfig {
     pub shared_group: String,
 }
 
+/// The embedded broker's address. It speaks plaintext MQTT only, so sensor passwords and the
+/// salt would cross the network readable: beyond loopback only when the config says so.
+fn embedded_listen(
+    listen: Option<&str>,
+    plaintext_on_network: bool,
+) -> Result<SocketAddr, FieldError> {
+    let addr: SocketAddr = listen
+        .unwrap_or("127.0.0.1:1883")
+        .parse()
+        .map_err(|_| field("broker.listen", "must be ADDRESS:PORT, e.g. 127.0.0.1:1883"))?;
+    if !addr.ip().is_loopback() && !plaintext_on_network {
+        return Err(field(
+            "broker.listen",
+            format!(
+                "{addr} is reachable from the network, and the embedded broker speaks plaintext MQTT \
+                 (sensor passwords and the day's salt would cross it readable): use Mosquitto with \
+                 TLS (mode = \"external\", deploy/mosquitto), or set broker.plaintext_on_network = true \
+                 on a network you trust"
+            ),
+        ));
+    }
+    Ok(addr)
+}
+
 pub(super) fn broker(
     raw: RawBroker,
     password_env: Option<String>,
 ) -> Result<BrokerConfig, FieldError> {
     let mode = match raw.mode.as_str() {
         "embedded" => BrokerMode::Embedded {
-            listen: raw
-                .listen
-                .as_deref()
-                .unwrap_or("0.0.0.0:1883")
-                .parse()
-                .map_err(|_| field("broker.listen", "must be ADDRESS:PORT, e.g. 0.0.0.0:1883"))?,
+            listen: embedded_listen(raw.listen.as_deref(), raw.plaintext_on_network)?,
         },
         "external" => {
             let url = raw.url.ok_or_else(|| {

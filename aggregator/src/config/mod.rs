@@ -16,8 +16,9 @@ mod zones;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::config_file;
 use crowdflow_contract::epoch::RotationSchedule;
 use crowdflow_contract::sketch::Precision;
@@ -85,6 +86,10 @@ pub struct AggregatorConfig {
     pub recover_for_s: u64,
     /// This replica's authority id.
     pub authority_id: String,
+    /// Where this replica's salt signing key is (created on first start if missing).
+    pub signing_key_file: PathBuf,
+    /// Public keys of the peer replicas whose announcements this one adopts.
+    pub trusted_keys: TrustedKeys,
     /// Window length all sensors use.
     pub window: WindowLength,
     /// Sketch precision all sensors use.
@@ -127,7 +132,7 @@ impl AggregatorConfig {
         password_env: Option<String>,
     ) -> Result<AggregatorConfig, ConfigError> {
         let raw: Raw = config_file::parse_toml(text, path)?;
-        validate(raw, password_env)
+        validate(raw, path, password_env)
             .map_err(|(field, message)| config_file::invalid(path, field, message))
     }
 
@@ -146,11 +151,17 @@ impl AggregatorConfig {
 }
 
 /// Validates section by section, in the order the errors are reported.
-fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, FieldError> {
+fn validate(
+    raw: Raw,
+    path: &Path,
+    password_env: Option<String>,
+) -> Result<AggregatorConfig, FieldError> {
     let http_listen = http::listen(&raw.http)?;
     let broker = broker::broker(raw.broker, password_env)?;
     let storage = storage::storage(raw.storage)?;
     let rotation = salt::rotation(&raw.salt)?;
+    let trusted_keys = salt::trusted_keys(&raw.salt)?;
+    let signing_key_file = salt::signing_key_file(&raw.salt, path);
     let (window, precision) = raw.counting.validate().map_err(|(f, m)| field(f, m))?;
     let retention = storage::retention(&raw.retention)?;
     let zones = zones::zones(raw.zones)?;
@@ -167,6 +178,8 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
         announce_every_s: raw.salt.announce_every_s,
         recover_for_s: raw.salt.recover_for_s,
         authority_id: raw.salt.authority_id,
+        signing_key_file,
+        trusted_keys,
         window,
         precision,
         retention,
@@ -264,6 +277,16 @@ mod tests {
                 "tile_url = \"https://tiles.example.org/{z}/{x}.png\"",
                 "`dashboard.tile_url`",
             ),
+            (
+                "plaintext_on_network = true",
+                "plaintext_on_network = false",
+                "`broker.listen`",
+            ),
+            (
+                "# trusted_keys = [\"ed25519:...\"]",
+                "trusted_keys = [\"ed25519:...\"]",
+                "`salt.trusted_keys[0]`",
+            ),
         ];
         let text = example();
         for (from, to, expect) in cases {
@@ -273,6 +296,26 @@ mod tests {
                 .to_string();
             assert!(err.contains(expect), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn the_signing_key_sits_beside_the_config_unless_given_absolute() {
+        let text = example().replace(
+            "signing_key_file = \"/var/lib/crowdflow/salt-signing.key\"",
+            "",
+        );
+        let c = AggregatorConfig::parse(&text, Path::new("/etc/crowdflow/aggregator.toml"), None)
+            .expect("valid");
+        assert_eq!(
+            c.signing_key_file,
+            Path::new("/etc/crowdflow/salt-signing.key")
+        );
+        let c = parse(&example()).expect("valid");
+        assert_eq!(
+            c.signing_key_file,
+            Path::new("/var/lib/crowdflow/salt-signing.key")
+        );
+        assert!(c.trusted_keys.is_empty());
     }
 
     #[test]

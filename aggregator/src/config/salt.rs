@@ -1,5 +1,9 @@
-//! `[salt]`: when salts rotate, how often they are announced, and this replica's authority id.
+//! `[salt]`: when salts rotate, how often they are announced, this replica's authority id,
+//! its signing key and the peer replicas' keys it trusts.
 
+use std::path::{Path, PathBuf};
+
+use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::epoch::RotationSchedule;
 use crowdflow_contract::wire::SensorId;
 use serde::Deserialize;
@@ -19,6 +23,10 @@ pub(super) struct RawSalt {
     pub(super) authority_id: String,
     #[serde(default = "default_recover")]
     pub(super) recover_for_s: u64,
+    #[serde(default = "default_key_file")]
+    pub(super) signing_key_file: PathBuf,
+    #[serde(default)]
+    pub(super) trusted_keys: Vec<String>,
 }
 
 impl Default for RawSalt {
@@ -29,6 +37,8 @@ impl Default for RawSalt {
             announce_every_s: default_announce(),
             authority_id: default_authority(),
             recover_for_s: default_recover(),
+            signing_key_file: default_key_file(),
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -44,6 +54,9 @@ fn default_announce() -> u64 {
 }
 fn default_recover() -> u64 {
     30
+}
+fn default_key_file() -> PathBuf {
+    "salt-signing.key".into()
 }
 fn default_authority() -> String {
     "aggregator-1".into()
@@ -74,4 +87,19 @@ pub(super) fn rotation(raw: &RawSalt) -> Result<RotationSchedule, FieldError> {
     SensorId::new(&raw.authority_id)
         .map_err(|_| field("salt.authority_id", "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
     Ok(rotation)
+}
+
+/// The signing key's file: a relative path is taken from the config file's directory, so
+/// the default sits beside the config.
+pub(super) fn signing_key_file(raw: &RawSalt, config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(dir) if raw.signing_key_file.is_relative() => dir.join(&raw.signing_key_file),
+        _ => raw.signing_key_file.clone(),
+    }
+}
+
+/// The peer replicas' public keys.
+pub(super) fn trusted_keys(raw: &RawSalt) -> Result<TrustedKeys, FieldError> {
+    TrustedKeys::parse(&raw.trusted_keys)
+        .map_err(|(i, e)| field(format!("salt.trusted_keys[{i}]"), e.to_string()))
 }

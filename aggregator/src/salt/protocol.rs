@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crowdflow_contract::authority_key::{SigningKey, TrustedKeys};
 use crowdflow_contract::salt::SaltError;
 use crowdflow_contract::wire::{SaltAnnouncement, SaltRecovery};
 use jiff::Timestamp;
@@ -26,8 +27,13 @@ pub enum Action {
     /// Publish this announcement on the salt topic (QoS 0, never retained: no broker stores
     /// a salt), then call [`SaltProtocol::announced`] if it went out.
     Announce(Zeroizing<Vec<u8>>),
-    /// Publish this request on the `salt/recover` topic (QoS 0).
-    AskRecovery(SaltRecovery),
+    /// Publish `payload` (the request, signed) on the `salt/recover` topic (QoS 0).
+    AskRecovery {
+        /// What is asked.
+        request: SaltRecovery,
+        /// The signed request.
+        payload: Vec<u8>,
+    },
     /// Whether this replica is the authority now (for the leader metric).
     Lead(bool),
 }
@@ -38,16 +44,30 @@ impl std::fmt::Debug for Action {
             Action::Record(d) => f.debug_tuple("Record").field(d).finish(),
             // The payload holds salts: never shown.
             Action::Announce(_) => f.write_str("Announce(..)"),
-            Action::AskRecovery(r) => f.debug_tuple("AskRecovery").field(r).finish(),
+            Action::AskRecovery { request, .. } => {
+                f.debug_tuple("AskRecovery").field(request).finish()
+            }
             Action::Lead(leads) => f.debug_tuple("Lead").field(leads).finish(),
         }
     }
+}
+
+/// How a replica signs what it announces and whose announcements it believes.
+#[derive(Debug)]
+pub struct Signing {
+    /// This replica's key: every announcement and recovery request it sends is signed.
+    pub key: SigningKey,
+    /// The other replicas' public keys (`salt.trusted_keys`); its own is trusted too.
+    pub trusted: TrustedKeys,
 }
 
 /// One replica's part in the salt protocol.
 #[derive(Debug)]
 pub struct SaltProtocol {
     authority: SaltAuthority,
+    key: SigningKey,
+    /// Keys whose announcements this replica adopts: its own and its peers'.
+    trusted: TrustedKeys,
     leadership: Leadership,
     /// A lost salt being asked back, until it is back or the wait is over.
     recovery: Option<Recovery>,
@@ -66,9 +86,13 @@ impl SaltProtocol {
         leadership: Leadership,
         recovery: Option<Recovery>,
         announce_every: Duration,
+        signing: Signing,
     ) -> SaltProtocol {
+        let trusted = signing.trusted.with(signing.key.public_key());
         SaltProtocol {
             authority,
+            key: signing.key,
+            trusted,
             leadership,
             recovery,
             announce_every,
@@ -78,11 +102,20 @@ impl SaltProtocol {
         }
     }
 
-    /// An announcement heard on the salt topic at `now`: a lower id's salts are adopted.
-    pub fn on_announcement(&mut self, payload: &[u8], now: Instant) -> Vec<Action> {
-        let Ok(announcement) = SaltAnnouncement::decode(payload) else {
-            tracing::warn!("ignoring an undecodable salt announcement");
+    /// An announcement heard on the salt topic at `now`: a lower id's salts are adopted,
+    /// when a trusted key signed them. A retained one is ignored: the authority never
+    /// retains, so a retained announcement was planted (or is stale).
+    pub fn on_announcement(&mut self, payload: &[u8], retained: bool, now: Instant) -> Vec<Action> {
+        if retained {
+            tracing::warn!("ignoring a retained salt announcement (salts are never retained)");
             return Vec::new();
+        }
+        let announcement = match SaltAnnouncement::decode_signed(payload, &self.trusted) {
+            Ok((announcement, _)) => announcement,
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), "ignoring a salt announcement: {e}");
+                return Vec::new();
+            }
         };
         match self.leadership.heard(&announcement.authority, now) {
             Heard::Leader => records(self.authority.adopt(announcement)),
@@ -144,16 +177,20 @@ impl SaltProtocol {
         }
         if let Some(recovery) = &mut self.recovery {
             let authority = &self.authority;
-            match recovery.step(|e| authority.fingerprint(e).is_some(), now) {
+            match recovery.step(|e| authority.fingerprint(e).is_some(), now, at) {
                 Step::Wait(requests) => {
-                    actions.extend(requests.into_iter().map(Action::AskRecovery));
+                    let key = &self.key;
+                    actions.extend(requests.into_iter().map(|request| Action::AskRecovery {
+                        payload: request.sign(key),
+                        request,
+                    }));
                     // What is back already (the running epoch's salt, say) is announced
                     // while the rest is awaited; nothing is drawn until the wait is over.
                     if self.announce_due
                         && !self.authority.epochs().is_empty()
                         && !recent(self.last_announce, MIN_ANNOUNCE_GAP)
                     {
-                        actions.push(Action::Announce(self.authority.announcement(at)));
+                        actions.push(self.announcement(at));
                     }
                     return Ok(actions);
                 }
@@ -167,9 +204,15 @@ impl SaltProtocol {
         actions.extend(records(drawn));
         let stale = !recent(self.last_announce, self.announce_every);
         if (self.announce_due && !recent(self.last_announce, MIN_ANNOUNCE_GAP)) || stale {
-            actions.push(Action::Announce(self.authority.announcement(at)));
+            actions.push(self.announcement(at));
         }
         Ok(actions)
+    }
+
+    /// The signed announcement of every held salt.
+    fn announcement(&self, at: Timestamp) -> Action {
+        let body = self.authority.announcement(at);
+        Action::Announce(SaltAnnouncement::sign_encoded(&body, &self.key))
     }
 
     /// The announcement of the last [`Action::Announce`] went out at `now`.
@@ -195,12 +238,42 @@ mod tests {
         "2026-04-27T12:00:00Z".parse().expect("ts")
     }
 
+    /// Two replicas' keys, each trusting the other's (as `salt.trusted_keys` says).
+    fn keys() -> &'static (SigningKey, SigningKey) {
+        static KEYS: std::sync::OnceLock<(SigningKey, SigningKey)> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            (
+                SigningKey::generate().expect("entropy"),
+                SigningKey::generate().expect("entropy"),
+            )
+        })
+    }
+
+    fn signing(id: &str) -> Signing {
+        let (one, two) = keys();
+        let (own, peer) = if id == "agg-2" {
+            (two, one)
+        } else {
+            (one, two)
+        };
+        Signing {
+            key: SigningKey::from_pem(&own.to_pem()).expect("pem"),
+            trusted: TrustedKeys::new(vec![peer.public_key()]),
+        }
+    }
+
+    fn trusted() -> TrustedKeys {
+        let (one, two) = keys();
+        TrustedKeys::new(vec![one.public_key(), two.public_key()])
+    }
+
     fn protocol(id: &str, recovery: Option<Recovery>, now: Instant) -> SaltProtocol {
         SaltProtocol::new(
             SaltAuthority::new(id, RotationSchedule::default()),
             Leadership::new(id, EVERY, false, now),
             recovery,
             EVERY,
+            signing(id),
         )
     }
 
@@ -219,10 +292,20 @@ mod tests {
             match action {
                 Action::Record(d) => done.recorded.push(d),
                 Action::Announce(payload) => {
-                    done.announced = Some(SaltAnnouncement::decode(&payload).expect("decodes"));
+                    let (announced, _) =
+                        SaltAnnouncement::decode_signed(&payload, &trusted()).expect("signed");
+                    done.announced = Some(announced);
                     p.announced(now);
                 }
-                Action::AskRecovery(r) => done.asked.push(r),
+                Action::AskRecovery { request, payload } => {
+                    let now = request.issued_at;
+                    assert_eq!(
+                        SaltRecovery::decode_signed(&payload, &trusted(), now),
+                        Ok(request),
+                        "requests go out signed"
+                    );
+                    done.asked.push(request);
+                }
                 Action::Lead(l) => done.leads = Some(l),
             }
         }
@@ -278,15 +361,50 @@ mod tests {
         else {
             panic!("the leader announces");
         };
-        let heard = follower.on_announcement(&payload, t0);
+        assert!(
+            follower.on_announcement(&payload, true, t0).is_empty(),
+            "a retained announcement is ignored"
+        );
+        let heard = follower.on_announcement(&payload, false, t0);
         let adopted = carry_out(&mut follower, heard, t0);
         assert_eq!(adopted.recorded.len(), 1, "the leader's salt is recorded");
         let follows = tick(&mut follower, t0);
         assert_eq!(follows.leads, Some(false));
         assert!(follows.recorded.is_empty() && follows.announced.is_none());
         assert!(
-            leader.on_announcement(&payload, t0).is_empty(),
+            leader.on_announcement(&payload, false, t0).is_empty(),
             "its own announcement changes nothing"
+        );
+    }
+
+    #[test]
+    fn an_announcement_not_signed_by_a_trusted_key_is_ignored_whatever_its_id() {
+        let t0 = Instant::now();
+        let mut p = protocol("agg-2", None, t0);
+        let mut planted = SaltAuthority::new("aaa-lowest", RotationSchedule::default());
+        planted.tick(at()).expect("entropy");
+        let intruder = SigningKey::generate().expect("entropy");
+        let signed = SaltAnnouncement::sign_encoded(&planted.announcement(at()), &intruder);
+        assert!(
+            p.on_announcement(&signed, false, t0).is_empty(),
+            "untrusted key"
+        );
+        let unsigned = planted.announcement(at());
+        assert!(
+            p.on_announcement(&unsigned, false, t0).is_empty(),
+            "unsigned"
+        );
+        let own = tick(&mut p, t0);
+        assert_eq!(
+            own.leads,
+            Some(true),
+            "a planted low id takes no leadership"
+        );
+        let announced = own.announced.expect("announces its own salt");
+        assert_ne!(
+            announced.salts[0].salt.fingerprint(),
+            planted.fingerprint(announced.salts[0].epoch).expect("held"),
+            "not the planted salt"
         );
     }
 

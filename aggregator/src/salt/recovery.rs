@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::wire::{SaltAnnouncement, SaltRecovery};
+use jiff::Timestamp;
 
 /// How often the request is repeated while waiting (QoS 0: agents reconnecting may miss one).
 pub const ASK_EVERY: Duration = Duration::from_secs(2);
@@ -60,7 +61,8 @@ impl Recovery {
 
     /// The next step at `now`; `held` says whether a salt for an epoch is held already (an
     /// agent's answer or a leader's announcement may bring it).
-    pub fn step(&mut self, held: impl Fn(EpochId) -> bool, now: Instant) -> Step {
+    /// Requests are stamped `at` (wall clock): agents answer only fresh ones.
+    pub fn step(&mut self, held: impl Fn(EpochId) -> bool, now: Instant, at: Timestamp) -> Step {
         let missing: Vec<EpochId> = self.epochs().into_iter().filter(|e| !held(*e)).collect();
         if missing.is_empty() {
             return Step::Over;
@@ -90,6 +92,7 @@ impl Recovery {
             .map(|(epoch, fp)| SaltRecovery {
                 epoch: *epoch,
                 fp: *fp,
+                issued_at: at,
             })
             .collect();
         Step::Wait(requests)
@@ -108,7 +111,6 @@ impl Recovery {
 #[cfg(test)]
 mod tests {
     use crowdflow_contract::epoch::RotationSchedule;
-    use jiff::Timestamp;
 
     use super::*;
     use crate::salt::SaltAuthority;
@@ -151,10 +153,16 @@ mod tests {
             Step::Over => panic!("over too soon"),
         };
         let none = |_| false;
-        assert_eq!(asked(r.step(none, t0)), fps);
-        assert!(asked(r.step(none, t0 + Duration::from_secs(1))).is_empty());
-        assert_eq!(asked(r.step(none, t0 + ASK_EVERY)), fps);
-        assert_eq!(r.step(none, t0 + Duration::from_secs(5)), Step::Over);
+        assert_eq!(asked(r.step(none, t0, Timestamp::UNIX_EPOCH)), fps);
+        assert!(asked(r.step(none, t0 + Duration::from_secs(1), Timestamp::UNIX_EPOCH)).is_empty());
+        assert_eq!(
+            asked(r.step(none, t0 + ASK_EVERY, Timestamp::UNIX_EPOCH)),
+            fps
+        );
+        assert_eq!(
+            r.step(none, t0 + Duration::from_secs(5), Timestamp::UNIX_EPOCH),
+            Step::Over
+        );
     }
 
     #[test]
@@ -163,7 +171,7 @@ mod tests {
         let now = Instant::now();
         let wanted = vec![(epoch, a.fingerprint(epoch).expect("held"))];
         let mut r = Recovery::start(wanted, Duration::from_secs(30), now).expect("on");
-        assert_eq!(r.step(|_| true, now), Step::Over);
+        assert_eq!(r.step(|_| true, now, Timestamp::UNIX_EPOCH), Step::Over);
     }
 
     #[test]

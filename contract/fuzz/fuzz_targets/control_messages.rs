@@ -1,6 +1,7 @@
 //! The salt announcement, salt recovery and status decoders on arbitrary bytes.
 #![no_main]
 
+use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::wire::{AgentStatus, SaltAnnouncement, SaltRecovery};
 use libfuzzer_sys::fuzz_target;
 
@@ -11,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = SaltRecovery::decode(data) {
         assert_eq!(SaltRecovery::decode(&request.encode()), Ok(request));
     }
+    // The signed forms: any key, since the fuzzer cannot sign; the envelope decoding around
+    // the signature check is what is exercised.
+    let _ = SaltAnnouncement::decode_signed(data, &TrustedKeys::default());
+    let _ = SaltRecovery::decode_signed(data, &TrustedKeys::default(), jiff::Timestamp::UNIX_EPOCH);
     if let Ok(status) = AgentStatus::decode(data) {
         assert!(AgentStatus::decode(&status.encode()).is_ok());
     }

@@ -132,7 +132,7 @@ impl SketchMessage {
         let salt_fp = take_str(&map, "salt_fp")?
             .parse::<SaltFingerprint>()
             .map_err(|e| WireError::invalid("salt_fp", e))?;
-        let frames = take_u64(&map, "frames")?;
+        let frames = take_frames(&map, &window)?;
         let agent_version = take_version(&map)?;
         let sketch = take_sketch(&mut map, rules.precision)?;
         Ok(SketchMessage {
@@ -251,6 +251,27 @@ fn check_epoch(epoch: EpochId, window: &Window, rules: &DecodeRules) -> Result<(
         }
         _ => Ok(()),
     }
+}
+
+/// Most frames one sensor can report per second of window. One 802.11 channel carries at most
+/// about 35,000 frames a second (the shortest frame, an ACK, holds the air for about 28 µs at
+/// 54 Mb/s with its preamble and SIFS); BLE advertising on three channels adds far fewer. A
+/// bound three times that keeps every real count and refuses absurd ones (2^64-1 once broke
+/// the stored sums behind the admin view).
+pub const MAX_FRAMES_PER_SECOND: u64 = 100_000;
+
+fn take_frames(map: &Map<String, Value>, window: &Window) -> Result<u64, WireError> {
+    let frames = take_u64(map, "frames")?;
+    let most = MAX_FRAMES_PER_SECOND * u64::from(window.length().seconds());
+    if frames > most {
+        return Err(WireError::invalid(
+            "frames",
+            format!(
+                "is more than {MAX_FRAMES_PER_SECOND} a second of window ({most} for this one): no radio hears that many"
+            ),
+        ));
+    }
+    Ok(frames)
 }
 
 fn take_version(map: &Map<String, Value>) -> Result<String, WireError> {
@@ -416,6 +437,8 @@ mod tests {
             ("epoch", "27-04-2026".into(), "field `epoch`"),
             ("salt_fp", "xyz".into(), "field `salt_fp`"),
             ("frames", (-1).into(), "field `frames`"),
+            ("frames", u64::MAX.into(), "no radio hears that many"),
+            ("frames", 6_000_001.into(), "6000000 for this one"),
             ("agent_version", "a\nb".into(), "field `agent_version`"),
             ("sketch", "AAAA".into(), "field `sketch`"),
         ];

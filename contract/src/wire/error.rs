@@ -32,6 +32,11 @@ pub enum WireError {
     /// The embedded sketch is not acceptable.
     #[error("field `sketch`: {0}")]
     Sketch(#[from] SketchError),
+    /// A signed message whose signature verifies under none of the pinned keys.
+    #[error(
+        "not signed by a trusted salt authority (the signature verifies under none of the {0} pinned key(s)); pin the aggregator's key (crowdflow-aggregator salt-key show)"
+    )]
+    Untrusted(usize),
     /// A topic outside the v1 layout.
     #[error("topic is not a crowdflow v1 topic: {0}")]
     Topic(&'static str),
@@ -51,10 +56,12 @@ impl WireError {
                 "epoch" => "bad_epoch",
                 "salt_fp" => "bad_salt_fp",
                 "kind" => "bad_kind",
+                "frames" => "bad_frames",
                 _ => "bad_field",
             },
             WireError::Sketch(SketchError::WrongPrecision { .. }) => "wrong_precision",
             WireError::Sketch(_) => "bad_sketch",
+            WireError::Untrusted(_) => "untrusted_signature",
             WireError::Topic(_) => "bad_topic",
         }
     }

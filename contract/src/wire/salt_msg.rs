@@ -6,11 +6,21 @@ use zeroize::Zeroizing;
 
 use super::envelope::{check_version, parse_object, take_str};
 use super::{PROTOCOL_VERSION, SensorId, WireError};
+use crate::authority_key::{PublicKey, SIGNATURE_LEN, SigningKey, TrustedKeys};
 use crate::epoch::EpochId;
 use crate::salt::{Salt, SaltFingerprint};
 
-/// Largest accepted salt announcement.
+/// Largest accepted salt announcement (signed, the base64 body grows it by a third).
 const MAX_BYTES: usize = 4096;
+
+/// What an announcement's signature covers besides its body: a signature made for a
+/// recovery request can never pass as one for an announcement, nor the reverse.
+const ANNOUNCEMENT_CONTEXT: &str = "crowdflow/v1 salt announcement";
+const RECOVERY_CONTEXT: &str = "crowdflow/v1 salt recovery";
+
+/// How far a recovery request's `issued_at` may lie from the agent's clock: a request
+/// recorded and replayed later is not answered.
+const RECOVERY_MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
 
 /// Most salts one announcement may carry (current and next, with room for one previous).
 const MAX_SALTS: usize = 3;
@@ -106,7 +116,41 @@ impl SaltAnnouncement {
         bytes
     }
 
-    /// Decodes an announcement, checking every salt against its fingerprint.
+    /// The announcement of `salts` by `authority`, signed with its key: what goes out on the
+    /// salt topic.
+    pub fn sign_refs(
+        authority: &str,
+        issued_at: Timestamp,
+        salts: &[EpochSaltRef<'_>],
+        key: &SigningKey,
+    ) -> Zeroizing<Vec<u8>> {
+        let body = Self::encode_refs(authority, issued_at, salts);
+        seal(ANNOUNCEMENT_CONTEXT, &body, key)
+    }
+
+    /// An announcement encoded by [`SaltAnnouncement::encode_refs`], signed with `key`.
+    pub fn sign_encoded(body: &[u8], key: &SigningKey) -> Zeroizing<Vec<u8>> {
+        seal(ANNOUNCEMENT_CONTEXT, body, key)
+    }
+
+    /// This announcement, signed with `key`.
+    pub fn sign(&self, key: &SigningKey) -> Zeroizing<Vec<u8>> {
+        seal(ANNOUNCEMENT_CONTEXT, &self.encode(), key)
+    }
+
+    /// Decodes a signed announcement: accepted only when its signature verifies under one of
+    /// the `trusted` keys (returned with it), whoever published it on the broker.
+    pub fn decode_signed(
+        bytes: &[u8],
+        trusted: &TrustedKeys,
+    ) -> Result<(SaltAnnouncement, PublicKey), WireError> {
+        let (body, signer) = open(bytes, ANNOUNCEMENT_CONTEXT, trusted)?;
+        Ok((SaltAnnouncement::decode(&body)?, signer))
+    }
+
+    /// Decodes an unsigned announcement, checking every salt against its fingerprint. Only
+    /// for an agent's `salt/return`, where the authority takes back nothing but a salt whose
+    /// fingerprint it recorded itself; the salt topic takes [`SaltAnnouncement::decode_signed`].
     pub fn decode(bytes: &[u8]) -> Result<SaltAnnouncement, WireError> {
         let mut map = parse_object(bytes, MAX_BYTES)?;
         let result = decode_map(&mut map);
@@ -209,16 +253,29 @@ pub struct SaltRecovery {
     pub epoch: EpochId,
     /// The fingerprint the authority recorded for it.
     pub fp: SaltFingerprint,
+    /// When the authority asked: agents answer only a request this fresh
+    /// (within ten minutes of their clock), so a recorded request cannot be replayed later.
+    pub issued_at: Timestamp,
 }
 
 impl SaltRecovery {
-    /// The JSON payload.
+    /// The JSON payload (unsigned; the topic carries [`SaltRecovery::sign`]'s form).
     pub fn encode(&self) -> Vec<u8> {
-        let doc = json!({ "v": PROTOCOL_VERSION, "epoch": self.epoch, "fp": self.fp });
+        let doc = json!({
+            "v": PROTOCOL_VERSION,
+            "epoch": self.epoch,
+            "fp": self.fp,
+            "issued_at": self.issued_at,
+        });
         serde_json::to_vec(&doc).unwrap_or_default()
     }
 
-    /// Decodes a request.
+    /// The request signed with the authority's key: what goes out on `salt/recover`.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        seal(RECOVERY_CONTEXT, &self.encode(), key).to_vec()
+    }
+
+    /// Decodes an unsigned request.
     pub fn decode(bytes: &[u8]) -> Result<SaltRecovery, WireError> {
         let map = parse_object(bytes, MAX_BYTES)?;
         check_version(&map)?;
@@ -228,8 +285,89 @@ impl SaltRecovery {
         let fp = take_str(&map, "fp")?
             .parse::<SaltFingerprint>()
             .map_err(|e| WireError::invalid("fp", e))?;
-        Ok(SaltRecovery { epoch, fp })
+        let issued_at = take_str(&map, "issued_at")?
+            .parse()
+            .map_err(|_| WireError::invalid("issued_at", "must be an RFC 3339 instant"))?;
+        Ok(SaltRecovery {
+            epoch,
+            fp,
+            issued_at,
+        })
     }
+
+    /// Decodes a signed request: accepted only when one of the `trusted` keys signed it and
+    /// it was issued within ten minutes of `now`.
+    pub fn decode_signed(
+        bytes: &[u8],
+        trusted: &TrustedKeys,
+        now: Timestamp,
+    ) -> Result<SaltRecovery, WireError> {
+        let (body, _) = open(bytes, RECOVERY_CONTEXT, trusted)?;
+        let request = SaltRecovery::decode(&body)?;
+        if now.duration_since(request.issued_at).abs() > RECOVERY_MAX_AGE {
+            return Err(WireError::invalid(
+                "issued_at",
+                "is more than ten minutes from this sensor's clock (a replayed request, or a clock to fix)",
+            ));
+        }
+        Ok(request)
+    }
+}
+
+/// `{"v":1,"signed":BASE64(body),"sig":BASE64(signature)}`: the body travels as it was
+/// signed, so no canonical JSON is needed to check it.
+fn seal(context: &str, body: &[u8], key: &SigningKey) -> Zeroizing<Vec<u8>> {
+    let signature = key.sign(context, body);
+    let mut doc = json!({
+        "v": PROTOCOL_VERSION,
+        "signed": BASE64.encode(body),
+        "sig": BASE64.encode(signature),
+    });
+    let bytes = Zeroizing::new(serde_json::to_vec(&doc).unwrap_or_default());
+    if let Some(Value::String(s)) = doc.get_mut("signed") {
+        zeroize::Zeroize::zeroize(s);
+    }
+    bytes
+}
+
+/// The body of a sealed message and the trusted key that signed it.
+fn open(
+    bytes: &[u8],
+    context: &str,
+    trusted: &TrustedKeys,
+) -> Result<(Zeroizing<Vec<u8>>, PublicKey), WireError> {
+    let mut map = parse_object(bytes, MAX_BYTES)?;
+    let result = open_map(&map, context, trusted);
+    if let Some(Value::String(s)) = map.get_mut("signed") {
+        zeroize::Zeroize::zeroize(s);
+    }
+    result
+}
+
+fn open_map(
+    map: &Map<String, Value>,
+    context: &str,
+    trusted: &TrustedKeys,
+) -> Result<(Zeroizing<Vec<u8>>, PublicKey), WireError> {
+    check_version(map)?;
+    let body = Zeroizing::new(
+        BASE64
+            .decode(take_str(map, "signed")?)
+            .map_err(|_| WireError::invalid("signed", "is not valid base64"))?,
+    );
+    let signature = BASE64
+        .decode(take_str(map, "sig")?)
+        .map_err(|_| WireError::invalid("sig", "is not valid base64"))?;
+    if signature.len() != SIGNATURE_LEN {
+        return Err(WireError::invalid(
+            "sig",
+            "must be a 64-byte Ed25519 signature",
+        ));
+    }
+    let signer = trusted
+        .signer(context, &body, &signature)
+        .ok_or(WireError::Untrusted(trusted.len()))?;
+    Ok((body, signer))
 }
 
 /// Overwrites the salt strings of a parsed document before it is dropped.
@@ -362,6 +500,7 @@ mod tests {
         let request = SaltRecovery {
             epoch: "2026-04-27".parse().expect("epoch"),
             fp: salt.fingerprint(),
+            issued_at: "2026-04-27T12:00:00Z".parse().expect("ts"),
         };
         let bytes = request.encode();
         assert_eq!(SaltRecovery::decode(&bytes), Ok(request));
@@ -374,9 +513,90 @@ mod tests {
             (r#"{"v":1,"fp":"00"}"#, "epoch"),
             (r#"{"v":1,"epoch":"2026-04-27","fp":"zz"}"#, "fp"),
             (r#"{"v":9,"epoch":"2026-04-27","fp":"00"}"#, "v"),
+            (
+                r#"{"v":1,"epoch":"2026-04-27","fp":"0000000000000000"}"#,
+                "issued_at",
+            ),
         ] {
             let err = SaltRecovery::decode(bad.as_bytes()).expect_err(bad);
             assert!(err.to_string().contains(field), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn signed_announcements_count_only_under_a_pinned_key() {
+        let a = announcement();
+        let authority = SigningKey::generate().expect("entropy");
+        let intruder = SigningKey::generate().expect("entropy");
+        let trusted = TrustedKeys::new(vec![authority.public_key()]);
+        let (back, signer) =
+            SaltAnnouncement::decode_signed(&a.sign(&authority), &trusted).expect("trusted");
+        assert_eq!(signer, authority.public_key());
+        assert_eq!(back.salts.len(), 2);
+        let err = SaltAnnouncement::decode_signed(&a.sign(&intruder), &trusted)
+            .expect_err("untrusted key");
+        assert_eq!(err.reason(), "untrusted_signature");
+        let err = SaltAnnouncement::decode_signed(&a.encode(), &trusted).expect_err("unsigned");
+        assert!(err.to_string().contains("signed"), "{err}");
+        let err = SaltAnnouncement::decode_signed(&a.sign(&authority), &TrustedKeys::default())
+            .expect_err("nothing pinned");
+        assert_eq!(err.reason(), "untrusted_signature");
+    }
+
+    #[test]
+    fn a_signed_body_cannot_be_altered_or_passed_off_as_another_message() {
+        let authority = SigningKey::generate().expect("entropy");
+        let trusted = TrustedKeys::new(vec![authority.public_key()]);
+        let signed = announcement().sign(&authority);
+        let mut doc: Value = serde_json::from_slice(&signed).expect("json");
+        let body = BASE64
+            .decode(doc["signed"].as_str().expect("str"))
+            .expect("b64");
+        let mut body: Value = serde_json::from_slice(&body).expect("json");
+        body["authority"] = "aaa-attacker".into();
+        doc["signed"] = BASE64
+            .encode(serde_json::to_vec(&body).expect("json"))
+            .into();
+        let err =
+            SaltAnnouncement::decode_signed(&serde_json::to_vec(&doc).expect("json"), &trusted)
+                .expect_err("altered");
+        assert_eq!(err.reason(), "untrusted_signature");
+        // A signed recovery request is not an announcement, though both are signed alike.
+        let now: Timestamp = "2026-04-27T12:00:00Z".parse().expect("ts");
+        let request = SaltRecovery {
+            epoch: "2026-04-27".parse().expect("epoch"),
+            fp: Salt::generate().expect("entropy").fingerprint(),
+            issued_at: now,
+        };
+        let err = SaltAnnouncement::decode_signed(&request.sign(&authority), &trusted)
+            .expect_err("wrong context");
+        assert_eq!(err.reason(), "untrusted_signature");
+        assert_eq!(
+            SaltRecovery::decode_signed(&request.sign(&authority), &trusted, now),
+            Ok(request)
+        );
+    }
+
+    #[test]
+    fn a_recovery_request_is_answered_only_fresh_and_from_a_pinned_key() {
+        let authority = SigningKey::generate().expect("entropy");
+        let trusted = TrustedKeys::new(vec![authority.public_key()]);
+        let issued: Timestamp = "2026-04-27T12:00:00Z".parse().expect("ts");
+        let request = SaltRecovery {
+            epoch: "2026-04-27".parse().expect("epoch"),
+            fp: Salt::generate().expect("entropy").fingerprint(),
+            issued_at: issued,
+        };
+        let signed = request.sign(&authority);
+        let later: Timestamp = "2026-04-27T12:11:00Z".parse().expect("ts");
+        let err = SaltRecovery::decode_signed(&signed, &trusted, later).expect_err("stale");
+        assert!(err.to_string().contains("issued_at"), "{err}");
+        let err =
+            SaltRecovery::decode_signed(&request.encode(), &trusted, issued).expect_err("unsigned");
+        assert!(err.to_string().contains("signed"), "{err}");
+        let intruder = SigningKey::generate().expect("entropy");
+        let err = SaltRecovery::decode_signed(&request.sign(&intruder), &trusted, issued)
+            .expect_err("intruder");
+        assert_eq!(err.reason(), "untrusted_signature");
     }
 }
