@@ -51,7 +51,10 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
         .clone()
         .zip(config.broker.password.clone());
     match &config.broker.mode {
-        BrokerMode::Embedded { listen } => {
+        BrokerMode::Embedded {
+            listen,
+            max_connections,
+        } => {
             let mut credentials = config.broker_credentials();
             if let (Some(credentials), None) = (credentials.as_mut(), &account) {
                 // Sensors need credentials, so the aggregator needs an account too: one with a
@@ -67,6 +70,7 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
                 listen: *listen,
                 credentials,
                 max_payload: MAX_PACKET,
+                max_connections: *max_connections,
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
                 .await

@@ -60,13 +60,7 @@ fn on_a_mosquitto_without_acl_planted_salts_change_nothing() {
         scratch.url()
     );
     let dump = || runtime.block_on(stored::postgres_dump(scratch.url()));
-    let planted = planted_salts_change_nothing(
-        &runtime,
-        &store,
-        dir.path(),
-        broker.port,
-        &setup,
-    );
+    let planted = planted_salts_change_nothing(&runtime, &store, dir.path(), broker.port, &setup);
     let rows = dump();
     for fp in &planted {
         assert!(
@@ -82,7 +76,8 @@ struct Attacker {
     planted: Vec<String>,
     /// Salts agents returned to anyone on `salt/return/#`.
     returns: Arc<Mutex<usize>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Its own worker thread: the scenario's runtime runs only while the test blocks on it.
+    runtime: tokio::runtime::Runtime,
 }
 
 /// A salt for the current epoch (UTC day, one hour either side of now).
@@ -103,7 +98,12 @@ fn planted_salt(now: Timestamp) -> EpochSalt {
 /// Every second: announcements signed with the attacker's own key under a low and a high
 /// authority id, an unsigned one, a retained copy, and a signed recovery request for the
 /// aggregator's salt.
-fn attack(runtime: &tokio::runtime::Runtime, mqtt: u16) -> Attacker {
+fn attack(mqtt: u16) -> Attacker {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let key = SigningKey::generate().expect("entropy");
     let now = Timestamp::now();
     let forged: Vec<(SaltAnnouncement, bool)> = [
@@ -139,7 +139,7 @@ fn attack(runtime: &tokio::runtime::Runtime, mqtt: u16) -> Attacker {
         .collect();
     let returns = Arc::new(Mutex::new(0));
     let heard = returns.clone();
-    let task = runtime.spawn(async move {
+    runtime.spawn(async move {
         let topics = Topics::default();
         let mut options = MqttOptions::new("gate-2", "127.0.0.1", mqtt);
         options.set_keep_alive(Duration::from_secs(5));
@@ -178,7 +178,7 @@ fn attack(runtime: &tokio::runtime::Runtime, mqtt: u16) -> Attacker {
     Attacker {
         planted,
         returns,
-        task,
+        runtime,
     }
 }
 
@@ -204,9 +204,7 @@ fn planted_salts_change_nothing(
     write_probes(&pcap, &gate::probes([0x0e, 0x5a, 0x17], 200_000));
     let aggregator_cfg = gate::aggregator_config(
         &dir.join("aggregator.toml"),
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n{setup}\n[salt]\nannounce_every_s = 5"
-        ),
+        &format!("[http]\nlisten = \"127.0.0.1:{http}\"\n{setup}\n[salt]\nannounce_every_s = 5"),
     );
     let mut aggregator = run_binary(
         "crowdflow-aggregator",
@@ -214,7 +212,7 @@ fn planted_salts_change_nothing(
         "crowdflow-aggregator",
     );
     assert!(wait_for_port(mqtt, Duration::from_secs(15)), "broker up");
-    let attacker = attack(runtime, mqtt);
+    let attacker = attack(mqtt);
     // Let the forgeries run before the agent asks for its first salt.
     std::thread::sleep(Duration::from_secs(3));
     let agent_cfg = gate::agent_config(dir, mqtt, &pcap);
@@ -232,7 +230,12 @@ fn planted_salts_change_nothing(
         Kind::WifiRandom,
         Resolution::Hour,
     ));
-    attacker.task.abort();
+    let Attacker {
+        planted,
+        returns,
+        runtime: attacking,
+    } = attacker;
+    attacking.shutdown_background();
     agent.terminate(Duration::from_secs(5));
     aggregator.terminate(Duration::from_secs(5));
     let logs = [&agent, &aggregator]
@@ -245,15 +248,24 @@ fn planted_salts_change_nothing(
         (DEVICES, DEVICES as f64),
         "the attacker changes no count and loses no window\n{logs}"
     );
-    let returned = attacker.returns.lock().map(|n| *n).unwrap_or(0);
-    assert_eq!(returned, 0, "no agent answers the attacker's recovery request");
+    let returned = returns.lock().map(|n| *n).unwrap_or(0);
+    assert_eq!(
+        returned, 0,
+        "no agent answers the attacker's recovery request"
+    );
     assert!(
         logs.contains("not signed by a trusted salt authority"),
         "the forgeries are refused by name\n{logs}"
     );
-    assert!(logs.contains("retained"), "the retained one is named\n{logs}");
-    for fp in &attacker.planted {
-        assert!(!logs.contains(fp.as_str()), "planted fingerprint {fp} in a log");
+    assert!(
+        logs.contains("retained"),
+        "the retained one is named\n{logs}"
+    );
+    for fp in &planted {
+        assert!(
+            !logs.contains(fp.as_str()),
+            "planted fingerprint {fp} in a log"
+        );
         for (path, bytes) in files_below(dir) {
             assert!(
                 !contains(&bytes, fp.as_bytes()),
@@ -262,5 +274,5 @@ fn planted_salts_change_nothing(
             );
         }
     }
-    attacker.planted
+    planted
 }

@@ -14,6 +14,7 @@ mod deploy_files;
 mod deploy_mosquitto;
 mod deploy_topology;
 mod faults;
+mod flood;
 mod hostile_salt;
 mod replicas;
 mod sensor_offline;

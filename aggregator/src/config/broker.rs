@@ -31,6 +31,14 @@ pub(super) struct RawBroker {
     shared_group: String,
     #[serde(default)]
     plaintext_on_network: bool,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+}
+
+/// Room for a city's sensors (hundreds) with headroom, well under the 65,536 descriptors the
+/// shipped unit allows (LimitNOFILE), which HTTP connections share.
+fn default_max_connections() -> usize {
+    2_000
 }
 
 fn default_prefix() -> String {
@@ -52,6 +60,8 @@ pub enum BrokerMode {
     Embedded {
         /// Where sensors connect.
         listen: SocketAddr,
+        /// Most MQTT connections at once.
+        max_connections: usize,
     },
     /// Connect to an external broker (Mosquitto, EMQX) at `host:port`.
     External {
@@ -112,6 +122,15 @@ pub(super) fn broker(
     let mode = match raw.mode.as_str() {
         "embedded" => BrokerMode::Embedded {
             listen: embedded_listen(raw.listen.as_deref(), raw.plaintext_on_network)?,
+            max_connections: match raw.max_connections {
+                n @ 1..=60_000 => n,
+                _ => {
+                    return Err(field(
+                        "broker.max_connections",
+                        "must be between 1 and 60000 (each connection holds a file descriptor)",
+                    ));
+                }
+            },
         },
         "external" => {
             let url = raw.url.ok_or_else(|| {
