@@ -23,6 +23,7 @@ use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::Validator;
 use crate::link::{self, LinkError};
 use crate::live::LiveBoard;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::purge::{self, PurgeSchedule};
 use crate::salt::{Action, Drawn, Leadership, Recovery, SaltAuthority, SaltProtocol};
@@ -75,6 +76,8 @@ struct State<S> {
     purge: PurgeSchedule,
     /// Told after each commit, to push the new numbers at once.
     live: LiveBoard,
+    /// Reject log lines, at most a few per reason and minute (the metrics count them all).
+    reject_log: LogLimit,
 }
 
 /// Runs the aggregator until `shutdown` completes.
@@ -106,6 +109,7 @@ pub async fn run<S: Store>(
         salts,
         purge: PurgeSchedule::starting(Instant::now()),
         live,
+        reject_log: LogLimit::per_minute("sketch rejects"),
     };
     tracing::info!(%broker, "aggregator running");
     let (mut events, pump) = mqtt::pump(events);
@@ -238,7 +242,9 @@ impl<S: Store> State<S> {
             Ok(accepted) => self.batch.accept(accepted, p, now),
             Err(reject) => {
                 let reason = reject.reason();
-                tracing::warn!(topic = %p.topic, reason, "sketch rejected: {reject}");
+                if self.reject_log.allow(reason, now) {
+                    tracing::warn!(topic = %p.topic, reason, "sketch rejected: {reject}");
+                }
                 let rejected = self
                     .ingest
                     .known_sensor(&p.topic)
@@ -296,6 +302,7 @@ impl<S: Store> State<S> {
 
     async fn on_tick(&mut self) -> Result<(), ServiceError> {
         let now = Instant::now();
+        self.reject_log.flush(now);
         if self.batch.is_due(now) {
             self.flush().await;
         }
