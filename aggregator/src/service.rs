@@ -53,6 +53,9 @@ pub enum ServiceError {
     /// No salt could be drawn.
     #[error("cannot draw a salt: {0}")]
     Salt(#[from] crowdflow_contract::salt::SaltError),
+    /// `http.max_connections` would let HTTP take the file descriptors the broker needs.
+    #[error(transparent)]
+    OpenFiles(#[from] api::server::OpenFileLimit),
 }
 
 impl From<LinkError> for ServiceError {
@@ -142,29 +145,22 @@ pub async fn run<S: Store>(
     Ok(())
 }
 
-/// Binds the HTTP address and serves the API in a task of its own.
+/// Binds the HTTP address and serves the API in a task of its own; refuses to start when
+/// `http.max_connections` does not leave half the open-file limit to the rest.
 async fn serve_http<S: Store>(
     config: &Arc<AggregatorConfig>,
     store: &S,
     live: &LiveBoard,
     metrics: &Metrics,
 ) -> Result<(), ServiceError> {
+    api::server::check_open_file_limit(config.http_limits.max_connections)?;
     let addr = config.http_listen;
     let listener = api::bind(addr)
         .await
         .map_err(|source| ServiceError::Http { addr, source })?;
     tracing::info!(listen = %addr, "HTTP API listening");
-    let state = AppState {
-        config: config.clone(),
-        store: store.clone(),
-        live: live.clone(),
-        metrics: metrics.clone(),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, state).await {
-            tracing::error!("HTTP API stopped: {e}");
-        }
-    });
+    let state = AppState::new(config.clone(), store.clone(), live.clone(), metrics.clone());
+    tokio::spawn(api::serve(listener, state));
     Ok(())
 }
 

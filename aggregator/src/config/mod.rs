@@ -30,6 +30,7 @@ use crate::store::Retention;
 use crate::zone::ZoneId;
 pub use broker::{BROKER_PASSWORD_ENV, BrokerConfig, BrokerMode};
 pub use dashboard::Dashboard;
+pub use http::HttpLimits;
 pub use privacy::{OpenData, Privacy};
 pub use sensors::Sensor;
 pub use storage::StorageConfig;
@@ -72,6 +73,8 @@ pub struct AggregatorConfig {
     /// The role of requests without a token (the demo; `None` in production: only public
     /// endpoints answer without one).
     pub anonymous_role: Option<Role>,
+    /// How much of the HTTP server clients may hold (`[http]` timeouts and limits).
+    pub http_limits: HttpLimits,
     /// Broker.
     pub broker: BrokerConfig,
     /// Storage.
@@ -148,6 +151,7 @@ impl AggregatorConfig {
 /// Validates section by section, in the order the errors are reported.
 fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, FieldError> {
     let http_listen = http::listen(&raw.http)?;
+    let http_limits = http::limits(&raw.http)?;
     let broker = broker::broker(raw.broker, password_env)?;
     let storage = storage::storage(raw.storage)?;
     let rotation = salt::rotation(&raw.salt)?;
@@ -161,6 +165,7 @@ fn validate(raw: Raw, password_env: Option<String>) -> Result<AggregatorConfig, 
     let dashboard = dashboard::dashboard(raw.dashboard)?;
     Ok(AggregatorConfig {
         http_listen,
+        http_limits,
         broker,
         storage,
         rotation,
@@ -242,6 +247,26 @@ mod tests {
                 "listen = \"127.0.0.1:8080\"",
                 "listen = \"localhost\"",
                 "`http.listen`",
+            ),
+            (
+                "max_connections = 256",
+                "max_connections = 1",
+                "`http.max_connections`",
+            ),
+            (
+                "max_streams = 128",
+                "max_streams = 256",
+                "`http.max_streams`",
+            ),
+            (
+                "header_read_timeout_s = 10",
+                "header_read_timeout_s = 0",
+                "`http.header_read_timeout_s`",
+            ),
+            (
+                "idle_timeout_s = 5",
+                "idle_timeout_s = 11",
+                "`http.idle_timeout_s`",
             ),
             ("window_s = 60", "window_s = 61", "`counting.window_s`"),
             (
