@@ -1,7 +1,7 @@
 //! The dashboard (`dashboard/`), built into the binary by `build.rs` and served at `/` with
 //! everything it needs: event networks are often offline. Without a dashboard build the
 //! start page says how to make one and where the numbers are meanwhile. Both pages get the
-//! content security policy from [`super::layers`].
+//! content security policy from `api/layers.rs`.
 
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -8,7 +8,7 @@
 //! router lists the endpoints by role. Public: health, the privacy statement, the sensor
 //! register, open data, the OpenAPI document and metrics.
 //!
-//! Every answer passes [`layers`] (token scope, security headers); the server ([`server`])
+//! Every answer passes `layers.rs` (token scope, security headers); the server ([`server`])
 //! bounds connections, and the stream bounds its subscribers.
 
 mod admin;
@@ -362,7 +362,7 @@ async fn metrics<S>(
 }
 
 /// The router, testable without a server: the endpoints grouped by the role they need, and
-/// what every request passes through ([`layers`]).
+/// what every request passes through (`layers.rs`).
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     let csp = layers::csp(&state.config.dashboard);
     Router::new()
