@@ -239,17 +239,17 @@ pub(super) async fn stream<S: Store>(
     // The slot lives in the stream's state: dropped with it when the client goes away.
     let events = futures_util::stream::unfold(
         (Some(first), rx, (live, slot)),
-        |(pending, mut rx, live)| async move {
+        |(pending, mut rx, (live, slot))| async move {
             if let Some(first) = pending {
-                return Some((Ok(first), (None, rx, live)));
+                return Some((Ok(first), (None, rx, (live, slot))));
             }
             let next = match rx.recv().await {
                 Ok(e) => event(&e),
                 // Fell behind: a fresh snapshot replaces what was missed.
-                Err(RecvError::Lagged(_)) => snapshot(&live.0.zones()),
+                Err(RecvError::Lagged(_)) => snapshot(&live.zones()),
                 Err(RecvError::Closed) => return None,
             };
-            Some((Ok(next), (None, rx, live)))
+            Some((Ok(next), (None, rx, (live, slot))))
         },
     );
     // A named keep-alive event (not a comment) so that the dashboard can tell a quiet stream
