@@ -664,12 +664,12 @@ fn main() {
                     .expect("meta");
             }
         }
-        let app = router(AppState {
-            config: config(&db, ZONES),
-            store: store.clone(),
-            live: LiveBoard::default(),
-            metrics: Metrics::default(),
-        });
+        let app = router(AppState::new(
+            config(&db, ZONES),
+            store.clone(),
+            LiveBoard::default(),
+            Metrics::default(),
+        ));
         let q = Questions::new(start);
         let iso = |t: Timestamp| t.to_string();
         let twenty = q.zones[..20].to_vec();

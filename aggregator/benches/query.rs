@@ -113,12 +113,12 @@ fn main() {
             generate(&store, start).await;
         }
         let config = config(&db, ZONES);
-        let app = router(AppState {
+        let app = router(AppState::new(
             config,
             store,
-            live: LiveBoard::default(),
-            metrics: Metrics::default(),
-        });
+            LiveBoard::default(),
+            Metrics::default(),
+        ));
         let day = start + SignedDuration::from_hours(24 * 20);
         let iso = |t: Timestamp| t.to_string();
         let odd = day + SignedDuration::from_mins(13 * 60 + 27);

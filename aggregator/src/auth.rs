@@ -2,14 +2,16 @@
 //! handler's signature says which role it needs (`async fn series(_: Planner, ...)`).
 //!
 //! A token's BLAKE3 hash is all the config holds (`crowdflow-aggregator new-token` prints a
-//! fresh token once). The token comes as `Authorization: Bearer T`, or as `?token=T` where a
-//! browser cannot set headers (EventSource, downloads).
+//! fresh token once). The token comes as `Authorization: Bearer T`, or as `?token=T` only where
+//! a browser cannot set headers (EventSource, downloads; [`TokenConfig::query_token_allowed`]
+//! says where): URLs end up in proxy and server logs, browser history and `Referer` headers,
+//! so everywhere else a token in the URL is refused, with a message saying to use the header.
 
 use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 /// What a bearer token may do; each role includes the ones before it.
@@ -80,6 +82,16 @@ pub trait TokenConfig {
     fn tokens(&self) -> &[ApiToken];
     /// The role of requests without a token (`None`: only public endpoints answer).
     fn anonymous_role(&self) -> Option<Role>;
+    /// Whether `?token=` is read for a request to `uri` (where a browser cannot send the
+    /// header); elsewhere it is refused. None by default.
+    fn query_token_allowed(&self, uri: &Uri) -> bool {
+        let _ = uri;
+        false
+    }
+    /// Told of every refusal, to count and log it (never the token).
+    fn refused(&self, refusal: &Refusal, parts: &Parts) {
+        let _ = (refusal, parts);
+    }
 }
 
 /// Why a request was refused its role; the message says what to do, never echoes the token.
@@ -91,6 +103,12 @@ pub enum Refusal {
     /// The token matches no configured hash.
     #[error("unknown token")]
     Unknown,
+    /// A token in the URL of a request that can send it as a header.
+    #[error(
+        "a token in the URL (?token=) is accepted only by the live stream and CSV downloads; \
+         send it in the Authorization header (Authorization: Bearer TOKEN)"
+    )]
+    TokenInQuery,
     /// The token's role is below the one needed.
     #[error("this needs the {} role; the token has {}", need.as_str(), has.as_str())]
     Forbidden {
@@ -105,8 +123,20 @@ impl Refusal {
     /// 401 when the caller is unknown, 403 when known but not allowed.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::Missing(_) | Refusal::Unknown => StatusCode::UNAUTHORIZED,
+            Refusal::Missing(_) | Refusal::Unknown | Refusal::TokenInQuery => {
+                StatusCode::UNAUTHORIZED
+            }
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The metric label of a refusal that is a failed attempt (a wrong token, a token where
+    /// it leaks); `None` for the ordinary ones (no token yet, a known token's role too low).
+    pub fn failure(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Unknown => Some("unknown_token"),
+            Refusal::TokenInQuery => Some("token_in_query"),
+            Refusal::Missing(_) | Refusal::Forbidden { .. } => None,
         }
     }
 }
@@ -119,24 +149,42 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// The token a request presents: `Authorization: Bearer T`, else `?token=T`.
-fn presented(parts: &Parts) -> Option<String> {
+/// The `token` query parameter of `uri`, decoded as handlers decode parameters.
+pub fn query_token(uri: &Uri) -> Option<String> {
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .ok()
+        .and_then(|Query(mut params)| params.remove("token"))
+}
+
+/// Refuses a token in the URL of a request that may not carry one there.
+pub fn check_query_token(config: &impl TokenConfig, uri: &Uri) -> Result<(), Refusal> {
+    match query_token(uri) {
+        Some(_) if !config.query_token_allowed(uri) => Err(Refusal::TokenInQuery),
+        _ => Ok(()),
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer T`, else `?token=T` where allowed.
+fn presented(config: &impl TokenConfig, parts: &Parts) -> Result<Option<String>, Refusal> {
+    check_query_token(config, &parts.uri)?;
     let header = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match header {
+    Ok(match header {
         Some(token) => Some(token.to_owned()),
-        None => Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
-            .ok()
-            .and_then(|Query(mut params)| params.remove("token")),
-    }
+        None => query_token(&parts.uri),
+    })
 }
 
-/// The caller's role if it is at least `need`.
+/// The caller's role if it is at least `need`; a refusal is told to `config` first.
 pub fn authorize(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, Refusal> {
-    let Some(token) = presented(parts) else {
+    judge(config, parts, need).inspect_err(|refusal| config.refused(refusal, parts))
+}
+
+fn judge(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, Refusal> {
+    let Some(token) = presented(config, parts)? else {
         return config
             .anonymous_role()
             .filter(|r| *r >= need)
@@ -197,6 +245,7 @@ mod tests {
     struct Config {
         tokens: Vec<ApiToken>,
         anonymous: Option<Role>,
+        refusals: std::sync::Mutex<Vec<Refusal>>,
     }
 
     impl TokenConfig for Config {
@@ -205,6 +254,15 @@ mod tests {
         }
         fn anonymous_role(&self) -> Option<Role> {
             self.anonymous
+        }
+        fn query_token_allowed(&self, uri: &Uri) -> bool {
+            uri.path() == "/stream"
+        }
+        fn refused(&self, refusal: &Refusal, _: &Parts) {
+            self.refusals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(refusal.clone());
         }
     }
 
@@ -217,6 +275,7 @@ mod tests {
         Config {
             tokens: vec![token("v", Role::Viewer), token("p", Role::Planner)],
             anonymous,
+            refusals: std::sync::Mutex::default(),
         }
     }
 
@@ -231,11 +290,58 @@ mod tests {
     #[test]
     fn a_bearer_header_wins_over_the_query_and_is_trimmed() {
         let c = config(None);
-        let p = parts("/x?token=v", Some("Bearer  p "));
+        let p = parts("/stream?token=v", Some("Bearer  p "));
         assert_eq!(authorize(&c, &p, Role::Planner), Ok(Role::Planner));
         assert_eq!(
-            authorize(&c, &parts("/x?token=v", None), Role::Viewer),
+            authorize(&c, &parts("/stream?token=v", None), Role::Viewer),
             Ok(Role::Viewer)
+        );
+    }
+
+    #[test]
+    fn a_token_in_the_url_is_refused_where_a_header_can_be_sent() {
+        let c = config(None);
+        for (uri, header) in [
+            ("/x?token=v", None),
+            ("/x?token=v", Some("Bearer v")),
+            ("/x?tok%65n=v", None),
+            ("/x?a=1&token=", None),
+        ] {
+            let refusal = authorize(&c, &parts(uri, header), Role::Viewer).expect_err(uri);
+            assert_eq!(refusal, Refusal::TokenInQuery, "{uri}");
+            assert_eq!(refusal.status(), StatusCode::UNAUTHORIZED);
+            assert!(
+                refusal.to_string().contains("Authorization header"),
+                "{refusal}"
+            );
+        }
+        assert_eq!(
+            check_query_token(&c, &"/stream?token=v".parse().expect("uri")),
+            Ok(())
+        );
+        assert_eq!(
+            check_query_token(&c, &"/x?a=1".parse().expect("uri")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn every_refusal_is_told_and_only_wrong_tokens_are_failures() {
+        let c = config(None);
+        let _ = authorize(&c, &parts("/x", None), Role::Viewer);
+        let _ = authorize(&c, &parts("/x", Some("Bearer guess")), Role::Viewer);
+        let _ = authorize(&c, &parts("/x", Some("Bearer v")), Role::Admin);
+        let _ = authorize(&c, &parts("/x?token=v", None), Role::Viewer);
+        let _ = authorize(&c, &parts("/x", Some("Bearer v")), Role::Viewer);
+        let told = c
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let failures: Vec<Option<&str>> = told.iter().map(Refusal::failure).collect();
+        assert_eq!(
+            failures,
+            [None, Some("unknown_token"), None, Some("token_in_query")]
         );
     }
 

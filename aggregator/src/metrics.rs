@@ -1,7 +1,7 @@
 //! The aggregator's Prometheus metrics (served at `/metrics` by the HTTP API).
 //!
-//! Every metric name lives here. Labels are reject reasons, sensor ids and purge targets:
-//! nothing in a label or value can identify a device.
+//! Every metric name lives here. Labels are reject reasons, sensor ids, purge targets and
+//! refusal reasons: nothing in a label or value can identify a device (or an API client).
 
 use std::time::Duration;
 
@@ -56,6 +56,17 @@ pub struct Metrics {
     zone_density: GaugeVec,
     zone_level: GaugeVec,
     zone_stale: GaugeVec,
+    /// Requests refused for their credentials, by reason (`unknown_token`: a failed login;
+    /// `token_in_query`: a token in the URL where a header can be sent).
+    pub http_auth_failures: IntCounterVec,
+    /// Open HTTP connections.
+    pub http_connections: IntGauge,
+    /// Connections closed at once because `http.max_connections` were open.
+    pub http_connections_refused: IntCounter,
+    /// Open live streams.
+    pub http_streams: IntGauge,
+    /// Stream requests answered 503 because `http.max_streams` were open.
+    pub http_streams_refused: IntCounter,
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -191,6 +202,28 @@ impl Default for Metrics {
                 "1 while every sensor of the zone is silent for over two windows.",
                 &["zone"],
             ),
+            http_auth_failures: counter_vec(
+                &r,
+                "crowdflow_http_auth_failures_total",
+                "HTTP requests refused for their credentials, by reason.",
+                "reason",
+            ),
+            http_connections: gauge(&r, "crowdflow_http_connections", "Open HTTP connections."),
+            http_connections_refused: counter(
+                &r,
+                "crowdflow_http_connections_refused_total",
+                "HTTP connections closed at once because http.max_connections were open.",
+            ),
+            http_streams: gauge(
+                &r,
+                "crowdflow_http_streams",
+                "Open live streams (Server-Sent Events).",
+            ),
+            http_streams_refused: counter(
+                &r,
+                "crowdflow_http_streams_refused_total",
+                "Live-stream requests refused (503) because http.max_streams were open.",
+            ),
             registry: r,
         }
     }
@@ -248,8 +281,15 @@ mod tests {
             .with_label_values(&["neude-01"])
             .set(1_777_284_000);
         m.committed(Duration::from_millis(3));
+        m.http_auth_failures
+            .with_label_values(&["unknown_token"])
+            .inc();
+        m.http_connections_refused.inc();
         let text = m.render();
         for line in [
+            "crowdflow_http_auth_failures_total{reason=\"unknown_token\"} 1",
+            "crowdflow_http_connections_refused_total 1",
+            "# HELP crowdflow_http_streams ",
             "crowdflow_ingest_rejects_total{reason=\"salt_mismatch\"} 1",
             "crowdflow_sensor_last_window_end_seconds{sensor=\"neude-01\"} 1777284000",
             "crowdflow_storage_batches_total 1",

@@ -23,6 +23,7 @@ use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::Validator;
 use crate::link::{self, LinkError};
 use crate::live::LiveBoard;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::purge::{self, PurgeSchedule};
 use crate::salt::{
@@ -57,6 +58,9 @@ pub enum ServiceError {
     /// The salt could not be drawn.
     #[error("cannot draw a salt: {0}")]
     Salt(#[from] crowdflow_contract::salt::SaltError),
+    /// `http.max_connections` would let HTTP take the file descriptors the broker needs.
+    #[error(transparent)]
+    OpenFiles(#[from] api::server::OpenFileLimit),
 }
 
 impl From<LinkError> for ServiceError {
@@ -80,6 +84,8 @@ struct State<S> {
     purge: PurgeSchedule,
     /// Told after each commit, to push the new numbers at once.
     live: LiveBoard,
+    /// Reject log lines, at most a few per reason and minute (the metrics count them all).
+    reject_log: LogLimit,
 }
 
 /// Runs the aggregator until `shutdown` completes.
@@ -112,6 +118,7 @@ pub async fn run<S: Store>(
         salts,
         purge: PurgeSchedule::starting(Instant::now()),
         live,
+        reject_log: LogLimit::per_minute("sketch rejects"),
     };
     tracing::info!(%broker, "aggregator running");
     let (mut events, pump) = mqtt::pump(events);
@@ -144,29 +151,28 @@ pub async fn run<S: Store>(
     Ok(())
 }
 
-/// Binds the HTTP address and serves the API in a task of its own.
+/// Binds the HTTP address and serves the API in a task of its own; refuses to start when
+/// the HTTP and broker connection limits do not fit in the open-file limit together.
 async fn serve_http<S: Store>(
     config: &Arc<AggregatorConfig>,
     store: &S,
     live: &LiveBoard,
     metrics: &Metrics,
 ) -> Result<(), ServiceError> {
+    let broker = match config.broker.mode {
+        BrokerMode::Embedded {
+            max_connections, ..
+        } => max_connections,
+        BrokerMode::External { .. } => 0,
+    };
+    api::server::check_open_file_limit(config.http_limits.max_connections, broker)?;
     let addr = config.http_listen;
     let listener = api::bind(addr)
         .await
         .map_err(|source| ServiceError::Http { addr, source })?;
     tracing::info!(listen = %addr, "HTTP API listening");
-    let state = AppState {
-        config: config.clone(),
-        store: store.clone(),
-        live: live.clone(),
-        metrics: metrics.clone(),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, state).await {
-            tracing::error!("HTTP API stopped: {e}");
-        }
-    });
+    let state = AppState::new(config.clone(), store.clone(), live.clone(), metrics.clone());
+    tokio::spawn(api::serve(listener, state));
     Ok(())
 }
 
@@ -270,7 +276,9 @@ impl<S: Store> State<S> {
             Ok(accepted) => self.batch.accept(accepted, p, now),
             Err(reject) => {
                 let reason = reject.reason();
-                tracing::warn!(topic = %p.topic, reason, "sketch rejected: {reject}");
+                if self.reject_log.allow(reason, now) {
+                    tracing::warn!(topic = %p.topic, reason, "sketch rejected: {reject}");
+                }
                 let rejected = self
                     .ingest
                     .known_sensor(&p.topic)
@@ -328,6 +336,7 @@ impl<S: Store> State<S> {
 
     async fn on_tick(&mut self) -> Result<(), ServiceError> {
         let now = Instant::now();
+        self.reject_log.flush(now);
         if self.batch.is_due(now) {
             self.flush().await;
         }

@@ -85,12 +85,22 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 
 /// A plain HTTP/1.1 GET on 127.0.0.1; the response body (no TLS, no redirects).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    http_request(port, path, "")
+}
+
+/// [`http_get`] with `Authorization: Bearer TOKEN` (the aggregator refuses a token in the
+/// URL except on the stream and downloads).
+pub fn http_get_as(port: u16, path: &str, token: &str) -> std::io::Result<String> {
+    http_request(port, path, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+fn http_request(port: u16, path: &str, headers: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

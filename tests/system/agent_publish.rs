@@ -93,6 +93,7 @@ fn agent_sketches_reach_a_subscriber_through_the_embedded_broker_with_the_right_
         listen: ([127, 0, 0, 1], port).into(),
         credentials: None,
         max_payload: 1 << 22,
+        max_connections: 100,
     };
     EmbeddedBroker::start(&settings).expect("embedded broker starts");
     publish_and_check(dir.path(), port);

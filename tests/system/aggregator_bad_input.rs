@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crowdflow_aggregator::log_limit::BURST;
 use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
 use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use crowdflow_contract::identity::Kind;
@@ -121,6 +122,7 @@ fn hostile(i: usize, valid: &SketchMessage, corpus: &[Vec<u8>]) -> (String, Vec<
 fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
     let dir = tempfile::tempdir().expect("tmp");
     let (port, http) = (free_port(), free_port());
+    let started = std::time::Instant::now();
     let mut aggregator = run_binary(
         "crowdflow-aggregator",
         &config(dir.path(), port, http),
@@ -230,7 +232,10 @@ fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
         "{metrics}"
     );
     aggregator.terminate(Duration::from_secs(5));
+    // The log shows each reason, but a flood only as a burst a minute (the metrics above
+    // count every one); a slow machine may have spread them over more than one minute.
     let log = String::from_utf8_lossy(&aggregator.output()).into_owned();
+    let minutes = started.elapsed().as_secs() / 60 + 1;
     for (reason, count) in expected {
         let seen = log
             .lines()
@@ -238,7 +243,11 @@ fn hostile_messages_never_stop_ingest_and_every_valid_window_is_stored() {
                 l.contains("sketch rejected") && l.contains(&format!("reason=\"{reason}\""))
             })
             .count() as u64;
-        assert_eq!(seen, count, "rejects for {reason}");
+        let burst = u64::from(BURST);
+        assert!(
+            (count.min(burst)..=count.min(burst * minutes)).contains(&seen),
+            "{seen} lines for {count} rejects for {reason}"
+        );
     }
     assert!(!log.contains("panicked"), "{log}");
 }

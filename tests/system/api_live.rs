@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use crowdflow_aggregator::config::hash_token;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{free_port, http_get, replay_agent_config, run_binary, wait_for_port};
+use crowdflow_tests::{
+    free_port, http_get, http_get_as, replay_agent_config, run_binary, wait_for_port,
+};
 use jiff::Timestamp;
 use serde_json::Value;
 
@@ -70,6 +72,9 @@ fn the_live_stream_shows_a_filling_zone_within_seconds_and_raises_its_alert() {
     assert!(wait_for_port(http, Duration::from_secs(15)));
     let unauthorized = http_get(http, "/api/v1/zones").expect("GET");
     assert!(unauthorized.contains("token"), "{unauthorized}");
+    // A token in the URL works for the stream only; elsewhere it is refused with the fix.
+    let in_url = http_get(http, &format!("/api/v1/zones?token={TOKEN}")).expect("GET");
+    assert!(in_url.contains("Authorization header"), "{in_url}");
     let events = listen(http);
     let (name, snapshot, _) = events
         .recv_timeout(Duration::from_secs(10))
@@ -139,17 +144,16 @@ fn the_live_stream_shows_a_filling_zone_within_seconds_and_raises_its_alert() {
     let alert = alert.expect("an alert on the stream");
     assert_eq!(alert["zone"], "square");
     assert_eq!(alert["kind"], "level");
-    let zones: Value = serde_json::from_str(
-        &http_get(http, &format!("/api/v1/zones?token={TOKEN}")).expect("GET zones"),
-    )
-    .expect("json");
+    let zones: Value =
+        serde_json::from_str(&http_get_as(http, "/api/v1/zones", TOKEN).expect("GET zones"))
+            .expect("json");
     let square = &zones[0];
     assert_eq!(
         square["total_devices"]["estimate"].as_f64().map(f64::round),
         Some(60.0)
     );
     assert_eq!(square["level"]["name"], "critical");
-    let alerts = http_get(http, &format!("/api/v1/alerts?token={TOKEN}")).expect("GET alerts");
+    let alerts = http_get_as(http, "/api/v1/alerts", TOKEN).expect("GET alerts");
     assert!(alerts.contains("\"level\""), "{alerts}");
     aggregator.terminate(Duration::from_secs(5));
 }
@@ -192,7 +196,7 @@ fn a_silent_sensor_raises_a_stale_alert_and_a_recovery() {
     // Reporting: wait for the zone's first numbers, then silence the sensor.
     let deadline = Instant::now() + Duration::from_secs(40);
     while Instant::now() < deadline {
-        let zones = http_get(http, &format!("/api/v1/zones?token={TOKEN}")).unwrap_or_default();
+        let zones = http_get_as(http, "/api/v1/zones", TOKEN).unwrap_or_default();
         if zones.contains("\"stale\":false") {
             break;
         }

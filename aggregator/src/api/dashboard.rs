@@ -1,12 +1,13 @@
 //! The dashboard (`dashboard/`), built into the binary by `build.rs` and served at `/` with
 //! everything it needs: event networks are often offline. Without a dashboard build the
-//! start page says how to make one and where the numbers are meanwhile.
+//! start page says how to make one and where the numbers are meanwhile. Both pages get the
+//! content security policy from `api/layers.rs`.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::ApiError;
 
 /// One built file.
 #[derive(Debug)]
@@ -32,22 +33,9 @@ fn find(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
 }
 
-/// The page's content security policy: only this origin, plus the tile server if one is
-/// configured.
-fn csp<S>(state: &AppState<S>) -> String {
-    let tiles = state
-        .config
-        .dashboard
-        .tile_origin()
-        .map(|o| format!(" {o}"))
-        .unwrap_or_default();
-    format!(
-        "default-src 'self'; img-src 'self' data:{tiles}; style-src 'self' 'unsafe-inline'; \
-         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    )
-}
-
-fn serve<S>(state: &AppState<S>, asset: &Asset, headers: &HeaderMap, immutable: bool) -> Response {
+/// One built file; the security headers (content security policy, nosniff) are added to
+/// every answer by [`super::layers`].
+fn serve(asset: &Asset, headers: &HeaderMap, immutable: bool) -> Response {
     let accepts_gzip = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -63,14 +51,6 @@ fn serve<S>(state: &AppState<S>, asset: &Asset, headers: &HeaderMap, immutable: 
         HeaderValue::from_static(asset.content_type),
     );
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
     // Built file names carry a content hash, so they never change; the page itself must be
     // fetched fresh to pick up a new build.
     h.insert(
@@ -84,28 +64,21 @@ fn serve<S>(state: &AppState<S>, asset: &Asset, headers: &HeaderMap, immutable: 
     if gzipped {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    if let Ok(policy) = HeaderValue::from_str(&csp(state)) {
-        h.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
     response
 }
 
 /// `/`: the dashboard, or how to build it.
-pub(super) async fn index<S>(State(state): State<AppState<S>>, headers: HeaderMap) -> Response {
+pub(super) async fn index(headers: HeaderMap) -> Response {
     match find("index.html") {
-        Some(page) => serve(&state, page, &headers, false),
+        Some(page) => serve(page, &headers, false),
         None => not_built().into_response(),
     }
 }
 
 /// `/assets/{file}`: the dashboard's scripts and styles.
-pub(super) async fn asset<S>(
-    State(state): State<AppState<S>>,
-    Path(file): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match find(&format!("assets/{file}")) {
-        Some(a) => serve(&state, a, &headers, true),
+        Some(a) => serve(a, &headers, true),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no dashboard file assets/{file} in this build"),

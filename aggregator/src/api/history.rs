@@ -323,6 +323,7 @@ fn series_csv(s: &Series) -> String {
         ("from" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute"),
         ("to" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute, after from"),
         ("format" = Option<String>, Query, pattern = "^(json|columns|csv)$", description = "json (default: bucket by bucket), columns (JSON with one array per field, numbers rounded to 0.1 as in CSV: about 70 bytes a point instead of 385) or csv"),
+        ("token" = Option<String>, Query, description = "The planner token, only with format=csv (a download link cannot set headers); refused otherwise"),
     ),
     responses((status = 200, description = "Distinct devices per bucket, per zone (from stored numbers); a bucket spanning two salt epochs is flagged upper_bound", content((SeriesAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]

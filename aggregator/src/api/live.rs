@@ -1,6 +1,7 @@
 //! The live view's answers (viewer role): zones with their numbers, alerts, and the stream.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -10,10 +11,12 @@ use futures_util::Stream;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, AppState, Params, number, optional_timestamp, zone};
 use crate::auth::Viewer;
 use crate::live::{LiveEvent, ZoneLive, level_name};
+use crate::metrics::Metrics;
 use crate::store::{Alert, Store};
 use crate::zone::ZoneId;
 
@@ -149,6 +152,51 @@ pub(super) async fn alerts<S: Store>(
 /// How often an idle stream sends a `ping` event.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// `Retry-After` of a stream refused for want of a slot: the dashboard's longest reconnect
+/// pause (`MAX_BACKOFF_MS` in `dashboard/src/stream.js`); a slot frees when a page closes,
+/// which nothing predicts.
+pub const STREAM_RETRY_AFTER_S: u32 = 30;
+
+/// The free live-stream slots (`http.max_streams`): each subscriber holds one, and costs a
+/// connection, a broadcast receiver and a snapshot on every lag.
+#[derive(Debug, Clone)]
+pub(super) struct StreamSlots {
+    free: Arc<Semaphore>,
+    open: prometheus::IntGauge,
+}
+
+/// One subscriber's slot, held by its event stream and freed when the stream is dropped
+/// (the client went away).
+#[derive(Debug)]
+struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+    open: prometheus::IntGauge,
+}
+
+impl StreamSlots {
+    pub(super) fn new(max: usize, metrics: &Metrics) -> StreamSlots {
+        StreamSlots {
+            free: Arc::new(Semaphore::new(max)),
+            open: metrics.http_streams.clone(),
+        }
+    }
+
+    fn take(&self) -> Option<StreamSlot> {
+        let permit = self.free.clone().try_acquire_owned().ok()?;
+        self.open.inc();
+        Some(StreamSlot {
+            _permit: permit,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 fn event(e: &LiveEvent) -> Event {
     let (name, data) = match e {
         LiveEvent::Zone(z) => ("zone", serde_json::to_string(z)),
@@ -166,21 +214,34 @@ fn snapshot(zones: &[ZoneLive]) -> Event {
 }
 
 #[utoipa::path(get, path = "/api/v1/stream", tag = "live", security(("bearer" = [])),
-    params(("token" = Option<String>, Query, description = "The viewer token, for browsers' EventSource (which cannot set headers)")),
+    params(("token" = Option<String>, Query, description = "The viewer token, for browsers' EventSource (which cannot set headers); other endpoints refuse a token in the URL")),
     responses((status = 200, description = "Server-Sent Events: `snapshot` (all zones, first and after any gap), then `zone` (a zone's numbers changed) and `alert` events, and `ping` every 5 s when idle; data is JSON", content_type = "text/event-stream"),
-        (status = 401, body = ApiError)))]
+        (status = 401, body = ApiError),
+        (status = 503, description = "As many streams as http.max_streams are open; retry after the Retry-After seconds", body = ApiError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying")))))]
 pub(super) async fn stream<S: Store>(
     State(state): State<AppState<S>>,
     _: Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Some(slot) = state.streams.take() else {
+        state.metrics.http_streams_refused.inc();
+        return Err(ApiError::busy(
+            format!(
+                "too many live streams are open (http.max_streams = {}); retry in {STREAM_RETRY_AFTER_S} s",
+                state.config.http_limits.max_streams
+            ),
+            STREAM_RETRY_AFTER_S,
+        ));
+    };
     let rx = state.live.subscribe();
     let first = snapshot(&state.live.zones());
     let live = state.live.clone();
+    // The slot lives in the stream's state: dropped with it when the client goes away.
     let events = futures_util::stream::unfold(
-        (Some(first), rx, live),
-        |(pending, mut rx, live)| async move {
+        (Some(first), rx, (live, slot)),
+        |(pending, mut rx, (live, slot))| async move {
             if let Some(first) = pending {
-                return Some((Ok(first), (None, rx, live)));
+                return Some((Ok(first), (None, rx, (live, slot))));
             }
             let next = match rx.recv().await {
                 Ok(e) => event(&e),
@@ -188,7 +249,7 @@ pub(super) async fn stream<S: Store>(
                 Err(RecvError::Lagged(_)) => snapshot(&live.zones()),
                 Err(RecvError::Closed) => return None,
             };
-            Some((Ok(next), (None, rx, live)))
+            Some((Ok(next), (None, rx, (live, slot))))
         },
     );
     // A named keep-alive event (not a comment) so that the dashboard can tell a quiet stream

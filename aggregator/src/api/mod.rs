@@ -2,34 +2,44 @@
 //! `/metrics` for Prometheus. The OpenAPI document at `/api/v1/openapi.json` is generated
 //! from the handlers and types below (utoipa), not written by hand.
 //!
-//! Roles by bearer token (`Authorization: Bearer T`, or `?token=T` where a browser cannot set
-//! headers: the live stream and downloads): viewer < planner < admin, checked by the role
-//! extractors of [`crate::auth`] in each handler's signature; the router lists the endpoints
-//! by role. Public: health, the privacy statement, the sensor register, open data, the
-//! OpenAPI document and metrics.
+//! Roles by bearer token (`Authorization: Bearer T`, or `?token=T` only where a browser cannot
+//! set headers: the live stream and CSV downloads, [`query_token_allowed`]): viewer < planner
+//! < admin, checked by the role extractors of [`crate::auth`] in each handler's signature; the
+//! router lists the endpoints by role. Public: health, the privacy statement, the sensor
+//! register, open data, the OpenAPI document and metrics.
+//!
+//! Every answer passes `layers.rs` (token scope, security headers); the server ([`server`])
+//! bounds connections, and the stream bounds its subscribers.
 
 mod admin;
 pub mod dashboard;
 mod history;
+mod layers;
 mod live;
 mod open_data;
 mod public;
+pub mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::OpenApi;
 
-use crate::auth::{ApiToken, Role, TokenConfig};
+use crate::auth::{ApiToken, Refusal, Role, TokenConfig};
 use crate::config::{AggregatorConfig, Zone};
 use crate::live::LiveBoard;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::zone::ZoneId;
@@ -45,6 +55,30 @@ pub struct AppState<S> {
     pub live: LiveBoard,
     /// The aggregator's metrics.
     pub metrics: Metrics,
+    /// Free live-stream slots (`http.max_streams`).
+    streams: live::StreamSlots,
+    /// Failed logins' log lines, rate-limited per reason.
+    auth_log: Arc<LogLimit>,
+}
+
+impl<S> AppState<S> {
+    /// The state the handlers share; the stream slots come from the config's
+    /// `http.max_streams`.
+    pub fn new(
+        config: Arc<AggregatorConfig>,
+        store: S,
+        live: LiveBoard,
+        metrics: Metrics,
+    ) -> AppState<S> {
+        AppState {
+            streams: live::StreamSlots::new(config.http_limits.max_streams, &metrics),
+            auth_log: Arc::new(LogLimit::per_minute("failed logins")),
+            config,
+            store,
+            live,
+            metrics,
+        }
+    }
 }
 
 /// An error answer: JSON naming the parameter at fault where there is one.
@@ -52,6 +86,9 @@ pub struct AppState<S> {
 pub struct ApiError {
     #[serde(skip)]
     status: StatusCode,
+    /// Seconds for the `Retry-After` header of a 503.
+    #[serde(skip)]
+    retry_after_s: Option<u32>,
     /// What is wrong and how to fix it.
     pub error: String,
     /// The query or path parameter at fault.
@@ -63,17 +100,25 @@ impl ApiError {
     fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
         ApiError {
             status,
+            retry_after_s: None,
             error: error.into(),
             parameter: None,
+        }
+    }
+
+    /// 503 with `Retry-After: retry_after_s`: too busy now, not broken.
+    fn busy(error: impl Into<String>, retry_after_s: u32) -> ApiError {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error)
         }
     }
 
     /// 400 for parameter `name`.
     pub fn bad(name: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            error: format!("`{name}` {message}"),
             parameter: Some(name.to_owned()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, format!("`{name}` {message}"))
         }
     }
 }
@@ -90,7 +135,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(&self)).into_response()
+        let mut response = (self.status, axum::Json(&self)).into_response();
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
     }
 }
 
@@ -104,6 +155,44 @@ impl<S> TokenConfig for AppState<S> {
 
     fn anonymous_role(&self) -> Option<Role> {
         self.config.anonymous_role
+    }
+
+    fn query_token_allowed(&self, uri: &Uri) -> bool {
+        query_token_allowed(uri)
+    }
+
+    /// Failed logins and tokens in URLs: counted in full, logged at most a few a minute per
+    /// reason (an outsider can cause them at will), with the peer's address for the operator,
+    /// never the token.
+    fn refused(&self, refusal: &Refusal, parts: &Parts) {
+        let Some(reason) = refusal.failure() else {
+            return;
+        };
+        self.metrics
+            .http_auth_failures
+            .with_label_values(&[reason])
+            .inc();
+        if self.auth_log.allow(reason, Instant::now()) {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip());
+            // The path is the client's text: bounded, and quoted by Debug.
+            let path: String = parts.uri.path().chars().take(80).collect();
+            tracing::warn!(reason, ?peer, ?path, "HTTP request refused: {refusal}");
+        }
+    }
+}
+
+/// Where `?token=` is read, because a browser cannot send the header there: EventSource
+/// (the live stream) sets no headers, and a download link (a CSV answer, the open-data
+/// export) is fetched by browsers and spreadsheet tools without one.
+pub fn query_token_allowed(uri: &Uri) -> bool {
+    match uri.path() {
+        "/api/v1/stream" | "/api/v1/open-data" => true,
+        "/api/v1/series" => axum::extract::Query::<Params>::try_from_uri(uri)
+            .is_ok_and(|q| q.get("format").is_some_and(|f| f == "csv")),
+        _ => false,
     }
 }
 
@@ -129,9 +218,11 @@ fn zone<'a, S>(state: &'a AppState<S>, name: &str, id: &str) -> Result<&'a Zone,
         .ok()
         .and_then(|z| state.config.zones.get(&z))
         .ok_or_else(|| ApiError {
-            status: StatusCode::NOT_FOUND,
-            error: format!("`{name}`: no zone {id:?} (GET /api/v1/zones lists them)"),
             parameter: Some(name.to_owned()),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("`{name}`: no zone {id:?} (GET /api/v1/zones lists them)"),
+            )
         })
 }
 
@@ -209,7 +300,7 @@ fn csv_response(filename: &str, body: String) -> Response {
 #[openapi(
     info(
         title = "crowdflow aggregator API",
-        description = "Live zone counts, history, flows and open data from privacy-preserving crowd counting. Every count carries its 95 % bounds; estimated people are devices times a per-zone calibration factor and are estimates.",
+        description = "Live zone counts, history, flows and open data from privacy-preserving crowd counting. Every count carries its 95 % bounds; estimated people are devices times a per-zone calibration factor and are estimates. Send tokens as `Authorization: Bearer TOKEN`; a token in the URL (`?token=`) is accepted only by /api/v1/stream and CSV downloads and refused (401) elsewhere.",
     ),
     paths(
         public::health,
@@ -270,8 +361,10 @@ async fn metrics<S>(
     )
 }
 
-/// The router, testable without a server: the endpoints grouped by the role they need.
+/// The router, testable without a server: the endpoints grouped by the role they need, and
+/// what every request passes through (`layers.rs`).
 pub fn router<S: Store>(state: AppState<S>) -> Router {
+    let csp = layers::csp(&state.config.dashboard);
     Router::new()
         .merge(public_routes())
         .merge(viewer_routes())
@@ -283,6 +376,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
                 "no such endpoint (see /api/v1/openapi.json)",
             )
         })
+        .layer(from_fn_with_state(state.clone(), layers::token_scope::<S>))
+        .layer(from_fn_with_state(csp, layers::security_headers))
         .with_state(state)
 }
 
@@ -290,8 +385,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
 /// caller's session, the privacy statement, the sensor register and open data.
 fn public_routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
-        .route("/", get(dashboard::index::<S>))
-        .route("/assets/{file}", get(dashboard::asset::<S>))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
         .route("/metrics", get(metrics::<S>))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/health", get(public::health::<S>))
@@ -332,12 +427,22 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-/// Serves the router on `listener` until the runtime stops.
-pub async fn serve<S: Store>(
-    listener: tokio::net::TcpListener,
-    state: AppState<S>,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+/// Serves the router on `listener` until the runtime stops, within the config's
+/// `[http]` limits ([`server`]).
+pub async fn serve<S: Store>(listener: tokio::net::TcpListener, state: AppState<S>) {
+    let limits = state.config.http_limits;
+    let metrics = state.metrics.clone();
+    let auth_log = state.auth_log.clone();
+    // The failed-login summaries show within a minute of a flood, not at the next one.
+    let flush = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::log_limit::WINDOW);
+        loop {
+            tick.tick().await;
+            auth_log.flush(Instant::now());
+        }
+    });
+    server::run(listener, router(state), limits, metrics).await;
+    flush.abort();
 }
 
 #[cfg(test)]

@@ -22,7 +22,6 @@ pub struct Session {
 }
 
 #[utoipa::path(get, path = "/api/v1/session", tag = "public", security((), ("bearer" = [])),
-    params(("token" = Option<String>, Query, description = "A token, as an alternative to the Authorization header")),
     responses((status = 200, description = "The caller's role: lets the dashboard ask for a token before it is refused", body = Session)))]
 pub(super) async fn session(caller: Result<Viewer, Refusal>) -> Json<Session> {
     Json(match caller {

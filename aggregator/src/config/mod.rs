@@ -31,6 +31,7 @@ use crate::store::Retention;
 use crate::zone::ZoneId;
 pub use broker::{BROKER_PASSWORD_ENV, BrokerConfig, BrokerMode};
 pub use dashboard::Dashboard;
+pub use http::HttpLimits;
 pub use privacy::{OpenData, Privacy};
 pub use sensors::Sensor;
 pub use storage::StorageConfig;
@@ -73,6 +74,8 @@ pub struct AggregatorConfig {
     /// The role of requests without a token (the demo; `None` in production: only public
     /// endpoints answer without one).
     pub anonymous_role: Option<Role>,
+    /// How much of the HTTP server clients may hold (`[http]` timeouts and limits).
+    pub http_limits: HttpLimits,
     /// Broker.
     pub broker: BrokerConfig,
     /// Storage.
@@ -157,6 +160,7 @@ fn validate(
     password_env: Option<String>,
 ) -> Result<AggregatorConfig, FieldError> {
     let http_listen = http::listen(&raw.http)?;
+    let http_limits = http::limits(&raw.http)?;
     let broker = broker::broker(raw.broker, password_env)?;
     let storage = storage::storage(raw.storage)?;
     let rotation = salt::rotation(&raw.salt)?;
@@ -172,6 +176,7 @@ fn validate(
     let dashboard = dashboard::dashboard(raw.dashboard)?;
     Ok(AggregatorConfig {
         http_listen,
+        http_limits,
         broker,
         storage,
         rotation,
@@ -255,6 +260,26 @@ mod tests {
                 "listen = \"127.0.0.1:8080\"",
                 "listen = \"localhost\"",
                 "`http.listen`",
+            ),
+            (
+                "max_connections = 256",
+                "max_connections = 1",
+                "`http.max_connections`",
+            ),
+            (
+                "max_streams = 128",
+                "max_streams = 256",
+                "`http.max_streams`",
+            ),
+            (
+                "header_read_timeout_s = 10",
+                "header_read_timeout_s = 0",
+                "`http.header_read_timeout_s`",
+            ),
+            (
+                "idle_timeout_s = 5",
+                "idle_timeout_s = 11",
+                "`http.idle_timeout_s`",
             ),
             ("window_s = 60", "window_s = 61", "`counting.window_s`"),
             (
