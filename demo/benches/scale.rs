@@ -14,6 +14,9 @@
 //! sketch messages ingested per second and commit latency (from /metrics), end-to-end latency
 //! from a window's end to its numbers in `/api/v1/zones` (polled every 100 ms), and peak RSS
 //! of the aggregator process and of this process (13 agents plus the simulator).
+//!
+//! Soak: `CROWDFLOW_SCALE_SECONDS=3600` runs the system phase for an hour and prints the
+//! aggregator's RSS at the end of every real minute (it should be flat after warm-up).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -48,11 +51,21 @@ fn free_port() -> u16 {
 
 /// VmHWM of a process, MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// VmRSS of a process now, MiB.
+fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A memory line of /proc/PID/status, MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|t| {
             t.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
         })
@@ -152,6 +165,8 @@ struct System {
     aggregator_rss: f64,
     agents_rss: f64,
     busiest: f64,
+    /// The aggregator's RSS at the end of each real minute (the soak's flatness check).
+    rss_by_minute: Vec<f64>,
 }
 
 fn system_phase(dir: &Path, seconds: u64) -> System {
@@ -202,8 +217,12 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut busiest: f64 = 0.0;
+    let mut rss_by_minute = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() >= Duration::from_secs(60 * (rss_by_minute.len() as u64 + 1)) {
+            rss_by_minute.push(rss_mib(aggregator.id()));
+        }
         let Some(body) = get(http, "/api/v1/zones") else {
             continue;
         };
@@ -245,6 +264,7 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
         aggregator_rss,
         agents_rss,
         busiest,
+        rss_by_minute,
     }
 }
 
@@ -316,4 +336,12 @@ fn main() {
         "| agents + simulator peak RSS (this process) | {:.1} MiB |",
         system.agents_rss
     );
+    if system.rss_by_minute.len() > 1 {
+        println!();
+        println!("| real minute | aggregator RSS |");
+        println!("|---|---|");
+        for (minute, rss) in system.rss_by_minute.iter().enumerate() {
+            println!("| {} | {rss:.1} MiB |", minute + 1);
+        }
+    }
 }
