@@ -14,7 +14,6 @@ pub mod config;
 pub mod ingest;
 pub mod link;
 pub mod live;
-pub mod log_limit;
 pub mod metrics;
 pub mod process;
 pub mod purge;

@@ -23,13 +23,13 @@ use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::Validator;
 use crate::link::{self, LinkError};
 use crate::live::LiveBoard;
-use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::purge::{self, PurgeSchedule};
 use crate::salt::{
     Action, Drawn, Leadership, Recovery, SaltAuthority, SaltProtocol, Signing, key_file,
 };
 use crate::store::{Rejected, Store, StoreError};
+use crowdflow_contract::log_limit::LogLimit;
 
 /// How far back stored salt fingerprints are loaded at start (sketches of ended epochs
 /// still arrive from agents' outboxes).

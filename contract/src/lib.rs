@@ -9,6 +9,7 @@
 //! | [`salt`] | the per-epoch secret, its fingerprint, and how it is kept (memory only, zeroized) |
 //! | [`identity`] | how a device address becomes the keyed hash that feeds a sketch |
 //! | [`epoch`] | which salt epoch an instant belongs to (daily rotation in a local time zone) |
+//! | [`log_limit`] | rate-limited log lines for what outsiders can cause at will (rejects, forgeries, failed logins) |
 //! | [`window`] | UTC-aligned counting windows |
 //! | [`sketch`] | the cardinality sketch (Apache DataSketches HLL), its codec and its estimates |
 //! | [`wire`] | MQTT topics and the JSON messages of protocol v1, with total decoders |
@@ -43,6 +44,7 @@ pub mod authority_key;
 pub mod config_file;
 pub mod epoch;
 pub mod identity;
+pub mod log_limit;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod salt;

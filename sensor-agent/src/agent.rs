@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::identity::Kind;
+use crowdflow_contract::log_limit::LogLimit;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::SensorId;
@@ -63,6 +64,9 @@ struct Link {
     sensor: String,
     /// The salt authorities whose signed announcements and requests count (`[salt]`).
     trusted: TrustedKeys,
+    /// Log lines about refused salt messages, which anyone on the broker can cause at will:
+    /// a burst per reason a minute, so a flood does not wear out the Pi's SD card.
+    refused: LogLimit,
     connected: bool,
     /// What each publish call was, in call order, until the event loop numbers it.
     pending: VecDeque<Tag>,
@@ -193,6 +197,7 @@ pub(crate) async fn publish(
                 }
             },
             _ = tick.tick() => {
+                link.refused.flush(std::time::Instant::now());
                 let now = Timestamp::now();
                 let messages = lock(&counter)?.close_due(now);
                 for m in messages {
@@ -274,6 +279,7 @@ fn connect(config: &Publishing<'_>) -> (Link, EventLoop) {
         salt_return_topic: topics.salt_return(config.sensor_id),
         sensor: config.sensor_id.to_string(),
         trusted: config.trusted_keys.clone(),
+        refused: LogLimit::per_minute("refused salt messages"),
         sensor_topic_status: status_topic,
         sketch_topic: topics.sketch(config.sensor_id),
         connected: false,
@@ -332,7 +338,9 @@ fn on_event(
         Event::Incoming(Packet::Publish(p))
             if p.retain && (p.topic == link.salt_topic || p.topic == link.salt_recover_topic) =>
         {
-            tracing::warn!(topic = %p.topic, "ignoring a retained salt message (the authority never retains)");
+            refused(&link.refused, "retained", || {
+                tracing::warn!(topic = %p.topic, "ignoring a retained salt message (the authority never retains)");
+            });
         }
         Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_topic => {
             match SaltAnnouncement::decode_signed(&p.payload, &link.trusted) {
@@ -340,7 +348,9 @@ fn on_event(
                     let accepted = lock(counter)?.accept_salts(announcement, Timestamp::now());
                     link.status_due |= accepted.new_epochs + accepted.replaced > 0;
                 }
-                Err(e) => tracing::warn!("ignoring a salt announcement: {e}"),
+                Err(e) => refused(&link.refused, e.reason(), || {
+                    tracing::warn!("ignoring a salt announcement: {e}");
+                }),
             }
         }
         Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_recover_topic => {
@@ -355,7 +365,9 @@ fn on_event(
                         link.publish(&topic, QoS::AtMostOnce, false, payload.to_vec(), Tag::Other);
                     }
                 }
-                Err(e) => tracing::warn!("ignoring a salt recovery request: {e}"),
+                Err(e) => refused(&link.refused, e.reason(), || {
+                    tracing::warn!("ignoring a salt recovery request: {e}");
+                }),
             }
         }
         Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -377,6 +389,13 @@ fn on_event(
         _ => {}
     }
     Ok(())
+}
+
+/// Logs a refused salt message with `line`, unless this reason's burst is used up.
+fn refused(limit: &LogLimit, reason: &'static str, line: impl FnOnce()) {
+    if limit.allow(reason, std::time::Instant::now()) {
+        line();
+    }
 }
 
 /// Sends the oldest queued sketch if the link is up and nothing is in flight.

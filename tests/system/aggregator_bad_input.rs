@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crowdflow_aggregator::log_limit::BURST;
 use crowdflow_aggregator::store::{Resolution, SqliteStore, Store};
 use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use crowdflow_contract::identity::Kind;
+use crowdflow_contract::log_limit::BURST;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Precision, Sketch};
 use crowdflow_contract::window::{Window, WindowLength};

@@ -39,10 +39,10 @@ use utoipa::OpenApi;
 use crate::auth::{ApiToken, Refusal, Role, TokenConfig};
 use crate::config::{AggregatorConfig, Zone};
 use crate::live::LiveBoard;
-use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::zone::ZoneId;
+use crowdflow_contract::log_limit::LogLimit;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -435,7 +435,7 @@ pub async fn serve<S: Store>(listener: tokio::net::TcpListener, state: AppState<
     let auth_log = state.auth_log.clone();
     // The failed-login summaries show within a minute of a flood, not at the next one.
     let flush = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crate::log_limit::WINDOW);
+        let mut tick = tokio::time::interval(crowdflow_contract::log_limit::WINDOW);
         loop {
             tick.tick().await;
             auth_log.flush(Instant::now());

@@ -33,8 +33,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::config::HttpLimits;
-use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
+use crowdflow_contract::log_limit::LogLimit;
 
 /// What a connection beyond `http.max_connections` is told before it is closed.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -113,7 +113,7 @@ fn raise_open_file_limit() -> Option<u64> {
 pub async fn run(listener: TcpListener, app: Router, limits: HttpLimits, metrics: Metrics) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let log = LogLimit::per_minute("refused HTTP connections");
-    let mut flush = tokio::time::interval(crate::log_limit::WINDOW);
+    let mut flush = tokio::time::interval(crowdflow_contract::log_limit::WINDOW);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

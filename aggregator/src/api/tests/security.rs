@@ -180,7 +180,7 @@ async fn failed_logins_are_counted_in_full() {
     // The log kept at most a burst of them.
     assert_eq!(
         state.auth_log.suppressed("unknown_token"),
-        22 - u64::from(crate::log_limit::BURST)
+        22 - u64::from(crowdflow_contract::log_limit::BURST)
     );
     let metrics = call(&state, "/metrics", None).await.1;
     assert!(
