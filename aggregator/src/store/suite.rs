@@ -203,6 +203,27 @@ pub(crate) async fn rejects_accumulate_in_sensor_health(store: impl Store) {
         .expect("empty batch");
 }
 
+/// A frame total past 64 bits (rows stored before ingest bounded `frames`) saturates; the
+/// admin view answered 503 for a month once one message carried 2^64-1.
+pub(crate) async fn frame_totals_saturate_instead_of_failing(store: impl Store) {
+    let huge = |at: &str| Accepted {
+        frames: u64::MAX,
+        ..accepted("s1", ts(at), 0..10)
+    };
+    store
+        .merge_batch(batch(vec![
+            huge("2026-04-27T10:00:00Z"),
+            huge("2026-04-27T10:01:00Z"),
+        ]))
+        .await
+        .expect("ingest");
+    let health = store
+        .sensor_health()
+        .await
+        .expect("the health view answers");
+    assert!(health[0].frames > u64::MAX / 4, "{health:?}");
+}
+
 pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
     let now = ts("2027-06-01T12:00:00Z");
     let old = now - days(40);
@@ -366,6 +387,7 @@ macro_rules! store_suite {
             two_sensors_in_a_zone_are_unioned_and_replays_change_nothing,
             epochs_are_recorded_once,
             rejects_accumulate_in_sensor_health,
+            frame_totals_saturate_instead_of_failing,
             purge_keeps_what_retention_says,
             alerts_are_stored_once_and_listed_newest_first,
             sensors_seen_follow_their_latest_window,

@@ -100,9 +100,11 @@ FROM zone_numbers
 WHERE zone = $1 AND kind = $2 AND resolution = $3 AND bucket >= $4 AND bucket < $5
 ORDER BY bucket, epoch, salt_fp";
 
-/// Per sensor its latest window and frame total, then its rejects by reason.
+/// Per sensor its latest window and frame total, then its rejects by reason. The total
+/// saturates instead of failing: SUM(bigint) is numeric, and its cast back overflowed on rows
+/// stored before frames were bounded at ingest.
 pub(super) const SELECT_HEALTH: &str = "
-SELECT sensor, MAX(window_start), SUM(frames)::bigint, NULL::text, NULL::bigint
+SELECT sensor, MAX(window_start), LEAST(SUM(frames), 9223372036854775807)::bigint, NULL::text, NULL::bigint
 FROM sensor_windows
 GROUP BY sensor
 UNION ALL

@@ -97,9 +97,11 @@ FROM zone_numbers
 WHERE zone = ?1 AND kind = ?2 AND resolution = ?3 AND bucket >= ?4 AND bucket < ?5
 ORDER BY bucket, epoch, salt_fp";
 
-/// Per sensor its latest window and frame total, then its rejects by reason.
+/// Per sensor its latest window and frame total, then its rejects by reason. The total
+/// saturates instead of failing: SQLite's SUM raises on 64-bit overflow, TOTAL sums in
+/// floating point (rows stored before frames were bounded at ingest may be huge).
 pub(super) const SELECT_HEALTH: &str = "
-SELECT sensor, MAX(window_start), SUM(frames), NULL, NULL
+SELECT sensor, MAX(window_start), CAST(MIN(TOTAL(frames), 9.2e18) AS INTEGER), NULL, NULL
 FROM sensor_windows
 GROUP BY sensor
 UNION ALL
