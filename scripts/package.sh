@@ -116,6 +116,7 @@ check_deb() {
     grep -q 'broker.password.*"change-me" is the example config' <<<"$refused" \
         || die "$deb: validate does not name the placeholder password: $refused"
     sed -e 's/change-me/s3cret/' -e 's/crowdflow.example.org/broker.lan/' \
+        -e 's|ed25519:REPLACE-WITH-THE-AGGREGATOR-KEY|ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=|' \
         "$dir/root/etc/crowdflow/agent.toml" > "$dir/filled.toml"
     "$@" "$dir/root/usr/bin/crowdflow-agent" validate --config "$dir/filled.toml" >/dev/null \
         || die "$deb: the packaged example config does not validate once filled in"
