@@ -15,11 +15,12 @@ use crate::config::{AggregatorConfig, BrokerMode};
 
 /// Largest message accepted from the broker.
 pub const MAX_PACKET: usize = 1 << 20;
-/// Largest packet the embedded broker accepts: the largest envelope the aggregator decodes
-/// ([`crowdflow_contract::wire::DEFAULT_MAX_BYTES`], 64 KiB) with 4 KiB for the topic and
-/// header. Anything larger would be refused on arrival anyway, and this bounds what a queue
-/// of [`crate::broker`] can hold.
-pub const EMBEDDED_MAX_PACKET: usize = crowdflow_contract::wire::DEFAULT_MAX_BYTES + 4096;
+/// Largest packet the embedded broker accepts: twice the largest envelope the aggregator
+/// decodes ([`crowdflow_contract::wire::DEFAULT_MAX_BYTES`], 64 KiB), so a message somewhat
+/// too large still reaches the aggregator and is refused there by name (`too_large`, counted
+/// and logged); a client sending more is disconnected. It bounds what a queue of
+/// [`crate::broker`] can hold.
+pub const EMBEDDED_MAX_PACKET: usize = 2 * crowdflow_contract::wire::DEFAULT_MAX_BYTES;
 /// Messages the broker may have in flight to us, unacknowledged (see
 /// [`crate::batching::MAX_BATCH`]).
 const INFLIGHT: u16 = 1000;

@@ -2,7 +2,7 @@
 //! on a topic nobody subscribes to and half as garbage on a sensor's sketch topic, while the
 //! sensor's own agent goes on publishing. During it the API still answers; after it every one
 //! of the sensor's devices is counted, and the aggregator's memory grew by a bounded amount
-//! (the broker refuses packets beyond 68 KiB and queues at most 2048 messages per session).
+//! (the broker refuses packets beyond 128 KiB and queues at most 2048 messages per session).
 
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,8 @@ fn a_payload_flood_leaves_memory_bounded_and_counts_whole() {
             .set_max_packet_size(2 << 20, 2 << 20)
             .set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = AsyncClient::new(options, 16);
-        // The broker drops a client that sends a packet beyond its limit (64 KiB envelopes
-        // plus a header): the flooder reconnects and goes on.
+        // The broker drops a client that sends a packet beyond its limit (twice the 64 KiB
+        // envelope): the flooder reconnects and goes on.
         tokio::spawn(async move {
             loop {
                 if events.poll().await.is_err() {

@@ -67,7 +67,8 @@ pub struct BrokerSettings {
 /// Messages queued per session beyond those in flight; when full, new messages for that
 /// session are dropped (rmqtt's `MessageQueueFull`), other sessions are not affected. 2048
 /// sketches (8.3 KB each) are about 17 MB and over a minute of a 400-sensor city (1,600 a
-/// minute) should the aggregator stall; at most 2048 x `max_payload` bytes.
+/// minute) should the aggregator stall; at most 2048 x `max_payload` bytes (256 MiB at the
+/// aggregator's 128 KiB).
 const QUEUE: usize = 2048;
 /// Unacknowledged QoS 1 messages per session: the aggregator's own window
 /// ([`crate::link`]), which covers a whole batch ([`crate::batching::MAX_BATCH`]).
