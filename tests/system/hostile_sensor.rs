@@ -64,6 +64,9 @@ const ATTACKS: &[Attack] = &[
     Attack::WrongPassword,
 ];
 
+/// Every publish a client received: (topic, payload).
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Bytes the attacker puts in every forged payload, to spot one wherever it arrives.
 const MARK: &[u8] = b"forged-by-s2";
 
@@ -132,11 +135,7 @@ async fn connack(events: &mut EventLoop) -> Option<ConnectReturnCode> {
 
 /// Polls `events` for good, keeping every publish it receives in `seen`; refused
 /// subscriptions are counted in `refused`.
-fn keep(
-    mut events: EventLoop,
-    seen: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-    refused: Arc<Mutex<usize>>,
-) {
+fn keep(mut events: EventLoop, seen: Seen, refused: Arc<Mutex<usize>>) {
     tokio::spawn(async move {
         loop {
             match events.poll().await {
