@@ -10,11 +10,17 @@ use crowdflow_contract::mqtt;
 use crowdflow_contract::salt::SaltError;
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
 
-use crate::broker::{BrokerError, BrokerSettings, EmbeddedBroker};
+use crate::broker::{Accounts, BrokerError, BrokerSettings, EmbeddedBroker};
 use crate::config::{AggregatorConfig, BrokerMode};
 
 /// Largest message accepted from the broker.
 pub const MAX_PACKET: usize = 1 << 20;
+/// Largest packet the embedded broker accepts: twice the largest envelope the aggregator
+/// decodes ([`crowdflow_contract::wire::DEFAULT_MAX_BYTES`], 64 KiB), so a message somewhat
+/// too large still reaches the aggregator and is refused there by name (`too_large`, counted
+/// and logged); a client sending more is disconnected. It bounds what a queue of
+/// [`crate::broker`] can hold.
+pub const EMBEDDED_MAX_PACKET: usize = 2 * crowdflow_contract::wire::DEFAULT_MAX_BYTES;
 /// Messages the broker may have in flight to us, unacknowledged (see
 /// [`crate::batching::MAX_BATCH`]).
 const INFLIGHT: u16 = 1000;
@@ -55,21 +61,38 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
             listen,
             max_connections,
         } => {
-            let mut credentials = config.broker_credentials();
-            if let (Some(credentials), None) = (credentials.as_mut(), &account) {
-                // Sensors need credentials, so the aggregator needs an account too: one with a
-                // random password that lives in this process only.
-                let own = (
-                    config.broker.client_id.clone(),
-                    crate::config::new_secret()?,
+            let mut accounts = None;
+            if let Some(mut credentials) = config.broker_credentials() {
+                let own = match &account {
+                    Some(own) => own.clone(),
+                    None => {
+                        // Sensors need credentials, so the aggregator needs an account too:
+                        // one with a random password that lives in this process only.
+                        let own = (
+                            config.broker.client_id.clone(),
+                            crate::config::new_secret()?,
+                        );
+                        credentials.insert(own.0.clone(), own.1.clone());
+                        account = Some(own.clone());
+                        own
+                    }
+                };
+                accounts = Some(Accounts {
+                    credentials,
+                    topics: config.broker.topics.clone(),
+                    aggregator: own.0,
+                    aggregator_client_id: config.broker.client_id.clone(),
+                });
+            } else {
+                tracing::warn!(
+                    "the embedded broker has no accounts: every local client may publish and read \
+                     every topic (configure sensor passwords to enforce the ACL)"
                 );
-                credentials.insert(own.0.clone(), own.1.clone());
-                account = Some(own);
             }
             let settings = BrokerSettings {
                 listen: *listen,
-                credentials,
-                max_payload: MAX_PACKET,
+                accounts,
+                max_payload: EMBEDDED_MAX_PACKET,
                 max_connections: *max_connections,
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))

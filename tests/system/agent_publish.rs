@@ -91,7 +91,7 @@ fn agent_sketches_reach_a_subscriber_through_the_embedded_broker_with_the_right_
     let port = free_port();
     let settings = BrokerSettings {
         listen: ([127, 0, 0, 1], port).into(),
-        credentials: None,
+        accounts: None,
         max_payload: 1 << 22,
         max_connections: 100,
     };

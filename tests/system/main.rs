@@ -16,5 +16,6 @@ mod deploy_topology;
 mod faults;
 mod flood;
 mod hostile_salt;
+mod hostile_sensor;
 mod replicas;
 mod sensor_offline;

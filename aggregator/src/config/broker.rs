@@ -56,7 +56,7 @@ fn default_group() -> String {
 /// How the aggregator reaches MQTT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerMode {
-    /// Run rumqttd in-process on `listen`.
+    /// Run the embedded broker (rmqtt, with the shipped ACL) in-process on `listen`.
     Embedded {
         /// Where sensors connect.
         listen: SocketAddr,

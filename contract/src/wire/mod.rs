@@ -19,7 +19,7 @@ mod sensor_id;
 mod status;
 mod topic;
 
-pub use envelope::{DecodeRules, SKETCH_ENCODING, SketchMessage};
+pub use envelope::{DEFAULT_MAX_BYTES, DecodeRules, SKETCH_ENCODING, SketchMessage};
 pub use error::WireError;
 pub use salt_msg::{EpochSalt, EpochSaltRef, SaltAnnouncement, SaltRecovery};
 pub use sensor_id::SensorId;
