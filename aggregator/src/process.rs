@@ -14,10 +14,7 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(level)
-        .init();
+    tracing_subscriber::registry().with(fmt).with(level).init();
 }
 
 /// Completes on SIGINT or SIGTERM.
