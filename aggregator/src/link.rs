@@ -60,6 +60,7 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
         BrokerMode::Embedded {
             listen,
             max_connections,
+            tls,
         } => {
             let mut accounts = None;
             if let Some(mut credentials) = config.broker_credentials() {
@@ -94,18 +95,23 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
                 accounts,
                 max_payload: EMBEDDED_MAX_PACKET,
                 max_connections: *max_connections,
+                tls: tls.clone(),
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
                 .await
                 .map_err(|e| BrokerError::Thread(std::io::Error::other(e.to_string())))??;
-            tracing::info!(listen = %broker.listen(), "embedded MQTT broker listening");
-            let ip = match broker.listen().ip() {
+            tracing::info!(
+                listen = %broker.listen(),
+                tls = tls.is_some(),
+                "embedded MQTT broker listening"
+            );
+            let ip = match broker.local().ip() {
                 ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
                 ip => ip,
             };
             Ok(Endpoint {
                 host: ip.to_string(),
-                port: broker.listen().port(),
+                port: broker.local().port(),
                 tls: None,
                 account,
             })

@@ -5,8 +5,9 @@
 //! time (`speed` simulated seconds per real second; default 60, an hour per minute).
 //!
 //! Demo settings differ from production on purpose, and are written to DATA/aggregator.toml:
-//! 10 s windows and a 1 minute occupancy window (an hour of simulated crowd), no broker
-//! credentials (the broker listens on 127.0.0.1 only) and no tokens (anonymous requests get
+//! 10 s windows and a 1 minute occupancy window (an hour of simulated crowd), broker
+//! passwords drawn per run for the simulated sensors (so the broker's ACL applies as in
+//! production; the file is readable by its owner only), and no tokens (anonymous requests get
 //! the planner role).
 
 use std::collections::BTreeMap;
@@ -238,7 +239,7 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
     let mut access = SensorAccess::for_scenario(&scenario)?;
     let text = aggregator_text(&scenario, &o, &access);
     let config_path = o.data.join("aggregator.toml");
-    std::fs::write(&config_path, &text).map_err(data_error)?;
+    write_owner_only(&config_path, &text).map_err(data_error)?;
     let config = Arc::new(AggregatorConfig::parse(&text, &config_path, None)?);
     // The simulated sensors pin the demo aggregator's key like real ones pin theirs.
     let (key, _) = key_file::load_or_create(&config.signing_key_file)?;
@@ -358,6 +359,20 @@ async fn serving(http: SocketAddr) -> Result<(), DemoError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(DemoError::NotServing(http))
+}
+
+/// Writes `text` to `path` readable by its owner only: the demo's config holds the simulated
+/// sensors' broker passwords.
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 fn healthy(http: SocketAddr) -> bool {

@@ -94,6 +94,7 @@ fn agent_sketches_reach_a_subscriber_through_the_embedded_broker_with_the_right_
         accounts: None,
         max_payload: 1 << 22,
         max_connections: 100,
+        tls: None,
     };
     EmbeddedBroker::start(&settings).expect("embedded broker starts");
     publish_and_check(dir.path(), port);

@@ -1,6 +1,7 @@
 //! An agent and the aggregator reach a Mosquitto that requires TLS with client
 //! certificates (mqtts:// with a CA and a client certificate): sketches flow and are stored;
-//! a plaintext client and a TLS client without a certificate are refused.
+//! a plaintext client and a TLS client without a certificate are refused. And the embedded
+//! broker with TLS of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -217,6 +218,82 @@ fn agent_and_aggregator_work_through_a_tls_only_mosquitto() {
         assert_eq!(
             stored::devices(&store, "gate", Kind::WifiRandom, Resolution::Minute).await,
             30.0
+        );
+    });
+}
+
+/// The embedded broker with TLS (`broker.tls_cert_file`) on a non-loopback-capable listener:
+/// the agent logs in over mqtts with its password and the broker's CA; a plaintext client is
+/// refused; every frame is stored.
+#[test]
+fn agent_reaches_the_embedded_broker_over_tls() {
+    let dir = tempfile::tempdir().expect("tmp");
+    certificates(dir.path());
+    let (port, http) = (free_port(), free_port());
+    let pcap = dir.path().join("probes.pcap");
+    let probes: Vec<Probe> = (0..30u64)
+        .map(|i| Probe {
+            t_us: 1_000_000 + i * 200_000,
+            address: [0x0a, 0x43, 0x00, 0x00, 0x00, i as u8],
+        })
+        .collect();
+    write_probes(&pcap, &probes);
+    let d = dir.path();
+    let aggregator_cfg = d.join("aggregator.toml");
+    std::fs::write(
+        &aggregator_cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n\
+             tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\
+             [storage]\nkind = \"sqlite\"\npath = \"{}\"\n[salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n\
+             [[zones]]\nid = \"gate\"\nname = \"Gate\"\narea_m2 = 800.0\n\
+             [[sensors]]\nid = \"gate-1\"\nzone = \"gate\"\nsenses = [\"wifi\"]\npassword = \"gate-1-secret\"\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display(),
+            d.join("crowdflow.db").display()
+        ),
+    )
+    .expect("config");
+    let salt = crowdflow_tests::key::salt_section();
+    let agent_cfg = d.join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "sensor_id = \"gate-1\"\n[broker]\nurl = \"mqtts://127.0.0.1:{port}\"\nca_file = \"{}\"\n\
+             username = \"gate-1\"\npassword = \"gate-1-secret\"\n\
+             {salt}[capture]\nsource = \"pcap\"\nsenses = [\"wifi\"]\npcap = [\"{}\"]\n[counting]\nwindow_s = 10\n[outbox]\ndir = \"{}\"\n",
+            d.join("ca.pem").display(),
+            pcap.display(),
+            d.join("outbox").display()
+        ),
+    )
+    .expect("config");
+    let mut aggregator = run_binary(
+        "crowdflow-aggregator",
+        &aggregator_cfg,
+        "crowdflow-aggregator",
+    );
+    assert!(
+        crowdflow_tests::wait_for_port(port, Duration::from_secs(15)),
+        "broker up"
+    );
+    let runtime = runtime();
+    runtime.block_on(async {
+        assert!(
+            !connects(port, Transport::Tcp).await,
+            "plaintext is refused on the TLS port"
+        );
+        let mut agent = run_binary("crowdflow-agent", &agent_cfg, "crowdflow-agent");
+        let store = SqliteStore::open(&d.join("crowdflow.db"), Precision::DEFAULT).expect("open");
+        stored::wait_for_frames(&store, 30, Duration::from_secs(60)).await;
+        agent.terminate(Duration::from_secs(5));
+        aggregator.terminate(Duration::from_secs(5));
+        assert_eq!(
+            stored::frames(&store).await,
+            30,
+            "agent:\n{}\naggregator:\n{}",
+            String::from_utf8_lossy(&agent.output()),
+            String::from_utf8_lossy(&aggregator.output())
         );
     });
 }

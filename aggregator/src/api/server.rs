@@ -15,10 +15,11 @@
 //!
 //! `axum::serve` offers none of these bounds, so this small accept loop replaces it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ fn raise_open_file_limit() -> Option<u64> {
 /// Serves `app` on `listener` within `limits` until the runtime stops.
 pub async fn run(listener: TcpListener, app: Router, limits: HttpLimits, metrics: Metrics) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::default();
     let log = LogLimit::per_minute("refused HTTP connections");
     let mut flush = tokio::time::interval(crowdflow_contract::log_limit::WINDOW);
     loop {
@@ -134,9 +136,21 @@ pub async fn run(listener: TcpListener, app: Router, limits: HttpLimits, metrics
                 continue;
             }
         };
+        let Some(address) = per_address.take(peer.ip(), limits.max_connections_per_address) else {
+            metrics.http_connections_refused.inc();
+            if log.allow("address_limit", std::time::Instant::now()) {
+                tracing::warn!(
+                    peer = %peer.ip(),
+                    max = limits.max_connections_per_address,
+                    "HTTP connection limit of one address reached (http.max_connections_per_address): closing its new connections"
+                );
+            }
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let open = Open::new(slot, &metrics);
+                let open = Open::new(slot, address, &metrics);
                 tokio::spawn(connection(stream, peer, app.clone(), limits, open));
             }
             Err(_) => {
@@ -164,17 +178,59 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// An open connection's slot under `max_connections`, counted in the gauge while it lives.
+/// Open connections per client address, so that one client cannot hold every slot.
+#[derive(Debug, Default, Clone)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, unless it holds `max` already.
+    fn take(&self, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection counted against its address; uncounted when dropped.
+#[derive(Debug)]
+struct AddressSlot {
+    table: PerAddress,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An open connection's slot under `max_connections` and under its address's limit,
+/// counted in the gauge while it lives.
 struct Open {
     _slot: OwnedSemaphorePermit,
+    _address: AddressSlot,
     gauge: prometheus::IntGauge,
 }
 
 impl Open {
-    fn new(slot: OwnedSemaphorePermit, metrics: &Metrics) -> Open {
+    fn new(slot: OwnedSemaphorePermit, address: AddressSlot, metrics: &Metrics) -> Open {
         metrics.http_connections.inc();
         Open {
             _slot: slot,
+            _address: address,
             gauge: metrics.http_connections.clone(),
         }
     }
@@ -354,6 +410,7 @@ mod tests {
             idle_timeout: Duration::from_millis(idle_ms),
             max_connections,
             max_streams: 1,
+            max_connections_per_address: max_connections,
         }
     }
 
@@ -489,6 +546,32 @@ mod tests {
             json["error"]
                 .as_str()
                 .is_some_and(|e| e.contains("http.max_connections"))
+        );
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_and_gets_slots_back() {
+        let table = PerAddress::default();
+        let one: IpAddr = [10, 0, 0, 1].into();
+        let other: IpAddr = [10, 0, 0, 2].into();
+        let held: Vec<AddressSlot> = (0..3).filter_map(|_| table.take(one, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(
+            table.take(one, 3).is_none(),
+            "a fourth from the same address"
+        );
+        assert!(
+            table.take(other, 3).is_some(),
+            "another address is not held up"
+        );
+        drop(held);
+        assert!(
+            table.take(one, 3).is_some(),
+            "freed when the connections close"
+        );
+        assert!(
+            table.0.lock().expect("lock").get(&other).is_none(),
+            "an address with no connection is forgotten"
         );
     }
 

@@ -9,6 +9,7 @@
 
 pub mod acl;
 mod hooks;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +34,9 @@ pub enum BrokerError {
     /// The broker thread could not be started.
     #[error("cannot start the embedded MQTT broker: {0}")]
     Thread(#[from] std::io::Error),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Who may log in, and as what.
@@ -62,6 +66,9 @@ pub struct BrokerSettings {
     /// Most MQTT sessions at once (`broker.max_connections`); beyond it a connection is
     /// refused, so sensors and HTTP cannot use up each other's file descriptors.
     pub max_connections: usize,
+    /// TLS on `listen` (`broker.tls_cert_file`); the broker itself then listens on a
+    /// loopback port of its own ([`tls`]).
+    pub tls: Option<tls::ServerTls>,
 }
 
 /// Messages queued per session beyond those in flight; when full, new messages for that
@@ -83,13 +90,22 @@ const SESSION_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
 #[derive(Debug, Clone, Copy)]
 pub struct EmbeddedBroker {
     listen: SocketAddr,
+    /// Where this process reaches the broker itself (behind TLS: its loopback port).
+    local: SocketAddr,
 }
 
 impl EmbeddedBroker {
     /// Starts the broker on its own thread (and Tokio runtime) and returns once it listens.
     pub fn start(settings: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
-        let settings = settings.clone();
+        let mut settings = settings.clone();
         let listen = settings.listen;
+        let acceptor = settings.tls.as_ref().map(tls::acceptor).transpose()?;
+        // Behind TLS the broker listens on a free loopback port of its own.
+        let local = match acceptor {
+            Some(_) => std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?,
+            None => listen,
+        };
+        settings.listen = local;
         let (ready, bound) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("mqtt-broker".into())
@@ -106,17 +122,33 @@ impl EmbeddedBroker {
                         return;
                     }
                 };
-                runtime.block_on(serve(settings, ready));
+                runtime.block_on(async move {
+                    if let Some(acceptor) = acceptor {
+                        let Ok(outer) = tokio::net::TcpListener::bind(listen).await else {
+                            let _ = ready.send(Err(BrokerError::Bind(listen)));
+                            return;
+                        };
+                        let max = settings.max_connections;
+                        tokio::spawn(tls::terminate(outer, local, acceptor, max, HANDSHAKE));
+                    }
+                    serve(settings, ready).await;
+                });
             })?;
         bound
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| BrokerError::Bind(listen))??;
-        Ok(EmbeddedBroker { listen })
+        Ok(EmbeddedBroker { listen, local })
     }
 
-    /// The listening address.
+    /// The address clients connect to.
     pub fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Where this process connects to the broker itself (plain MQTT; behind TLS, the
+    /// broker's loopback port).
+    pub fn local(&self) -> SocketAddr {
+        self.local
     }
 }
 
@@ -152,6 +184,10 @@ fn listener(settings: &BrokerSettings) -> rmqtt::Result<rmqtt::net::Listener> {
     Builder::new()
         .name("crowdflow")
         .laddr(settings.listen)
+        // Connections it accepted inherit the flag, so their TIME-WAITs do not stop a
+        // restarted aggregator from binding the port again (a kill -9 left it unusable for a
+        // minute).
+        .reuseaddr(Some(true))
         .allow_anonymous(settings.accounts.is_none())
         .max_connections(settings.max_connections)
         .max_packet_size(u32::try_from(settings.max_payload).unwrap_or(u32::MAX))

@@ -1,13 +1,14 @@
 //! `[broker]`: the embedded broker or an external one, and the aggregator's account on it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crowdflow_contract::config_file;
 use crowdflow_contract::wire::Topics;
 use serde::Deserialize;
 
 use super::{FieldError, field};
+use crate::broker::tls::ServerTls;
 
 /// Environment variable overriding `broker.password` (the aggregator's own account).
 pub const BROKER_PASSWORD_ENV: &str = "CROWDFLOW_BROKER_PASSWORD";
@@ -33,6 +34,8 @@ pub(super) struct RawBroker {
     plaintext_on_network: bool,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 /// Room for a city's sensors (hundreds) with headroom, well under the 65,536 descriptors the
@@ -62,6 +65,8 @@ pub enum BrokerMode {
         listen: SocketAddr,
         /// Most MQTT connections at once.
         max_connections: usize,
+        /// TLS (`mqtts`) on `listen`, from `tls_cert_file` and `tls_key_file`.
+        tls: Option<ServerTls>,
     },
     /// Connect to an external broker (Mosquitto, EMQX) at `host:port`.
     External {
@@ -91,7 +96,27 @@ pub struct BrokerConfig {
     pub shared_group: String,
 }
 
-/// The embedded broker's address. It speaks plaintext MQTT only, so sensor passwords and the
+/// TLS for the embedded broker: both files or neither, read now so that a missing file is
+/// named at start.
+fn server_tls(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ServerTls>, FieldError> {
+    let read = |name: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| field(name, format!("cannot read {}: {e}", path.display())))
+    };
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(ServerTls {
+            cert_file: cert.to_owned(),
+            cert_chain: read("broker.tls_cert_file", cert)?,
+            key: read("broker.tls_key_file", key)?,
+        })),
+        _ => Err(field(
+            "broker.tls_cert_file",
+            "tls_cert_file and tls_key_file go together (the broker's certificate chain and its key, PEM)",
+        )),
+    }
+}
+
+/// The embedded broker's address. Without TLS it speaks plaintext MQTT, so sensor passwords and the
 /// salt would cross the network readable: beyond loopback only when the config says so.
 fn embedded_listen(
     listen: Option<&str>,
@@ -107,7 +132,7 @@ fn embedded_listen(
             format!(
                 "{addr} is reachable from the network, and the embedded broker speaks plaintext MQTT \
                  (sensor passwords and the day's salt would cross it readable): use Mosquitto with \
-                 TLS (mode = \"external\", deploy/mosquitto), or set broker.plaintext_on_network = true \
+                 TLS (mode = \"external\", deploy/mosquitto) or this broker's tls_cert_file and tls_key_file, or set broker.plaintext_on_network = true \
                  on a network you trust"
             ),
         ));
@@ -121,7 +146,11 @@ pub(super) fn broker(
 ) -> Result<BrokerConfig, FieldError> {
     let mode = match raw.mode.as_str() {
         "embedded" => BrokerMode::Embedded {
-            listen: embedded_listen(raw.listen.as_deref(), raw.plaintext_on_network)?,
+            listen: embedded_listen(
+                raw.listen.as_deref(),
+                raw.plaintext_on_network || raw.tls_cert_file.is_some(),
+            )?,
+            tls: server_tls(raw.tls_cert_file.as_deref(), raw.tls_key_file.as_deref())?,
             max_connections: match raw.max_connections {
                 n @ 1..=60_000 => n,
                 _ => {
@@ -133,6 +162,12 @@ pub(super) fn broker(
             },
         },
         "external" => {
+            if raw.tls_cert_file.or(raw.tls_key_file).is_some() {
+                return Err(field(
+                    "broker.tls_cert_file",
+                    "is for the embedded broker; an external broker's TLS is its own (use an mqtts:// url with ca_file)",
+                ));
+            }
             let url = raw.url.ok_or_else(|| {
                 field(
                     "broker.url",

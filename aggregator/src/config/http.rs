@@ -29,6 +29,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// streams never crowd out the API's other requests.
 pub const DEFAULT_MAX_STREAMS: usize = 128;
 
+/// Default `http.max_connections_per_address`: a quarter of the connections, so that one
+/// client (a slowloris holding half-sent heads, say) cannot take them all, while a control
+/// room of ten dashboards behind one NAT address (a stream and a few fetches each) fits
+/// (the per-client cap of nginx's `limit_conn`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+
 /// Upper bound of the two timeouts: beyond five minutes a timeout no longer bounds anything.
 const MAX_TIMEOUT_S: u64 = 300;
 /// Upper bound of `max_connections`: the port range of one client address; a real limit comes
@@ -49,6 +55,8 @@ pub(super) struct RawHttp {
     max_connections: usize,
     #[serde(default = "default_max_streams")]
     max_streams: usize,
+    #[serde(default = "default_max_connections_per_address")]
+    max_connections_per_address: usize,
 }
 
 impl Default for RawHttp {
@@ -60,6 +68,7 @@ impl Default for RawHttp {
             idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams: DEFAULT_MAX_STREAMS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }
@@ -78,6 +87,10 @@ fn default_idle_timeout() -> u64 {
 
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_max_connections_per_address() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
 }
 
 fn default_max_streams() -> usize {
@@ -100,6 +113,8 @@ pub struct HttpLimits {
     /// Live-stream subscribers at most (below `max_connections`); beyond it the stream
     /// answers 503 with `Retry-After`.
     pub max_streams: usize,
+    /// Open connections from one client address at most (never above `max_connections`).
+    pub max_connections_per_address: usize,
 }
 
 impl Default for HttpLimits {
@@ -109,6 +124,7 @@ impl Default for HttpLimits {
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams: DEFAULT_MAX_STREAMS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }
@@ -168,11 +184,19 @@ pub(super) fn limits(raw: &RawHttp) -> Result<HttpLimits, FieldError> {
             ),
         ));
     }
+    if raw.max_connections_per_address == 0 {
+        return Err(field(
+            "http.max_connections_per_address",
+            format!("must be at least 1 (default {DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})"),
+        ));
+    }
     Ok(HttpLimits {
         header_read_timeout: Duration::from_secs(raw.header_read_timeout_s),
         idle_timeout: Duration::from_secs(raw.idle_timeout_s),
         max_connections: raw.max_connections,
         max_streams: raw.max_streams,
+        // More than max_connections could never be reached.
+        max_connections_per_address: raw.max_connections_per_address.min(raw.max_connections),
     })
 }
 
@@ -195,6 +219,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(5),
                 max_connections: 256,
                 max_streams: 128,
+                max_connections_per_address: 64,
             }
         );
     }
@@ -213,6 +238,10 @@ mod tests {
             ("max_connections = 70000", "http.max_connections"),
             ("max_streams = 0", "http.max_streams"),
             ("max_connections = 10\nmax_streams = 10", "http.max_streams"),
+            (
+                "max_connections_per_address = 0",
+                "http.max_connections_per_address",
+            ),
         ];
         for (text, name) in cases {
             let (field, message) = limits(&raw(text)).expect_err(text);
