@@ -171,6 +171,7 @@ fn validate(
     let zones = zones::zones(raw.zones)?;
     let sensors = sensors::sensors(raw.sensors, &zones)?;
     let tokens = tokens::tokens(&raw.tokens)?;
+    open_broker_needs_accounts(&broker, &sensors)?;
     let anonymous_role = http::anonymous_role(&raw.http)?;
     let open_data = privacy::open_data(raw.open_data)?;
     let dashboard = dashboard::dashboard(raw.dashboard)?;
@@ -196,6 +197,29 @@ fn validate(
         dashboard,
         anonymous_role,
     })
+}
+
+/// An embedded broker reachable from the network must know who is who: without a sensor
+/// password it enforces no ACL (any client could read every sketch and publish as any sensor).
+fn open_broker_needs_accounts(
+    broker: &BrokerConfig,
+    sensors: &BTreeMap<SensorId, Sensor>,
+) -> Result<(), FieldError> {
+    match broker.mode {
+        BrokerMode::Embedded { listen, .. }
+            if !listen.ip().is_loopback() && sensors.values().all(|s| s.password.is_none()) =>
+        {
+            Err(field(
+                "broker.listen",
+                format!(
+                    "{listen} is reachable from the network, but no sensor has a password, so the \
+                     embedded broker could not hold anyone to the ACL: give each [[sensors]] a \
+                     password, or listen on 127.0.0.1"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +345,21 @@ mod tests {
                 .to_string();
             assert!(err.contains(expect), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn an_embedded_broker_on_the_network_needs_sensor_passwords() {
+        let mut text = example();
+        for sensor in ["neude-01", "neude-02", "vredenburg-01"] {
+            text = text.replace(&format!("password = \"change-me-{sensor}\""), "");
+        }
+        let err = parse(&text).expect_err("open broker").to_string();
+        assert!(
+            err.contains("`broker.listen`") && err.contains("no sensor has a password"),
+            "{err}"
+        );
+        let local = text.replace("listen = \"0.0.0.0:1883\"", "listen = \"127.0.0.1:1883\"");
+        parse(&local).expect("on loopback, no accounts are needed");
     }
 
     #[test]
