@@ -12,6 +12,15 @@ use crowdflow_contract::wire::{
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
+/// The epoch named by `now`'s UTC day: what the stand-in authorities of the scenarios announce.
+pub fn utc_day(now: Timestamp) -> crowdflow_contract::epoch::EpochId {
+    now.to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string()
+        .parse()
+        .expect("epoch")
+}
+
 /// What the authority saw.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -40,12 +49,7 @@ impl Authority {
             authority: "test-authority".into(),
             issued_at: now,
             salts: vec![EpochSalt {
-                epoch: now
-                    .to_zoned(jiff::tz::TimeZone::UTC)
-                    .date()
-                    .to_string()
-                    .parse()
-                    .expect("epoch"),
+                epoch: utc_day(now),
                 starts: now - SignedDuration::from_hours(1),
                 ends: now + SignedDuration::from_hours(2),
                 salt,

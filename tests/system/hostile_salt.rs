@@ -16,6 +16,7 @@ use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::wire::{EpochSalt, SaltAnnouncement, SaltRecovery, Topics};
+use crowdflow_tests::authority::utc_day;
 use crowdflow_tests::capture::write_probes;
 use crowdflow_tests::gate::{self, DEVICES};
 use crowdflow_tests::{
@@ -91,12 +92,7 @@ struct Attacker {
 /// A salt for the current epoch (UTC day, one hour either side of now).
 fn planted_salt(now: Timestamp) -> EpochSalt {
     EpochSalt {
-        epoch: now
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date()
-            .to_string()
-            .parse()
-            .expect("epoch"),
+        epoch: utc_day(now),
         starts: now - SignedDuration::from_hours(1),
         ends: now + SignedDuration::from_hours(1),
         salt: Salt::generate().expect("entropy"),
@@ -162,7 +158,7 @@ fn attack(mqtt: u16) -> Attacker {
                         let _ = client.try_publish(topics.salt(), QoS::AtMostOnce, retain, p.clone());
                     }
                     let request = SaltRecovery {
-                        epoch: forged_epoch(now),
+                        epoch: utc_day(now),
                         fp: Salt::generate().expect("entropy").fingerprint(),
                         issued_at: Timestamp::now(),
                     };
@@ -188,10 +184,6 @@ fn attack(mqtt: u16) -> Attacker {
         returns,
         runtime,
     }
-}
-
-fn forged_epoch(now: Timestamp) -> crowdflow_contract::epoch::EpochId {
-    planted_salt(now).epoch
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
