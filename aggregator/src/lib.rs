@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod link;
 pub mod live;
 pub mod metrics;
+pub mod people;
 pub mod process;
 pub mod purge;
 pub mod query;

@@ -80,16 +80,6 @@ pub fn total(devices: &BTreeMap<Kind, Count>) -> Count {
         .fold(Count::ZERO, |s, (_, c)| s.plus(*c))
 }
 
-/// Estimated people: devices x the zone's calibration factor per kind (a kind without a
-/// factor adds nothing); `None` when the zone has no calibration at all.
-pub fn people(calibration: &BTreeMap<Kind, f64>, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
-    (!calibration.is_empty()).then(|| {
-        devices.iter().fold(Count::ZERO, |s, (k, c)| {
-            s.plus(c.times(calibration.get(k).copied().unwrap_or(0.0)))
-        })
-    })
-}
-
 /// Counts keyed by kind name, as the API shows them.
 pub fn by_name(devices: &BTreeMap<Kind, Count>) -> BTreeMap<String, Count> {
     devices
@@ -120,6 +110,30 @@ pub fn count(unions: &PerSalt) -> Count {
     }
     total.upper_bound = unions.len() > 1;
     total
+}
+
+/// The start of the minute holding `t`.
+pub fn floor_minute(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
+}
+
+/// Devices per kind in the occupancy window ending at `now`: the last `window_min` complete
+/// minutes and the current one.
+pub fn occupancy(
+    sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
+    window_min: u32,
+    now: Timestamp,
+    p: Precision,
+) -> BTreeMap<Kind, Count> {
+    let end = floor_minute(now) + SignedDuration::from_mins(1);
+    let start = end - SignedDuration::from_mins(i64::from(window_min) + 1);
+    sketches
+        .iter()
+        .map(|(kind, all)| {
+            let inside = all.iter().filter(|z| z.bucket >= start && z.bucket < end);
+            (*kind, count(&per_salt(inside, p)))
+        })
+        .collect()
 }
 
 /// One stretch of a range read at one resolution: bucket starts in `[from, to)`.

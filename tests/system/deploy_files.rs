@@ -32,6 +32,7 @@ fn exposed() -> BTreeSet<String> {
         devices: [("ble".to_owned(), Count::ZERO)].into_iter().collect(),
         total_devices: Count::ZERO,
         people: Some(Count::ZERO),
+        people_basis: None,
         density: Some(Count::ZERO),
         level: Some(crowdflow_aggregator::live::level(&[2.0], 0.0)),
         capacity_used: None,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{ApiError, AppState};
 use crate::auth::Admin;
 use crate::config::{BrokerMode, StorageConfig};
+use crate::people;
 use crate::store::Store;
 use crate::zone::ZoneId;
 
@@ -117,7 +118,7 @@ pub(super) async fn config_view<S: Store>(
             serde_json::json!({
                 "id": z.id.as_str(), "name": z.name, "area_m2": z.area_m2, "capacity": z.capacity,
                 "occupancy_window_min": z.occupancy_window_min, "thresholds": z.thresholds,
-                "calibration": z.calibration.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>(),
+                "calibration": people::basis(z, state.live.floors()),
                 "polygon": z.polygon,
             })
         })

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::auth::Planner;
 use crate::config::Zone;
+use crate::people::{self, Floors};
 use crate::query::{self, Count, Overlap, PerSalt, Range};
 use crate::store::{BucketQuery, Resolution, Store, StoreError};
 use crate::zone::ZoneId;
@@ -59,7 +60,9 @@ pub struct SeriesPoint {
     pub devices: BTreeMap<String, Count>,
     /// Devices of all kinds.
     pub total: Count,
-    /// Estimated people (null when the zone has no calibration).
+    /// Estimated people present, on average over the bucket's stored minutes (see
+    /// `people_basis` of the live view); null when the zone has no calibration or no minute
+    /// of the bucket is stored.
     pub people: Option<Count>,
     /// The bucket is still filling (it, or the last window in it, has not ended when the
     /// answer was made): its counts will grow, so a drop there is not a fall in the crowd.
@@ -140,15 +143,39 @@ async fn zone_buckets(
     Ok(buckets)
 }
 
+/// People present per bucket: the mean of the bucket's stored minutes (people are a presence
+/// figure, [`people::estimate`]); empty without calibration.
+async fn bucket_people(
+    store: &impl Store,
+    zone: &Zone,
+    floors: &Floors,
+    resolution: Resolution,
+    r: Range,
+) -> Result<BTreeMap<Timestamp, Count>, StoreError> {
+    let seconds = resolution.seconds();
+    let mut minutes: BTreeMap<Timestamp, Vec<Count>> = BTreeMap::new();
+    for (t, p) in people::per_minute(store, zone, floors, r.from, r.to).await? {
+        let start = t.as_second() - t.as_second().rem_euclid(seconds);
+        let bucket = Timestamp::from_second(start).unwrap_or(t);
+        minutes.entry(bucket).or_default().push(p);
+    }
+    Ok(minutes
+        .into_iter()
+        .filter_map(|(t, m)| people::mean(&m).map(|p| (t, p)))
+        .collect())
+}
+
 /// Buckets ending after `filled_by` may still receive windows.
 pub(super) async fn zone_series(
     store: &impl Store,
     zone: &Zone,
+    floors: &Floors,
     resolution: Resolution,
     r: Range,
     filled_by: Timestamp,
 ) -> Result<ZoneSeries, StoreError> {
     let buckets = zone_buckets(store, zone, resolution, r).await?;
+    let people = bucket_people(store, zone, floors, resolution, r).await?;
     Ok(ZoneSeries {
         zone: zone.id.clone(),
         name: zone.name.clone(),
@@ -157,7 +184,7 @@ pub(super) async fn zone_series(
             .map(|(t, devices)| SeriesPoint {
                 t,
                 total: query::total(&devices),
-                people: query::people(&zone.calibration, &devices),
+                people: people.get(&t).copied(),
                 devices: query::by_name(&devices),
                 partial: t + SignedDuration::from_secs(resolution.seconds()) > filled_by,
             })
@@ -205,20 +232,28 @@ pub struct ZoneColumns {
     pub devices: BTreeMap<String, CountColumns>,
     /// Devices of all kinds.
     pub total: CountColumns,
-    /// Estimated people (null when the zone has no calibration).
+    /// Estimated people present, on average over each bucket's stored minutes (null when
+    /// the zone has no calibration).
     pub people: Option<CountColumns>,
     /// Positions (in `t`) of buckets still filling (see `SeriesPoint::partial`).
     pub partial: Vec<usize>,
 }
 
 impl ZoneColumns {
-    /// The columns of `buckets`: the same numbers [`zone_series`] makes points of.
-    fn new(zone: &Zone, buckets: &Buckets, step: Step) -> ZoneColumns {
+    /// The columns of `buckets` and `people`: the same numbers [`zone_series`] makes
+    /// points of.
+    fn new(
+        zone: &Zone,
+        buckets: &Buckets,
+        people: &BTreeMap<Timestamp, Count>,
+        step: Step,
+    ) -> ZoneColumns {
         let mut devices: BTreeMap<Kind, CountColumns> = buckets
             .values()
             .flat_map(|b| b.keys())
             .map(|k| (*k, CountColumns::default()))
             .collect();
+        let people_at = people;
         let mut out = ZoneColumns {
             zone: zone.id.to_string(),
             name: zone.name.clone(),
@@ -236,7 +271,7 @@ impl ZoneColumns {
             }
             out.total.push(i, Some(&query::total(counts)));
             if let Some(people) = out.people.as_mut() {
-                people.push(i, query::people(&zone.calibration, counts).as_ref());
+                people.push(i, people_at.get(t));
             }
             if *t + SignedDuration::from_secs(step.seconds) > step.filled_by {
                 out.partial.push(i);
@@ -287,30 +322,29 @@ pub enum SeriesAnswer {
     Columns(SeriesColumns),
 }
 
+/// Series as CSV: every count with its 95 % bounds (an empty cell: no such count).
 fn series_csv(s: &Series) -> String {
-    let mut out = String::from(
-        "zone,time,wifi,wifi_random,ble,total,total_lower,total_upper,people,upper_bound,partial\n",
-    );
+    let mut out = String::from("zone,time");
+    let names = Kind::ALL.map(Kind::as_str);
+    for name in names.iter().chain(&["total", "people"]) {
+        let _ = write!(out, ",{name},{name}_lower,{name}_upper");
+    }
+    out.push_str(",upper_bound,partial\n");
+    let cells = |c: Option<&Count>| {
+        c.map_or_else(
+            || ",,,".to_owned(),
+            |c| format!(",{:.1},{:.1},{:.1}", c.estimate, c.lower, c.upper),
+        )
+    };
     for z in &s.zones {
         for p in &z.points {
-            let kind = |k: &str| p.devices.get(k).map_or(0.0, |c| c.estimate);
-            let _ = writeln!(
-                out,
-                "{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{}",
-                z.zone,
-                p.t,
-                kind("wifi"),
-                kind("wifi_random"),
-                kind("ble"),
-                p.total.estimate,
-                p.total.lower,
-                p.total.upper,
-                p.people
-                    .map(|c| format!("{:.1}", c.estimate))
-                    .unwrap_or_default(),
-                p.total.upper_bound,
-                p.partial
-            );
+            let _ = write!(out, "{},{}", z.zone, p.t);
+            for name in names {
+                out.push_str(&cells(p.devices.get(name)));
+            }
+            out.push_str(&cells(Some(&p.total)));
+            out.push_str(&cells(p.people.as_ref()));
+            let _ = writeln!(out, ",{},{}", p.total.upper_bound, p.partial);
         }
     }
     out
@@ -340,6 +374,7 @@ pub(super) async fn series<S: Store>(
         && wants_csv(&params)
             .map_err(|_| ApiError::bad("format", "must be \"json\", \"columns\" or \"csv\""))?;
     let filled_by = Timestamp::now() - state.config.window.duration();
+    let floors = state.live.floors();
     if columns {
         let step = Step {
             from: r.from,
@@ -349,7 +384,8 @@ pub(super) async fn series<S: Store>(
         let mut out = Vec::with_capacity(zones.len());
         for z in zones {
             let buckets = zone_buckets(&state.store, z, resolution, r).await?;
-            out.push(ZoneColumns::new(z, &buckets, step));
+            let people = bucket_people(&state.store, z, floors, resolution, r).await?;
+            out.push(ZoneColumns::new(z, &buckets, &people, step));
         }
         return Ok(Json(SeriesAnswer::Columns(SeriesColumns {
             step: resolution.as_str().into(),
@@ -362,7 +398,7 @@ pub(super) async fn series<S: Store>(
     }
     let mut out = Vec::with_capacity(zones.len());
     for z in zones {
-        out.push(zone_series(&state.store, z, resolution, r, filled_by).await?);
+        out.push(zone_series(&state.store, z, floors, resolution, r, filled_by).await?);
     }
     let s = Series {
         step: resolution.as_str().into(),
@@ -393,7 +429,9 @@ pub struct Distinct {
     pub devices: BTreeMap<String, Count>,
     /// Devices of all kinds.
     pub total: Count,
-    /// Estimated people (null when the zone has no calibration).
+    /// Estimated people present on average over the range's stored minutes: not distinct
+    /// visitors (over a span addresses rotate and people come and go, so devices over the
+    /// range are not people); null without calibration or stored minutes.
     pub people: Option<Count>,
 }
 
@@ -428,12 +466,17 @@ pub(super) async fn distinct<S: Store>(
         .await?;
         devices.insert(kind, c);
     }
+    let minutes: Vec<Count> =
+        people::per_minute(&state.store, z, state.live.floors(), r.from, r.to)
+            .await?
+            .into_values()
+            .collect();
     Ok(Json(Distinct {
         zone: z.id.clone(),
         from: r.from,
         to: r.to,
         total: query::total(&devices),
-        people: query::people(&z.calibration, &devices),
+        people: people::mean(&minutes),
         devices: query::by_name(&devices),
     }))
 }

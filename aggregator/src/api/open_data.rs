@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::history::zone_series;
 use super::{ApiError, AppState, Params, csv_response, optional_timestamp, wants_csv};
-use crate::query::Range;
+use crate::people;
+use crate::query::{Count, Range};
 use crate::store::{Resolution, Store};
 use crate::zone::ZoneId;
 
@@ -26,8 +27,17 @@ pub struct OpenDataRow {
     pub hour: Timestamp,
     /// Distinct devices, rounded; null when below k (suppressed).
     pub devices: Option<u64>,
-    /// Estimated people, rounded; null when below k or the zone has no calibration.
+    /// Estimated people present on average in the hour, rounded; null when below k or the
+    /// zone has no calibration.
     pub people: Option<u64>,
+    /// The people figure's 95 % interval, rounded outward to multiples of `rounding` (null
+    /// with `people`): sketch and calibration error combined.
+    pub people_lower: Option<u64>,
+    /// See `people_lower`.
+    pub people_upper: Option<u64>,
+    /// The zone's people factor was fitted on head counts; false: a guess, with a wide
+    /// interval.
+    pub people_calibrated: Option<bool>,
 }
 
 /// The open-data export.
@@ -43,6 +53,17 @@ pub struct OpenDataExport {
     pub rounding: u64,
     /// Rows by zone and hour.
     pub rows: Vec<OpenDataRow>,
+}
+
+/// A published interval: outward to multiples of `rounding`, only around a published
+/// estimate (a bound alone singles out no one, but an interval without its estimate helps
+/// no one either).
+fn publishable_bounds(c: &Count, k: u64, rounding: u64) -> Option<(u64, u64)> {
+    publishable(c.estimate, k, rounding)?;
+    let r = rounding as f64;
+    let lower = (c.lower.max(0.0) / r).floor() * r;
+    let upper = (c.upper / r).ceil() * r;
+    upper.is_finite().then_some((lower as u64, upper as u64))
 }
 
 pub(super) fn publishable(v: f64, k: u64, rounding: u64) -> Option<u64> {
@@ -82,10 +103,21 @@ pub(super) async fn open_data<S: Store>(
     let mut rows = Vec::new();
     for z in state.config.zones.values() {
         // Capped at the last full hour: no bucket is partial.
-        for p in zone_series(&state.store, z, Resolution::Hour, r, to)
-            .await?
-            .points
+        let calibrated = people::basis(z, state.live.floors()).map(|b| b.calibrated);
+        for p in zone_series(
+            &state.store,
+            z,
+            state.live.floors(),
+            Resolution::Hour,
+            r,
+            to,
+        )
+        .await?
+        .points
         {
+            let bounds = p
+                .people
+                .and_then(|c| publishable_bounds(&c, od.k, od.rounding));
             rows.push(OpenDataRow {
                 zone: z.id.clone(),
                 hour: p.t,
@@ -93,6 +125,9 @@ pub(super) async fn open_data<S: Store>(
                 people: p
                     .people
                     .and_then(|c| publishable(c.estimate, od.k, od.rounding)),
+                people_lower: bounds.map(|b| b.0),
+                people_upper: bounds.map(|b| b.1),
+                people_calibrated: calibrated,
             });
         }
     }
@@ -101,7 +136,7 @@ pub(super) async fn open_data<S: Store>(
         notes: vec![
             "Distinct devices (Wi-Fi and Bluetooth) heard per zone and hour, estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
             format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
-            "People are devices times a per-zone calibration factor: an estimate, empty where the zone is not calibrated.".into(),
+            "People are present on average in the hour, estimated as factor x (devices - floor) per minute; the interval combines the sketch's error with the calibration's (people_calibrated false: a guessed factor, +-50 %); empty where the zone is not calibrated.".into(),
         ],
         k: od.k,
         rounding: od.rounding,
@@ -112,16 +147,23 @@ pub(super) async fn open_data<S: Store>(
         for n in &export.notes {
             let _ = writeln!(out, "# {n}");
         }
-        out.push_str("zone,hour_start,devices,people\n");
+        out.push_str(
+            "zone,hour_start,devices,people,people_lower,people_upper,people_calibrated\n",
+        );
         let cell = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
         for row in &export.rows {
             let _ = writeln!(
                 out,
-                "{},{},{},{}",
+                "{},{},{},{},{},{},{}",
                 row.zone,
                 row.hour,
                 cell(row.devices),
-                cell(row.people)
+                cell(row.people),
+                cell(row.people_lower),
+                cell(row.people_upper),
+                row.people_calibrated
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
             );
         }
         csv_response("crowdflow-open-data.csv", out)

@@ -35,7 +35,7 @@ pub use http::HttpLimits;
 pub use privacy::{OpenData, Privacy};
 pub use sensors::Sensor;
 pub use storage::StorageConfig;
-pub use zones::Zone;
+pub use zones::{Calibration, Floor, Zone};
 
 pub use crowdflow_contract::config_file::ConfigError;
 

@@ -22,8 +22,105 @@ pub(super) struct RawZone {
     #[serde(default = "default_thresholds")]
     thresholds: Vec<f64>,
     #[serde(default)]
-    calibration: BTreeMap<String, f64>,
+    calibration: BTreeMap<String, RawCalibration>,
     polygon: Option<serde_json::Value>,
+}
+
+/// A kind's calibration as written: a bare factor (a guess) or a table from `calibrate`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "persons per device (a number), or a table from `calibrate` with factor, floor, error and observations"
+)]
+pub(super) enum RawCalibration {
+    Factor(f64),
+    Fitted(RawFit),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFit {
+    factor: f64,
+    floor: Option<RawFloor>,
+    error: Option<f64>,
+    observations: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a number of devices or \"learned\"")]
+pub(super) enum RawFloor {
+    Devices(f64),
+    Word(String),
+}
+
+/// The static devices of a zone (lab computers, routers' clients, shop beacons) that
+/// are there whoever comes: subtracted before the factor applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Floor {
+    /// Learned from the zone's own quiet periods (`floor = "learned"`, the default): a
+    /// low quantile of its stored minute counts (see [`crate::people`]).
+    Learned,
+    /// A number of devices (from `calibrate`, or a site survey).
+    Devices(f64),
+}
+
+/// How one kind's devices become people: `people = factor x (devices - floor)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calibration {
+    /// Persons per device.
+    pub factor: f64,
+    /// Devices there whoever comes.
+    pub floor: Floor,
+    /// Relative half-width of the fit's 95 % prediction interval (from `calibrate`'s
+    /// held-out residuals); `None` for a factor nobody fitted: the zone is uncalibrated and
+    /// people carry [`crate::people::UNCALIBRATED_ERROR`].
+    pub error: Option<f64>,
+    /// Head counts the fit was made from (shown, not used).
+    pub observations: Option<u32>,
+}
+
+fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError> {
+    let (factor, floor, error, observations) = match raw {
+        RawCalibration::Factor(f) => (*f, None, None, None),
+        RawCalibration::Fitted(fit) => {
+            (fit.factor, fit.floor.as_ref(), fit.error, fit.observations)
+        }
+    };
+    let factor_at = match raw {
+        RawCalibration::Factor(_) => at.to_owned(),
+        RawCalibration::Fitted(_) => format!("{at}.factor"),
+    };
+    if !(factor.is_finite() && (0.0..=100.0).contains(&factor)) {
+        return Err(field(
+            factor_at,
+            "must be between 0 and 100 persons per device",
+        ));
+    }
+    let floor = match floor {
+        None => Floor::Learned,
+        Some(RawFloor::Word(w)) if w == "learned" => Floor::Learned,
+        Some(RawFloor::Devices(d)) if d.is_finite() && *d >= 0.0 => Floor::Devices(*d),
+        Some(_) => {
+            return Err(field(
+                format!("{at}.floor"),
+                "a number of devices (0 or more) or \"learned\"",
+            ));
+        }
+    };
+    if let Some(e) = error
+        && !(e.is_finite() && e > 0.0 && e <= 10.0)
+    {
+        return Err(field(
+            format!("{at}.error"),
+            "the fit's relative 95 % error, above 0 (0.2 = +-20 %), as `calibrate` prints it",
+        ));
+    }
+    Ok(Calibration {
+        factor,
+        floor,
+        error,
+        observations,
+    })
 }
 
 fn default_occupancy() -> u32 {
@@ -48,8 +145,8 @@ pub struct Zone {
     pub occupancy_window_min: u32,
     /// Level-of-service thresholds in persons per m2, ascending.
     pub thresholds: Vec<f64>,
-    /// Persons per device, by kind (an estimate; documented as such).
-    pub calibration: BTreeMap<Kind, f64>,
+    /// How devices become people, by kind (the kinds that feed the people estimate).
+    pub calibration: BTreeMap<Kind, Calibration>,
     /// Outline as GeoJSON, for the dashboard.
     pub polygon: Option<serde_json::Value>,
 }
@@ -85,20 +182,15 @@ pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldEr
             ));
         }
         let mut calibration = BTreeMap::new();
-        for (kind, factor) in &z.calibration {
+        for (kind, raw) in &z.calibration {
+            let at = format!("zones[{i}].calibration.{kind}");
             let k = kind.parse::<Kind>().map_err(|_| {
                 field(
-                    format!("zones[{i}].calibration.{kind}"),
+                    at.clone(),
                     "not a kind (wifi, wifi_random, ble, wifi_derandomized)",
                 )
             })?;
-            if !(factor.is_finite() && *factor >= 0.0 && *factor <= 100.0) {
-                return Err(field(
-                    format!("zones[{i}].calibration.{kind}"),
-                    "must be between 0 and 100 persons per device",
-                ));
-            }
-            calibration.insert(k, *factor);
+            calibration.insert(k, self::calibration(&at, raw)?);
         }
         if let Some(p) = &z.polygon
             && p.get("type").and_then(|t| t.as_str()) != Some("Polygon")

@@ -4,7 +4,8 @@
 use crate::config::Zone;
 use crate::store::{Alert, AlertKind, Store};
 
-use super::evaluation::{ZoneLive, floor_minute};
+use super::evaluation::ZoneLive;
+use crate::query::floor_minute;
 
 /// Alerts for the change from `before` to `after` of one zone.
 pub fn alerts_between(before: Option<&ZoneLive>, after: &ZoneLive, zone: &Zone) -> Vec<Alert> {
@@ -101,6 +102,7 @@ mod tests {
             devices: BTreeMap::new(),
             total_devices: Count::ZERO,
             people: None,
+            people_basis: None,
             density: density.map(|d| Count {
                 estimate: d,
                 lower: d,

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::config::{AggregatorConfig, Zone};
 use crate::metrics::ZoneGauges;
-use crate::query::{self, Count, count, per_salt};
+use crate::people::{self, Floors, PeopleBasis};
+use crate::query::{self, Count, count, floor_minute, occupancy, per_salt};
 use crate::store::{BucketQuery, Resolution, Store, StoreError, ZoneSketch};
 use crate::zone::ZoneId;
 
@@ -92,9 +93,12 @@ pub struct ZoneLive {
     pub devices: BTreeMap<String, Count>,
     /// Devices of all kinds (a device has one kind, so kinds add up).
     pub total_devices: Count,
-    /// Estimated people: devices x the zone's calibration factor per kind. An estimate;
-    /// null when the zone has no calibration.
+    /// Estimated people: factor x (devices - floor) per calibrated kind, the interval
+    /// combining the sketch's error with the calibration's. Null when the zone has no
+    /// calibration.
     pub people: Option<Count>,
+    /// How `people` was made: calibrated or a guess, the error, factor and floor per kind.
+    pub people_basis: Option<PeopleBasis>,
     /// People per m2 (null without calibration).
     pub density: Option<Count>,
     /// Level of service from the density estimate (null without calibration).
@@ -157,27 +161,41 @@ pub fn level(thresholds: &[f64], density: f64) -> Level {
     }
 }
 
-pub(super) fn floor_minute(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
-}
-
-/// Devices per kind in the occupancy window ending at `now`: the last `window_min` complete
-/// minutes and the current one.
-fn occupancy(
+/// People present in the zone at `now`: the mean people of the occupancy window's complete
+/// minutes that hold data (the current minute is still filling). `None` without calibration.
+fn present(
+    zone: &Zone,
+    floors: &Floors,
     sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
-    window_min: u32,
     now: Timestamp,
     p: Precision,
-) -> BTreeMap<Kind, Count> {
-    let end = floor_minute(now) + SignedDuration::from_mins(1);
-    let start = end - SignedDuration::from_mins(i64::from(window_min) + 1);
-    sketches
-        .iter()
-        .map(|(kind, all)| {
-            let inside = all.iter().filter(|z| z.bucket >= start && z.bucket < end);
-            (*kind, count(&per_salt(inside, p)))
+) -> Option<Count> {
+    let end = floor_minute(now);
+    let minutes: Vec<Count> = (1..=i64::from(zone.occupancy_window_min))
+        .map(|back| end - SignedDuration::from_mins(back))
+        .filter_map(|minute| {
+            let heard: Vec<_> = zone
+                .calibration
+                .keys()
+                .filter_map(|kind| {
+                    let inside: Vec<_> = sketches
+                        .get(kind)?
+                        .iter()
+                        .filter(|z| z.bucket == minute)
+                        .collect();
+                    (!inside.is_empty()).then(|| (*kind, count(&per_salt(inside, p))))
+                })
+                .collect();
+            if heard.is_empty() {
+                return None;
+            }
+            people::estimate(zone, floors, &heard.into_iter().collect())
         })
-        .collect()
+        .collect();
+    if zone.calibration.is_empty() {
+        return None;
+    }
+    Some(people::mean(&minutes).unwrap_or(Count::ZERO))
 }
 
 /// Evaluates one zone at `now` from its recent minute sketches and its sensors' last data.
@@ -185,6 +203,7 @@ pub async fn evaluate_zone(
     store: &impl Store,
     config: &AggregatorConfig,
     zone: &Zone,
+    floors: &Floors,
     last_data: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<ZoneLive, StoreError> {
@@ -212,12 +231,15 @@ pub async fn evaluate_zone(
         config.precision,
     );
     let total_devices = query::total(&devices);
-    let people = query::people(&zone.calibration, &devices);
+    let people = present(zone, floors, &sketches, now, config.precision);
     let density = people.map(|p| p.times(1.0 / zone.area_m2));
-    let headline = |d: &BTreeMap<Kind, Count>| {
-        query::people(&zone.calibration, d).unwrap_or_else(|| query::total(d))
+    let headline = |at: Timestamp, d: &BTreeMap<Kind, Count>| {
+        present(zone, floors, &sketches, at, config.precision).unwrap_or_else(|| query::total(d))
     };
-    let trend = Trend::between(headline(&before).estimate, headline(&devices).estimate);
+    let trend = Trend::between(
+        headline(now - SignedDuration::from_mins(TREND_MIN), &before).estimate,
+        headline(now, &devices).estimate,
+    );
     let grace = silence_limit(config);
     Ok(ZoneLive {
         id: zone.id.to_string(),
@@ -228,6 +250,7 @@ pub async fn evaluate_zone(
         devices: query::by_name(&devices),
         total_devices,
         people,
+        people_basis: people::basis(zone, floors),
         density,
         level: density.map(|d| level(&zone.thresholds, d.estimate)),
         capacity_used: zone
@@ -261,12 +284,26 @@ pub async fn zones_last_data(
 pub async fn evaluate(
     store: &impl Store,
     config: &AggregatorConfig,
+    floors: &Floors,
     now: Timestamp,
 ) -> Result<Vec<ZoneLive>, StoreError> {
+    floors
+        .refresh_if_due(store, config.zones.values(), now)
+        .await?;
     let last = zones_last_data(store, config).await?;
     let mut out = Vec::with_capacity(config.zones.len());
     for zone in config.zones.values() {
-        out.push(evaluate_zone(store, config, zone, last.get(&zone.id).copied(), now).await?);
+        out.push(
+            evaluate_zone(
+                store,
+                config,
+                zone,
+                floors,
+                last.get(&zone.id).copied(),
+                now,
+            )
+            .await?,
+        );
     }
     Ok(out)
 }

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::config::AggregatorConfig;
 use crate::metrics::Metrics;
+use crate::people::Floors;
 use crate::store::{Alert, Store};
 
 pub use alerts::alerts_between;
@@ -55,6 +56,8 @@ pub struct LiveBoard {
     events: broadcast::Sender<LiveEvent>,
     /// Raised when new data was committed.
     news: Arc<Notify>,
+    /// Learned people floors, shared with the API.
+    floors: Floors,
 }
 
 impl Default for LiveBoard {
@@ -63,6 +66,7 @@ impl Default for LiveBoard {
             board: Arc::default(),
             events: broadcast::channel(1024).0,
             news: Arc::default(),
+            floors: Floors::default(),
         }
     }
 }
@@ -74,6 +78,11 @@ impl LiveBoard {
             .read()
             .map(|b| b.zones.clone())
             .unwrap_or_default()
+    }
+
+    /// The zones' learned people floors (refreshed by the evaluations).
+    pub fn floors(&self) -> &Floors {
+        &self.floors
     }
 
     /// Changes from now on.
@@ -130,7 +139,7 @@ impl LiveBoard {
                     tick.reset();
                 }
             }
-            match evaluate(&store, &config, Timestamp::now()).await {
+            match evaluate(&store, &config, &self.floors, Timestamp::now()).await {
                 Ok(zones) => self.update(&store, &config, &metrics, zones).await,
                 Err(e) => tracing::error!("live evaluation failed: {e}"),
             }

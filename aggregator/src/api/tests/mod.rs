@@ -171,7 +171,7 @@ async fn state_with(config: Arc<AggregatorConfig>) -> (AppState<SqliteStore>, te
         .expect("ingest");
     let live = LiveBoard::default();
     let metrics = Metrics::default();
-    let zones = crate::live::evaluate(&store, &config, now)
+    let zones = crate::live::evaluate(&store, &config, &crate::people::Floors::default(), now)
         .await
         .expect("evaluate");
     live.update(&store, &config, &metrics, zones).await;
@@ -389,11 +389,41 @@ async fn series_come_from_stored_numbers_in_json_and_csv() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        csv.starts_with("zone,time,wifi,wifi_random,ble,total"),
+    let header: Vec<&str> = csv.lines().next().unwrap_or_default().split(',').collect();
+    assert_eq!(
+        header[..8],
+        [
+            "zone",
+            "time",
+            "wifi",
+            "wifi_lower",
+            "wifi_upper",
+            "wifi_random",
+            "wifi_random_lower",
+            "wifi_random_upper"
+        ],
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 61);
+    // Every row's people (a guessed factor: +-50 %) lie inside their bounds, which are wide.
+    let column = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (p, lo, hi) = (
+        column("people"),
+        column("people_lower"),
+        column("people_upper"),
+    );
+    for row in csv.lines().skip(1) {
+        let cells: Vec<f64> = row
+            .split(',')
+            .map(|c| c.parse().unwrap_or(f64::NAN))
+            .collect();
+        assert!(
+            cells[lo] < cells[p]
+                && cells[p] < cells[hi]
+                && cells[hi] - cells[lo] >= cells[p] * 0.99,
+            "{row}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,376 @@
+//! Estimated people (design §6, second round): per zone and kind,
+//! `people = factor x (devices - floor)`, with an interval that combines the sketch's error
+//! with the calibration's.
+//!
+//! A device count is not a head count: some people carry no device that is heard, some carry
+//! several, and static devices (a lab's computers, a shop's beacons, clients of the routers
+//! around) are there whoever comes. The factor and the floor come from `calibrate` (a robust
+//! fit against head counts, [`crate::calibration`]); a bare factor is a guess and is shown as
+//! one (`calibrated: false`, [`UNCALIBRATED_ERROR`]). A floor not given is learned from the
+//! zone's own quiet periods ([`Floors`]); nothing per device is kept for it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crowdflow_contract::identity::Kind;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::config::{Calibration, Floor, Zone};
+use crate::query::Count;
+use crate::store::{BucketQuery, Resolution, Store, StoreError};
+use crate::zone::ZoneId;
+
+/// Relative half-width of the people interval of a zone nobody calibrated (+-50 %).
+///
+/// Devices per person differ by site and crowd far more than sketches err: on the brno-lab
+/// days a line fitted on one day was within +-30 % on the other for 93 % of windows only
+/// after de-randomization (docs/counting-devices.md), and raw address counts ran at 18 per
+/// person; published ratios of heard devices to people range over a factor of two or more
+/// between sites (Duives et al. 2020, "Wi-Fi sensing for crowd monitoring"). A guessed
+/// factor earns no narrower interval than that.
+pub const UNCALIBRATED_ERROR: f64 = 0.5;
+/// The learned floor is this quantile of the zone's minute counts.
+pub const FLOOR_QUANTILE: f64 = 0.05;
+/// Over this many days of stored minutes.
+pub const FLOOR_DAYS: i64 = 7;
+/// A floor is learned only from at least this many stored minutes (12 hours): fewer may all
+/// be busy ones, and a floor learned from a crowd would subtract people.
+pub const FLOOR_MIN_MINUTES: usize = 720;
+/// Learned floors are refreshed this often.
+pub const FLOOR_REFRESH: SignedDuration = SignedDuration::from_mins(15);
+
+/// Where a kind's floor came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FloorSource {
+    /// Set in the config (by `calibrate` or a site survey).
+    Configured,
+    /// Learned from the zone's quiet periods.
+    Learned,
+    /// To be learned, but fewer than [`FLOOR_MIN_MINUTES`] minutes are stored yet: 0 until then.
+    Learning,
+}
+
+/// How one kind's devices became people.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct KindBasis {
+    /// Persons per device.
+    pub factor: f64,
+    /// Static devices subtracted first (devices).
+    pub floor: f64,
+    /// Where the floor came from.
+    pub floor_source: FloorSource,
+    /// Head counts the factor was fitted on (null for a guessed factor).
+    pub observations: Option<u32>,
+}
+
+/// How a zone's people figure was made: which kinds feed it, and how sure it is.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PeopleBasis {
+    /// Every kind's factor was fitted on head counts (`calibrate`); false when any is a guess.
+    pub calibrated: bool,
+    /// Relative half-width (95 %) of the calibration's error used in the interval: the
+    /// fit's held-out error, or [`UNCALIBRATED_ERROR`] for a guess.
+    pub error: f64,
+    /// The kinds that feed the figure.
+    pub kinds: BTreeMap<String, KindBasis>,
+}
+
+/// A floor learned from stored minutes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnedFloor {
+    /// Devices (the [`FLOOR_QUANTILE`] of the minute counts).
+    pub devices: f64,
+    /// Minutes it was learned from.
+    pub minutes: usize,
+}
+
+/// The learned floors of every zone and kind, shared by the live board and the API.
+#[derive(Debug, Clone, Default)]
+pub struct Floors {
+    learned: Arc<RwLock<BTreeMap<(ZoneId, Kind), LearnedFloor>>>,
+    refreshed: Arc<RwLock<Option<Timestamp>>>,
+}
+
+impl Floors {
+    /// The learned floor of a zone's kind, if enough minutes are stored.
+    pub fn get(&self, zone: &ZoneId, kind: Kind) -> Option<LearnedFloor> {
+        self.learned
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(zone.clone(), kind)).copied())
+    }
+
+    /// Re-learns the floors of every zone and kind whose calibration asks for one, when
+    /// the last refresh is older than [`FLOOR_REFRESH`].
+    pub async fn refresh_if_due(
+        &self,
+        store: &impl Store,
+        zones: impl Iterator<Item = &Zone>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let due = self
+            .refreshed
+            .read()
+            .map(|r| r.is_none_or(|t| now.duration_since(t) >= FLOOR_REFRESH))
+            .unwrap_or(true);
+        if !due {
+            return Ok(());
+        }
+        let mut learned = BTreeMap::new();
+        for zone in zones {
+            for (kind, c) in &zone.calibration {
+                if c.floor == Floor::Learned
+                    && let Some(f) = learn_floor(store, &zone.id, *kind, now).await?
+                {
+                    learned.insert((zone.id.clone(), *kind), f);
+                }
+            }
+        }
+        if let Ok(mut m) = self.learned.write() {
+            *m = learned;
+        }
+        if let Ok(mut r) = self.refreshed.write() {
+            *r = Some(now);
+        }
+        Ok(())
+    }
+}
+
+/// The [`FLOOR_QUANTILE`] of a zone's stored minute counts of `kind` over the last
+/// [`FLOOR_DAYS`] days; `None` with fewer than [`FLOOR_MIN_MINUTES`] minutes.
+pub async fn learn_floor(
+    store: &impl Store,
+    zone: &ZoneId,
+    kind: Kind,
+    now: Timestamp,
+) -> Result<Option<LearnedFloor>, StoreError> {
+    let numbers = store
+        .zone_numbers(BucketQuery {
+            zone,
+            kind,
+            resolution: Resolution::Minute,
+            from: now - SignedDuration::from_hours(24 * FLOOR_DAYS),
+            to: now,
+        })
+        .await?;
+    // A minute of two salts (a rotation) is the sum of both.
+    let mut per_minute: BTreeMap<Timestamp, f64> = BTreeMap::new();
+    for n in numbers {
+        *per_minute.entry(n.bucket).or_default() += n.devices.estimate;
+    }
+    let minutes = per_minute.len();
+    if minutes < FLOOR_MIN_MINUTES {
+        return Ok(None);
+    }
+    let mut values: Vec<f64> = per_minute.into_values().collect();
+    values.sort_by(f64::total_cmp);
+    let at = ((minutes - 1) as f64 * FLOOR_QUANTILE).round() as usize;
+    Ok(Some(LearnedFloor {
+        devices: values[at.min(minutes - 1)].round(),
+        minutes,
+    }))
+}
+
+/// The people of one minute's `devices` in `zone`; `None` when the zone has no calibration
+/// at all (a device count is then shown as devices, never as made-up people).
+///
+/// People are a presence figure: factor and floor apply to the devices of one minute (the
+/// unit `calibrate` fits on and the floor is learned from). Over longer spans addresses
+/// rotate (a BLE address lives about 15 minutes) and people come and go, so devices over an
+/// hour are not people over an hour; a span's people are the mean of its minutes ([`mean`]).
+pub fn estimate(zone: &Zone, floors: &Floors, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
+    (!zone.calibration.is_empty()).then(|| {
+        zone.calibration.iter().fold(Count::ZERO, |sum, (kind, c)| {
+            let (floor, _) = floor_of(zone, floors, *kind, c);
+            let d = devices.get(kind).copied().unwrap_or(Count::ZERO);
+            sum.plus(people_of(d, c.factor, floor, error_of(c)))
+        })
+    })
+}
+
+/// How the zone's people are made; `None` without calibration.
+pub fn basis(zone: &Zone, floors: &Floors) -> Option<PeopleBasis> {
+    (!zone.calibration.is_empty()).then(|| PeopleBasis {
+        calibrated: zone.calibration.values().all(|c| c.error.is_some()),
+        error: zone.calibration.values().map(error_of).fold(0.0, f64::max),
+        kinds: zone
+            .calibration
+            .iter()
+            .map(|(kind, c)| {
+                let (floor, floor_source) = floor_of(zone, floors, *kind, c);
+                let basis = KindBasis {
+                    factor: c.factor,
+                    floor,
+                    floor_source,
+                    observations: c.observations,
+                };
+                (kind.as_str().to_owned(), basis)
+            })
+            .collect(),
+    })
+}
+
+/// People present on average over several minutes: the mean of their estimates and of their
+/// bounds (the calibration's error is the same in every minute, so it does not average out).
+pub fn mean(minutes: &[Count]) -> Option<Count> {
+    let n = minutes.len() as f64;
+    (!minutes.is_empty()).then(|| {
+        let sum = minutes.iter().fold(Count::ZERO, |s, c| s.plus(*c));
+        Count {
+            estimate: sum.estimate / n,
+            lower: sum.lower / n,
+            upper: sum.upper / n,
+            upper_bound: sum.upper_bound,
+        }
+    })
+}
+
+/// People of each stored minute of `zone` in `[from, to)`, from the stored minute numbers
+/// of its calibrated kinds; empty without calibration.
+pub async fn per_minute(
+    store: &impl Store,
+    zone: &Zone,
+    floors: &Floors,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<BTreeMap<Timestamp, Count>, StoreError> {
+    let mut devices: BTreeMap<Timestamp, BTreeMap<Kind, Count>> = BTreeMap::new();
+    for kind in zone.calibration.keys() {
+        let numbers = store
+            .zone_numbers(BucketQuery {
+                zone: &zone.id,
+                kind: *kind,
+                resolution: Resolution::Minute,
+                from,
+                to,
+            })
+            .await?;
+        for n in numbers {
+            let c = Count {
+                estimate: n.devices.estimate,
+                lower: n.devices.lower,
+                upper: n.devices.upper,
+                upper_bound: false,
+            };
+            let minute = devices.entry(n.bucket).or_default();
+            minute
+                .entry(*kind)
+                .and_modify(|sum| {
+                    // A minute of two salts (a rotation): the sum, an upper bound.
+                    *sum = sum.plus(c);
+                    sum.upper_bound = true;
+                })
+                .or_insert(c);
+        }
+    }
+    Ok(devices
+        .into_iter()
+        .filter_map(|(t, d)| estimate(zone, floors, &d).map(|p| (t, p)))
+        .collect())
+}
+
+fn error_of(c: &Calibration) -> f64 {
+    c.error.unwrap_or(UNCALIBRATED_ERROR)
+}
+
+fn floor_of(zone: &Zone, floors: &Floors, kind: Kind, c: &Calibration) -> (f64, FloorSource) {
+    match c.floor {
+        Floor::Devices(d) => (d, FloorSource::Configured),
+        Floor::Learned => floors
+            .get(&zone.id, kind)
+            .map_or((0.0, FloorSource::Learning), |f| {
+                (f.devices, FloorSource::Learned)
+            }),
+    }
+}
+
+/// `factor x (devices - floor)`, its interval the sketch's and the calibration's relative
+/// error `error` added in quadrature (independent errors).
+pub fn people_of(devices: Count, factor: f64, floor: f64, error: f64) -> Count {
+    let above = |d: f64| factor * (d - floor).max(0.0);
+    let p = above(devices.estimate);
+    let calibration = error * p;
+    let down = (p - above(devices.lower)).hypot(calibration);
+    let up = (above(devices.upper) - p).hypot(calibration);
+    Count {
+        estimate: p,
+        lower: (p - down).max(0.0),
+        upper: p + up,
+        upper_bound: devices.upper_bound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices(estimate: f64, lower: f64, upper: f64) -> Count {
+        Count {
+            estimate,
+            lower,
+            upper,
+            upper_bound: false,
+        }
+    }
+
+    #[test]
+    fn the_floor_is_subtracted_before_the_factor_and_never_below_zero() {
+        let p = people_of(devices(114.0, 110.0, 118.0), 0.5, 14.0, 0.2);
+        assert_eq!(p.estimate, 50.0);
+        let p = people_of(devices(10.0, 9.0, 11.0), 0.5, 14.0, 0.2);
+        assert_eq!((p.estimate, p.lower, p.upper), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn the_interval_combines_sketch_and_calibration_errors() {
+        // Exact sketch: the interval is the calibration's alone.
+        let p = people_of(devices(100.0, 100.0, 100.0), 1.0, 0.0, 0.3);
+        assert!((p.lower - 70.0).abs() < 1e-9 && (p.upper - 130.0).abs() < 1e-9);
+        // Sketch +-8 people, calibration +-6: +-10.
+        let p = people_of(devices(100.0, 84.0, 116.0), 0.5, 0.0, 0.12);
+        assert!((p.estimate - 50.0).abs() < 1e-9);
+        assert!((p.lower - 40.0).abs() < 1e-9, "{p:?}");
+        assert!((p.upper - 60.0).abs() < 1e-9, "{p:?}");
+    }
+
+    #[test]
+    fn a_span_is_the_mean_of_its_minutes() {
+        let m = mean(&[devices(10.0, 8.0, 12.0), devices(20.0, 16.0, 26.0)]).expect("minutes");
+        assert_eq!((m.estimate, m.lower, m.upper), (15.0, 12.0, 19.0));
+        assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn a_guessed_factor_is_uncalibrated_and_never_zero_width() {
+        let zone = Zone {
+            id: ZoneId::new("square").expect("id"),
+            name: "Square".into(),
+            area_m2: 100.0,
+            capacity: None,
+            occupancy_window_min: 5,
+            thresholds: vec![2.0],
+            calibration: [(
+                Kind::Ble,
+                Calibration {
+                    factor: 1.3,
+                    floor: Floor::Learned,
+                    error: None,
+                    observations: None,
+                },
+            )]
+            .into(),
+            polygon: None,
+        };
+        let d = [(Kind::Ble, devices(1000.0, 1000.0, 1000.0))].into();
+        let floors = Floors::default();
+        let p = estimate(&zone, &floors, &d).expect("calibration");
+        let basis = basis(&zone, &floors).expect("calibration");
+        assert!(!basis.calibrated);
+        assert_eq!(basis.error, UNCALIBRATED_ERROR);
+        assert_eq!(basis.kinds["ble"].floor_source, FloorSource::Learning);
+        assert!((p.estimate - 1300.0).abs() < 1e-9);
+        assert!(p.lower <= 650.0 + 1e-9 && p.upper >= 1950.0 - 1e-9);
+    }
+}
