@@ -113,7 +113,9 @@ export class HistoryView {
       const [done, growing] = [new Array(times.length).fill(null), new Array(times.length).fill(null)];
       let lastDone = null;
       for (const p of z.points) {
-        const c = measure === 'people' ? p.people ?? p.total : p.total;
+        // No people where a zone is uncalibrated: a gap, never its devices under the people label.
+        const c = measure === 'people' ? p.people : p.total;
+        if (!c) continue;
         const i = index.get(Date.parse(p.t) / 1000);
         const y = Math.round(c.estimate);
         if (p.partial) {
@@ -163,7 +165,7 @@ export class HistoryView {
 
   renderDistinct(rows) {
     const table = this.root.querySelector('#distinct');
-    table.innerHTML = `<thead><tr><th>Zone</th><th>Distinct devices</th><th>95 % bounds</th><th>Estimated people</th></tr></thead>
+    table.innerHTML = `<thead><tr><th>Zone</th><th>Distinct devices</th><th>95 % bounds</th><th><abbr title="people present on average over the range (not distinct visitors), with the interval of sketch and calibration error">People present</abbr></th></tr></thead>
       <tbody>${rows.map((d) => `<tr data-zone="${esc(d.zone)}"><td>${esc(this.names.get(d.zone) ?? d.zone)}</td>
         <td class="num">${count(d.total)}${d.total.upper_bound ? ' <abbr title="spans several salt epochs: an upper bound">≤</abbr>' : ''}</td>
         <td class="num">${bounds(d.total)}</td><td class="num">${d.people ? `${count(d.people)} (${bounds(d.people)})` : '–'}</td></tr>`).join('')}</tbody>`;

@@ -48,7 +48,7 @@ export class LiveView {
     card.dataset.zone = z.id;
     card.tabIndex = 0;
     card.innerHTML = `<header><h3>${esc(z.name)}</h3><span class="level-badge">waiting</span></header>
-      <p class="headline"><span class="big">–</span> <span class="unit"></span> <span class="bounds"></span></p>
+      <p class="headline"><span class="big">–</span> <span class="unit"></span> <span class="bounds"></span> <span class="basis" hidden></span></p>
       <p class="detail devices"></p>
       <p class="detail density"></p>
       <div class="capacity" hidden><div class="bar"><span></span></div><span class="capacity-text"></span></div>
@@ -84,6 +84,17 @@ export class LiveView {
     card.querySelector('.big').textContent = count(headline);
     card.querySelector('.unit').textContent = z.people ? 'people' : 'devices';
     card.querySelector('.bounds').textContent = `(${bounds(headline)})`;
+    const basis = card.querySelector('.basis');
+    basis.hidden = !z.people_basis;
+    if (z.people_basis) {
+      const b = z.people_basis;
+      const pct = Math.round(b.error * 100);
+      basis.textContent = b.calibrated ? `calibrated ±${pct} %` : `uncalibrated: ±${pct} %`;
+      basis.classList.toggle('guess', !b.calibrated);
+      basis.title = Object.entries(b.kinds)
+        .map(([k, c]) => `${k}: ${c.factor} persons per device above a floor of ${Math.round(c.floor)} (${c.floor_source.replace('_', ' ')})`)
+        .join('; ') + (b.calibrated ? '' : '. The factor is a guess: calibrate the zone with head counts to narrow the interval.');
+    }
     const trend = z.trend
       ? ` · <span class="trend ${z.trend.direction}" title="change over ${z.trend.minutes} min">${ARROWS[z.trend.direction] ?? ''} ${z.trend.change >= 0 ? '+' : ''}${Math.round(z.trend.change)} in ${z.trend.minutes} min</span>`
       : '';

@@ -62,6 +62,8 @@ test('the live and history views against the demo fed by the simulator', async (
     }, 60_000, 'the small square to change');
     console.log(`small square: ${first} people, then ${changed}`);
     assert.match(await card.locator('.bounds').textContent(), /\(\d[\d,]*–\d[\d,]*\)/);
+    // The people figure says how sure it is: calibrated with its error, or a guess.
+    assert.match(await card.locator('.basis').textContent(), /^(calibrated|uncalibrated:) ±\d+ %$/);
 
     // The square crosses its thresholds: an alert appears, unacknowledged, and the zone is marked.
     const alert = page.locator('#alert-list li.alert[data-zone="plein"][data-kind="level"]').first();
