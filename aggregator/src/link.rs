@@ -47,6 +47,8 @@ pub struct Endpoint {
     pub tls: Option<TlsFiles>,
     /// User name and password, if the broker wants them.
     pub account: Option<(String, String)>,
+    /// The embedded broker, when configured: it runs as long as this is kept.
+    pub embedded: Option<EmbeddedBroker>,
 }
 
 /// The configured broker, with the embedded one started first when configured.
@@ -114,6 +116,7 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
                 port: broker.local().port(),
                 tls: None,
                 account,
+                embedded: Some(broker),
             })
         }
         BrokerMode::External { host, port, tls } => Ok(Endpoint {
@@ -121,6 +124,7 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
             port: *port,
             tls: tls.clone(),
             account,
+            embedded: None,
         }),
     }
 }

@@ -97,13 +97,15 @@ pub async fn run<S: Store>(
     let signing = signing(&config)?;
     let metrics = Metrics::default();
     let live = LiveBoard::default();
-    serve_http(&config, &store, &live, &metrics).await?;
+    // Both stop with this function: a service stopped in-process frees its ports.
+    let http = AbortOnDrop(serve_http(&config, &store, &live, &metrics).await?);
     let evaluations = tokio::spawn(live.clone().run(
         store.clone(),
         config.clone(),
         metrics.clone(),
     ));
-    let endpoint = link::endpoint(&config).await?;
+    let mut endpoint = link::endpoint(&config).await?;
+    let embedded = endpoint.embedded.take();
     let broker = format!("{}:{}", endpoint.host, endpoint.port);
     let mut ingest = Validator::new(config.clone(), metrics.clone());
     let salts = salt_protocol(&config, &store, &mut ingest, signing).await?;
@@ -148,7 +150,17 @@ pub async fn run<S: Store>(
     )
     .await;
     pump.abort();
+    drop((http, embedded));
     Ok(())
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Binds the HTTP address and serves the API in a task of its own; refuses to start when
@@ -158,7 +170,7 @@ async fn serve_http<S: Store>(
     store: &S,
     live: &LiveBoard,
     metrics: &Metrics,
-) -> Result<(), ServiceError> {
+) -> Result<tokio::task::JoinHandle<()>, ServiceError> {
     let broker = match config.broker.mode {
         BrokerMode::Embedded {
             max_connections, ..
@@ -172,8 +184,7 @@ async fn serve_http<S: Store>(
         .map_err(|source| ServiceError::Http { addr, source })?;
     tracing::info!(listen = %addr, "HTTP API listening");
     let state = AppState::new(config.clone(), store.clone(), live.clone(), metrics.clone());
-    tokio::spawn(api::serve(listener, state));
-    Ok(())
+    Ok(tokio::spawn(api::serve(listener, state)))
 }
 
 /// The salt protocol at start: the fingerprints in storage are accepted by `ingest`, and the

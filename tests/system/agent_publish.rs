@@ -96,7 +96,7 @@ fn agent_sketches_reach_a_subscriber_through_the_embedded_broker_with_the_right_
         max_connections: 100,
         tls: None,
     };
-    EmbeddedBroker::start(&settings).expect("embedded broker starts");
+    let _broker = EmbeddedBroker::start(&settings).expect("embedded broker starts");
     publish_and_check(dir.path(), port);
 }
 

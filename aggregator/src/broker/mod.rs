@@ -86,12 +86,15 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// connection: a restart takes seconds, an outage longer than this is a new start.
 const SESSION_EXPIRY: Duration = Duration::from_secs(2 * 60 * 60);
 
-/// A running embedded broker; it lives as long as the process.
-#[derive(Debug, Clone, Copy)]
+/// A running embedded broker: it stops, closing its port and every connection, when this is
+/// dropped (an aggregator stopped in-process frees its port for the next one).
+#[derive(Debug)]
 pub struct EmbeddedBroker {
     listen: SocketAddr,
     /// Where this process reaches the broker itself (behind TLS: its loopback port).
     local: SocketAddr,
+    /// Dropped: the broker's runtime ends.
+    _running: tokio::sync::oneshot::Sender<()>,
 }
 
 impl EmbeddedBroker {
@@ -107,6 +110,7 @@ impl EmbeddedBroker {
         };
         settings.listen = local;
         let (ready, bound) = std::sync::mpsc::channel();
+        let (running, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {
@@ -122,7 +126,7 @@ impl EmbeddedBroker {
                         return;
                     }
                 };
-                runtime.block_on(async move {
+                let broker = async move {
                     if let Some(acceptor) = acceptor {
                         let Ok(outer) = tokio::net::TcpListener::bind(listen).await else {
                             let _ = ready.send(Err(BrokerError::Bind(listen)));
@@ -132,12 +136,24 @@ impl EmbeddedBroker {
                         tokio::spawn(tls::terminate(outer, local, acceptor, max, HANDSHAKE));
                     }
                     serve(settings, ready).await;
+                };
+                // Until the handle is dropped; the runtime, its listeners and connections
+                // go with it.
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = broker => {}
+                        _ = stopped => {}
+                    }
                 });
             })?;
         bound
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| BrokerError::Bind(listen))??;
-        Ok(EmbeddedBroker { listen, local })
+        Ok(EmbeddedBroker {
+            listen,
+            local,
+            _running: running,
+        })
     }
 
     /// The address clients connect to.
