@@ -136,6 +136,30 @@ pub fn occupancy(
         .collect()
 }
 
+/// What is wrong with a range, and at which end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// The start is not on a whole minute.
+    #[error("must be on a whole minute")]
+    StartNotWholeMinute,
+    /// The end is not on a whole minute.
+    #[error("must be on a whole minute")]
+    EndNotWholeMinute,
+    /// The end is not after the start.
+    #[error("must be after the start")]
+    EndsBeforeStart,
+    /// Longer than the query allows.
+    #[error("makes the range longer than this query allows")]
+    TooLong,
+}
+
+impl RangeError {
+    /// Whether the start (rather than the end) is at fault.
+    pub fn at_start(self) -> bool {
+        self == RangeError::StartNotWholeMinute
+    }
+}
+
 /// One stretch of a range read at one resolution: bucket starts in `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
@@ -317,19 +341,19 @@ pub struct Range {
 
 impl Range {
     /// Checks a user's range: ordered, on whole minutes, at most `max` long.
-    pub fn new(from: Timestamp, to: Timestamp, max: SignedDuration) -> Result<Range, &'static str> {
-        if to <= from {
-            return Err("must end after it starts");
+    pub fn new(from: Timestamp, to: Timestamp, max: SignedDuration) -> Result<Range, RangeError> {
+        let whole = |t: Timestamp| t.as_second() % 60 == 0 && t.subsec_nanosecond() == 0;
+        if !whole(from) {
+            return Err(RangeError::StartNotWholeMinute);
         }
-        if from.as_second() % 60 != 0
-            || to.as_second() % 60 != 0
-            || from.subsec_nanosecond() != 0
-            || to.subsec_nanosecond() != 0
-        {
-            return Err("must start and end on whole minutes");
+        if !whole(to) {
+            return Err(RangeError::EndNotWholeMinute);
+        }
+        if to <= from {
+            return Err(RangeError::EndsBeforeStart);
         }
         if to.duration_since(from) > max {
-            return Err("is longer than this query allows");
+            return Err(RangeError::TooLong);
         }
         Ok(Range { from, to })
     }

@@ -27,11 +27,12 @@ const MAX_FLOW_ZONES: usize = 30;
 
 fn range(params: &Params, from: &str, to: &str, max: SignedDuration) -> Result<Range, ApiError> {
     let (f, t) = (timestamp(params, from)?, timestamp(params, to)?);
-    Range::new(f, t, max).map_err(|m| {
+    Range::new(f, t, max).map_err(|e| {
+        let (name, other) = if e.at_start() { (from, to) } else { (to, from) };
         ApiError::bad(
-            to,
+            name,
             format!(
-                "with `{from}`: the range {m} (at most {} hours)",
+                "{e} (with `{other}`; ranges of at most {} hours)",
                 max.as_secs() / 3600
             ),
         )
@@ -582,12 +583,17 @@ pub struct Dwell {
     pub devices: Count,
     /// Of those, devices also in the shifted window.
     pub still_present: Overlap,
-    /// still_present / devices.
-    pub share: f64,
+    /// still_present / devices; null when the first window has no devices (no share of
+    /// nobody), with `note` saying so.
+    pub share: Option<f64>,
     /// Lower bound of the share.
-    pub share_lower: f64,
+    pub share_lower: Option<f64>,
     /// Upper bound of the share.
-    pub share_upper: f64,
+    pub share_upper: Option<f64>,
+    /// The overlap's bounds are wider than its value: do not read the share as precise.
+    pub unreliable: bool,
+    /// Why there is no share, when there is none.
+    pub note: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/dwell", tag = "history", security(("bearer" = [])),
@@ -615,23 +621,42 @@ pub(super) async fn dwell<S: Store>(
         from: r.from + shift,
         to: r.to + shift,
     };
+    // A window still filling would read as devices that left: no confident 0 % for it.
+    let complete = Timestamp::now() - state.config.window.duration();
+    if r.to > complete {
+        return Err(ApiError::bad(
+            "to",
+            format!(
+                "the window has not ended yet (windows are complete up to {complete:.0}): choose an earlier `to`"
+            ),
+        ));
+    }
+    if later.to > complete {
+        return Err(ApiError::bad(
+            "lag_min",
+            format!(
+                "the later window ends at {}, after the last complete window ({complete:.0}): choose a shorter lag_min or an earlier range",
+                later.to
+            ),
+        ));
+    }
     let (a, b) = (unions(&state, z, r).await?, unions(&state, z, later).await?);
     let devices = count_all_kinds(&a);
     let still = overlap_all_kinds(&a, &b);
-    let ratio = |n: f64, d: f64| {
-        if d > 0.0 {
-            (n / d).clamp(0.0, 1.0)
-        } else {
-            0.0
-        }
-    };
+    let ratio = |n: f64, d: f64| (d > 0.0).then(|| (n / d).clamp(0.0, 1.0));
+    let share = ratio(still.estimate, devices.estimate);
     Ok(Json(Dwell {
         zone: z.id.clone(),
         lag_min: lag,
         devices,
         still_present: still,
-        share: ratio(still.estimate, devices.estimate),
-        share_lower: ratio(still.lower, devices.upper),
-        share_upper: ratio(still.upper, devices.lower),
+        share,
+        // An empty lower bound of devices leaves the share unbounded above.
+        share_lower: share.map(|_| ratio(still.lower, devices.upper).unwrap_or(0.0)),
+        share_upper: share.map(|_| ratio(still.upper, devices.lower).unwrap_or(1.0)),
+        unreliable: still.unreliable,
+        note: share
+            .is_none()
+            .then(|| "no devices in the first window: nothing to follow".to_owned()),
     }))
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::history::zone_series;
 use super::{ApiError, AppState, Params, csv_response, optional_timestamp, wants_csv};
 use crate::people;
-use crate::query::{Count, Range};
+use crate::query::{Count, Range, RangeError};
 use crate::store::{Resolution, Store};
 use crate::zone::ZoneId;
 
@@ -93,10 +93,18 @@ pub(super) async fn open_data<S: Store>(
         .unwrap_or(last_hour)
         .min(last_hour);
     let from = optional_timestamp(&params, "from")?.unwrap_or(to - SignedDuration::from_hours(24));
-    let r = Range::new(from, to, SignedDuration::from_hours(24 * 31)).map_err(|m| {
+    let r = Range::new(from, to, SignedDuration::from_hours(24 * 31)).map_err(|e| {
+        // `to` is capped at the last full hour, so a range that ends too early is `from`'s.
+        let name = if e.at_start() || e != RangeError::EndNotWholeMinute {
+            "from"
+        } else {
+            "to"
+        };
         ApiError::bad(
-            "from",
-            format!("with `to` (capped at the last full hour): the range {m} (at most 31 days)"),
+            name,
+            format!(
+                "{e} (`to` is capped at the last full hour, {last_hour}; ranges of at most 31 days)"
+            ),
         )
     })?;
     let od = &state.config.open_data;

@@ -616,7 +616,17 @@ async fn bad_parameters_get_4xx_naming_the_parameter() {
         (
             "/api/v1/distinct?zone=neude&from=2026-04-27T10:00:30Z&to=2026-04-27T11:00:00Z",
             StatusCode::BAD_REQUEST,
+            "from",
+        ),
+        (
+            "/api/v1/distinct?zone=neude&from=2026-04-27T10:00:00Z&to=2026-04-27T11:00:30Z",
+            StatusCode::BAD_REQUEST,
             "to",
+        ),
+        (
+            "/api/v1/open-data?from=2026-04-27T10:00:30Z",
+            StatusCode::BAD_REQUEST,
+            "from",
         ),
         ("/api/v1/zones/nowhere", StatusCode::NOT_FOUND, "id"),
         ("/api/v1/alerts?limit=0", StatusCode::BAD_REQUEST, "limit"),
@@ -794,4 +804,55 @@ async fn the_start_page_is_the_dashboard_or_says_how_to_build_it() {
     let (status, body) = call(&state, "/assets/nothing.js", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("assets/nothing.js"), "{body}");
+}
+
+#[tokio::test]
+async fn dwell_refuses_windows_that_have_not_ended_and_says_when_there_is_nobody() {
+    let (state, _dir) = state().await;
+    let minute =
+        |t: Timestamp| Timestamp::from_second(t.as_second().div_euclid(60) * 60).expect("ts");
+    let now = minute(Timestamp::now());
+    let ago = |m: i64| now - SignedDuration::from_mins(m);
+    // The later window ends in the future: not a confident 0 %.
+    let (status, body) = call(
+        &state,
+        &format!(
+            "/api/v1/dwell?zone=neude&from={}&to={}&lag_min=15",
+            ago(20),
+            ago(10)
+        ),
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("\"parameter\":\"lag_min\""), "{body}");
+    // The first window has not ended.
+    let (status, body) = call(
+        &state,
+        &format!(
+            "/api/v1/dwell?zone=neude&from={}&to={}&lag_min=1",
+            ago(5),
+            now + SignedDuration::from_mins(5)
+        ),
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("\"parameter\":\"to\""), "{body}");
+    // Ended, but nobody there: no share, and a note why.
+    let d = json(
+        &state,
+        &format!(
+            "/api/v1/dwell?zone=neude&from={}&to={}&lag_min=5",
+            ago(60),
+            ago(50)
+        ),
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(d["share"], Value::Null, "{d}");
+    assert!(
+        d["note"].as_str().is_some_and(|n| n.contains("no devices")),
+        "{d}"
+    );
 }
