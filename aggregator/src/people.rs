@@ -30,6 +30,10 @@ use crate::zone::ZoneId;
 /// between sites (Duives et al. 2020, "Wi-Fi sensing for crowd monitoring"). A guessed
 /// factor earns no narrower interval than that.
 pub const UNCALIBRATED_ERROR: f64 = 0.5;
+/// The calibration's error is relative to the people estimate, but never to fewer than this
+/// many persons: a zone where nobody is heard may still hold a few people, and a relative
+/// error of nothing is nothing. `calibrate` measures held-out errors on the same scale.
+pub const ERROR_SCALE_MIN_PERSONS: f64 = 5.0;
 /// The learned floor is this quantile of the zone's minute counts.
 pub const FLOOR_QUANTILE: f64 = 0.05;
 /// Over this many days of stored minutes.
@@ -287,11 +291,12 @@ fn floor_of(zone: &Zone, floors: &Floors, kind: Kind, c: &Calibration) -> (f64, 
 }
 
 /// `factor x (devices - floor)`, its interval the sketch's and the calibration's relative
-/// error `error` added in quadrature (independent errors).
+/// error `error` (of at least [`ERROR_SCALE_MIN_PERSONS`]) added in quadrature (independent
+/// errors).
 pub fn people_of(devices: Count, factor: f64, floor: f64, error: f64) -> Count {
     let above = |d: f64| factor * (d - floor).max(0.0);
     let p = above(devices.estimate);
-    let calibration = error * p;
+    let calibration = error * p.max(ERROR_SCALE_MIN_PERSONS);
     let down = (p - above(devices.lower)).hypot(calibration);
     let up = (above(devices.upper) - p).hypot(calibration);
     Count {
@@ -320,7 +325,8 @@ mod tests {
         let p = people_of(devices(114.0, 110.0, 118.0), 0.5, 14.0, 0.2);
         assert_eq!(p.estimate, 50.0);
         let p = people_of(devices(10.0, 9.0, 11.0), 0.5, 14.0, 0.2);
-        assert_eq!((p.estimate, p.lower, p.upper), (0.0, 0.0, 0.0));
+        assert_eq!((p.estimate, p.lower), (0.0, 0.0));
+        assert_eq!(p.upper, 1.0, "nobody heard is not certainly nobody there");
     }
 
     #[test]

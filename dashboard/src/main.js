@@ -74,6 +74,7 @@ async function start() {
   }
   document.title = plan.title;
   $('#title').textContent = plan.title;
+  if (plan.replay_clock) showReplayClock(plan.replay_clock);
   const views = { plan, role: session.role, history: null };
   const live = new LiveView($('#live-view'), plan);
   window.addEventListener('hashchange', () => route(views));
@@ -91,6 +92,21 @@ async function start() {
     unauthorized: (e) => askForToken(e.message),
   });
   stream.start();
+}
+
+/** The replayed event's time in the header (the demo's simulated day, a drill), ticking. */
+function showReplayClock(c) {
+  const el = $('#replay-clock');
+  const format = new Intl.DateTimeFormat('en-GB', {
+    timeZone: c.time_zone, weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  });
+  const tick = () => {
+    const shows = Date.parse(c.shows) + (Date.now() - Date.parse(c.real)) * c.speed;
+    el.textContent = `replay ${format.format(new Date(shows))}${c.speed === 1 ? '' : ` · ${c.speed}× speed`}`;
+  };
+  el.hidden = false;
+  tick();
+  setInterval(tick, 1000);
 }
 
 start();

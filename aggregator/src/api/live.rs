@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, AppState, Params, number, optional_timestamp, zone};
 use crate::auth::Viewer;
+use crate::config::ReplayClock;
 use crate::live::{LiveEvent, ZoneLive, level_name};
 use crate::metrics::Metrics;
 use crate::store::{Alert, Store};
@@ -71,6 +72,12 @@ pub struct Plan {
     pub tiles: Option<Tiles>,
     /// Seconds per counting window.
     pub window_s: u32,
+    /// The clock of a replayed event (the demo's simulated day, a drill), when one is
+    /// replayed: the header shows its time.
+    pub replay_clock: Option<ReplayClock>,
+    /// The replay's time now.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub replay_now: Option<Timestamp>,
 }
 
 #[utoipa::path(get, path = "/api/v1/plan", tag = "live", security(("bearer" = [])),
@@ -104,6 +111,12 @@ pub(super) async fn plan<S: Store>(
             attribution: c.dashboard.tile_attribution.clone(),
         }),
         window_s: c.window.seconds(),
+        replay_clock: c.dashboard.replay_clock.clone(),
+        replay_now: c
+            .dashboard
+            .replay_clock
+            .as_ref()
+            .map(|r| r.at(Timestamp::now())),
     }))
 }
 

@@ -30,7 +30,7 @@ pub use crate::auth::{ApiToken, Role, hash_token, new_secret};
 use crate::store::Retention;
 use crate::zone::ZoneId;
 pub use broker::{BROKER_PASSWORD_ENV, BrokerConfig, BrokerMode};
-pub use dashboard::Dashboard;
+pub use dashboard::{Dashboard, ReplayClock};
 pub use http::HttpLimits;
 pub use privacy::{OpenData, Privacy};
 pub use sensors::Sensor;
@@ -271,9 +271,29 @@ mod tests {
                 "`zones[0].thresholds`",
             ),
             (
-                "wifi_random = 0.35",
-                "bluetooth = 0.35",
+                "wifi_derandomized = 0.9",
+                "bluetooth = 0.9",
                 "`zones[0].calibration.bluetooth`",
+            ),
+            (
+                "wifi_derandomized = 0.9",
+                "wifi_derandomized = { factor = 0.9, floor = \"lots\" }",
+                "`zones[0].calibration.wifi_derandomized.floor`",
+            ),
+            (
+                "wifi_derandomized = 0.9",
+                "wifi_derandomized = { factor = 0.9, error = 0.0 }",
+                "`zones[0].calibration.wifi_derandomized.error`",
+            ),
+            (
+                "wifi_derandomized = 0.9",
+                "wifi_derandomized = { factor = 900.0 }",
+                "`zones[0].calibration.wifi_derandomized.factor`",
+            ),
+            (
+                "wifi_derandomized = 0.9",
+                "wifi_derandomized = { factor = 0.9, flor = 3 }",
+                "a table from `calibrate`",
             ),
             (
                 "zone = \"neude\"",
