@@ -175,7 +175,13 @@ export class LiveView {
     counter.textContent = open.length ? `${open.length} new alert${open.length > 1 ? 's' : ''}` : '';
     counter.hidden = open.length === 0;
     this.root.querySelector('#ack-all').disabled = open.length === 0;
-    const alerting = new Set(open.filter((a) => a.kind !== 'recovered').map((a) => a.zone));
+    // A zone is marked while its newest alert asks for attention (a level raised, sensors
+    // silent) and is not acknowledged; a clear or a recovery ends it.
+    const newest = new Map();
+    for (const a of this.alerts) if (!newest.has(a.zone)) newest.set(a.zone, a);
+    const alerting = new Set([...newest.values()]
+      .filter((a) => (a.kind === 'level' || a.kind === 'stale') && !this.acknowledged.has(alertKey(a)))
+      .map((a) => a.zone));
     for (const card of this.cards.children) card.classList.toggle('alerting', alerting.has(card.dataset.zone));
     if (this.alerts.length === 0) {
       this.alertList.innerHTML = '<li class="none">No alerts in the last 24 hours.</li>';

@@ -1,38 +1,127 @@
-//! Alerts: raised when a zone's evaluation crosses a level-of-service threshold upwards or
-//! goes stale (or recovers), and stored once across replicas.
+//! Alerts: raised when a zone's evaluation crosses a level-of-service threshold upwards
+//! (once per crossing, with hysteresis before it clears) or goes stale (or recovers), and
+//! stored once across replicas.
+
+use std::collections::BTreeMap;
 
 use crate::config::Zone;
 use crate::store::{Alert, AlertKind, Store};
 
-use super::evaluation::ZoneLive;
+use super::evaluation::{ZoneLive, level_name};
 use crate::query::floor_minute;
 
-/// Alerts for the change from `before` to `after` of one zone.
-pub fn alerts_between(before: Option<&ZoneLive>, after: &ZoneLive, zone: &Zone) -> Vec<Alert> {
+/// A raised level clears only once the density is this share below the level's threshold
+/// (a deadband, as alarm management practice asks of every alarm: ANSI/ISA-18.2), so a
+/// density hovering at a threshold raises one alert, not one a minute.
+pub const CLEAR_MARGIN: f64 = 0.10;
+/// ... and has stayed there for this many evaluations in a row (an off-delay: about 30 s at
+/// the board's 2 s tick).
+pub const CLEAR_AFTER: u32 = 15;
+
+/// What a level asks of the crew, with the default three thresholds: advise (watch and
+/// prepare), act (steer the crowd), critical (stop inflow). Other threshold counts name the
+/// level only.
+pub fn severity(index: u8, levels: usize) -> String {
+    match (levels, index) {
+        (4, 1) => "advise".into(),
+        (4, 2) => "act".into(),
+        (4, 3) => "critical".into(),
+        _ => format!("level {index}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    /// The level last raised (0: none).
+    level: u8,
+    /// Evaluations in a row below the clearing density.
+    calm: u32,
+}
+
+/// The levels raised per zone: one alert per crossing upwards, one clear when the zone has
+/// calmed below the raised level for [`CLEAR_AFTER`] evaluations.
+#[derive(Debug, Default)]
+pub struct RaisedLevels {
+    held: BTreeMap<String, Held>,
+}
+
+impl RaisedLevels {
+    /// The level alert (raise or clear) `after` calls for, if any.
+    pub fn step(&mut self, after: &ZoneLive, zone: &Zone) -> Option<Alert> {
+        let (Some(level), Some(density)) = (&after.level, after.density) else {
+            return None;
+        };
+        if after.stale {
+            return None;
+        }
+        let held = self.held.entry(after.id.clone()).or_default();
+        let levels = zone.thresholds.len() + 1;
+        let at = floor_minute(after.updated_at);
+        if level.index > held.level {
+            *held = Held {
+                level: level.index,
+                calm: 0,
+            };
+            let threshold = level.from_density.unwrap_or(0.0);
+            return Some(Alert {
+                id: 0,
+                at,
+                zone: zone.id.clone(),
+                kind: AlertKind::Level,
+                level: Some(level.index),
+                threshold: level.from_density,
+                value: Some(density.estimate),
+                message: format!(
+                    "{} is {} ({}): {:.2} persons/m2 (threshold {threshold:.2})",
+                    zone.name,
+                    level.name,
+                    severity(level.index, levels),
+                    density.estimate,
+                ),
+            });
+        }
+        let threshold = usize::from(held.level)
+            .checked_sub(1)
+            .and_then(|i| zone.thresholds.get(i))
+            .copied()?;
+        let clears_below = threshold * (1.0 - CLEAR_MARGIN);
+        if density.estimate >= clears_below {
+            held.calm = 0;
+            return None;
+        }
+        held.calm += 1;
+        if held.calm < CLEAR_AFTER {
+            return None;
+        }
+        let from = held.level;
+        *held = Held {
+            level: level.index,
+            calm: 0,
+        };
+        Some(Alert {
+            id: 0,
+            at,
+            zone: zone.id.clone(),
+            kind: AlertKind::Clear,
+            level: Some(level.index),
+            threshold: Some(threshold),
+            value: Some(density.estimate),
+            message: format!(
+                "{} calmed from {} to {}: {:.2} persons/m2, below {clears_below:.2} for {CLEAR_AFTER} evaluations",
+                zone.name,
+                level_name(usize::from(from), levels),
+                level.name,
+                density.estimate,
+            ),
+        })
+    }
+}
+
+/// Staleness alerts for the change from `before` to `after` of one zone.
+pub fn staleness_between(before: Option<&ZoneLive>, after: &ZoneLive, zone: &Zone) -> Vec<Alert> {
     let mut out = Vec::new();
     let zone_id = zone.id.clone();
     let at = floor_minute(after.updated_at);
-    let was_level = before.and_then(|b| b.level.as_ref()).map_or(0, |l| l.index);
-    if let (Some(level), Some(density)) = (&after.level, after.density)
-        && level.index > was_level
-    {
-        out.push(Alert {
-            id: 0,
-            at,
-            zone: zone_id.clone(),
-            kind: AlertKind::Level,
-            level: Some(level.index),
-            threshold: level.from_density,
-            value: Some(density.estimate),
-            message: format!(
-                "{} is {}: {:.2} persons/m2 (threshold {:.2})",
-                zone.name,
-                level.name,
-                density.estimate,
-                level.from_density.unwrap_or(0.0)
-            ),
-        });
-    }
     // Staleness alerts are about sensors that reported and went silent (and came back): a
     // zone that never reported is shown stale but raises nothing.
     let had_data = before.is_some_and(|b| b.last_data.is_some());
@@ -84,8 +173,6 @@ pub async fn record(store: &impl Store, alerts: Vec<Alert>) -> Vec<Alert> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use crate::zone::ZoneId;
 
     use super::*;
@@ -118,9 +205,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn alerts_follow_transitions_only() {
-        let zone = Zone {
+    fn zone() -> Zone {
+        Zone {
             id: ZoneId::new("neude").expect("id"),
             name: "Neude".into(),
             area_m2: 100.0,
@@ -129,37 +215,74 @@ mod tests {
             thresholds: vec![2.0, 3.5, 5.0],
             calibration: BTreeMap::new(),
             polygon: None,
-        };
+        }
+    }
+
+    #[test]
+    fn staleness_follows_transitions_only() {
+        let zone = zone();
         let never = zone_live(true, None, None);
         assert!(
-            alerts_between(None, &never, &zone).is_empty(),
+            staleness_between(None, &never, &zone).is_empty(),
             "never reported: no alert"
         );
         let live = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
         assert!(
-            alerts_between(Some(&never), &live, &zone).is_empty(),
+            staleness_between(Some(&never), &live, &zone).is_empty(),
             "first data is no recovery"
         );
         let silent = zone_live(true, Some("2026-04-27T10:00:00Z"), Some(1.0));
-        let a = alerts_between(Some(&live), &silent, &zone);
+        let a = staleness_between(Some(&live), &silent, &zone);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].kind, "stale");
         assert_eq!(
-            alerts_between(Some(&silent), &live, &zone)[0].kind,
+            staleness_between(Some(&silent), &live, &zone)[0].kind,
             "recovered"
         );
-        let crowded = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(4.0));
-        let a = alerts_between(Some(&live), &crowded, &zone);
+    }
+
+    #[test]
+    fn a_density_hovering_at_a_threshold_raises_once_and_clears_once() {
+        let zone = zone();
+        let mut raised = RaisedLevels::default();
+        let at = |d: f64| zone_live(false, Some("2026-04-27T10:00:00Z"), Some(d));
+        let mut alerts = Vec::new();
+        // 2.13, 1.98, 2.12, 1.95 ... a minute of hovering around 2.0 (busy).
+        for i in 0..60 {
+            let d = if i % 2 == 0 { 2.13 } else { 1.97 };
+            alerts.extend(raised.step(&at(d), &zone));
+        }
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
         assert_eq!(
-            (a[0].kind.as_str(), a[0].level, a[0].threshold),
-            ("level", Some(2), Some(3.5))
+            (
+                alerts[0].kind.as_str(),
+                alerts[0].level,
+                alerts[0].threshold
+            ),
+            ("level", Some(1), Some(2.0))
         );
         assert!(
-            alerts_between(Some(&crowded), &crowded, &zone).is_empty(),
-            "no repeat"
+            alerts[0].message.contains("(advise)"),
+            "{}",
+            alerts[0].message
+        );
+        // Calm below 1.8 for fewer than CLEAR_AFTER evaluations: still raised.
+        for _ in 1..CLEAR_AFTER {
+            assert!(raised.step(&at(1.5), &zone).is_none());
+        }
+        let clear = raised.step(&at(1.5), &zone).expect("cleared");
+        assert_eq!((clear.kind.as_str(), clear.level), ("clear", Some(0)));
+        assert!(raised.step(&at(1.5), &zone).is_none(), "cleared once");
+        // Three thresholds at once: one alert, at the highest.
+        let jump = raised.step(&at(5.5), &zone).expect("raised");
+        assert_eq!((jump.level, jump.threshold), (Some(3), Some(5.0)));
+        assert!(jump.message.contains("(critical)"));
+        assert!(
+            raised.step(&at(4.0), &zone).is_none(),
+            "down a level is not a new alert"
         );
         assert_eq!(
-            a[0].at.to_string(),
+            jump.at.to_string(),
             "2026-04-27T10:00:00Z",
             "raised for its minute"
         );
@@ -171,7 +294,10 @@ mod tests {
             .iter()
             .map(|k| serde_json::to_string(k).expect("serializes"))
             .collect();
-        assert_eq!(json, ["\"level\"", "\"stale\"", "\"recovered\""]);
+        assert_eq!(
+            json,
+            ["\"level\"", "\"stale\"", "\"recovered\"", "\"clear\""]
+        );
         for k in AlertKind::ALL {
             assert_eq!(k.as_str().parse::<AlertKind>(), Ok(k));
         }

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::people::Floors;
 use crate::store::{Alert, Store};
 
-pub use alerts::alerts_between;
+pub use alerts::{RaisedLevels, staleness_between};
 pub(crate) use evaluation::level_name;
 pub use evaluation::{
     Level, TREND_MIN, Trend, TrendDirection, ZoneLive, evaluate, evaluate_zone, level,
@@ -58,6 +58,8 @@ pub struct LiveBoard {
     news: Arc<Notify>,
     /// Learned people floors, shared with the API.
     floors: Floors,
+    /// The levels raised per zone (hysteresis for level alerts).
+    raised: Arc<std::sync::Mutex<RaisedLevels>>,
 }
 
 impl Default for LiveBoard {
@@ -67,6 +69,7 @@ impl Default for LiveBoard {
             events: broadcast::channel(1024).0,
             news: Arc::default(),
             floors: Floors::default(),
+            raised: Arc::default(),
         }
     }
 }
@@ -102,7 +105,11 @@ impl LiveBoard {
         for z in &zones {
             let old = before.iter().find(|b| b.id == z.id);
             if let Some(zone) = config.zones.values().find(|c| c.id.as_str() == z.id) {
-                for alert in alerts::record(store, alerts_between(old, z, zone)).await {
+                let mut due = staleness_between(old, z, zone);
+                if let Ok(mut raised) = self.raised.lock() {
+                    due.extend(raised.step(z, zone));
+                }
+                for alert in alerts::record(store, due).await {
                     let _ = self.events.send(LiveEvent::Alert(alert));
                 }
             }

@@ -225,11 +225,18 @@ pub enum AlertKind {
     Stale,
     /// The sensors of a stale zone report again.
     Recovered,
+    /// A raised level cleared: the zone calmed below its threshold by a margin, for a while.
+    Clear,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 3] = [AlertKind::Level, AlertKind::Stale, AlertKind::Recovered];
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::Level,
+        AlertKind::Stale,
+        AlertKind::Recovered,
+        AlertKind::Clear,
+    ];
 
     /// The name it is serialized and stored under.
     pub fn as_str(self) -> &'static str {
@@ -237,6 +244,7 @@ impl AlertKind {
             AlertKind::Level => "level",
             AlertKind::Stale => "stale",
             AlertKind::Recovered => "recovered",
+            AlertKind::Clear => "clear",
         }
     }
 }
