@@ -65,6 +65,25 @@ export class LiveView {
     for (const z of zones) this.zone(z);
   }
 
+  /**
+   * Cards in the order a crew needs them: the highest level of service first, then the
+   * zones filling fastest (change over the trend minutes); zones without data last.
+   */
+  order() {
+    const rank = (card) => {
+      const z = this.zones.get(card.dataset.zone);
+      if (!z || z.stale) return [-2, 0];
+      return [z.level?.index ?? -1, z.trend?.change ?? 0];
+    };
+    const cards = [...this.cards.children];
+    const sorted = [...cards].sort((a, b) => {
+      const [la, ca] = rank(a);
+      const [lb, cb] = rank(b);
+      return lb - la || cb - ca;
+    });
+    if (sorted.some((c, i) => c !== cards[i])) this.cards.append(...sorted);
+  }
+
   zone(z) {
     this.zones.set(z.id, z);
     const card = this.card(z.id);
@@ -117,6 +136,7 @@ export class LiveView {
     flag.textContent = z.stale ? `NO DATA: ${silent}` : '';
     paintZone(this.svg, z.id, colour, z.stale ? 'no data' : count(headline), z.stale);
     this.updateAge(card, z);
+    this.order();
   }
 
   updateAge(card, z) {

@@ -81,6 +81,18 @@ test('the live and history views against the demo fed by the simulator', async (
     await assertPlanReadable(page, ['plein', 'gracht']);
     await page.screenshot({ path: join(ARTIFACTS, 'live.png'), fullPage: true });
 
+    // The most urgent zone is the first card, on a desktop and on a phone (where it must be
+    // on the first screen, not under quiet zones).
+    const firstCard = () => page.locator('#zones .zone').first().getAttribute('data-zone');
+    assert.equal(await firstCard(), 'plein', 'the crowded square leads at desktop width');
+    const desktop = page.viewportSize();
+    await page.setViewportSize({ width: 390, height: 844 });
+    assert.equal(await firstCard(), 'plein', 'and at phone width');
+    const top = await page.locator('#zones .zone').first().evaluate((c) => c.getBoundingClientRect().top + window.scrollY);
+    console.log(`phone: the first card starts ${Math.round(top)} px down`);
+    await page.screenshot({ path: join(ARTIFACTS, 'live-phone.png'), fullPage: true });
+    if (desktop) await page.setViewportSize(desktop);
+
     // Acknowledged alerts look different and stop being counted.
     await page.locator('#ack-all').click();
     await waitFor(async () => !(await page.locator('#alert-count').isVisible()), 5_000, 'the alert count to clear');
