@@ -6,7 +6,7 @@
 //! polynomial regression analysis", 1950; P. K. Sen, "Estimates of the regression coefficient
 //! based on Kendall's tau", JASA 63, 1968). It ignores up to 29 % of wild observations (a
 //! miscount, a coach parked by the sensor, a sensor that was off for part of a count) where
-//! least squares would follow them.
+//! least squares would follow them. Pairs of two empty counts are left out ([`theil_sen`]).
 //!
 //! The fit is judged on observations it was not fitted on: leave-one-day-out when the counts
 //! span two or more UTC days (a zone's devices per person change from day to day: other
@@ -131,11 +131,24 @@ pub fn device_spread(points: &[Point]) -> Result<(), FitError> {
         .map_err(|(min, max)| FitError::NoDeviceSpread { min, max })
 }
 
+/// An empty count (0 persons): its devices are the zone's static ones, it sits at the floor.
+fn empty(p: &Point) -> bool {
+    p.y <= 0.0
+}
+
 /// The Theil–Sen line through `points`, as factor and floor.
 ///
+/// Pairs of two empty counts are left out of the slopes: both sit at the floor, their
+/// devices differ only by the static devices' noise, and their slope is 0 whatever a person
+/// is worth. Sen's estimator leaves out pairs tied in `x` for the same reason; ties in `y`
+/// are rare among counts of people present, but a zone counted mostly while empty (a lab at
+/// night: 28 of 43 counts of brno-lab) would otherwise get the slope 0 of its many empty
+/// pairs. Empty counts still weigh in the intercept: they are where the floor is.
+///
 /// A positive intercept would be a negative floor (fewer than no static devices): then the
-/// floor is 0 and the factor the median of `y / x`, the line through the origin that the
-/// same median logic gives.
+/// floor is 0 and the factor the median of `y / x` over occupied counts (an empty count's
+/// ratio is 0 whatever the factor), the line through the origin that the same median logic
+/// gives.
 pub fn theil_sen(points: &[Point]) -> Result<Line, FitError> {
     let no_spread = || {
         let (min, max) = points
@@ -149,7 +162,7 @@ pub fn theil_sen(points: &[Point]) -> Result<Line, FitError> {
     for (i, p) in points.iter().enumerate() {
         for q in &points[i + 1..] {
             let dx = q.x - p.x;
-            if dx.abs() > 1e-9 {
+            if dx.abs() > 1e-9 && !(empty(p) && empty(q)) {
                 slopes.push((q.y - p.y) / dx);
             }
         }
@@ -163,12 +176,13 @@ pub fn theil_sen(points: &[Point]) -> Result<Line, FitError> {
     if b <= 0.0 {
         return Ok(Line {
             factor: a,
-            floor: -b / a,
+            // -b / a; + 0.0 turns the -0.0 of b = 0 into 0.
+            floor: -b / a + 0.0,
         });
     }
     let mut ratios: Vec<f64> = points
         .iter()
-        .filter(|p| p.x > 1e-9)
+        .filter(|p| !empty(p) && p.x > 1e-9)
         .map(|p| p.y / p.x)
         .collect();
     match median(&mut ratios) {
@@ -306,16 +320,25 @@ pub fn held_out(points: &[Point], groups: &[Group]) -> Result<Vec<f64>, FoldErro
 }
 
 /// How predictions compare with the counts.
+///
+/// Percentages are taken over the counts of at least [`MIN_PERSONS`] (where there are people
+/// to be relative to, and where a people figure matters); quiet counts are judged in persons.
+/// Otherwise a zone counted mostly while empty would be judged by how well it predicts
+/// nobody (brno-lab: 28 of 43 counts empty, where every kind is within a person or two).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Scores {
-    /// Median of `|y - yhat| / max(y, 5 persons)` (0.12 = 12 %).
+    /// Median of `|y - yhat| / y` over the counts of at least 5 persons (0.12 = 12 %); over
+    /// every count, as `|y - yhat| / max(y, 5)`, when none has 5.
     pub median_error: f64,
-    /// Share of counts predicted within +-20 % (of `max(y, 5 persons)`).
+    /// Share of those counts predicted within +-20 %.
     pub within_20: f64,
-    /// Median of `|y - yhat|` in persons.
+    /// Counts of at least 5 persons (the ones the two figures above are taken over).
+    pub occupied: usize,
+    /// Median of `|y - yhat|` in persons, over every count.
     pub median_error_persons: f64,
-    /// The split-conformal quantile of `|y - yhat| / max(yhat, 5 persons)`: the relative
-    /// half-width of the 95 % prediction interval (what `error` in the config means).
+    /// The split-conformal quantile of `|y - yhat| / max(yhat, 5 persons)` over every count:
+    /// the relative half-width of the 95 % prediction interval (what `error` in the config
+    /// means).
     pub error: f64,
     /// Fewer than 19 counts: `error` is the largest residual, a floor rather than a bound.
     pub error_is_floor: bool,
@@ -327,7 +350,9 @@ pub struct Scores {
 pub fn scores(y: &[f64], yhat: &[f64]) -> Scores {
     let n = y.len().min(yhat.len());
     let pairs = || y.iter().zip(yhat);
+    let occupied = pairs().filter(|(y, _)| **y >= MIN_PERSONS).count();
     let mut relative: Vec<f64> = pairs()
+        .filter(|(y, _)| occupied == 0 || **y >= MIN_PERSONS)
         .map(|(y, p)| (y - p).abs() / y.max(MIN_PERSONS))
         .collect();
     let mut persons: Vec<f64> = pairs().map(|(y, p)| (y - p).abs()).collect();
@@ -343,8 +368,9 @@ pub fn scores(y: &[f64], yhat: &[f64]) -> Scores {
         .unwrap_or(0.0);
     Scores {
         within_20: relative.iter().filter(|e| **e <= WITHIN + 1e-12).count() as f64
-            / n.max(1) as f64,
+            / relative.len().max(1) as f64,
         median_error: median(&mut relative).unwrap_or(0.0),
+        occupied,
         median_error_persons: median(&mut persons).unwrap_or(0.0),
         error,
         error_is_floor,
@@ -410,6 +436,24 @@ mod tests {
         let mut ratios: Vec<f64> = xy.iter().map(|(x, y)| y / x).collect();
         assert_eq!(Some(line.factor), median(&mut ratios));
         assert_eq!(line.people(-5.0), 0.0, "never below zero");
+    }
+
+    #[test]
+    fn many_empty_counts_do_not_flatten_the_line() {
+        // people = 0.5 x (devices - 4): 8 occupied counts, and 20 empty ones whose devices
+        // wander between 3 and 5 (the static devices, heard more or less well).
+        let mut xy: Vec<(f64, f64)> = (1..=8)
+            .map(|i| {
+                let x = 4.0 + 4.0 * f64::from(i);
+                (x, 0.5 * (x - 4.0))
+            })
+            .collect();
+        xy.extend((0..20).map(|i| (3.0 + f64::from(i % 3), 0.0)));
+        let line = theil_sen(&points(&xy)).expect("line");
+        assert!((line.factor - 0.5).abs() < 0.02, "{line:?}");
+        assert!((line.floor - 4.0).abs() < 0.5, "{line:?}");
+        let all_empty = points(&[(1.0, 0.0), (3.0, 0.0), (5.0, 0.0)]);
+        assert!(theil_sen(&all_empty).is_err());
     }
 
     #[test]
@@ -494,6 +538,13 @@ mod tests {
             (s.median_error - 0.2).abs() < 1e-12 && s.within_20 == 1.0,
             "{s:?}"
         );
+        assert_eq!(s.occupied, 0);
+        // Percentages come from the counts of 5 or more; empty ones count in persons.
+        let s = scores(&[0.0, 0.0, 0.0, 10.0, 20.0], &[1.0, 2.0, 0.0, 11.0, 30.0]);
+        assert_eq!(s.occupied, 2);
+        assert!((s.median_error - 0.3).abs() < 1e-12, "{s:?}");
+        assert!((s.within_20 - 0.5).abs() < 1e-12, "{s:?}");
+        assert!((s.median_error_persons - 1.0).abs() < 1e-12, "{s:?}");
     }
 
     #[test]

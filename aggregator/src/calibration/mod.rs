@@ -27,7 +27,7 @@ use crate::store::{BucketQuery, Resolution, Store, StoreError};
 use crate::zone::ZoneId;
 use counts::{CountsError, Field, Observation, Problem, RowError};
 use fit::{FitError, FoldError, Point};
-pub use report::{KindFit, KindReport, Report, ZoneReport};
+pub use report::{KindFit, KindReport, Prediction, Report, ZoneReport};
 
 /// A zone needs at least this many counts with stored minutes. With fewer, each of the four
 /// blocks of a one-day validation holds one count and is predicted from four or fewer, and
@@ -274,11 +274,22 @@ pub fn zone_report(zone: &Zone, rows: &[&Observation], minutes: &Minutes) -> Zon
         .into_iter()
         .map(|kind| kind_report(kind, &usable, &groups, minutes))
         .collect();
-    let (naive_y, naive_x): (Vec<f64>, Vec<f64>) = usable
-        .iter()
-        .filter_map(|o| minutes.addresses(o.start, o.end).map(|x| (o.people, x)))
-        .unzip();
-    report.naive = (!naive_y.is_empty()).then(|| fit::scores(&naive_y, &naive_x));
+    let mut naive = (Vec::new(), Vec::new(), Vec::new());
+    for o in &usable {
+        if let Some(x) = minutes.addresses(o.start, o.end) {
+            naive.0.push(o.line);
+            naive.1.push(Point {
+                x,
+                y: o.people,
+                start: o.start,
+            });
+            naive.2.push(x);
+        }
+    }
+    let (lines, points, x) = naive;
+    let y: Vec<f64> = points.iter().map(|p| p.y).collect();
+    report.naive = (!y.is_empty()).then(|| fit::scores(&y, &x));
+    report.naive_predictions = predictions(&lines, &points, &x);
     report.pick();
     report
 }
@@ -292,6 +303,7 @@ fn kind_report(
 ) -> KindReport {
     let mut points = Vec::new();
     let mut point_groups = Vec::new();
+    let mut lines = Vec::new();
     for (o, g) in usable.iter().zip(groups) {
         if let Some(x) = minutes.mean(kind, o.start, o.end) {
             points.push(Point {
@@ -300,18 +312,39 @@ fn kind_report(
                 start: o.start,
             });
             point_groups.push(g.clone());
+            lines.push(o.line);
         }
     }
-    let outcome = fit_kind(&points, &point_groups);
+    let (fit, predictions, refused) = match fit_kind(&points, &point_groups) {
+        Ok((fit, predicted)) => (Some(fit), predictions(&lines, &points, &predicted), None),
+        Err(r) => (None, Vec::new(), Some(r)),
+    };
     KindReport {
         kind,
         observations: points.len(),
-        fit: outcome.as_ref().ok().copied(),
-        refused: outcome.err(),
+        fit,
+        refused,
+        predictions,
     }
 }
 
-fn fit_kind(points: &[Point], groups: &[fit::Group]) -> Result<KindFit, KindRefusal> {
+/// Each count with its devices and the people predicted for it.
+fn predictions(lines: &[u64], points: &[Point], predicted: &[f64]) -> Vec<Prediction> {
+    lines
+        .iter()
+        .zip(points)
+        .zip(predicted)
+        .map(|((line, p), predicted)| Prediction {
+            line: *line,
+            people: p.y,
+            devices: p.x,
+            predicted: *predicted,
+        })
+        .collect()
+}
+
+/// The kind's line and every count's held-out prediction.
+fn fit_kind(points: &[Point], groups: &[fit::Group]) -> Result<(KindFit, Vec<f64>), KindRefusal> {
     if points.is_empty() {
         return Err(KindRefusal::NoMinutes);
     }
@@ -336,7 +369,7 @@ fn fit_kind(points: &[Point], groups: &[fit::Group]) -> Result<KindFit, KindRefu
             error: held_out.error,
         });
     }
-    Ok(KindFit::new(line, held_out))
+    Ok((KindFit::new(line, held_out), predicted))
 }
 
 #[cfg(test)]

@@ -8,14 +8,15 @@ use crowdflow_contract::identity::Kind;
 use serde::{Serialize, Serializer};
 
 use super::counts::RowError;
-use super::fit::{Line, Scores, Validation};
+use super::fit::{Line, MIN_PERSONS, Scores, Validation};
 use super::{KindRefusal, ZoneRefusal};
 use crate::config::Zone;
 use crate::zone::ZoneId;
 
-/// Held-out median errors closer than this (0.1 percentage point) are a tie, and the tie
-/// goes to `wifi_derandomized` (physical devices, not addresses), then to kind order.
-const TIE: f64 = 0.001;
+/// Held-out median errors within this of the lowest (1 percentage point) are a tie, and the
+/// tie goes to `wifi_derandomized` (physical devices, not addresses), then to kind order: the
+/// median of a few dozen held-out counts moves by more than that with a count or two.
+const TIE: f64 = 0.01;
 /// The smallest `error` printed (+-1 %): a fit never predicts people better than that, and
 /// the config refuses 0.
 pub const MIN_ERROR: f64 = 0.01;
@@ -52,6 +53,8 @@ pub struct ZoneReport {
     /// Naive address counting for comparison: each minute's Wi-Fi addresses (`wifi` +
     /// `wifi_random`) taken as people (factor 1, floor 0), scored on every count.
     pub naive: Option<Scores>,
+    /// Naive address counting's people for each count (the addresses themselves).
+    pub naive_predictions: Vec<Prediction>,
     /// The kind of the lowest held-out median error (ties to `wifi_derandomized`).
     #[schema(value_type = Option<String>)]
     pub picked: Option<Kind>,
@@ -77,6 +80,36 @@ pub struct KindReport {
     #[serde(serialize_with = "display_option")]
     #[schema(value_type = Option<String>)]
     pub refused: Option<KindRefusal>,
+    /// Every count's held-out prediction (by the line fitted without its day or block): a
+    /// count far off is worth checking (a miscount, a sensor off). Empty when refused.
+    pub predictions: Vec<Prediction>,
+}
+
+/// A count beside what the devices predicted for it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Prediction {
+    /// Its 1-based line in COUNTS.csv.
+    pub line: u64,
+    /// Persons counted.
+    pub people: f64,
+    /// Mean devices per stored minute of its span.
+    pub devices: f64,
+    /// Persons predicted.
+    pub predicted: f64,
+}
+
+/// How many of a kind's worst held-out predictions the text report lists.
+const WORST_LISTED: usize = 3;
+
+impl KindReport {
+    /// The counts predicted worst, worst first (relative to `max(count, 5 persons)`).
+    pub fn worst(&self, n: usize) -> Vec<Prediction> {
+        let miss = |p: &Prediction| (p.people - p.predicted).abs() / p.people.max(MIN_PERSONS);
+        let mut all = self.predictions.clone();
+        all.sort_by(|a, b| miss(b).total_cmp(&miss(a)));
+        all.truncate(n);
+        all
+    }
 }
 
 /// A fitted line, rounded as it goes into the config, with its held-out scores.
@@ -100,7 +133,7 @@ impl KindFit {
     pub fn new(line: Line, held_out: Scores) -> KindFit {
         KindFit {
             factor: significant(line.factor, 3),
-            floor: (line.floor * 10.0).round() / 10.0,
+            floor: (line.floor * 10.0).round() / 10.0 + 0.0,
             error: ((held_out.error * 100.0 - 1e-9).ceil() / 100.0).max(MIN_ERROR),
             observations: held_out.observations,
             held_out,
@@ -153,6 +186,7 @@ impl ZoneReport {
             outside: Vec::new(),
             kinds: Vec::new(),
             naive: None,
+            naive_predictions: Vec::new(),
             picked: None,
             refused: None,
             toml: None,
@@ -162,22 +196,14 @@ impl ZoneReport {
     /// Picks the kind of the lowest held-out median error and writes its TOML; refuses the
     /// zone when no kind was fitted.
     pub fn pick(&mut self) {
-        let rank = |k: &KindReport| {
-            let preference = usize::from(k.kind != Kind::WifiDerandomized);
-            k.fit.map(|f| {
-                (
-                    (f.held_out.median_error / TIE).round() as i64,
-                    preference,
-                    k.kind,
-                )
-            })
-        };
-        let best = self
-            .kinds
-            .iter()
-            .filter_map(|k| rank(k).map(|r| (r, k)))
-            .min_by_key(|(r, _)| *r);
-        match best.and_then(|(_, k)| k.fit.map(|f| (k.kind, f))) {
+        let fitted = || self.kinds.iter().filter_map(|k| k.fit.map(|f| (k.kind, f)));
+        let lowest = fitted()
+            .map(|(_, f)| f.held_out.median_error)
+            .fold(f64::INFINITY, f64::min);
+        let best = fitted()
+            .filter(|(_, f)| f.held_out.median_error <= lowest + TIE)
+            .min_by_key(|(kind, _)| (*kind != Kind::WifiDerandomized, *kind));
+        match best {
             Some((kind, fit)) => {
                 self.picked = Some(kind);
                 self.toml = Some(format!(
@@ -254,6 +280,13 @@ impl Display for ZoneReport {
             Some(v) => writeln!(f, "; held out by {v}")?,
             None => writeln!(f)?,
         }
+        if let Some(fit) = self.kinds.iter().find_map(|k| k.fit) {
+            writeln!(
+                f,
+                "  (percentages over the {} counts of at least 5 persons, error (95 %) over all)",
+                fit.held_out.occupied
+            )?;
+        }
         if !self.kinds.is_empty() {
             writeln!(f, "{COLUMNS}")?;
         }
@@ -293,6 +326,19 @@ impl Display for ZoneReport {
                 f,
                 "  * picked: {kind} (the lowest median error on held-out counts)"
             )?;
+            if let Some(k) = self.kinds.iter().find(|k| k.kind == kind) {
+                let worst: Vec<String> = k
+                    .worst(WORST_LISTED)
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "line {} counted {}, predicted {:.1}",
+                            p.line, p.people, p.predicted
+                        )
+                    })
+                    .collect();
+                writeln!(f, "  worst held-out: {}", worst.join("; "))?;
+            }
             if self.picked_fit().is_some_and(|p| p.held_out.error_is_floor) {
                 writeln!(
                     f,
@@ -340,5 +386,25 @@ mod tests {
         assert_eq!(toml_float(12.3), "12.3");
         assert_eq!(toml_float(2.0), "2.0");
         assert_eq!(toml_float(100.0), "100.0");
+        let scores = Scores {
+            median_error: 0.1,
+            within_20: 0.9,
+            occupied: 40,
+            median_error_persons: 1.0,
+            error: 0.2149,
+            error_is_floor: false,
+            observations: 40,
+        };
+        let fit = KindFit::new(
+            Line {
+                factor: 0.89321,
+                floor: -0.04,
+            },
+            scores,
+        );
+        assert_eq!(
+            fit.toml(Kind::WifiDerandomized),
+            "wifi_derandomized = { factor = 0.893, floor = 0.0, error = 0.22, observations = 40 }"
+        );
     }
 }
