@@ -322,10 +322,20 @@ impl Display for ZoneReport {
             )?;
         }
         if let Some(kind) = self.picked {
-            writeln!(
-                f,
-                "  * picked: {kind} (the lowest median error on held-out counts)"
-            )?;
+            let lowest = self
+                .kinds
+                .iter()
+                .filter_map(|k| k.fit.map(|f| f.held_out.median_error))
+                .fold(f64::INFINITY, f64::min);
+            let why = if self
+                .picked_fit()
+                .is_some_and(|p| p.held_out.median_error > lowest)
+            {
+                "within 1 point of the lowest held-out median error: ties go to wifi_derandomized"
+            } else {
+                "the lowest held-out median error"
+            };
+            writeln!(f, "  * picked: {kind} ({why})")?;
             if let Some(k) = self.kinds.iter().find(|k| k.kind == kind) {
                 let worst: Vec<String> = k
                     .worst(WORST_LISTED)
