@@ -222,5 +222,9 @@ pub(super) async fn calibration<S: Store>(
         )
             .into_response()),
         Err(CalibrationError::Store(e)) => Err(ApiError::from(e).into_response()),
+        Err(e @ CalibrationError::Aborted(_)) => {
+            tracing::error!("calibration: {e}");
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+        }
     }
 }
