@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod batching;
 pub mod broker;
+pub mod calibration;
 pub mod config;
 pub mod ingest;
 pub mod link;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use crowdflow_aggregator::calibration::{self, Report};
 use crowdflow_aggregator::config::{
     AggregatorConfig, BROKER_PASSWORD_ENV, StorageConfig, hash_token, new_secret,
 };
@@ -52,6 +53,18 @@ enum Command {
         /// The aggregator's config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Fit people = factor x (devices - floor) per zone against head counts, judge it on
+    /// held-out counts, and print a table per zone and the TOML to paste. Exits 1 when no
+    /// zone could be fitted, 2 on a bad file.
+    Calibrate {
+        /// The aggregator's config file (its zones and storage).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Head counts: the header `zone,start,end,people`, then one count a row
+        /// (RFC 3339 start and end on whole minutes, people >= 0).
+        #[arg(long, value_name = "COUNTS.csv")]
+        counts: PathBuf,
     },
 }
 
@@ -103,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Calibrate { config, counts } => calibrate(&config, &counts),
         Command::SaltKey { action } => {
             let key = match action {
                 SaltKeyAction::Show { config } => {
@@ -162,4 +176,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `calibrate`: the report on stdout; exit 1 when no zone was fitted.
+fn calibrate(config: &Path, counts: &Path) -> anyhow::Result<ExitCode> {
+    let c = load(config)?;
+    let text = std::fs::read(counts).with_context(|| format!("reading {}", counts.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report: Report = runtime
+        .block_on(async {
+            match &c.storage {
+                StorageConfig::Sqlite { path } => {
+                    // Opening would make an empty store: say what is missing instead.
+                    anyhow::ensure!(
+                        path.exists(),
+                        "{}: no store there (storage.path): calibrate reads the minutes the \
+                         aggregator stored",
+                        path.display()
+                    );
+                    let store = SqliteStore::open(path, c.precision)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    Ok(calibration::calibrate(&store, &c.zones, &text).await?)
+                }
+                StorageConfig::Postgres { url } => {
+                    let store = PostgresStore::open(url, c.precision)
+                        .await
+                        .context("opening the PostgreSQL database (storage.url)")?;
+                    Ok(calibration::calibrate(&store, &c.zones, &text).await?)
+                }
+            }
+        })
+        .with_context(|| format!("calibrating on {}", counts.display()))?;
+    print!("{report}");
+    Ok(if report.fitted == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -9,6 +9,7 @@ mod aggregator_crash;
 mod aggregator_ingest;
 mod api_live;
 mod broker_tls;
+mod calibration_lab;
 mod demo;
 mod deploy_files;
 mod deploy_mosquitto;

@@ -1,15 +1,21 @@
-//! The operators' views (admin role): every sensor's health, and the running configuration
-//! without secrets.
+//! The operators' views (admin role): every sensor's health, the running configuration
+//! without secrets, and a calibration preview (`calibrate` on posted head counts).
 
 use std::collections::BTreeMap;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
 use crate::auth::Admin;
+use crate::calibration::counts::RowError;
+use crate::calibration::{self, CalibrationError, Report};
 use crate::config::{BrokerMode, StorageConfig};
 use crate::people;
 use crate::store::Store;
@@ -159,4 +165,66 @@ pub(super) async fn config_view<S: Store>(
             })
             .collect(),
     }))
+}
+
+/// Posted COUNTS.csv above this many bytes is refused (413). 1 MiB holds about 15,000
+/// counts, far more than a calibration uses ([`calibration::MAX_OBSERVATIONS`] per zone).
+pub const MAX_COUNTS_BYTES: usize = 1 << 20;
+
+/// A COUNTS.csv refused: every bad row with its line and field.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CountsRefusal {
+    /// What is wrong, every bad row listed (the first 20 in this text).
+    pub error: String,
+    /// `body`: the posted file is at fault.
+    pub parameter: String,
+    /// Every bad row: its 1-based line in the file, the field, the problem.
+    pub rows: Vec<RowError>,
+}
+
+/// A preview of `crowdflow-aggregator calibrate`: the same fit of the posted head counts
+/// against the stored minutes, and the TOML to paste. Nothing is changed: the config is a
+/// file the operator edits.
+#[utoipa::path(post, path = "/api/v1/calibration", tag = "admin", security(("bearer" = [])),
+    request_body(content = String, content_type = "text/csv",
+        description = "COUNTS.csv: the header `zone,start,end,people`, then one head count a row (RFC 3339 start and end on whole minutes, people >= 0); at most 1 MiB"),
+    responses(
+        (status = 200, description = "Every zone's fit, or why it was refused (a zone with too few or unspread counts is refused without failing the others); `fitted` zones got the TOML in `toml`", body = Report),
+        (status = 400, description = "Bad rows of the file, each named by line and field", body = CountsRefusal),
+        (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 413, description = "The body is above 1 MiB", body = ApiError),
+        (status = 503, description = "Storage is unavailable", body = ApiError)))]
+pub(super) async fn calibration<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Report>, Response> {
+    let body = body.map_err(|r| {
+        let message = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the body is above {} MiB: post at most that much COUNTS.csv",
+                MAX_COUNTS_BYTES >> 20
+            )
+        } else {
+            format!("the body could not be read: {}", r.body_text())
+        };
+        ApiError::new(r.status(), message).into_response()
+    })?;
+    match calibration::calibrate(&state.store, &state.config.zones, &body).await {
+        Ok(report) => Ok(Json(report)),
+        Err(CalibrationError::Counts(e)) => Err((
+            StatusCode::BAD_REQUEST,
+            Json(CountsRefusal {
+                error: e.to_string(),
+                parameter: "body".into(),
+                rows: e.rows,
+            }),
+        )
+            .into_response()),
+        Err(CalibrationError::Store(e)) => Err(ApiError::from(e).into_response()),
+        Err(e @ CalibrationError::Aborted(_)) => {
+            tracing::error!("calibration: {e}");
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+        }
+    }
 }

@@ -27,11 +27,12 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::extract::DefaultBodyLimit;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::OpenApi;
@@ -319,6 +320,7 @@ fn csv_response(filename: &str, body: String) -> Response {
         history::dwell,
         admin::sensors,
         admin::config_view,
+        admin::calibration,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -415,11 +417,15 @@ fn planner_routes<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/dwell", get(history::dwell::<S>))
 }
 
-/// Admin role (operators): sensor health and the config view.
+/// Admin role (operators): sensor health, the config view and the calibration preview.
 fn admin_routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
         .route("/api/v1/sensors", get(admin::sensors::<S>))
         .route("/api/v1/config", get(admin::config_view::<S>))
+        .route(
+            "/api/v1/calibration",
+            post(admin::calibration::<S>).layer(DefaultBodyLimit::max(admin::MAX_COUNTS_BYTES)),
+        )
 }
 
 /// Binds `addr` (so a taken port fails the start, not later).

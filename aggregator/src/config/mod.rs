@@ -271,27 +271,27 @@ mod tests {
                 "`zones[0].thresholds`",
             ),
             (
-                "wifi_derandomized = 0.9",
+                "wifi_derandomized = 2.2",
                 "bluetooth = 0.9",
                 "`zones[0].calibration.bluetooth`",
             ),
             (
-                "wifi_derandomized = 0.9",
+                "wifi_derandomized = 2.2",
                 "wifi_derandomized = { factor = 0.9, floor = \"lots\" }",
                 "`zones[0].calibration.wifi_derandomized.floor`",
             ),
             (
-                "wifi_derandomized = 0.9",
+                "wifi_derandomized = 2.2",
                 "wifi_derandomized = { factor = 0.9, error = 0.0 }",
                 "`zones[0].calibration.wifi_derandomized.error`",
             ),
             (
-                "wifi_derandomized = 0.9",
+                "wifi_derandomized = 2.2",
                 "wifi_derandomized = { factor = 900.0 }",
                 "`zones[0].calibration.wifi_derandomized.factor`",
             ),
             (
-                "wifi_derandomized = 0.9",
+                "wifi_derandomized = 2.2",
                 "wifi_derandomized = { factor = 0.9, flor = 3 }",
                 "a table from `calibrate`",
             ),

@@ -18,6 +18,7 @@ const VIEWER: &str = "viewer-token";
 const PLANNER: &str = "planner-token";
 const ADMIN: &str = "admin-token";
 
+mod calibration;
 mod security;
 
 fn config() -> Arc<AggregatorConfig> {
@@ -718,6 +719,7 @@ async fn the_openapi_document_lists_every_route() {
         "/api/v1/health",
         "/api/v1/plan",
         "/api/v1/session",
+        "/api/v1/calibration",
     ] {
         assert!(
             doc["paths"][path].is_object(),
@@ -725,6 +727,11 @@ async fn the_openapi_document_lists_every_route() {
         );
     }
     assert!(doc["components"]["schemas"]["ZoneLive"].is_object());
+    assert!(
+        doc["paths"]["/api/v1/calibration"]["post"]["requestBody"]["content"]["text/csv"]
+            .is_object()
+    );
+    assert!(doc["components"]["schemas"]["Report"].is_object());
 }
 
 #[tokio::test]
