@@ -130,6 +130,9 @@ impl Refusal {
         }
     }
 
+    /// Every label [`Refusal::failure`] gives.
+    pub const FAILURES: [&'static str; 2] = ["unknown_token", "token_in_query"];
+
     /// The metric label of a refusal that is a failed attempt (a wrong token, a token where
     /// it leaks); `None` for the ordinary ones (no token yet, a known token's role too low).
     pub fn failure(&self) -> Option<&'static str> {

@@ -55,6 +55,16 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every label [`Reject::reason`] gives.
+    pub fn reasons() -> impl Iterator<Item = &'static str> {
+        WireError::REASONS.into_iter().chain([
+            "topic_mismatch",
+            "unknown_sensor",
+            "kind_not_allowed",
+            "salt_mismatch",
+        ])
+    }
+
     /// The metric label.
     pub fn reason(&self) -> &'static str {
         match self {

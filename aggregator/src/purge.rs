@@ -35,17 +35,17 @@ impl PurgeSchedule {
     }
 }
 
+/// What the purge counts removed rows of (the `what` label).
+pub const PURGED: [&str; 3] = ["sketches", "numbers", "sensor_windows"];
+
 /// Starts one purge of what `retention` no longer keeps, counting removed rows into
 /// `purged` (by what).
 pub fn spawn(store: impl Store, retention: Retention, purged: IntCounterVec) {
     tokio::spawn(async move {
         match store.purge(retention, Timestamp::now()).await {
             Ok(report) => {
-                for (what, n) in [
-                    ("sketches", report.sketches),
-                    ("numbers", report.numbers),
-                    ("sensor_windows", report.sensor_windows),
-                ] {
+                let counts = [report.sketches, report.numbers, report.sensor_windows];
+                for (what, n) in PURGED.into_iter().zip(counts) {
                     purged.with_label_values(&[what]).inc_by(n);
                 }
                 tracing::info!(

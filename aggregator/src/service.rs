@@ -20,7 +20,7 @@ use crate::api::{self, AppState};
 use crate::batching::Batcher;
 use crate::broker::BrokerError;
 use crate::config::{AggregatorConfig, BrokerMode};
-use crate::ingest::Validator;
+use crate::ingest::{Reject, Validator};
 use crate::link::{self, LinkError};
 use crate::live::LiveBoard;
 use crate::metrics::Metrics;
@@ -96,6 +96,7 @@ pub async fn run<S: Store>(
 ) -> Result<(), ServiceError> {
     let signing = signing(&config)?;
     let metrics = Metrics::default();
+    labelled_at_zero(&metrics);
     let live = LiveBoard::default();
     // Both stop with this function: a service stopped in-process frees its ports.
     let http = AbortOnDrop(serve_http(&config, &store, &live, &metrics).await?);
@@ -152,6 +153,20 @@ pub async fn run<S: Store>(
     pump.abort();
     drop((http, embedded));
     Ok(())
+}
+
+/// Every labelled counter exists at 0 from the start, as Prometheus asks (a series that
+/// appears only with its first event defeats `rate()` and absence alerts).
+fn labelled_at_zero(metrics: &Metrics) {
+    for reason in Reject::reasons() {
+        metrics.rejects.with_label_values(&[reason]);
+    }
+    for what in crate::purge::PURGED {
+        metrics.purged.with_label_values(&[what]);
+    }
+    for failure in crate::auth::Refusal::FAILURES {
+        metrics.http_auth_failures.with_label_values(&[failure]);
+    }
 }
 
 /// A task that ends with its owner.
@@ -384,6 +399,26 @@ impl<S: Store> State<S> {
                     self.batch.len()
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_counters_exist_at_zero_from_the_start() {
+        let metrics = Metrics::default();
+        labelled_at_zero(&metrics);
+        let text = metrics.render();
+        for line in [
+            "crowdflow_ingest_rejects_total{reason=\"salt_mismatch\"} 0",
+            "crowdflow_ingest_rejects_total{reason=\"bad_json\"} 0",
+            "crowdflow_retention_purged_total{what=\"sketches\"} 0",
+            "crowdflow_http_auth_failures_total{reason=\"unknown_token\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
         }
     }
 }

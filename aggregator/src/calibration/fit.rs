@@ -24,9 +24,10 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 
 /// Relative errors are taken against at least this many persons: a room of 0 or 2 people
-/// predicted as 3 is off by a person or two, not by 50 % or infinity. The same floor as the
-/// conformal residual's, so that quiet counts weigh as absolute errors of a few persons.
-pub const MIN_PERSONS: f64 = 5.0;
+/// predicted as 3 is off by a person or two, not by 50 % or infinity. The same scale the
+/// people interval applies the error on ([`crate::people::ERROR_SCALE_MIN_PERSONS`]), so
+/// the `error` measured here is the one the interval needs.
+pub const MIN_PERSONS: f64 = crate::people::ERROR_SCALE_MIN_PERSONS;
 /// Share of the `error` quantile (95 % prediction interval).
 pub const COVERAGE: f64 = 0.95;
 /// A held-out prediction within this relative error counts as "within +-20 %".

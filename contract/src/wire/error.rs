@@ -43,6 +43,25 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// Every label [`WireError::reason`] gives: counters exist at 0 from the start.
+    pub const REASONS: [&'static str; 15] = [
+        "too_large",
+        "bad_json",
+        "bad_version",
+        "missing_field",
+        "bad_sensor_id",
+        "bad_window",
+        "bad_epoch",
+        "bad_salt_fp",
+        "bad_kind",
+        "bad_frames",
+        "bad_field",
+        "wrong_precision",
+        "bad_sketch",
+        "untrusted_signature",
+        "bad_topic",
+    ];
+
     /// A short, stable label for reject counters (a Prometheus label value).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -70,6 +89,41 @@ impl WireError {
         WireError::Invalid {
             field,
             reason: reason.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed() {
+        let mut errors = vec![
+            WireError::TooLarge { len: 2, max: 1 },
+            WireError::Json(String::new()),
+            WireError::Version(2),
+            WireError::Missing("kind"),
+            WireError::Sketch(SketchError::WrongPrecision {
+                expected: 12,
+                found: 11,
+            }),
+            WireError::Untrusted(1),
+            WireError::Topic("x"),
+        ];
+        for field in [
+            "sensor_id",
+            "window_start",
+            "epoch",
+            "salt_fp",
+            "kind",
+            "frames",
+            "other",
+        ] {
+            errors.push(WireError::invalid(field, "x"));
+        }
+        for e in &errors {
+            assert!(WireError::REASONS.contains(&e.reason()), "{}", e.reason());
         }
     }
 }
