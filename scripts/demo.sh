@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole crowdflow system on this machine: the aggregator with its embedded MQTT broker
-# and SQLite, simulated sensors replaying a compressed Koningsdag in Utrecht (an hour per
-# minute), the HTTP API and the dashboard. Prints the URLs; Ctrl-C stops everything.
+# and SQLite, simulated sensors counting Koningsdag in Utrecht live from 14:00 in real time
+# (the morning written into history and calibrated on clicker counts first), the HTTP API
+# and the dashboard. Prints the URLs; Ctrl-C stops everything.
 #
-#   bash scripts/demo.sh [--http ADDR:PORT] [--mqtt-port PORT] [--data DIR] [--speed N]
+#   bash scripts/demo.sh [--http ADDR:PORT] [--mqtt-port PORT] [--data DIR] [--start HH:MM] [--speed N]
 #
 # Defaults: http 127.0.0.1:8080, MQTT 127.0.0.1:11883, data in target/demo.
 set -euo pipefail

@@ -178,11 +178,21 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
         data: dir.to_path_buf(),
         scenario: None,
         speed: SPEED,
+        start: None,
     };
     std::fs::create_dir_all(dir).expect("data dir");
+    let day = demo::Day {
+        clock: demo::SimClock {
+            sim_live_us: s.start.as_microsecond(),
+            real_live: jiff::Timestamp::now(),
+            speed: SPEED,
+        },
+        calibration: BTreeMap::new(),
+        admin_token: None,
+    };
     let config = dir.join("aggregator.toml");
     let mut access = demo::SensorAccess::for_scenario(&s).expect("entropy");
-    std::fs::write(&config, demo::aggregator_text(&s, &options, &access)).expect("config");
+    std::fs::write(&config, demo::aggregator_text(&s, &options, &access, &day)).expect("config");
     // The key the aggregator will sign with (beside its config), pinned by the agents.
     let (key, _) =
         crowdflow_aggregator::salt::key_file::load_or_create(&dir.join("salt-signing.key"))
@@ -204,7 +214,8 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut ears = Vec::new();
     for sensor in &s.sensors {
-        let agent = demo::in_process_agent(&sensor.id, mqtt, dir, &access).expect("agent config");
+        let agent =
+            demo::in_process_agent(&sensor.id, mqtt, dir, &access, 10).expect("agent config");
         let mut rx = stopped.clone();
         let (heard, running) = agent.start(async move {
             let _ = rx.wait_for(|s| *s).await;

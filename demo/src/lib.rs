@@ -1,14 +1,20 @@
-//! `crowdflow-demo`: the whole system on one machine. The aggregator runs with its
-//! embedded broker and SQLite under the data directory; one in-process agent per sensor of a
-//! simulated crowd (Koningsdag in Utrecht unless another scenario is given) counts and
-//! publishes over MQTT exactly as a Raspberry Pi would, fed by the simulator in compressed
-//! time (`speed` simulated seconds per real second; default 60, an hour per minute).
+//! `crowdflow-demo`: the whole system on one machine, in the middle of an event. The
+//! aggregator runs with its embedded broker and SQLite under the data directory; a simulated
+//! crowd (Koningsdag in Utrecht unless another scenario is given) is heard by one in-process
+//! agent per sensor, which counts and publishes over MQTT exactly as a Raspberry Pi would.
+//!
+//! The demo goes live at a simulated moment (`start`, 14:00 by default) in real time
+//! (`speed` 1). First the event so far (the morning) is simulated at full speed and sent by
+//! the sensors as catching-up sensors send their outboxes ([`history`]), so history holds
+//! hours of data; then clicker counts of a few zones (the simulator's truth) go through the
+//! aggregator's `calibrate` ([`clicker`]) and the aggregator restarts with the fitted
+//! calibration, as an operator would; then the crowd plays live. The dashboard's header and
+//! the plan show the simulated clock.
 //!
 //! Demo settings differ from production on purpose, and are written to DATA/aggregator.toml:
-//! 10 s windows and a 1 minute occupancy window (an hour of simulated crowd), broker
-//! passwords drawn per run for the simulated sensors (so the broker's ACL applies as in
-//! production; the file is readable by its owner only), and no tokens (anonymous requests get
-//! the planner role).
+//! broker passwords drawn per run for the simulated sensors (so the broker's ACL applies as
+//! in production; the file is readable by its owner only), a salt rotation placed so that
+//! one salt covers the morning, and no tokens (anonymous requests get the planner role).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +24,7 @@ use std::time::Duration;
 
 use crowdflow_agent::config::Broker;
 use crowdflow_agent::in_process::InProcessAgent;
-use crowdflow_aggregator::config::{AggregatorConfig, new_secret};
+use crowdflow_aggregator::config::{AggregatorConfig, hash_token, new_secret};
 use crowdflow_aggregator::salt::key_file::{self, KeyFileError};
 use crowdflow_aggregator::service::{self, ServiceError};
 use crowdflow_aggregator::store::{SqliteStore, StoreError};
@@ -28,22 +34,32 @@ use crowdflow_contract::salt::SaltError;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::{SensorId, Topics};
-use crowdflow_simulator::Scenario;
+use crowdflow_simulator::{Scenario, Simulation};
+use jiff::Timestamp;
 
+pub mod clicker;
+pub mod clock;
 mod feed;
+pub mod history;
+pub use clock::SimClock;
 pub use feed::CrowdFeed;
 
 /// The default crowd.
 pub const KONINGSDAG: &str = include_str!("../../deploy/demo/koningsdag-utrecht.toml");
 
-/// The agents' counting window: 10 s, so the compressed day shows movement.
-const WINDOW_S: u64 = 10;
+/// The agents' counting window in real time: the production default.
+const WINDOW_S: u64 = 60;
+/// ... and in fast-forward, so the compressed day shows movement.
+const FAST_WINDOW_S: u64 = 10;
+/// The zones' occupancy window in real time: the production default.
+const OCCUPANCY_MIN: f64 = 5.0;
 /// Outbox bound of each simulated sensor (the agents' default).
 const OUTBOX_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Persons per BLE address heard in a 1-minute window, from the simulator's population
-/// (phones advertising, wearables, address rotation): the demo's calibration.
-const BLE_CALIBRATION: f64 = 1.3;
+/// Persons per BLE address heard in a minute, from the simulator's population (phones
+/// advertising, wearables, address rotation): the guess a zone starts with before
+/// `calibrate` fits it on clicker counts.
+const BLE_GUESS: f64 = 1.3;
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
@@ -56,8 +72,26 @@ pub struct DemoOptions {
     pub data: PathBuf,
     /// Scenario file; the built-in Koningsdag when absent.
     pub scenario: Option<PathBuf>,
-    /// Simulated seconds per real second.
+    /// Simulated seconds per real second (1: real time).
     pub speed: f64,
+    /// Simulated local time to go live at; the event before it is written into history
+    /// first. `None`: 14:00 when the scenario holds it, else its start.
+    pub start: Option<jiff::civil::Time>,
+}
+
+impl DemoOptions {
+    fn window_s(&self) -> u64 {
+        if self.speed > 1.0 {
+            FAST_WINDOW_S
+        } else {
+            WINDOW_S
+        }
+    }
+
+    /// The occupancy window in real minutes: 5 simulated minutes, at least one real one.
+    fn occupancy_min(&self) -> u32 {
+        (OCCUPANCY_MIN / self.speed).round().max(1.0) as u32
+    }
 }
 
 /// Why the demo stopped.
@@ -95,6 +129,20 @@ pub enum DemoError {
         addr: SocketAddr,
         /// The option that moves it.
         option: &'static str,
+    },
+    /// `--start` lies outside the scenario.
+    #[error(transparent)]
+    Start(#[from] clock::StartOutside),
+    /// The morning could not be written into history.
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
+    /// The clicker counts could not be written.
+    #[error("clicker counts {path}: {source}")]
+    Counts {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The aggregator did not start serving in time.
     #[error("the aggregator did not answer on http://{0}/api/v1/health within 30 s")]
@@ -151,28 +199,68 @@ impl SensorAccess {
     }
 }
 
+/// What the demo's aggregator config says about the day: its clock and each zone's
+/// calibration (a TOML value, by zone id; zones not in it get the BLE guess).
+#[derive(Debug, Clone)]
+pub struct Day {
+    /// Simulated time on the real clock.
+    pub clock: SimClock,
+    /// `[zones.calibration]` bodies by zone id, from `calibrate`.
+    pub calibration: BTreeMap<String, String>,
+    /// An admin token for this run (sensor health, the config view): its hash goes into the
+    /// config, the token is printed once.
+    pub admin_token: Option<String>,
+}
+
 /// The aggregator config the demo writes for `scenario` (also the scale benchmark's), with
 /// the sensors' broker passwords from `access`.
-pub fn aggregator_text(scenario: &Scenario, o: &DemoOptions, access: &SensorAccess) -> String {
+pub fn aggregator_text(
+    scenario: &Scenario,
+    o: &DemoOptions,
+    access: &SensorAccess,
+    day: &Day,
+) -> String {
     let mut t = format!(
         "# Generated by `crowdflow-demo` for scenario {:?}.\n[http]\nlisten = \"{}\"\nanonymous_role = \"planner\"\n\
          [broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
-         [salt]\nannounce_every_s = 10\nrecover_for_s = 0\n[counting]\nwindow_s = {WINDOW_S}\n\
+         [salt]\nannounce_every_s = 10\nrecover_for_s = 0\nrotation = \"{}\"\ntime_zone = \"UTC\"\n\
+         [counting]\nwindow_s = {}\n\
          [privacy]\noperator = \"crowdflow demo (simulated crowd, no real devices)\"\npurpose = \"demonstration\"\n",
         scenario.name,
         o.http,
         o.mqtt_port,
-        o.data.join("crowdflow.db").display()
+        o.data.join("crowdflow.db").display(),
+        rotation(scenario, &day.clock),
+        o.window_s(),
     );
-    t += &format!("[dashboard]\ntitle = \"{} (simulated)\"\n", scenario.name);
+    t += &format!(
+        "[dashboard]\ntitle = \"{} (simulated)\"\n[dashboard.replay_clock]\nreal = \"{}\"\nshows = \"{}\"\ntime_zone = \"{}\"\nspeed = {}\n",
+        scenario.name,
+        day.clock.real_live,
+        SimClock::sim_timestamp(day.clock.sim_live_us),
+        scenario.time_zone,
+        day.clock.speed,
+    );
     for z in &scenario.zones {
         let area = std::f64::consts::PI * z.radius_m * z.radius_m;
+        let calibration = day
+            .calibration
+            .get(&z.id)
+            .cloned()
+            .unwrap_or_else(|| format!("ble = {BLE_GUESS}"));
         t += &format!(
-            "[[zones]]\nid = \"{}\"\nname = \"{}\"\narea_m2 = {area:.0}\ncapacity = {:.0}\noccupancy_window_min = 1\ncalibration = {{ ble = {BLE_CALIBRATION} }}\npolygon = {}\n",
+            "[[zones]]\nid = \"{}\"\nname = \"{}\"\narea_m2 = {area:.0}\ncapacity = {:.0}\noccupancy_window_min = {}\npolygon = {}\n[zones.calibration]\n{calibration}\n",
             z.id,
             z.name,
             area * CAPACITY_DENSITY,
+            o.occupancy_min(),
             outline(z.x, z.y, z.radius_m)
+        );
+    }
+    if let Some(token) = &day.admin_token {
+        t += &format!(
+            "[[tokens]]\nname = \"demo admin\"\nrole = \"admin\"\nblake3 = \"{}\"\n",
+            hash_token(token).to_hex()
         );
     }
     for s in &scenario.sensors {
@@ -187,6 +275,14 @@ pub fn aggregator_text(scenario: &Scenario, o: &DemoOptions, access: &SensorAcce
     t
 }
 
+/// A daily salt rotation (UTC) an hour before the scenario's first real time: one salt then
+/// covers the whole morning and a day of live play.
+fn rotation(scenario: &Scenario, clock: &SimClock) -> String {
+    let first = clock.real(scenario.start.as_microsecond()) - jiff::SignedDuration::from_hours(1);
+    let hour = first.to_zoned(jiff::tz::TimeZone::UTC).hour();
+    format!("{hour:02}:00")
+}
+
 /// The in-process agent of simulated `sensor`, publishing to the demo's embedded broker.
 /// It logs in and pins the salt key as `access` says.
 pub fn in_process_agent(
@@ -194,6 +290,7 @@ pub fn in_process_agent(
     mqtt_port: u16,
     data: &Path,
     access: &SensorAccess,
+    window_s: u64,
 ) -> Result<InProcessAgent, ConfigError> {
     let invalid = |field: &str, message: String| {
         crowdflow_contract::config_file::invalid(Path::new("demo agent"), field, message)
@@ -201,7 +298,7 @@ pub fn in_process_agent(
     let sensor_id = SensorId::new(sensor)
         .map_err(|_| invalid("sensor_id", format!("{sensor:?} is not a sensor id")))?;
     let window =
-        WindowLength::new(WINDOW_S).map_err(|e| invalid("counting.window_s", e.to_string()))?;
+        WindowLength::new(window_s).map_err(|e| invalid("counting.window_s", e.to_string()))?;
     Ok(InProcessAgent {
         broker: Broker {
             host: "127.0.0.1".into(),
@@ -231,65 +328,95 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
     let mqtt = SocketAddr::from(([127, 0, 0, 1], o.mqtt_port));
     ensure_free(o.http, "the HTTP address", "--http")?;
     ensure_free(mqtt, "the MQTT port", "--mqtt-port")?;
-    std::fs::create_dir_all(&o.data).map_err(data_error)?;
     let scenario = match &o.scenario {
         Some(path) => Scenario::load(path)?,
         None => Scenario::parse(KONINGSDAG, Path::new("koningsdag-utrecht.toml"))?,
     };
-    let mut access = SensorAccess::for_scenario(&scenario)?;
-    let text = aggregator_text(&scenario, &o, &access);
-    let config_path = o.data.join("aggregator.toml");
-    write_owner_only(&config_path, &text).map_err(data_error)?;
-    let config = Arc::new(AggregatorConfig::parse(&text, &config_path, None)?);
-    // The simulated sensors pin the demo aggregator's key like real ones pin theirs.
-    let (key, _) = key_file::load_or_create(&config.signing_key_file)?;
-    access.trusted = TrustedKeys::new(vec![key.public_key()]);
-    drop(key);
-    let store = SqliteStore::open(&o.data.join("crowdflow.db"), config.precision)?;
-    // Agents stop first, then the aggregator with its broker: a broker that goes away under
-    // connected clients logs every one of them as an error.
-    let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
-    let (stop_aggregator, aggregator_stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let live_at = clock::live_at(&scenario, o.start)?;
+    std::fs::create_dir_all(&o.data).map_err(data_error)?;
+    let mut day = Day {
+        clock: SimClock {
+            sim_live_us: live_at.as_microsecond(),
+            real_live: floor_minute(Timestamp::now()),
+            speed: o.speed,
+        },
+        calibration: BTreeMap::new(),
+        admin_token: Some(new_secret()?),
     };
-    let mut aggregator = tokio::spawn(service::run(
-        config,
-        store,
-        until_stopped(aggregator_stopped),
-    ));
-    // The simulated sensors start only once this aggregator serves: never towards a broker
-    // that another program started in the meantime.
-    tokio::select! {
-        serving = serving(o.http) => serving?,
-        result = &mut aggregator => return Err(aggregator_failed(result, &o.data)),
-    }
-    let mut agents = Vec::new();
-    let mut ears = Vec::new();
-    for s in &scenario.sensors {
-        let agent = in_process_agent(&s.id, o.mqtt_port, &o.data, &access)?;
-        let (heard, running) = agent.start(until_stopped(agents_stopped.clone()));
-        ears.push(heard);
-        agents.push(tokio::spawn(running));
-    }
-    let feed = CrowdFeed::start(scenario.clone(), o.speed, ears);
+    let mut access = SensorAccess::for_scenario(&scenario)?;
+    let mut sim = Simulation::new(scenario.clone());
     println!(
-        "\ncrowdflow demo: {:?}, {} zones, {} simulated sensors, {}x real time",
+        "\ncrowdflow demo: {:?}, {} zones, {} simulated sensors, live from {} ({}){}",
         scenario.name,
         scenario.zones.len(),
         scenario.sensors.len(),
-        o.speed
+        local_time(live_at, &scenario),
+        scenario.time_zone,
+        if o.speed > 1.0 {
+            format!(" at {}x real time", o.speed)
+        } else {
+            " in real time".into()
+        }
     );
+    if live_at > scenario.start {
+        let store = start_store(&scenario, &o, &mut access, &day)?;
+        let morning = Aggregator::start(&scenario, &o, &access, &day, store.clone()).await?;
+        let written = write_morning(&mut sim, &day, &o, &access, &store).await;
+        morning.stop().await?;
+        written?;
+        day.calibration = clicker::calibrate(
+            &sim,
+            &day.clock,
+            &o.data,
+            &store,
+            &config_of(&scenario, &o, &access, &day)?,
+        )
+        .await?;
+    }
+    let store = start_store(&scenario, &o, &mut access, &day)?;
+    let mut aggregator = Aggregator::start(&scenario, &o, &access, &day, store.clone()).await?;
+    // The minutes that passed while the morning was written and fitted: sent as history
+    // too, so the live view opens on no gap (and no zone looks silent).
+    let caught_up = floor_minute(Timestamp::now());
+    if day.clock.sim_us(caught_up) > sim.now() {
+        let until = day.clock.sim_us(caught_up);
+        let to = history::Destination {
+            mqtt_port: o.mqtt_port,
+            access: &access,
+            store: &store,
+            window: window(&o)?,
+        };
+        let caught = history::write(&mut sim, &day.clock, until, to, |_| {}).await;
+        if let Err(e) = caught {
+            let _ = aggregator.stop().await;
+            return Err(e);
+        }
+    }
+    let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
+    let mut agents = Vec::new();
+    let mut ears = Vec::new();
+    for s in &scenario.sensors {
+        let agent = in_process_agent(&s.id, o.mqtt_port, &o.data, &access, o.window_s())?;
+        let (heard, running) = agent.start(until_true(agents_stopped.clone()));
+        ears.push(heard);
+        agents.push(tokio::spawn(running));
+    }
+    let feed = CrowdFeed::resume(sim, day.clock, ears);
     println!("  dashboard   http://{}/", o.http);
     println!("  live zones  http://{}/api/v1/zones", o.http);
     println!("  API docs    http://{}/api/v1/openapi.json", o.http);
     println!("  MQTT        127.0.0.1:{}", o.mqtt_port);
+    if let Some(token) = &day.admin_token {
+        println!(
+            "  admin token {token}  (this run only: sensor health at /api/v1/sensors, the dashboard's Token button)"
+        );
+    }
     println!("  data        {}", o.data.display());
-    println!("Numbers appear within a minute. Ctrl-C stops everything.\n");
+    println!("Live numbers appear within a minute. Ctrl-C stops everything.\n");
     // Until Ctrl-C, or until the aggregator fails (a port in use, say).
     let failed = tokio::select! {
         () = shutdown => None,
-        result = &mut aggregator => Some(result),
+        result = &mut aggregator.task => Some(result),
     };
     tracing::info!("stopping the demo");
     feed.stop();
@@ -303,6 +430,8 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
             failed => Err(aggregator_failed(failed, &o.data)),
         };
     }
+    // Agents stop first, then the aggregator with its broker: a broker that goes away under
+    // connected clients logs every one of them as an error.
     for a in agents {
         match tokio::time::timeout(Duration::from_secs(10), a).await {
             Ok(Ok(Err(e))) => tracing::warn!("an agent stopped with: {e}"),
@@ -310,13 +439,145 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
             Err(_) => tracing::warn!("an agent did not stop within 10 s"),
         }
     }
-    let _ = stop_aggregator.send(true);
-    match tokio::time::timeout(Duration::from_secs(10), aggregator).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(e)) => tracing::error!("the aggregator task failed: {e}"),
-        Err(_) => tracing::warn!("the aggregator did not stop within 10 s"),
-    }
+    aggregator.stop().await
+}
+
+/// The config for `day`, written to DATA/aggregator.toml (owner only), validated.
+fn config_of(
+    scenario: &Scenario,
+    o: &DemoOptions,
+    access: &SensorAccess,
+    day: &Day,
+) -> Result<AggregatorConfig, DemoError> {
+    let text = aggregator_text(scenario, o, access, day);
+    let path = o.data.join("aggregator.toml");
+    write_owner_only(&path, &text).map_err(|source| DemoError::Data {
+        path: o.data.clone(),
+        source,
+    })?;
+    Ok(AggregatorConfig::parse(&text, &path, None)?)
+}
+
+/// Writes the config for `day`, pins the aggregator's salt key for the simulated sensors (as
+/// real ones pin theirs) and opens the store.
+fn start_store(
+    scenario: &Scenario,
+    o: &DemoOptions,
+    access: &mut SensorAccess,
+    day: &Day,
+) -> Result<SqliteStore, DemoError> {
+    let config = config_of(scenario, o, access, day)?;
+    let (key, _) = key_file::load_or_create(&config.signing_key_file)?;
+    access.trusted = TrustedKeys::new(vec![key.public_key()]);
+    drop(key);
+    Ok(SqliteStore::open(
+        &o.data.join("crowdflow.db"),
+        config.precision,
+    )?)
+}
+
+/// The event from its start to the live moment, into history, with progress on stdout.
+async fn write_morning(
+    sim: &mut Simulation,
+    day: &Day,
+    o: &DemoOptions,
+    access: &SensorAccess,
+    store: &SqliteStore,
+) -> Result<(), DemoError> {
+    let scenario = sim.scenario().clone();
+    let until = day.clock.sim_live_us;
+    let to = history::Destination {
+        mqtt_port: o.mqtt_port,
+        access,
+        store,
+        window: window(o)?,
+    };
+    let shown = std::sync::atomic::AtomicU32::new(0);
+    let started = std::time::Instant::now();
+    let written = history::write(sim, &day.clock, until, to, |done| {
+        let tenth = (done * 10.0) as u32;
+        if shown.fetch_max(tenth, std::sync::atomic::Ordering::Relaxed) < tenth {
+            println!("  writing the event so far into history: {}0 %", tenth);
+        }
+    })
+    .await?;
+    println!(
+        "  history from {} to {}: {} frames, {} windows sent by {} sensors in {:.0?}",
+        local_time(scenario.start, &scenario),
+        local_time(SimClock::sim_timestamp(until), &scenario),
+        written.frames.values().sum::<u64>(),
+        written.messages,
+        written.frames.len(),
+        started.elapsed()
+    );
     Ok(())
+}
+
+/// The agents' window for `o`.
+fn window(o: &DemoOptions) -> Result<WindowLength, DemoError> {
+    WindowLength::new(o.window_s()).map_err(|e| DemoError::Data {
+        path: o.data.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+fn local_time(t: Timestamp, scenario: &Scenario) -> String {
+    let tz = jiff::tz::TimeZone::get(&scenario.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    t.to_zoned(tz).strftime("%H:%M").to_string()
+}
+
+fn floor_minute(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
+}
+
+async fn until_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The demo's aggregator, serving.
+struct Aggregator {
+    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    data: PathBuf,
+}
+
+impl Aggregator {
+    /// Starts the aggregator with the config for `day` and waits until it serves: the
+    /// simulated sensors connect only then, never to a broker another program started in
+    /// the meantime.
+    async fn start(
+        scenario: &Scenario,
+        o: &DemoOptions,
+        access: &SensorAccess,
+        day: &Day,
+        store: SqliteStore,
+    ) -> Result<Aggregator, DemoError> {
+        let config = Arc::new(config_of(scenario, o, access, day)?);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut task = tokio::spawn(service::run(config, store, until_true(stopped)));
+        tokio::select! {
+            serving = serving(o.http) => serving?,
+            result = &mut task => return Err(aggregator_failed(result, &o.data)),
+        }
+        Ok(Aggregator {
+            task,
+            stop,
+            data: o.data.clone(),
+        })
+    }
+
+    /// Stops it and waits (up to 10 s) until its ports are closed.
+    async fn stop(self) -> Result<(), DemoError> {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(e)) => Err(aggregator_failed(Err(e), &self.data)),
+            Err(_) => {
+                tracing::warn!("the aggregator did not stop within 10 s");
+                Ok(())
+            }
+        }
+    }
 }
 
 type ServiceResult = Result<Result<(), ServiceError>, tokio::task::JoinError>;
@@ -400,16 +661,56 @@ mod tests {
             mqtt_port: 1883,
             data: PathBuf::from("/tmp/crowdflow-demo"),
             scenario: None,
-            speed: 60.0,
+            speed: 1.0,
+            start: None,
         };
         let scenario = Scenario::parse(KONINGSDAG, Path::new("k.toml")).expect("scenario");
         let access = SensorAccess::for_scenario(&scenario).expect("entropy");
+        let live = clock::live_at(&scenario, None).expect("14:00 is in the day");
+        let day = Day {
+            clock: SimClock {
+                sim_live_us: live.as_microsecond(),
+                real_live: "2026-12-01T12:00:00Z".parse().expect("ts"),
+                speed: 1.0,
+            },
+            calibration: [(
+                "neude".to_owned(),
+                "ble = { factor = 0.9, floor = 3.0, error = 0.12, observations = 20 }".to_owned(),
+            )]
+            .into(),
+            admin_token: Some("demo-admin-token".into()),
+        };
         let config = AggregatorConfig::parse(
-            &aggregator_text(&scenario, &o, &access),
+            &aggregator_text(&scenario, &o, &access, &day),
             Path::new("a.toml"),
             None,
         )
         .expect("aggregator config");
+        let neude = config
+            .zones
+            .values()
+            .find(|z| z.id.as_str() == "neude")
+            .expect("neude");
+        assert_eq!(
+            neude.calibration[&crowdflow_contract::identity::Kind::Ble].error,
+            Some(0.12)
+        );
+        assert_eq!(
+            neude.occupancy_window_min, 5,
+            "real time: the production default"
+        );
+        let replay = config
+            .dashboard
+            .replay_clock
+            .as_ref()
+            .expect("the simulated clock");
+        assert_eq!(
+            replay.at(day.clock.real_live),
+            live,
+            "14:00 at the live moment"
+        );
+        assert_eq!(replay.time_zone, "Europe/Amsterdam");
+        assert_eq!(config.tokens.len(), 1, "the run's admin token");
         assert_eq!(config.zones.len(), 10);
         for z in config.zones.values() {
             let ring = z.polygon.as_ref().expect("every demo zone has an outline")["coordinates"]
@@ -431,8 +732,8 @@ mod tests {
                 .is_some_and(|c| c.len() == scenario.sensors.len()),
             "every simulated sensor has a broker password"
         );
-        let agent =
-            in_process_agent("neude-1", o.mqtt_port, &o.data, &access).expect("agent config");
+        let agent = in_process_agent("neude-1", o.mqtt_port, &o.data, &access, o.window_s())
+            .expect("agent config");
         assert_eq!(agent.broker.port, o.mqtt_port);
         assert_eq!(
             agent.broker.password,

@@ -8,9 +8,10 @@ use clap::Parser;
 use crowdflow_aggregator::process;
 use crowdflow_demo::DemoOptions;
 
-/// The whole crowdflow system on this machine: the aggregator with its embedded broker and
-/// SQLite, simulated sensors counting a compressed Koningsdag, the API and the dashboard.
-/// Ctrl-C stops it.
+/// The whole crowdflow system on this machine, in the middle of an event: the aggregator with
+/// its embedded broker and SQLite, simulated sensors counting Koningsdag in Utrecht live from
+/// 14:00 (the morning written into history first and calibrated on clicker counts), the API
+/// and the dashboard. Ctrl-C stops it.
 #[derive(Debug, Parser)]
 #[command(name = "crowdflow-demo", version, about)]
 struct Cli {
@@ -26,9 +27,15 @@ struct Cli {
     /// Another scenario file (default: Koningsdag in Utrecht).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
-    /// Simulated seconds per real second.
-    #[arg(long, default_value_t = 60.0)]
+    /// Simulated seconds per real second: 1 is real time; more fast-forwards (windows
+    /// shrink to 10 s and the occupancy window to one real minute, and the morning's
+    /// calibration is fitted at that speed).
+    #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// Simulated local time to go live at (HH:MM); the event before it is written into
+    /// history first. Default: 14:00 when the scenario holds it, else its start.
+    #[arg(long, value_name = "HH:MM")]
+    start: Option<jiff::civil::Time>,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         data: cli.data,
         scenario: cli.scenario,
         speed: cli.speed,
+        start: cli.start,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

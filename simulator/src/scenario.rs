@@ -199,6 +199,8 @@ pub struct Scenario {
     pub start: Timestamp,
     /// Simulation end.
     pub end: Timestamp,
+    /// IANA time zone of the scenario's local times.
+    pub time_zone: String,
     /// Seed: the same scenario and seed give the same frames and truth.
     pub seed: u64,
     /// Device population.
@@ -376,6 +378,7 @@ fn validate(raw: Raw) -> Result<Scenario, FieldError> {
         name: raw.scenario.name,
         start,
         end,
+        time_zone: raw.scenario.time_zone,
         seed: raw.scenario.seed,
         population: raw.population,
         zones,

@@ -373,6 +373,8 @@ async fn measure<S: Store>(
         );
     }
 
+    calibrated_people(&scenario, &sim, &store, &config, &series, base).await;
+
     // Flows: who was in zone A in window 1 and in zone B in window 2.
     let (w1, w2) = (
         (
@@ -433,4 +435,94 @@ async fn measure<S: Store>(
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), aggregator).await;
     sample
+}
+
+/// Calibration judged on held-back time: `calibrate` fits each zone on head counts of the
+/// first half hour (the simulator's true persons, 3-minute counts), and the fitted people of
+/// every zone-minute of the second half are compared with the truth: the share within
+/// +-20 %, and how often the 95 % interval holds the truth (asserted: >= 90 %).
+async fn calibrated_people<S: Store>(
+    scenario: &Scenario,
+    sim: &Simulation,
+    store: &S,
+    config: &AggregatorConfig,
+    series: &Value,
+    base: Timestamp,
+) {
+    let start = scenario.start.as_second();
+    let real = |sim_second: i64| base + SignedDuration::from_secs(sim_second - start);
+    let truth: BTreeMap<(String, i64), f64> = sim
+        .truth()
+        .into_iter()
+        .map(|r| ((r.zone, r.minute.as_second() - start), f64::from(r.persons)))
+        .collect();
+    let mut counts = String::from("zone,start,end,people\n");
+    for z in &scenario.zones {
+        for first in (0..30).step_by(3) {
+            let persons: f64 = (first..first + 3)
+                .map(|m| truth.get(&(z.id.clone(), m * 60)).copied().unwrap_or(0.0))
+                .sum::<f64>()
+                / 3.0;
+            counts += &format!(
+                "{},{},{},{persons:.0}\n",
+                z.id,
+                real(start + first * 60),
+                real(start + (first + 3) * 60)
+            );
+        }
+    }
+    let report =
+        crowdflow_aggregator::calibration::calibrate(store, &config.zones, counts.as_bytes())
+            .await
+            .expect("the first half hour supports a fit");
+    eprintln!("{report}");
+    let (mut within, mut covered, mut judged) = (0usize, 0usize, 0usize);
+    for z in &report.zones {
+        let (Some(kind), Some(fit)) = (z.picked, z.picked_fit()) else {
+            panic!("zone {} not fitted: {z}", z.zone);
+        };
+        let points = &series["zones"]
+            .as_array()
+            .expect("zones")
+            .iter()
+            .find(|s| s["zone"] == z.zone.as_str())
+            .expect("zone")["points"];
+        for m in 30..60 {
+            let Some(&persons) = truth.get(&(z.zone.to_string(), m * 60)) else {
+                continue;
+            };
+            let Some((estimate, lower, upper)) =
+                count_at(points, real(start + m * 60).as_second(), kind)
+            else {
+                continue;
+            };
+            let devices = crowdflow_aggregator::query::Count {
+                estimate,
+                lower,
+                upper,
+                upper_bound: false,
+            };
+            let people =
+                crowdflow_aggregator::people::people_of(devices, fit.factor, fit.floor, fit.error);
+            judged += 1;
+            if (people.estimate - persons).abs() <= 0.2 * persons.max(1.0) {
+                within += 1;
+            }
+            if people.lower <= persons && persons <= people.upper {
+                covered += 1;
+            }
+        }
+    }
+    let share = |n: usize| n as f64 * 100.0 / judged.max(1) as f64;
+    eprintln!(
+        "calibrated on the first half hour, judged on the second: {judged} zone-minutes, {:.1} % within +-20 % of the true persons, the 95 % interval holds the truth in {:.1} %",
+        share(within),
+        share(covered)
+    );
+    assert!(judged >= 60, "{judged} zone-minutes judged");
+    assert!(
+        share(covered) >= 90.0,
+        "interval coverage {:.1} %",
+        share(covered)
+    );
 }

@@ -1,15 +1,21 @@
 //! The README's main command as a user runs it: `crowdflow-demo` with the exact
-//! options the acceptance checks use. Live numbers at GET /api/v1/zones within 60 s, every
-//! file under --data, and Ctrl-C stops everything cleanly.
+//! options the acceptance checks use. Live numbers at GET /api/v1/zones within two minutes
+//! (the morning is written into history first), people within +-25 % of the simulated crowd,
+//! every file under --data, and Ctrl-C stops everything cleanly.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use crowdflow_demo::KONINGSDAG;
+use crowdflow_simulator::{Scenario, Simulation};
 use crowdflow_tests::{Proc, files_below, free_port, http_get, wait_for_port, workspace_binary};
+use jiff::Timestamp;
 use serde_json::Value;
 
 #[test]
-fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
+fn the_demo_goes_live_mid_event_with_true_people_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("demo-data");
     let (http, mqtt) = (free_port(), free_port());
@@ -36,8 +42,17 @@ fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
         wait_for_port(mqtt, Duration::from_secs(20)),
         "the embedded broker listens"
     );
+    // The morning is written and calibrated first (minutes with debug binaries); the demo
+    // prints its URLs when it goes live.
+    let out = wait_for_output(&demo, &format!("http://127.0.0.1:{http}/"), 600);
+    let live = Instant::now();
+    assert!(
+        out.contains("writing the event so far into history: 100 %"),
+        "the morning is written first: {out}"
+    );
+    assert!(out.contains("calibrating"), "and calibrated: {out}");
     let mut busiest = 0.0;
-    while started.elapsed() < Duration::from_secs(60) && busiest == 0.0 {
+    while live.elapsed() < Duration::from_secs(60) && busiest == 0.0 {
         std::thread::sleep(Duration::from_secs(2));
         let Ok(body) = http_get(http, "/api/v1/zones") else {
             continue;
@@ -52,11 +67,14 @@ fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
             .filter_map(|z| z["total_devices"]["estimate"].as_f64())
             .fold(0.0, f64::max);
     }
-    let seen_after = started.elapsed();
-    eprintln!("first live numbers after {seen_after:?}: busiest zone {busiest:.0} devices");
+    eprintln!(
+        "live after {:?}, numbers {:?} later: busiest zone {busiest:.0} devices",
+        live - started,
+        live.elapsed()
+    );
     assert!(
         busiest > 0.0,
-        "no live numbers within 60 s\n{}",
+        "no live numbers within 60 s of going live\n{}",
         String::from_utf8_lossy(&demo.output())
     );
     // The dashboard (scripts/test.sh builds it first), or the page saying how to build it.
@@ -65,11 +83,7 @@ fn the_demo_shows_live_zones_within_a_minute_and_stops_on_ctrl_c() {
         index.contains("src=\"/assets/app-") || index.contains("npm run build"),
         "{index}"
     );
-    let out = String::from_utf8_lossy(&demo.output()).into_owned();
-    assert!(
-        out.contains(&format!("http://127.0.0.1:{http}/")),
-        "prints its URL: {out}"
-    );
+    people_follow_the_crowd(http);
 
     // Ctrl-C.
     let pid = demo.child.id().to_string();
@@ -144,5 +158,95 @@ fn the_demo_refuses_a_port_another_program_holds_before_any_sensor_connects() {
     assert!(
         squatter.accept().is_err(),
         "a simulated sensor connected to the other program"
+    );
+}
+
+/// The demo's output once it holds `needle` (or after `seconds`).
+fn wait_for_output(demo: &Proc, needle: &str, seconds: u64) -> String {
+    let started = Instant::now();
+    loop {
+        let out = String::from_utf8_lossy(&demo.output()).into_owned();
+        if out.contains(needle) || started.elapsed() > Duration::from_secs(seconds) {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Each zone's live people against the simulator's true persons (the mean over the
+/// occupancy window's five simulated minutes), at several moments of the live minutes:
+/// within +-25 % (or 10 persons, for a nearly empty zone); their sum never above the day's
+/// attendance.
+fn people_follow_the_crowd(http: u16) {
+    let scenario =
+        Scenario::parse(KONINGSDAG, std::path::Path::new("koningsdag.toml")).expect("scenario");
+    let sim = Simulation::new(scenario);
+    let attendance = sim.size().0 as f64;
+    let truth: BTreeMap<(String, i64), f64> = sim
+        .truth()
+        .into_iter()
+        .map(|r| ((r.zone, r.minute.as_second()), f64::from(r.persons)))
+        .collect();
+    let plan: Value =
+        serde_json::from_str(&http_get(http, "/api/v1/plan").expect("plan")).expect("plan json");
+    let clock = &plan["replay_clock"];
+    let at = |key: &str| -> Timestamp { clock[key].as_str().expect(key).parse().expect(key) };
+    let (real, shows) = (at("real"), at("shows"));
+    let speed = clock["speed"].as_f64().expect("speed");
+    assert_eq!(speed, 1.0, "the README's demo runs in real time");
+    let mut checked = 0;
+    let mut misses = Vec::new();
+    for _ in 0..4 {
+        let zones: Value =
+            serde_json::from_str(&http_get(http, "/api/v1/zones").expect("zones")).expect("json");
+        let now = Timestamp::now();
+        let simulated = shows.as_second() + now.duration_since(real).as_secs();
+        let minute = simulated.div_euclid(60) * 60;
+        let mut sum = 0.0;
+        for z in zones.as_array().expect("zones") {
+            let id = z["id"].as_str().expect("id").to_owned();
+            let window = z["window_min"].as_i64().expect("window");
+            let true_mean = (1..=window)
+                .map(|back| {
+                    truth
+                        .get(&(id.clone(), minute - back * 60))
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .sum::<f64>()
+                / window as f64;
+            let people = z["people"]["estimate"].as_f64().expect("people");
+            if checked < zones.as_array().map_or(0, Vec::len) {
+                eprintln!("  {id}: {people:.0} people, truly {true_mean:.0}");
+            }
+            sum += people;
+            checked += 1;
+            if (people - true_mean).abs() > (0.25 * true_mean).max(10.0) {
+                misses.push(format!("{id}: {people:.0} people, truly {true_mean:.0}"));
+            }
+            let (lower, upper) = (
+                z["people"]["lower"].as_f64().expect("lower"),
+                z["people"]["upper"].as_f64().expect("upper"),
+            );
+            assert!(
+                lower <= people && people < upper,
+                "{id}: an interval, not a point: {z}"
+            );
+        }
+        assert!(
+            sum <= attendance,
+            "zones hold {sum:.0} people, the day {attendance:.0}"
+        );
+        eprintln!(
+            "simulated {}: zones hold {sum:.0} people",
+            Timestamp::from_second(simulated).expect("ts")
+        );
+        std::thread::sleep(Duration::from_secs(20));
+    }
+    assert!(
+        misses.is_empty(),
+        "{} of {checked} zone readings off by more than 25 %:\n{}",
+        misses.len(),
+        misses.join("\n")
     );
 }
