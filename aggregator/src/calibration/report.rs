@@ -133,6 +133,7 @@ impl KindFit {
     pub fn new(line: Line, held_out: Scores) -> KindFit {
         KindFit {
             factor: significant(line.factor, 3),
+            // + 0.0 turns the -0.0 of a zero intercept into 0.0 (printed and pasted).
             floor: (line.floor * 10.0).round() / 10.0 + 0.0,
             error: ((held_out.error * 100.0 - 1e-9).ceil() / 100.0).max(MIN_ERROR),
             observations: held_out.observations,
