@@ -155,15 +155,20 @@ const ORIGIN: (f64, f64) = (52.090_74, 5.121_40);
 /// Persons per m2 at which a demo zone is full: the "crowded" level of service.
 const CAPACITY_DENSITY: f64 = 3.5;
 
-/// A zone's circle as a 24-sided GeoJSON polygon (inline TOML) for the dashboard's plan.
-fn outline(x: f64, y: f64, radius_m: f64) -> String {
+/// (latitude, longitude) of the point `x` metres east and `y` metres north of [`ORIGIN`]
+/// (an equirectangular approximation: exact to centimetres over a city centre).
+fn lat_lon(x: f64, y: f64) -> (f64, f64) {
     const M_PER_DEG_LAT: f64 = 111_320.0;
     let m_per_deg_lon = M_PER_DEG_LAT * ORIGIN.0.to_radians().cos();
+    (ORIGIN.0 + y / M_PER_DEG_LAT, ORIGIN.1 + x / m_per_deg_lon)
+}
+
+/// A zone's circle as a 24-sided GeoJSON polygon (inline TOML) for the dashboard's plan.
+fn outline(x: f64, y: f64, radius_m: f64) -> String {
     let corners: Vec<String> = (0..=24)
         .map(|i| {
             let a = f64::from(i % 24) * std::f64::consts::TAU / 24.0;
-            let lon = ORIGIN.1 + (x + radius_m * a.cos()) / m_per_deg_lon;
-            let lat = ORIGIN.0 + (y + radius_m * a.sin()) / M_PER_DEG_LAT;
+            let (lat, lon) = lat_lon(x + radius_m * a.cos(), y + radius_m * a.sin());
             format!("[{lon:.6}, {lat:.6}]")
         })
         .collect();
@@ -264,8 +269,9 @@ pub fn aggregator_text(
         );
     }
     for s in &scenario.sensors {
+        let (lat, lon) = lat_lon(s.x, s.y);
         t += &format!(
-            "[[sensors]]\nid = \"{}\"\nzone = \"{}\"\ndescription = \"simulated sensor\"\n",
+            "[[sensors]]\nid = \"{}\"\nzone = \"{}\"\ndescription = \"simulated sensor\"\nlatitude = {lat:.6}\nlongitude = {lon:.6}\n",
             s.id, scenario.zones[s.zone].id
         );
         if let Some(password) = access.passwords.get(&s.id) {
@@ -711,6 +717,10 @@ mod tests {
         );
         assert_eq!(replay.time_zone, "Europe/Amsterdam");
         assert_eq!(config.tokens.len(), 1, "the run's admin token");
+        assert!(
+            config.sensors.values().all(|s| s.location.is_some()),
+            "the register shows where each sensor is"
+        );
         assert_eq!(config.zones.len(), 10);
         for z in config.zones.values() {
             let ring = z.polygon.as_ref().expect("every demo zone has an outline")["coordinates"]

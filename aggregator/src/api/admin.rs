@@ -40,6 +40,9 @@ pub struct SensorStatus {
     pub rejects: BTreeMap<String, u64>,
 }
 
+/// Sensor health
+///
+/// Every configured sensor with its zone, the end of its latest stored window, frames and refused messages by reason (admin).
 #[utoipa::path(get, path = "/api/v1/sensors", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "Every configured sensor's health", body = [SensorStatus]),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
@@ -109,6 +112,9 @@ pub struct TokenHolder {
     pub role: String,
 }
 
+/// The running configuration
+///
+/// Zones with thresholds and people calibration (factor, floor, where the floor came from), sensors by zone, retention and limits; no secrets (admin).
 #[utoipa::path(get, path = "/api/v1/config", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "Configuration without secrets", body = ConfigView),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]

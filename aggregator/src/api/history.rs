@@ -351,6 +351,9 @@ fn series_csv(s: &Series) -> String {
     out
 }
 
+/// Counts per bucket over a range
+///
+/// Distinct devices by kind with 95 % bounds, people present on average with the interval of sketch and calibration error, per zone and minute, hour or day (planner).
 #[utoipa::path(get, path = "/api/v1/series", tag = "history", security(("bearer" = [])),
     params(
         ("zones" = String, Query, example = "neude", description = "Zone ids, comma-separated (1 to 50)"),
@@ -436,6 +439,9 @@ pub struct Distinct {
     pub people: Option<Count>,
 }
 
+/// Distinct devices over a range
+///
+/// The union of the coarsest buckets that tile the range; across salt epochs the per-epoch sum, flagged upper_bound; people present on average (planner).
 #[utoipa::path(get, path = "/api/v1/distinct", tag = "history", security(("bearer" = [])),
     params(
         ("zone" = String, Query, example = "neude", description = "Zone id"),
@@ -525,11 +531,17 @@ pub struct Flows {
     pub destination_devices: Vec<Count>,
     /// `matrix[i][j]`: devices in zone i during window 1 and in zone j during window 2.
     pub matrix: Vec<Vec<Overlap>>,
+    /// What keeps the matrix from saying what it seems to, in words: a window without
+    /// stored data (its zeros are "nothing known", not "nobody"), a window still filling.
+    pub notes: Vec<String>,
 }
 
+/// Flows between zones
+///
+/// Devices in zone i during window 1 and in zone j during window 2, by inclusion-exclusion with bounds; unreliable cells flagged, notes on windows without data or still filling (planner).
 #[utoipa::path(get, path = "/api/v1/flows", tag = "history", security(("bearer" = [])),
     params(
-        ("zones" = String, Query, example = "neude", description = "Zone ids, comma-separated (2 to 30)"),
+        ("zones" = String, Query, example = "neude,vredenburg", description = "Zone ids, comma-separated (2 to 30)"),
         ("from1" = String, Query, format = DateTime, description = "Window 1 start (RFC 3339, whole minute)"),
         ("to1" = String, Query, format = DateTime, description = "Window 1 end (at most 7 days after from1)"),
         ("from2" = String, Query, format = DateTime, description = "Window 2 start"),
@@ -563,7 +575,25 @@ pub(super) async fn flows<S: Store>(
                 .collect()
         })
         .collect();
+    let complete = Timestamp::now() - state.config.window.duration();
+    let mut notes = Vec::new();
+    for (name, w, sides) in [("window 1", w1, &origins), ("window 2", w2, &destinations)] {
+        if sides
+            .iter()
+            .all(|kinds| kinds.values().all(BTreeMap::is_empty))
+        {
+            notes.push(format!(
+                "{name} ({} to {}): no stored data for these zones, so its zeros mean nothing known, not nobody",
+                w.from, w.to
+            ));
+        } else if w.to > complete {
+            notes.push(format!(
+                "{name} has not ended (windows are complete up to {complete:.0}): its counts and flows will grow"
+            ));
+        }
+    }
     Ok(Json(Flows {
+        notes,
         zones: zones.iter().map(|z| z.id.clone()).collect(),
         origin_devices: origins.iter().map(count_all_kinds).collect(),
         destination_devices: destinations.iter().map(count_all_kinds).collect(),
@@ -596,6 +626,9 @@ pub struct Dwell {
     pub note: Option<String>,
 }
 
+/// Who stayed
+///
+/// The share of a window's devices still present lag_min minutes later; refused while the later window has not ended (planner).
 #[utoipa::path(get, path = "/api/v1/dwell", tag = "history", security(("bearer" = [])),
     params(
         ("zone" = String, Query, example = "neude", description = "Zone id"),

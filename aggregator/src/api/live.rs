@@ -21,6 +21,9 @@ use crate::metrics::Metrics;
 use crate::store::{Alert, Store};
 use crate::zone::ZoneId;
 
+/// Live zones
+///
+/// Every zone's occupancy, people with their interval and basis, density, level of service, trend and staleness (viewer).
 #[utoipa::path(get, path = "/api/v1/zones", tag = "live", security(("bearer" = [])),
     responses((status = 200, description = "Every zone with its live numbers (each count with lower/upper bounds)", body = [ZoneLive]),
         (status = 401, body = ApiError)))]
@@ -80,6 +83,9 @@ pub struct Plan {
     pub replay_now: Option<Timestamp>,
 }
 
+/// The plan
+///
+/// Zone outlines, thresholds, level names and the replay clock, for the dashboard (viewer).
 #[utoipa::path(get, path = "/api/v1/plan", tag = "live", security(("bearer" = [])),
     responses((status = 200, description = "Zone outlines, thresholds and level names for the dashboard", body = Plan),
         (status = 401, body = ApiError)))]
@@ -120,6 +126,9 @@ pub(super) async fn plan<S: Store>(
     }))
 }
 
+/// One live zone
+///
+/// A zone's live numbers, as in /zones (viewer).
 #[utoipa::path(get, path = "/api/v1/zones/{id}", tag = "live", security(("bearer" = [])),
     params(("id" = String, Path, description = "Zone id")),
     responses((status = 200, description = "One zone's live numbers", body = ZoneLive),
@@ -144,6 +153,9 @@ pub(super) async fn zone_detail<S: Store>(
         })
 }
 
+/// Recent alerts
+///
+/// Level alerts (raised once per crossing, cleared with hysteresis), staleness and recovery, newest first (viewer).
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "live", security(("bearer" = [])),
     params(
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; default 24 hours ago"),
@@ -226,6 +238,9 @@ fn snapshot(zones: &[ZoneLive]) -> Event {
         .data(serde_json::to_string(zones).unwrap_or_else(|_| "[]".into()))
 }
 
+/// Live stream
+///
+/// Server-sent events: a snapshot of every zone, then zones as they change and alerts as they are raised (viewer).
 #[utoipa::path(get, path = "/api/v1/stream", tag = "live", security(("bearer" = [])),
     params(("token" = Option<String>, Query, description = "The viewer token, for browsers' EventSource (which cannot set headers); other endpoints refuse a token in the URL")),
     responses((status = 200, description = "Server-Sent Events: `snapshot` (all zones, first and after any gap), then `zone` (a zone's numbers changed) and `alert` events, and `ping` every 5 s when idle; data is JSON", content_type = "text/event-stream"),

@@ -74,6 +74,9 @@ pub(super) fn publishable(v: f64, k: u64, rounding: u64) -> Option<u64> {
     Some(((v / r).round() * r) as u64)
 }
 
+/// Open data
+///
+/// Per zone and completed hour: devices and people rounded and suppressed below k, with notes on hours not yet complete (public).
 #[utoipa::path(get, path = "/api/v1/open-data", tag = "public",
     params(
         ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
@@ -139,13 +142,23 @@ pub(super) async fn open_data<S: Store>(
             });
         }
     }
+    let mut notes = vec![format!(
+        "Only hours that have ended are listed: the hour from {last_hour} appears once it ends."
+    )];
+    if rows.is_empty() {
+        notes.push(format!(
+            "No stored data from {} to {}: nothing was counted in these hours yet (a new installation lists its first hour once that hour has ended).",
+            r.from, r.to
+        ));
+    }
     let export = OpenDataExport {
         licence: od.licence.clone(),
-        notes: vec![
+        notes: [vec![
             "Distinct devices (Wi-Fi and Bluetooth) heard per zone and hour, estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
             format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
             "People are present on average in the hour, estimated as factor x (devices - floor) per minute; the interval combines the sketch's error with the calibration's (people_calibrated false: a guessed factor, +-50 %); empty where the zone is not calibrated.".into(),
-        ],
+        ], notes]
+        .concat(),
         k: od.k,
         rounding: od.rounding,
         rows,

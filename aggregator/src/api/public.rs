@@ -21,6 +21,9 @@ pub struct Session {
     pub reason: Option<String>,
 }
 
+/// The caller's role
+///
+/// Lets the dashboard ask for a token before a request is refused (public).
 #[utoipa::path(get, path = "/api/v1/session", tag = "public", security((), ("bearer" = [])),
     responses((status = 200, description = "The caller's role: lets the dashboard ask for a token before it is refused", body = Session)))]
 pub(super) async fn session(caller: Result<Viewer, Refusal>) -> Json<Session> {
@@ -49,6 +52,9 @@ pub struct Health {
     pub version: String,
 }
 
+/// Service health
+///
+/// Broker connection and salt authority of this replica (public).
 #[utoipa::path(get, path = "/api/v1/health", tag = "public",
     responses((status = 200, description = "Health", body = Health)))]
 pub(super) async fn health<S: Store>(State(state): State<AppState<S>>) -> Json<Health> {
@@ -86,6 +92,9 @@ pub struct PrivacyStatement {
     pub sensors: usize,
 }
 
+/// The privacy statement
+///
+/// Who operates the sensors, why, what is collected and what never is (public).
 #[utoipa::path(get, path = "/api/v1/privacy", tag = "public",
     responses((status = 200, description = "Privacy statement", body = PrivacyStatement)))]
 pub(super) async fn privacy<S: Store>(State(state): State<AppState<S>>) -> Json<PrivacyStatement> {
@@ -162,6 +171,9 @@ fn senses(kinds: &[Kind]) -> Vec<String> {
     out
 }
 
+/// The sensor register
+///
+/// Where the sensors are and what they hear, as the privacy statement promises (public).
 #[utoipa::path(get, path = "/api/v1/register", tag = "public",
     responses((status = 200, description = "Every sensor and what it senses", body = [RegisteredSensor])))]
 pub(super) async fn register<S: Store>(

@@ -863,3 +863,62 @@ async fn dwell_refuses_windows_that_have_not_ended_and_says_when_there_is_nobody
         "{d}"
     );
 }
+
+#[tokio::test]
+async fn flows_over_windows_without_data_say_so() {
+    let (state, _dir) = state().await;
+    let f = json(
+        &state,
+        "/api/v1/flows?zones=neude,plein&from1=2026-05-01T10:00:00Z&to1=2026-05-01T10:30:00Z&from2=2026-04-27T10:00:00Z&to2=2026-04-27T10:30:00Z",
+        Some(PLANNER),
+    )
+    .await;
+    let notes = f["notes"].as_array().expect("notes");
+    assert_eq!(notes.len(), 1, "{f}");
+    assert!(
+        notes[0]
+            .as_str()
+            .is_some_and(|n| n.starts_with("window 1") && n.contains("no stored data")),
+        "{f}"
+    );
+}
+
+#[tokio::test]
+async fn open_data_without_data_says_why() {
+    let (state, _dir) = state().await;
+    let d = json(
+        &state,
+        "/api/v1/open-data?from=2026-05-01T00:00:00Z&to=2026-05-02T00:00:00Z",
+        None,
+    )
+    .await;
+    assert_eq!(d["rows"].as_array().map(Vec::len), Some(0), "{d}");
+    let notes: Vec<&str> = d["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("No stored data from")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("Only hours that have ended")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn every_operation_has_a_summary() {
+    let doc = serde_json::to_value(openapi()).expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("operations") {
+            let summary = op["summary"].as_str().unwrap_or_default();
+            assert!(!summary.is_empty(), "{method} {path} has no summary");
+        }
+    }
+}
