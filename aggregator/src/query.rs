@@ -330,6 +330,25 @@ pub fn overlap(a: &PerSalt, b: &PerSalt) -> Overlap {
     total
 }
 
+/// Devices of `b` not in `a` (arrivals, when `a` is the minute before; departures the other
+/// way round): |B| - |A ∩ B|, its bounds from both sides' bounds. Flagged unreliable like a
+/// flow when the bounds are wider than the value; across a salt rotation every device of
+/// `b` looks new, flagged `crosses_epochs`.
+pub fn difference(a: &PerSalt, b: &PerSalt) -> Overlap {
+    let all = count(b);
+    let both = overlap(a, b);
+    let estimate = (all.estimate - both.estimate).max(0.0);
+    let lower = (all.lower - both.upper).max(0.0);
+    let upper = (all.upper - both.lower).max(0.0);
+    Overlap {
+        estimate,
+        lower,
+        upper,
+        unreliable: upper - lower > estimate,
+        crosses_epochs: both.crosses_epochs,
+    }
+}
+
 /// A half-open time range on whole minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {

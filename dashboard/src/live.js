@@ -51,6 +51,7 @@ export class LiveView {
       <p class="headline"><span class="big">–</span> <span class="unit"></span> <span class="bounds"></span> <span class="basis" hidden></span></p>
       <p class="detail devices"></p>
       <p class="detail density"></p>
+      <p class="detail flow" hidden></p>
       <div class="capacity" hidden><div class="bar"><span></span></div><span class="capacity-text"></span></div>
       <p class="stale-flag" hidden></p>
       <footer><span class="age">no data yet</span></footer>`;
@@ -122,6 +123,16 @@ export class LiveView {
     card.querySelector('.density').textContent = z.density
       ? `density ${density(z.density)} (${z.density.lower.toFixed(1)}–${z.density.upper.toFixed(1)}) on ${Math.round(z.area_m2).toLocaleString('en-GB')} m²`
       : 'density: no calibration for this zone';
+    const flow = card.querySelector('.flow');
+    flow.hidden = !z.flow;
+    if (z.flow) {
+      const f = z.flow;
+      const n = (o) => `${o.unreliable ? '~' : ''}${count(o)}`;
+      const full = f.minutes_to_capacity == null
+        ? ''
+        : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${Math.round(f.minutes_to_capacity)} min`;
+      flow.innerHTML = `<span title="${esc(f.kind)} devices new to the zone / gone since the minute before (${esc(clock(f.minute))})">in ${n(f.inflow)} · out ${n(f.outflow)} a minute</span>${full}`;
+    }
     const cap = card.querySelector('.capacity');
     cap.hidden = z.capacity_used == null;
     if (z.capacity_used != null) {

@@ -374,6 +374,7 @@ async fn measure<S: Store>(
     }
 
     calibrated_people(&scenario, &sim, &store, &config, &series, base).await;
+    inflow_and_outflow(&store, &config, &truth, base).await;
 
     // Flows: who was in zone A in window 1 and in zone B in window 2.
     let (w1, w2) = (
@@ -525,4 +526,56 @@ async fn calibrated_people<S: Store>(
         "interval coverage {:.1} %",
         share(covered)
     );
+}
+
+/// The live view's inflow and outflow (devices new to a zone's minute, devices gone since
+/// the minute before) against the true address sets, every zone-minute of the hour,
+/// evaluated as the live board does at 30 s past the next minute: within their bounds in
+/// >= 90 % of the zone-minutes not flagged unreliable.
+async fn inflow_and_outflow<S: Store>(
+    store: &S,
+    config: &AggregatorConfig,
+    truth: &Truth,
+    base: Timestamp,
+) {
+    let floors = crowdflow_aggregator::people::Floors::default();
+    let (mut judged, mut within, mut unreliable) = (0usize, 0usize, 0usize);
+    for zone in config.zones.values() {
+        for m in 2..60 {
+            let minute = base + SignedDuration::from_mins(m);
+            let now = minute + SignedDuration::from_secs(90);
+            let live =
+                crowdflow_aggregator::live::evaluate_zone(store, config, zone, &floors, None, now)
+                    .await
+                    .expect("evaluates");
+            let Some(flow) = live.flow else { continue };
+            assert_eq!(flow.minute, minute);
+            let kind: Kind = flow.kind.parse().expect("kind");
+            let set = |t: Timestamp| {
+                truth
+                    .get(&(zone.id.to_string(), kind, t.as_second()))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (then, last) = (set(minute - SignedDuration::from_mins(1)), set(minute));
+            let true_in = last.difference(&then).count() as f64;
+            let true_out = then.difference(&last).count() as f64;
+            for (measured, truly) in [(&flow.inflow, true_in), (&flow.outflow, true_out)] {
+                if measured.unreliable {
+                    unreliable += 1;
+                    continue;
+                }
+                judged += 1;
+                if measured.lower <= truly && truly <= measured.upper {
+                    within += 1;
+                }
+            }
+        }
+    }
+    let share = within as f64 * 100.0 / judged.max(1) as f64;
+    eprintln!(
+        "inflow and outflow: {within} of {judged} zone-minute figures within their bounds ({share:.1} %), {unreliable} flagged unreliable"
+    );
+    assert!(judged >= 100, "{judged} judged");
+    assert!(share >= 90.0, "only {share:.1} % within bounds");
 }

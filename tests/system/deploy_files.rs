@@ -37,6 +37,7 @@ fn exposed() -> BTreeSet<String> {
         level: Some(crowdflow_aggregator::live::level(&[2.0], 0.0)),
         capacity_used: None,
         trend: None,
+        flow: None,
         stale: false,
         last_data: None,
         updated_at: jiff::Timestamp::now(),

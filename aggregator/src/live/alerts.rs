@@ -199,6 +199,7 @@ mod tests {
             level: density.map(|d| level(&[2.0, 3.5, 5.0], d)),
             capacity_used: None,
             trend: None,
+            flow: None,
             stale,
             last_data: last_data.map(|t| t.parse().expect("ts")),
             updated_at: "2026-04-27T10:00:30Z".parse().expect("ts"),

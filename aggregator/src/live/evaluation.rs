@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{AggregatorConfig, Zone};
 use crate::metrics::ZoneGauges;
 use crate::people::{self, Floors, PeopleBasis};
-use crate::query::{self, Count, count, floor_minute, occupancy, per_salt};
+use crate::query::{self, Count, Overlap, count, difference, floor_minute, occupancy, per_salt};
 use crate::store::{BucketQuery, Resolution, Store, StoreError, ZoneSketch};
 use crate::zone::ZoneId;
 
@@ -76,6 +76,27 @@ impl Trend {
     }
 }
 
+/// Who came and went in the zone's last complete minute, and where that leads.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ZoneFlow {
+    /// The minute measured (the last complete one).
+    #[schema(value_type = String, format = DateTime)]
+    pub minute: Timestamp,
+    /// The device kind measured: the zone's people kind (its first calibrated one), else
+    /// physical Wi-Fi devices. Address kinds rotate: a rotation reads as one in, one out.
+    pub kind: String,
+    /// Devices heard in the minute that were not heard the minute before.
+    pub inflow: Overlap,
+    /// Devices heard the minute before that were not heard in the minute.
+    pub outflow: Overlap,
+    /// Change of people present per minute, over the trend's minutes (null without
+    /// calibration).
+    pub net_people_per_min: Option<f64>,
+    /// Minutes until the zone holds its capacity at that rate: 0 when it does already, null
+    /// when it is not filling or has no capacity.
+    pub minutes_to_capacity: Option<f64>,
+}
+
 /// One zone as the live view shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ZoneLive {
@@ -107,6 +128,8 @@ pub struct ZoneLive {
     pub capacity_used: Option<f64>,
     /// Change over the last 15 minutes.
     pub trend: Option<Trend>,
+    /// Inflow and outflow of the last complete minute, net flow and time to capacity.
+    pub flow: Option<ZoneFlow>,
     /// Every sensor of the zone has been silent for more than two windows.
     pub stale: bool,
     /// End of the newest window any of its sensors sent.
@@ -198,6 +221,48 @@ fn present(
     Some(people::mean(&minutes).unwrap_or(Count::ZERO))
 }
 
+/// In- and outflow of the last complete minute before `now`, of the zone's people kind.
+fn flow(
+    zone: &Zone,
+    sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
+    now: Timestamp,
+    p: Precision,
+    people: Option<f64>,
+    trend: &Trend,
+) -> Option<ZoneFlow> {
+    let kind = zone
+        .calibration
+        .keys()
+        .next()
+        .copied()
+        .unwrap_or(Kind::WifiDerandomized);
+    let all = sketches.get(&kind)?;
+    let minute = floor_minute(now) - SignedDuration::from_mins(1);
+    let before = minute - SignedDuration::from_mins(1);
+    let at = |m: Timestamp| per_salt(all.iter().filter(|z| z.bucket == m), p);
+    let (then, last) = (at(before), at(minute));
+    if then.is_empty() || last.is_empty() {
+        return None;
+    }
+    let net = people.map(|_| trend.change / trend.minutes as f64);
+    let minutes_to_capacity = zone.capacity.zip(people).zip(net).and_then(|((c, p), n)| {
+        let room = c as f64 - p;
+        if room <= 0.0 {
+            Some(0.0)
+        } else {
+            (n > 0.0).then(|| room / n)
+        }
+    });
+    Some(ZoneFlow {
+        minute,
+        kind: kind.as_str().to_owned(),
+        inflow: difference(&then, &last),
+        outflow: difference(&last, &then),
+        net_people_per_min: net,
+        minutes_to_capacity,
+    })
+}
+
 /// Evaluates one zone at `now` from its recent minute sketches and its sensors' last data.
 pub async fn evaluate_zone(
     store: &impl Store,
@@ -240,6 +305,14 @@ pub async fn evaluate_zone(
         headline(now - SignedDuration::from_mins(TREND_MIN), &before).estimate,
         headline(now, &devices).estimate,
     );
+    let flow = flow(
+        zone,
+        &sketches,
+        now,
+        config.precision,
+        people.map(|p| p.estimate),
+        &trend,
+    );
     let grace = silence_limit(config);
     Ok(ZoneLive {
         id: zone.id.to_string(),
@@ -259,6 +332,7 @@ pub async fn evaluate_zone(
             .zip(people)
             .map(|(c, p)| p.estimate / c as f64),
         trend: Some(trend),
+        flow,
         stale: last_data.is_none_or(|t| t < now - grace),
         last_data,
         updated_at: now,

@@ -23,7 +23,7 @@ use crate::store::{Alert, Store};
 pub use alerts::{RaisedLevels, staleness_between};
 pub(crate) use evaluation::level_name;
 pub use evaluation::{
-    Level, TREND_MIN, Trend, TrendDirection, ZoneLive, evaluate, evaluate_zone, level,
+    Level, TREND_MIN, Trend, TrendDirection, ZoneFlow, ZoneLive, evaluate, evaluate_zone, level,
     silence_limit, zones_last_data,
 };
 
