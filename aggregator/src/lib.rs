@@ -12,6 +12,7 @@ pub mod batching;
 pub mod broker;
 pub mod calibration;
 pub mod config;
+pub mod forecast;
 pub mod ingest;
 pub mod link;
 pub mod live;

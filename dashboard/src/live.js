@@ -52,6 +52,7 @@ export class LiveView {
       <p class="detail devices"></p>
       <p class="detail density"></p>
       <p class="detail flow" hidden></p>
+      <p class="detail forecast" hidden></p>
       <div class="capacity" hidden><div class="bar"><span></span></div><span class="capacity-text"></span></div>
       <p class="stale-flag" hidden></p>
       <footer><span class="age">no data yet</span></footer>`;
@@ -132,6 +133,13 @@ export class LiveView {
         ? ''
         : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${Math.round(f.minutes_to_capacity)} min`;
       flow.innerHTML = `<span title="${esc(f.kind)} devices new to the zone / gone since the minute before (${esc(clock(f.minute))})">in ${n(f.inflow)} · out ${n(f.outflow)} a minute</span>${full}`;
+    }
+    const ahead = card.querySelector('.forecast');
+    ahead.hidden = !z.forecast;
+    if (z.forecast) {
+      const f = z.forecast;
+      ahead.textContent = `in ${f.minutes_ahead} min: ~${count(f)} people (${bounds(f)}), forecast`;
+      ahead.title = 'Damped-trend smoothing of the zone\'s last 90 minutes; the range holds 95 % of its past errors at this horizon.';
     }
     const cap = card.querySelector('.capacity');
     cap.hidden = z.capacity_used == null;

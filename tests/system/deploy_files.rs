@@ -38,6 +38,7 @@ fn exposed() -> BTreeSet<String> {
         capacity_used: None,
         trend: None,
         flow: None,
+        forecast: None,
         stale: false,
         last_data: None,
         updated_at: jiff::Timestamp::now(),

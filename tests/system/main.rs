@@ -16,6 +16,7 @@ mod deploy_mosquitto;
 mod deploy_topology;
 mod faults;
 mod flood;
+mod forecast;
 mod hostile_salt;
 mod hostile_sensor;
 mod replicas;

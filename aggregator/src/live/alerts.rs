@@ -200,6 +200,7 @@ mod tests {
             capacity_used: None,
             trend: None,
             flow: None,
+            forecast: None,
             stale,
             last_data: last_data.map(|t| t.parse().expect("ts")),
             updated_at: "2026-04-27T10:00:30Z".parse().expect("ts"),

@@ -10,6 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::config::{AggregatorConfig, Zone};
+use crate::forecast::{self, Forecast};
 use crate::metrics::ZoneGauges;
 use crate::people::{self, Floors, PeopleBasis};
 use crate::query::{self, Count, Overlap, count, difference, floor_minute, occupancy, per_salt};
@@ -130,6 +131,9 @@ pub struct ZoneLive {
     pub trend: Option<Trend>,
     /// Inflow and outflow of the last complete minute, net flow and time to capacity.
     pub flow: Option<ZoneFlow>,
+    /// People present 15 minutes after the last complete minute, with a 95 % interval
+    /// ([`crate::forecast`]); null without calibration or with under 40 stored minutes.
+    pub forecast: Option<Forecast>,
     /// Every sensor of the zone has been silent for more than two windows.
     pub stale: bool,
     /// End of the newest window any of its sensors sent.
@@ -219,6 +223,27 @@ fn present(
         return None;
     }
     Some(people::mean(&minutes).unwrap_or(Count::ZERO))
+}
+
+/// People [`forecast::HORIZON_MIN`] minutes after the last complete minute, from the zone's
+/// stored minutes of the [`forecast::HISTORY_MIN`] before.
+async fn people_forecast(
+    store: &impl Store,
+    zone: &Zone,
+    floors: &Floors,
+    now: Timestamp,
+) -> Result<Option<Forecast>, StoreError> {
+    if zone.calibration.is_empty() {
+        return Ok(None);
+    }
+    let to = floor_minute(now);
+    let from = to - SignedDuration::from_mins(forecast::HISTORY_MIN as i64);
+    let minutes: Vec<f64> = people::per_minute(store, zone, floors, from, to)
+        .await?
+        .into_values()
+        .map(|c| c.estimate)
+        .collect();
+    Ok(forecast::ahead(&minutes, forecast::HORIZON_MIN))
 }
 
 /// In- and outflow of the last complete minute before `now`, of the zone's people kind.
@@ -313,6 +338,7 @@ pub async fn evaluate_zone(
         people.map(|p| p.estimate),
         &trend,
     );
+    let forecast = people_forecast(store, zone, floors, now).await?;
     let grace = silence_limit(config);
     Ok(ZoneLive {
         id: zone.id.to_string(),
@@ -333,6 +359,7 @@ pub async fn evaluate_zone(
             .map(|(c, p)| p.estimate / c as f64),
         trend: Some(trend),
         flow,
+        forecast,
         stale: last_data.is_none_or(|t| t < now - grace),
         last_data,
         updated_at: now,
