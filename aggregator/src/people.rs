@@ -185,11 +185,24 @@ pub async fn learn_floor(
 /// rotate (a BLE address lives about 15 minutes) and people come and go, so devices over an
 /// hour are not people over an hour; a span's people are the mean of its minutes ([`mean`]).
 pub fn estimate(zone: &Zone, floors: &Floors, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
+    people(zone, devices, |kind, c| floor_of(zone, floors, kind, c).0)
+}
+
+/// The people of `devices` with every kind's floor replaced by `floor`: for devices that are
+/// all moving (arrivals at a gate), among which no static device is.
+pub fn estimate_above(zone: &Zone, devices: &BTreeMap<Kind, Count>, floor: f64) -> Option<Count> {
+    people(zone, devices, |_, _| floor)
+}
+
+fn people(
+    zone: &Zone,
+    devices: &BTreeMap<Kind, Count>,
+    floor: impl Fn(Kind, &Calibration) -> f64,
+) -> Option<Count> {
     (!zone.calibration.is_empty()).then(|| {
         zone.calibration.iter().fold(Count::ZERO, |sum, (kind, c)| {
-            let (floor, _) = floor_of(zone, floors, *kind, c);
             let d = devices.get(kind).copied().unwrap_or(Count::ZERO);
-            sum.plus(people_of(d, c.factor, floor, error_of(c)))
+            sum.plus(people_of(d, c.factor, floor(*kind, c), error_of(c)))
         })
     })
 }
@@ -368,6 +381,7 @@ mod tests {
             )]
             .into(),
             polygon: None,
+            gate: None,
         };
         let d = [(Kind::Ble, devices(1000.0, 1000.0, 1000.0))].into();
         let floors = Floors::default();

@@ -52,6 +52,7 @@ export class LiveView {
       <p class="detail devices"></p>
       <p class="detail density"></p>
       <p class="detail flow" hidden></p>
+      <p class="detail gate" hidden></p>
       <p class="detail forecast" hidden></p>
       <div class="capacity" hidden><div class="bar"><span></span></div><span class="capacity-text"></span></div>
       <p class="stale-flag" hidden></p>
@@ -133,6 +134,15 @@ export class LiveView {
         ? ''
         : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${Math.round(f.minutes_to_capacity)} min`;
       flow.innerHTML = `<span title="${esc(f.kind)} devices new to the zone / gone since the minute before (${esc(clock(f.minute))})">in ${n(f.inflow)} · out ${n(f.outflow)} a minute</span>${full}`;
+    }
+    const gate = card.querySelector('.gate');
+    gate.hidden = !z.gate;
+    if (z.gate) {
+      const g = z.gate;
+      const t = g.throughput;
+      gate.innerHTML = `passage ${g.width_m} m: <b>${t.estimate.toFixed(0)}</b> persons/m/min (${t.lower.toFixed(0)}–${t.upper.toFixed(0)}), ${esc(g.level_name)}`
+        + (g.stop_and_go ? ' · <b class="warn">stop-and-go: density rising while throughput falls</b>' : '');
+      gate.dataset.level = g.level;
     }
     const ahead = card.querySelector('.forecast');
     ahead.hidden = !z.forecast;

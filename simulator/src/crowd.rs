@@ -234,30 +234,46 @@ pub struct TruthRow {
     pub persons: u32,
     /// Distinct devices they carried (with a radio that transmits).
     pub devices: u32,
+    /// People who entered the zone in the minute.
+    pub arrivals: u32,
+    /// People who left the zone in the minute.
+    pub departures: u32,
 }
 
-/// Who was in each zone in each minute.
+#[derive(Debug, Default)]
+struct Minute {
+    persons: HashSet<usize>,
+    devices: u32,
+    arrivals: u32,
+    departures: u32,
+}
+
+/// Who was in each zone in each minute, and who came and went.
 pub fn truth(s: &Scenario, people: &[Person]) -> Vec<TruthRow> {
-    let mut per: BTreeMap<(usize, i64), (HashSet<usize>, u32)> = BTreeMap::new();
+    let mut per: BTreeMap<(usize, i64), Minute> = BTreeMap::new();
     for (i, p) in people.iter().enumerate() {
         for g in &p.segments {
             let first = g.from.div_euclid(60_000_000);
             let last = (g.to - 1).div_euclid(60_000_000);
             for m in first..=last {
                 let e = per.entry((g.zone, m)).or_default();
-                if e.0.insert(i) {
-                    e.1 += p.devices.len() as u32;
+                if e.persons.insert(i) {
+                    e.devices += p.devices.len() as u32;
                 }
             }
+            per.entry((g.zone, first)).or_default().arrivals += 1;
+            per.entry((g.zone, last)).or_default().departures += 1;
         }
     }
     per.into_iter()
-        .filter_map(|((zone, m), (persons, devices))| {
+        .filter_map(|((zone, m), e)| {
             Some(TruthRow {
                 zone: s.zones[zone].id.clone(),
                 minute: Timestamp::from_second(m * 60).ok()?,
-                persons: persons.len() as u32,
-                devices,
+                persons: e.persons.len() as u32,
+                devices: e.devices,
+                arrivals: e.arrivals,
+                departures: e.departures,
             })
         })
         .collect()

@@ -33,6 +33,10 @@ use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
+/// The scenario's passage, and its width.
+const GATE: &str = "bridge";
+const GATE_WIDTH_M: f64 = 4.0;
+
 /// (zone, kind, minute start) -> distinct addresses.
 type Truth = BTreeMap<(String, Kind, i64), HashSet<[u8; 6]>>;
 
@@ -60,6 +64,9 @@ fn config_text(s: &Scenario, broker: &str, storage: &str, http: u16) -> String {
             "[[zones]]\nid = \"{}\"\nname = \"{}\"\narea_m2 = {area:.0}\ncalibration = {{ ble = 1.3 }}\n",
             z.id, z.name
         );
+        if z.id == GATE {
+            t += &format!("gate_width_m = {GATE_WIDTH_M}\n");
+        }
     }
     for sensor in &s.sensors {
         t += &format!(
@@ -294,7 +301,7 @@ async fn measure<S: Store>(
     assert_eq!(stored, recorded, "every frame stored");
 
     let (from, to) = (base, base + SignedDuration::from_mins(62));
-    let zones = "west,centre,east";
+    let zones = "west,centre,east,bridge";
     let series_body = http_get(
         http,
         &format!("/api/v1/series?zones={zones}&step=minute&from={from}&to={to}"),
@@ -375,6 +382,7 @@ async fn measure<S: Store>(
 
     calibrated_people(&scenario, &sim, &store, &config, &series, base).await;
     inflow_and_outflow(&store, &config, &truth, base).await;
+    gate_throughput(&scenario, &sim, &store, &config, base).await;
 
     // Flows: who was in zone A in window 1 and in zone B in window 2.
     let (w1, w2) = (
@@ -458,7 +466,8 @@ async fn calibrated_people<S: Store>(
         .map(|r| ((r.zone, r.minute.as_second() - start), f64::from(r.persons)))
         .collect();
     let mut counts = String::from("zone,start,end,people\n");
-    for z in &scenario.zones {
+    // The squares: the bridge's few people at a time are a passage's, judged by throughput.
+    for z in scenario.zones.iter().filter(|z| z.id != GATE) {
         for first in (0..30).step_by(3) {
             let persons: f64 = (first..first + 3)
                 .map(|m| truth.get(&(z.id.clone(), m * 60)).copied().unwrap_or(0.0))
@@ -578,4 +587,60 @@ async fn inflow_and_outflow<S: Store>(
     );
     assert!(judged >= 100, "{judged} judged");
     assert!(share >= 90.0, "only {share:.1} % within bounds");
+}
+
+/// The bridge's throughput (persons per metre per minute, from the minute's new devices in
+/// people over its width) against the true arrivals over the width: inside its interval in
+/// >= 90 % of the minutes with people crossing.
+async fn gate_throughput<S: Store>(
+    scenario: &Scenario,
+    sim: &Simulation,
+    store: &S,
+    config: &AggregatorConfig,
+    base: Timestamp,
+) {
+    let start = scenario.start.as_second();
+    let arrivals: BTreeMap<i64, f64> = sim
+        .truth()
+        .into_iter()
+        .filter(|r| r.zone == GATE)
+        .map(|r| (r.minute.as_second() - start, f64::from(r.arrivals)))
+        .collect();
+    let zone = config
+        .zones
+        .values()
+        .find(|z| z.id.as_str() == GATE)
+        .expect("the bridge");
+    let floors = crowdflow_aggregator::people::Floors::default();
+    let (mut judged, mut within) = (0usize, 0usize);
+    let mut errors = Vec::new();
+    for m in 2..60i64 {
+        let Some(&arrived) = arrivals.get(&(m * 60)) else {
+            continue;
+        };
+        if arrived < 5.0 {
+            continue;
+        }
+        let now = base + SignedDuration::from_mins(m) + SignedDuration::from_secs(90);
+        let live =
+            crowdflow_aggregator::live::evaluate_zone(store, config, zone, &floors, None, now)
+                .await
+                .expect("evaluates");
+        // None only where the minute before has no window (the crossing's first minute).
+        let Some(gate) = live.gate else { continue };
+        let truly = arrived / GATE_WIDTH_M;
+        judged += 1;
+        if gate.throughput.lower <= truly && truly <= gate.throughput.upper {
+            within += 1;
+        }
+        errors.push((gate.throughput.estimate - truly) / truly);
+    }
+    errors.sort_by(f64::total_cmp);
+    let share = within as f64 * 100.0 / judged.max(1) as f64;
+    eprintln!(
+        "gate throughput: {within} of {judged} minutes inside the interval ({share:.1} %), median error {:+.0} %",
+        errors.get(errors.len() / 2).copied().unwrap_or(0.0) * 100.0
+    );
+    assert!(judged >= 30, "{judged} minutes judged");
+    assert!(share >= 90.0, "only {share:.1} % inside");
 }

@@ -39,6 +39,7 @@ fn exposed() -> BTreeSet<String> {
         trend: None,
         flow: None,
         forecast: None,
+        gate: None,
         stale: false,
         last_data: None,
         updated_at: jiff::Timestamp::now(),

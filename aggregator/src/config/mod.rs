@@ -35,7 +35,7 @@ pub use http::HttpLimits;
 pub use privacy::{OpenData, Privacy};
 pub use sensors::Sensor;
 pub use storage::StorageConfig;
-pub use zones::{Calibration, Floor, Zone};
+pub use zones::{Calibration, Floor, Gate, Zone};
 
 pub use crowdflow_contract::config_file::ConfigError;
 
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn the_shipped_example_validates() {
         let c = parse(&example()).expect("valid");
-        assert_eq!(c.zones.len(), 2);
+        assert_eq!(c.zones.len(), 3);
         assert_eq!(c.sensors.len(), 3);
         assert_eq!(c.rotation.time_zone(), "Europe/Amsterdam");
         assert!(matches!(c.broker.mode, BrokerMode::Embedded { .. }));

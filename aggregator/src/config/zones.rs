@@ -24,6 +24,27 @@ pub(super) struct RawZone {
     #[serde(default)]
     calibration: BTreeMap<String, RawCalibration>,
     polygon: Option<serde_json::Value>,
+    gate_width_m: Option<f64>,
+    #[serde(default = "default_gate_thresholds")]
+    gate_thresholds: Vec<f64>,
+}
+
+/// Flow rates in persons per metre of width per minute at which a passage turns amber and
+/// red: 66 is the Green Guide's maximum for stairways, 82 for level passages (Guide to
+/// Safety at Sports Grounds, 6th ed., 2018, ch. 7; Fruin's level-of-service E/F boundary
+/// lies near the same flows).
+fn default_gate_thresholds() -> Vec<f64> {
+    vec![66.0, 82.0]
+}
+
+/// A zone that is a passage people move through (a gate, a bridge, a tunnel): its
+/// throughput is what matters, and its width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// Clear width in metres.
+    pub width_m: f64,
+    /// Throughputs (persons per metre per minute), ascending, at which it turns amber, red.
+    pub thresholds: Vec<f64>,
 }
 
 /// A kind's calibration as written: a bare factor (a guess) or a table from `calibrate`.
@@ -123,6 +144,31 @@ fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError
     })
 }
 
+fn gate(i: usize, width: Option<f64>, thresholds: Vec<f64>) -> Result<Option<Gate>, FieldError> {
+    let Some(width_m) = width else {
+        return Ok(None);
+    };
+    if !(width_m.is_finite() && width_m > 0.0 && width_m <= 1000.0) {
+        return Err(field(
+            format!("zones[{i}].gate_width_m"),
+            "the passage's clear width in metres, above 0",
+        ));
+    }
+    if thresholds.is_empty()
+        || thresholds.windows(2).any(|w| w[0] >= w[1])
+        || thresholds.iter().any(|t| !(t.is_finite() && *t > 0.0))
+    {
+        return Err(field(
+            format!("zones[{i}].gate_thresholds"),
+            "ascending persons per metre per minute, e.g. [66, 82]",
+        ));
+    }
+    Ok(Some(Gate {
+        width_m,
+        thresholds,
+    }))
+}
+
 fn default_occupancy() -> u32 {
     5
 }
@@ -149,6 +195,8 @@ pub struct Zone {
     pub calibration: BTreeMap<Kind, Calibration>,
     /// Outline as GeoJSON, for the dashboard.
     pub polygon: Option<serde_json::Value>,
+    /// Set when the zone is a passage (`gate_width_m`).
+    pub gate: Option<Gate>,
 }
 
 pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldError> {
@@ -209,6 +257,7 @@ pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldEr
             thresholds: z.thresholds,
             calibration,
             polygon: z.polygon,
+            gate: gate(i, z.gate_width_m, z.gate_thresholds)?,
         };
         if zones.insert(id, zone).is_some() {
             return Err(field(at("id"), "another zone has this id"));

@@ -201,6 +201,7 @@ mod tests {
             trend: None,
             flow: None,
             forecast: None,
+            gate: None,
             stale,
             last_data: last_data.map(|t| t.parse().expect("ts")),
             updated_at: "2026-04-27T10:00:30Z".parse().expect("ts"),
@@ -217,6 +218,7 @@ mod tests {
             thresholds: vec![2.0, 3.5, 5.0],
             calibration: BTreeMap::new(),
             polygon: None,
+            gate: None,
         }
     }
 

@@ -98,6 +98,24 @@ pub struct ZoneFlow {
     pub minutes_to_capacity: Option<f64>,
 }
 
+/// A passage's throughput: people through per metre of width per minute.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct GateFlow {
+    /// Clear width in metres.
+    pub width_m: f64,
+    /// Persons per metre per minute entering in the last complete minute (the inflow in
+    /// people, over the width), with the interval of sketch and calibration error.
+    pub throughput: Count,
+    /// 0 below the first threshold, then 1 (amber), 2 (red), ...
+    pub level: u8,
+    /// "free-flowing", "amber", "red" (with the default two thresholds).
+    pub level_name: String,
+    /// Density rising while throughput falls (by a fifth against five minutes before): the
+    /// sign of stop-and-go waves that precede crowd turbulence (Helbing, Johansson &
+    /// Al-Abideen 2007, "Dynamics of crowd disasters", Phys. Rev. E 75).
+    pub stop_and_go: bool,
+}
+
 /// One zone as the live view shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ZoneLive {
@@ -131,6 +149,9 @@ pub struct ZoneLive {
     pub trend: Option<Trend>,
     /// Inflow and outflow of the last complete minute, net flow and time to capacity.
     pub flow: Option<ZoneFlow>,
+    /// Throughput of a passage (zones with `gate_width_m`; null elsewhere or without
+    /// calibration).
+    pub gate: Option<GateFlow>,
     /// People present 15 minutes after the last complete minute, with a 95 % interval
     /// ([`crate::forecast`]); null without calibration or with under 40 stored minutes.
     pub forecast: Option<Forecast>,
@@ -246,6 +267,67 @@ async fn people_forecast(
     Ok(forecast::ahead(&minutes, forecast::HORIZON_MIN))
 }
 
+/// Devices of `kind` new to the zone in `minute` (not heard the minute before).
+fn arrivals(all: &[ZoneSketch], minute: Timestamp, p: Precision) -> Option<Overlap> {
+    let at = |m: Timestamp| per_salt(all.iter().filter(|z| z.bucket == m), p);
+    let (then, now) = (at(minute - SignedDuration::from_mins(1)), at(minute));
+    (!then.is_empty() && !now.is_empty()).then(|| difference(&then, &now))
+}
+
+/// The throughput of a gate zone in its last complete minute.
+fn gate_flow(
+    zone: &Zone,
+    sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
+    now: Timestamp,
+    p: Precision,
+    trend: &Trend,
+) -> Option<GateFlow> {
+    let gate = zone.gate.as_ref()?;
+    let minute = floor_minute(now) - SignedDuration::from_mins(1);
+    let through = |m: Timestamp| -> Option<Count> {
+        let mut devices = BTreeMap::new();
+        for kind in zone.calibration.keys() {
+            let a = arrivals(sketches.get(kind)?, m, p)?;
+            devices.insert(
+                *kind,
+                Count {
+                    estimate: a.estimate,
+                    lower: a.lower,
+                    upper: a.upper,
+                    upper_bound: a.crosses_epochs,
+                },
+            );
+        }
+        // Arrivals are all moving: no static floor to take off.
+        people::estimate_above(zone, &devices, 0.0).map(|c| c.times(1.0 / gate.width_m))
+    };
+    let throughput = through(minute)?;
+    let earlier = through(minute - SignedDuration::from_mins(5));
+    let level = gate
+        .thresholds
+        .iter()
+        .take_while(|t| throughput.estimate >= **t)
+        .count();
+    let stop_and_go = trend.direction == TrendDirection::Rising
+        && earlier.is_some_and(|e| throughput.estimate < 0.8 * e.estimate);
+    Some(GateFlow {
+        width_m: gate.width_m,
+        throughput,
+        level: u8::try_from(level).unwrap_or(u8::MAX),
+        level_name: gate_level_name(level, gate.thresholds.len()),
+        stop_and_go,
+    })
+}
+
+fn gate_level_name(index: usize, thresholds: usize) -> String {
+    match (thresholds, index) {
+        (_, 0) => "free-flowing".into(),
+        (2, 1) => "amber".into(),
+        (2, 2) => "red".into(),
+        _ => format!("level {index}"),
+    }
+}
+
 /// In- and outflow of the last complete minute before `now`, of the zone's people kind.
 fn flow(
     zone: &Zone,
@@ -339,6 +421,7 @@ pub async fn evaluate_zone(
         &trend,
     );
     let forecast = people_forecast(store, zone, floors, now).await?;
+    let gate = gate_flow(zone, &sketches, now, config.precision, &trend);
     let grace = silence_limit(config);
     Ok(ZoneLive {
         id: zone.id.to_string(),
@@ -359,6 +442,7 @@ pub async fn evaluate_zone(
             .map(|(c, p)| p.estimate / c as f64),
         trend: Some(trend),
         flow,
+        gate,
         forecast,
         stale: last_data.is_none_or(|t| t < now - grace),
         last_data,

@@ -23,8 +23,8 @@ use crate::store::{Alert, Store};
 pub use alerts::{RaisedLevels, staleness_between};
 pub(crate) use evaluation::level_name;
 pub use evaluation::{
-    Level, TREND_MIN, Trend, TrendDirection, ZoneFlow, ZoneLive, evaluate, evaluate_zone, level,
-    silence_limit, zones_last_data,
+    GateFlow, Level, TREND_MIN, Trend, TrendDirection, ZoneFlow, ZoneLive, evaluate, evaluate_zone,
+    level, silence_limit, zones_last_data,
 };
 
 /// How often the board is re-evaluated without news (staleness, trends, other replicas'
