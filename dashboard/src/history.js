@@ -79,6 +79,7 @@ export class HistoryView {
         Promise.all(q.zones.map((zone) => get('/api/v1/distinct', { zone, from: q.from, to: q.to }))),
       ]);
       this.series = series;
+      this.forecasts = await this.loadForecasts(q);
       this.draw();
       this.renderDistinct(distinct);
       if (q.zones.length >= 2) await this.loadFlows(q);
@@ -88,6 +89,24 @@ export class HistoryView {
     } catch (e) {
       status.textContent = '';
       this.showError(e);
+    }
+  }
+
+  /**
+   * The live forecasts (people 15 minutes ahead) of the chosen zones, when the range reaches
+   * the present at minute steps: drawn dashed after the series. Empty otherwise.
+   */
+  async loadForecasts(q) {
+    const reachesNow = Date.parse(q.to) >= Date.now() - 5 * 60_000;
+    if (q.step !== 'minute' || !reachesNow) return new Map();
+    try {
+      const zones = await get('/api/v1/zones');
+      return new Map(zones.filter((z) => z.forecast).map((z) => {
+        const base = Math.floor(Date.parse(z.updated_at) / 60_000) * 60 - 60;
+        return [z.id, { t: base + z.forecast.minutes_ahead * 60, ...z.forecast }];
+      }));
+    } catch {
+      return new Map();
     }
   }
 
@@ -102,7 +121,9 @@ export class HistoryView {
     // The range's ends are points too (without values), so that the axis spans what was asked
     // for even when only a few buckets hold data.
     const ends = [Date.parse(this.series.from) / 1000, Date.parse(this.series.to) / 1000];
-    const times = [...new Set([...ends, ...zones.flatMap((z) => z.points.map((p) => Date.parse(p.t) / 1000))])].sort((a, b) => a - b);
+    const forecasts = measure === 'people' ? this.forecasts ?? new Map() : new Map();
+    const ahead = [...forecasts.values()].map((f) => f.t);
+    const times = [...new Set([...ends, ...ahead, ...zones.flatMap((z) => z.points.map((p) => Date.parse(p.t) / 1000))])].sort((a, b) => a - b);
     const index = new Map(times.map((t, i) => [t, i]));
     // Each zone is two series: its complete buckets as a solid line, and the buckets still
     // filling (joined to the last complete one) dashed, so a count that has not finished
@@ -127,6 +148,15 @@ export class HistoryView {
           lastDone = i;
         }
       }
+      // The forecast continues the dashed line from the last point.
+      const f = forecasts.get(z.zone);
+      if (f) {
+        const last = growing.findLastIndex((v) => v !== null);
+        const from = last >= 0 ? last : lastDone;
+        if (from !== null && from >= 0) growing[from] = growing[from] ?? done[from];
+        growing[index.get(f.t)] = Math.round(f.estimate);
+        filling += 1;
+      }
       data.push(done, growing);
     }
     const unit = measure === 'people' ? 'people (estimated)' : 'distinct devices';
@@ -141,7 +171,7 @@ export class HistoryView {
           const stroke = LINE_COLOURS[i % LINE_COLOURS.length];
           return [
             { label: z.name, stroke, width: 2, spanGaps: false },
-            { label: `${z.name} (still filling)`, class: 'filling', stroke, width: 2, dash: [6, 5], spanGaps: false },
+            { label: `${z.name} (still filling, forecast)`, class: 'filling', stroke, width: 2, dash: [6, 5], spanGaps: true },
           ];
         }),
       ],
@@ -160,7 +190,9 @@ export class HistoryView {
     box.dataset.points = String(zones.reduce((n, z) => n + z.points.length, 0));
     const note = this.root.querySelector('#filling-note');
     note.hidden = filling === 0;
-    note.textContent = `Dashed: the current ${this.series.step} is still filling; its numbers will grow.`;
+    note.textContent = forecasts.size
+      ? `Dashed: the current ${this.series.step} still filling, then the forecast 15 minutes ahead (people).`
+      : `Dashed: the current ${this.series.step} is still filling; its numbers will grow.`;
   }
 
   renderDistinct(rows) {
