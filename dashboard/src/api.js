@@ -31,12 +31,12 @@ function url(path, params = {}) {
   return u;
 }
 
-async function request(path, params) {
-  const headers = {};
+async function request(path, params, init = {}) {
+  const headers = { ...(init.headers ?? {}) };
   if (token()) headers.Authorization = `Bearer ${token()}`;
   let response;
   try {
-    response = await fetch(url(path, params), { headers });
+    response = await fetch(url(path, params), { ...init, headers });
   } catch (e) {
     throw new ApiError(0, `the aggregator cannot be reached (${e.message})`);
   }
@@ -58,6 +58,12 @@ async function request(path, params) {
 /** GETs JSON. */
 export async function get(path, params) {
   return (await request(path, params)).json();
+}
+
+/** POSTs `body` as JSON; the answer's JSON. */
+export async function post(path, body) {
+  const init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) };
+  return (await request(path, {}, init)).json();
 }
 
 /** GETs `path` and saves the answer as `filename` (a download with the bearer header). */

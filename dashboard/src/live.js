@@ -5,20 +5,17 @@
 
 import { count, bounds, density, age, clock, levelColour, esc } from './format.js';
 import { drawPlan, paintZone } from './plan.js';
+import { post } from './api.js';
 
-const ACK_KEY = 'crowdflow.acknowledged';
 const MAX_ALERTS = 200;
 
 function alertKey(a) {
   return `${a.at}|${a.zone}|${a.kind}|${a.level ?? ''}`;
 }
 
-function loadAcknowledged() {
-  try {
-    return new Set(JSON.parse(localStorage.getItem(ACK_KEY) || '[]'));
-  } catch {
-    return new Set();
-  }
+/** Acknowledged on the server (by any screen), not only here. */
+function acknowledged(a) {
+  return a.acknowledged_at != null;
 }
 
 const ARROWS = { rising: '↑', falling: '↓', steady: '→' };
@@ -30,7 +27,6 @@ export class LiveView {
     this.meta = new Map(plan.zones.map((z) => [z.id, z]));
     this.zones = new Map();
     this.alerts = [];
-    this.acknowledged = loadAcknowledged();
     this.cards = root.querySelector('#zones');
     this.alertList = root.querySelector('#alert-list');
     this.svg = root.querySelector('#plan');
@@ -194,32 +190,34 @@ export class LiveView {
     this.renderAlerts();
   }
 
+  /** A new alert, or an alert again (acknowledged on some screen). */
   alert(a) {
-    if (this.alerts.some((x) => alertKey(x) === alertKey(a))) return;
-    this.alerts.unshift(a);
-    this.alerts.length = Math.min(this.alerts.length, MAX_ALERTS);
+    const at = this.alerts.findIndex((x) => alertKey(x) === alertKey(a));
+    if (at >= 0) {
+      this.alerts[at] = a;
+    } else {
+      this.alerts.unshift(a);
+      this.alerts.length = Math.min(this.alerts.length, MAX_ALERTS);
+    }
     this.renderAlerts();
   }
 
-  acknowledge(key) {
-    this.acknowledged.add(key);
-    this.saveAcknowledged();
-    this.renderAlerts();
+  /** Acknowledges on the server, for every screen; the answer is the alert, acknowledged. */
+  async acknowledge(a) {
+    try {
+      this.alert(await post('/api/v1/alerts/acknowledge', { at: a.at, zone: a.zone, kind: a.kind, level: a.level ?? null }));
+    } catch (e) {
+      // Acknowledged meanwhile elsewhere (404): the stream brings it; otherwise say why.
+      if (e.status !== 404) window.alert(`Not acknowledged: ${e.message}`);
+    }
   }
 
-  acknowledgeAll() {
-    for (const a of this.alerts) this.acknowledged.add(alertKey(a));
-    this.saveAcknowledged();
-    this.renderAlerts();
-  }
-
-  saveAcknowledged() {
-    const keep = [...this.acknowledged].slice(-1000);
-    localStorage.setItem(ACK_KEY, JSON.stringify(keep));
+  async acknowledgeAll() {
+    for (const a of this.alerts.filter((x) => !acknowledged(x))) await this.acknowledge(a);
   }
 
   renderAlerts() {
-    const open = this.alerts.filter((a) => !this.acknowledged.has(alertKey(a)));
+    const open = this.alerts.filter((a) => !acknowledged(a));
     const counter = document.querySelector('#alert-count');
     counter.textContent = open.length ? `${open.length} new alert${open.length > 1 ? 's' : ''}` : '';
     counter.hidden = open.length === 0;
@@ -229,7 +227,7 @@ export class LiveView {
     const newest = new Map();
     for (const a of this.alerts) if (!newest.has(a.zone)) newest.set(a.zone, a);
     const alerting = new Set([...newest.values()]
-      .filter((a) => (a.kind === 'level' || a.kind === 'stale') && !this.acknowledged.has(alertKey(a)))
+      .filter((a) => (a.kind === 'level' || a.kind === 'stale') && !acknowledged(a))
       .map((a) => a.zone));
     for (const card of this.cards.children) card.classList.toggle('alerting', alerting.has(card.dataset.zone));
     if (this.alerts.length === 0) {
@@ -240,8 +238,7 @@ export class LiveView {
   }
 
   alertItem(a) {
-    const key = alertKey(a);
-    const acked = this.acknowledged.has(key);
+    const acked = acknowledged(a);
     const li = document.createElement('li');
     li.className = `alert kind-${a.kind}${acked ? ' acknowledged' : ''}`;
     li.dataset.zone = a.zone;
@@ -258,10 +255,10 @@ export class LiveView {
       button.type = 'button';
       button.className = 'ack';
       button.textContent = 'Acknowledge';
-      button.addEventListener('click', () => this.acknowledge(key));
+      button.addEventListener('click', () => this.acknowledge(a));
       li.append(button);
     } else {
-      li.insertAdjacentHTML('beforeend', '<span class="acked">✓ acknowledged</span>');
+      li.insertAdjacentHTML('beforeend', `<span class="acked">✓ acknowledged by ${esc(a.acknowledged_by ?? '?')} at ${esc(clock(a.acknowledged_at))}</span>`);
     }
     return li;
   }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -18,7 +19,7 @@ use crate::auth::Viewer;
 use crate::config::ReplayClock;
 use crate::live::{LiveEvent, ZoneLive, level_name};
 use crate::metrics::Metrics;
-use crate::store::{Alert, Store};
+use crate::store::{Alert, AlertKey, Store};
 use crate::zone::ZoneId;
 
 /// Live zones
@@ -172,6 +173,49 @@ pub(super) async fn alerts<S: Store>(
         .unwrap_or_else(|| Timestamp::now() - SignedDuration::from_hours(24));
     let limit = number(&params, "limit", 100u32, 1, 1000)?;
     Ok(Json(state.store.alerts(since, limit).await?))
+}
+
+/// Acknowledge an alert
+///
+/// Marks an alert (named by its minute, zone, kind and level, as listed) acknowledged by the
+/// caller's role, for every screen at once: the stream sends it again, acknowledged (viewer).
+#[utoipa::path(post, path = "/api/v1/alerts/acknowledge", tag = "live", security(("bearer" = [])),
+    request_body(content = AlertKey, example = json!({"at": "2026-04-27T12:00:00Z", "zone": "neude", "kind": "level", "level": 1})),
+    responses((status = 200, description = "The alert, acknowledged", body = Alert),
+        (status = 400, body = ApiError), (status = 401, body = ApiError),
+        (status = 404, description = "No unacknowledged alert with that key", body = ApiError)))]
+pub(super) async fn acknowledge<S: Store>(
+    State(state): State<AppState<S>>,
+    Viewer(role): Viewer,
+    body: Result<Json<AlertKey>, JsonRejection>,
+) -> Result<Json<Alert>, ApiError> {
+    let Json(key) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    zone(&state, "zone", &key.zone)?;
+    let now = Timestamp::now();
+    if !state
+        .store
+        .acknowledge_alert(key.clone(), role.as_str(), now)
+        .await?
+    {
+        return Err(ApiError::not_found(
+            "zone",
+            "no unacknowledged alert with that minute, zone, kind and level",
+        ));
+    }
+    let acknowledged = state
+        .store
+        .alerts(key.at, 1000)
+        .await?
+        .into_iter()
+        .find(|a| {
+            a.at == key.at
+                && a.zone.as_str() == key.zone
+                && a.kind == key.kind
+                && a.level == key.level
+        })
+        .ok_or_else(|| ApiError::not_found("zone", "the alert went while it was acknowledged"))?;
+    state.live.announce(acknowledged.clone());
+    Ok(Json(acknowledged))
 }
 
 /// How often an idle stream sends a `ping` event.

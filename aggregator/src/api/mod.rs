@@ -115,6 +115,14 @@ impl ApiError {
         }
     }
 
+    /// 404 for what parameter `name` names.
+    pub fn not_found(name: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            parameter: Some(name.to_owned()),
+            ..ApiError::new(StatusCode::NOT_FOUND, format!("`{name}`: {message}"))
+        }
+    }
+
     /// 400 for parameter `name`.
     pub fn bad(name: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError {
@@ -313,6 +321,7 @@ fn csv_response(filename: &str, body: String) -> Response {
         live::zone_detail,
         live::plan,
         live::alerts,
+        live::acknowledge,
         live::stream,
         history::series,
         history::distinct,
@@ -405,6 +414,7 @@ fn viewer_routes<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/zones/{id}", get(live::zone_detail::<S>))
         .route("/api/v1/plan", get(live::plan::<S>))
         .route("/api/v1/alerts", get(live::alerts::<S>))
+        .route("/api/v1/alerts/acknowledge", post(live::acknowledge::<S>))
         .route("/api/v1/stream", get(live::stream::<S>))
 }
 

@@ -65,6 +65,8 @@ impl RaisedLevels {
             let threshold = level.from_density.unwrap_or(0.0);
             return Some(Alert {
                 id: 0,
+                acknowledged_at: None,
+                acknowledged_by: None,
                 at,
                 zone: zone.id.clone(),
                 kind: AlertKind::Level,
@@ -100,6 +102,8 @@ impl RaisedLevels {
         };
         Some(Alert {
             id: 0,
+            acknowledged_at: None,
+            acknowledged_by: None,
             at,
             zone: zone.id.clone(),
             kind: AlertKind::Clear,
@@ -143,6 +147,8 @@ pub fn staleness_between(before: Option<&ZoneLive>, after: &ZoneLive, zone: &Zon
         };
         out.push(Alert {
             id: 0,
+            acknowledged_at: None,
+            acknowledged_by: None,
             at,
             zone: zone_id,
             kind,

@@ -88,6 +88,12 @@ impl LiveBoard {
         &self.floors
     }
 
+    /// Sends `alert` (again) to the stream's subscribers: an acknowledgement reaches every
+    /// screen.
+    pub fn announce(&self, alert: Alert) {
+        let _ = self.events.send(LiveEvent::Alert(alert));
+    }
+
     /// Changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.events.subscribe()

@@ -213,10 +213,31 @@ pub struct Alert {
     pub value: Option<f64>,
     /// Human-readable text.
     pub message: String,
+    /// When it was acknowledged (null: not yet).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub acknowledged_at: Option<Timestamp>,
+    /// The role that acknowledged it ("viewer", "planner", "admin").
+    pub acknowledged_by: Option<String>,
+}
+
+/// Which alert: replicas store an alert once by these four.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+pub struct AlertKey {
+    /// The minute it was raised.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    /// The zone id.
+    pub zone: String,
+    /// Its kind.
+    pub kind: AlertKind,
+    /// Its level (null for staleness).
+    pub level: Option<u8>,
 }
 
 /// What an alert is about; serialized and stored by its lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertKind {
     /// A level-of-service threshold crossed upwards.
@@ -506,6 +527,14 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Stores an alert unless the same (minute, zone, kind, level) is stored; true if new.
     fn record_alert(&self, alert: Alert) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Acknowledges an alert at `at` by `role`; false when no unacknowledged alert matches.
+    fn acknowledge_alert(
+        &self,
+        key: AlertKey,
+        role: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Alerts raised at or after `since`, newest first, at most `limit`.
     fn alerts(

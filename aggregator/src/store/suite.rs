@@ -298,6 +298,8 @@ pub(crate) async fn purge_keeps_what_retention_says(store: impl Store) {
 pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl Store) {
     let alert = |at: &str, kind: &str, level: Option<u8>| Alert {
         id: 0,
+        acknowledged_at: None,
+        acknowledged_by: None,
         at: ts(at),
         zone: zone("neude"),
         kind: kind.parse().expect("an alert kind"),
@@ -335,6 +337,45 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
     assert_eq!(listed[1].level, Some(2));
     assert_eq!(listed[1].value, Some(3.7));
     assert!(listed[1].id > 0);
+    assert_eq!(listed[1].acknowledged_at, None);
+    // Acknowledged once, by role, for every screen.
+    let key = super::AlertKey {
+        at: ts("2026-04-27T10:00:00Z"),
+        zone: "neude".into(),
+        kind: "level".parse().expect("kind"),
+        level: Some(2),
+    };
+    let at = ts("2026-04-27T10:03:00Z");
+    assert!(
+        store
+            .acknowledge_alert(key.clone(), "viewer", at)
+            .await
+            .expect("ack")
+    );
+    assert!(
+        !store
+            .acknowledge_alert(key.clone(), "admin", at)
+            .await
+            .expect("again"),
+        "an acknowledged alert stays acknowledged by the first"
+    );
+    let other = super::AlertKey {
+        level: Some(3),
+        ..key
+    };
+    assert!(
+        !store
+            .acknowledge_alert(other, "viewer", at)
+            .await
+            .expect("none")
+    );
+    let listed = store
+        .alerts(ts("2026-04-27T00:00:00Z"), 10)
+        .await
+        .expect("list");
+    assert_eq!(listed[1].acknowledged_at, Some(at));
+    assert_eq!(listed[1].acknowledged_by.as_deref(), Some("viewer"));
+    assert_eq!(listed[0].acknowledged_at, None);
     assert_eq!(
         store
             .alerts(ts("2026-04-27T10:01:00Z"), 10)

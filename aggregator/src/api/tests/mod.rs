@@ -922,3 +922,64 @@ fn every_operation_has_a_summary() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_alert_is_acknowledged_once_by_role_for_every_screen() {
+    let (state, _dir) = state().await;
+    let at = ts("2026-04-27T10:00:00Z");
+    let alert = crate::store::Alert {
+        id: 0,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        at,
+        zone: ZoneId::new("neude").expect("zone"),
+        kind: crate::store::AlertKind::Level,
+        level: Some(1),
+        threshold: Some(2.0),
+        value: Some(2.1),
+        message: "Neude is busy".into(),
+    };
+    assert!(state.store.record_alert(alert).await.expect("stored"));
+    let mut stream = state.live.subscribe();
+    let post = |body: &'static str, token: Option<&'static str>| {
+        let state = state.clone();
+        async move {
+            let mut request = Request::post("/api/v1/alerts/acknowledge")
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(t) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let response = router(state)
+                .oneshot(request.body(Body::from(body)).expect("request"))
+                .await
+                .expect("response");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let key = r#"{"at":"2026-04-27T10:00:00Z","zone":"neude","kind":"level","level":1}"#;
+    assert_eq!(post(key, None).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = post(key, Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let acked: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(acked["acknowledged_by"], "viewer", "{acked}");
+    assert!(acked["acknowledged_at"].is_string());
+    match stream.try_recv() {
+        Ok(crate::live::LiveEvent::Alert(a)) => assert_eq!(a.acknowledged_by.as_deref(), Some("viewer")),
+        other => panic!("the stream carries the acknowledgement: {other:?}"),
+    }
+    let (status, body) = post(key, Some(ADMIN)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "acknowledged once: {body}");
+    let (status, body) = post(r#"{"at":"yesterday"}"#, Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("\"parameter\":\"body\""), "{body}");
+    let (status, body) = post(
+        r#"{"at":"2026-04-27T10:00:00Z","zone":"nowhere","kind":"level","level":1}"#,
+        Some(VIEWER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}

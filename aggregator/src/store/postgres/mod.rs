@@ -15,8 +15,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Alert, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError, ZoneNumber,
-    ZoneSketch, parse, timestamp,
+    Alert, AlertKey, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError,
+    ZoneNumber, ZoneSketch, parse, timestamp,
 };
 
 mod schema;
@@ -311,6 +311,31 @@ impl Store for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn acknowledge_alert(
+        &self,
+        key: AlertKey,
+        role: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn(0).await?;
+        let n = conn
+            .client
+            .execute(
+                ACKNOWLEDGE_ALERT,
+                &[
+                    &at.as_second(),
+                    &role,
+                    &key.at.as_second(),
+                    &key.zone.as_str(),
+                    &key.kind.as_str(),
+                    &key.level.map_or(-1, i64::from),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
     async fn alerts(&self, since: Timestamp, limit: u32) -> Result<Vec<Alert>, StoreError> {
         let conn = self.reader().await?;
         let rows = conn
@@ -329,6 +354,8 @@ impl Store for PostgresStore {
                     threshold: get(r, 5)?,
                     value: get(r, 6)?,
                     message: get(r, 7)?,
+                    acknowledged_at: get::<Option<i64>>(r, 8)?.map(timestamp).transpose()?,
+                    acknowledged_by: get(r, 9)?,
                 })
             })
             .collect()

@@ -77,6 +77,11 @@ CREATE TABLE alerts (
     UNIQUE (at, zone, kind, level)
 );
 "#,
+    // Alerts are acknowledged on the server, by role, for every screen at once.
+    r#"
+ALTER TABLE alerts ADD COLUMN acknowledged_at BIGINT;
+ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
+"#,
 ];
 
 /// Any constant shared by all crowdflow replicas: the key of the migration lock.

@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Alert, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError, ZoneNumber,
-    ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
+    Alert, AlertKey, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError,
+    ZoneNumber, ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
 };
 
 mod schema;
@@ -395,6 +395,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn acknowledge_alert(
+        &self,
+        key: AlertKey,
+        role: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let role = role.to_owned();
+        self.with(move |conn, _| {
+            let n = conn
+                .execute(
+                    ACKNOWLEDGE_ALERT,
+                    params![
+                        at.as_second(),
+                        role,
+                        key.at.as_second(),
+                        key.zone.as_str(),
+                        key.kind.as_str(),
+                        key.level.map_or(-1, i64::from)
+                    ],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn alerts(&self, since: Timestamp, limit: u32) -> Result<Vec<Alert>, StoreError> {
         self.with(move |conn, _| {
             let mut stmt = conn.prepare_cached(SELECT_ALERTS).map_err(db)?;
@@ -409,12 +435,15 @@ impl Store for SqliteStore {
                         r.get::<_, Option<f64>>(5)?,
                         r.get::<_, Option<f64>>(6)?,
                         r.get::<_, String>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
                     ))
                 })
                 .map_err(db)?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, at, zone, kind, level, threshold, value, message) = row.map_err(db)?;
+                let (id, at, zone, kind, level, threshold, value, message, acked_at, acked_by) =
+                    row.map_err(db)?;
                 out.push(Alert {
                     id,
                     at: timestamp(at)?,
@@ -424,6 +453,8 @@ impl Store for SqliteStore {
                     threshold,
                     value,
                     message,
+                    acknowledged_at: acked_at.map(timestamp).transpose()?,
+                    acknowledged_by: acked_by,
                 });
             }
             Ok(out)

@@ -119,6 +119,14 @@ CREATE INDEX zone_sketches_by_age ON zone_sketches (resolution, bucket);
 "#,
         fill: None,
     },
+    // Alerts are acknowledged on the server, by role, for every screen at once.
+    Migration {
+        sql: r#"
+ALTER TABLE alerts ADD COLUMN acknowledged_at INTEGER;
+ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
+"#,
+        fill: None,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {

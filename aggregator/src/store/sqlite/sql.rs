@@ -123,8 +123,14 @@ DO NOTHING";
 
 /// Alerts raised at or after `?1`, newest first, at most `?2`.
 pub(super) const SELECT_ALERTS: &str = "
-SELECT id, at, zone, kind, level, threshold, value, message
+SELECT id, at, zone, kind, level, threshold, value, message, acknowledged_at, acknowledged_by
 FROM alerts
 WHERE at >= ?1
 ORDER BY at DESC, id DESC
 LIMIT ?2";
+
+/// Acknowledges the alert (?3 at, ?4 zone, ?5 kind, ?6 level) at ?1 by ?2, unless it
+/// already is.
+pub(super) const ACKNOWLEDGE_ALERT: &str = "
+UPDATE alerts SET acknowledged_at = ?1, acknowledged_by = ?2
+WHERE at = ?3 AND zone = ?4 AND kind = ?5 AND level = ?6 AND acknowledged_at IS NULL";
