@@ -76,6 +76,12 @@ pub fn hash_token(token: &str) -> blake3::Hash {
     blake3::hash(token.as_bytes())
 }
 
+/// "a viewer", "an admin".
+fn article(role: &str) -> String {
+    let an = role.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {role}", if an { "an" } else { "a" })
+}
+
 /// Where the role extractors find the configured tokens (the API's state implements it).
 pub trait TokenConfig {
     /// Every configured token.
@@ -98,7 +104,7 @@ pub trait TokenConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// No token, and anonymous callers do not have the role.
-    #[error("a {} token is required (Authorization: Bearer TOKEN)", .0.as_str())]
+    #[error("{} token is required (Authorization: Bearer TOKEN)", article(.0.as_str()))]
     Missing(Role),
     /// The token matches no configured hash.
     #[error("unknown token")]

@@ -210,7 +210,7 @@ fn people(
 /// How the zone's people are made; `None` without calibration.
 pub fn basis(zone: &Zone, floors: &Floors) -> Option<PeopleBasis> {
     (!zone.calibration.is_empty()).then(|| PeopleBasis {
-        calibrated: zone.calibration.values().all(|c| c.error.is_some()),
+        calibrated: zone.calibration.values().all(Calibration::is_fitted),
         error: zone.calibration.values().map(error_of).fold(0.0, f64::max),
         kinds: zone
             .calibration
@@ -289,7 +289,10 @@ pub async fn per_minute(
 }
 
 fn error_of(c: &Calibration) -> f64 {
-    c.error.unwrap_or(UNCALIBRATED_ERROR)
+    match c.error {
+        Some(e) if c.is_fitted() => e,
+        e => e.unwrap_or(0.0).max(UNCALIBRATED_ERROR),
+    }
 }
 
 fn floor_of(zone: &Zone, floors: &Floors, kind: Kind, c: &Calibration) -> (f64, FloorSource) {

@@ -1,7 +1,7 @@
 //! The simulator as the radios of in-process agents: the scenario is played by a
 //! [`SimClock`] (real time, or `speed` simulated seconds per real second), and every frame
 //! goes to the agent whose sensor heard it, stamped with the real time it stands for. At the
-//! scenario's end the next day starts (seed + 1).
+//! scenario's end the crowd is gone (the benchmark's feed starts the next day instead).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,25 +21,44 @@ pub struct CrowdFeed {
 
 impl CrowdFeed {
     /// Starts playing `scenario` from its start, now, at `speed` (e.g. 60: a simulated hour
-    /// per minute) to `ears`, one per sensor of the scenario, in its order.
+    /// per minute) to `ears`, one per sensor of the scenario, in its order; day after day
+    /// (seed + 1 each), for load that lasts (the scale benchmark's soak).
     pub fn start(scenario: Scenario, speed: f64, ears: Vec<Ears>) -> CrowdFeed {
-        let clock = SimClock {
-            sim_live_us: scenario.start.as_microsecond(),
-            real_live: Timestamp::now(),
-            speed: speed.max(1.0),
-        };
-        CrowdFeed::resume(Simulation::new(scenario), clock, ears)
-    }
-
-    /// Goes on playing `sim` live by `clock` to `ears`. Frames of simulated time whose real
-    /// time has passed (while the morning was written, say) are not heard: a radio hears
-    /// only the present.
-    pub fn resume(sim: Simulation, clock: SimClock, ears: Vec<Ears>) -> CrowdFeed {
         let feed = CrowdFeed {
             stop: Arc::new(AtomicBool::new(false)),
         };
         let stop = feed.stop.clone();
-        std::thread::spawn(move || play(sim, clock, &ears, &stop));
+        std::thread::spawn(move || {
+            let mut scenario = scenario;
+            while !stop.load(Ordering::Relaxed) {
+                let clock = SimClock {
+                    sim_live_us: scenario.start.as_microsecond(),
+                    real_live: Timestamp::now(),
+                    speed: speed.max(1.0),
+                };
+                let sim = Simulation::new(scenario.clone());
+                play(sim, clock, clock.real_live, &ears, &stop);
+                scenario.seed = scenario.seed.wrapping_add(1);
+            }
+        });
+        feed
+    }
+
+    /// Goes on playing `sim` live by `clock` to `ears`, from real time `from` on (the end of
+    /// what was written as history; a minute boundary, so the agents' first window is whole).
+    pub fn resume(sim: Simulation, clock: SimClock, from: Timestamp, ears: Vec<Ears>) -> CrowdFeed {
+        let feed = CrowdFeed {
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let stop = feed.stop.clone();
+        std::thread::spawn(move || {
+            play(sim, clock, from, &ears, &stop);
+            // The day is over (the replay clock goes on, so a next day from its morning
+            // would contradict it): the sensors keep reporting an empty city.
+            if !stop.load(Ordering::Relaxed) {
+                tracing::info!("the simulated day has ended: restart the demo for another");
+            }
+        });
         feed
     }
 
@@ -49,31 +68,19 @@ impl CrowdFeed {
     }
 }
 
-fn play(mut sim: Simulation, mut clock: SimClock, ears: &[Ears], stop: &AtomicBool) {
+fn play(mut sim: Simulation, clock: SimClock, from: Timestamp, ears: &[Ears], stop: &AtomicBool) {
     let mut frames: Vec<Frame> = Vec::new();
-    let started = Timestamp::now();
-    while !stop.load(Ordering::Relaxed) {
-        let sim_end = sim.scenario().end.as_microsecond();
-        while !stop.load(Ordering::Relaxed) && sim.now() < sim_end {
-            std::thread::sleep(Duration::from_millis(100));
-            let target = clock.sim_us(Timestamp::now());
-            frames.clear();
-            sim.advance(target.min(sim_end), &mut frames);
-            for f in &frames {
-                let at = clock.real(f.t_us);
-                if let (Some(sensor), true) = (ears.get(f.sensor), at >= started) {
-                    sensor.hear(at, f.heard());
-                }
+    let sim_end = sim.scenario().end.as_microsecond();
+    while !stop.load(Ordering::Relaxed) && sim.now() < sim_end {
+        std::thread::sleep(Duration::from_millis(100));
+        let target = clock.sim_us(Timestamp::now());
+        frames.clear();
+        sim.advance(target.min(sim_end), &mut frames);
+        for f in &frames {
+            let at = clock.real(f.t_us);
+            if let (Some(sensor), true) = (ears.get(f.sensor), at >= from) {
+                sensor.hear(at, f.heard());
             }
         }
-        // The next day: the same programme, another crowd, from now on.
-        let mut scenario = sim.scenario().clone();
-        scenario.seed = scenario.seed.wrapping_add(1);
-        clock = SimClock {
-            sim_live_us: scenario.start.as_microsecond(),
-            real_live: Timestamp::now(),
-            speed: clock.speed,
-        };
-        sim = Simulation::new(scenario);
     }
 }

@@ -340,6 +340,7 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let live_at = clock::live_at(&scenario, o.start)?;
     std::fs::create_dir_all(&o.data).map_err(data_error)?;
+    fresh_day(&o.data).map_err(data_error)?;
     let mut day = Day {
         clock: SimClock {
             sim_live_us: live_at.as_microsecond(),
@@ -370,14 +371,21 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         let written = write_morning(&mut sim, &day, &o, &access, &store).await;
         morning.stop().await?;
         written?;
-        day.calibration = clicker::calibrate(
-            &sim,
-            &day.clock,
-            &o.data,
-            &store,
-            &config_of(&scenario, &o, &access, &day)?,
-        )
-        .await?;
+        if o.speed > 1.0 {
+            println!(
+                "  no calibration at {}x: clicker counts span real minutes, which hold {} simulated ones; zones keep a guessed factor (shown uncalibrated)",
+                o.speed, o.speed
+            );
+        } else {
+            day.calibration = clicker::calibrate(
+                &sim,
+                &day.clock,
+                &o.data,
+                &store,
+                &config_of(&scenario, &o, &access, &day)?,
+            )
+            .await?;
+        }
     }
     let store = start_store(&scenario, &o, &mut access, &day)?;
     let mut aggregator = Aggregator::start(&scenario, &o, &access, &day, store.clone()).await?;
@@ -407,7 +415,7 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         ears.push(heard);
         agents.push(tokio::spawn(running));
     }
-    let feed = CrowdFeed::resume(sim, day.clock, ears);
+    let feed = CrowdFeed::resume(sim, day.clock, caught_up, ears);
     println!("  dashboard   http://{}/", o.http);
     println!("  live zones  http://{}/api/v1/zones", o.http);
     println!("  API docs    http://{}/api/v1/openapi.json", o.http);
@@ -516,6 +524,37 @@ async fn write_morning(
         written.frames.len(),
         started.elapsed()
     );
+    Ok(())
+}
+
+/// Removes a previous run's database, outboxes and counts: this run writes its morning at
+/// real times the previous one may have used, under another salt, and the two would add up
+/// (and its calibration would fit both). The salt signing key stays.
+fn fresh_day(data: &Path) -> std::io::Result<()> {
+    let mut replaced = false;
+    for name in [
+        "crowdflow.db",
+        "crowdflow.db-wal",
+        "crowdflow.db-shm",
+        "clicker-counts.csv",
+    ] {
+        match std::fs::remove_file(data.join(name)) {
+            Ok(()) => replaced = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_dir_all(data.join("outbox")) {
+        Ok(()) => replaced = true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if replaced {
+        println!(
+            "  a fresh demo day in {} (the previous run's database and outboxes are replaced)",
+            data.display()
+        );
+    }
     Ok(())
 }
 

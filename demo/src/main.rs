@@ -27,9 +27,9 @@ struct Cli {
     /// Another scenario file (default: Koningsdag in Utrecht).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
-    /// Simulated seconds per real second: 1 is real time; more fast-forwards (windows
-    /// shrink to 10 s and the occupancy window to one real minute, and the morning's
-    /// calibration is fitted at that speed).
+    /// Simulated seconds per real second: 1 is real time. More fast-forwards to show
+    /// motion, not true numbers: a stored minute then holds N simulated minutes, so people
+    /// run several times the crowd, and the zones keep a guessed (uncalibrated) factor.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
     /// Simulated local time to go live at (HH:MM); the event before it is written into

@@ -93,11 +93,20 @@ pub struct Calibration {
     /// Devices there whoever comes.
     pub floor: Floor,
     /// Relative half-width of the fit's 95 % prediction interval (from `calibrate`'s
-    /// held-out residuals); `None` for a factor nobody fitted: the zone is uncalibrated and
-    /// people carry [`crate::people::UNCALIBRATED_ERROR`].
+    /// held-out residuals); `None` for a factor nobody fitted.
     pub error: Option<f64>,
-    /// Head counts the fit was made from (shown, not used).
+    /// Head counts of this zone the fit was made from.
     pub observations: Option<u32>,
+}
+
+impl Calibration {
+    /// Fitted on this zone's own head counts (`calibrate` writes `error` and
+    /// `observations`). Anything else (a guess, a factor taken from other zones, an error
+    /// written by hand) is uncalibrated, and its interval is at least
+    /// [`crate::people::UNCALIBRATED_ERROR`].
+    pub fn is_fitted(&self) -> bool {
+        self.error.is_some() && self.observations.is_some_and(|n| n > 0)
+    }
 }
 
 fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError> {
@@ -111,20 +120,22 @@ fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError
         RawCalibration::Factor(_) => at.to_owned(),
         RawCalibration::Fitted(_) => format!("{at}.factor"),
     };
-    if !(factor.is_finite() && (0.0..=100.0).contains(&factor)) {
+    if !(factor.is_finite() && factor > 0.0 && factor <= 100.0) {
         return Err(field(
             factor_at,
-            "must be between 0 and 100 persons per device",
+            "must be above 0 and at most 100 persons per device",
         ));
     }
     let floor = match floor {
         None => Floor::Learned,
         Some(RawFloor::Word(w)) if w == "learned" => Floor::Learned,
-        Some(RawFloor::Devices(d)) if d.is_finite() && *d >= 0.0 => Floor::Devices(*d),
+        Some(RawFloor::Devices(d)) if d.is_finite() && (0.0..=1e6).contains(d) => {
+            Floor::Devices(*d)
+        }
         Some(_) => {
             return Err(field(
                 format!("{at}.floor"),
-                "a number of devices (0 or more) or \"learned\"",
+                "a number of devices (0 to 1,000,000) or \"learned\"",
             ));
         }
     };
@@ -133,7 +144,7 @@ fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError
     {
         return Err(field(
             format!("{at}.error"),
-            "the fit's relative 95 % error, above 0 (0.2 = +-20 %), as `calibrate` prints it",
+            "the fit's relative 95 % error, above 0 and at most 10 (0.2 = +-20 %), as `calibrate` prints it",
         ));
     }
     Ok(Calibration {

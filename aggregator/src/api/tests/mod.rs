@@ -968,7 +968,9 @@ async fn an_alert_is_acknowledged_once_by_role_for_every_screen() {
     assert_eq!(acked["acknowledged_by"], "viewer", "{acked}");
     assert!(acked["acknowledged_at"].is_string());
     match stream.try_recv() {
-        Ok(crate::live::LiveEvent::Alert(a)) => assert_eq!(a.acknowledged_by.as_deref(), Some("viewer")),
+        Ok(crate::live::LiveEvent::Alert(a)) => {
+            assert_eq!(a.acknowledged_by.as_deref(), Some("viewer"))
+        }
         other => panic!("the stream carries the acknowledgement: {other:?}"),
     }
     let (status, body) = post(key, Some(ADMIN)).await;
