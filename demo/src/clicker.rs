@@ -22,7 +22,7 @@ const COUNT_MIN: i64 = 15;
 /// Every this many zones one has a counter (the first, the fourth, ...).
 const COUNTED_EVERY: usize = 3;
 
-/// COUNTS.csv of the counted zones over the morning: one row per [`COUNT_MIN`] real minutes,
+/// COUNTS.csv of the counted zones over the morning: one row per 15 real minutes,
 /// people = the mean of the simulator's persons per simulated minute in it.
 pub fn counts(sim: &Simulation, clock: &SimClock) -> String {
     let scenario = sim.scenario();

@@ -46,6 +46,22 @@ pub struct RaisedLevels {
 }
 
 impl RaisedLevels {
+    /// Takes up where stored alerts left off (a restart, another replica): the newest level
+    /// or clear alert of each zone sets the level held, so a restart raises nothing anew.
+    pub fn resume(&mut self, stored: &[Alert]) {
+        for a in stored.iter().rev() {
+            if matches!(a.kind, AlertKind::Level | AlertKind::Clear) {
+                self.held.insert(
+                    a.zone.to_string(),
+                    Held {
+                        level: a.level.unwrap_or(0),
+                        calm: 0,
+                    },
+                );
+            }
+        }
+    }
+
     /// The level alert (raise or clear) `after` calls for, if any.
     pub fn step(&mut self, after: &ZoneLive, zone: &Zone) -> Option<Alert> {
         let (Some(level), Some(density)) = (&after.level, after.density) else {
@@ -119,6 +135,35 @@ impl RaisedLevels {
             ),
         })
     }
+}
+
+/// Zones whose newest stored staleness alert says silent (oldest first in, newest wins).
+pub fn silent_when_stored(stored: &[Alert]) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    for a in stored.iter().rev() {
+        match a.kind {
+            AlertKind::Stale => out.insert(a.zone.to_string(), true),
+            AlertKind::Recovered => out.insert(a.zone.to_string(), false),
+            _ => None,
+        };
+    }
+    out
+}
+
+/// The recovery a first evaluation owes a zone the stored alerts left silent.
+pub fn recovered_since_stored(silent: bool, after: &ZoneLive, zone: &Zone) -> Option<Alert> {
+    (silent && !after.stale && after.last_data.is_some()).then(|| Alert {
+        id: 0,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        at: floor_minute(after.updated_at),
+        zone: zone.id.clone(),
+        kind: AlertKind::Recovered,
+        level: None,
+        threshold: None,
+        value: None,
+        message: format!("{}: sensors report again", zone.name),
+    })
 }
 
 /// Staleness alerts for the change from `before` to `after` of one zone.
@@ -296,6 +341,42 @@ mod tests {
             "2026-04-27T10:00:00Z",
             "raised for its minute"
         );
+    }
+
+    #[test]
+    fn a_restart_takes_up_where_the_stored_alerts_left_off() {
+        let zone = zone();
+        let stored_alert = |kind: AlertKind, level: Option<u8>| Alert {
+            id: 1,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            at: "2026-04-27T09:59:00Z".parse().expect("ts"),
+            zone: zone.id.clone(),
+            kind,
+            level,
+            threshold: None,
+            value: None,
+            message: String::new(),
+        };
+        // Newest first, as the store lists them.
+        let stored = [
+            stored_alert(AlertKind::Stale, None),
+            stored_alert(AlertKind::Level, Some(1)),
+            stored_alert(AlertKind::Recovered, None),
+        ];
+        let mut raised = RaisedLevels::default();
+        raised.resume(&stored);
+        let busy = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(2.2));
+        assert!(
+            raised.step(&busy, &zone).is_none(),
+            "busy was raised before the restart"
+        );
+        let silent = silent_when_stored(&stored);
+        assert_eq!(silent.get("neude"), Some(&true));
+        let back = recovered_since_stored(true, &busy, &zone).expect("a recovery");
+        assert_eq!(back.kind, "recovered");
+        let still_silent = zone_live(true, Some("2026-04-27T09:50:00Z"), Some(2.2));
+        assert!(recovered_since_stored(true, &still_silent, &zone).is_none());
     }
 
     #[test]

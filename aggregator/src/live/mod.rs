@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod evaluation;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -108,10 +109,27 @@ impl LiveBoard {
         zones: Vec<ZoneLive>,
     ) {
         let before = self.zones();
+        // The first evaluation takes up where the stored alerts left off.
+        let mut silent = BTreeMap::new();
+        if before.is_empty() {
+            let since = Timestamp::now() - jiff::SignedDuration::from_hours(24);
+            match store.alerts(since, 1000).await {
+                Ok(stored) => {
+                    if let Ok(mut raised) = self.raised.lock() {
+                        raised.resume(&stored);
+                    }
+                    silent = alerts::silent_when_stored(&stored);
+                }
+                Err(e) => tracing::warn!("stored alerts not read, alert state starts afresh: {e}"),
+            }
+        }
         for z in &zones {
             let old = before.iter().find(|b| b.id == z.id);
             if let Some(zone) = config.zones.values().find(|c| c.id.as_str() == z.id) {
                 let mut due = staleness_between(old, z, zone);
+                if silent.get(&z.id).copied().unwrap_or(false) {
+                    due.extend(alerts::recovered_since_stored(true, z, zone));
+                }
                 if let Ok(mut raised) = self.raised.lock() {
                     due.extend(raised.step(z, zone));
                 }
