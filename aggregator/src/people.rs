@@ -265,20 +265,11 @@ pub async fn per_minute(
             })
             .await?;
         for n in numbers {
-            let c = Count {
-                estimate: n.devices.estimate,
-                lower: n.devices.lower,
-                upper: n.devices.upper,
-                upper_bound: false,
-            };
+            let c = Count::from_estimate(n.devices);
             let minute = devices.entry(n.bucket).or_default();
             minute
                 .entry(*kind)
-                .and_modify(|sum| {
-                    // A minute of two salts (a rotation): the sum, an upper bound.
-                    *sum = sum.plus(c);
-                    sum.upper_bound = true;
-                })
+                .and_modify(|sum| *sum = sum.and_other_salt(c))
                 .or_insert(c);
         }
     }

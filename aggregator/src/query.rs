@@ -41,7 +41,8 @@ impl Count {
         upper_bound: false,
     };
 
-    fn from_estimate(e: Estimate) -> Count {
+    /// One salt's estimate.
+    pub fn from_estimate(e: Estimate) -> Count {
         Count {
             estimate: e.estimate,
             lower: e.lower,
@@ -57,6 +58,15 @@ impl Count {
             lower: self.lower + other.lower,
             upper: self.upper + other.upper,
             upper_bound: self.upper_bound || other.upper_bound,
+        }
+    }
+
+    /// The same bucket under another salt (a rotation): the sum, an upper bound of the
+    /// distinct count (a device may be counted once per salt).
+    pub fn and_other_salt(self, other: Count) -> Count {
+        Count {
+            upper_bound: true,
+            ..self.plus(other)
         }
     }
 

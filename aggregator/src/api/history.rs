@@ -123,17 +123,9 @@ async fn zone_buckets(
         numbers.sort_by_key(|n| n.bucket);
         let mut per_bucket: Vec<(Timestamp, Count)> = Vec::with_capacity(numbers.len());
         for n in numbers {
-            let c = Count {
-                estimate: n.devices.estimate,
-                lower: n.devices.lower,
-                upper: n.devices.upper,
-                upper_bound: false,
-            };
+            let c = Count::from_estimate(n.devices);
             match per_bucket.last_mut() {
-                Some((t, sum)) if *t == n.bucket => {
-                    *sum = sum.plus(c);
-                    sum.upper_bound = true;
-                }
+                Some((t, sum)) if *t == n.bucket => *sum = sum.and_other_salt(c),
                 _ => per_bucket.push((n.bucket, c)),
             }
         }

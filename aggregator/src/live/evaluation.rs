@@ -13,7 +13,9 @@ use crate::config::{AggregatorConfig, Zone};
 use crate::forecast::{self, Forecast};
 use crate::metrics::ZoneGauges;
 use crate::people::{self, Floors, PeopleBasis};
-use crate::query::{self, Count, Overlap, count, difference, floor_minute, occupancy, per_salt};
+use crate::query::{
+    self, Count, Overlap, PerSalt, count, difference, floor_minute, occupancy, per_salt,
+};
 use crate::store::{BucketQuery, Resolution, Store, StoreError, ZoneSketch};
 use crate::zone::ZoneId;
 
@@ -269,9 +271,15 @@ async fn people_forecast(
 
 /// Devices of `kind` new to the zone in `minute` (not heard the minute before).
 fn arrivals(all: &[ZoneSketch], minute: Timestamp, p: Precision) -> Option<Overlap> {
+    let (then, now) = minute_pair(all, minute, p)?;
+    Some(difference(&then, &now))
+}
+
+/// The per-salt unions of the minute before `minute` and of `minute`, when both hold data.
+fn minute_pair(all: &[ZoneSketch], minute: Timestamp, p: Precision) -> Option<(PerSalt, PerSalt)> {
     let at = |m: Timestamp| per_salt(all.iter().filter(|z| z.bucket == m), p);
     let (then, now) = (at(minute - SignedDuration::from_mins(1)), at(minute));
-    (!then.is_empty() && !now.is_empty()).then(|| difference(&then, &now))
+    (!then.is_empty() && !now.is_empty()).then_some((then, now))
 }
 
 /// The throughput of a gate zone in its last complete minute.
@@ -343,14 +351,8 @@ fn flow(
         .next()
         .copied()
         .unwrap_or(Kind::WifiDerandomized);
-    let all = sketches.get(&kind)?;
     let minute = floor_minute(now) - SignedDuration::from_mins(1);
-    let before = minute - SignedDuration::from_mins(1);
-    let at = |m: Timestamp| per_salt(all.iter().filter(|z| z.bucket == m), p);
-    let (then, last) = (at(before), at(minute));
-    if then.is_empty() || last.is_empty() {
-        return None;
-    }
+    let (then, last) = minute_pair(sketches.get(&kind)?, minute, p)?;
     let net = people.map(|_| trend.change / trend.minutes as f64);
     let minutes_to_capacity = zone.capacity.zip(people).zip(net).and_then(|((c, p), n)| {
         let room = c as f64 - p;
