@@ -199,13 +199,13 @@ fn calibrate(config: &Path, counts: &Path) -> anyhow::Result<ExitCode> {
                     );
                     let store = SqliteStore::open(path, c.precision)
                         .with_context(|| format!("opening {}", path.display()))?;
-                    Ok(calibration::calibrate(&store, &c.zones, &text).await?)
+                    Ok(calibration::calibrate(&store, &c.zones, &c.rotation, &text).await?)
                 }
                 StorageConfig::Postgres { url } => {
                     let store = PostgresStore::open(url, c.precision)
                         .await
                         .context("opening the PostgreSQL database (storage.url)")?;
-                    Ok(calibration::calibrate(&store, &c.zones, &text).await?)
+                    Ok(calibration::calibrate(&store, &c.zones, &c.rotation, &text).await?)
                 }
             }
         })

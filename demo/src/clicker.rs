@@ -95,13 +95,15 @@ pub async fn calibrate(
         data.join("aggregator.toml").display(),
         path.display()
     );
-    let report = match calibration::calibrate(store, &config.zones, text.as_bytes()).await {
-        Ok(report) => report,
-        Err(e) => {
-            println!("  calibration refused, zones keep the guessed factor: {e}");
-            return Ok(BTreeMap::new());
-        }
-    };
+    let report =
+        match calibration::calibrate(store, &config.zones, &config.rotation, text.as_bytes()).await
+        {
+            Ok(report) => report,
+            Err(e) => {
+                println!("  calibration refused, zones keep the guessed factor: {e}");
+                return Ok(BTreeMap::new());
+            }
+        };
     for line in report.to_string().lines() {
         println!("    {line}");
     }

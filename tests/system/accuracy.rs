@@ -481,10 +481,14 @@ async fn calibrated_people<S: Store>(
             );
         }
     }
-    let report =
-        crowdflow_aggregator::calibration::calibrate(store, &config.zones, counts.as_bytes())
-            .await
-            .expect("the first half hour supports a fit");
+    let report = crowdflow_aggregator::calibration::calibrate(
+        store,
+        &config.zones,
+        &config.rotation,
+        counts.as_bytes(),
+    )
+    .await
+    .expect("the first half hour supports a fit");
     eprintln!("{report}");
     let (mut within, mut covered, mut judged) = (0usize, 0usize, 0usize);
     for z in &report.zones {

@@ -230,6 +230,7 @@ fn the_lab_days_calibrate_through_the_store() {
         .block_on(calibration::calibrate(
             &store,
             &config.zones,
+            &config.rotation,
             counts().as_bytes(),
         ))
         .expect("report");
@@ -240,7 +241,7 @@ fn the_lab_days_calibrate_through_the_store() {
     );
     let naive = zone.naive.expect("naive addresses");
     eprintln!(
-        "per 15-minute window, held out by UTC day (occupied: >= 5 persons, 15 windows; empty: 28):"
+        "per 15-minute window, held out by day (occupied: >= 5 persons, 15 windows; empty: 28):"
     );
     let mut figures = BTreeMap::new();
     for k in &zone.kinds {

@@ -216,7 +216,14 @@ pub(super) async fn calibration<S: Store>(
         };
         ApiError::new(r.status(), message).into_response()
     })?;
-    match calibration::calibrate(&state.store, &state.config.zones, &body).await {
+    match calibration::calibrate(
+        &state.store,
+        &state.config.zones,
+        &state.config.rotation,
+        &body,
+    )
+    .await
+    {
         Ok(report) => Ok(Json(report)),
         Err(CalibrationError::Counts(e)) => Err((
             StatusCode::BAD_REQUEST,

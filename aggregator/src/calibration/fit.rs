@@ -9,8 +9,10 @@
 //! least squares would follow them. Pairs of two empty counts are left out ([`theil_sen`]).
 //!
 //! The fit is judged on observations it was not fitted on: leave-one-day-out when the counts
-//! span two or more UTC days (a zone's devices per person change from day to day: other
+//! span two or more days (a zone's devices per person change from day to day: other
 //! visitors, other weather, other phones), else leave-one-block-out over four blocks in time.
+//! A day is a salt epoch: the local day from the rotation time (04:00 Europe/Amsterdam by
+//! default), so an evening event that runs past midnight, local or UTC, stays one day.
 //! The `error` the aggregator widens people by is the split-conformal quantile of those
 //! held-out residuals (J. Lei, M. G'Sell, A. Rinaldo, R. J. Tibshirani, L. Wasserman,
 //! "Distribution-free predictive inference for regression", JASA 113, 2018): the
@@ -19,8 +21,8 @@
 
 use std::collections::BTreeMap;
 
+use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 use serde::Serialize;
 
 /// Relative errors are taken against at least this many persons: a room of 0 or 2 people
@@ -219,9 +221,9 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "method")]
 pub enum Validation {
-    /// Each UTC day's counts predicted by the line fitted on the other days.
+    /// Each day's counts predicted by the line fitted on the other days.
     LeaveOneDayOut {
-        /// UTC days (of the counts' starts).
+        /// Days (salt epochs: local days from the rotation time) of the counts' starts.
         days: usize,
     },
     /// Counts of one day: four blocks in time, each predicted by the line of the others.
@@ -235,12 +237,12 @@ impl std::fmt::Display for Validation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Validation::LeaveOneDayOut { days } => {
-                write!(f, "leave-one-day-out over {days} UTC days")
+                write!(f, "leave-one-day-out over {days} days")
             }
             Validation::LeaveOneBlockOut { blocks } => {
                 write!(
                     f,
-                    "leave-one-block-out over {blocks} blocks in time (one UTC day)"
+                    "leave-one-block-out over {blocks} blocks in time (one day)"
                 )
             }
         }
@@ -250,8 +252,8 @@ impl std::fmt::Display for Validation {
 /// A group of held-out observations.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {
-    /// A UTC day.
-    Day(jiff::civil::Date),
+    /// A day: the salt epoch (named by the local date it starts on).
+    Day(EpochId),
     /// The n-th block in time (1-based).
     Block(usize),
 }
@@ -265,11 +267,12 @@ impl std::fmt::Display for Group {
     }
 }
 
-/// The validation for counts starting at `starts`, and each count's group.
-pub fn groups(starts: &[Timestamp]) -> (Validation, Vec<Group>) {
+/// The validation for counts starting at `starts`, and each count's group; days are the
+/// epochs of `rotation`.
+pub fn groups(starts: &[Timestamp], rotation: &RotationSchedule) -> (Validation, Vec<Group>) {
     let days: Vec<Group> = starts
         .iter()
-        .map(|t| Group::Day(t.to_zoned(TimeZone::UTC).date()))
+        .map(|&t| Group::Day(rotation.epoch_at(t)))
         .collect();
     let distinct: std::collections::BTreeSet<&Group> = days.iter().collect();
     if distinct.len() >= 2 {
@@ -492,7 +495,7 @@ mod tests {
             }
         }
         let starts: Vec<Timestamp> = pts.iter().map(|p| p.start).collect();
-        let (validation, groups) = groups(&starts);
+        let (validation, groups) = groups(&starts, &RotationSchedule::default());
         assert_eq!(validation, Validation::LeaveOneDayOut { days: 3 });
         let yhat = held_out(&pts, &groups).expect("folds");
         let y: Vec<f64> = pts.iter().map(|p| p.y).collect();
@@ -507,7 +510,7 @@ mod tests {
     #[test]
     fn one_day_is_validated_in_four_blocks() {
         let starts: Vec<Timestamp> = (0..10).rev().map(|i| at(4, 15 * i)).collect();
-        let (validation, groups) = groups(&starts);
+        let (validation, groups) = groups(&starts, &RotationSchedule::default());
         assert_eq!(validation, Validation::LeaveOneBlockOut { blocks: 4 });
         // The latest start (index 0) is in the last block, the earliest in the first.
         assert_eq!(groups[0], Group::Block(4));
@@ -515,6 +518,24 @@ mod tests {
         let per_block = |b| groups.iter().filter(|g| **g == Group::Block(b)).count();
         assert_eq!((1..=4).map(per_block).sum::<usize>(), 10);
         assert!((1..=4).all(|b| per_block(b) >= 2));
+    }
+
+    #[test]
+    fn an_evening_past_midnight_is_one_day() {
+        // Counts every hour from 20:00 to 03:00 local (CEST, UTC+2) on two evenings: eight
+        // UTC dates and four local dates, but two salt epochs (days from 04:00 local).
+        let evening = |d: &str| -> Vec<Timestamp> {
+            let first: Timestamp = format!("{d}T18:00:00Z").parse().expect("ts");
+            (0..8)
+                .map(|h| first + jiff::SignedDuration::from_hours(h))
+                .collect()
+        };
+        let starts: Vec<Timestamp> = [evening("2026-04-27"), evening("2026-04-28")].concat();
+        let (validation, groups) = groups(&starts, &RotationSchedule::default());
+        assert_eq!(validation, Validation::LeaveOneDayOut { days: 2 });
+        assert!(groups[..8].iter().all(|g| *g == groups[0]), "{groups:?}");
+        assert!(groups[8..].iter().all(|g| *g == groups[8]), "{groups:?}");
+        assert_eq!(groups[0].to_string(), "day 2026-04-27");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod report;
 
 use std::collections::BTreeMap;
 
+use crowdflow_contract::epoch::RotationSchedule;
 use crowdflow_contract::identity::Kind;
 use jiff::{SignedDuration, Timestamp};
 
@@ -121,10 +122,12 @@ pub enum KindRefusal {
     },
 }
 
-/// Fits every zone of COUNTS.csv (`counts`, as given) against the stored minutes.
+/// Fits every zone of COUNTS.csv (`counts`, as given) against the stored minutes; the
+/// held-out days are the epochs of `rotation` (local days).
 pub async fn calibrate(
     store: &impl Store,
     zones: &BTreeMap<ZoneId, Zone>,
+    rotation: &RotationSchedule,
     counts: &[u8],
 ) -> Result<Report, CalibrationError> {
     let observations = counts::parse(counts, zones)?;
@@ -141,11 +144,12 @@ pub async fn calibrate(
     }
     // The fits take up to seconds for hundreds of counts over as many days: off the async
     // workers, which serve the API meanwhile.
+    let rotation = rotation.clone();
     let reports = tokio::task::spawn_blocking(move || {
         read.iter()
             .map(|(zone, rows, minutes)| {
                 let rows: Vec<&Observation> = rows.iter().collect();
-                zone_report(zone, &rows, minutes)
+                zone_report(zone, &rows, minutes, &rotation)
             })
             .collect()
     })
@@ -241,7 +245,12 @@ fn spans(rows: &[&Observation]) -> Vec<(Timestamp, Timestamp)> {
 }
 
 /// Fits one zone's counts.
-pub fn zone_report(zone: &Zone, rows: &[&Observation], minutes: &Minutes) -> ZoneReport {
+pub fn zone_report(
+    zone: &Zone,
+    rows: &[&Observation],
+    minutes: &Minutes,
+    rotation: &RotationSchedule,
+) -> ZoneReport {
     let mut report = ZoneReport::new(zone, rows.len());
     let mut usable: Vec<&Observation> = Vec::new();
     for o in rows {
@@ -284,7 +293,7 @@ pub fn zone_report(zone: &Zone, rows: &[&Observation], minutes: &Minutes) -> Zon
         return report;
     }
     let starts: Vec<Timestamp> = usable.iter().map(|o| o.start).collect();
-    let (validation, groups) = fit::groups(&starts);
+    let (validation, groups) = fit::groups(&starts, rotation);
     report.validation = Some(validation);
     report.kinds = Kind::ALL
         .into_iter()

@@ -112,7 +112,7 @@ async fn the_lab_line_is_recovered_and_pasted_back() {
     let dir = tempfile::tempdir().expect("tmp");
     let (store, counts) = lab(dir.path()).await;
     let c = config(CONFIG);
-    let report = calibrate(&store, &c.zones, counts.as_bytes())
+    let report = calibrate(&store, &c.zones, &c.rotation, counts.as_bytes())
         .await
         .expect("report");
     let text = report.to_string();
@@ -197,7 +197,7 @@ async fn a_refused_zone_does_not_keep_another_from_its_fit() {
         .await
         .expect("store");
     let c = config(CONFIG);
-    let report = calibrate(&store, &c.zones, counts.as_bytes())
+    let report = calibrate(&store, &c.zones, &c.rotation, counts.as_bytes())
         .await
         .expect("report");
     let text = report.to_string();
@@ -229,7 +229,7 @@ async fn counts_without_spread_are_refused_saying_which() {
             _ => format!("{l}\n"),
         })
         .collect();
-    let report = calibrate(&store, &c.zones, flat.as_bytes())
+    let report = calibrate(&store, &c.zones, &c.rotation, flat.as_bytes())
         .await
         .expect("report");
     assert_eq!(report.fitted, 0);
@@ -252,6 +252,7 @@ async fn a_bad_file_is_refused_before_the_store_is_read() {
     let e = calibrate(
         &store,
         &c.zones,
+        &c.rotation,
         b"zone,start,end,people\nlab,2026-05-04T08:00:00Z,2026-05-04T08:15:00Z,-2\n",
     )
     .await
