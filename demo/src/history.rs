@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crowdflow_agent::counter::AGENT_VERSION;
+use crowdflow_agent::counting::AGENT_VERSION;
+use crowdflow_agent::counting::window::{CLOSE_DELAY, Windows};
 use crowdflow_agent::salt::SaltKeeper;
-use crowdflow_agent::window::{CLOSE_DELAY, Windows};
 use crowdflow_aggregator::store::{SqliteStore, Store};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;

@@ -462,7 +462,7 @@ fn wifi_capture(raw: &RawCapture) -> Result<WifiCapture, (String, String)> {
         "capture.interface".to_owned(),
         "the monitor-mode interface is required for Wi-Fi capture (e.g. wlan1)".to_owned(),
     ))?;
-    if !crate::capture::live::valid_name(&interface) {
+    if !crate::capture::wifi_monitor::valid_name(&interface) {
         return Err((
             "capture.interface".into(),
             "must be an interface name such as wlan1".into(),

@@ -15,10 +15,11 @@ use jiff::Timestamp;
 
 use tracing::Instrument;
 
-use crate::agent::{Publishing, RunError, publish, sensor_span, shared_counter};
+use crate::agent::{sensor_span, shared_counter};
 use crate::config::Broker;
-use crate::counter::Counter;
+use crate::counting::Counter;
 use crate::frame::Heard;
+use crate::publish::{Publishing, RunError, publish};
 
 /// Settings of an in-process agent: what a config file would say, less the capture.
 #[derive(Debug, Clone)]

@@ -13,9 +13,9 @@ use axum::routing::get;
 use crowdflow_contract::identity::Kind;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-use crate::counter::Counter;
+use crate::counting::Counter;
 use crate::frame::Skip;
-use crate::outbox::Outbox;
+use crate::publish::outbox::Outbox;
 
 /// The agent's metrics.
 #[derive(Debug, Clone)]

@@ -17,10 +17,11 @@ use crowdflow_contract::window::{Window, WindowLength};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::capture::SUPPORTED;
 use crate::capture::file::{CaptureReader, FileError};
-use crate::count::{KindSketches, Tally, WindowCount};
-use crate::devices::RssiGate;
+use crate::counting::devices::RssiGate;
+use crate::counting::sketches::{KindSketches, WindowCount};
+use crate::counting::tally::Tally;
+use crate::frame::SUPPORTED;
 use crate::frame::{self, FramePolicy, Skip};
 
 /// How fast to replay.
@@ -137,7 +138,7 @@ pub struct WindowFrames {
 /// Devices of one window, with 2-sigma bounds.
 #[derive(Debug, Serialize)]
 pub struct Devices {
-    /// Physical Wi-Fi devices (see `crate::devices`).
+    /// Physical Wi-Fi devices (see `crate::counting::devices`).
     pub wifi: Estimate,
     /// BLE advertisers: addresses (resolvable private addresses rotate about every 15 min).
     pub ble: Estimate,

@@ -12,8 +12,9 @@ use jiff::Timestamp;
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, Packet, QoS};
 
 use crate::capture::file::CaptureReader;
-use crate::capture::{SUPPORTED, live};
+use crate::capture::wifi_monitor;
 use crate::config::{AgentConfig, Source};
+use crate::frame::SUPPORTED;
 
 /// One check's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +100,7 @@ fn capture(source: &Source) -> Check {
         Source::Live { wifi, ble } => {
             let mut found = Vec::new();
             if let Some(w) = wifi {
-                match live::check_monitor_interface(&w.interface) {
+                match wifi_monitor::check_monitor_interface(&w.interface) {
                     Ok(()) => found.push(format!("{} is in monitor mode", w.interface)),
                     Err(e) => return fail("capture", e.to_string()),
                 }

@@ -601,7 +601,7 @@ fn recorded_hci_counts_what_the_live_source_counts_in_every_container() {
     // what the live BLE source makes of the same packets
     let mut live = Vec::new();
     for p in &h4 {
-        crowdflow_agent::capture::hci::advertisers(p, &mut live);
+        crowdflow_agent::frame::hci::advertisers(p, &mut live);
     }
     assert_eq!(live.len(), 4);
     let with_phdr: Vec<Vec<u8>> = h4

@@ -10,12 +10,12 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crowdflow_agent::capture::LinkType;
 use crowdflow_agent::capture::file::CaptureReader;
-use crowdflow_agent::counter::Counter;
+use crowdflow_agent::counting::Counter;
+use crowdflow_agent::counting::window::Windows;
+use crowdflow_agent::frame::LinkType;
 use crowdflow_agent::frame::{FcsRule, FramePolicy, capability_fingerprint, decode_sighting};
-use crowdflow_agent::outbox::Outbox;
-use crowdflow_agent::window::Windows;
+use crowdflow_agent::publish::outbox::Outbox;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::Precision;

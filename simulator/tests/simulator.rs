@@ -9,11 +9,11 @@ use std::fs::File;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crowdflow_agent::counter::Counter;
+use crowdflow_agent::capture::paced::replay_as_live;
+use crowdflow_agent::counting::Counter;
+use crowdflow_agent::counting::window::Windows;
 use crowdflow_agent::frame::FramePolicy;
 use crowdflow_agent::replay::{Pace, replay};
-use crowdflow_agent::source::replay_as_live;
-use crowdflow_agent::window::Windows;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::identity::Medium;
 use crowdflow_contract::salt::Salt;

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crowdflow_agent::counting::window::Windows;
 use crowdflow_agent::salt::SaltKeeper;
-use crowdflow_agent::window::Windows;
 use crowdflow_aggregator::config::AggregatorConfig;
 use crowdflow_aggregator::service;
 use crowdflow_aggregator::store::{PostgresStore, SqliteStore, Store};

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crowdflow_agent::capture::file::CaptureReader;
-use crowdflow_agent::counter::Counter;
+use crowdflow_agent::counting::Counter;
+use crowdflow_agent::counting::window::Windows;
 use crowdflow_agent::frame::{self, FramePolicy};
-use crowdflow_agent::window::Windows;
 use crowdflow_aggregator::calibration::fit::median;
 use crowdflow_aggregator::calibration::{self, Prediction, Report};
 use crowdflow_aggregator::config::AggregatorConfig;

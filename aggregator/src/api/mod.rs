@@ -323,10 +323,10 @@ fn csv_response(filename: &str, body: String) -> Response {
         live::alerts,
         live::acknowledge,
         live::stream,
-        history::series,
-        history::distinct,
-        history::flows,
-        history::dwell,
+        history::series::series,
+        history::visitors::distinct,
+        history::visitors::flows,
+        history::visitors::dwell,
         admin::sensors,
         admin::config_view,
         admin::calibration,
@@ -421,10 +421,10 @@ fn viewer_routes<S: Store>() -> Router<AppState<S>> {
 /// Planner role (traffic planners): history.
 fn planner_routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
-        .route("/api/v1/series", get(history::series::<S>))
-        .route("/api/v1/distinct", get(history::distinct::<S>))
-        .route("/api/v1/flows", get(history::flows::<S>))
-        .route("/api/v1/dwell", get(history::dwell::<S>))
+        .route("/api/v1/series", get(history::series::series::<S>))
+        .route("/api/v1/distinct", get(history::visitors::distinct::<S>))
+        .route("/api/v1/flows", get(history::visitors::flows::<S>))
+        .route("/api/v1/dwell", get(history::visitors::dwell::<S>))
 }
 
 /// Admin role (operators): sensor health, the config view and the calibration preview.

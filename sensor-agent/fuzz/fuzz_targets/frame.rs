@@ -2,8 +2,8 @@
 //! whether the file declared a 4-byte FCS (bit 4) and the FCS rule (bit 5).
 #![no_main]
 
-use crowdflow_agent::capture::LinkType;
-use crowdflow_agent::capture::file::Packet;
+use crowdflow_agent::frame::LinkType;
+use crowdflow_agent::frame::Packet;
 use crowdflow_agent::frame::{
     ClientFrames, FcsRule, FrameClass, FramePolicy, decode, decode_packet, decode_sighting,
 };

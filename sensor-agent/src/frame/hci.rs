@@ -1,6 +1,6 @@
 //! HCI LE advertising reports: the advertisers a Bluetooth controller says it heard.
 //!
-//! One decoder for the live BLE source (a raw HCI socket, [`crate::capture::hci`]) and for
+//! One decoder for the live BLE source (a raw HCI socket, [`crate::capture::ble_scan`]) and for
 //! recorded HCI traffic (LINKTYPE 187 H:4, 201 H:4 with a direction pseudo-header, 254
 //! BlueZ monitor, and btsnoop files, which the capture reader normalizes to 187 or 254), so
 //! `replay` of a `btmon -w` recording counts what the live source counted. Controllers
@@ -11,7 +11,7 @@ use crowdflow_contract::identity::Medium;
 
 use super::ble::address_from_le;
 use super::{Heard, Skip};
-use crate::capture::LinkType;
+use crate::frame::LinkType;
 
 /// H:4 packet type of an HCI event.
 pub(crate) const HCI_EVENT_PKT: u8 = 0x04;

@@ -17,7 +17,7 @@ use super::Skip;
 /// elements, nothing address-like. The digest is 64-bit FNV-1a (a fixed public function,
 /// so every sensor of every version computes the same digest for the same radio).
 ///
-/// It lives only in the agent's memory for one window (see `crate::devices`): no `Debug`
+/// It lives only in the agent's memory for one window (see `crate::counting::devices`): no `Debug`
 /// of its bytes, no `Display`, no serde.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint([u8; FINGERPRINT_LEN]);

@@ -8,16 +8,32 @@ pub(crate) mod ble;
 mod fcs;
 pub mod hci;
 mod ieee80211;
+mod link_type;
 mod ppi;
 mod radiotap;
+mod registry;
 
 use crowdflow_contract::identity::{ADDRESS_LEN, Kind, Medium};
 
 pub use ble::crc24;
 pub use ieee80211::{ClientFrames, Fingerprint, FrameClass, capability_fingerprint};
+pub use link_type::{LinkType, SUPPORTED};
 
-use crate::capture::LinkType;
-use crate::capture::file::Packet;
+/// One captured packet, borrowed from the reader's buffer.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    /// Capture time, nanoseconds since the Unix epoch (as recorded; may go backwards).
+    pub ts_ns: i64,
+    /// Link-layer type of the interface it was captured on.
+    pub link: LinkType,
+    /// Bytes of frame check sequence at the end of `data`, when the file declares it (the
+    /// pcap header's FCS annotation, a pcapng interface's `if_fcslen`); `None` when it does
+    /// not say (radiotap then says it per frame).
+    pub fcs_len: Option<u8>,
+    /// The captured bytes. Empty for a packet of an unsupported link type whose data was
+    /// larger than [`crate::capture::file::MAX_RECORD`] (skipped unread).
+    pub data: &'a [u8],
+}
 
 /// A device heard in one frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -240,6 +256,23 @@ fn decode_hci(
     if reports.is_empty() {
         out.push(Err(Skip::BleNotAdvertising));
     }
+    gate_reports(reports, policy, out);
+}
+
+/// Every advertiser a controller reports in one HCI packet read from a live socket (H:4),
+/// gated by `policy` as recorded HCI traffic is. Packets that are not advertising reports
+/// add nothing: a live socket also reads the controller's answers to its commands.
+pub fn decode_hci_socket(data: &[u8], policy: &FramePolicy, out: &mut Vec<Result<Sighting, Skip>>) {
+    let mut reports = Vec::new();
+    hci::advertisers(data, &mut reports);
+    gate_reports(reports, policy, out);
+}
+
+fn gate_reports(
+    reports: Vec<Result<Heard, Skip>>,
+    policy: &FramePolicy,
+    out: &mut Vec<Result<Sighting, Skip>>,
+) {
     out.extend(
         reports
             .into_iter()

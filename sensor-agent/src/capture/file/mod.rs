@@ -9,7 +9,7 @@
 
 use std::io::{self, Read};
 
-use super::LinkType;
+use crate::frame::{LinkType, Packet};
 
 /// Largest packet accepted (802.11 frames are < 12 KB, BLE and HCI packets < 300 B; a
 /// bigger claim on a supported link type is corruption).
@@ -68,22 +68,6 @@ fn hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// One captured packet, borrowed from the reader's buffer.
-#[derive(Debug)]
-pub struct Packet<'a> {
-    /// Capture time, nanoseconds since the Unix epoch (as recorded; may go backwards).
-    pub ts_ns: i64,
-    /// Link-layer type of the interface it was captured on.
-    pub link: LinkType,
-    /// Bytes of frame check sequence at the end of `data`, when the file declares it (the
-    /// pcap header's FCS annotation, a pcapng interface's `if_fcslen`); `None` when it does
-    /// not say (radiotap then says it per frame).
-    pub fcs_len: Option<u8>,
-    /// The captured bytes. Empty for a packet of an unsupported link type whose data was
-    /// larger than [`MAX_RECORD`] (skipped unread).
-    pub data: &'a [u8],
 }
 
 #[derive(Clone, Copy)]

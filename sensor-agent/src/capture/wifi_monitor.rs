@@ -1,5 +1,5 @@
 //! Live Wi-Fi capture: a raw AF_PACKET socket on a monitor-mode interface (radiotap frames),
-//! and a channel hopper.
+//! a channel hopper, and the thread that feeds what it hears to the counter ([`start`]).
 //!
 //! The only `unsafe` code of the project is the socket set-up here (std has no AF_PACKET);
 //! each block says why it is sound. Everything after `recv` is the same total decoder the
@@ -11,7 +11,13 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::counting::Counter;
+use crate::frame::{self, FramePolicy, LinkType};
 
 /// ARPHRD_IEEE80211_RADIOTAP: the link type of an interface in monitor mode.
 const ARPHRD_RADIOTAP: u32 = 803;
@@ -196,6 +202,59 @@ pub fn set_channel(interface: &str, channel: u16) -> io::Result<()> {
             "`iw dev {interface} set channel {channel}` failed ({status})"
         )))
     }
+}
+
+/// Captures from a monitor-mode interface, hopping channels, until the process ends.
+pub fn start(
+    plan: HopPlan,
+    interface: String,
+    policy: FramePolicy,
+    counter: Arc<Mutex<Counter>>,
+) -> std::thread::JoinHandle<()> {
+    let hopper_counter = counter.clone();
+    let hopper_interface = interface.clone();
+    std::thread::spawn(move || {
+        let mut step = 0;
+        while let Some(channel) = plan.channel(step) {
+            if let Err(e) = set_channel(&hopper_interface, channel)
+                && let Ok(mut c) = hopper_counter.lock()
+            {
+                c.capture_error(format!("channel hopping: {e}"));
+            }
+            std::thread::sleep(plan.dwell);
+            step = step.wrapping_add(1);
+        }
+    });
+    std::thread::spawn(move || {
+        let socket = match RawSocket::open(&interface) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Ok(mut c) = counter.lock() {
+                    c.capture_error(e.to_string());
+                }
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(Some(n)) => {
+                    let outcome = frame::decode_sighting(LinkType::Radiotap, &buf[..n], &policy);
+                    match counter.lock() {
+                        Ok(mut c) => c.record_sighting(Timestamp::now(), &outcome),
+                        Err(_) => return,
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Ok(mut c) = counter.lock() {
+                        c.capture_error(format!("capture on {interface} failed: {e}"));
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]

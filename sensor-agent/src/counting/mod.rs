@@ -1,4 +1,12 @@
-//! The agent's counting state, shared by the capture thread and the publishing loop.
+//! Counting, the third stage: each sighting's address hashed under the epoch's salt into
+//! its window's sketches ([`window`], [`sketches`]), physical Wi-Fi devices grouped by
+//! fingerprint ([`devices`]), every frame tallied ([`tally`]). The [`Counter`] is the state
+//! the capture threads and the publishing loop share.
+
+pub mod devices;
+pub mod sketches;
+pub mod tally;
+pub mod window;
 
 use std::collections::BTreeMap;
 
@@ -10,13 +18,37 @@ use crowdflow_contract::wire::{
 use jiff::Timestamp;
 use zeroize::Zeroizing;
 
-use crate::count::Tally;
 use crate::frame::{Heard, Sighting, Skip};
 use crate::salt::{Accepted, SaltKeeper};
-use crate::window::Windows;
+use tally::Tally;
+use window::Windows;
 
 /// The agent's version string in messages.
 pub const AGENT_VERSION: &str = concat!("crowdflow-agent ", env!("CARGO_PKG_VERSION"));
+
+/// Where the capture source is, as the status message says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureState {
+    /// No frame yet.
+    Starting,
+    /// Frames arrive.
+    Capturing,
+    /// The source failed (the message says why and what to do).
+    Failed(String),
+    /// Every capture file was replayed.
+    Finished,
+}
+
+impl std::fmt::Display for CaptureState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureState::Starting => f.write_str("starting"),
+            CaptureState::Capturing => f.write_str("capturing"),
+            CaptureState::Failed(message) => write!(f, "error: {message}"),
+            CaptureState::Finished => f.write_str("finished (all capture files replayed)"),
+        }
+    }
+}
 
 /// Frames, salts and open windows.
 #[derive(Debug)]
@@ -27,7 +59,7 @@ pub struct Counter {
     salts: SaltKeeper,
     windows: Windows,
     salt_changes: u64,
-    capture: String,
+    capture: CaptureState,
     rate: (Timestamp, u64, f64),
 }
 
@@ -41,7 +73,7 @@ impl Counter {
             salts: SaltKeeper::default(),
             windows,
             salt_changes: 0,
-            capture: "starting".into(),
+            capture: CaptureState::Starting,
             rate: (Timestamp::now(), 0, 0.0),
         }
     }
@@ -70,8 +102,8 @@ impl Counter {
         {
             self.no_salt += 1;
         }
-        if self.capture == "starting" {
-            self.capture = "capturing".into();
+        if self.capture == CaptureState::Starting {
+            self.capture = CaptureState::Capturing;
         }
     }
 
@@ -131,12 +163,12 @@ impl Counter {
 
     /// The capture source failed.
     pub fn capture_error(&mut self, message: String) {
-        self.capture = format!("error: {message}");
+        self.capture = CaptureState::Failed(message);
     }
 
     /// The capture source has no more frames.
     pub fn capture_done(&mut self) {
-        self.capture = "finished (all capture files replayed)".into();
+        self.capture = CaptureState::Finished;
     }
 
     /// Frames counted under `kind` since start.
@@ -188,7 +220,7 @@ impl Counter {
             drops,
             outbox: Some(outbox),
             salt: Some(self.salts.state(now)),
-            capture: Some(self.capture.clone()),
+            capture: Some(self.capture.to_string()),
         }
     }
 }

@@ -12,9 +12,14 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-pub use crate::frame::hci::advertisers;
+use jiff::Timestamp;
+
+use crate::counting::Counter;
 use crate::frame::hci::{EVT_LE_META, HCI_EVENT_PKT};
+use crate::frame::{self, FramePolicy};
 
 const HCI_COMMAND_PKT: u8 = 0x01;
 const OGF_LE: u16 = 0x08;
@@ -155,6 +160,48 @@ impl Drop for HciScanner {
     fn drop(&mut self) {
         let _ = self.send(&set_scan_enable(false));
     }
+}
+
+/// Scans passively on Bluetooth controller `hci<dev>` until the process ends.
+pub fn start(
+    dev: u16,
+    policy: FramePolicy,
+    counter: Arc<Mutex<Counter>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let scanner = match HciScanner::open(dev) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Ok(mut c) = counter.lock() {
+                    c.capture_error(format!(
+                        "cannot scan on hci{dev}: {e} (is the controller up? `hciconfig hci{dev} up`; the agent needs CAP_NET_RAW and CAP_NET_ADMIN)"
+                    ));
+                }
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 1024];
+        let mut sightings = Vec::new();
+        loop {
+            match scanner.recv(&mut buf) {
+                Ok(n) => {
+                    sightings.clear();
+                    frame::decode_hci_socket(&buf[..n], &policy, &mut sightings);
+                    let Ok(mut c) = counter.lock() else { return };
+                    let now = Timestamp::now();
+                    for outcome in &sightings {
+                        c.record_sighting(now, outcome);
+                    }
+                }
+                Err(e) => {
+                    if let Ok(mut c) = counter.lock() {
+                        c.capture_error(format!("BLE scan on hci{dev} failed: {e}"));
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]

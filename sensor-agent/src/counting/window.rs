@@ -1,5 +1,5 @@
 //! Windows of counting: one [`WindowCount`] per (window, epoch salt), closed into sketch
-//! messages once the window is over. The physical-device estimate (`crate::devices`) of a
+//! messages once the window is over. The physical-device estimate (`crate::counting::devices`) of a
 //! window is made when it closes, under the signal gate learned so far, and its grouping
 //! state is dropped with it.
 //!
@@ -16,8 +16,8 @@ use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SensorId, SketchMessage};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::count::{KindSketches, WindowCount};
-use crate::devices::RssiGate;
+use super::devices::RssiGate;
+use super::sketches::{KindSketches, WindowCount};
 use crate::frame::{Heard, Sighting};
 use crate::salt::SaltKeeper;
 

@@ -1,0 +1,33 @@
+//! The planners' answers (planner role): [`series`] of counts and people per bucket, and
+//! the [`visitors`] answers of sketch algebra (distinct visitors, flows, dwell).
+
+pub mod series;
+pub mod visitors;
+
+use jiff::SignedDuration;
+
+use super::{ApiError, Params, timestamp};
+use crate::query::Range;
+
+pub(super) use series::zone_series;
+
+/// The range of the `from` and `to` parameters named, at most `max` long; a refusal names
+/// the parameter at fault.
+pub(super) fn range(
+    params: &Params,
+    from: &str,
+    to: &str,
+    max: SignedDuration,
+) -> Result<Range, ApiError> {
+    let (f, t) = (timestamp(params, from)?, timestamp(params, to)?);
+    Range::new(f, t, max).map_err(|e| {
+        let (name, other) = if e.at_start() { (from, to) } else { (to, from) };
+        ApiError::bad(
+            name,
+            format!(
+                "{e} (with `{other}`; ranges of at most {} hours)",
+                max.as_secs() / 3600
+            ),
+        )
+    })
+}

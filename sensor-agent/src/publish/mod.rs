@@ -1,0 +1,161 @@
+//! Publishing, the last stage: finished windows into the store-and-forward [`outbox`], and
+//! from there over the MQTT [`link`] to the aggregator; the salt and the status ride the
+//! same link.
+//!
+//! Sketch messages leave the outbox only when the broker acknowledged them, so an outage, a
+//! broker restart or an agent restart loses nothing within the outbox bound (duplicates
+//! after a reconnect are harmless: the aggregator's union is idempotent).
+
+pub mod link;
+pub mod outbox;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crowdflow_contract::authority_key::TrustedKeys;
+use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SensorId};
+use jiff::Timestamp;
+use rumqttc::QoS;
+
+use crate::config::{AgentConfig, Broker};
+use crate::counting::Counter;
+use crate::metrics::AgentMetrics;
+use link::{Tag, connect, deliver, on_event};
+use outbox::{Outbox, OutboxError};
+
+const STATUS_EVERY: Duration = Duration::from_secs(15);
+const SALT_REQUEST_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The shared counting state was poisoned by a panic in the capture thread.
+    #[error("the capture thread crashed")]
+    Poisoned,
+}
+
+/// What the publishing loop needs of a sensor's settings.
+#[derive(Debug)]
+pub(crate) struct Publishing<'a> {
+    pub(crate) sensor_id: &'a SensorId,
+    pub(crate) broker: &'a Broker,
+    pub(crate) trusted_keys: &'a TrustedKeys,
+    pub(crate) outbox_dir: &'a Path,
+    pub(crate) outbox_max_bytes: u64,
+    pub(crate) metrics_listen: Option<SocketAddr>,
+}
+
+impl Publishing<'_> {
+    pub(crate) fn of(config: &AgentConfig) -> Publishing<'_> {
+        Publishing {
+            sensor_id: &config.sensor_id,
+            broker: &config.broker,
+            trusted_keys: &config.trusted_keys,
+            outbox_dir: &config.outbox_dir,
+            outbox_max_bytes: config.outbox_max_bytes,
+            metrics_listen: config.metrics_listen,
+        }
+    }
+}
+
+/// Closes windows into the outbox and delivers them, keeps the salt and the status, until
+/// `shutdown` completes.
+pub(crate) async fn publish(
+    config: Publishing<'_>,
+    counter: Arc<Mutex<Counter>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let mut outbox =
+        Outbox::open_for(config.outbox_dir, config.outbox_max_bytes, config.sensor_id)?;
+    let metrics = AgentMetrics::default();
+    if let Some(addr) = config.metrics_listen {
+        let server = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(addr).await {
+                tracing::error!("cannot serve metrics on {addr}: {e}");
+            }
+        });
+    }
+    let (mut link, events) = connect(&config);
+    let (mut events, pump) = crowdflow_contract::mqtt::pump(events);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_status = tokio::time::Instant::now() - STATUS_EVERY;
+    let mut last_salt_request = tokio::time::Instant::now() - SALT_REQUEST_EVERY;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => match event {
+                Ok(event) => on_event(event, &mut link, &counter, &mut outbox)?,
+                Err(e) => {
+                    if link.connected {
+                        tracing::warn!("broker connection lost: {e}");
+                    } else {
+                        tracing::debug!("broker unreachable: {e}");
+                    }
+                    link.disconnected();
+                }
+            },
+            _ = tick.tick() => {
+                link.refused.flush(std::time::Instant::now());
+                let now = Timestamp::now();
+                let messages = lock(&counter)?.close_due(now);
+                for m in messages {
+                    outbox.push(&m.encode())?;
+                }
+                deliver(&mut link, &outbox)?;
+                {
+                    let c = lock(&counter)?;
+                    metrics.observe(&c, &outbox, link.connected, c.counting(now), link.published);
+                }
+                if link.connected && (link.status_due || last_status.elapsed() >= STATUS_EVERY) {
+                    let status = lock(&counter)?.status(now, health(&outbox));
+                    link.publish(&link.sensor_topic_status.clone(), QoS::AtLeastOnce, true, status.encode(), Tag::Other);
+                    last_status = tokio::time::Instant::now();
+                    link.status_due = false;
+                }
+                if link.connected && !lock(&counter)?.counting(now) && last_salt_request.elapsed() >= SALT_REQUEST_EVERY {
+                    link.publish(&link.salt_request_topic.clone(), QoS::AtMostOnce, false, Vec::new(), Tag::Other);
+                    last_salt_request = tokio::time::Instant::now();
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    // What was heard in the open windows goes to the outbox, not to waste: the next start
+    // delivers it.
+    for m in lock(&counter)?.close_all() {
+        outbox.push(&m.encode())?;
+    }
+    let offline = AgentStatus::offline(config.sensor_id.clone()).encode();
+    let _ = link.client.try_publish(
+        link.sensor_topic_status.clone(),
+        QoS::AtLeastOnce,
+        true,
+        offline,
+    );
+    let _ = link.client.try_disconnect();
+    // Let the event loop flush the last status and the disconnect.
+    let flush = crowdflow_contract::mqtt::flush_until_disconnect(&mut events);
+    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    pump.abort();
+    Ok(())
+}
+
+pub(super) fn lock(counter: &Mutex<Counter>) -> Result<MutexGuard<'_, Counter>, RunError> {
+    counter.lock().map_err(|_| RunError::Poisoned)
+}
+
+fn health(outbox: &Outbox) -> OutboxHealth {
+    OutboxHealth {
+        depth: outbox.depth(),
+        bytes: outbox.bytes(),
+        capacity_bytes: outbox.max_bytes(),
+        overflowed: outbox.overflowed(),
+    }
+}
