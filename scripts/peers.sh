@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the `peers` benchmark (aggregator/benches/peers.rs) compares crowdflow with:
+# What the `peers` benchmark (aggregator/benches/peers/) compares crowdflow with:
 # PostgreSQL with the postgresql-hll extension (Debian's postgresql-15-hll). The benchmark
 # calls this script itself; run by hand it prepares the same things.
 #

@@ -26,11 +26,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../common/mod.rs"]
 mod common;
+mod data;
+mod peer;
+
+use data::{generate, zone_id};
+use peer::{
+    DISTINCT_ZONE, PeerServer, peer_database, peer_distinct, peer_flows, peer_is_loaded,
+    peer_rollups, peer_schema, peer_series,
+};
 
 use axum::body::Body;
 use axum::http::Request;
@@ -38,15 +46,13 @@ use common::{TOKEN, config};
 use crowdflow_aggregator::api::{AppState, router};
 use crowdflow_aggregator::live::LiveBoard;
 use crowdflow_aggregator::metrics::Metrics;
-use crowdflow_aggregator::query::{self, Tile};
-use crowdflow_aggregator::store::{Accepted, Batch, BucketQuery, Resolution, SqliteStore, Store};
+use crowdflow_aggregator::query;
+use crowdflow_aggregator::store::{BucketQuery, Resolution, SqliteStore, Store};
 use crowdflow_aggregator::zone::ZoneId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::{Precision, Sketch};
-use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
 use tower::ServiceExt;
 
 const ZONES: u64 = 50;
@@ -57,313 +63,6 @@ const KIND: Kind = Kind::WifiRandom;
 const BATCH_MINUTES: i64 = 10;
 /// Bumped whenever the generated data changes, so stale databases are rebuilt.
 const DATA_VERSION: i64 = 1;
-
-/// Devices in zone `z` at minute `m` of the day: 300 at 04:00, 3,000 at 16:00 (shifted by
-/// 5 minutes per zone).
-fn devices_at(z: u64, minute_of_day: i64) -> u64 {
-    let phase = (minute_of_day - 240 - 5 * z as i64) as f64 / 1440.0 * std::f64::consts::TAU;
-    (300.0 + 2700.0 * (0.5 - 0.5 * phase.cos())).round() as u64
-}
-
-/// The device ids heard in zone `z` at minute `m`: a window sliding 50 ids a minute (devices
-/// stay about n/50 minutes), zones 997 ids apart (neighbours share devices: flows).
-fn device_ids(z: u64, minute_of_day: i64) -> std::ops::Range<u64> {
-    let first = minute_of_day as u64 * 50 + z * 997;
-    first..first + devices_at(z, minute_of_day)
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// A device's 16-byte hash under day `day`'s salt (a stand-in for the keyed BLAKE3 hash: as
-/// uniform, and reproducible for both sides).
-fn device_hash(day: i64, id: u64) -> [u8; 16] {
-    let a = splitmix((day as u64) << 40 ^ id);
-    let b = splitmix(a);
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&a.to_le_bytes());
-    out[8..].copy_from_slice(&b.to_le_bytes());
-    out
-}
-
-fn epoch_of(day: i64) -> String {
-    let t: Timestamp = START.parse().expect("start");
-    (t + SignedDuration::from_hours(24 * day))
-        .strftime("%Y-%m-%d")
-        .to_string()
-}
-
-fn salt_fp_of(day: i64) -> String {
-    format!("{:016x}", 0x00c0_ffee_0000_0000u64 + day as u64)
-}
-
-fn zone_id(z: u64) -> String {
-    format!("z{z}")
-}
-
-// ---------------------------------------------------------------------------------------
-// Set-up: the peer's server and both databases.
-
-/// The peer's PostgreSQL server: started by scripts/peers.sh, stopped on drop.
-struct PeerServer {
-    url: String,
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl PeerServer {
-    fn start(root: &Path, dir: &Path) -> PeerServer {
-        let script = root.join("scripts/peers.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg("install")
-            .status()
-            .expect("run scripts/peers.sh");
-        assert!(status.success(), "scripts/peers.sh install failed");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(dir)
-            .output()
-            .expect("run scripts/peers.sh");
-        assert!(
-            out.status.success(),
-            "scripts/peers.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .expect("a URL")
-            .trim()
-            .to_owned();
-        PeerServer {
-            url,
-            dir: dir.to_owned(),
-            root: root.to_owned(),
-        }
-    }
-}
-
-impl Drop for PeerServer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(self.root.join("scripts/peers.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-    }
-}
-
-async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("connect to the peer");
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("peer connection: {e}");
-        }
-    });
-    client
-}
-
-/// Connects to the benchmark's database on the peer's server, creating it when missing.
-async fn peer_database(url: &str) -> Client {
-    let admin = connect(url).await;
-    let exists = admin
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = 'crowdflow_peers'",
-            &[],
-        )
-        .await
-        .expect("list databases")
-        .is_some();
-    if !exists {
-        admin
-            .batch_execute("CREATE DATABASE crowdflow_peers")
-            .await
-            .expect("create the benchmark database");
-    }
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    connect(&format!("{base}/crowdflow_peers")).await
-}
-
-async fn peer_is_loaded(peer: &Client) -> bool {
-    peer.batch_execute("CREATE EXTENSION IF NOT EXISTS hll")
-        .await
-        .expect("the hll extension (scripts/peers.sh install)");
-    let exists = peer
-        .query_opt("SELECT 1 FROM pg_tables WHERE tablename = 'meta'", &[])
-        .await
-        .expect("tables")
-        .is_some();
-    if !exists {
-        return false;
-    }
-    peer.query_opt(
-        "SELECT 1 FROM meta WHERE version = $1 AND complete",
-        &[&DATA_VERSION],
-    )
-    .await
-    .expect("meta")
-    .is_some()
-}
-
-async fn peer_schema(peer: &Client) {
-    peer.batch_execute(
-        "DROP TABLE IF EXISTS meta, minute, hour, day;
-         CREATE TABLE meta (version bigint NOT NULL, complete boolean NOT NULL);
-         CREATE TABLE minute (zone text NOT NULL, kind text NOT NULL, bucket bigint NOT NULL,
-             epoch text NOT NULL, salt_fp text NOT NULL, devices hll NOT NULL,
-             estimate double precision NOT NULL,
-             PRIMARY KEY (zone, kind, bucket, epoch, salt_fp));
-         CREATE TABLE hour (LIKE minute INCLUDING ALL);
-         CREATE TABLE day (LIKE minute INCLUDING ALL);",
-    )
-    .await
-    .expect("peer schema");
-}
-
-/// The peer's rollups and numbers, computed in SQL once the minutes are in.
-async fn peer_rollups(peer: &Client) {
-    peer.batch_execute(
-        "INSERT INTO hour SELECT zone, kind, bucket / 3600 * 3600, epoch, salt_fp,
-             hll_union_agg(devices), 0 FROM minute GROUP BY 1, 2, 3, 4, 5;
-         UPDATE hour SET estimate = hll_cardinality(devices);
-         INSERT INTO day SELECT zone, kind, bucket / 86400 * 86400, epoch, salt_fp,
-             hll_union_agg(devices), 0 FROM hour GROUP BY 1, 2, 3, 4, 5;
-         UPDATE day SET estimate = hll_cardinality(devices);",
-    )
-    .await
-    .expect("peer rollups");
-    // VACUUM refuses to run in the implicit transaction of a multi-statement batch.
-    peer.batch_execute("VACUUM ANALYZE minute, hour, day")
-        .await
-        .expect("peer vacuum");
-}
-
-/// One zone-minute of generated data: the hashes, as crowdflow's message and the peer's row.
-struct ZoneMinute {
-    zone: u64,
-    day: i64,
-    at: Timestamp,
-    hashes: Vec<[u8; 16]>,
-}
-
-impl ZoneMinute {
-    fn new(start: Timestamp, z: u64, minute: i64) -> ZoneMinute {
-        let (day, minute_of_day) = (minute.div_euclid(1440), minute.rem_euclid(1440));
-        ZoneMinute {
-            zone: z,
-            day,
-            at: start + SignedDuration::from_mins(minute),
-            hashes: device_ids(z, minute_of_day)
-                .map(|id| device_hash(day, id))
-                .collect(),
-        }
-    }
-
-    fn accepted(&self) -> Accepted {
-        let mut sketch = Sketch::new(Precision::DEFAULT);
-        self.hashes.iter().for_each(|h| sketch.insert_bytes(h));
-        Accepted {
-            sensor: SensorId::new(&format!("s{}", self.zone)).expect("id"),
-            zone: ZoneId::new(&zone_id(self.zone)).expect("id"),
-            kind: KIND,
-            window_start: self.at,
-            window_s: 60,
-            epoch: epoch_of(self.day).parse().expect("epoch"),
-            salt_fp: salt_fp_of(self.day).parse().expect("fp"),
-            frames: self.hashes.len() as u64 * 4,
-            sketch,
-        }
-    }
-
-    fn hashvals(&self) -> Vec<i64> {
-        self.hashes
-            .iter()
-            .map(|h| i64::from_le_bytes(h[..8].try_into().expect("8 bytes")))
-            .collect()
-    }
-}
-
-/// Generates the week into whichever side lacks it.
-async fn generate(start: Timestamp, store: Option<&SqliteStore>, peer: Option<Arc<Client>>) {
-    let insert = match &peer {
-        Some(p) => Some(
-            p.prepare(
-                "INSERT INTO minute SELECT $1, $2, $3, $4, $5, s, hll_cardinality(s) FROM \
-                 (SELECT hll_add_agg(h::hll_hashval, 14, 5, -1, 1) AS s FROM unnest($6::bigint[]) h) t",
-            )
-            .await
-            .expect("prepare"),
-        ),
-        None => None,
-    };
-    let began = Instant::now();
-    let minutes = DAYS * 1440;
-    let mut first = 0;
-    while first < minutes {
-        let rows: Vec<ZoneMinute> = (first..(first + BATCH_MINUTES).min(minutes))
-            .flat_map(|m| (0..ZONES).map(move |z| ZoneMinute::new(start, z, m)))
-            .collect();
-        let peer_load = match (&peer, &insert) {
-            (Some(p), Some(stmt)) => {
-                let (p, stmt) = (p.clone(), stmt.clone());
-                let params: Vec<_> = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            zone_id(r.zone),
-                            r.at.as_second(),
-                            epoch_of(r.day),
-                            salt_fp_of(r.day),
-                            r.hashvals(),
-                        )
-                    })
-                    .collect();
-                Some(tokio::spawn(async move {
-                    let (p, stmt) = (&p, &stmt);
-                    let inserts = params
-                        .iter()
-                        .map(|(zone, bucket, epoch, fp, h)| async move {
-                            let kind = KIND.as_str();
-                            p.execute(stmt, &[zone, &kind, bucket, epoch, fp, h]).await
-                        });
-                    for r in futures_util::future::join_all(inserts).await {
-                        r.expect("peer insert");
-                    }
-                }))
-            }
-            _ => None,
-        };
-        if let Some(store) = store {
-            let accepted = rows.iter().map(ZoneMinute::accepted).collect();
-            store
-                .merge_batch(Batch {
-                    accepted,
-                    rejects: Vec::new(),
-                })
-                .await
-                .expect("crowdflow ingest");
-        }
-        if let Some(load) = peer_load {
-            load.await.expect("peer load");
-        }
-        first += BATCH_MINUTES;
-        if first % 1440 == 0 {
-            eprintln!(
-                "generated day {} of {DAYS} ({:.0} s)",
-                first / 1440,
-                began.elapsed().as_secs_f64()
-            );
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The questions.
@@ -392,84 +91,6 @@ impl Questions {
     fn hour(t: Timestamp, h: i64) -> Timestamp {
         t + SignedDuration::from_hours(h)
     }
-}
-
-const DISTINCT_ZONE: &str = "z7";
-
-/// The peer's covering of `[from, to)`: the same tiles crowdflow uses (whole days, hours,
-/// then minutes), as one UNION ALL over the three tables.
-fn peer_covering(from: Timestamp, to: Timestamp, columns: &str) -> String {
-    let parts: Vec<String> = query::tiles(from, to)
-        .into_iter()
-        .map(|Tile { resolution, from, to }| {
-            format!(
-                "SELECT {columns} FROM {} WHERE zone = ANY($1) AND kind = $2 AND bucket >= {} AND bucket < {}",
-                resolution.as_str(),
-                from.as_second(),
-                to.as_second()
-            )
-        })
-        .collect();
-    parts.join(" UNION ALL ")
-}
-
-async fn peer_distinct(peer: &Client, from: Timestamp, to: Timestamp) -> f64 {
-    let sql = format!(
-        "SELECT hll_cardinality(hll_union_agg(devices)) FROM ({}) t GROUP BY epoch, salt_fp",
-        peer_covering(from, to, "epoch, salt_fp, devices")
-    );
-    let zones = vec![DISTINCT_ZONE.to_owned()];
-    peer.query(&sql, &[&zones, &KIND.as_str()])
-        .await
-        .expect("peer distinct")
-        .iter()
-        .map(|r| r.get::<_, Option<f64>>(0).unwrap_or(0.0))
-        .sum()
-}
-
-/// Flows by inclusion-exclusion inside the peer: each zone's window union once, then
-/// |A| + |B| - |A u B| for every pair of the same salt.
-async fn peer_flows(peer: &Client, q: &Questions, zones: &[String]) -> Vec<(String, String, f64)> {
-    let side = |from, to| {
-        format!(
-            "SELECT zone, epoch, salt_fp, u, hll_cardinality(u) AS n FROM (SELECT zone, epoch, salt_fp, hll_union_agg(devices) AS u FROM ({}) c GROUP BY zone, epoch, salt_fp) s",
-            peer_covering(from, to, "zone, epoch, salt_fp, devices")
-        )
-    };
-    let sql = format!(
-        "WITH a AS ({}), b AS ({}) SELECT a.zone, b.zone, a.n + b.n - hll_cardinality(hll_union(a.u, b.u)) FROM a JOIN b ON a.epoch = b.epoch AND a.salt_fp = b.salt_fp",
-        side(q.w1, q.w2),
-        side(q.w2, Questions::hour(q.w2, 1))
-    );
-    peer.query(&sql, &[&zones, &KIND.as_str()])
-        .await
-        .expect("peer flows")
-        .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                r.get(1),
-                r.get::<_, Option<f64>>(2).unwrap_or(0.0),
-            )
-        })
-        .collect()
-}
-
-async fn peer_series(peer: &Client, q: &Questions) -> Vec<(String, i64, f64)> {
-    peer.query(
-        "SELECT zone, bucket, estimate FROM minute WHERE zone = ANY($1) AND kind = $2 AND bucket >= $3 AND bucket < $4 ORDER BY zone, bucket",
-        &[
-            &q.zones,
-            &KIND.as_str(),
-            &q.day.as_second(),
-            &Questions::hour(q.day, 24).as_second(),
-        ],
-    )
-    .await
-    .expect("peer series")
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-    .collect()
 }
 
 async fn crowdflow_get(app: &axum::Router, path: &str) -> axum::body::Bytes {
