@@ -11,11 +11,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use crowdflow_contract::identity::Kind;
+use crowdflow_contract::wire::OutboxHealth;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::counting::Counter;
 use crate::frame::Skip;
-use crate::publish::outbox::Outbox;
 
 /// The agent's metrics.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ impl AgentMetrics {
     pub fn observe(
         &self,
         counter: &Counter,
-        outbox: &Outbox,
+        outbox: &OutboxHealth,
         connected: bool,
         counting: bool,
         published: u64,
@@ -145,11 +145,11 @@ impl AgentMetrics {
         }
         raise(&self.no_salt, counter.without_salt());
         raise(&self.published, published);
-        raise(&self.outbox_overflowed, outbox.overflowed());
+        raise(&self.outbox_overflowed, outbox.overflowed);
         self.outbox_messages
-            .set(i64::try_from(outbox.depth()).unwrap_or(i64::MAX));
+            .set(i64::try_from(outbox.depth).unwrap_or(i64::MAX));
         self.outbox_bytes
-            .set(i64::try_from(outbox.bytes()).unwrap_or(i64::MAX));
+            .set(i64::try_from(outbox.bytes).unwrap_or(i64::MAX));
         self.broker_connected.set(i64::from(connected));
         self.salt_counting.set(i64::from(counting));
     }

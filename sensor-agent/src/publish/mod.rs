@@ -111,7 +111,7 @@ pub(crate) async fn publish(
                 deliver(&mut link, &outbox)?;
                 {
                     let c = lock(&counter)?;
-                    metrics.observe(&c, &outbox, link.connected, c.counting(now), link.published);
+                    metrics.observe(&c, &health(&outbox), link.connected, c.counting(now), link.published);
                 }
                 if link.connected && (link.status_due || last_status.elapsed() >= STATUS_EVERY) {
                     let status = lock(&counter)?.status(now, health(&outbox));
