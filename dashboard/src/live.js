@@ -223,11 +223,11 @@ export class LiveView {
     counter.hidden = open.length === 0;
     this.root.querySelector('#ack-all').disabled = open.length === 0;
     // A zone is marked while its newest alert asks for attention (a level raised, sensors
-    // silent) and is not acknowledged; a clear or a recovery ends it.
+    // silent, a gate stopping and going) and is not acknowledged; a clear or a recovery ends it.
     const newest = new Map();
     for (const a of this.alerts) if (!newest.has(a.zone)) newest.set(a.zone, a);
     const alerting = new Set([...newest.values()]
-      .filter((a) => (a.kind === 'level' || a.kind === 'stale') && !acknowledged(a))
+      .filter((a) => ['level', 'stale', 'stop_and_go'].includes(a.kind) && !acknowledged(a))
       .map((a) => a.zone));
     for (const card of this.cards.children) card.classList.toggle('alerting', alerting.has(card.dataset.zone));
     if (this.alerts.length === 0) {

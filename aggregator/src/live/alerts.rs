@@ -17,6 +17,9 @@ pub const CLEAR_MARGIN: f64 = 0.10;
 /// ... and has stayed there for this many evaluations in a row (an off-delay: about 30 s at
 /// the board's 2 s tick).
 pub const CLEAR_AFTER: u32 = 15;
+/// A gate's stop-and-go sign is raised at most once in this long: the sign is read from
+/// minutes five apart and holds for several, and a crew told once steers the gate.
+pub const STOP_AND_GO_QUIET: jiff::SignedDuration = jiff::SignedDuration::from_mins(15);
 
 /// What a level asks of the crew, with the default three thresholds: advise (watch and
 /// prepare), act (steer the crowd), critical (stop inflow). Other threshold counts name the
@@ -43,6 +46,8 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct RaisedLevels {
     held: BTreeMap<String, Held>,
+    /// When each gate's stop-and-go sign was last raised.
+    stop_and_go: BTreeMap<String, jiff::Timestamp>,
 }
 
 impl RaisedLevels {
@@ -50,6 +55,9 @@ impl RaisedLevels {
     /// or clear alert of each zone sets the level held, so a restart raises nothing anew.
     pub fn resume(&mut self, stored: &[Alert]) {
         for a in stored.iter().rev() {
+            if a.kind == AlertKind::StopAndGo {
+                self.stop_and_go.insert(a.zone.to_string(), a.at);
+            }
             if matches!(a.kind, AlertKind::Level | AlertKind::Clear) {
                 self.held.insert(
                     a.zone.to_string(),
@@ -132,6 +140,37 @@ impl RaisedLevels {
                 level_name(usize::from(from), levels),
                 level.name,
                 density.estimate,
+            ),
+        })
+    }
+
+    /// The stop-and-go alert of a gate whose density rises while its throughput falls, at
+    /// most one per [`STOP_AND_GO_QUIET`].
+    pub fn stop_and_go(&mut self, after: &ZoneLive, zone: &Zone) -> Option<Alert> {
+        let gate = after.gate.as_ref().filter(|g| g.stop_and_go)?;
+        if after.stale {
+            return None;
+        }
+        let at = floor_minute(after.updated_at);
+        if let Some(last) = self.stop_and_go.get(&after.id)
+            && at < *last + STOP_AND_GO_QUIET
+        {
+            return None;
+        }
+        self.stop_and_go.insert(after.id.clone(), at);
+        Some(Alert {
+            id: 0,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            at,
+            zone: zone.id.clone(),
+            kind: AlertKind::StopAndGo,
+            level: None,
+            threshold: None,
+            value: Some(gate.throughput.estimate),
+            message: format!(
+                "{} stop-and-go: density rising while throughput fell to {:.0} persons/m/min (a fifth below five minutes before); relieve the gate before waves turn to turbulence",
+                zone.name, gate.throughput.estimate,
             ),
         })
     }
@@ -344,6 +383,56 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_and_go_sign_raises_once_per_quiet_period_and_survives_a_restart() {
+        let zone = zone();
+        let gate = |stop_and_go: bool| crate::live::evaluation::GateFlow {
+            width_m: 4.0,
+            throughput: Count {
+                estimate: 40.0,
+                lower: 30.0,
+                upper: 50.0,
+                upper_bound: false,
+            },
+            level: 0,
+            level_name: "free-flowing".into(),
+            stop_and_go,
+        };
+        let at_minute = |m: i64, sign: bool| {
+            let mut z = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
+            z.gate = Some(gate(sign));
+            z.updated_at += jiff::SignedDuration::from_mins(m);
+            z
+        };
+        let mut raised = RaisedLevels::default();
+        assert!(raised.stop_and_go(&at_minute(0, false), &zone).is_none());
+        let first = raised
+            .stop_and_go(&at_minute(1, true), &zone)
+            .expect("raised");
+        assert_eq!(first.kind, AlertKind::StopAndGo);
+        assert!(
+            first.message.contains("40 persons/m/min"),
+            "{}",
+            first.message
+        );
+        // The sign holds for minutes: no repeat within the quiet period.
+        for m in 2..16 {
+            assert!(
+                raised.stop_and_go(&at_minute(m, true), &zone).is_none(),
+                "{m}"
+            );
+        }
+        assert!(raised.stop_and_go(&at_minute(16, true), &zone).is_some());
+        // A restart within the quiet period raises nothing anew.
+        let mut restarted = RaisedLevels::default();
+        restarted.resume(&[first]);
+        assert!(restarted.stop_and_go(&at_minute(5, true), &zone).is_none());
+        // A stale zone's old sign raises nothing.
+        let mut stale = at_minute(40, true);
+        stale.stale = true;
+        assert!(raised.stop_and_go(&stale, &zone).is_none());
+    }
+
+    #[test]
     fn a_restart_takes_up_where_the_stored_alerts_left_off() {
         let zone = zone();
         let stored_alert = |kind: AlertKind, level: Option<u8>| Alert {
@@ -380,17 +469,24 @@ mod tests {
     }
 
     #[test]
-    fn alert_kinds_serialize_by_their_lower_case_names() {
+    fn alert_kinds_serialize_by_their_snake_case_names() {
         let json: Vec<String> = AlertKind::ALL
             .iter()
             .map(|k| serde_json::to_string(k).expect("serializes"))
             .collect();
         assert_eq!(
             json,
-            ["\"level\"", "\"stale\"", "\"recovered\"", "\"clear\""]
+            [
+                "\"level\"",
+                "\"stale\"",
+                "\"recovered\"",
+                "\"clear\"",
+                "\"stop_and_go\""
+            ]
         );
-        for k in AlertKind::ALL {
-            assert_eq!(k.as_str().parse::<AlertKind>(), Ok(k));
+        for (k, j) in AlertKind::ALL.iter().zip(&json) {
+            assert_eq!(k.as_str().parse::<AlertKind>(), Ok(*k));
+            assert_eq!(format!("\"{k}\""), *j);
         }
         assert!("warning".parse::<AlertKind>().is_err());
     }

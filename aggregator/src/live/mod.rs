@@ -132,6 +132,7 @@ impl LiveBoard {
                 }
                 if let Ok(mut raised) = self.raised.lock() {
                     due.extend(raised.step(z, zone));
+                    due.extend(raised.stop_and_go(z, zone));
                 }
                 for alert in alerts::record(store, due).await {
                     let _ = self.events.send(LiveEvent::Alert(alert));

@@ -234,11 +234,11 @@ pub struct AlertKey {
     pub level: Option<u8>,
 }
 
-/// What an alert is about; serialized and stored by its lower-case name.
+/// What an alert is about; serialized and stored by its snake_case name.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
 )]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A level-of-service threshold crossed upwards.
     Level,
@@ -248,15 +248,18 @@ pub enum AlertKind {
     Recovered,
     /// A raised level cleared: the zone calmed below its threshold by a margin, for a while.
     Clear,
+    /// A gate's density rises while its throughput falls: the stop-and-go sign.
+    StopAndGo,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 4] = [
+    pub const ALL: [AlertKind; 5] = [
         AlertKind::Level,
         AlertKind::Stale,
         AlertKind::Recovered,
         AlertKind::Clear,
+        AlertKind::StopAndGo,
     ];
 
     /// The name it is serialized and stored under.
@@ -266,6 +269,7 @@ impl AlertKind {
             AlertKind::Stale => "stale",
             AlertKind::Recovered => "recovered",
             AlertKind::Clear => "clear",
+            AlertKind::StopAndGo => "stop_and_go",
         }
     }
 }
