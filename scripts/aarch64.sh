@@ -2,7 +2,9 @@
 # Builds crowdflow-agent for aarch64 (Raspberry Pi 3/4/5 and Zero 2 W on 64-bit Raspberry Pi
 # OS) and checks under qemu that `replay --json` counts the same as the host build.
 #
-#   bash scripts/aarch64.sh        # binary: target/aarch64-unknown-linux-gnu/release/crowdflow-agent
+#   bash scripts/aarch64.sh        # binary: target/aarch64-unknown-linux-gnu/dist/crowdflow-agent
+#
+# Both builds use the `dist` profile, as shipped (Cargo.toml).
 set -euo pipefail
 source "$(dirname "$0")/lib/setup.sh"
 cd "$ROOT"
@@ -10,11 +12,11 @@ cd "$ROOT"
 ensure_rust
 ensure_arm64_toolchain
 say "building crowdflow-agent for aarch64 (cargo +debian, $(rustc +debian --version))"
-cargo +debian build --locked --release --target aarch64-unknown-linux-gnu -p crowdflow-agent
-arm="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/crowdflow-agent"
+cargo +debian build --locked --profile dist --target aarch64-unknown-linux-gnu -p crowdflow-agent
+arm="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/dist/crowdflow-agent"
 say "building crowdflow-agent for the host"
-cargo build --locked --release -p crowdflow-agent
-host="$CARGO_TARGET_DIR/release/crowdflow-agent"
+cargo build --locked --profile dist -p crowdflow-agent
+host="$CARGO_TARGET_DIR/dist/crowdflow-agent"
 
 # Counted frames and skip reasons must be identical; distinct counts too (these captures are
 # small enough for the sketch's exact modes, whatever the salt).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages of the sensor agent for the Raspberry Pi (arm64) and x86-64 (amd64), built
-# with dpkg-deb from the release binaries, then checked: control fields, every file with its
+# with dpkg-deb from the `dist` binaries (release, optimized across crates), then checked: control fields, every file with its
 # owner and mode, the conffile, and the packaged binary run (arm64 under qemu) on the packaged
 # example config. Installs nothing on this machine.
 #
@@ -125,11 +125,11 @@ check_deb() {
 }
 
 say "building the amd64 package"
-cargo build --locked --release -p crowdflow-agent
-amd64=$(build_deb amd64 "$CARGO_TARGET_DIR/release/crowdflow-agent")
+cargo build --locked --profile dist -p crowdflow-agent
+amd64=$(build_deb amd64 "$CARGO_TARGET_DIR/dist/crowdflow-agent")
 check_deb "$amd64" amd64 "Advanced Micro Devices X86-64" env
 
-arm="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/crowdflow-agent"
+arm="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/dist/crowdflow-agent"
 if [ -x "$arm" ]; then
     say "building the arm64 package (Raspberry Pi)"
     arm64=$(build_deb arm64 "$arm")

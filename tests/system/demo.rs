@@ -1,7 +1,8 @@
 //! The README's main command as a user runs it: `crowdflow-demo` with the exact
 //! options the acceptance checks use. Live numbers at GET /api/v1/zones within two minutes
 //! (the morning is written into history first), people within +-25 % of the simulated crowd,
-//! every file under --data, and Ctrl-C stops everything cleanly.
+//! every file under --data, no device address in any of them or in the output, and Ctrl-C
+//! stops everything cleanly.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,7 +11,9 @@ use std::collections::BTreeMap;
 
 use crowdflow_demo::KONINGSDAG;
 use crowdflow_simulator::{Scenario, Simulation};
-use crowdflow_tests::{Proc, files_below, free_port, http_get, wait_for_port, workspace_binary};
+use crowdflow_tests::{
+    Proc, assert_no_addresses, files_below, free_port, http_get, wait_for_port, workspace_binary,
+};
 use jiff::Timestamp;
 use serde_json::Value;
 
@@ -122,6 +125,32 @@ fn the_demo_goes_live_mid_event_with_true_people_and_stops_on_ctrl_c() {
         "files outside --data: {files:?}"
     );
     assert!(data.join("crowdflow.db").exists() && data.join("aggregator.toml").exists());
+    // Privacy: the addresses the simulated crowd sent appear in no file and not in the output.
+    let addresses = early_addresses();
+    for (path, bytes) in files_below(&data) {
+        assert_no_addresses(&bytes, &addresses, &path.display().to_string());
+    }
+    assert_no_addresses(&demo.output(), &addresses, "the demo's output");
+}
+
+/// Distinct addresses the sensors heard in the scenario's first 20 minutes (sent in the
+/// morning the demo writes into history), at most 20,000.
+fn early_addresses() -> Vec<[u8; 6]> {
+    let scenario =
+        Scenario::parse(KONINGSDAG, std::path::Path::new("koningsdag.toml")).expect("scenario");
+    let until = (scenario.start + jiff::SignedDuration::from_mins(20)).as_microsecond();
+    let mut sim = Simulation::new(scenario);
+    let mut frames = Vec::new();
+    sim.advance(until, &mut frames);
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &frames {
+        if seen.len() >= 20_000 {
+            break;
+        }
+        seen.insert(f.address);
+    }
+    assert!(seen.len() > 100, "{} addresses heard", seen.len());
+    seen.into_iter().collect()
 }
 
 /// Another program on the demo's MQTT port (here a plain listener standing in for a broker):
