@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crowdflow_aggregator::config::{AggregatorConfig, new_secret};
 use crowdflow_aggregator::salt::key_file::{self, KeyFileError};
@@ -51,6 +51,10 @@ const WINDOW_S: u64 = 60;
 const FAST_WINDOW_S: u64 = 10;
 /// The zones' occupancy window in real time: the production default.
 const OCCUPANCY_MIN: f64 = 5.0;
+/// How long the live feed waits for every new agent to hold the salt (they get it within a
+/// second or two of connecting; past this the feed starts, and the late agent's first
+/// frames count as `no_salt`).
+const SALT_WAIT: Duration = Duration::from_secs(20);
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
@@ -231,6 +235,12 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         let (heard, running) = agent.start(until_true(agents_stopped.clone()));
         ears.push(heard);
         agents.push(tokio::spawn(running));
+    }
+    // A new agent counts only once it holds the salt: the feed starts then, with what was
+    // heard since `caught_up`, so no minute is stored short.
+    let salted = Instant::now();
+    while !ears.iter().all(|e| e.counting(caught_up)) && salted.elapsed() < SALT_WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let feed = CrowdFeed::resume(sim, day.clock, caught_up, ears);
     println!("  dashboard   http://{}/", o.http);

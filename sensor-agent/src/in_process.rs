@@ -53,6 +53,12 @@ impl Ears {
             c.record(at, &Ok(heard));
         }
     }
+
+    /// Whether the agent holds a salt for `at`, so what it hears then is counted (a new
+    /// agent has none until the aggregator's announcement arrives).
+    pub fn counting(&self, at: Timestamp) -> bool {
+        self.counter.lock().is_ok_and(|c| c.counting(at))
+    }
 }
 
 impl InProcessAgent {

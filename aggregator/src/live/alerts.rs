@@ -48,6 +48,8 @@ pub struct RaisedLevels {
     held: BTreeMap<String, Held>,
     /// When each gate's stop-and-go sign was last raised.
     stop_and_go: BTreeMap<String, jiff::Timestamp>,
+    /// Zones last announced silent (a `stale` alert not yet followed by `recovered`).
+    silent: BTreeMap<String, bool>,
 }
 
 impl RaisedLevels {
@@ -55,8 +57,17 @@ impl RaisedLevels {
     /// or clear alert of each zone sets the level held, so a restart raises nothing anew.
     pub fn resume(&mut self, stored: &[Alert]) {
         for a in stored.iter().rev() {
-            if a.kind == AlertKind::StopAndGo {
-                self.stop_and_go.insert(a.zone.to_string(), a.at);
+            match a.kind {
+                AlertKind::StopAndGo => {
+                    self.stop_and_go.insert(a.zone.to_string(), a.at);
+                }
+                AlertKind::Stale => {
+                    self.silent.insert(a.zone.to_string(), true);
+                }
+                AlertKind::Recovered => {
+                    self.silent.insert(a.zone.to_string(), false);
+                }
+                _ => {}
             }
             if matches!(a.kind, AlertKind::Level | AlertKind::Clear) {
                 self.held.insert(
@@ -174,48 +185,20 @@ impl RaisedLevels {
             ),
         })
     }
-}
 
-/// Zones whose newest stored staleness alert says silent (oldest first in, newest wins).
-pub fn silent_when_stored(stored: &[Alert]) -> BTreeMap<String, bool> {
-    let mut out = BTreeMap::new();
-    for a in stored.iter().rev() {
-        match a.kind {
-            AlertKind::Stale => out.insert(a.zone.to_string(), true),
-            AlertKind::Recovered => out.insert(a.zone.to_string(), false),
-            _ => None,
-        };
-    }
-    out
-}
-
-/// The recovery a first evaluation owes a zone the stored alerts left silent.
-pub fn recovered_since_stored(silent: bool, after: &ZoneLive, zone: &Zone) -> Option<Alert> {
-    (silent && !after.stale && after.last_data.is_some()).then(|| Alert {
-        id: 0,
-        acknowledged_at: None,
-        acknowledged_by: None,
-        at: floor_minute(after.updated_at),
-        zone: zone.id.clone(),
-        kind: AlertKind::Recovered,
-        level: None,
-        threshold: None,
-        value: None,
-        message: format!("{}: sensors report again", zone.name),
-    })
-}
-
-/// Staleness alerts for the change from `before` to `after` of one zone.
-pub fn staleness_between(before: Option<&ZoneLive>, after: &ZoneLive, zone: &Zone) -> Vec<Alert> {
-    let mut out = Vec::new();
-    let zone_id = zone.id.clone();
-    let at = floor_minute(after.updated_at);
-    // Staleness alerts are about sensors that reported and went silent (and came back): a
-    // zone that never reported is shown stale but raises nothing.
-    let had_data = before.is_some_and(|b| b.last_data.is_some());
-    let was_stale = before.is_some_and(|b| b.stale);
-    if had_data && after.stale != was_stale {
-        let (kind, message) = if after.stale {
+    /// The staleness alert `after` calls for: `stale` when every sensor of a zone that
+    /// reported has gone silent, `recovered` when a zone announced silent reports again.
+    /// Until the service has `settled` (run for the silence limit), silence is not
+    /// announced: it is the aggregator's own absence (a restart, an upgrade), which the
+    /// sensors' outboxes make up for, not the sensors' (state-based suppression, as alarm
+    /// management practice asks: ANSI/ISA-18.2).
+    pub fn staleness(&mut self, after: &ZoneLive, zone: &Zone, settled: bool) -> Option<Alert> {
+        let announced = self.silent.get(&after.id).copied().unwrap_or(false);
+        let (kind, message) = if after.stale && !announced {
+            // A zone that never reported is shown stale but raises nothing.
+            if !settled || after.last_data.is_none() {
+                return None;
+            }
             (
                 AlertKind::Stale,
                 format!(
@@ -223,26 +206,28 @@ pub fn staleness_between(before: Option<&ZoneLive>, after: &ZoneLive, zone: &Zon
                     zone.name
                 ),
             )
-        } else {
+        } else if !after.stale && announced {
             (
                 AlertKind::Recovered,
                 format!("{}: sensors report again", zone.name),
             )
+        } else {
+            return None;
         };
-        out.push(Alert {
+        self.silent.insert(after.id.clone(), after.stale);
+        Some(Alert {
             id: 0,
             acknowledged_at: None,
             acknowledged_by: None,
-            at,
-            zone: zone_id,
+            at: floor_minute(after.updated_at),
+            zone: zone.id.clone(),
             kind,
             level: None,
             threshold: None,
             value: None,
             message,
-        });
+        })
     }
-    out
 }
 
 /// Stores `alerts`, returning those no replica stored before (logged as they are raised).
@@ -315,23 +300,40 @@ mod tests {
     #[test]
     fn staleness_follows_transitions_only() {
         let zone = zone();
+        let mut raised = RaisedLevels::default();
         let never = zone_live(true, None, None);
         assert!(
-            staleness_between(None, &never, &zone).is_empty(),
+            raised.staleness(&never, &zone, true).is_none(),
             "never reported: no alert"
         );
         let live = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
         assert!(
-            staleness_between(Some(&never), &live, &zone).is_empty(),
+            raised.staleness(&live, &zone, true).is_none(),
             "first data is no recovery"
         );
         let silent = zone_live(true, Some("2026-04-27T10:00:00Z"), Some(1.0));
-        let a = staleness_between(Some(&live), &silent, &zone);
-        assert_eq!(a.len(), 1);
-        assert_eq!(a[0].kind, "stale");
+        let a = raised.staleness(&silent, &zone, true).expect("stale");
+        assert_eq!(a.kind, "stale");
+        assert!(raised.staleness(&silent, &zone, true).is_none(), "once");
+        let back = raised.staleness(&live, &zone, true).expect("recovered");
+        assert_eq!(back.kind, "recovered");
+        assert!(raised.staleness(&live, &zone, true).is_none(), "once");
+    }
+
+    #[test]
+    fn the_aggregators_own_absence_announces_no_silence() {
+        let zone = zone();
+        let mut raised = RaisedLevels::default();
+        // Just started: the zone's data is from before the restart, so it looks silent.
+        let silent = zone_live(true, Some("2026-04-27T09:55:00Z"), Some(1.0));
+        assert!(raised.staleness(&silent, &zone, false).is_none());
+        // The outboxes deliver: no recovery either, as nothing was announced.
+        let live = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
+        assert!(raised.staleness(&live, &zone, false).is_none());
+        // Still silent once settled: now it is the sensors'.
         assert_eq!(
-            staleness_between(Some(&silent), &live, &zone)[0].kind,
-            "recovered"
+            raised.staleness(&silent, &zone, true).map(|a| a.kind),
+            Some(AlertKind::Stale)
         );
     }
 
@@ -460,12 +462,13 @@ mod tests {
             raised.step(&busy, &zone).is_none(),
             "busy was raised before the restart"
         );
-        let silent = silent_when_stored(&stored);
-        assert_eq!(silent.get("neude"), Some(&true));
-        let back = recovered_since_stored(true, &busy, &zone).expect("a recovery");
-        assert_eq!(back.kind, "recovered");
         let still_silent = zone_live(true, Some("2026-04-27T09:50:00Z"), Some(2.2));
-        assert!(recovered_since_stored(true, &still_silent, &zone).is_none());
+        assert!(
+            raised.staleness(&still_silent, &zone, true).is_none(),
+            "silence was announced before the restart"
+        );
+        let back = raised.staleness(&busy, &zone, false).expect("a recovery");
+        assert_eq!(back.kind, "recovered");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 pub mod alerts;
 pub mod evaluation;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::people::Floors;
 use crate::store::{Alert, Store};
 
-pub use alerts::{RaisedLevels, staleness_between};
+pub use alerts::RaisedLevels;
 pub(crate) use evaluation::level_name;
 pub use evaluation::{
     GateFlow, Level, TREND_MIN, Trend, TrendDirection, ZoneFlow, ZoneLive, evaluate, evaluate_zone,
@@ -59,8 +58,11 @@ pub struct LiveBoard {
     news: Arc<Notify>,
     /// Learned people floors, shared with the API.
     floors: Floors,
-    /// The levels raised per zone (hysteresis for level alerts).
+    /// The alert state per zone: levels raised (hysteresis), silence announced, gates'
+    /// stop-and-go signs.
     raised: Arc<std::sync::Mutex<RaisedLevels>>,
+    /// When the first evaluation ran: silence is announced only a silence limit later.
+    started: Arc<std::sync::OnceLock<Timestamp>>,
 }
 
 impl Default for LiveBoard {
@@ -71,6 +73,7 @@ impl Default for LiveBoard {
             news: Arc::default(),
             floors: Floors::default(),
             raised: Arc::default(),
+            started: Arc::default(),
         }
     }
 }
@@ -110,7 +113,6 @@ impl LiveBoard {
     ) {
         let before = self.zones();
         // The first evaluation takes up where the stored alerts left off.
-        let mut silent = BTreeMap::new();
         if before.is_empty() {
             let since = Timestamp::now() - jiff::SignedDuration::from_hours(24);
             match store.alerts(since, 1000).await {
@@ -118,19 +120,19 @@ impl LiveBoard {
                     if let Ok(mut raised) = self.raised.lock() {
                         raised.resume(&stored);
                     }
-                    silent = alerts::silent_when_stored(&stored);
                 }
                 Err(e) => tracing::warn!("stored alerts not read, alert state starts afresh: {e}"),
             }
         }
+        let now = zones.first().map_or_else(Timestamp::now, |z| z.updated_at);
+        let started = *self.started.get_or_init(|| now);
+        let settled = now >= started + silence_limit(config);
         for z in &zones {
             let old = before.iter().find(|b| b.id == z.id);
             if let Some(zone) = config.zones.values().find(|c| c.id.as_str() == z.id) {
-                let mut due = staleness_between(old, z, zone);
-                if silent.get(&z.id).copied().unwrap_or(false) {
-                    due.extend(alerts::recovered_since_stored(true, z, zone));
-                }
+                let mut due = Vec::new();
                 if let Ok(mut raised) = self.raised.lock() {
+                    due.extend(raised.staleness(z, zone, settled));
                     due.extend(raised.step(z, zone));
                     due.extend(raised.stop_and_go(z, zone));
                 }
