@@ -126,10 +126,13 @@ export class LiveView {
     if (z.flow) {
       const f = z.flow;
       const n = (o) => `${o.unreliable ? '~' : ''}${count(o)}`;
+      const net = f.net_people_per_min == null
+        ? ''
+        : ` · net ${f.net_people_per_min >= 0 ? '+' : ''}${Math.round(f.net_people_per_min)}/min`;
       const full = f.minutes_to_capacity == null
         ? ''
         : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${Math.round(f.minutes_to_capacity)} min`;
-      flow.innerHTML = `<span title="${esc(f.kind)} devices new to the zone / gone since the minute before (${esc(clock(f.minute))})">in ${n(f.inflow)} · out ${n(f.outflow)} a minute</span>${full}`;
+      flow.innerHTML = `<span title="persons arriving in ${esc(clock(f.minute))}, sampled from ${Math.round(f.sample_devices)} ${esc(f.kind)} devices with stable addresses; leaving = arriving minus the net rate of the last minutes">in ${n(f.inflow)} · out ${n(f.outflow)} persons a minute</span>${net}${full}`;
     }
     const gate = card.querySelector('.gate');
     gate.hidden = !z.gate;

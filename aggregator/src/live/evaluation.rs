@@ -9,6 +9,7 @@ use crowdflow_contract::sketch::Precision;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use super::flow::{self, ZoneFlow};
 use crate::config::{AggregatorConfig, Zone};
 use crate::forecast::{self, Forecast};
 use crate::metrics::ZoneGauges;
@@ -77,27 +78,6 @@ impl Trend {
             direction,
         }
     }
-}
-
-/// Who came and went in the zone's last complete minute, and where that leads.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ZoneFlow {
-    /// The minute measured (the last complete one).
-    #[schema(value_type = String, format = DateTime)]
-    pub minute: Timestamp,
-    /// The device kind measured: the zone's people kind (its first calibrated one), else
-    /// physical Wi-Fi devices. Address kinds rotate: a rotation reads as one in, one out.
-    pub kind: String,
-    /// Devices heard in the minute that were not heard the minute before.
-    pub inflow: Overlap,
-    /// Devices heard the minute before that were not heard in the minute.
-    pub outflow: Overlap,
-    /// Change of people present per minute, over the trend's minutes (null without
-    /// calibration).
-    pub net_people_per_min: Option<f64>,
-    /// Minutes until the zone holds its capacity at that rate: 0 when it does already, null
-    /// when it is not filling or has no capacity.
-    pub minutes_to_capacity: Option<f64>,
 }
 
 /// A passage's throughput: people through per metre of width per minute.
@@ -220,11 +200,38 @@ fn present(
     now: Timestamp,
     p: Precision,
 ) -> Option<Count> {
+    if zone.calibration.is_empty() {
+        return None;
+    }
+    let minutes: Vec<Count> = minutes_people(
+        zone,
+        floors,
+        sketches,
+        now,
+        zone.occupancy_window_min.into(),
+        p,
+    )
+    .into_iter()
+    .map(|(_, c)| c)
+    .collect();
+    Some(people::mean(&minutes).unwrap_or(Count::ZERO))
+}
+
+/// People of each of the `n` complete minutes before `now` that hold data, oldest first.
+fn minutes_people(
+    zone: &Zone,
+    floors: &Floors,
+    sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
+    now: Timestamp,
+    n: i64,
+    p: Precision,
+) -> Vec<(Timestamp, Count)> {
     let end = floor_minute(now);
-    let minutes: Vec<Count> = (1..=i64::from(zone.occupancy_window_min))
+    (1..=n)
+        .rev()
         .map(|back| end - SignedDuration::from_mins(back))
         .filter_map(|minute| {
-            let heard: Vec<_> = zone
+            let heard: BTreeMap<Kind, Count> = zone
                 .calibration
                 .keys()
                 .filter_map(|kind| {
@@ -239,13 +246,9 @@ fn present(
             if heard.is_empty() {
                 return None;
             }
-            people::estimate(zone, floors, &heard.into_iter().collect())
+            people::estimate(zone, floors, &heard).map(|c| (minute, c))
         })
-        .collect();
-    if zone.calibration.is_empty() {
-        return None;
-    }
-    Some(people::mean(&minutes).unwrap_or(Count::ZERO))
+        .collect()
 }
 
 /// People [`forecast::HORIZON_MIN`] minutes after the last complete minute, from the zone's
@@ -336,42 +339,6 @@ fn gate_level_name(index: usize, thresholds: usize) -> String {
     }
 }
 
-/// In- and outflow of the last complete minute before `now`, of the zone's people kind.
-fn flow(
-    zone: &Zone,
-    sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
-    now: Timestamp,
-    p: Precision,
-    people: Option<f64>,
-    trend: &Trend,
-) -> Option<ZoneFlow> {
-    let kind = zone
-        .calibration
-        .keys()
-        .next()
-        .copied()
-        .unwrap_or(Kind::WifiDerandomized);
-    let minute = floor_minute(now) - SignedDuration::from_mins(1);
-    let (then, last) = minute_pair(sketches.get(&kind)?, minute, p)?;
-    let net = people.map(|_| trend.change / trend.minutes as f64);
-    let minutes_to_capacity = zone.capacity.zip(people).zip(net).and_then(|((c, p), n)| {
-        let room = c as f64 - p;
-        if room <= 0.0 {
-            Some(0.0)
-        } else {
-            (n > 0.0).then(|| room / n)
-        }
-    });
-    Some(ZoneFlow {
-        minute,
-        kind: kind.as_str().to_owned(),
-        inflow: difference(&then, &last),
-        outflow: difference(&last, &then),
-        net_people_per_min: net,
-        minutes_to_capacity,
-    })
-}
-
 /// Evaluates one zone at `now` from its recent minute sketches and its sensors' last data.
 pub async fn evaluate_zone(
     store: &impl Store,
@@ -414,14 +381,25 @@ pub async fn evaluate_zone(
         headline(now - SignedDuration::from_mins(TREND_MIN), &before).estimate,
         headline(now, &devices).estimate,
     );
-    let flow = flow(
-        zone,
-        &sketches,
-        now,
-        config.precision,
-        people.map(|p| p.estimate),
-        &trend,
-    );
+    let last_minute = floor_minute(now) - SignedDuration::from_mins(1);
+    let flow = people.and_then(|people| {
+        let minutes = minutes_people(
+            zone,
+            floors,
+            &sketches,
+            now,
+            flow::NET_MIN,
+            config.precision,
+        );
+        flow::zone_flow(
+            zone,
+            &sketches,
+            last_minute,
+            people,
+            &minutes,
+            config.precision,
+        )
+    });
     let forecast = people_forecast(store, zone, floors, now).await?;
     let gate = gate_flow(zone, &sketches, now, config.precision, &trend);
     let grace = silence_limit(config);

@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod evaluation;
+pub mod flow;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,9 +24,10 @@ use crate::store::{Alert, Store};
 pub use alerts::RaisedLevels;
 pub(crate) use evaluation::level_name;
 pub use evaluation::{
-    GateFlow, Level, TREND_MIN, Trend, TrendDirection, ZoneFlow, ZoneLive, evaluate, evaluate_zone,
-    level, silence_limit, zones_last_data,
+    GateFlow, Level, TREND_MIN, Trend, TrendDirection, ZoneLive, evaluate, evaluate_zone, level,
+    silence_limit, zones_last_data,
 };
+pub use flow::ZoneFlow;
 
 /// How often the board is re-evaluated without news (staleness, trends, other replicas'
 /// commits).
