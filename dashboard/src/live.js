@@ -65,20 +65,23 @@ export class LiveView {
   }
 
   /**
-   * Cards in the order a crew needs them: the highest level of service first, then the
-   * zones filling fastest (change over the trend minutes); zones without data last.
+   * Cards in the order a crew needs them: the highest level of service first; within a
+   * level, the zones that will be full soonest (a sure net inflow within the hour), then the
+   * fullest (share of capacity, else density, else people); zones without data last.
    */
   order() {
     const rank = (card) => {
       const z = this.zones.get(card.dataset.zone);
-      if (!z || z.stale) return [-2, 0];
-      return [z.level?.index ?? -1, z.trend?.change ?? 0];
+      if (!z || z.stale) return [-2, Infinity, 0];
+      const full = z.flow?.minutes_to_capacity ?? Infinity;
+      const fullness = z.capacity_used ?? z.density?.estimate ?? z.people?.estimate ?? 0;
+      return [z.level?.index ?? -1, full, fullness];
     };
     const cards = [...this.cards.children];
     const sorted = [...cards].sort((a, b) => {
-      const [la, ca] = rank(a);
-      const [lb, cb] = rank(b);
-      return lb - la || cb - ca;
+      const [la, fa, na] = rank(a);
+      const [lb, fb, nb] = rank(b);
+      return lb - la || (fa === fb ? 0 : fa < fb ? -1 : 1) || nb - na;
     });
     if (sorted.some((c, i) => c !== cards[i])) this.cards.append(...sorted);
   }

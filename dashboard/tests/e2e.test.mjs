@@ -90,6 +90,7 @@ test('the live and history views against the demo fed by the simulator', async (
     assert.equal(await firstCard(), 'plein', 'and at phone width');
     const top = await page.locator('#zones .zone').first().evaluate((c) => c.getBoundingClientRect().top + window.scrollY);
     console.log(`phone: the first card starts ${Math.round(top)} px down`);
+    assert.ok(top < 844 / 2, `on a phone the zone cards come first, on the first screen (${Math.round(top)} px)`);
     await page.screenshot({ path: join(ARTIFACTS, 'live-phone.png'), fullPage: true });
     if (desktop) await page.setViewportSize(desktop);
 
