@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::history::zone_series;
 use super::{ApiError, AppState, Params, csv_response, optional_timestamp, wants_csv};
 use crate::people;
-use crate::query::{Count, Range, RangeError};
+use crate::query::{Count, Range};
 use crate::store::{Resolution, Store};
 use crate::zone::ZoneId;
 
@@ -92,19 +92,35 @@ pub(super) async fn open_data<S: Store>(
     let csv = wants_csv(&params)?;
     let last_hour = Timestamp::from_second(Timestamp::now().as_second().div_euclid(3600) * 3600)
         .unwrap_or_else(|_| Timestamp::now());
-    let to = optional_timestamp(&params, "to")?
-        .unwrap_or(last_hour)
-        .min(last_hour);
-    let from = optional_timestamp(&params, "from")?.unwrap_or(to - SignedDuration::from_hours(24));
+    let hour =
+        |t: Timestamp| Timestamp::from_second(t.as_second().div_euclid(3600) * 3600).unwrap_or(t);
+    let asked_to = optional_timestamp(&params, "to")?;
+    let asked_from = optional_timestamp(&params, "from")?;
+    if let (Some(f), Some(t)) = (asked_from, asked_to)
+        && t <= f
+    {
+        return Err(ApiError::bad("to", format!("must be after `from` ({f})")));
+    }
+    // Rows are whole hours: a range is read from the start of `from`'s hour to the start of
+    // `to`'s, and never past the last hour that has ended.
+    let to = hour(asked_to.unwrap_or(last_hour)).min(last_hour);
+    let from = hour(asked_from.unwrap_or(to - SignedDuration::from_hours(24)));
+    let mut range_notes = Vec::new();
+    if asked_from.is_some_and(|f| f != from) || asked_to.is_some_and(|t| t != to && t < last_hour) {
+        range_notes.push(format!(
+            "Rows are whole hours: the range was read as {from} to {to}."
+        ));
+    }
+    if from >= to {
+        // The range lies in the hour under way (or later): nothing of it has ended.
+        range_notes.push(format!(
+            "Nothing from {from} has ended yet: the hour from {last_hour} is listed once it ends."
+        ));
+        return Ok(export_response(&state, csv, Vec::new(), range_notes));
+    }
     let r = Range::new(from, to, SignedDuration::from_hours(24 * 31)).map_err(|e| {
-        // `to` is capped at the last full hour, so a range that ends too early is `from`'s.
-        let name = if e.at_start() || e != RangeError::EndNotWholeMinute {
-            "from"
-        } else {
-            "to"
-        };
         ApiError::bad(
-            name,
+            "from",
             format!(
                 "{e} (`to` is capped at the last full hour, {last_hour}; ranges of at most 31 days)"
             ),
@@ -142,15 +158,33 @@ pub(super) async fn open_data<S: Store>(
             });
         }
     }
-    let mut notes = vec![format!(
-        "Only hours that have ended are listed: the hour from {last_hour} appears once it ends."
-    )];
+    let mut notes = range_notes;
     if rows.is_empty() {
         notes.push(format!(
             "No stored data from {} to {}: nothing was counted in these hours yet (a new installation lists its first hour once that hour has ended).",
             r.from, r.to
         ));
     }
+    Ok(export_response(&state, csv, rows, notes))
+}
+
+/// The export of `rows` with the standing notes and `notes`, as JSON or CSV.
+fn export_response<S: Store>(
+    state: &AppState<S>,
+    csv: bool,
+    rows: Vec<OpenDataRow>,
+    notes: Vec<String>,
+) -> Response {
+    let od = &state.config.open_data;
+    let last_hour = Timestamp::from_second(Timestamp::now().as_second().div_euclid(3600) * 3600)
+        .unwrap_or_else(|_| Timestamp::now());
+    let notes = [
+        vec![format!(
+            "Only hours that have ended are listed: the hour from {last_hour} appears once it ends."
+        )],
+        notes,
+    ]
+    .concat();
     let export = OpenDataExport {
         licence: od.licence.clone(),
         notes: [vec![
@@ -163,7 +197,7 @@ pub(super) async fn open_data<S: Store>(
         rounding: od.rounding,
         rows,
     };
-    Ok(if csv {
+    if csv {
         let mut out = format!("# crowdflow open data; licence: {}\n", export.licence);
         for n in &export.notes {
             let _ = writeln!(out, "# {n}");
@@ -190,5 +224,5 @@ pub(super) async fn open_data<S: Store>(
         csv_response("crowdflow-open-data.csv", out)
     } else {
         Json(export).into_response()
-    })
+    }
 }

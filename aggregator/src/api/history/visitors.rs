@@ -42,6 +42,9 @@ pub struct Distinct {
     /// visitors (over a span addresses rotate and people come and go, so devices over the
     /// range are not people); null without calibration or stored minutes.
     pub people: Option<Count>,
+    /// What keeps the counts from saying what they seem to: a range without stored data
+    /// (its zeros mean nothing known, not nobody), a range still filling.
+    pub notes: Vec<String>,
 }
 
 /// Distinct devices over a range
@@ -83,7 +86,12 @@ pub(in crate::api) async fn distinct<S: Store>(
             .await?
             .into_values()
             .collect();
+    let complete = Timestamp::now() - state.config.window.duration();
+    let stored = unions(&state, z, r).await?;
+    let empty = stored.values().all(BTreeMap::is_empty);
+    let notes = range_notes("the range", r, empty, complete);
     Ok(Json(Distinct {
+        notes,
         zone: z.id.clone(),
         from: r.from,
         to: r.to,
@@ -91,6 +99,22 @@ pub(in crate::api) async fn distinct<S: Store>(
         people: people::mean(&minutes),
         devices: query::by_name(&devices),
     }))
+}
+
+/// Notes on a range `name` (`r`): nothing stored (`empty`), or not ended by `complete`.
+fn range_notes(name: &str, r: Range, empty: bool, complete: Timestamp) -> Vec<String> {
+    if empty {
+        vec![format!(
+            "{name} ({} to {}): no stored data for these zones, so its zeros mean nothing known, not nobody",
+            r.from, r.to
+        )]
+    } else if r.to > complete {
+        vec![format!(
+            "{name} has not ended (windows are complete up to {complete:.0}): its counts will grow"
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 async fn unions(
@@ -165,13 +189,24 @@ pub(in crate::api) async fn flows<S: Store>(
         range(&params, "from1", "to1", week)?,
         range(&params, "from2", "to2", week)?,
     );
+    let complete = Timestamp::now() - state.config.window.duration();
+    for (name, w) in [("from1", w1), ("from2", w2)] {
+        if w.from >= complete {
+            return Err(ApiError::bad(
+                name,
+                format!(
+                    "the window has not begun (windows are complete up to {complete:.0}): nothing was counted in it yet"
+                ),
+            ));
+        }
+    }
     let mut origins = Vec::new();
     let mut destinations = Vec::new();
     for z in &zones {
         origins.push(unions(&state, z, w1).await?);
         destinations.push(unions(&state, z, w2).await?);
     }
-    let matrix = origins
+    let mut matrix: Vec<Vec<Overlap>> = origins
         .iter()
         .map(|a| {
             destinations
@@ -180,21 +215,29 @@ pub(in crate::api) async fn flows<S: Store>(
                 .collect()
         })
         .collect();
-    let complete = Timestamp::now() - state.config.window.duration();
     let mut notes = Vec::new();
-    for (name, w, sides) in [("window 1", w1, &origins), ("window 2", w2, &destinations)] {
-        if sides
+    let mut empty = [false; 2];
+    for (i, (name, w, sides)) in [("window 1", w1, &origins), ("window 2", w2, &destinations)]
+        .into_iter()
+        .enumerate()
+    {
+        empty[i] = sides
             .iter()
-            .all(|kinds| kinds.values().all(BTreeMap::is_empty))
-        {
-            notes.push(format!(
-                "{name} ({} to {}): no stored data for these zones, so its zeros mean nothing known, not nobody",
-                w.from, w.to
-            ));
-        } else if w.to > complete {
-            notes.push(format!(
-                "{name} has not ended (windows are complete up to {complete:.0}): its counts and flows will grow"
-            ));
+            .all(|kinds| kinds.values().all(BTreeMap::is_empty));
+        notes.extend(range_notes(name, w, empty[i], complete));
+    }
+    if w2.from < w1.from {
+        notes.push(
+            "window 2 starts before window 1: a cell then counts devices in its column's zone first and its row's zone later"
+                .into(),
+        );
+    }
+    // Zeros of a window nothing was stored for are "nothing known", never a sure 0.
+    if empty.iter().any(|e| *e) {
+        for row in &mut matrix {
+            for cell in row {
+                cell.unreliable = true;
+            }
         }
     }
     Ok(Json(Flows {

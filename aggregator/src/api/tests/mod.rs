@@ -874,12 +874,58 @@ async fn flows_over_windows_without_data_say_so() {
     )
     .await;
     let notes = f["notes"].as_array().expect("notes");
-    assert_eq!(notes.len(), 1, "{f}");
+    assert_eq!(notes.len(), 2, "{f}");
     assert!(
         notes[0]
             .as_str()
             .is_some_and(|n| n.starts_with("window 1") && n.contains("no stored data")),
         "{f}"
+    );
+    assert!(
+        notes[1]
+            .as_str()
+            .is_some_and(|n| n.starts_with("window 2 starts before window 1")),
+        "{f}"
+    );
+    // Zeros of a window nothing was stored for are never a sure 0.
+    assert!(
+        f["matrix"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|row| row.as_array().into_iter().flatten())
+            .all(|cell| cell["unreliable"] == true),
+        "{f}"
+    );
+    // A window that has not begun is refused, naming its start.
+    let later = Timestamp::now() + SignedDuration::from_hours(2);
+    let later = Timestamp::from_second(later.as_second() / 60 * 60).expect("ts");
+    let (status, body) = call(
+        &state,
+        &format!(
+            "/api/v1/flows?zones=neude,plein&from1=2026-04-27T10:00:00Z&to1=2026-04-27T10:30:00Z&from2={later}&to2={}",
+            later + SignedDuration::from_mins(30)
+        ),
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("from2") && body.contains("has not begun"),
+        "{body}"
+    );
+    // Distinct visitors of a range without data say so too.
+    let d = json(
+        &state,
+        "/api/v1/distinct?zone=neude&from=2026-05-01T10:00:00Z&to=2026-05-01T10:30:00Z",
+        Some(PLANNER),
+    )
+    .await;
+    assert!(
+        d["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("no stored data")),
+        "{d}"
     );
 }
 
@@ -908,6 +954,43 @@ async fn open_data_without_data_says_why() {
             .iter()
             .any(|n| n.starts_with("Only hours that have ended")),
         "{notes:?}"
+    );
+    // The hour under way: nothing of it has ended, said as such (no error).
+    let hour = Timestamp::from_second(Timestamp::now().as_second() / 3600 * 3600).expect("ts");
+    let now = json(
+        &state,
+        &format!(
+            "/api/v1/open-data?from={hour}&to={}",
+            hour + SignedDuration::from_hours(1)
+        ),
+        None,
+    )
+    .await;
+    assert!(now["notes"].to_string().contains("has ended yet"), "{now}");
+    // A mid-hour start is read from its hour, and said so.
+    let mid = json(
+        &state,
+        "/api/v1/open-data?from=2026-05-01T09:30:00Z&to=2026-05-01T12:00:00Z",
+        None,
+    )
+    .await;
+    assert!(
+        mid["notes"]
+            .to_string()
+            .contains("read as 2026-05-01T09:00:00Z to 2026-05-01T12:00:00Z"),
+        "{mid}"
+    );
+    // Swapped: the error names `to`.
+    let (status, body) = call(
+        &state,
+        "/api/v1/open-data?from=2026-05-02T00:00:00Z&to=2026-05-01T00:00:00Z",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("\"to\"") && body.contains("must be after `from`"),
+        "{body}"
     );
 }
 
