@@ -180,7 +180,12 @@ fn presented(config: &impl TokenConfig, parts: &Parts) -> Result<Option<String>,
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        // The scheme is case-insensitive (RFC 9110 section 11.1).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        });
     Ok(match header {
         Some(token) => Some(token.to_owned()),
         None => query_token(&parts.uri),
@@ -300,6 +305,14 @@ mod tests {
     fn a_bearer_header_wins_over_the_query_and_is_trimmed() {
         let c = config(None);
         let p = parts("/stream?token=v", Some("Bearer  p "));
+        assert_eq!(
+            presented(&c, &parts("/x", Some("bearer lower")))
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("lower"),
+            "the scheme is case-insensitive"
+        );
         assert_eq!(authorize(&c, &p, Role::Planner), Ok(Role::Planner));
         assert_eq!(
             authorize(&c, &parts("/stream?token=v", None), Role::Viewer),

@@ -183,7 +183,8 @@ pub(super) async fn alerts<S: Store>(
     request_body(content = AlertKey, example = json!({"at": "2026-04-27T12:00:00Z", "zone": "neude", "kind": "level", "level": 1})),
     responses((status = 200, description = "The alert, acknowledged", body = Alert),
         (status = 400, body = ApiError), (status = 401, body = ApiError),
-        (status = 404, description = "No unacknowledged alert with that key", body = ApiError)))]
+        (status = 404, description = "No alert with that key (the error names `at` or `level`)", body = ApiError),
+        (status = 409, description = "Acknowledged already (the error says when and by whom)", body = ApiError)))]
 pub(super) async fn acknowledge<S: Store>(
     State(state): State<AppState<S>>,
     Viewer(role): Viewer,
@@ -192,28 +193,48 @@ pub(super) async fn acknowledge<S: Store>(
     let Json(key) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
     zone(&state, "zone", &key.zone)?;
     let now = Timestamp::now();
-    if !state
+    let acked = state
         .store
         .acknowledge_alert(key.clone(), role.as_str(), now)
-        .await?
-    {
-        return Err(ApiError::not_found(
-            "zone",
-            "no unacknowledged alert with that minute, zone, kind and level",
-        ));
-    }
-    let acknowledged = state
+        .await?;
+    let same_minute: Vec<Alert> = state
         .store
         .alerts(key.at, 1000)
         .await?
         .into_iter()
-        .find(|a| {
-            a.at == key.at
-                && a.zone.as_str() == key.zone
-                && a.kind == key.kind
-                && a.level == key.level
-        })
-        .ok_or_else(|| ApiError::not_found("zone", "the alert went while it was acknowledged"))?;
+        .filter(|a| a.at == key.at && a.zone.as_str() == key.zone && a.kind == key.kind)
+        .collect();
+    let Some(acknowledged) = same_minute.iter().find(|a| a.level == key.level).cloned() else {
+        return Err(match same_minute.first() {
+            Some(other) => ApiError::not_found(
+                "level",
+                format!(
+                    "the {} alert of that minute and zone has level {}",
+                    key.kind,
+                    other.level.map_or("none".into(), |l| l.to_string())
+                ),
+            ),
+            None => ApiError::not_found(
+                "at",
+                format!("no {} alert of zone {} at that minute", key.kind, key.zone),
+            ),
+        });
+    };
+    if !acked {
+        return Err(ApiError::conflict(
+            "at",
+            format!(
+                "already acknowledged{}{}",
+                acknowledged
+                    .acknowledged_at
+                    .map_or(String::new(), |t| format!(" at {t:.0}")),
+                acknowledged
+                    .acknowledged_by
+                    .as_deref()
+                    .map_or(String::new(), |b| format!(" by {b}"))
+            ),
+        ));
+    }
     state.live.announce(acknowledged.clone());
     Ok(Json(acknowledged))
 }

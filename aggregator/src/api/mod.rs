@@ -123,6 +123,14 @@ impl ApiError {
         }
     }
 
+    /// 409: what `name` names is in a state that refuses the request (acknowledged already).
+    pub fn conflict(name: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            parameter: Some(name.to_owned()),
+            ..ApiError::new(StatusCode::CONFLICT, format!("`{name}`: {message}"))
+        }
+    }
+
     /// 400 for parameter `name`.
     pub fn bad(name: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError {

@@ -1057,7 +1057,21 @@ async fn an_alert_is_acknowledged_once_by_role_for_every_screen() {
         other => panic!("the stream carries the acknowledgement: {other:?}"),
     }
     let (status, body) = post(key, Some(ADMIN)).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "acknowledged once: {body}");
+    assert_eq!(status, StatusCode::CONFLICT, "acknowledged once: {body}");
+    assert!(
+        body.contains("already acknowledged at") && body.contains("by viewer"),
+        "{body}"
+    );
+    let (status, body) = post(
+        r#"{"at":"2026-04-27T10:00:00Z","zone":"neude","kind":"level","level":3}"#,
+        Some(VIEWER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body.contains("\"parameter\":\"level\"") && body.contains("has level 1"),
+        "{body}"
+    );
     let (status, body) = post(r#"{"at":"yesterday"}"#, Some(VIEWER)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("\"parameter\":\"body\""), "{body}");
