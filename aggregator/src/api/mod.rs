@@ -234,12 +234,22 @@ fn zone<'a, S>(state: &'a AppState<S>, name: &str, id: &str) -> Result<&'a Zone,
     ZoneId::new(id)
         .ok()
         .and_then(|z| state.config.zones.get(&z))
-        .ok_or_else(|| ApiError {
-            parameter: Some(name.to_owned()),
-            ..ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("`{name}`: no zone {id:?} (GET /api/v1/zones lists them)"),
-            )
+        .ok_or_else(|| {
+            // An error echoes at most this much of what it was sent.
+            const SHOWN: usize = 64;
+            let shown: String = id.chars().take(SHOWN).collect();
+            let more = if id.chars().count() > SHOWN {
+                format!("... ({} characters)", id.chars().count())
+            } else {
+                String::new()
+            };
+            ApiError {
+                parameter: Some(name.to_owned()),
+                ..ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("`{name}`: no zone {shown:?}{more} (GET /api/v1/zones lists them)"),
+                )
+            }
         })
 }
 

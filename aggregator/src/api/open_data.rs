@@ -190,7 +190,7 @@ fn export_response<S: Store>(
         notes: [vec![
             "Distinct devices (Wi-Fi and Bluetooth) heard per zone and hour, estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
             format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
-            "People are present on average in the hour, estimated as factor x (devices - floor) per minute; the interval combines the sketch's error with the calibration's (people_calibrated false: a guessed factor, +-50 %); empty where the zone is not calibrated.".into(),
+            "People are present on average in the hour, estimated as factor x (devices - floor) per minute; the interval combines the sketch's error with the calibration's (people_calibrated false: a guessed factor, +-50 %); empty where the zone has no calibration entry.".into(),
         ], notes]
         .concat(),
         k: od.k,
