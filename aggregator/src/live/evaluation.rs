@@ -291,7 +291,7 @@ fn gate_flow(
     sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
     now: Timestamp,
     p: Precision,
-    trend: &Trend,
+    trend: Option<&Trend>,
 ) -> Option<GateFlow> {
     let gate = zone.gate.as_ref()?;
     let minute = floor_minute(now) - SignedDuration::from_mins(1);
@@ -319,7 +319,7 @@ fn gate_flow(
         .iter()
         .take_while(|t| throughput.estimate >= **t)
         .count();
-    let stop_and_go = trend.direction == TrendDirection::Rising
+    let stop_and_go = trend.is_some_and(|t| t.direction == TrendDirection::Rising)
         && earlier.is_some_and(|e| throughput.estimate < 0.8 * e.estimate);
     Some(GateFlow {
         width_m: gate.width_m,
@@ -377,10 +377,18 @@ pub async fn evaluate_zone(
     let headline = |at: Timestamp, d: &BTreeMap<Kind, Count>| {
         present(zone, floors, &sketches, at, config.precision).unwrap_or_else(|| query::total(d))
     };
-    let trend = Trend::between(
-        headline(now - SignedDuration::from_mins(TREND_MIN), &before).estimate,
-        headline(now, &devices).estimate,
-    );
+    // A trend needs data from its start: one minute after a zone's first data there is none.
+    let since = floor_minute(now) - SignedDuration::from_mins(TREND_MIN);
+    let trend = sketches
+        .values()
+        .flatten()
+        .any(|z| z.bucket <= since)
+        .then(|| {
+            Trend::between(
+                headline(now - SignedDuration::from_mins(TREND_MIN), &before).estimate,
+                headline(now, &devices).estimate,
+            )
+        });
     let last_minute = floor_minute(now) - SignedDuration::from_mins(1);
     let flow = people.and_then(|people| {
         let minutes = minutes_people(
@@ -401,7 +409,7 @@ pub async fn evaluate_zone(
         )
     });
     let forecast = people_forecast(store, zone, floors, now).await?;
-    let gate = gate_flow(zone, &sketches, now, config.precision, &trend);
+    let gate = gate_flow(zone, &sketches, now, config.precision, trend.as_ref());
     let grace = silence_limit(config);
     Ok(ZoneLive {
         id: zone.id.to_string(),
@@ -420,7 +428,7 @@ pub async fn evaluate_zone(
             .filter(|c| *c > 0)
             .zip(people)
             .map(|(c, p)| p.estimate / c as f64),
-        trend: Some(trend),
+        trend,
         flow,
         gate,
         forecast,
