@@ -197,6 +197,52 @@ pub fn authorize(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result
     judge(config, parts, need).inspect_err(|refusal| config.refused(refusal, parts))
 }
 
+/// Who is calling: the role, and the name the config gives the token ("anonymous" without
+/// one), for records of who did what (an acknowledged alert).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// What the caller may do.
+    pub role: Role,
+    /// The token's configured name, or "anonymous".
+    pub name: String,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.role.as_str())
+    }
+}
+
+/// The caller if their role is at least `need`, with their token's name.
+pub fn identify(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Caller, Refusal> {
+    let role = authorize(config, parts, need)?;
+    let name = presented(config, parts)
+        .ok()
+        .flatten()
+        .and_then(|token| {
+            let hash = hash_token(token.trim());
+            config
+                .tokens()
+                .iter()
+                .find(|t| t.hash == hash)
+                .map(|t| t.name.clone())
+        })
+        .unwrap_or_else(|| "anonymous".to_owned());
+    Ok(Caller { role, name })
+}
+
+/// A caller with the viewer role or above, named: who acknowledges an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedViewer(pub Caller);
+
+impl<S: TokenConfig + Send + Sync> FromRequestParts<S> for NamedViewer {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        identify(state, parts, Role::Viewer).map(NamedViewer)
+    }
+}
+
 fn judge(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, Refusal> {
     let Some(token) = presented(config, parts)? else {
         return config

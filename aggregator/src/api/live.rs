@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, AppState, Params, number, optional_timestamp, zone};
-use crate::auth::Viewer;
+use crate::auth::{NamedViewer, Viewer};
 use crate::config::ReplayClock;
 use crate::live::{LiveEvent, ZoneLive, level_name};
 use crate::metrics::Metrics;
@@ -178,7 +178,8 @@ pub(super) async fn alerts<S: Store>(
 /// Acknowledge an alert
 ///
 /// Marks an alert (named by its minute, zone, kind and level, as listed) acknowledged by the
-/// caller's role, for every screen at once: the stream sends it again, acknowledged (viewer).
+/// caller (the token's name and role, "anonymous (planner)" without a token), for every
+/// screen at once: the stream sends it again, acknowledged (viewer).
 #[utoipa::path(post, path = "/api/v1/alerts/acknowledge", tag = "live", security(("bearer" = [])),
     request_body(content = AlertKey, example = json!({"at": "2026-04-27T12:00:00Z", "zone": "neude", "kind": "level", "level": 1})),
     responses((status = 200, description = "The alert, acknowledged", body = Alert),
@@ -187,7 +188,7 @@ pub(super) async fn alerts<S: Store>(
         (status = 409, description = "Acknowledged already (the error says when and by whom)", body = ApiError)))]
 pub(super) async fn acknowledge<S: Store>(
     State(state): State<AppState<S>>,
-    Viewer(role): Viewer,
+    NamedViewer(caller): NamedViewer,
     body: Result<Json<AlertKey>, JsonRejection>,
 ) -> Result<Json<Alert>, ApiError> {
     let Json(key) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
@@ -195,7 +196,7 @@ pub(super) async fn acknowledge<S: Store>(
     let now = Timestamp::now();
     let acked = state
         .store
-        .acknowledge_alert(key.clone(), role.as_str(), now)
+        .acknowledge_alert(key.clone(), &caller.to_string(), now)
         .await?;
     let same_minute: Vec<Alert> = state
         .store

@@ -216,7 +216,8 @@ pub struct Alert {
     /// When it was acknowledged (null: not yet).
     #[schema(value_type = Option<String>, format = DateTime)]
     pub acknowledged_at: Option<Timestamp>,
-    /// The role that acknowledged it ("viewer", "planner", "admin").
+    /// Who acknowledged it: the token's configured name and its role ("control-room
+    /// (viewer)"; "anonymous (planner)" without a token).
     pub acknowledged_by: Option<String>,
 }
 

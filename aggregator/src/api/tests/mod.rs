@@ -1048,18 +1048,18 @@ async fn an_alert_is_acknowledged_once_by_role_for_every_screen() {
     let (status, body) = post(key, Some(VIEWER)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let acked: Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(acked["acknowledged_by"], "viewer", "{acked}");
+    assert_eq!(acked["acknowledged_by"], "viewer (viewer)", "{acked}");
     assert!(acked["acknowledged_at"].is_string());
     match stream.try_recv() {
         Ok(crate::live::LiveEvent::Alert(a)) => {
-            assert_eq!(a.acknowledged_by.as_deref(), Some("viewer"))
+            assert_eq!(a.acknowledged_by.as_deref(), Some("viewer (viewer)"))
         }
         other => panic!("the stream carries the acknowledgement: {other:?}"),
     }
     let (status, body) = post(key, Some(ADMIN)).await;
     assert_eq!(status, StatusCode::CONFLICT, "acknowledged once: {body}");
     assert!(
-        body.contains("already acknowledged at") && body.contains("by viewer"),
+        body.contains("already acknowledged at") && body.contains("by viewer (viewer)"),
         "{body}"
     );
     let (status, body) = post(
