@@ -56,7 +56,9 @@ pub struct ZoneFlow {
     /// Persons arriving a minute, over the occupancy window's minutes up to `minute`: the
     /// sample's devices new to the zone (heard in none of the [`NEW_AFTER_MIN`] minutes before)
     /// times the persons per sampled device present, with the Poisson interval of that
-    /// count. `unreliable` (and 0) when the sample holds fewer than [`MIN_SAMPLE`] devices.
+    /// count. `unreliable` (and 0) when the sample holds fewer than [`MIN_SAMPLE`] devices;
+    /// `unreliable` for the [`NEW_AFTER_MIN`] minutes after a salt change (the daily rotation),
+    /// when devices cannot be linked across it.
     pub inflow: Overlap,
     /// Persons leaving a minute: arrivals minus the net rate (never below 0).
     pub outflow: Overlap,
@@ -232,7 +234,9 @@ fn scaled_arrivals(new: &Overlap, sample: &Count, people: Count, minutes: f64) -
         estimate,
         lower: lower.min(estimate),
         upper: upper.max(estimate),
-        unreliable: false,
+        // Across a salt change the same device has two hashes: every device of the new
+        // salt reads as new until the lookback holds only it.
+        unreliable: new.crosses_epochs,
         crosses_epochs: new.crosses_epochs,
     }
 }
