@@ -128,14 +128,16 @@ export class LiveView {
     flow.hidden = !z.flow;
     if (z.flow) {
       const f = z.flow;
-      const n = (o) => `${o.unreliable ? '~' : ''}${count(o)}`;
+      // An unreliable figure (too few stable devices, or a salt change in the lookback) is
+      // not shown as a number: a crew would read any number as one.
+      const n = (o) => (o.unreliable ? '—' : count(o));
       const net = f.net_people_per_min == null
         ? ''
         : ` · net ${f.net_people_per_min >= 0 ? '+' : ''}${Math.round(f.net_people_per_min)}/min`;
       const full = f.minutes_to_capacity == null
         ? ''
         : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${Math.round(f.minutes_to_capacity)} min`;
-      flow.innerHTML = `<span title="persons arriving in ${esc(clock(f.minute))}, sampled from ${Math.round(f.sample_devices)} ${esc(f.kind)} devices with stable addresses; leaving = arriving minus the net rate of the last minutes">in ${n(f.inflow)} · out ${n(f.outflow)} persons a minute</span>${net}${full}`;
+      flow.innerHTML = `<span title="persons arriving in ${esc(clock(f.minute))}, sampled from ${Math.round(f.sample_devices)} ${esc(f.kind)} devices with stable addresses; leaving = arriving minus the net rate of the last minutes; — while too few are heard or just after a salt change">in ${n(f.inflow)} · out ${n(f.outflow)} persons a minute</span>${net}${full}`;
     }
     const gate = card.querySelector('.gate');
     gate.hidden = !z.gate;

@@ -62,14 +62,19 @@ pub struct ZoneFlow {
     pub inflow: Overlap,
     /// Persons leaving a minute: arrivals minus the net rate (never below 0).
     pub outflow: Overlap,
+    /// People in `minute` by the net rate's line (the occupancy window's mean lags a rising
+    /// crowd by half the window): what time to capacity counts from.
+    pub people_now: Option<f64>,
     /// Change of people present per minute: the slope over the last [`NET_MIN`] complete
     /// minutes (null with fewer than 3 of them).
     pub net_people_per_min: Option<f64>,
-    /// The net rate's 95 % interval, persons per minute.
+    /// The net rate's 95 % interval, persons per minute (the fit's, with the people's
+    /// calibration error added in quadrature).
     pub net_lower: Option<f64>,
     /// The net rate's 95 % interval, persons per minute.
     pub net_upper: Option<f64>,
-    /// Minutes until the zone holds its capacity at the net rate: 0 when it does already;
+    /// Minutes until the zone holds its capacity at the net rate, from `people_now`: 0 when
+    /// it does already;
     /// null when it is not surely filling (the interval's lower end at or below 0), has no
     /// capacity, or would take more than [`CAPACITY_HORIZON_MIN`].
     pub minutes_to_capacity: Option<f64>,
@@ -78,6 +83,8 @@ pub struct ZoneFlow {
 /// A least-squares slope with its 95 % interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slope {
+    /// The fitted value at offset 0 (the last minute): where the line is now.
+    pub level: f64,
     /// Units per minute.
     pub rate: f64,
     /// Lower end of the 95 % interval.
@@ -110,6 +117,7 @@ pub fn slope(points: &[(f64, f64)]) -> Option<Slope> {
     const T95: [f64; 8] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306];
     let t = T95.get(n - 3).copied().unwrap_or(2.262);
     Some(Slope {
+        level: my - rate * mx,
         rate,
         lower: rate - t * se,
         upper: rate + t * se,
@@ -187,6 +195,21 @@ pub fn zone_flow(
             })
             .collect::<Vec<_>>(),
     );
+    // The slope of people carries their calibration's error too: a factor off by 30 % gives
+    // a rate off by 30 %. Added in quadrature to the fit's own interval.
+    let relative = if people.estimate > 0.0 {
+        (people.upper - people.lower) / 2.0 / people.estimate
+    } else {
+        0.0
+    };
+    let net = net.map(|n| {
+        let half = ((n.upper - n.lower) / 2.0).hypot(n.rate.abs() * relative);
+        Slope {
+            lower: n.rate - half,
+            upper: n.rate + half,
+            ..n
+        }
+    });
     let outflow = net.map_or(
         Overlap {
             unreliable: true,
@@ -206,10 +229,15 @@ pub fn zone_flow(
         sample_devices: sample.estimate,
         inflow,
         outflow,
+        people_now: net.map(|n| n.level),
         net_people_per_min: net.map(|n| n.rate),
         net_lower: net.map(|n| n.lower),
         net_upper: net.map(|n| n.upper),
-        minutes_to_capacity: to_capacity(zone.capacity, people.estimate, net),
+        minutes_to_capacity: to_capacity(
+            zone.capacity,
+            net.map_or(people.estimate, |n| n.level),
+            net,
+        ),
     })
 }
 
@@ -260,7 +288,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_slope_of_a_line_is_its_rate_with_a_narrow_interval() {
+    fn the_slope_of_a_line_is_its_rate_and_level_with_a_narrow_interval() {
         let points: Vec<(f64, f64)> = (0..6)
             .map(|i| (f64::from(i), 100.0 + 75.0 * f64::from(i)))
             .collect();
@@ -269,6 +297,13 @@ mod tests {
             (s.rate - 75.0).abs() < 1e-9 && (s.upper - s.lower) < 1e-6,
             "{s:?}"
         );
+        // Offsets run up to 0, the last minute: the level is where the crowd is now, not
+        // the window's mean (2.5 minutes behind a surge).
+        let recent: Vec<(f64, f64)> = (-5..=0)
+            .map(|i| (f64::from(i), 700.0 + 75.0 * f64::from(i)))
+            .collect();
+        let s = slope(&recent).expect("slope");
+        assert!((s.level - 700.0).abs() < 1e-9, "{s:?}");
         let noisy = [(0.0, 10.0), (1.0, 30.0), (2.0, 5.0), (3.0, 25.0)];
         let s = slope(&noisy).expect("slope");
         assert!(s.lower < 0.0 && s.upper > 0.0, "no sure sign: {s:?}");
@@ -279,6 +314,7 @@ mod tests {
     fn time_to_capacity_needs_a_sure_rate_within_the_hour() {
         let rate = |rate: f64, lower: f64| {
             Some(Slope {
+                level: 0.0,
                 rate,
                 lower,
                 upper: 2.0 * rate - lower,
