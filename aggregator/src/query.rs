@@ -336,7 +336,8 @@ pub fn overlap(a: &PerSalt, b: &PerSalt) -> Overlap {
     total.crosses_epochs = !a.is_empty()
         && !b.is_empty()
         && (a.keys().any(|s| !b.contains_key(s)) || b.keys().any(|s| !a.contains_key(s)));
-    total.unreliable = total.upper - total.lower > total.estimate;
+    // Devices of a salt one side lacks cannot be linked: the overlap is unknown, not 0.
+    total.unreliable = total.crosses_epochs || total.upper - total.lower > total.estimate;
     total
 }
 

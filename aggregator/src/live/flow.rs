@@ -34,7 +34,7 @@ pub const NET_MIN: i64 = 6;
 pub const CAPACITY_HORIZON_MIN: f64 = 60.0;
 /// Fewest stable-address devices present to scale arrivals from: with fewer, the persons
 /// each stands for vary too much between minutes.
-pub const MIN_SAMPLE: f64 = 5.0;
+pub const MIN_SAMPLE: f64 = 10.0;
 /// The device kind whose addresses stay the same for a whole visit.
 pub const STABLE_KIND: Kind = Kind::Wifi;
 /// A device is new to a zone when none of its sensors heard it in this many minutes before:

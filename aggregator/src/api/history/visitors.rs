@@ -176,7 +176,7 @@ pub struct Flows {
         ("from2" = String, Query, format = DateTime, description = "Window 2 start"),
         ("to2" = String, Query, format = DateTime, description = "Window 2 end"),
     ),
-    responses((status = 200, description = "Flows by inclusion-exclusion with bounds; cells whose bounds are wider than the value are flagged unreliable; windows in different salt epochs cannot be linked and are flagged crosses_epochs", body = Flows),
+    responses((status = 200, description = "Flows by inclusion-exclusion with bounds; cells whose bounds are wider than the value are flagged unreliable; windows under different salts (epochs, or a salt an aggregator drew anew) cannot be linked: such cells are flagged crosses_epochs and unreliable", body = Flows),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(in crate::api) async fn flows<S: Store>(
     State(state): State<AppState<S>>,
