@@ -372,7 +372,7 @@ pub fn address_notations(address: &[u8; 6]) -> Vec<Vec<u8>> {
 pub fn assert_no_addresses(haystack: &[u8], addresses: &[[u8; 6]], what: &str) {
     // One pass per needle length over the haystack, looking windows up in a set: fast
     // enough for thousands of addresses over megabytes of payloads.
-    let mut by_len: std::collections::BTreeMap<usize, std::collections::HashSet<Vec<u8>>> =
+    let mut by_len: std::collections::BTreeMap<usize, foldhash::HashSet<Vec<u8>>> =
         std::collections::BTreeMap::new();
     for address in addresses {
         for needle in address_notations(address) {
