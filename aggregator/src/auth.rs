@@ -194,7 +194,7 @@ fn presented(config: &impl TokenConfig, parts: &Parts) -> Result<Option<String>,
 
 /// The caller's role if it is at least `need`; a refusal is told to `config` first.
 pub fn authorize(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, Refusal> {
-    judge(config, parts, need).inspect_err(|refusal| config.refused(refusal, parts))
+    identify(config, parts, need).map(|caller| caller.role)
 }
 
 /// Who is calling: the role, and the name the config gives the token ("anonymous" without
@@ -213,22 +213,10 @@ impl std::fmt::Display for Caller {
     }
 }
 
-/// The caller if their role is at least `need`, with their token's name.
+/// The caller if their role is at least `need`, with their token's name; a refusal is told
+/// to `config` first.
 pub fn identify(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Caller, Refusal> {
-    let role = authorize(config, parts, need)?;
-    let name = presented(config, parts)
-        .ok()
-        .flatten()
-        .and_then(|token| {
-            let hash = hash_token(token.trim());
-            config
-                .tokens()
-                .iter()
-                .find(|t| t.hash == hash)
-                .map(|t| t.name.clone())
-        })
-        .unwrap_or_else(|| "anonymous".to_owned());
-    Ok(Caller { role, name })
+    judge(config, parts, need).inspect_err(|refusal| config.refused(refusal, parts))
 }
 
 /// A caller with the viewer role or above, named: who acknowledges an alert.
@@ -243,11 +231,15 @@ impl<S: TokenConfig + Send + Sync> FromRequestParts<S> for NamedViewer {
     }
 }
 
-fn judge(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, Refusal> {
+fn judge(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Caller, Refusal> {
     let Some(token) = presented(config, parts)? else {
         return config
             .anonymous_role()
             .filter(|r| *r >= need)
+            .map(|role| Caller {
+                role,
+                name: "anonymous".to_owned(),
+            })
             .ok_or(Refusal::Missing(need));
     };
     let hash = hash_token(token.trim());
@@ -262,7 +254,10 @@ fn judge(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Role, R
             has: known.role,
         });
     }
-    Ok(known.role)
+    Ok(Caller {
+        role: known.role,
+        name: known.name.clone(),
+    })
 }
 
 /// Declares an extractor that admits callers with at least `$role` and holds their role.

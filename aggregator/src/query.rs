@@ -249,19 +249,6 @@ pub async fn covering(
     Ok(out)
 }
 
-/// Distinct devices of `kind` in `zone` over `[from, to)`.
-pub async fn distinct(
-    store: &impl Store,
-    p: Precision,
-    zone: &ZoneId,
-    kind: Kind,
-    from: Timestamp,
-    to: Timestamp,
-) -> Result<Count, StoreError> {
-    let sketches = covering(store, zone, kind, from, to).await?;
-    Ok(count(&per_salt(&sketches, p)))
-}
-
 /// |A ∩ B| with its bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Overlap {

@@ -90,10 +90,9 @@ pub(super) async fn open_data<S: Store>(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let csv = wants_csv(&params)?;
-    let last_hour = Timestamp::from_second(Timestamp::now().as_second().div_euclid(3600) * 3600)
-        .unwrap_or_else(|_| Timestamp::now());
     let hour =
         |t: Timestamp| Timestamp::from_second(t.as_second().div_euclid(3600) * 3600).unwrap_or(t);
+    let last_hour = hour(Timestamp::now());
     let asked_to = optional_timestamp(&params, "to")?;
     let asked_from = optional_timestamp(&params, "from")?;
     if let (Some(f), Some(t)) = (asked_from, asked_to)
@@ -116,7 +115,13 @@ pub(super) async fn open_data<S: Store>(
         range_notes.push(format!(
             "Nothing from {from} has ended yet: the hour from {last_hour} is listed once it ends."
         ));
-        return Ok(export_response(&state, csv, Vec::new(), range_notes));
+        return Ok(export_response(
+            &state,
+            csv,
+            last_hour,
+            Vec::new(),
+            range_notes,
+        ));
     }
     let r = Range::new(from, to, SignedDuration::from_hours(24 * 31)).map_err(|e| {
         ApiError::bad(
@@ -165,19 +170,19 @@ pub(super) async fn open_data<S: Store>(
             r.from, r.to
         ));
     }
-    Ok(export_response(&state, csv, rows, notes))
+    Ok(export_response(&state, csv, last_hour, rows, notes))
 }
 
-/// The export of `rows` with the standing notes and `notes`, as JSON or CSV.
+/// The export of `rows` with the standing notes (`last_hour`: the hour under way) and
+/// `notes`, as JSON or CSV.
 fn export_response<S: Store>(
     state: &AppState<S>,
     csv: bool,
+    last_hour: Timestamp,
     rows: Vec<OpenDataRow>,
     notes: Vec<String>,
 ) -> Response {
     let od = &state.config.open_data;
-    let last_hour = Timestamp::from_second(Timestamp::now().as_second().div_euclid(3600) * 3600)
-        .unwrap_or_else(|_| Timestamp::now());
     let notes = [
         vec![format!(
             "Only hours that have ended are listed: the hour from {last_hour} appears once it ends."

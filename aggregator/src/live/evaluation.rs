@@ -200,21 +200,24 @@ fn present(
     now: Timestamp,
     p: Precision,
 ) -> Option<Count> {
+    let window = i64::from(zone.occupancy_window_min);
+    let minutes = minutes_people(zone, floors, sketches, now, window, p);
+    window_mean(zone, &minutes, now)
+}
+
+/// People present at `now`: the mean of the occupancy window's minutes among `minutes`
+/// (null without calibration).
+fn window_mean(zone: &Zone, minutes: &[(Timestamp, Count)], now: Timestamp) -> Option<Count> {
     if zone.calibration.is_empty() {
         return None;
     }
-    let minutes: Vec<Count> = minutes_people(
-        zone,
-        floors,
-        sketches,
-        now,
-        zone.occupancy_window_min.into(),
-        p,
-    )
-    .into_iter()
-    .map(|(_, c)| c)
-    .collect();
-    Some(people::mean(&minutes).unwrap_or(Count::ZERO))
+    let since = floor_minute(now) - SignedDuration::from_mins(zone.occupancy_window_min.into());
+    let inside: Vec<Count> = minutes
+        .iter()
+        .filter(|(m, _)| *m >= since)
+        .map(|(_, c)| *c)
+        .collect();
+    Some(people::mean(&inside).unwrap_or(Count::ZERO))
 }
 
 /// People of each of the `n` complete minutes before `now` that hold data, oldest first.
@@ -372,7 +375,16 @@ pub async fn evaluate_zone(
         config.precision,
     );
     let total_devices = query::total(&devices);
-    let people = present(zone, floors, &sketches, now, config.precision);
+    // The recent minutes' people, read once: the window's mean and the net rate's fit.
+    let recent = minutes_people(
+        zone,
+        floors,
+        &sketches,
+        now,
+        i64::from(w).max(flow::NET_MIN),
+        config.precision,
+    );
+    let people = window_mean(zone, &recent, now);
     let density = people.map(|p| p.times(1.0 / zone.area_m2));
     let headline = |at: Timestamp, d: &BTreeMap<Kind, Count>| {
         present(zone, floors, &sketches, at, config.precision).unwrap_or_else(|| query::total(d))
@@ -386,25 +398,17 @@ pub async fn evaluate_zone(
         .then(|| {
             Trend::between(
                 headline(now - SignedDuration::from_mins(TREND_MIN), &before).estimate,
-                headline(now, &devices).estimate,
+                people.unwrap_or(total_devices).estimate,
             )
         });
     let last_minute = floor_minute(now) - SignedDuration::from_mins(1);
     let flow = people.and_then(|people| {
-        let minutes = minutes_people(
-            zone,
-            floors,
-            &sketches,
-            now,
-            flow::NET_MIN,
-            config.precision,
-        );
         flow::zone_flow(
             zone,
             &sketches,
             last_minute,
             people,
-            &minutes,
+            &recent,
             config.precision,
         )
     });

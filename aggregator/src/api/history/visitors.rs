@@ -68,27 +68,19 @@ pub(in crate::api) async fn distinct<S: Store>(
         .ok_or_else(|| ApiError::bad("zone", "is required"))?;
     let z = zone(&state, "zone", id)?;
     let r = range(&params, "from", "to", SignedDuration::from_hours(24 * 400))?;
-    let mut devices = BTreeMap::new();
-    for kind in Kind::ALL {
-        let c = query::distinct(
-            &state.store,
-            state.config.precision,
-            &z.id,
-            kind,
-            r.from,
-            r.to,
-        )
-        .await?;
-        devices.insert(kind, c);
-    }
+    // One read of the range's sketches: their counts, and whether anything was stored.
+    let stored = unions(&state, z, r).await?;
+    let devices: BTreeMap<Kind, Count> = stored
+        .iter()
+        .map(|(kind, unions)| (*kind, query::count(unions)))
+        .collect();
+    let empty = stored.values().all(BTreeMap::is_empty);
     let minutes: Vec<Count> =
         people::per_minute(&state.store, z, state.live.floors(), r.from, r.to)
             .await?
             .into_values()
             .collect();
     let complete = Timestamp::now() - state.config.window.duration();
-    let stored = unions(&state, z, r).await?;
-    let empty = stored.values().all(BTreeMap::is_empty);
     let notes = range_notes("the range", r, empty, complete);
     Ok(Json(Distinct {
         notes,
