@@ -137,7 +137,7 @@ export class LiveView {
       const full = f.minutes_to_capacity == null
         ? ''
         : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${Math.round(f.minutes_to_capacity)} min`;
-      flow.innerHTML = `<span title="persons arriving in ${esc(clock(f.minute))}, sampled from ${Math.round(f.sample_devices)} ${esc(f.kind)} devices with stable addresses; leaving = arriving minus the net rate of the last minutes; — while too few are heard or just after a salt change">in ${n(f.inflow)} · out ${n(f.outflow)} persons a minute</span>${net}${full}`;
+      flow.innerHTML = `<span title="persons arriving in ${esc(clock(f.minute))}, sampled on ${Math.round(f.sample_devices)} ${esc(f.kind)} devices with stable addresses present; leaving = arriving minus the net rate of the last minutes; — while too few are heard or just after a salt change">in ${n(f.inflow)} · out ${n(f.outflow)} persons a minute</span>${net}${full}`;
     }
     const gate = card.querySelector('.gate');
     gate.hidden = !z.gate;
