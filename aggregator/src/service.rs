@@ -7,12 +7,13 @@
 //! module routes each message by its topic's kind ([`TopicKind`]) and carries out what
 //! those modules ask.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crowdflow_contract::mqtt;
-use crowdflow_contract::wire::TopicKind;
+use crowdflow_contract::wire::{SaltAnswer, SensorId, TopicKind};
 use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 
@@ -86,7 +87,15 @@ struct State<S> {
     live: LiveBoard,
     /// Reject log lines, at most a few per reason and minute (the metrics count them all).
     reject_log: LogLimit,
+    /// When each sensor was last answered whether it is known (one answer a second each).
+    answered: HashMap<SensorId, Instant>,
 }
+
+/// A sensor is told whether it is known at most this often (requests come from anyone the
+/// broker lets in; answers must not become a flood).
+const ANSWER_EVERY: Duration = Duration::from_secs(1);
+/// Sensors remembered for [`ANSWER_EVERY`]; past this the memory starts over.
+const ANSWERED_MAX: usize = 10_000;
 
 /// Runs the aggregator until `shutdown` completes.
 pub async fn run<S: Store>(
@@ -122,6 +131,7 @@ pub async fn run<S: Store>(
         purge: PurgeSchedule::starting(Instant::now()),
         live,
         reject_log: LogLimit::per_minute("sketch rejects"),
+        answered: HashMap::new(),
     };
     tracing::info!(%broker, "aggregator running");
     let (mut events, pump) = mqtt::pump(events);
@@ -290,8 +300,11 @@ impl<S: Store> State<S> {
                 let actions = self.salts.on_return(&p.topic, &p.payload);
                 self.carry_out(actions).await;
             }
-            Some(TopicKind::SaltRequest) => self.salts.on_request(),
-            Some(TopicKind::Status | TopicKind::SaltRecover) | None => {}
+            Some(TopicKind::SaltRequest) => {
+                self.salts.on_request();
+                self.answer(&p.topic);
+            }
+            Some(TopicKind::Status | TopicKind::SaltRecover | TopicKind::SaltAnswer) | None => {}
         }
     }
 
@@ -315,6 +328,41 @@ impl<S: Store> State<S> {
         if self.batch.is_full() {
             self.flush().await;
         }
+    }
+
+    /// Tells the sensor asking for the salt on `topic` whether this aggregator knows it: an
+    /// unknown sensor gets the salt too, but its sketches are rejected, and `selfcheck` says so.
+    fn answer(&mut self, topic: &str) {
+        let topics = &self.config.broker.topics;
+        let Ok(sensor) = topics.sensor_of(topic) else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .answered
+            .get(&sensor)
+            .is_some_and(|t| now.saturating_duration_since(*t) < ANSWER_EVERY)
+        {
+            return;
+        }
+        if self.answered.len() >= ANSWERED_MAX {
+            self.answered.clear();
+        }
+        let known = self.config.sensors.contains_key(&sensor);
+        if !known && self.reject_log.allow("unknown_sensor", now) {
+            tracing::warn!(
+                sensor = %sensor,
+                "a sensor this aggregator does not know asked for the salt: its sketches will be rejected until [[sensors]] lists it"
+            );
+        }
+        let answer = SaltAnswer::new(sensor.clone(), known, &self.config.authority_id);
+        let _ = self.client.try_publish(
+            topics.salt_answer(&sensor),
+            QoS::AtMostOnce,
+            false,
+            answer.encode(),
+        );
+        self.answered.insert(sensor, now);
     }
 
     /// Does what the salt protocol asks, in order.

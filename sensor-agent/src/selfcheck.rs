@@ -7,7 +7,7 @@ use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
 
-use crowdflow_contract::wire::SaltAnnouncement;
+use crowdflow_contract::wire::{SaltAnnouncement, SaltAnswer};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, Packet, QoS};
 
@@ -271,7 +271,11 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
         }
     };
     let salt_topic = b.topics.salt();
+    let answer_topic = b.topics.salt_answer(&config.sensor_id);
     let _ = client.subscribe(salt_topic.clone(), QoS::AtMostOnce).await;
+    let _ = client
+        .subscribe(answer_topic.clone(), QoS::AtMostOnce)
+        .await;
     let _ = client
         .publish(
             b.topics.salt_request(&config.sensor_id),
@@ -282,27 +286,36 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
         .await;
     // Announcements that do not verify are remembered, not final: a good one may follow.
     let mut refused: Option<String> = None;
-    let salt = tokio::time::timeout(timeout, async {
-        loop {
+    let mut salt: Option<Result<SaltAnnouncement, String>> = None;
+    let mut answer: Option<Result<SaltAnswer, String>> = None;
+    let _ = tokio::time::timeout(timeout, async {
+        while salt.is_none() || answer.is_none() {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == salt_topic && p.retain => {
                     refused = Some("a retained announcement was ignored (the aggregator never retains: someone planted it)".into());
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == salt_topic => {
                     match SaltAnnouncement::decode_signed(&p.payload, &config.trusted_keys) {
-                        Ok((a, _)) => return Ok(a),
+                        Ok((a, _)) => salt = Some(Ok(a)),
                         Err(e) => refused = Some(e.to_string()),
                     }
                 }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == answer_topic && !p.retain => {
+                    answer = Some(SaltAnswer::decode(&p.payload).map_err(|e| e.to_string()));
+                }
                 Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => {
+                    let e = e.to_string();
+                    salt.get_or_insert(Err(e.clone()));
+                    answer.get_or_insert(Err(e));
+                }
             }
         }
     })
     .await;
     let _ = client.disconnect().await;
     let salt = match salt {
-        Ok(Ok(a)) => {
+        Some(Ok(a)) => {
             let now = Timestamp::now();
             match a.salts.iter().find(|s| s.covers(now)) {
                 Some(s) => pass(
@@ -320,8 +333,8 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
                 ),
             }
         }
-        Ok(Err(e)) => fail("salt", format!("the salt announcement was unusable: {e}")),
-        Err(_) if refused.is_some() => fail(
+        Some(Err(e)) => fail("salt", format!("the salt announcement was unusable: {e}")),
+        None if refused.is_some() => fail(
             "salt",
             format!(
                 "no usable salt within {} s: {}",
@@ -329,7 +342,7 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
                 refused.unwrap_or_default()
             ),
         ),
-        Err(_) => fail(
+        None => fail(
             "salt",
             format!(
                 "no salt within {} s: is the aggregator running, and may this account read the salt topic?",
@@ -337,7 +350,52 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
             ),
         ),
     };
-    vec![broker, salt]
+    let known = known(config, answer, timeout);
+    vec![broker, salt, known]
+}
+
+/// Whether the aggregator accepts this sensor's sketches, from its answer to the salt request.
+fn known(
+    config: &AgentConfig,
+    answer: Option<Result<SaltAnswer, String>>,
+    timeout: Duration,
+) -> Check {
+    let id = &config.sensor_id;
+    match answer {
+        Some(Ok(a)) if a.sensor_id != *id => fail(
+            "sensor",
+            format!(
+                "the aggregator answered about {} instead of {id}",
+                a.sensor_id
+            ),
+        ),
+        Some(Ok(a)) if a.known => pass(
+            "sensor",
+            format!(
+                "the aggregator ({}) knows sensor {id} and accepts its sketches",
+                a.authority
+            ),
+        ),
+        Some(Ok(a)) => fail(
+            "sensor",
+            format!(
+                "the aggregator ({}) does not know sensor {id}: every sketch would be rejected as unknown_sensor. Add it to the aggregator's config ([[sensors]] id = \"{id}\" with its zone) and restart the aggregator, or correct sensor_id here",
+                a.authority
+            ),
+        ),
+        Some(Err(e)) => fail(
+            "sensor",
+            format!("the aggregator's answer about this sensor was unusable: {e}"),
+        ),
+        None => fail(
+            "sensor",
+            format!(
+                "no answer about sensor {id} within {} s: is the aggregator running (and as new as this agent), and may this account read {}?",
+                timeout.as_secs(),
+                config.broker.topics.salt_answer(id)
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,21 @@
 //! An installer runs `crowdflow-agent selfcheck` at each step: with broker and aggregator up
-//! it confirms capture, outbox, broker and salt; with the broker down it says so and how to fix.
+//! it confirms capture, outbox, broker, salt and that the aggregator knows the sensor; a
+//! sensor id missing from the aggregator's config fails with the fix; with the broker down it
+//! says so and how to fix. Against the real aggregator, on Mosquitto and on the embedded
+//! broker.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crowdflow_tests::authority::Authority;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, free_port, runtime, workspace_binary};
+use crowdflow_tests::{Mosquitto, free_port, gate, run_binary, wait_for_port, workspace_binary};
 
-fn config(dir: &Path, port: u16, pcap: &Path) -> std::path::PathBuf {
-    let path = dir.join(format!("agent-{port}.toml"));
+fn config(dir: &Path, sensor: &str, port: u16, pcap: &Path) -> PathBuf {
+    let path = dir.join(format!("agent-{sensor}-{port}.toml"));
     let salt = crowdflow_tests::key::salt_section();
     let text = format!(
-        "sensor_id = \"selfcheck-1\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
+        "sensor_id = \"{sensor}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
          {salt}[capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
         pcap.display(),
         dir.join("outbox").display()
@@ -34,11 +36,8 @@ fn selfcheck(config: &Path) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn selfcheck_confirms_a_working_installation_and_names_a_missing_broker() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let broker = Mosquitto::start(dir.path());
-    let pcap = dir.path().join("one.pcap");
+fn one_probe(dir: &Path) -> PathBuf {
+    let pcap = dir.join("one.pcap");
     write_probes(
         &pcap,
         &[Probe {
@@ -46,40 +45,107 @@ fn selfcheck_confirms_a_working_installation_and_names_a_missing_broker() {
             address: [2, 0, 0, 0, 0, 1],
         }],
     );
-    let runtime = runtime();
-    let report = runtime.block_on(async {
-        let authority = Authority::spawn(broker.port);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let config = config(dir.path(), broker.port, &pcap);
-        let handle = tokio::task::spawn_blocking(move || selfcheck(&config));
-        let report = handle.await.expect("join");
-        drop(authority);
-        report
-    });
-    let (_, out) = report;
+    pcap
+}
+
+/// The gate's aggregator (it knows sensor gate-1 only) with `broker` as its `[broker]` body.
+fn aggregator(dir: &Path, broker: &str) -> crowdflow_tests::Proc {
+    let cfg = gate::aggregator_config(
+        &dir.join("aggregator.toml"),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\n{broker}\n\
+             [storage]\nkind = \"sqlite\"\npath = \"{}\"\n[salt]\nannounce_every_s = 5",
+            dir.join("crowdflow.db").display()
+        ),
+    );
+    let aggregator = run_binary("crowdflow-aggregator", &cfg, "aggregator");
+    // It listens 3 s for a leader before it announces.
+    std::thread::sleep(Duration::from_secs(4));
+    aggregator
+}
+
+/// A known sensor's checks all pass; an unknown sensor gets the salt but fails the sensor
+/// id check, which names the fix; its id is in the aggregator's log.
+fn known_and_unknown(dir: &Path, port: u16, pcap: &Path, aggregator: &crowdflow_tests::Proc) {
+    let (code, out) = selfcheck(&config(dir, "gate-1", port, pcap));
     for line in [
         "ok   config",
         "ok   capture",
         "ok   outbox",
         "ok   broker",
         "ok   salt",
+        "ok   sensor ",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
+    // The clock check depends on the machine (a sandbox may not run NTP); nothing else fails.
+    let failed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("FAIL") && !l.starts_with("FAIL clock"))
+        .collect();
+    assert!(failed.is_empty() && code.is_some(), "{out}");
 
-    let down = config(dir.path(), free_port(), &pcap);
-    let (code, out) = selfcheck(&down);
+    let (code, out) = selfcheck(&config(dir, "gate-9", port, pcap));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("ok   salt")
+            && out.contains("FAIL sensor ")
+            && out.contains("does not know sensor gate-9")
+            && out.contains("[[sensors]] id = \"gate-9\""),
+        "{out}"
+    );
+    let log = String::from_utf8_lossy(&aggregator.output()).into_owned();
+    assert!(
+        log.contains("a sensor this aggregator does not know asked for the salt")
+            && log.contains("gate-9"),
+        "the aggregator's log names the unknown sensor:\n{log}"
+    );
+}
+
+#[test]
+fn selfcheck_confirms_a_known_sensor_names_an_unknown_one_and_a_missing_broker() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Mosquitto::start(dir.path());
+    let pcap = one_probe(dir.path());
+    let mut aggregator = aggregator(
+        dir.path(),
+        &format!(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"",
+            broker.port
+        ),
+    );
+    known_and_unknown(dir.path(), broker.port, &pcap, &aggregator);
+    aggregator.terminate(Duration::from_secs(5));
+
+    let (code, out) = selfcheck(&config(dir.path(), "gate-1", free_port(), &pcap));
     assert_eq!(code, Some(1));
     assert!(
         out.contains("FAIL broker") && out.contains("cannot reach"),
         "{out}"
     );
 
-    let missing = config(dir.path(), broker.port, &dir.path().join("nope.pcap"));
-    let (code, out) = selfcheck(&missing);
+    let nope = dir.path().join("nope.pcap");
+    let (code, out) = selfcheck(&config(dir.path(), "gate-1", broker.port, &nope));
     assert_eq!(code, Some(1));
     assert!(
         out.contains("FAIL capture") && out.contains("nope.pcap: cannot open"),
         "{out}"
     );
+}
+
+#[test]
+fn selfcheck_names_an_unknown_sensor_on_the_embedded_broker() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pcap = one_probe(dir.path());
+    let port = free_port();
+    let mut aggregator = aggregator(
+        dir.path(),
+        &format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\""),
+    );
+    assert!(
+        wait_for_port(port, Duration::from_secs(20)),
+        "embedded broker up"
+    );
+    known_and_unknown(dir.path(), port, &pcap, &aggregator);
+    aggregator.terminate(Duration::from_secs(5));
 }

@@ -237,8 +237,35 @@ fn the_shipped_broker_config_enforces_tls_accounts_and_the_acl() {
             .subscribe("crowdflow/v1/salt/return/#", QoS::AtMostOnce)
             .await
             .expect("sub");
+        // The aggregator's answers to salt requests: each sensor reads its own only.
+        for filter in ["crowdflow/v1/salt/answer/+", "crowdflow/v1/salt/answer/gate-2"] {
+            gate2
+                .subscribe(filter, QoS::AtMostOnce)
+                .await
+                .expect("sub");
+        }
         let _ = received(&mut gate2_events, Duration::from_millis(500)).await;
         let _ = received(&mut agg_events, Duration::from_millis(300)).await;
+        for sensor in ["gate-1", "gate-2"] {
+            aggregator
+                .publish(
+                    format!("crowdflow/v1/salt/answer/{sensor}"),
+                    QoS::AtMostOnce,
+                    false,
+                    b"answer".to_vec(),
+                )
+                .await
+                .expect("publish");
+        }
+        gate1
+            .publish(
+                "crowdflow/v1/salt/answer/gate-2",
+                QoS::AtMostOnce,
+                false,
+                b"forged answer".to_vec(),
+            )
+            .await
+            .expect("publish");
 
         gate1
             .publish(
@@ -288,10 +315,16 @@ fn the_shipped_broker_config_enforces_tls_accounts_and_the_acl() {
             ],
             "a sensor publishes only as itself, never a salt"
         );
-        let leaked = received(&mut gate2_events, Duration::from_secs(1)).await;
+        let mut leaked = received(&mut gate2_events, Duration::from_secs(1)).await;
+        let own = |(t, p): &(String, Vec<u8>)| {
+            t == "crowdflow/v1/salt/answer/gate-2" && p.as_slice() == b"answer"
+        };
+        let answers = leaked.iter().filter(|m| own(m)).count();
+        assert!(answers >= 1, "a sensor reads its own answer: {leaked:?}");
+        leaked.retain(|m| !own(m));
         assert!(
             leaked.is_empty(),
-            "a sensor reads no sketches and no returned salts: {leaked:?}"
+            "a sensor reads no sketches, no returned salts, no one else's answer and no forged one: {leaked:?}"
         );
 
         // Sketches wait in the aggregators' session across a broker restart; the salt never

@@ -54,10 +54,12 @@ const ATTACKS: &[Attack] = &[
     Attack::Read("crowdflow/v1/status/#"),
     Attack::Read("crowdflow/v1/salt/return/+"),
     Attack::Read("crowdflow/v1/salt/request/+"),
+    Attack::Read("crowdflow/v1/salt/answer/+"),
     Attack::ForgeSketch,
     Attack::ForgeStatus,
     Attack::Authority("crowdflow/v1/salt"),
     Attack::Authority("crowdflow/v1/salt/recover"),
+    Attack::Authority("crowdflow/v1/salt/answer/s1"),
     Attack::RetainOwnSketch,
     Attack::WillAsOther,
     Attack::AggregatorClientId,
@@ -179,10 +181,12 @@ fn a_hostile_sensor_reads_nothing_forges_nothing_and_changes_no_count() {
         let announcement = announced_salt(&honest, &mut honest_events).await;
         let salt = &announcement.salts[0];
         let (epoch, fp) = (salt.epoch, salt.salt.fingerprint());
-        honest
-            .subscribe("crowdflow/v1/salt/recover", QoS::AtMostOnce)
-            .await
-            .expect("subscribe");
+        for filter in ["crowdflow/v1/salt/recover", "crowdflow/v1/salt/answer/s1"] {
+            honest
+                .subscribe(filter, QoS::AtMostOnce)
+                .await
+                .expect("subscribe");
+        }
         let honest_seen = Arc::new(Mutex::new(Vec::new()));
         keep(honest_events, honest_seen.clone(), Arc::new(Mutex::new(0)));
 

@@ -8,7 +8,7 @@
 //! own status topic (the protocol retains statuses and nothing else; see
 //! [`crowdflow_contract::wire`]).
 
-use crowdflow_contract::wire::{SensorId, Topics};
+use crowdflow_contract::wire::{SensorId, TopicKind, Topics};
 
 /// Who an account is to the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,12 @@ impl Acl {
     pub fn may_publish(&self, role: &Role, topic: &str, retain: bool) -> bool {
         let t = &self.topics;
         match role {
-            Role::Aggregator => !retain && (topic == t.salt() || topic == t.salt_recover()),
+            Role::Aggregator => {
+                !retain
+                    && (topic == t.salt()
+                        || topic == t.salt_recover()
+                        || t.classify(topic) == Some(TopicKind::SaltAnswer))
+            }
             Role::Sensor(id) => {
                 let status = t.status(id);
                 if retain {
@@ -91,6 +96,9 @@ impl Acl {
         let t = &self.topics;
         let p = t.prefix();
         let mut readable = vec![t.salt(), t.salt_recover()];
+        if let Role::Sensor(id) = role {
+            readable.push(t.salt_answer(id));
+        }
         if *role == Role::Aggregator {
             readable.extend([
                 format!("{p}/sketch/#"),
@@ -152,6 +160,7 @@ mod tests {
             "crowdflow/v1/salt",
             "crowdflow/v1/salt/recover",
             "crowdflow/v1/salt/return/gate-2",
+            "crowdflow/v1/salt/answer/gate-1",
             "crowdflow/v1/sketch/gate-1/x",
             "flood/nobody-listens",
         ] {
@@ -173,6 +182,7 @@ mod tests {
         let acl = acl();
         assert!(acl.may_publish(&Role::Aggregator, "crowdflow/v1/salt", false));
         assert!(acl.may_publish(&Role::Aggregator, "crowdflow/v1/salt/recover", false));
+        assert!(acl.may_publish(&Role::Aggregator, "crowdflow/v1/salt/answer/gate-1", false));
         assert!(!acl.may_publish(&Role::Aggregator, "crowdflow/v1/sketch/gate-1", false));
     }
 
@@ -180,7 +190,11 @@ mod tests {
     fn subscriptions_are_refused_unless_wholly_readable() {
         let acl = acl();
         let me = sensor("gate-1");
-        for ok in ["crowdflow/v1/salt", "crowdflow/v1/salt/recover"] {
+        for ok in [
+            "crowdflow/v1/salt",
+            "crowdflow/v1/salt/recover",
+            "crowdflow/v1/salt/answer/gate-1",
+        ] {
             assert!(acl.may_subscribe(&me, ok), "{ok}");
         }
         for refused in [
@@ -189,6 +203,8 @@ mod tests {
             "crowdflow/v1/+",
             "crowdflow/v1/sketch/+",
             "crowdflow/v1/status/gate-2",
+            "crowdflow/v1/salt/answer/gate-2",
+            "crowdflow/v1/salt/answer/+",
             "crowdflow/v1/salt/#",
             "crowdflow/v1/salt/+",
             "$share/g/crowdflow/v1/salt",

@@ -1,8 +1,8 @@
-//! The salt announcement, salt recovery and status decoders on arbitrary bytes.
+//! The salt announcement, salt recovery, salt answer and status decoders on arbitrary bytes.
 #![no_main]
 
 use crowdflow_contract::authority_key::TrustedKeys;
-use crowdflow_contract::wire::{AgentStatus, SaltAnnouncement, SaltRecovery};
+use crowdflow_contract::wire::{AgentStatus, SaltAnnouncement, SaltAnswer, SaltRecovery};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,6 +16,9 @@ fuzz_target!(|data: &[u8]| {
     // the signature check is what is exercised.
     let _ = SaltAnnouncement::decode_signed(data, &TrustedKeys::default());
     let _ = SaltRecovery::decode_signed(data, &TrustedKeys::default(), jiff::Timestamp::UNIX_EPOCH);
+    if let Ok(answer) = SaltAnswer::decode(data) {
+        assert_eq!(SaltAnswer::decode(&answer.encode()), Ok(answer));
+    }
     if let Ok(status) = AgentStatus::decode(data) {
         assert!(AgentStatus::decode(&status.encode()).is_ok());
     }

@@ -22,14 +22,18 @@ pub enum TopicKind {
     SaltRecover,
     /// `{prefix}/salt/return/{sensor_id}`: a sensor returning a salt it was asked for.
     SaltReturn,
+    /// `{prefix}/salt/answer/{sensor_id}`: the aggregator telling a sensor that asked for the
+    /// salt whether it knows it ([`super::SaltAnswer`]).
+    SaltAnswer,
 }
 
 /// The levels under the prefix that name a sensor, by kind.
-const SENSOR_LEVELS: [(&str, TopicKind); 4] = [
+const SENSOR_LEVELS: [(&str, TopicKind); 5] = [
     ("sketch/", TopicKind::Sketch),
     ("status/", TopicKind::Status),
     ("salt/request/", TopicKind::SaltRequest),
     ("salt/return/", TopicKind::SaltReturn),
+    ("salt/answer/", TopicKind::SaltAnswer),
 ];
 
 /// The topic layout under one prefix.
@@ -109,6 +113,12 @@ impl Topics {
     /// only, in the shipped Mosquitto ACL).
     pub fn salt_return(&self, sensor: &SensorId) -> String {
         format!("{}/salt/return/{sensor}", self.prefix)
+    }
+
+    /// Where the aggregator answers a sensor's salt request with whether it knows the sensor
+    /// (readable by that sensor only, in both shipped ACLs).
+    pub fn salt_answer(&self, sensor: &SensorId) -> String {
+        format!("{}/salt/answer/{sensor}", self.prefix)
     }
 
     /// Filter for every sensor's returned salts.
@@ -206,6 +216,7 @@ mod tests {
             (t.salt_request(&s), TopicKind::SaltRequest),
             (t.salt_recover(), TopicKind::SaltRecover),
             (t.salt_return(&s), TopicKind::SaltReturn),
+            (t.salt_answer(&s), TopicKind::SaltAnswer),
             // The sensor level is the handler's to check (and to refuse with a reason).
             ("city/cf/sketch/a/b".to_owned(), TopicKind::Sketch),
             ("city/cf/sketch/".to_owned(), TopicKind::Sketch),

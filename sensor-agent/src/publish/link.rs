@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::log_limit::LogLimit;
-use crowdflow_contract::wire::{AgentStatus, SaltAnnouncement, SaltRecovery};
+use crowdflow_contract::wire::{AgentStatus, SaltAnnouncement, SaltAnswer, SaltRecovery};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 
@@ -30,6 +30,8 @@ pub(super) struct Link {
     pub(super) salt_request_topic: String,
     pub(super) salt_recover_topic: String,
     pub(super) salt_return_topic: String,
+    /// Where the aggregator says whether it knows this sensor.
+    pub(super) salt_answer_topic: String,
     pub(super) sensor: String,
     /// The salt authorities whose signed announcements and requests count (`[salt]`).
     pub(super) trusted: TrustedKeys,
@@ -70,6 +72,7 @@ pub(super) fn connect(config: &Publishing<'_>) -> (Link, EventLoop) {
         salt_request_topic: topics.salt_request(config.sensor_id),
         salt_recover_topic: topics.salt_recover(),
         salt_return_topic: topics.salt_return(config.sensor_id),
+        salt_answer_topic: topics.salt_answer(config.sensor_id),
         sensor: config.sensor_id.to_string(),
         trusted: config.trusted_keys.clone(),
         refused: LogLimit::per_minute("refused salt messages"),
@@ -123,7 +126,11 @@ pub(super) fn on_event(
             link.connected = true;
             link.status_due = true;
             tracing::info!("connected to the broker");
-            for topic in [link.salt_topic.clone(), link.salt_recover_topic.clone()] {
+            for topic in [
+                link.salt_topic.clone(),
+                link.salt_recover_topic.clone(),
+                link.salt_answer_topic.clone(),
+            ] {
                 let _ = link.client.try_subscribe(topic, QoS::AtMostOnce);
             }
             link.publish(
@@ -151,6 +158,22 @@ pub(super) fn on_event(
                 Err(e) => refused(&link.refused, e.reason(), || {
                     tracing::warn!("ignoring a salt announcement: {e}");
                 }),
+            }
+        }
+        // Only the aggregator may publish here (both shipped ACLs): an unknown sensor's
+        // sketches are all rejected, which the installer must hear from the sensor too.
+        Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_answer_topic => {
+            if let Ok(answer) = SaltAnswer::decode(&p.payload)
+                && !answer.known
+            {
+                refused(&link.refused, "unknown_sensor", || {
+                    tracing::error!(
+                        sensor = %link.sensor,
+                        authority = %answer.authority,
+                        "the aggregator does not know this sensor: every sketch is rejected as unknown_sensor; add [[sensors]] id = \"{}\" (with its zone) to the aggregator's config and restart it, or correct sensor_id",
+                        link.sensor
+                    );
+                });
             }
         }
         Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_recover_topic => {
