@@ -106,6 +106,14 @@ pub enum Refusal {
     /// No token, and anonymous callers do not have the role.
     #[error("{} token is required (Authorization: Bearer TOKEN)", article(.0.as_str()))]
     Missing(Role),
+    /// No bearer token, an `Authorization` header of another scheme (`Basic ...`, a bare
+    /// token), and anonymous callers do not have the role. Ignored, not refused, where
+    /// anonymous callers may: a proxy's basic authentication passes its header through.
+    #[error(
+        "{} token is required as Authorization: Bearer TOKEN; the Authorization header sent is not of the Bearer scheme",
+        article(.0.as_str())
+    )]
+    NotBearer(Role),
     /// The token matches no configured hash.
     #[error("unknown token")]
     Unknown,
@@ -129,9 +137,10 @@ impl Refusal {
     /// 401 when the caller is unknown, 403 when known but not allowed.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::Missing(_) | Refusal::Unknown | Refusal::TokenInQuery => {
-                StatusCode::UNAUTHORIZED
-            }
+            Refusal::Missing(_)
+            | Refusal::NotBearer(_)
+            | Refusal::Unknown
+            | Refusal::TokenInQuery => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
@@ -145,7 +154,7 @@ impl Refusal {
         match self {
             Refusal::Unknown => Some("unknown_token"),
             Refusal::TokenInQuery => Some("token_in_query"),
-            Refusal::Missing(_) | Refusal::Forbidden { .. } => None,
+            Refusal::Missing(_) | Refusal::NotBearer(_) | Refusal::Forbidden { .. } => None,
         }
     }
 }
@@ -240,7 +249,13 @@ fn judge(config: &impl TokenConfig, parts: &Parts, need: Role) -> Result<Caller,
                 role,
                 name: "anonymous".to_owned(),
             })
-            .ok_or(Refusal::Missing(need));
+            .ok_or_else(|| {
+                if parts.headers.contains_key(header::AUTHORIZATION) {
+                    Refusal::NotBearer(need)
+                } else {
+                    Refusal::Missing(need)
+                }
+            });
     };
     let hash = hash_token(token.trim());
     let known = config
@@ -340,6 +355,18 @@ mod tests {
             request = request.header(header::AUTHORIZATION, a);
         }
         request.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn another_scheme_is_named_where_a_token_is_needed_and_ignored_where_not() {
+        let c = config(Some(Role::Viewer));
+        let basic = parts("/x", Some("Basic dXNlcjpwYXNz"));
+        let refusal = authorize(&c, &basic, Role::Planner).expect_err("needs a token");
+        assert_eq!(refusal, Refusal::NotBearer(Role::Planner));
+        assert_eq!(refusal.status(), StatusCode::UNAUTHORIZED);
+        assert!(refusal.to_string().contains("not of the Bearer scheme"));
+        // A proxy's basic authentication in front of the public dashboard: anonymous.
+        assert_eq!(authorize(&c, &basic, Role::Viewer), Ok(Role::Viewer));
     }
 
     #[test]

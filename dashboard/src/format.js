@@ -28,15 +28,34 @@ export function age(iso, now = Date.now()) {
   return `${Math.round(s / 3600)} h ago`;
 }
 
-/** A clock time, local, to the second. */
-export function clock(iso) {
-  return iso ? new Date(iso).toLocaleTimeString('en-GB') : '–';
+// A replayed event (the demo's simulated day, a drill): times are shown on its clock, the
+// one in the header, so an alert at 14:07 on the header's clock reads 14:07, not the real time.
+let replay = null;
+
+/** Shows every time on the replay clock `c` (`plan.replay_clock`: real, shows, speed, time_zone). */
+export function useReplayClock(c) {
+  replay = c;
 }
 
-/** A local date and time to the minute. */
+/** The moment `iso` on the clock times are shown on, and the time zone to show it in. */
+function shown(iso) {
+  const t = Date.parse(iso);
+  if (!replay) return { at: new Date(t), timeZone: undefined };
+  const at = Date.parse(replay.shows) + (t - Date.parse(replay.real)) * replay.speed;
+  return { at: new Date(at), timeZone: replay.time_zone };
+}
+
+/** A clock time (local, or the replay's), to the second. */
+export function clock(iso) {
+  if (!iso) return '–';
+  const { at, timeZone } = shown(iso);
+  return at.toLocaleTimeString('en-GB', { timeZone });
+}
+
+/** A date and time (local, or the replay's) to the minute. */
 export function dateTime(iso) {
-  const d = new Date(iso);
-  return `${d.toLocaleDateString('en-GB')} ${d.toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' })}`;
+  const { at, timeZone } = shown(iso);
+  return `${at.toLocaleDateString('en-GB', { timeZone })} ${at.toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit', timeZone })}`;
 }
 
 // Level-of-service colours from free to critical: distinguishable for the common forms of

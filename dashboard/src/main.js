@@ -6,7 +6,7 @@ import { get, token, setToken } from './api.js';
 import { LiveStream } from './stream.js';
 import { LiveView } from './live.js';
 import { HistoryView } from './history.js';
-import { clock } from './format.js';
+import { clock, useReplayClock } from './format.js';
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -74,7 +74,10 @@ async function start() {
   }
   document.title = plan.title;
   $('#title').textContent = plan.title;
-  if (plan.replay_clock) showReplayClock(plan.replay_clock);
+  if (plan.replay_clock) {
+    useReplayClock(plan.replay_clock);
+    showReplayClock(plan.replay_clock);
+  }
   const views = { plan, role: session.role, history: null };
   const live = new LiveView($('#live-view'), plan);
   window.addEventListener('hashchange', () => route(views));

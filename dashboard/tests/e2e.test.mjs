@@ -71,6 +71,15 @@ test('the live and history views against the demo fed by the simulator', async (
     assert.match(await alert.textContent(), /Small square/);
     assert.match(await alert.locator('.threshold').textContent(), /threshold \d(\.\d+)? p\/m²/);
     assert.ok(await page.locator('#alert-count').isVisible(), 'the header counts new alerts');
+    // Times are shown on the replay clock of the header (simulated, 60x), not the real one.
+    const minuteOfDay = (text) => {
+      const [h, m] = text.match(/(\d\d):(\d\d):\d\d/).slice(1).map(Number);
+      return h * 60 + m;
+    };
+    const alertAt = await alert.locator('time').textContent();
+    const replayNow = await page.locator('#replay-clock').textContent();
+    const behind = (minuteOfDay(replayNow) - minuteOfDay(alertAt) + 1440) % 1440;
+    assert.ok(behind <= 15, `alert at ${alertAt}, header ${replayNow}: one clock on the screen`);
     await waitFor(async () => (await card.getAttribute('class')).includes('alerting'), 5_000, 'the card to be marked');
     const level = Number(await card.getAttribute('data-level'));
     assert.ok(level >= 1, `the square is above free (level ${level})`);
