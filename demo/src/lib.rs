@@ -186,10 +186,20 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
             " in real time".into()
         }
     );
+    let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
+    let mut agents = Agents::default();
     if live_at > scenario.start {
         let store = start_store(&scenario, &o, &mut access, &day)?;
         let morning = Aggregator::start(&scenario, &o, &access, &day, store.clone()).await?;
         let written = write_morning(&mut sim, &day, &o, &access, &store).await;
+        // The live agents start now and take the morning's salt: they hand it back when the
+        // aggregator restarts with its calibration (salt recovery, as real sensors do), so
+        // the afternoon is counted under the morning's salt and flows and distinct counts
+        // link across going live.
+        if written.is_ok() {
+            agents = Agents::start(&scenario, &o, &access, &agents_stopped)?;
+            agents.wait_for_salt(Timestamp::now()).await;
+        }
         morning.stop().await?;
         written?;
         if o.speed > 1.0 {
@@ -227,21 +237,14 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
             return Err(e);
         }
     }
-    let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
-    let mut agents = Vec::new();
-    let mut ears = Vec::new();
-    for s in &scenario.sensors {
-        let agent = in_process_agent(&s.id, o.mqtt_port, &o.data, &access, o.window_s())?;
-        let (heard, running) = agent.start(until_true(agents_stopped.clone()));
-        ears.push(heard);
-        agents.push(tokio::spawn(running));
+    if agents.running.is_empty() {
+        agents = Agents::start(&scenario, &o, &access, &agents_stopped)?;
     }
     // A new agent counts only once it holds the salt: the feed starts then, with what was
     // heard since `caught_up`, so no minute is stored short.
-    let salted = Instant::now();
-    while !ears.iter().all(|e| e.counting(caught_up)) && salted.elapsed() < SALT_WAIT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    agents.wait_for_salt(caught_up).await;
+    let Agents { running, ears } = agents;
+    let agents = running;
     let feed = CrowdFeed::resume(sim, day.clock, caught_up, ears);
     println!("  dashboard   http://{}/", o.http);
     println!("  live zones  http://{}/api/v1/zones", o.http);
@@ -404,6 +407,40 @@ fn floor_minute(t: Timestamp) -> Timestamp {
 
 async fn until_true(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The in-process agents of the simulated sensors, publishing.
+#[derive(Default)]
+struct Agents {
+    running: Vec<tokio::task::JoinHandle<Result<(), crowdflow_agent::publish::RunError>>>,
+    ears: Vec<crowdflow_agent::in_process::Ears>,
+}
+
+impl Agents {
+    /// One agent per sensor of `scenario`, publishing until `stopped` turns true.
+    fn start(
+        scenario: &Scenario,
+        o: &DemoOptions,
+        access: &SensorAccess,
+        stopped: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Agents, DemoError> {
+        let mut agents = Agents::default();
+        for s in &scenario.sensors {
+            let agent = in_process_agent(&s.id, o.mqtt_port, &o.data, access, o.window_s())?;
+            let (heard, running) = agent.start(until_true(stopped.clone()));
+            agents.ears.push(heard);
+            agents.running.push(tokio::spawn(running));
+        }
+        Ok(agents)
+    }
+
+    /// Waits until every agent holds the salt for `at`, or [`SALT_WAIT`] has passed.
+    async fn wait_for_salt(&self, at: Timestamp) {
+        let salted = Instant::now();
+        while !self.ears.iter().all(|e| e.counting(at)) && salted.elapsed() < SALT_WAIT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The demo's aggregator, serving.
