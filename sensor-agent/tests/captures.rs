@@ -375,6 +375,35 @@ fn several_interfaces_each_keep_their_link_type_and_foreign_packets_are_skipped_
     );
 }
 
+/// A packet's `epb_flags` FCS length (pcapng spec 4.3.1): the FCS is taken off before the
+/// frame is read (its elements make the fingerprint) and checked. tshark 4.0 shows the flag
+/// but dissects the FCS as part of the frame, so it counts what the agent counts where the
+/// FCS is good, and also a frame whose FCS is wrong, which the agent skips as `bad_fcs` (the
+/// rule for every FCS a file declares; docs/installing-a-sensor.md).
+#[test]
+fn a_packets_epb_flags_fcs_length_is_honoured() {
+    let dir = tempfile::tempdir().expect("dir");
+    for big_endian in [false, true] {
+        let mut ng = Pcapng::new(big_endian);
+        ng.interface(105, None); // 802.11 without if_fcslen: the packets say it
+        ng.packet_with_flags(0, 1, &with_fcs(&probe_request(SA1, 1)), 4 << 5 | 1);
+        ng.packet_with_flags(0, 2, &with_fcs(&probe_request(SA2, 2)), 4 << 5);
+        ng.packet_with_flags(0, 4, &probe_request(SA4, 4), 1); // FCS length 0: none
+        let path = written(&dir, &format!("epb-flags-{big_endian}.pcapng"), &ng.bytes);
+        let good = assert_wifi_like_tshark(&path, 3);
+        assert!(!good.skipped.contains_key("bad_fcs"), "{:?}", good.skipped);
+        ng.packet_with_flags(0, 5, &with_wrong_fcs(&probe_request(SA3, 3)), 4 << 5);
+        let path = written(
+            &dir,
+            &format!("epb-flags-bad-{big_endian}.pcapng"),
+            &ng.bytes,
+        );
+        let r = replay_path(&path);
+        assert_eq!(r.skipped["bad_fcs"], 1, "{:?}", r.skipped);
+        assert_eq!(r.counted[&Kind::Wifi] + r.counted[&Kind::WifiRandom], 3);
+    }
+}
+
 #[test]
 fn every_pcapng_block_type_is_read_or_skipped_by_its_length_like_tshark() {
     let dir = tempfile::tempdir().expect("dir");

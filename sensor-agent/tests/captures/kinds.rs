@@ -214,6 +214,25 @@ impl Pcapng {
         self.block(6, &body);
     }
 
+    /// An Enhanced Packet Block with an `epb_flags` option of `flags` (FCS length in bits
+    /// 5-8).
+    pub fn packet_with_flags(&mut self, iface: u32, ts_us: u64, data: &[u8], flags: u32) {
+        let mut body = self.u32b(iface).to_vec();
+        body.extend_from_slice(&self.u32b((ts_us >> 32) as u32));
+        body.extend_from_slice(&self.u32b(ts_us as u32));
+        body.extend_from_slice(&self.u32b(data.len() as u32));
+        body.extend_from_slice(&self.u32b(data.len() as u32));
+        body.extend_from_slice(data);
+        while !body.len().is_multiple_of(4) {
+            body.push(0);
+        }
+        body.extend_from_slice(&self.u16b(2));
+        body.extend_from_slice(&self.u16b(4));
+        body.extend_from_slice(&self.u32b(flags));
+        body.extend_from_slice(&[0; 4]); // opt_endofopt
+        self.block(6, &body);
+    }
+
     /// The obsolete Packet Block (type 2): 16-bit interface id and drop count.
     pub fn obsolete_packet(&mut self, iface: u16, ts_us: u64, data: &[u8]) {
         let mut body = self.u16b(iface).to_vec();

@@ -63,6 +63,26 @@ pub(super) fn interface_options(mut options: &[u8], big_endian: bool) -> Interfa
     found
 }
 
+/// The FCS length (octets) a packet block's `epb_flags` option (code 2, 32 bits) gives in
+/// its bits 5-8; `None` without the option or when the field is 0 ("not available").
+pub(super) fn packet_fcs_len(mut options: &[u8], big_endian: bool) -> Option<u8> {
+    while options.len() >= 4 {
+        let code = u16_at(options, 0, big_endian);
+        let len = usize::from(u16_at(options, 2, big_endian));
+        if code == 0 || options.len() < 4 + len {
+            return None;
+        }
+        if code == 2 && len == 4 {
+            let flags = u32_at(&options[4..8], 0, big_endian);
+            let fcs = ((flags >> 5) & 0xf) as u8;
+            return (fcs != 0).then_some(fcs);
+        }
+        let padded = (len + 3) & !3;
+        options = &options[(4 + padded).min(options.len())..];
+    }
+    None
+}
+
 /// `if_tsresol`: 10^-n seconds per unit, or 2^-n with the top bit set.
 pub(super) fn ts_resolution(v: u8) -> Option<(i128, i128)> {
     let exp = u32::from(v & 0x7f);
@@ -226,9 +246,45 @@ impl<R: Read> CaptureReader<R> {
             self.offset += captured;
             captured as usize
         };
-        self.finish_block(total, 28 + len as u64, start)?;
+        let mut consumed = 28 + len as u64;
+        let mut iface = iface;
+        if len as u64 == captured {
+            consumed = self.packet_options(total, captured, big_endian, &mut iface, start)?;
+        }
+        self.finish_block(total, consumed, start)?;
         let ts_ns = i64::try_from(i128::from(units) * iface.mul / iface.div).unwrap_or(i64::MAX);
         Ok(Some((ts_ns, iface, len)))
+    }
+
+    /// Reads a packet block's options after its `captured` bytes of data: a `epb_flags`
+    /// (`pack_flags` in the obsolete block) FCS length applies to this packet, over the
+    /// interface's `if_fcslen` (pcapng spec, section 4.3.1: bits 5-8, 0 = not given). Returns
+    /// the bytes of the block consumed; options too large to be flags are left to skip.
+    fn packet_options(
+        &mut self,
+        total: u64,
+        captured: u64,
+        big_endian: bool,
+        iface: &mut Interface,
+        start: u64,
+    ) -> Result<u64, FileError> {
+        const MAX_OPTIONS: u64 = 64 * 1024;
+        let data_end = 28 + ((captured + 3) & !3);
+        let Some(options) = total.checked_sub(data_end + 4) else {
+            return Ok(28 + captured); // no room for padding: finish_block names the fault
+        };
+        if options == 0 || options > MAX_OPTIONS {
+            return Ok(28 + captured);
+        }
+        let what = "pcapng packet block options";
+        let mut bytes = vec![0u8; (data_end - 28 - captured + options) as usize];
+        read_exact_or(&mut self.input, &mut bytes, what, start)?;
+        self.offset += bytes.len() as u64;
+        let padding = (data_end - 28 - captured) as usize;
+        if let Some(fcs) = packet_fcs_len(&bytes[padding..], big_endian) {
+            iface.fcs_len = Some(fcs);
+        }
+        Ok(data_end + options)
     }
 
     pub(super) fn simple_packet_block(

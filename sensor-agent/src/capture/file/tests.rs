@@ -1,5 +1,5 @@
 use super::pcap::pcap_link_field;
-use super::pcapng::{interface_options, ts_resolution};
+use super::pcapng::{interface_options, packet_fcs_len, ts_resolution};
 use super::*;
 
 fn pcap(link: u32, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
@@ -189,4 +189,44 @@ fn every_prefix_of_a_valid_file_is_an_error_or_a_clean_end_never_a_panic() {
         lens.push(p.data.len());
     }
     assert_eq!(lens, vec![4, 3, 2]);
+}
+
+#[test]
+fn a_packets_epb_flags_fcs_length_overrides_the_interfaces() {
+    // epb_flags (code 2, 4 bytes): FCS length 4 in bits 5-8; then a 0-length FCS field
+    // ("not available"), which leaves the interface's (none here).
+    let with_flags = |flags: u32| {
+        let mut b = epb(5, b"abcde");
+        b.extend_from_slice(&[0, 0, 0]); // padding to 4 bytes
+        b.extend_from_slice(&1u16.to_le_bytes()); // opt_comment first: skipped
+        b.extend_from_slice(&3u16.to_le_bytes());
+        b.extend_from_slice(b"hi!\0");
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0]); // opt_endofopt
+        b
+    };
+    let file = pcapng(
+        105,
+        &[
+            (6, with_flags(4 << 5 | 1)),
+            (6, with_flags(1)),
+            (2, with_flags(4 << 5)),
+            (6, epb(4, b"abcd")),
+        ],
+    );
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    let mut seen = Vec::new();
+    while let Some(p) = r.next_packet().expect("valid") {
+        seen.push((p.data.len(), p.fcs_len));
+    }
+    assert_eq!(seen, vec![(5, Some(4)), (5, None), (5, Some(4)), (4, None)]);
+    assert_eq!(packet_fcs_len(&[2, 0, 4, 0, 0x80, 0, 0, 0], false), Some(4));
+    assert_eq!(packet_fcs_len(&[0, 2, 0, 4, 0, 0, 0, 0x80], true), Some(4));
+    assert_eq!(
+        packet_fcs_len(&[2, 0, 4, 0, 0x80], false),
+        None,
+        "cut short"
+    );
 }
