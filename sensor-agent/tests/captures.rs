@@ -568,6 +568,7 @@ fn assert_ble_like_tshark(path: &Path, expected: u64) -> ReplayReport {
 const ADV1: [u8; 6] = [0x16, 0x23, 0x42, 0x82, 0x43, 0x7d];
 const ADV2: [u8; 6] = [0xe8, 0xdd, 0x6e, 0xe5, 0xc5, 0x78];
 const ADV3: [u8; 6] = [0x01, 0x02, 0x03, 0x04, 0x05, 0xc6];
+const ADV4: [u8; 6] = [0x00, 0x1b, 0x63, 0x11, 0x22, 0x33];
 
 #[test]
 fn bluetooth_5_extended_advertising_counts_its_adv_a_like_legacy_advertising() {
@@ -599,14 +600,16 @@ fn nrf_sniffer_captures_match_tshark() {
         nordic(3, 0x21, 80, &extended_pdu(7, Some(ADV3), false)), // LE Coded PHY
         nordic(3, 0x01, 60, &extended_pdu(7, None, false)),
         nordic(3, 0x01, 60, &adv_ind(ADV1, true, true)),
+        nordic(0, 0x01, 90, &adv_ind(ADV4, false, true)), // nRF Sniffer 1.x (0.9.7)
+        nordic(0, 0x00, 60, &adv_ind(ADV4, false, false)), // its CRC flag
     ];
     let path = written(
         &dir,
         "nordic.pcap",
         &pcap(Magic::Micro, false, 272, &records),
     );
-    let r = assert_ble_like_tshark(&path, 4);
-    assert_eq!(r.skipped["ble_bad_crc"], 1);
+    let r = assert_ble_like_tshark(&path, 5);
+    assert_eq!(r.skipped["ble_bad_crc"], 2);
     // the sniffer's RSSI (a magnitude) is a negative dBm: a -65 dBm threshold keeps 3
     let policy = FramePolicy {
         min_rssi: Some(-65),
@@ -614,7 +617,7 @@ fn nrf_sniffer_captures_match_tshark() {
     };
     let r = replay(&[path], &policy, Pace::Fast).expect("salt");
     assert_eq!(r.counted[&Kind::Ble], 2);
-    assert_eq!(r.skipped["below_rssi_threshold"], 2);
+    assert_eq!(r.skipped["below_rssi_threshold"], 3);
 }
 
 #[test]

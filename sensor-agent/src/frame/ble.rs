@@ -103,17 +103,36 @@ const NORDIC_PACKET_IDS: [u8; 2] = [0x02, 0x06];
 const NORDIC_FLAG_CRC_OK: u8 = 0x01;
 const NORDIC_PHY_CODED: u8 = 2;
 
+/// The legacy header of nRF Sniffer 1.x (firmware 0.9.7 and before): marker 0xBEEF instead
+/// of the board id, then packet id (1), packet counter (2), unused (2), payload length (1),
+/// and the BLE header without its length byte: flags, channel, RSSI at the same offsets as
+/// in later versions (Wireshark's `packet-nordic_ble.c`, protocol version 0).
+const NORDIC_LEGACY_MARKER: [u8; 2] = [0xbe, 0xef];
+/// Its UART header: marker and the six bytes after it.
+const NORDIC_LEGACY_UART_LEN: usize = 8;
+/// Its only sniffed-packet id (EVENT_PACKET, any PDU).
+const NORDIC_LEGACY_PACKET_ID: u8 = 0x06;
+
 /// A LINKTYPE 272 packet: the sniffer's header, then the link-layer packet (with a coding
 /// indicator byte after the access address on the LE Coded PHY).
 pub fn parse_nordic(data: &[u8]) -> Result<Heard, Skip> {
     let Some((header, ll)) = data.split_at_checked(NORDIC_HEADER_LEN) else {
         return Err(Skip::BleTruncated);
     };
-    if header[7] != NORDIC_BLE_HEADER_LEN {
-        return Err(Skip::BleTruncated);
-    }
-    if !NORDIC_PACKET_IDS.contains(&header[6]) {
-        return Err(Skip::BleNotAdvertising);
+    if header[..2] == NORDIC_LEGACY_MARKER {
+        if NORDIC_LEGACY_UART_LEN + usize::from(header[7]) != data.len() {
+            return Err(Skip::BleTruncated);
+        }
+        if header[2] != NORDIC_LEGACY_PACKET_ID {
+            return Err(Skip::BleNotAdvertising);
+        }
+    } else {
+        if header[7] != NORDIC_BLE_HEADER_LEN {
+            return Err(Skip::BleTruncated);
+        }
+        if !NORDIC_PACKET_IDS.contains(&header[6]) {
+            return Err(Skip::BleNotAdvertising);
+        }
     }
     let flags = header[8];
     if flags & NORDIC_FLAG_CRC_OK == 0 {
@@ -304,6 +323,16 @@ mod tests {
         coded.insert(4, 0x01);
         assert!(parse_nordic(&nordic(0x21, 0x02, &coded)).is_ok());
         assert!(parse_nordic(&nordic(0x21, 0x02, &coded[..4])).is_err());
+        // nRF Sniffer 1.x (0.9.7): the 0xBEEF marker and no BLE header length.
+        let mut legacy = vec![0xbe, 0xef, 0x06, 7, 0, 0, 0, (9 + adv.len()) as u8];
+        legacy.extend_from_slice(&[0x01, 37, 60, 0, 0, 0, 0, 0, 0]);
+        legacy.extend_from_slice(&adv);
+        assert_eq!(parse_nordic(&legacy).expect("legacy").rssi, Some(-60));
+        legacy[7] += 1;
+        assert_eq!(parse_nordic(&legacy), Err(Skip::BleTruncated), "length");
+        legacy[7] -= 1;
+        legacy[8] = 0;
+        assert_eq!(parse_nordic(&legacy), Err(Skip::BleBadCrc));
         let full = nordic(0x01, 0x02, &adv);
         for cut in 0..full.len() {
             assert!(parse_nordic(&full[..cut]).is_err(), "{cut}");

@@ -360,12 +360,23 @@ pub fn extended_pdu(kind: u8, adv_a: Option<[u8; 6]>, random: bool) -> Vec<u8> {
 }
 
 /// A LINKTYPE 272 packet: board id, UART header, BLE header (`flags`: bit 0 CRC ok, bits
-/// 4-6 PHY), link-layer packet (with a coding indicator after the AA on LE Coded).
+/// 4-6 PHY), link-layer packet (with a coding indicator after the AA on LE Coded); protocol
+/// version 0 writes the legacy header of nRF Sniffer 1.x instead.
 pub fn nordic(protover: u8, flags: u8, rssi_magnitude: u8, ll: &[u8]) -> Vec<u8> {
     let coded = (flags >> 4) & 7 == 2;
     let mut ll = ll.to_vec();
     if coded {
         ll.insert(4, 0x00); // CI: S=8
+    }
+    if protover == 0 {
+        // nRF Sniffer 1.x (0.9.7): marker, packet id, counter, unused, payload length, and
+        // the BLE header without its length byte
+        let mut p = vec![0xbe, 0xef, 0x06, 7, 0, 0, 0, (9 + ll.len()) as u8];
+        p.extend_from_slice(&[flags, 37, rssi_magnitude]);
+        p.extend_from_slice(&0xffffu16.to_le_bytes()); // event counter
+        p.extend_from_slice(&1000u32.to_le_bytes()); // delta time
+        p.extend_from_slice(&ll);
+        return p;
     }
     let mut p = vec![0x01]; // board id
     let payload_len = (10 + ll.len()) as u16;
