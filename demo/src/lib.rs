@@ -199,6 +199,9 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         if written.is_ok() {
             agents = Agents::start(&scenario, &o, &access, &agents_stopped)?;
             agents.wait_for_salt(Timestamp::now()).await;
+            println!(
+                "  the aggregator now restarts with the calibration; the simulated sensors keep the morning's salt and hand it back (their \"broker connection lost\" warnings are this restart)"
+            );
         }
         morning.stop().await?;
         written?;
