@@ -87,13 +87,13 @@ struct State<S> {
     live: LiveBoard,
     /// Reject log lines, at most a few per reason and minute (the metrics count them all).
     reject_log: LogLimit,
-    /// When each sensor was last answered whether it is known (one answer a second each).
+    /// When each sensor was last answered whether it is known (four answers a second each at most).
     answered: HashMap<SensorId, Instant>,
 }
 
 /// A sensor is told whether it is known at most this often (requests come from anyone the
 /// broker lets in; answers must not become a flood).
-const ANSWER_EVERY: Duration = Duration::from_secs(1);
+const ANSWER_EVERY: Duration = Duration::from_millis(250);
 /// Sensors remembered for [`ANSWER_EVERY`]; past this the memory starts over.
 const ANSWERED_MAX: usize = 10_000;
 
@@ -355,12 +355,17 @@ impl<S: Store> State<S> {
                 "a sensor this aggregator does not know asked for the salt: its sketches will be rejected until [[sensors]] lists it"
             );
         }
-        let answer = SaltAnswer::new(sensor.clone(), known, &self.config.authority_id);
+        let answer = SaltAnswer::new(
+            sensor.clone(),
+            known,
+            &self.config.authority_id,
+            Timestamp::now(),
+        );
         let _ = self.client.try_publish(
             topics.salt_answer(&sensor),
             QoS::AtMostOnce,
             false,
-            answer.encode(),
+            self.salts.sign_answer(&answer),
         );
         self.answered.insert(sensor, now);
     }

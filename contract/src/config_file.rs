@@ -13,12 +13,13 @@ use crate::window::WindowLength;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a separate cause: reports that print the chain would
+        /// say it twice).
+        reason: std::io::Error,
     },
     /// Not valid TOML, or a field of the wrong type or name.
     #[error("{path}: {message}")]
@@ -42,9 +43,9 @@ pub enum ConfigError {
 
 /// Reads a config file.
 pub fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        reason,
     })
 }
 

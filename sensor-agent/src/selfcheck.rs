@@ -240,14 +240,16 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
         Ok(Err(ConnectionError::ConnectionRefused(code))) => {
             let why = match code {
                 ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
-                    "refused our username/password: check broker.username and the password (or CROWDFLOW_BROKER_PASSWORD)"
+                    "refused our login: check broker.username, the password (or CROWDFLOW_BROKER_PASSWORD), and that sensor_id is this account's sensor (the embedded broker takes an agent only under its own account)"
                 }
                 _ => "refused the connection",
             };
-            return vec![fail(
+            let mut checks = account(config);
+            checks.push(fail(
                 "broker",
                 format!("{}:{} {why} ({code:?})", b.host, b.port),
-            )];
+            ));
+            return checks;
         }
         Ok(Err(e)) => {
             return vec![fail(
@@ -288,6 +290,7 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
     let mut refused: Option<String> = None;
     let mut salt: Option<Result<SaltAnnouncement, String>> = None;
     let mut answer: Option<Result<SaltAnswer, String>> = None;
+    let mut answer_refused: Option<String> = None;
     let _ = tokio::time::timeout(timeout, async {
         while salt.is_none() || answer.is_none() {
             match events.poll().await {
@@ -301,7 +304,11 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == answer_topic && !p.retain => {
-                    answer = Some(SaltAnswer::decode(&p.payload).map_err(|e| e.to_string()));
+                    // One that does not verify is remembered, not final: the real one may follow.
+                    match SaltAnswer::decode_signed(&p.payload, &config.trusted_keys, Timestamp::now()) {
+                        Ok((a, _)) => answer = Some(Ok(a)),
+                        Err(e) => answer_refused = Some(e.to_string()),
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -350,8 +357,32 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
             ),
         ),
     };
-    let known = known(config, answer, timeout);
-    vec![broker, salt, known]
+    let mut checks = account(config);
+    checks.extend([broker, salt]);
+    let known = known(
+        config,
+        answer
+            .or(answer_refused.map(|e| Err(format!("{e} (a forged or stale answer was ignored)")))),
+        timeout,
+    );
+    checks.push(known);
+    checks
+}
+
+/// A broker account named otherwise than the sensor: both shipped brokers (the embedded one,
+/// deploy/mosquitto's ACL on `%u`) let an account publish only under its own sensor id, so
+/// every sketch and salt request of this agent would be dropped without a word.
+fn account(config: &AgentConfig) -> Vec<Check> {
+    match &config.broker.username {
+        Some(user) if user.as_str() != config.sensor_id.as_str() => vec![fail(
+            "account",
+            format!(
+                "broker.username {user:?} differs from sensor_id {:?}: the shipped brokers let an account publish only under its own sensor id, so make them equal (or give this sensor its own account)",
+                config.sensor_id.as_str()
+            ),
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// Whether the aggregator accepts this sensor's sketches, from its answer to the salt request.
@@ -401,6 +432,26 @@ fn known(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_named_otherwise_than_the_sensor_is_named() {
+        let text = |user: &str| {
+            format!(
+                "sensor_id = \"neude-01\"\n[broker]\nurl = \"mqtt://broker.local:1884\"\nusername = \"{user}\"\npassword = \"s3cret\"\n\
+                 [salt]\ntrusted_keys = [\"ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"]\n\
+                 [capture]\nsource = \"wifi\"\ninterface = \"wlan1\"\n[outbox]\ndir = \"/tmp/outbox\"\n"
+            )
+        };
+        let parse = |t: &str| AgentConfig::parse(t, Path::new("a.toml"), None).expect("valid");
+        assert!(account(&parse(&text("neude-01"))).is_empty());
+        let checks = account(&parse(&text("neude-1")));
+        assert_eq!(checks.len(), 1);
+        assert!(
+            !checks[0].ok && checks[0].detail.contains("differs from sensor_id"),
+            "{}",
+            checks[0]
+        );
+    }
 
     #[test]
     fn the_outbox_check_creates_nothing() {

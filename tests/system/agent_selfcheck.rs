@@ -115,6 +115,19 @@ fn selfcheck_confirms_a_known_sensor_names_an_unknown_one_and_a_missing_broker()
         ),
     );
     known_and_unknown(dir.path(), broker.port, &pcap, &aggregator);
+
+    // A Mosquitto without ACL lets anyone publish an answer: unsigned "known" answers for
+    // the unknown sensor, ten a second, change nothing.
+    let forging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let forger = forge_answers(broker.port, "gate-9", forging.clone());
+    let (code, out) = selfcheck(&config(dir.path(), "gate-9", broker.port, &pcap));
+    forging.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = forger.join();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL sensor ") && out.contains("does not know sensor gate-9"),
+        "a forged answer was believed:\n{out}"
+    );
     aggregator.terminate(Duration::from_secs(5));
 
     let (code, out) = selfcheck(&config(dir.path(), "gate-1", free_port(), &pcap));
@@ -148,4 +161,40 @@ fn selfcheck_names_an_unknown_sensor_on_the_embedded_broker() {
     );
     known_and_unknown(dir.path(), port, &pcap, &aggregator);
     aggregator.terminate(Duration::from_secs(5));
+}
+
+/// Publishes unsigned answers saying `sensor` is known, until `on` turns false.
+fn forge_answers(
+    port: u16,
+    sensor: &str,
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let topic = format!("crowdflow/v1/salt/answer/{sensor}");
+    let forged = format!(
+        "{{\"v\":1,\"sensor_id\":\"{sensor}\",\"known\":true,\"authority\":\"aggregator-1\",\"issued_at\":\"{}\"}}",
+        jiff::Timestamp::now()
+    );
+    std::thread::spawn(move || {
+        let (client, mut connection) =
+            rumqttc::Client::new(rumqttc::MqttOptions::new("forger", "127.0.0.1", port), 64);
+        // Ends at the first error: the disconnect below, or a broker gone.
+        let driver = std::thread::spawn(move || {
+            for event in connection.iter() {
+                if event.is_err() {
+                    break;
+                }
+            }
+        });
+        while on.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = client.try_publish(
+                topic.as_str(),
+                rumqttc::QoS::AtMostOnce,
+                false,
+                forged.as_bytes().to_vec(),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = client.disconnect();
+        let _ = driver.join();
+    })
 }

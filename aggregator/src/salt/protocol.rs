@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crowdflow_contract::authority_key::{SigningKey, TrustedKeys};
 use crowdflow_contract::salt::SaltError;
-use crowdflow_contract::wire::{SaltAnnouncement, SaltRecovery};
+use crowdflow_contract::wire::{SaltAnnouncement, SaltAnswer, SaltRecovery};
 use jiff::Timestamp;
 use zeroize::Zeroizing;
 
@@ -100,6 +100,11 @@ impl SaltProtocol {
             last_announce: None,
             last_housekeeping: None,
         }
+    }
+
+    /// `answer` signed with this replica's key, as announcements are.
+    pub fn sign_answer(&self, answer: &SaltAnswer) -> Vec<u8> {
+        answer.sign(&self.key)
     }
 
     /// An announcement heard on the salt topic at `now`: a lower id's salts are adopted,

@@ -16,9 +16,8 @@ fuzz_target!(|data: &[u8]| {
     // the signature check is what is exercised.
     let _ = SaltAnnouncement::decode_signed(data, &TrustedKeys::default());
     let _ = SaltRecovery::decode_signed(data, &TrustedKeys::default(), jiff::Timestamp::UNIX_EPOCH);
-    if let Ok(answer) = SaltAnswer::decode(data) {
-        assert_eq!(SaltAnswer::decode(&answer.encode()), Ok(answer));
-    }
+    let _ = SaltAnswer::decode(data);
+    let _ = SaltAnswer::decode_signed(data, &TrustedKeys::default(), jiff::Timestamp::UNIX_EPOCH);
     if let Ok(status) = AgentStatus::decode(data) {
         assert!(AgentStatus::decode(&status.encode()).is_ok());
     }

@@ -3,16 +3,27 @@
 //! A sensor the aggregator does not know gets the salt like any other (the broker decided
 //! it may read it), but every sketch it sends is rejected `unknown_sensor`. `selfcheck`
 //! asks, so an installer learns that at the first step instead of from an empty dashboard.
+//! The answer is signed with the salt authority's key, like announcements, and dated: a
+//! broker that lets anyone publish cannot make a sensor believe it is known.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::envelope::json_error;
+use super::salt_msg::{open, seal};
 use super::{PROTOCOL_VERSION, SensorId, WireError};
+use crate::authority_key::{PublicKey, SigningKey, TrustedKeys};
 
-/// Largest accepted answer.
+/// Largest accepted answer (signed form).
 const MAX_BYTES: usize = 1024;
+/// Domain separation of the signature: an answer cannot pass for another signed message.
+const CONTEXT: &str = "crowdflow/v1 salt answer";
+/// An answer is believed only this close to the sensor's clock (a recorded one cannot be
+/// replayed after the sensor was removed from the config).
+const MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
 
-/// On `{prefix}/salt/answer/{sensor_id}` (QoS 0, never retained), in reply to a salt request.
+/// On `{prefix}/salt/answer/{sensor_id}` (QoS 0, never retained), in reply to a salt request,
+/// signed ([`SaltAnswer::sign`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaltAnswer {
     /// Protocol version.
@@ -23,25 +34,53 @@ pub struct SaltAnswer {
     pub known: bool,
     /// The answering aggregator's salt authority id (its `authority_id`).
     pub authority: String,
+    /// When the aggregator answered.
+    pub issued_at: Timestamp,
 }
 
 impl SaltAnswer {
-    /// The answer to `sensor_id` from `authority`.
-    pub fn new(sensor_id: SensorId, known: bool, authority: &str) -> SaltAnswer {
+    /// The answer to `sensor_id` from `authority` at `now`.
+    pub fn new(sensor_id: SensorId, known: bool, authority: &str, now: Timestamp) -> SaltAnswer {
         SaltAnswer {
             v: PROTOCOL_VERSION,
             sensor_id,
             known,
             authority: authority.to_owned(),
+            issued_at: now,
         }
     }
 
-    /// Encodes the answer (JSON).
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The answer signed with the authority's key: what goes out on the answer topic.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        seal(CONTEXT, &body, key).to_vec()
     }
 
-    /// Decodes an answer.
+    /// Decodes a signed answer: believed only when one of the `trusted` keys signed it and
+    /// it was issued within ten minutes of `now`. Returns the key that signed it too.
+    pub fn decode_signed(
+        bytes: &[u8],
+        trusted: &TrustedKeys,
+        now: Timestamp,
+    ) -> Result<(SaltAnswer, PublicKey), WireError> {
+        if bytes.len() > MAX_BYTES {
+            return Err(WireError::TooLarge {
+                len: bytes.len(),
+                max: MAX_BYTES,
+            });
+        }
+        let (body, signer) = open(bytes, CONTEXT, trusted)?;
+        let answer = SaltAnswer::decode(&body)?;
+        if now.duration_since(answer.issued_at).abs() > MAX_AGE {
+            return Err(WireError::invalid(
+                "issued_at",
+                "is more than ten minutes from this sensor's clock (a replayed answer, or a clock to fix)",
+            ));
+        }
+        Ok((answer, signer))
+    }
+
+    /// Decodes the unsigned body of an answer.
     pub fn decode(bytes: &[u8]) -> Result<SaltAnswer, WireError> {
         if bytes.len() > MAX_BYTES {
             return Err(WireError::TooLarge {
@@ -62,24 +101,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_answer_round_trips_and_bad_bytes_are_named() {
+    fn an_answer_counts_only_signed_by_a_pinned_key_and_fresh() {
+        let key = SigningKey::generate().expect("key");
+        let trusted = TrustedKeys::new(vec![key.public_key()]);
+        let now = Timestamp::from_second(1_800_000_000).expect("ts");
         let id = SensorId::new("neude-01").expect("valid");
-        let a = SaltAnswer::new(id, false, "replica-a");
-        assert_eq!(SaltAnswer::decode(&a.encode()).expect("decodes"), a);
+        let a = SaltAnswer::new(id, false, "replica-a", now);
+        let (got, signer) = SaltAnswer::decode_signed(&a.sign(&key), &trusted, now).expect("ok");
+        assert_eq!((got, signer), (a.clone(), key.public_key()));
+        // another key, an unsigned body, a stale answer: refused
+        let other = SigningKey::generate().expect("key");
         assert!(matches!(
-            SaltAnswer::decode(b"{\"v\":9,\"sensor_id\":\"a\",\"known\":true,\"authority\":\"x\"}"),
+            SaltAnswer::decode_signed(&a.sign(&other), &trusted, now),
+            Err(WireError::Untrusted(1))
+        ));
+        let unsigned = serde_json::to_vec(&a).expect("json");
+        assert!(SaltAnswer::decode_signed(&unsigned, &trusted, now).is_err());
+        let later = now + jiff::SignedDuration::from_mins(11);
+        let stale = SaltAnswer::decode_signed(&a.sign(&key), &trusted, later).expect_err("stale");
+        assert!(stale.to_string().contains("issued_at"), "{stale}");
+    }
+
+    #[test]
+    fn bad_bodies_are_named() {
+        assert!(matches!(
+            SaltAnswer::decode(
+                b"{\"v\":9,\"sensor_id\":\"a\",\"known\":true,\"authority\":\"x\",\"issued_at\":\"2026-01-01T00:00:00Z\"}"
+            ),
             Err(WireError::Version(9))
         ));
         assert!(matches!(
             SaltAnswer::decode(&[b' '; 2000]),
             Err(WireError::TooLarge { .. })
         ));
-        assert!(
-            SaltAnswer::decode(
-                b"{\"v\":1,\"sensor_id\":\"bad id\",\"known\":true,\"authority\":\"x\"}"
-            )
-            .is_err()
-        );
+        assert!(SaltAnswer::decode(
+            b"{\"v\":1,\"sensor_id\":\"bad id\",\"known\":true,\"authority\":\"x\",\"issued_at\":\"2026-01-01T00:00:00Z\"}"
+        )
+        .is_err());
         assert!(SaltAnswer::decode(b"not json").is_err());
     }
 }

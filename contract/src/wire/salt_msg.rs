@@ -316,7 +316,7 @@ impl SaltRecovery {
 
 /// `{"v":1,"signed":BASE64(body),"sig":BASE64(signature)}`: the body travels as it was
 /// signed, so no canonical JSON is needed to check it.
-fn seal(context: &str, body: &[u8], key: &SigningKey) -> Zeroizing<Vec<u8>> {
+pub(super) fn seal(context: &str, body: &[u8], key: &SigningKey) -> Zeroizing<Vec<u8>> {
     let signature = key.sign(context, body);
     let mut doc = json!({
         "v": PROTOCOL_VERSION,
@@ -331,7 +331,7 @@ fn seal(context: &str, body: &[u8], key: &SigningKey) -> Zeroizing<Vec<u8>> {
 }
 
 /// The body of a sealed message and the trusted key that signed it.
-fn open(
+pub(super) fn open(
     bytes: &[u8],
     context: &str,
     trusted: &TrustedKeys,

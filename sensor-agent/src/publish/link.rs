@@ -38,6 +38,8 @@ pub(super) struct Link {
     /// Log lines about refused salt messages, which anyone on the broker can cause at will:
     /// a burst per reason a minute, so a flood does not wear out the Pi's SD card.
     pub(super) refused: LogLimit,
+    /// Log lines about a broker that refuses or cannot be reached (retried every second).
+    pub(super) broker_log: LogLimit,
     pub(super) connected: bool,
     /// What each publish call was, in call order, until the event loop numbers it.
     pub(super) pending: VecDeque<Tag>,
@@ -76,6 +78,7 @@ pub(super) fn connect(config: &Publishing<'_>) -> (Link, EventLoop) {
         sensor: config.sensor_id.to_string(),
         trusted: config.trusted_keys.clone(),
         refused: LogLimit::per_minute("refused salt messages"),
+        broker_log: LogLimit::per_minute("broker connection failures"),
         sensor_topic_status: status_topic,
         sketch_topic: topics.sketch(config.sensor_id),
         connected: false,
@@ -163,7 +166,8 @@ pub(super) fn on_event(
         // Only the aggregator may publish here (both shipped ACLs): an unknown sensor's
         // sketches are all rejected, which the installer must hear from the sensor too.
         Event::Incoming(Packet::Publish(p)) if p.topic == link.salt_answer_topic => {
-            if let Ok(answer) = SaltAnswer::decode(&p.payload)
+            if let Ok((answer, _)) =
+                SaltAnswer::decode_signed(&p.payload, &link.trusted, Timestamp::now())
                 && !answer.known
             {
                 refused(&link.refused, "unknown_sensor", || {

@@ -23,7 +23,7 @@ use rumqttc::QoS;
 use crate::config::{AgentConfig, Broker};
 use crate::counting::Counter;
 use crate::metrics::AgentMetrics;
-use link::{Tag, connect, deliver, on_event};
+use link::{Link, Tag, connect, deliver, on_event};
 use outbox::{Outbox, OutboxError};
 
 const STATUS_EVERY: Duration = Duration::from_secs(15);
@@ -96,13 +96,14 @@ pub(crate) async fn publish(
                     if link.connected {
                         tracing::warn!("broker connection lost: {e}");
                     } else {
-                        tracing::debug!("broker unreachable: {e}");
+                        unreachable(&link, &e);
                     }
                     link.disconnected();
                 }
             },
             _ = tick.tick() => {
                 link.refused.flush(std::time::Instant::now());
+                link.broker_log.flush(std::time::Instant::now());
                 let now = Timestamp::now();
                 let messages = lock(&counter)?.close_due(now);
                 for m in messages {
@@ -157,5 +158,28 @@ fn health(outbox: &Outbox) -> OutboxHealth {
         bytes: outbox.bytes(),
         capacity_bytes: outbox.max_bytes(),
         overflowed: outbox.overflowed(),
+    }
+}
+
+/// Logs why the broker cannot be used while not connected (at start, after a loss): a
+/// refused login says what to check; a burst a minute per reason (it retries every second).
+fn unreachable(link: &Link, e: &rumqttc::ConnectionError) {
+    use rumqttc::{ConnectReturnCode, ConnectionError};
+    let now = std::time::Instant::now();
+    match e {
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => {
+            if link.broker_log.allow("login_refused", now) {
+                tracing::warn!(
+                    "the broker refused our login ({code:?}): check broker.username, the password (or CROWDFLOW_BROKER_PASSWORD), and that sensor_id is this account's sensor (the shipped brokers take an agent only under its own account); retrying"
+                );
+            }
+        }
+        e => {
+            if link.broker_log.allow("unreachable", now) {
+                tracing::warn!("cannot use the broker: {e}; retrying");
+            }
+        }
     }
 }
