@@ -98,7 +98,7 @@ impl LogLimit {
             tracing::warn!(
                 reason,
                 suppressed = slot.suppressed,
-                "{}: {} more with this reason in {} s not logged (all are counted in /metrics)",
+                "{}: {} more with this reason in {} s not logged",
                 self.what,
                 slot.suppressed,
                 self.window.as_secs()

@@ -78,7 +78,12 @@ pub(super) fn connect(config: &Publishing<'_>) -> (Link, EventLoop) {
         sensor: config.sensor_id.to_string(),
         trusted: config.trusted_keys.clone(),
         refused: LogLimit::per_minute("refused salt messages"),
-        broker_log: LogLimit::per_minute("broker connection failures"),
+        // One line a minute: the agent retries every second for as long as it takes.
+        broker_log: LogLimit::new(
+            "broker connection failures",
+            1,
+            crowdflow_contract::log_limit::WINDOW,
+        ),
         sensor_topic_status: status_topic,
         sketch_topic: topics.sketch(config.sensor_id),
         connected: false,

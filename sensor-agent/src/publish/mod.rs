@@ -162,7 +162,8 @@ fn health(outbox: &Outbox) -> OutboxHealth {
 }
 
 /// Logs why the broker cannot be used while not connected (at start, after a loss): a
-/// refused login says what to check; a burst a minute per reason (it retries every second).
+/// refused login says what to check; one line a minute per reason, then how many were not
+/// logged (it retries every second).
 fn unreachable(link: &Link, e: &rumqttc::ConnectionError) {
     use rumqttc::{ConnectReturnCode, ConnectionError};
     let now = std::time::Instant::now();
