@@ -272,7 +272,22 @@ async fn people_forecast(
         .into_values()
         .map(|c| c.estimate)
         .collect();
-    Ok(forecast::ahead(&minutes, forecast::HORIZON_MIN))
+    let error = people::basis(zone, floors).map_or(0.0, |b| b.error);
+    Ok(forecast::ahead(&minutes, forecast::HORIZON_MIN).map(|f| with_calibration_error(f, error)))
+}
+
+/// The forecast's interval widened by the calibration's relative `error` (in quadrature):
+/// the series it extrapolates carries the factor's error, which its own residuals cannot
+/// show (a guessed factor, +-50 %, is as uncertain 15 minutes ahead as now).
+fn with_calibration_error(f: Forecast, error: f64) -> Forecast {
+    let spread = error * f.estimate.max(0.0);
+    let lower = f.estimate - (f.estimate - f.lower).hypot(spread);
+    let upper = f.estimate + (f.upper - f.estimate).hypot(spread);
+    Forecast {
+        lower: lower.max(0.0),
+        upper,
+        ..f
+    }
 }
 
 /// Devices of `kind` new to the zone in `minute` (not heard the minute before).
@@ -488,6 +503,23 @@ pub async fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forecast_carries_the_calibrations_error() {
+        let f = Forecast {
+            minutes_ahead: 15,
+            estimate: 3000.0,
+            lower: 2800.0,
+            upper: 3200.0,
+        };
+        let wide = with_calibration_error(f.clone(), 0.5);
+        assert!(
+            (wide.upper - (3000.0 + 200f64.hypot(1500.0))).abs() < 1e-9,
+            "{wide:?}"
+        );
+        assert!(wide.lower >= 0.0 && wide.lower < 1500.0, "{wide:?}");
+        assert_eq!(with_calibration_error(f.clone(), 0.0), f);
+    }
 
     #[test]
     fn levels_follow_the_thresholds() {

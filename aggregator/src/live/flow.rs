@@ -35,6 +35,11 @@ pub const CAPACITY_HORIZON_MIN: f64 = 60.0;
 /// Fewest stable-address devices present to scale arrivals from: with fewer, the persons
 /// each stands for vary too much between minutes.
 pub const MIN_SAMPLE: f64 = 10.0;
+/// Arrivals are flagged unreliable when more than this share of the devices heard in the
+/// window arrived in it: the crowd present is then mostly the surge itself, and persons per
+/// present device cannot be read from it (a simulated surge into an empty square, stays of
+/// 3-7 minutes, read 3 times the true arrivals).
+pub const TURNOVER_MAX: f64 = 0.5;
 /// The device kind whose addresses stay the same for a whole visit.
 pub const STABLE_KIND: Kind = Kind::Wifi;
 /// A device is new to a zone when none of its sensors heard it in this many minutes before:
@@ -208,12 +213,14 @@ pub fn zone_flow(
         _ => 0.0,
     };
     let first = minute - SignedDuration::from_mins(window - 1);
-    let sample = present(
-        &count(&within(first, minute + SignedDuration::from_mins(1))),
-        &new,
-        growth,
-    );
-    let inflow = scaled_arrivals(&new, &sample, people, window as f64);
+    let heard_in_window = count(&within(first, minute + SignedDuration::from_mins(1)));
+    let sample = present(&heard_in_window, &new, growth);
+    let mut inflow = scaled_arrivals(&new, &sample, people, window as f64);
+    // Most of the window's devices arrived in it (a surge into an empty zone, stays shorter
+    // than the window): who was present, and so the persons each stands for, is not known.
+    if new.estimate > TURNOVER_MAX * heard_in_window.estimate {
+        inflow.unreliable = true;
+    }
     let outflow = net.map_or(
         Overlap {
             unreliable: true,
@@ -233,13 +240,13 @@ pub fn zone_flow(
         sample_devices: sample.estimate,
         inflow,
         outflow,
-        people_now: net.map(|n| n.level),
+        people_now: net.map(|n| n.level.max(0.0)),
         net_people_per_min: net.map(|n| n.rate),
         net_lower: net.map(|n| n.lower),
         net_upper: net.map(|n| n.upper),
         minutes_to_capacity: to_capacity(
             zone.capacity,
-            net.map_or(people.estimate, |n| n.level),
+            net.map_or(people.estimate, |n| n.level.max(0.0)),
             net,
         ),
     })
