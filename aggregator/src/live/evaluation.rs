@@ -512,13 +512,13 @@ mod tests {
             lower: 2800.0,
             upper: 3200.0,
         };
-        let wide = with_calibration_error(f.clone(), 0.5);
+        let wide = with_calibration_error(f, 0.5);
         assert!(
             (wide.upper - (3000.0 + 200f64.hypot(1500.0))).abs() < 1e-9,
             "{wide:?}"
         );
         assert!(wide.lower >= 0.0 && wide.lower < 1500.0, "{wide:?}");
-        assert_eq!(with_calibration_error(f.clone(), 0.0), f);
+        assert_eq!(with_calibration_error(f, 0.0), f);
     }
 
     #[test]
