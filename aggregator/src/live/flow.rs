@@ -65,7 +65,8 @@ pub struct ZoneFlow {
     /// `unreliable` for the [`NEW_AFTER_MIN`] minutes after a salt change (the daily rotation),
     /// when devices cannot be linked across it.
     pub inflow: Overlap,
-    /// Persons leaving a minute: arrivals minus the net rate (never below 0).
+    /// Persons leaving a minute: arrivals minus the net rate (never below 0: arrivals are
+    /// raised to the net rate where the sample read fewer, so in - out = net).
     pub outflow: Overlap,
     /// People in `minute` by the net rate's line (the occupancy window's mean lags a rising
     /// crowd by half the window): what time to capacity counts from.
@@ -220,6 +221,15 @@ pub fn zone_flow(
     // than the window): who was present, and so the persons each stands for, is not known.
     if new.estimate > TURNOVER_MAX * heard_in_window.estimate {
         inflow.unreliable = true;
+    }
+    // Departures are never negative, so arrivals are at least the net growth: a sample that
+    // read fewer arrivals than the crowd grew by is raised to it, and in - out = net holds.
+    if let Some(n) = net
+        && !inflow.unreliable
+    {
+        inflow.estimate = inflow.estimate.max(n.rate);
+        inflow.lower = inflow.lower.max(n.lower);
+        inflow.upper = inflow.upper.max(inflow.estimate);
     }
     let outflow = net.map_or(
         Overlap {
