@@ -255,11 +255,12 @@ fn minutes_people(
 }
 
 /// People [`forecast::HORIZON_MIN`] minutes after the last complete minute, from the zone's
-/// stored minutes of the [`forecast::HISTORY_MIN`] before.
+/// stored minutes of the [`forecast::HISTORY_MIN`] before; `error` is the calibration's.
 async fn people_forecast(
     store: &impl Store,
     zone: &Zone,
     floors: &Floors,
+    error: f64,
     now: Timestamp,
 ) -> Result<Option<Forecast>, StoreError> {
     if zone.calibration.is_empty() {
@@ -272,7 +273,6 @@ async fn people_forecast(
         .into_values()
         .map(|c| c.estimate)
         .collect();
-    let error = people::basis(zone, floors).map_or(0.0, |b| b.error);
     Ok(forecast::ahead(&minutes, forecast::HORIZON_MIN).map(|f| with_calibration_error(f, error)))
 }
 
@@ -427,7 +427,9 @@ pub async fn evaluate_zone(
             config.precision,
         )
     });
-    let forecast = people_forecast(store, zone, floors, now).await?;
+    let people_basis = people::basis(zone, floors);
+    let error = people_basis.as_ref().map_or(0.0, |b| b.error);
+    let forecast = people_forecast(store, zone, floors, error, now).await?;
     let gate = gate_flow(zone, &sketches, now, config.precision, trend.as_ref());
     let grace = silence_limit(config);
     Ok(ZoneLive {
@@ -439,7 +441,7 @@ pub async fn evaluate_zone(
         devices: query::by_name(&devices),
         total_devices,
         people,
-        people_basis: people::basis(zone, floors),
+        people_basis,
         density,
         level: density.map(|d| level(&zone.thresholds, d.estimate)),
         capacity_used: zone

@@ -10,18 +10,14 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::envelope::json_error;
-use super::salt_msg::{open, seal};
+use super::salt_msg::{check_fresh, open, seal};
 use super::{PROTOCOL_VERSION, SensorId, WireError};
 use crate::authority_key::{PublicKey, SigningKey, TrustedKeys};
 
-/// Largest accepted answer (signed form).
+/// Largest accepted answer body (the signed envelope is bounded by the salt messages').
 const MAX_BYTES: usize = 1024;
 /// Domain separation of the signature: an answer cannot pass for another signed message.
 const CONTEXT: &str = "crowdflow/v1 salt answer";
-/// An answer is believed only this close to the sensor's clock (a recorded one cannot be
-/// replayed after the sensor was removed from the config).
-const MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
-
 /// On `{prefix}/salt/answer/{sensor_id}` (QoS 0, never retained), in reply to a salt request,
 /// signed ([`SaltAnswer::sign`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,20 +59,9 @@ impl SaltAnswer {
         trusted: &TrustedKeys,
         now: Timestamp,
     ) -> Result<(SaltAnswer, PublicKey), WireError> {
-        if bytes.len() > MAX_BYTES {
-            return Err(WireError::TooLarge {
-                len: bytes.len(),
-                max: MAX_BYTES,
-            });
-        }
         let (body, signer) = open(bytes, CONTEXT, trusted)?;
         let answer = SaltAnswer::decode(&body)?;
-        if now.duration_since(answer.issued_at).abs() > MAX_AGE {
-            return Err(WireError::invalid(
-                "issued_at",
-                "is more than ten minutes from this sensor's clock (a replayed answer, or a clock to fix)",
-            ));
-        }
+        check_fresh(answer.issued_at, now)?;
         Ok((answer, signer))
     }
 

@@ -18,9 +18,9 @@ const MAX_BYTES: usize = 4096;
 const ANNOUNCEMENT_CONTEXT: &str = "crowdflow/v1 salt announcement";
 const RECOVERY_CONTEXT: &str = "crowdflow/v1 salt recovery";
 
-/// How far a recovery request's `issued_at` may lie from the agent's clock: a request
-/// recorded and replayed later is not answered.
-const RECOVERY_MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+/// How far a signed, dated message's `issued_at` (a recovery request, an answer about a
+/// sensor) may lie from the agent's clock: one recorded and replayed later is not believed.
+const MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
 
 /// Most salts one announcement may carry (current and next, with room for one previous).
 const MAX_SALTS: usize = 3;
@@ -304,14 +304,20 @@ impl SaltRecovery {
     ) -> Result<SaltRecovery, WireError> {
         let (body, _) = open(bytes, RECOVERY_CONTEXT, trusted)?;
         let request = SaltRecovery::decode(&body)?;
-        if now.duration_since(request.issued_at).abs() > RECOVERY_MAX_AGE {
-            return Err(WireError::invalid(
-                "issued_at",
-                "is more than ten minutes from this sensor's clock (a replayed request, or a clock to fix)",
-            ));
-        }
+        check_fresh(request.issued_at, now)?;
         Ok(request)
     }
+}
+
+/// Refuses a signed message issued more than [`MAX_AGE`] from `now`.
+pub(super) fn check_fresh(issued_at: Timestamp, now: Timestamp) -> Result<(), WireError> {
+    if now.duration_since(issued_at).abs() > MAX_AGE {
+        return Err(WireError::invalid(
+            "issued_at",
+            "is more than ten minutes from this sensor's clock (a replayed message, or a clock to fix)",
+        ));
+    }
+    Ok(())
 }
 
 /// `{"v":1,"signed":BASE64(body),"sig":BASE64(signature)}`: the body travels as it was

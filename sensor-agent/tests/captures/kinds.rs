@@ -205,24 +205,14 @@ impl Pcapng {
 
     /// An Enhanced Packet Block.
     pub fn packet(&mut self, iface: u32, ts_us: u64, data: &[u8]) {
-        let mut body = self.u32b(iface).to_vec();
-        body.extend_from_slice(&self.u32b((ts_us >> 32) as u32));
-        body.extend_from_slice(&self.u32b(ts_us as u32));
-        body.extend_from_slice(&self.u32b(data.len() as u32));
-        body.extend_from_slice(&self.u32b(data.len() as u32));
-        body.extend_from_slice(data);
+        let body = self.epb_body(iface, ts_us, data);
         self.block(6, &body);
     }
 
     /// An Enhanced Packet Block with an `epb_flags` option of `flags` (FCS length in bits
     /// 5-8).
     pub fn packet_with_flags(&mut self, iface: u32, ts_us: u64, data: &[u8], flags: u32) {
-        let mut body = self.u32b(iface).to_vec();
-        body.extend_from_slice(&self.u32b((ts_us >> 32) as u32));
-        body.extend_from_slice(&self.u32b(ts_us as u32));
-        body.extend_from_slice(&self.u32b(data.len() as u32));
-        body.extend_from_slice(&self.u32b(data.len() as u32));
-        body.extend_from_slice(data);
+        let mut body = self.epb_body(iface, ts_us, data);
         while !body.len().is_multiple_of(4) {
             body.push(0);
         }
@@ -231,6 +221,17 @@ impl Pcapng {
         body.extend_from_slice(&self.u32b(flags));
         body.extend_from_slice(&[0; 4]); // opt_endofopt
         self.block(6, &body);
+    }
+
+    /// An Enhanced Packet Block's fields and data, without options.
+    fn epb_body(&self, iface: u32, ts_us: u64, data: &[u8]) -> Vec<u8> {
+        let mut body = self.u32b(iface).to_vec();
+        body.extend_from_slice(&self.u32b((ts_us >> 32) as u32));
+        body.extend_from_slice(&self.u32b(ts_us as u32));
+        body.extend_from_slice(&self.u32b(data.len() as u32));
+        body.extend_from_slice(&self.u32b(data.len() as u32));
+        body.extend_from_slice(data);
+        body
     }
 
     /// The obsolete Packet Block (type 2): 16-bit interface id and drop count.
