@@ -9,6 +9,7 @@ use crate::store::{Alert, AlertKind, Store};
 
 use super::evaluation::{ZoneLive, level_name};
 use crate::query::floor_minute;
+use jiff::{SignedDuration, Timestamp};
 
 /// A raised level clears only once the density is this share below the level's threshold
 /// (a deadband, as alarm management practice asks of every alarm: ANSI/ISA-18.2), so a
@@ -19,7 +20,7 @@ pub const CLEAR_MARGIN: f64 = 0.10;
 pub const CLEAR_AFTER: u32 = 15;
 /// A gate's stop-and-go sign is raised at most once in this long: the sign is read from
 /// minutes five apart and holds for several, and a crew told once steers the gate.
-pub const STOP_AND_GO_QUIET: jiff::SignedDuration = jiff::SignedDuration::from_mins(15);
+pub const STOP_AND_GO_QUIET: SignedDuration = SignedDuration::from_mins(15);
 
 /// What a level asks of the crew, with the default three thresholds: advise (watch and
 /// prepare), act (steer the crowd), critical (stop inflow). Other threshold counts name the
@@ -47,7 +48,7 @@ struct Held {
 pub struct RaisedLevels {
     held: BTreeMap<String, Held>,
     /// When each gate's stop-and-go sign was last raised.
-    stop_and_go: BTreeMap<String, jiff::Timestamp>,
+    stop_and_go: BTreeMap<String, Timestamp>,
     /// Zones last announced silent (a `stale` alert not yet followed by `recovered`).
     silent: BTreeMap<String, bool>,
 }
@@ -91,7 +92,7 @@ impl RaisedLevels {
         }
         let held = self.held.entry(after.id.clone()).or_default();
         let levels = zone.thresholds.len() + 1;
-        let at = floor_minute(after.updated_at);
+        let at = data_time(after);
         if level.index > held.level {
             *held = Held {
                 level: level.index,
@@ -162,7 +163,7 @@ impl RaisedLevels {
         if after.stale {
             return None;
         }
-        let at = floor_minute(after.updated_at);
+        let at = data_time(after);
         if let Some(last) = self.stop_and_go.get(&after.id)
             && at < *last + STOP_AND_GO_QUIET
         {
@@ -191,10 +192,17 @@ impl RaisedLevels {
     /// Until the service has `settled` (run for the silence limit), silence is not
     /// announced: it is the aggregator's own absence (a restart, an upgrade), which the
     /// sensors' outboxes make up for, not the sensors' (state-based suppression, as alarm
-    /// management practice asks: ANSI/ISA-18.2).
-    pub fn staleness(&mut self, after: &ZoneLive, zone: &Zone, settled: bool) -> Option<Alert> {
+    /// management practice asks: ANSI/ISA-18.2). A stale alert is dated when the latest
+    /// window became older than the silence `limit`, a recovery at the window that came back.
+    pub fn staleness(
+        &mut self,
+        after: &ZoneLive,
+        zone: &Zone,
+        settled: bool,
+        limit: SignedDuration,
+    ) -> Option<Alert> {
         let announced = self.silent.get(&after.id).copied().unwrap_or(false);
-        let (kind, message) = if after.stale && !announced {
+        let (kind, message, at) = if after.stale && !announced {
             // A zone that never reported is shown stale but raises nothing.
             if !settled || after.last_data.is_none() {
                 return None;
@@ -205,11 +213,15 @@ impl RaisedLevels {
                     "{}: all sensors silent for more than two windows",
                     zone.name
                 ),
+                after
+                    .last_data
+                    .map_or_else(|| data_time(after), |t| t + limit),
             )
         } else if !after.stale && announced {
             (
                 AlertKind::Recovered,
                 format!("{}: sensors report again", zone.name),
+                data_time(after),
             )
         } else {
             return None;
@@ -219,7 +231,7 @@ impl RaisedLevels {
             id: 0,
             acknowledged_at: None,
             acknowledged_by: None,
-            at: floor_minute(after.updated_at),
+            at,
             zone: zone.id.clone(),
             kind,
             level: None,
@@ -230,16 +242,28 @@ impl RaisedLevels {
     }
 }
 
-/// Stores `alerts`, returning those no replica stored before (logged as they are raised).
+/// When an alert happened: the end of the latest window its zone's figures stand on (data
+/// time, not the evaluation's clock), so replicas evaluating the same windows date an alert
+/// alike and store it once, and a replayed event (the demo at 60x, where a real minute spans
+/// an hour of the event) shows each alert at its own moment.
+fn data_time(after: &ZoneLive) -> Timestamp {
+    after
+        .last_data
+        .unwrap_or_else(|| floor_minute(after.updated_at))
+}
+
+/// Stores `alerts`, returning those no replica stored before with their storage ids (logged
+/// as they are raised).
 pub async fn record(store: &impl Store, alerts: Vec<Alert>) -> Vec<Alert> {
     let mut raised = Vec::new();
-    for alert in alerts {
+    for mut alert in alerts {
         match store.record_alert(alert.clone()).await {
-            Ok(true) => {
+            Ok(Some(id)) => {
                 tracing::warn!(zone = %alert.zone, kind = %alert.kind, "alert: {}", alert.message);
+                alert.id = id;
                 raised.push(alert);
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => tracing::error!("cannot store an alert: {e}"),
         }
     }
@@ -253,6 +277,9 @@ mod tests {
     use super::*;
     use crate::live::level;
     use crate::query::Count;
+
+    /// A silence limit: two one-minute windows and 15 s.
+    const LIMIT: SignedDuration = SignedDuration::from_secs(135);
 
     fn zone_live(stale: bool, last_data: Option<&str>, density: Option<f64>) -> ZoneLive {
         ZoneLive {
@@ -303,21 +330,41 @@ mod tests {
         let mut raised = RaisedLevels::default();
         let never = zone_live(true, None, None);
         assert!(
-            raised.staleness(&never, &zone, true).is_none(),
+            raised.staleness(&never, &zone, true, LIMIT).is_none(),
             "never reported: no alert"
         );
         let live = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
         assert!(
-            raised.staleness(&live, &zone, true).is_none(),
+            raised.staleness(&live, &zone, true, LIMIT).is_none(),
             "first data is no recovery"
         );
         let silent = zone_live(true, Some("2026-04-27T10:00:00Z"), Some(1.0));
-        let a = raised.staleness(&silent, &zone, true).expect("stale");
+        let a = raised
+            .staleness(&silent, &zone, true, LIMIT)
+            .expect("stale");
         assert_eq!(a.kind, "stale");
-        assert!(raised.staleness(&silent, &zone, true).is_none(), "once");
-        let back = raised.staleness(&live, &zone, true).expect("recovered");
+        assert_eq!(
+            a.at.to_string(),
+            "2026-04-27T10:02:15Z",
+            "when the last window grew older than the limit"
+        );
+        assert!(
+            raised.staleness(&silent, &zone, true, LIMIT).is_none(),
+            "once"
+        );
+        let back = raised
+            .staleness(&live, &zone, true, LIMIT)
+            .expect("recovered");
         assert_eq!(back.kind, "recovered");
-        assert!(raised.staleness(&live, &zone, true).is_none(), "once");
+        assert_eq!(
+            back.at.to_string(),
+            "2026-04-27T10:00:00Z",
+            "the window back"
+        );
+        assert!(
+            raised.staleness(&live, &zone, true, LIMIT).is_none(),
+            "once"
+        );
     }
 
     #[test]
@@ -326,13 +373,15 @@ mod tests {
         let mut raised = RaisedLevels::default();
         // Just started: the zone's data is from before the restart, so it looks silent.
         let silent = zone_live(true, Some("2026-04-27T09:55:00Z"), Some(1.0));
-        assert!(raised.staleness(&silent, &zone, false).is_none());
+        assert!(raised.staleness(&silent, &zone, false, LIMIT).is_none());
         // The outboxes deliver: no recovery either, as nothing was announced.
         let live = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
-        assert!(raised.staleness(&live, &zone, false).is_none());
+        assert!(raised.staleness(&live, &zone, false, LIMIT).is_none());
         // Still silent once settled: now it is the sensors'.
         assert_eq!(
-            raised.staleness(&silent, &zone, true).map(|a| a.kind),
+            raised
+                .staleness(&silent, &zone, true, LIMIT)
+                .map(|a| a.kind),
             Some(AlertKind::Stale)
         );
     }
@@ -380,7 +429,7 @@ mod tests {
         assert_eq!(
             jump.at.to_string(),
             "2026-04-27T10:00:00Z",
-            "raised for its minute"
+            "dated by the end of the window it stands on"
         );
     }
 
@@ -402,7 +451,9 @@ mod tests {
         let at_minute = |m: i64, sign: bool| {
             let mut z = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));
             z.gate = Some(gate(sign));
-            z.updated_at += jiff::SignedDuration::from_mins(m);
+            let later = SignedDuration::from_mins(m);
+            z.updated_at += later;
+            z.last_data = z.last_data.map(|t| t + later);
             z
         };
         let mut raised = RaisedLevels::default();
@@ -464,11 +515,20 @@ mod tests {
         );
         let still_silent = zone_live(true, Some("2026-04-27T09:50:00Z"), Some(2.2));
         assert!(
-            raised.staleness(&still_silent, &zone, true).is_none(),
+            raised
+                .staleness(&still_silent, &zone, true, LIMIT)
+                .is_none(),
             "silence was announced before the restart"
         );
-        let back = raised.staleness(&busy, &zone, false).expect("a recovery");
+        let back = raised
+            .staleness(&busy, &zone, false, LIMIT)
+            .expect("a recovery");
         assert_eq!(back.kind, "recovered");
+        assert_eq!(
+            back.at.to_string(),
+            "2026-04-27T10:00:00Z",
+            "the window back"
+        );
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl LiveBoard {
             if let Some(zone) = config.zones.values().find(|c| c.id.as_str() == z.id) {
                 let mut due = Vec::new();
                 if let Ok(mut raised) = self.raised.lock() {
-                    due.extend(raised.staleness(z, zone, settled));
+                    due.extend(raised.staleness(z, zone, settled, silence_limit(config)));
                     due.extend(raised.step(z, zone));
                     due.extend(raised.stop_and_go(z, zone));
                 }
