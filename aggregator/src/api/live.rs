@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ApiError, AppState, Params, number, optional_timestamp, zone};
+use super::{ApiError, AppState, Params, number, only, optional_timestamp, zone};
 use crate::auth::{NamedViewer, Viewer};
 use crate::config::ReplayClock;
 use crate::live::{LiveEvent, ZoneLive, level_name};
@@ -169,10 +169,28 @@ pub(super) async fn alerts<S: Store>(
     Query(params): Query<Params>,
     _: Viewer,
 ) -> Result<Json<Vec<Alert>>, ApiError> {
+    only(&params, &["since", "limit"])?;
     let since = optional_timestamp(&params, "since")?
         .unwrap_or_else(|| Timestamp::now() - SignedDuration::from_hours(24));
     let limit = number(&params, "limit", 100u32, 1, 1000)?;
     Ok(Json(state.store.alerts(since, limit).await?))
+}
+
+/// A refused JSON body, naming the field at fault where serde names one (``missing field
+/// `zone` ``, or `at: input contains invalid characters`), else `body`.
+fn body_error(e: &JsonRejection) -> ApiError {
+    let text = e.body_text();
+    let missing = text
+        .split("missing field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    let invalid = text
+        .split("target type: ")
+        .nth(1)
+        .and_then(|rest| rest.split_once(": "))
+        .map(|(path, _)| path)
+        .filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    ApiError::bad(missing.or(invalid).unwrap_or("body"), &text)
 }
 
 /// Acknowledge an alert
@@ -191,7 +209,7 @@ pub(super) async fn acknowledge<S: Store>(
     NamedViewer(caller): NamedViewer,
     body: Result<Json<AlertKey>, JsonRejection>,
 ) -> Result<Json<Alert>, ApiError> {
-    let Json(key) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let Json(key) = body.map_err(|e| body_error(&e))?;
     zone(&state, "zone", &key.zone)?;
     let now = Timestamp::now();
     let acked = state
@@ -210,14 +228,14 @@ pub(super) async fn acknowledge<S: Store>(
             Some(other) => ApiError::not_found(
                 "level",
                 format!(
-                    "the {} alert of that minute and zone has level {}",
+                    "the {} alert of that time and zone has level {}",
                     key.kind,
                     other.level.map_or("none".into(), |l| l.to_string())
                 ),
             ),
             None => ApiError::not_found(
                 "at",
-                format!("no {} alert of zone {} at that minute", key.kind, key.zone),
+                format!("no {} alert of zone {} at that time", key.kind, key.zone),
             ),
         });
     };

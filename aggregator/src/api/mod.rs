@@ -213,12 +213,53 @@ pub fn query_token_allowed(uri: &Uri) -> bool {
     }
 }
 
+/// What a client sent, to quote in an error: at most 64 characters, then how long it was.
+fn quoted(text: &str) -> String {
+    const SHOWN: usize = 64;
+    let shown: String = text.chars().take(SHOWN).collect();
+    match text.chars().count() {
+        n if n > SHOWN => format!("{shown:?}... ({n} characters)"),
+        _ => format!("{shown:?}"),
+    }
+}
+
+/// Refuses a parameter the endpoint does not take (a misspelt `form=` would otherwise be
+/// answered as if absent), naming it and those it takes. `token` is the auth layer's to
+/// accept or refuse.
+fn only(params: &Params, known: &[&str]) -> Result<(), ApiError> {
+    let mut unknown: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "token" && !known.contains(k))
+        .collect();
+    unknown.sort_unstable();
+    let Some(name) = unknown.first() else {
+        return Ok(());
+    };
+    let takes = match known {
+        [] => "none".to_owned(),
+        _ => known.join(", "),
+    };
+    let quoted = quoted(name);
+    Err(ApiError {
+        parameter: Some(name.chars().take(64).collect()),
+        ..ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{quoted} is not a parameter of this endpoint (it takes: {takes})"),
+        )
+    })
+}
+
 fn timestamp(params: &Params, name: &str) -> Result<Timestamp, ApiError> {
     let raw = params
         .get(name)
         .ok_or_else(|| ApiError::bad(name, "is required (RFC 3339, e.g. 2026-04-27T10:00:00Z)"))?;
-    raw.parse()
-        .map_err(|_| ApiError::bad(name, "is not an RFC 3339 time such as 2026-04-27T10:00:00Z"))
+    raw.parse().map_err(|e: jiff::Error| {
+        ApiError::bad(
+            name,
+            format!("is not an RFC 3339 time such as 2026-04-27T10:00:00Z: {e}"),
+        )
+    })
 }
 
 fn optional_timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, ApiError> {
@@ -235,21 +276,10 @@ fn zone<'a, S>(state: &'a AppState<S>, name: &str, id: &str) -> Result<&'a Zone,
         .ok()
         .and_then(|z| state.config.zones.get(&z))
         .ok_or_else(|| {
-            // An error echoes at most this much of what it was sent.
-            const SHOWN: usize = 64;
-            let shown: String = id.chars().take(SHOWN).collect();
-            let more = if id.chars().count() > SHOWN {
-                format!("... ({} characters)", id.chars().count())
-            } else {
-                String::new()
-            };
-            ApiError {
-                parameter: Some(name.to_owned()),
-                ..ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("`{name}`: no zone {shown:?}{more} (GET /api/v1/zones lists them)"),
-                )
-            }
+            ApiError::not_found(
+                name,
+                format!("no zone {} (GET /api/v1/zones lists them)", quoted(id)),
+            )
         })
 }
 

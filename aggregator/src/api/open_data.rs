@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::history::zone_series;
-use super::{ApiError, AppState, Params, csv_response, optional_timestamp, wants_csv};
+use super::{ApiError, AppState, Params, csv_response, only, optional_timestamp, wants_csv};
 use crate::people;
 use crate::query::{Count, Range};
 use crate::store::{Resolution, Store};
@@ -89,6 +89,7 @@ pub(super) async fn open_data<S: Store>(
     State(state): State<AppState<S>>,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
+    only(&params, &["from", "to", "format"])?;
     let csv = wants_csv(&params)?;
     let hour =
         |t: Timestamp| Timestamp::from_second(t.as_second().div_euclid(3600) * 3600).unwrap_or(t);

@@ -197,7 +197,8 @@ pub struct SensorHealth {
 pub struct Alert {
     /// Storage id (0 before it is stored).
     pub id: i64,
-    /// The minute it was raised (replicas raising the same alert store it once).
+    /// When it happened: the end of the window its figures stand on (for `stale`, when
+    /// that window grew older than the silence limit), so replicas store it once.
     #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     /// The zone.
@@ -224,7 +225,7 @@ pub struct Alert {
 /// Which alert: replicas store an alert once by these four.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 pub struct AlertKey {
-    /// The minute it was raised.
+    /// Its time, as listed.
     #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     /// The zone id.
@@ -530,8 +531,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Vec<(SensorId, Timestamp)>, StoreError>> + Send;
 
-    /// Stores an alert unless the same (minute, zone, kind, level) is stored; true if new.
-    fn record_alert(&self, alert: Alert) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Stores an alert unless the same (time, zone, kind, level) is stored: its id if new,
+    /// `None` when a replica stored it first.
+    fn record_alert(
+        &self,
+        alert: Alert,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
 
     /// Acknowledges an alert at `at` by `role`; false when no unacknowledged alert matches.
     fn acknowledge_alert(

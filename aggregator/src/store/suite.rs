@@ -308,25 +308,25 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
         value: level.map(|_| 3.7),
         message: "Neude is crowded".into(),
     };
+    let first = store
+        .record_alert(alert("2026-04-27T10:00:00Z", "level", Some(2)))
+        .await
+        .expect("first")
+        .expect("stored");
     assert!(
         store
             .record_alert(alert("2026-04-27T10:00:00Z", "level", Some(2)))
             .await
-            .expect("first")
+            .expect("again")
+            .is_none(),
+        "a second replica raising the same alert at the same time stores nothing"
     );
-    assert!(
-        !store
-            .record_alert(alert("2026-04-27T10:00:00Z", "level", Some(2)))
-            .await
-            .expect("again"),
-        "a second replica raising the same alert in the same minute stores nothing"
-    );
-    assert!(
-        store
-            .record_alert(alert("2026-04-27T10:05:00Z", "stale", None))
-            .await
-            .expect("stale")
-    );
+    let stale = store
+        .record_alert(alert("2026-04-27T10:05:00Z", "stale", None))
+        .await
+        .expect("stale")
+        .expect("stored");
+    assert_ne!(first, stale, "each stored alert has its own id");
     let listed = store
         .alerts(ts("2026-04-27T00:00:00Z"), 10)
         .await
@@ -336,7 +336,11 @@ pub(crate) async fn alerts_are_stored_once_and_listed_newest_first(store: impl S
     assert_eq!(listed[0].level, None);
     assert_eq!(listed[1].level, Some(2));
     assert_eq!(listed[1].value, Some(3.7));
-    assert!(listed[1].id > 0);
+    assert_eq!(
+        (listed[0].id, listed[1].id),
+        (stale, first),
+        "listed with the ids recording gave"
+    );
     assert_eq!(listed[1].acknowledged_at, None);
     // Acknowledged once, by role, for every screen.
     let key = super::AlertKey {

@@ -10,7 +10,7 @@ use crowdflow_contract::identity::Kind;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::api::{ApiError, AppState, Params, csv_response, wants_csv, zone_list};
+use crate::api::{ApiError, AppState, Params, csv_response, only, wants_csv, zone_list};
 use crate::auth::Planner;
 use crate::config::Zone;
 use crate::people::{self, Floors};
@@ -345,6 +345,7 @@ pub(in crate::api) async fn series<S: Store>(
     Query(params): Query<Params>,
     _: Planner,
 ) -> Result<Response, ApiError> {
+    only(&params, &["zones", "step", "from", "to", "format"])?;
     let zones = zone_list(&state, &params, "zones", 1, MAX_SERIES_ZONES)?;
     let (resolution, max) = step(&params)?;
     let r = range(&params, "from", "to", max)?;

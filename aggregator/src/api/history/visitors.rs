@@ -9,7 +9,7 @@ use crowdflow_contract::identity::Kind;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::api::{ApiError, AppState, Params, number, zone, zone_list};
+use crate::api::{ApiError, AppState, Params, number, only, zone, zone_list};
 use crate::auth::Planner;
 use crate::config::Zone;
 use crate::people;
@@ -63,6 +63,7 @@ pub(in crate::api) async fn distinct<S: Store>(
     Query(params): Query<Params>,
     _: Planner,
 ) -> Result<Json<Distinct>, ApiError> {
+    only(&params, &["zone", "from", "to"])?;
     let id = params
         .get("zone")
         .ok_or_else(|| ApiError::bad("zone", "is required"))?;
@@ -175,6 +176,7 @@ pub(in crate::api) async fn flows<S: Store>(
     Query(params): Query<Params>,
     _: Planner,
 ) -> Result<Json<Flows>, ApiError> {
+    only(&params, &["zones", "from1", "to1", "from2", "to2"])?;
     let zones = zone_list(&state, &params, "zones", 2, MAX_FLOW_ZONES)?;
     let week = SignedDuration::from_hours(24 * 7);
     let (w1, w2) = (
@@ -283,6 +285,7 @@ pub(in crate::api) async fn dwell<S: Store>(
     Query(params): Query<Params>,
     _: Planner,
 ) -> Result<Json<Dwell>, ApiError> {
+    only(&params, &["zone", "from", "to", "lag_min"])?;
     let id = params
         .get("zone")
         .ok_or_else(|| ApiError::bad("zone", "is required"))?;

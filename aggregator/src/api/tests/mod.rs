@@ -631,6 +631,25 @@ async fn bad_parameters_get_4xx_naming_the_parameter() {
         ),
         ("/api/v1/zones/nowhere", StatusCode::NOT_FOUND, "id"),
         ("/api/v1/alerts?limit=0", StatusCode::BAD_REQUEST, "limit"),
+        // A misspelt parameter is refused, not answered as if it were absent.
+        ("/api/v1/alerts?limt=5", StatusCode::BAD_REQUEST, "limt"),
+        (
+            "/api/v1/series?zones=neude&from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z&form=csv",
+            StatusCode::BAD_REQUEST,
+            "form",
+        ),
+        (
+            "/api/v1/dwell?zone=neude&from=2026-04-27T10:00:00Z&to=2026-04-27T10:10:00Z&lag=5",
+            StatusCode::BAD_REQUEST,
+            "lag",
+        ),
+        ("/api/v1/open-data?hour=3", StatusCode::BAD_REQUEST, "hour"),
+        // Past the last time the clock holds: the error says why, not only "not RFC 3339".
+        (
+            "/api/v1/alerts?since=9999-12-31T23:59:59Z",
+            StatusCode::BAD_REQUEST,
+            "since",
+        ),
     ] {
         let (got, body) = call(&state, path, Some(ADMIN)).await;
         assert_eq!(got, status, "{path}: {body}");
@@ -1022,7 +1041,14 @@ async fn an_alert_is_acknowledged_once_by_role_for_every_screen() {
         value: Some(2.1),
         message: "Neude is busy".into(),
     };
-    assert!(state.store.record_alert(alert).await.expect("stored"));
+    assert!(
+        state
+            .store
+            .record_alert(alert)
+            .await
+            .expect("stored")
+            .is_some()
+    );
     let mut stream = state.live.subscribe();
     let post = |body: &'static str, token: Option<&'static str>| {
         let state = state.clone();
@@ -1072,9 +1098,23 @@ async fn an_alert_is_acknowledged_once_by_role_for_every_screen() {
         body.contains("\"parameter\":\"level\"") && body.contains("has level 1"),
         "{body}"
     );
-    let (status, body) = post(r#"{"at":"yesterday"}"#, Some(VIEWER)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body.contains("\"parameter\":\"body\""), "{body}");
+    // A refused body names the field at fault where there is one.
+    for (sent, field) in [
+        (r#"{"at":"yesterday","zone":"neude","kind":"level"}"#, "at"),
+        (r#"{"at":"2026-04-27T10:00:00Z","kind":"level"}"#, "zone"),
+        (
+            r#"{"at":"2026-04-27T10:00:00Z","zone":"neude","kind":"boom"}"#,
+            "kind",
+        ),
+        ("not json", "body"),
+    ] {
+        let (status, body) = post(sent, Some(VIEWER)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sent}: {body}");
+        assert!(
+            body.contains(&format!("\"parameter\":\"{field}\"")),
+            "{sent}: {body}"
+        );
+    }
     let (status, body) = post(
         r#"{"at":"2026-04-27T10:00:00Z","zone":"nowhere","kind":"level","level":1}"#,
         Some(VIEWER),

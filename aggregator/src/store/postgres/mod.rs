@@ -290,11 +290,11 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn record_alert(&self, alert: Alert) -> Result<bool, StoreError> {
+    async fn record_alert(&self, alert: Alert) -> Result<Option<i64>, StoreError> {
         let conn = self.conn(0).await?;
-        let n = conn
+        let row = conn
             .client
-            .execute(
+            .query_opt(
                 INSERT_ALERT,
                 &[
                     &alert.at.as_second(),
@@ -308,7 +308,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db)?;
-        Ok(n == 1)
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn acknowledge_alert(

@@ -117,12 +117,13 @@ SELECT sensor, last_window_end
 FROM sensor_seen
 ORDER BY sensor";
 
-/// Stores an alert unless the same (minute, zone, kind, level) is stored.
+/// Stores an alert unless the same (time, zone, kind, level) is stored; its id when new.
 pub(super) const INSERT_ALERT: &str = "
 INSERT INTO alerts (at, zone, kind, level, threshold, value, message)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT
-DO NOTHING";
+DO NOTHING
+RETURNING id";
 
 /// Alerts raised at or after `$1`, newest first, at most `$2`.
 pub(super) const SELECT_ALERTS: &str = "

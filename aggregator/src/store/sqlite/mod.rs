@@ -374,23 +374,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_alert(&self, alert: Alert) -> Result<bool, StoreError> {
+    async fn record_alert(&self, alert: Alert) -> Result<Option<i64>, StoreError> {
         self.with(move |conn, _| {
-            let n = conn
-                .execute(
-                    INSERT_ALERT,
-                    params![
-                        alert.at.as_second(),
-                        alert.zone.as_str(),
-                        alert.kind.as_str(),
-                        alert.level.map_or(-1, i64::from),
-                        alert.threshold,
-                        alert.value,
-                        alert.message
-                    ],
-                )
-                .map_err(db)?;
-            Ok(n == 1)
+            conn.query_row(
+                INSERT_ALERT,
+                params![
+                    alert.at.as_second(),
+                    alert.zone.as_str(),
+                    alert.kind.as_str(),
+                    alert.level.map_or(-1, i64::from),
+                    alert.threshold,
+                    alert.value,
+                    alert.message
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db)
         })
         .await
     }
