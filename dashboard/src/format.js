@@ -37,12 +37,32 @@ export function useReplayClock(c) {
   replay = c;
 }
 
+/** The real moment `ms` (epoch milliseconds) on the clock times are shown on. */
+export function shownMs(ms) {
+  return replay ? Date.parse(replay.shows) + (ms - Date.parse(replay.real)) * replay.speed : ms;
+}
+
+/** The real moment of `ms` on the shown clock: the inverse of `shownMs`. */
+export function realMs(ms) {
+  return replay ? Date.parse(replay.real) + (ms - Date.parse(replay.shows)) / replay.speed : ms;
+}
+
+/** The time zone times are shown in: the replay's, or the browser's (undefined). */
+export function shownTimeZone() {
+  return replay?.time_zone;
+}
+
 /** The moment `iso` on the clock times are shown on, and the time zone to show it in. */
 function shown(iso) {
-  const t = Date.parse(iso);
-  if (!replay) return { at: new Date(t), timeZone: undefined };
-  const at = Date.parse(replay.shows) + (t - Date.parse(replay.real)) * replay.speed;
-  return { at: new Date(at), timeZone: replay.time_zone };
+  return { at: new Date(shownMs(Date.parse(iso))), timeZone: shownTimeZone() };
+}
+
+/** The wall-clock fields of epoch `ms` in `timeZone` (undefined: the browser's), as numbers. */
+function wall(ms, timeZone) {
+  const format = new Intl.DateTimeFormat('en-GB', {
+    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
+  });
+  return Object.fromEntries(format.formatToParts(new Date(ms)).filter((p) => p.type !== 'literal').map((p) => [p.type, Number(p.value)]));
 }
 
 /** A clock time (local, or the replay's), to the second. */
@@ -77,11 +97,33 @@ export function apiTime(date) {
   return d.toISOString().replace('.000Z', 'Z');
 }
 
-/** The value of an <input type="datetime-local"> for `date` (local time, to the minute). */
+/**
+ * The value of an <input type="datetime-local"> for the real moment `date`: on the clock
+ * times are shown on (a replay's, in its time zone; else local), to the minute.
+ */
 export function inputTime(date) {
-  const d = new Date(date);
+  const w = wall(shownMs(new Date(date).getTime()), shownTimeZone());
   const pad = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return `${w.year}-${pad(w.month)}-${pad(w.day)}T${pad(w.hour)}:${pad(w.minute)}`;
+}
+
+/**
+ * The real moment (a Date) of an <input type="datetime-local"> value read on the clock
+ * times are shown on: the inverse of `inputTime`.
+ */
+export function fromInput(value) {
+  const timeZone = shownTimeZone();
+  if (!timeZone) return new Date(realMs(new Date(value).getTime()));
+  const [y, mo, d, h, mi] = value.split(/[-T:]/).map(Number);
+  const target = Date.UTC(y, mo - 1, d, h, mi);
+  // The zone's offset at the moment sought, found by two guesses (the second corrects the
+  // first across a daylight-saving change).
+  let ms = target;
+  for (let i = 0; i < 2; i += 1) {
+    const w = wall(ms, timeZone);
+    ms += target - Date.UTC(w.year, w.month - 1, w.day, w.hour, w.minute, w.second);
+  }
+  return new Date(realMs(ms));
 }
 
 /** Escapes text for HTML. */

@@ -5,7 +5,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { get, download, saveBlob } from './api.js';
-import { count, bounds, apiTime, inputTime, esc } from './format.js';
+import { count, bounds, apiTime, inputTime, fromInput, shownMs, realMs, shownTimeZone, esc } from './format.js';
 
 const LINE_COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#ff7f0e'];
 
@@ -23,8 +23,14 @@ export class HistoryView {
       label.innerHTML = `<input type="checkbox" name="zone" value="${esc(z.id)}"${i < 3 ? ' checked' : ''}> ${esc(z.name)}`;
       picks.append(label);
     });
+    if (shownTimeZone()) {
+      const note = root.querySelector('#replay-note');
+      note.hidden = false;
+      note.textContent = `Times here are on the replay clock of the header (${shownTimeZone()}); the API and CSV downloads use the real UTC times the data were stored at.`;
+    }
+    // The last two hours on the clock times are shown on (a replay's runs faster).
     const now = Date.now();
-    root.querySelector('#from').value = inputTime(now - 2 * 3600_000);
+    root.querySelector('#from').value = inputTime(realMs(shownMs(now) - 2 * 3600_000));
     root.querySelector('#to').value = inputTime(now + 60_000);
     root.querySelector('#history-form').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -47,12 +53,12 @@ export class HistoryView {
     const to = this.root.querySelector('#to').value;
     if (zones.length === 0) throw new Error('Pick at least one zone.');
     if (!from || !to) throw new Error('Give a start and an end.');
-    if (new Date(from) >= new Date(to)) throw new Error('The start must be before the end.');
+    if (fromInput(from) >= fromInput(to)) throw new Error('The start must be before the end.');
     return {
       zones,
       step: this.root.querySelector('#step').value,
-      from: apiTime(new Date(from)),
-      to: apiTime(new Date(to)),
+      from: apiTime(fromInput(from)),
+      to: apiTime(fromInput(to)),
     };
   }
 
@@ -83,7 +89,11 @@ export class HistoryView {
       this.draw();
       this.renderDistinct(distinct);
       if (q.zones.length >= 2) await this.loadFlows(q);
-      else this.root.querySelector('#flows').innerHTML = '<caption>Pick two or more zones for flows.</caption>';
+      else {
+        this.flows = null;
+        this.root.querySelector('#flows').innerHTML = '<caption>Pick two or more zones for flows.</caption>';
+      }
+      this.showNotes(series, distinct);
       const points = series.zones.reduce((n, z) => n + z.points.length, 0);
       status.textContent = `${points} points loaded`;
     } catch (e) {
@@ -128,7 +138,9 @@ export class HistoryView {
     // Each zone is two series: its complete buckets as a solid line, and the buckets still
     // filling (joined to the last complete one) dashed, so a count that has not finished
     // growing does not read as a falling crowd.
-    const data = [times];
+    // The x axis counts on the clock of the header (a replay's runs faster: its ticks are
+    // of its own minutes and hours, not of the real seconds between them).
+    const data = [times.map((t) => shownMs(t * 1000) / 1000)];
     let filling = 0;
     for (const z of zones) {
       const [done, growing] = [new Array(times.length).fill(null), new Array(times.length).fill(null)];
@@ -164,6 +176,11 @@ export class HistoryView {
       ...this.size(),
       title: `${unit} per ${this.series.step}`,
       scales: { x: { time: true } },
+      // In the time zone of the header's clock: a replay's (the demo's simulated day), else local.
+      tzDate: (ts) => {
+        const tz = shownTimeZone();
+        return tz ? uPlot.tzDate(new Date(ts * 1000), tz) : new Date(ts * 1000);
+      },
       axes: [{}, { label: unit, size: 70 }],
       series: [
         { label: 'time' },
@@ -195,6 +212,21 @@ export class HistoryView {
       : `Dashed: the current ${this.series.step} is still filling; its numbers will grow.`;
   }
 
+  /**
+   * The answers' notes, once each: a range widened to whole buckets, zones or windows with
+   * nothing stored (their zeros mean nothing known, not nobody), a range still filling.
+   */
+  showNotes(series, distinct) {
+    const notes = new Set(series.notes ?? []);
+    for (const d of distinct) {
+      for (const n of d.notes ?? []) if (!notes.has(n)) notes.add(`${this.names.get(d.zone) ?? d.zone}: ${n}`);
+    }
+    for (const n of this.flows?.notes ?? []) notes.add(`Flows: ${n}`);
+    const list = this.root.querySelector('#history-notes');
+    list.hidden = notes.size === 0;
+    list.innerHTML = [...notes].map((n) => `<li>${esc(n)}</li>`).join('');
+  }
+
   renderDistinct(rows) {
     const table = this.root.querySelector('#distinct');
     table.innerHTML = `<thead><tr><th>Zone</th><th>Distinct devices</th><th>95 % bounds</th><th><abbr title="people present on average over the range (not distinct visitors), with the interval of sketch and calibration error">People present</abbr></th></tr></thead>
@@ -210,7 +242,7 @@ export class HistoryView {
     const t2 = this.root.querySelector('#to2').value;
     let windows;
     if (f1 && t1 && f2 && t2) {
-      windows = { from1: apiTime(new Date(f1)), to1: apiTime(new Date(t1)), from2: apiTime(new Date(f2)), to2: apiTime(new Date(t2)) };
+      windows = { from1: apiTime(fromInput(f1)), to1: apiTime(fromInput(t1)), from2: apiTime(fromInput(f2)), to2: apiTime(fromInput(t2)) };
     } else {
       // Default: the first and second half of the range.
       const mid = new Date((Date.parse(q.from) + Date.parse(q.to)) / 2);

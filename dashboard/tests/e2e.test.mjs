@@ -71,15 +71,18 @@ test('the live and history views against the demo fed by the simulator', async (
     assert.match(await alert.textContent(), /Small square/);
     assert.match(await alert.locator('.threshold').textContent(), /threshold \d(\.\d+)? p\/m²/);
     assert.ok(await page.locator('#alert-count').isVisible(), 'the header counts new alerts');
-    // Times are shown on the replay clock of the header (simulated, 60x), not the real one.
-    const minuteOfDay = (text) => {
-      const [h, m] = text.match(/(\d\d):(\d\d):\d\d/).slice(1).map(Number);
-      return h * 60 + m;
-    };
+    // Times are shown on the replay clock of the header (simulated, 60x), not the real one:
+    // the alert's real moment (its datetime) read on the plan's replay clock, within the
+    // simulated day so far.
+    const replay = await page.evaluate(async () => (await (await fetch('/api/v1/plan')).json()).replay_clock);
     const alertAt = await alert.locator('time').textContent();
+    const alertReal = Date.parse(await alert.locator('time').getAttribute('datetime'));
+    const alertShown = Date.parse(replay.shows) + (alertReal - Date.parse(replay.real)) * replay.speed;
+    const expected = new Date(alertShown).toLocaleTimeString('en-GB', { timeZone: replay.time_zone });
     const replayNow = await page.locator('#replay-clock').textContent();
-    const behind = (minuteOfDay(replayNow) - minuteOfDay(alertAt) + 1440) % 1440;
-    assert.ok(behind <= 15, `alert at ${alertAt}, header ${replayNow}: one clock on the screen`);
+    assert.equal(alertAt, expected, `alert at ${alertAt}, header ${replayNow}: one clock on the screen`);
+    assert.ok(alertShown >= Date.parse(replay.shows) && alertShown <= Date.parse(replay.shows) + (Date.now() - Date.parse(replay.real) + 5_000) * replay.speed,
+      `alert at ${alertAt} lies between the replay's start and its now (${replayNow})`);
     await waitFor(async () => (await card.getAttribute('class')).includes('alerting'), 5_000, 'the card to be marked');
     const level = Number(await card.getAttribute('data-level'));
     assert.ok(level >= 1, `the square is above free (level ${level})`);
@@ -119,6 +122,9 @@ test('the live and history views against the demo fed by the simulator', async (
     await page.locator('#nav-history').click();
     await page.waitForSelector('#history-view:not([hidden])');
     for (const id of ['plein', 'gracht']) await page.locator(`input[name=zone][value="${id}"]`).check();
+    // On the replay clock, as the live view: the scenario's day, not today's.
+    assert.match(await page.locator('#from').inputValue(), /^2026-04-27T/);
+    assert.ok(await page.locator('#replay-note').isVisible());
     await page.selectOption('#step', 'minute');
     await page.locator('#load').click();
     await waitFor(async () => Number(await page.locator('#chart').getAttribute('data-points')), 20_000, 'the series');
@@ -126,6 +132,8 @@ test('the live and history views against the demo fed by the simulator', async (
     // The demo is still counting: its current minute is partial, drawn dashed and said so.
     assert.match(await page.locator('#filling-note').textContent(), /current minute is still filling/);
     assert.ok(await page.locator('#filling-note').isVisible());
+    // The answers' notes are on the page, not only in the JSON: the range has not ended.
+    assert.match(await page.locator('#history-notes').textContent(), /has not ended/);
     assert.equal(await page.locator('#chart .u-legend tr.u-series:visible').count(), 3, 'time and one legend entry per zone');
     assert.equal(await page.locator('#distinct tbody tr').count(), 2);
     assert.ok(number(await page.locator('#distinct tr[data-zone="plein"] td.num').first().textContent()) > 0);

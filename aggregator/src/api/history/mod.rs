@@ -4,7 +4,7 @@
 pub mod series;
 pub mod visitors;
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 
 use super::{ApiError, Params, timestamp};
 use crate::query::Range;
@@ -30,4 +30,20 @@ pub(super) fn range(
             ),
         )
     })
+}
+
+/// Notes on a range `name` (`r`): nothing stored (`empty`), or not ended by `complete`.
+pub(super) fn range_notes(name: &str, r: Range, empty: bool, complete: Timestamp) -> Vec<String> {
+    if empty {
+        vec![format!(
+            "{name} ({} to {}): no stored data for these zones, so its zeros mean nothing known, not nobody",
+            r.from, r.to
+        )]
+    } else if r.to > complete {
+        vec![format!(
+            "{name} has not ended (windows are complete up to {complete:.0}): its counts will grow"
+        )]
+    } else {
+        Vec::new()
+    }
 }

@@ -18,7 +18,7 @@ use crate::query::{self, Count, Range};
 use crate::store::{BucketQuery, Resolution, Store, StoreError};
 use crate::zone::ZoneId;
 
-use super::range;
+use super::{range, range_notes};
 
 /// Most zones in one series request.
 const MAX_SERIES_ZONES: usize = 50;
@@ -78,6 +78,10 @@ pub struct Series {
     pub to: Timestamp,
     /// Per zone.
     pub zones: Vec<ZoneSeries>,
+    /// What keeps the series from saying what it seems to, in words: a range widened to
+    /// whole buckets, zones with nothing stored in it (no points: nothing known, not
+    /// nobody), a range still filling.
+    pub notes: Vec<String>,
 }
 
 /// A zone's stored numbers by bucket and kind: several salts in one bucket are summed and
@@ -286,6 +290,8 @@ pub struct SeriesColumns {
     pub to: Timestamp,
     /// Per zone.
     pub zones: Vec<ZoneColumns>,
+    /// As in [`Series::notes`].
+    pub notes: Vec<String>,
 }
 
 /// A series answer: bucket by bucket (the default) or in columns.
@@ -296,6 +302,51 @@ pub enum SeriesAnswer {
     Points(Series),
     /// `format=columns`.
     Columns(SeriesColumns),
+}
+
+/// `r` widened to whole buckets of `resolution`, with a note when it was: a stored hour or
+/// day is one sketch of the whole bucket, so a bucket cut by the range would set the devices
+/// of all of it beside the people of the part inside.
+fn whole_buckets(r: Range, resolution: Resolution) -> (Range, Option<String>) {
+    let s = resolution.seconds();
+    let at = |second: i64, fallback: Timestamp| Timestamp::from_second(second).unwrap_or(fallback);
+    let to = r.to.as_second();
+    let widened = Range {
+        from: at(resolution.bucket(r.from), r.from),
+        to: at(to + (s - to.rem_euclid(s)) % s, r.to),
+    };
+    let note = (widened != r).then(|| {
+        format!(
+            "the range is widened to whole {step}s ({} to {}): a stored {step} counts its devices whole, so a {step} cut by the range would set the devices of all of it beside the people of its part",
+            widened.from,
+            widened.to,
+            step = resolution.as_str(),
+        )
+    });
+    (widened, note)
+}
+
+/// The notes of a series over `r`: the widening, the zones with nothing stored (all of
+/// them in one note), a range still filling.
+fn series_notes(
+    widened: Option<String>,
+    r: Range,
+    empty: &[&Zone],
+    zones: usize,
+    filled_by: Timestamp,
+) -> Vec<String> {
+    let mut notes: Vec<String> = widened.into_iter().collect();
+    if !empty.is_empty() && empty.len() < zones {
+        let ids: Vec<&str> = empty.iter().map(|z| z.id.as_str()).collect();
+        notes.push(format!(
+            "nothing stored for {} from {} to {}: no points there mean nothing known, not nobody",
+            ids.join(", "),
+            r.from,
+            r.to
+        ));
+    }
+    notes.extend(range_notes("the range", r, empty.len() == zones, filled_by));
+    notes
 }
 
 /// Series as CSV: every count with its 95 % bounds (an empty cell: no such count).
@@ -348,7 +399,7 @@ pub(in crate::api) async fn series<S: Store>(
     only(&params, &["zones", "step", "from", "to", "format"])?;
     let zones = zone_list(&state, &params, "zones", 1, MAX_SERIES_ZONES)?;
     let (resolution, max) = step(&params)?;
-    let r = range(&params, "from", "to", max)?;
+    let (r, widened) = whole_buckets(range(&params, "from", "to", max)?, resolution);
     let columns = params.get("format").is_some_and(|f| f == "columns");
     let csv = !columns
         && wants_csv(&params)
@@ -361,10 +412,13 @@ pub(in crate::api) async fn series<S: Store>(
             seconds: resolution.seconds(),
             filled_by,
         };
-        let mut out = Vec::with_capacity(zones.len());
-        for z in zones {
+        let (mut out, mut empty) = (Vec::with_capacity(zones.len()), Vec::new());
+        for z in &zones {
             let buckets = zone_buckets(&state.store, z, resolution, r).await?;
             let people = bucket_people(&state.store, z, floors, resolution, r).await?;
+            if buckets.is_empty() {
+                empty.push(*z);
+            }
             out.push(ZoneColumns::new(z, &buckets, &people, step));
         }
         return Ok(Json(SeriesAnswer::Columns(SeriesColumns {
@@ -373,18 +427,24 @@ pub(in crate::api) async fn series<S: Store>(
             from: r.from,
             to: r.to,
             zones: out,
+            notes: series_notes(widened, r, &empty, zones.len(), filled_by),
         }))
         .into_response());
     }
-    let mut out = Vec::with_capacity(zones.len());
-    for z in zones {
-        out.push(zone_series(&state.store, z, floors, resolution, r, filled_by).await?);
+    let (mut out, mut empty) = (Vec::with_capacity(zones.len()), Vec::new());
+    for z in &zones {
+        let series = zone_series(&state.store, z, floors, resolution, r, filled_by).await?;
+        if series.points.is_empty() {
+            empty.push(*z);
+        }
+        out.push(series);
     }
     let s = Series {
         step: resolution.as_str().into(),
         from: r.from,
         to: r.to,
         zones: out,
+        notes: series_notes(widened, r, &empty, zones.len(), filled_by),
     };
     Ok(if csv {
         csv_response("series.csv", series_csv(&s))

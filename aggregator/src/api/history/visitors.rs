@@ -17,7 +17,7 @@ use crate::query::{self, Count, Overlap, PerSalt, Range};
 use crate::store::{Store, StoreError};
 use crate::zone::ZoneId;
 
-use super::range;
+use super::{range, range_notes};
 
 /// Most zones on each side of a flow matrix.
 const MAX_FLOW_ZONES: usize = 30;
@@ -92,22 +92,6 @@ pub(in crate::api) async fn distinct<S: Store>(
         people: people::mean(&minutes),
         devices: query::by_name(&devices),
     }))
-}
-
-/// Notes on a range `name` (`r`): nothing stored (`empty`), or not ended by `complete`.
-fn range_notes(name: &str, r: Range, empty: bool, complete: Timestamp) -> Vec<String> {
-    if empty {
-        vec![format!(
-            "{name} ({} to {}): no stored data for these zones, so its zeros mean nothing known, not nobody",
-            r.from, r.to
-        )]
-    } else if r.to > complete {
-        vec![format!(
-            "{name} has not ended (windows are complete up to {complete:.0}): its counts will grow"
-        )]
-    } else {
-        Vec::new()
-    }
 }
 
 async fn unions(

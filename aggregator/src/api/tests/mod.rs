@@ -428,6 +428,77 @@ async fn series_come_from_stored_numbers_in_json_and_csv() {
 }
 
 #[tokio::test]
+async fn a_series_says_where_its_range_was_widened_or_nothing_is_stored() {
+    let (state, _dir) = state().await;
+    // Half an hour by the hour: the stored hour is counted whole, so the range is widened
+    // to it and the people are those of the whole hour too.
+    let whole = json(
+        &state,
+        &format!("/api/v1/series?zones=neude&step=hour&{DAY1}"),
+        Some(PLANNER),
+    )
+    .await;
+    let half = json(
+        &state,
+        "/api/v1/series?zones=neude&step=hour&from=2026-04-27T10:30:00Z&to=2026-04-27T10:45:00Z",
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(
+        (&half["from"], &half["to"]),
+        (
+            &Value::from("2026-04-27T10:00:00Z"),
+            &Value::from("2026-04-27T11:00:00Z")
+        ),
+        "{half}"
+    );
+    assert!(
+        half["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("widened to whole hours")),
+        "{half}"
+    );
+    let point = |s: &Value| s["zones"][0]["points"][0].clone();
+    assert_eq!(
+        point(&half)["people"],
+        point(&whole)["people"],
+        "one basis: the whole hour"
+    );
+    assert_eq!(point(&half)["total"], point(&whole)["total"]);
+    // One zone with nothing stored in the range (plein is heard from 10:30), then none.
+    let one = json(
+        &state,
+        "/api/v1/series?zones=neude,plein&step=minute&from=2026-04-27T10:00:00Z&to=2026-04-27T10:30:00Z",
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(one["notes"].as_array().map(Vec::len), Some(1), "{one}");
+    assert!(
+        one["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.starts_with("nothing stored for plein")),
+        "{one}"
+    );
+    let none = json(
+        &state,
+        "/api/v1/series?zones=neude,plein&step=minute&from=2026-04-27T20:00:00Z&to=2026-04-27T21:00:00Z&format=columns",
+        Some(PLANNER),
+    )
+    .await;
+    assert!(
+        none["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("nothing known, not nobody")),
+        "{none}"
+    );
+    assert_eq!(
+        whole["notes"],
+        Value::Array(Vec::new()),
+        "a past day on whole hours: {whole}"
+    );
+}
+
+#[tokio::test]
 async fn series_in_columns_carry_the_points_numbers() {
     let (state, _dir) = state().await;
     let path = format!("/api/v1/series?zones=neude,plein&step=minute&{DAY1}");
