@@ -17,14 +17,22 @@ use jiff::{SignedDuration, Timestamp};
 use crate::DemoError;
 use crate::clock::SimClock;
 
-/// Minutes a clicker count spans (real time).
-const COUNT_MIN: i64 = 15;
+/// Simulated minutes a clicker count spans.
+const COUNT_MIN: f64 = 15.0;
 /// Every this many zones one has a counter (the first, the fourth, ...).
 const COUNTED_EVERY: usize = 3;
 
-/// COUNTS.csv of the counted zones over the morning: one row per 15 real minutes,
-/// people = the mean of the simulator's persons per simulated minute in it.
+/// Real minutes a clicker count spans at `speed`: [`COUNT_MIN`] simulated ones, at least one
+/// (counts are on whole stored minutes). Fast-forwarded, a stored minute holds `speed`
+/// simulated ones, and the fit is made on that same basis as the live numbers it serves.
+fn count_min(speed: f64) -> i64 {
+    (COUNT_MIN / speed).round().max(1.0) as i64
+}
+
+/// COUNTS.csv of the counted zones over the morning: one row per [`count_min`] real
+/// minutes, people = the mean of the simulator's persons per simulated minute in it.
 pub fn counts(sim: &Simulation, clock: &SimClock) -> String {
+    let span = count_min(clock.speed);
     let scenario = sim.scenario();
     let counted: Vec<&str> = scenario
         .zones
@@ -39,16 +47,12 @@ pub fn counts(sim: &Simulation, clock: &SimClock) -> String {
             persons.insert((zone, row.minute.as_second()), row.persons);
         }
     }
-    let first = floor_to(
-        clock.real(scenario.start.as_microsecond()),
-        COUNT_MIN * 60,
-        true,
-    );
+    let first = floor_to(clock.real(scenario.start.as_microsecond()), span * 60, true);
     let mut out = String::from("zone,start,end,people\n");
     for zone in &counted {
         let mut start = first;
-        while start + SignedDuration::from_mins(COUNT_MIN) <= clock.real_live {
-            let end = start + SignedDuration::from_mins(COUNT_MIN);
+        while start + SignedDuration::from_mins(span) <= clock.real_live {
+            let end = start + SignedDuration::from_mins(span);
             let (from, to) = (clock.sim_us(start), clock.sim_us(end));
             let minutes: Vec<f64> = (from.div_euclid(60_000_000)..to.div_euclid(60_000_000))
                 .map(|m| f64::from(persons.get(&(*zone, m * 60)).copied().unwrap_or(0)))

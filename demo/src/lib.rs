@@ -205,21 +205,14 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         }
         morning.stop().await?;
         written?;
-        if o.speed > 1.0 {
-            println!(
-                "  no calibration at {}x: clicker counts span real minutes, which hold {} simulated ones; zones keep a guessed factor (shown uncalibrated)",
-                o.speed, o.speed
-            );
-        } else {
-            day.calibration = clicker::calibrate(
-                &sim,
-                &day.clock,
-                &o.data,
-                &store,
-                &config_of(&scenario, &o, &access, &day)?,
-            )
-            .await?;
-        }
+        day.calibration = clicker::calibrate(
+            &sim,
+            &day.clock,
+            &o.data,
+            &store,
+            &config_of(&scenario, &o, &access, &day)?,
+        )
+        .await?;
     }
     let store = start_store(&scenario, &o, &mut access, &day)?;
     let mut aggregator = Aggregator::start(&scenario, &o, &access, &day, store.clone()).await?;

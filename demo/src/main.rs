@@ -27,9 +27,10 @@ struct Cli {
     /// Another scenario file (default: Koningsdag in Utrecht).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
-    /// Simulated seconds per real second: 1 is real time. More fast-forwards to show
-    /// motion, not true numbers: a stored minute then holds N simulated minutes, so people
-    /// run several times the crowd, and the zones keep a guessed (uncalibrated) factor.
+    /// Simulated seconds per real second: 1 is real time. More fast-forwards: a stored
+    /// minute then holds N simulated minutes, and the calibration is fitted on the morning's
+    /// minutes, which hold as many, so people stay true as means over the occupancy window's
+    /// real minutes (at least one).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
     /// Simulated local time to go live at (HH:MM); the event before it is written into

@@ -86,7 +86,7 @@ fn the_demo_goes_live_mid_event_with_true_people_and_stops_on_ctrl_c() {
         index.contains("src=\"/assets/app-") || index.contains("npm run build"),
         "{index}"
     );
-    people_follow_the_crowd(http);
+    people_follow_the_crowd(http, 1.0);
 
     // Ctrl-C.
     let pid = demo.child.id().to_string();
@@ -202,11 +202,45 @@ fn wait_for_output(demo: &Proc, needle: &str, seconds: u64) -> String {
     }
 }
 
+/// Fast-forwarded (`--speed 10`), the demo calibrates on its compressed morning, whose
+/// stored minutes hold ten simulated ones as the live minutes do: its people are as true as
+/// in real time.
+#[test]
+fn fast_forwarded_the_demo_calibrates_on_its_own_minutes_and_keeps_people_true() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("demo-data");
+    let (http, mqtt) = (free_port(), free_port());
+    let mut command = Command::new(workspace_binary("crowdflow-demo"));
+    command
+        .args([
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--mqtt-port",
+            &mqtt.to_string(),
+            "--speed",
+            "10",
+            "--start",
+            "11:00",
+            "--data",
+        ])
+        .arg(&data)
+        .current_dir(dir.path());
+    let demo = Proc::spawn_capturing(command, "demo");
+    let out = wait_for_output(&demo, &format!("http://127.0.0.1:{http}/"), 600);
+    assert!(
+        out.contains("calibrating") && !out.contains("calibration refused"),
+        "calibrated at 10x: {out}"
+    );
+    // Two live minutes: the occupancy window (one real minute, ten simulated) fills.
+    std::thread::sleep(Duration::from_secs(120));
+    people_follow_the_crowd(http, 10.0);
+}
+
 /// Each zone's live people against the simulator's true persons (the mean over the
-/// occupancy window's five simulated minutes), at several moments of the live minutes:
-/// within +-25 % (or 10 persons, for a nearly empty zone); their sum never above the day's
-/// attendance.
-fn people_follow_the_crowd(http: u16) {
+/// simulated minutes of the occupancy window's real minutes: five at 1x), at several
+/// moments of the live minutes: within +-25 % (or 10 persons, for a nearly empty zone);
+/// their sum never above the day's attendance.
+fn people_follow_the_crowd(http: u16, expected_speed: f64) {
     let scenario =
         Scenario::parse(KONINGSDAG, std::path::Path::new("koningsdag.toml")).expect("scenario");
     let sim = Simulation::new(scenario);
@@ -222,28 +256,29 @@ fn people_follow_the_crowd(http: u16) {
     let at = |key: &str| -> Timestamp { clock[key].as_str().expect(key).parse().expect(key) };
     let (real, shows) = (at("real"), at("shows"));
     let speed = clock["speed"].as_f64().expect("speed");
-    assert_eq!(speed, 1.0, "the README's demo runs in real time");
+    assert_eq!(
+        speed, expected_speed,
+        "the demo runs at the speed asked for"
+    );
+    // The simulated second shown at real second `t`.
+    let simulated = |t: i64| shows.as_second() + ((t - real.as_second()) as f64 * speed) as i64;
     let mut checked = 0;
     let mut misses = Vec::new();
     for _ in 0..4 {
         let zones: Value =
             serde_json::from_str(&http_get(http, "/api/v1/zones").expect("zones")).expect("json");
-        let now = Timestamp::now();
-        let simulated = shows.as_second() + now.duration_since(real).as_secs();
-        let minute = simulated.div_euclid(60) * 60;
+        // The occupancy window's real minutes end at the current real minute.
+        let now = Timestamp::now().as_second();
+        let real_minute = now.div_euclid(60) * 60;
         let mut sum = 0.0;
         for z in zones.as_array().expect("zones") {
             let id = z["id"].as_str().expect("id").to_owned();
             let window = z["window_min"].as_i64().expect("window");
-            let true_mean = (1..=window)
-                .map(|back| {
-                    truth
-                        .get(&(id.clone(), minute - back * 60))
-                        .copied()
-                        .unwrap_or(0.0)
-                })
-                .sum::<f64>()
-                / window as f64;
+            let (from, to) = (simulated(real_minute - window * 60), simulated(real_minute));
+            let minutes: Vec<f64> = (from.div_euclid(60)..to.div_euclid(60))
+                .map(|m| truth.get(&(id.clone(), m * 60)).copied().unwrap_or(0.0))
+                .collect();
+            let true_mean = minutes.iter().sum::<f64>() / minutes.len().max(1) as f64;
             let people = z["people"]["estimate"].as_f64().expect("people");
             if checked < zones.as_array().map_or(0, Vec::len) {
                 eprintln!("  {id}: {people:.0} people, truly {true_mean:.0}");
@@ -268,7 +303,7 @@ fn people_follow_the_crowd(http: u16) {
         );
         eprintln!(
             "simulated {}: zones hold {sum:.0} people",
-            Timestamp::from_second(simulated).expect("ts")
+            Timestamp::from_second(simulated(now)).expect("ts")
         );
         std::thread::sleep(Duration::from_secs(20));
     }
