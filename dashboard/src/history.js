@@ -5,7 +5,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { get, download, saveBlob } from './api.js';
-import { count, bounds, apiTime, inputTime, fromInput, shownMs, realMs, shownTimeZone, esc } from './format.js';
+import { count, bounds, apiTime, inputTime, fromInput, shownMs, realMs, shownTimeZone, dateTime, esc } from './format.js';
 
 const LINE_COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#ff7f0e'];
 
@@ -222,9 +222,11 @@ export class HistoryView {
       for (const n of d.notes ?? []) if (!notes.has(n)) notes.add(`${this.names.get(d.zone) ?? d.zone}: ${n}`);
     }
     for (const n of this.flows?.notes ?? []) notes.add(`Flows: ${n}`);
+    // The API's times are the real ones data were stored at: shown on the page's clock.
+    const onClock = (n) => n.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?Z/g, (iso) => dateTime(iso));
     const list = this.root.querySelector('#history-notes');
     list.hidden = notes.size === 0;
-    list.innerHTML = [...notes].map((n) => `<li>${esc(n)}</li>`).join('');
+    list.innerHTML = [...notes].map((n) => `<li>${esc(onClock(n))}</li>`).join('');
   }
 
   renderDistinct(rows) {

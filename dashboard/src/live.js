@@ -130,7 +130,7 @@ export class LiveView {
       const f = z.flow;
       // An unreliable figure (too few stable devices, or a salt change in the lookback) is
       // not shown as a number: a crew would read any number as one.
-      const n = (o) => (o.unreliable ? '—' : count(o));
+      const n = (o) => (o == null || o.unreliable ? '—' : count(o));
       const net = f.net_people_per_min == null
         ? ''
         : ` · net ${f.net_people_per_min >= 0 ? '+' : ''}${Math.round(f.net_people_per_min)}/min`;

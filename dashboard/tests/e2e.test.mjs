@@ -133,7 +133,11 @@ test('the live and history views against the demo fed by the simulator', async (
     assert.match(await page.locator('#filling-note').textContent(), /current minute is still filling/);
     assert.ok(await page.locator('#filling-note').isVisible());
     // The answers' notes are on the page, not only in the JSON: the range has not ended.
-    assert.match(await page.locator('#history-notes').textContent(), /has not ended/);
+    const notes = await page.locator('#history-notes').textContent();
+    assert.match(notes, /has not ended/);
+    // On the replay clock too: the scenario's day, not the real one.
+    assert.match(notes, /27\/04\/2026/);
+    assert.doesNotMatch(notes, /\d{4}-\d\d-\d\dT/);
     assert.equal(await page.locator('#chart .u-legend tr.u-series:visible').count(), 3, 'time and one legend entry per zone');
     assert.equal(await page.locator('#distinct tbody tr').count(), 2);
     assert.ok(number(await page.locator('#distinct tr[data-zone="plein"] td.num').first().textContent()) > 0);

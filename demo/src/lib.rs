@@ -31,7 +31,7 @@ use crowdflow_contract::config_file::ConfigError;
 use crowdflow_contract::salt::SaltError;
 use crowdflow_contract::window::WindowLength;
 use crowdflow_simulator::{Scenario, Simulation};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 pub mod clicker;
 pub mod clock;
@@ -159,13 +159,19 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         Some(path) => Scenario::load(path)?,
         None => Scenario::parse(KONINGSDAG, Path::new("koningsdag-utrecht.toml"))?,
     };
-    let live_at = clock::live_at(&scenario, o.start)?;
+    let real_live = floor_minute(Timestamp::now());
+    let live_at = on_the_real_minute(
+        clock::live_at(&scenario, o.start)?,
+        real_live,
+        &scenario,
+        &o,
+    );
     std::fs::create_dir_all(&o.data).map_err(data_error)?;
     fresh_day(&o.data).map_err(data_error)?;
     let mut day = Day {
         clock: SimClock {
             sim_live_us: live_at.as_microsecond(),
-            real_live: floor_minute(Timestamp::now()),
+            real_live,
             speed: o.speed,
         },
         calibration: BTreeMap::new(),
@@ -280,6 +286,25 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     aggregator.stop().await
+}
+
+/// The default live moment moved to the real clock's minute of the hour (14:00 becomes
+/// 14:16 at 17:16), in real time: the store keeps hours and days on the real clock, so
+/// simulated and real hours then start together and the history view's hourly buckets are
+/// whole hours of the event. A `--start` given, or a fast-forward, is kept as asked.
+fn on_the_real_minute(
+    live_at: Timestamp,
+    real_live: Timestamp,
+    scenario: &Scenario,
+    o: &DemoOptions,
+) -> Timestamp {
+    if o.start.is_some() || o.speed != 1.0 || live_at <= scenario.start {
+        return live_at;
+    }
+    let minute = |t: Timestamp| t.as_second().div_euclid(60).rem_euclid(60);
+    let shift = (minute(real_live) - minute(live_at)).rem_euclid(60);
+    let moved = live_at + SignedDuration::from_mins(shift);
+    if moved < scenario.end { moved } else { live_at }
 }
 
 /// The config for `day`, written to DATA/aggregator.toml (owner only), validated.

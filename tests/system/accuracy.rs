@@ -604,14 +604,14 @@ async fn inflow_and_outflow<S: Store>(
             }
             let arrived = rows.iter().map(|r| r.0).sum::<f64>() / w as f64;
             let left = rows.iter().map(|r| r.1).sum::<f64>() / w as f64;
-            for (side, (measured, truly)) in [(&flow.inflow, arrived), (&flow.outflow, left)]
+            for (side, (measured, truly)) in [(flow.inflow, arrived), (flow.outflow, left)]
                 .into_iter()
                 .enumerate()
             {
-                if measured.unreliable {
+                let Some(measured) = measured.filter(|m| !m.unreliable) else {
                     unreliable += 1;
                     continue;
-                }
+                };
                 judged += 1;
                 by_side[side].0 += 1;
                 errors.push((measured.estimate - truly).abs());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use jiff::{SignedDuration, Timestamp};
@@ -14,12 +14,12 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ApiError, AppState, Params, number, only, optional_timestamp, zone};
+use super::{ApiError, AppState, QueryParams, number, only, optional_timestamp, zone};
 use crate::auth::{NamedViewer, Viewer};
 use crate::config::ReplayClock;
 use crate::live::{LiveEvent, ZoneLive, level_name};
 use crate::metrics::Metrics;
-use crate::store::{Alert, AlertKey, Store};
+use crate::store::{Alert, AlertKey, AlertKind, Store};
 use crate::zone::ZoneId;
 
 /// Live zones
@@ -131,7 +131,7 @@ pub(super) async fn plan<S: Store>(
 ///
 /// A zone's live numbers, as in /zones (viewer).
 #[utoipa::path(get, path = "/api/v1/zones/{id}", tag = "live", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Zone id")),
+    params(("id" = String, Path, example = "neude", description = "Zone id")),
     responses((status = 200, description = "One zone's live numbers", body = ZoneLive),
         (status = 404, body = ApiError), (status = 401, body = ApiError)))]
 pub(super) async fn zone_detail<S: Store>(
@@ -159,14 +159,14 @@ pub(super) async fn zone_detail<S: Store>(
 /// Level alerts (raised once per crossing, cleared with hysteresis), staleness and recovery, newest first (viewer).
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "live", security(("bearer" = [])),
     params(
-        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; default 24 hours ago"),
+        ("since" = Option<String>, Query, format = DateTime, example = "2026-04-27T00:00:00Z", description = "RFC 3339; default 24 hours ago"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses((status = 200, description = "Alerts, newest first", body = [Alert]),
         (status = 400, body = ApiError), (status = 401, body = ApiError)))]
 pub(super) async fn alerts<S: Store>(
     State(state): State<AppState<S>>,
-    Query(params): Query<Params>,
+    QueryParams(params): QueryParams,
     _: Viewer,
 ) -> Result<Json<Vec<Alert>>, ApiError> {
     only(&params, &["since", "limit"])?;
@@ -177,20 +177,26 @@ pub(super) async fn alerts<S: Store>(
 }
 
 /// A refused JSON body, naming the field at fault where serde names one (``missing field
-/// `zone` ``, or `at: input contains invalid characters`), else `body`.
+/// `zone` ``, ``unknown field `extra` ``, or `at: input contains invalid characters`), else
+/// `body`.
 fn body_error(e: &JsonRejection) -> ApiError {
     let text = e.body_text();
-    let missing = text
-        .split("missing field `")
-        .nth(1)
-        .and_then(|rest| rest.split('`').next());
+    let quoted_after = |lead: &str| {
+        text.split(lead)
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+    };
+    let missing = quoted_after("missing field `").or_else(|| quoted_after("unknown field `"));
     let invalid = text
         .split("target type: ")
         .nth(1)
         .and_then(|rest| rest.split_once(": "))
         .map(|(path, _)| path)
         .filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-    ApiError::bad(missing.or(invalid).unwrap_or("body"), &text)
+    // Both echo what the client sent: bounded.
+    let field: Option<String> = missing.or(invalid).map(|f| f.chars().take(64).collect());
+    let text: String = text.chars().take(300).collect();
+    ApiError::bad(field.as_deref().unwrap_or("body"), text)
 }
 
 /// Acknowledge an alert
@@ -210,6 +216,12 @@ pub(super) async fn acknowledge<S: Store>(
     body: Result<Json<AlertKey>, JsonRejection>,
 ) -> Result<Json<Alert>, ApiError> {
     let Json(key) = body.map_err(|e| body_error(&e))?;
+    if matches!(key.kind, AlertKind::Level | AlertKind::Clear) && key.level.is_none() {
+        return Err(ApiError::bad(
+            "level",
+            format!("is required for a {} alert (as listed)", key.kind),
+        ));
+    }
     zone(&state, "zone", &key.zone)?;
     let now = Timestamp::now();
     let acked = state

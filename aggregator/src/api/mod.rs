@@ -165,6 +165,43 @@ impl IntoResponse for ApiError {
 /// Query parameters, read by name so that errors can name them.
 type Params = HashMap<String, String>;
 
+/// The query parameters of a request ([`Params`]); one given twice is refused, naming it
+/// (`zones=a&zones=b` would otherwise be answered for one of them).
+pub(super) struct QueryParams(pub Params);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri).map_err(
+                |e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the query string cannot be read: {}", e.body_text()),
+                    )
+                },
+            )?;
+        let mut params = Params::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if params.contains_key(&name) {
+                let shown = quoted(&name);
+                return Err(ApiError {
+                    parameter: Some(name.chars().take(64).collect()),
+                    ..ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "{shown} is given twice: give it once (zones as one comma-separated list)"
+                        ),
+                    )
+                });
+            }
+            params.insert(name, value);
+        }
+        Ok(QueryParams(params))
+    }
+}
+
 impl<S> TokenConfig for AppState<S> {
     fn tokens(&self) -> &[ApiToken] {
         &self.config.tokens

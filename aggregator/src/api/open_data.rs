@@ -4,13 +4,13 @@
 use std::fmt::Write as _;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::history::zone_series;
-use super::{ApiError, AppState, Params, csv_response, only, optional_timestamp, wants_csv};
+use super::{ApiError, AppState, QueryParams, csv_response, only, optional_timestamp, wants_csv};
 use crate::people;
 use crate::query::{Count, Range};
 use crate::store::{Resolution, Store};
@@ -79,15 +79,15 @@ pub(super) fn publishable(v: f64, k: u64, rounding: u64) -> Option<u64> {
 /// Per zone and completed hour: devices and people rounded and suppressed below k, with notes on hours not yet complete (public).
 #[utoipa::path(get, path = "/api/v1/open-data", tag = "public",
     params(
-        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
-        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; default the last full hour; at most 31 days after from"),
+        ("from" = Option<String>, Query, format = DateTime, example = "2026-04-27T10:00:00Z", description = "RFC 3339 on a whole minute; default 24 hours before the last full hour"),
+        ("to" = Option<String>, Query, format = DateTime, example = "2026-04-27T11:00:00Z", description = "RFC 3339; default the last full hour; at most 31 days after from"),
         ("format" = Option<String>, Query, pattern = "^(json|csv)$", description = "json (default) or csv"),
     ),
     responses((status = 200, description = "Per zone and completed hour: counts rounded and suppressed below k, never traceable to a person", content((OpenDataExport = "application/json"), (String = "text/csv"))),
         (status = 400, body = ApiError)))]
 pub(super) async fn open_data<S: Store>(
     State(state): State<AppState<S>>,
-    Query(params): Query<Params>,
+    QueryParams(params): QueryParams,
 ) -> Result<Response, ApiError> {
     only(&params, &["from", "to", "format"])?;
     let csv = wants_csv(&params)?;

@@ -61,13 +61,15 @@ pub struct ZoneFlow {
     /// Persons arriving a minute, over the occupancy window's minutes up to `minute`: the
     /// sample's devices new to the zone (heard in none of the [`NEW_AFTER_MIN`] minutes before)
     /// times the persons per sampled device present, with the Poisson interval of that
-    /// count. `unreliable` (and 0) when the sample holds fewer than [`MIN_SAMPLE`] devices;
-    /// `unreliable` for the [`NEW_AFTER_MIN`] minutes after a salt change (the daily rotation),
-    /// when devices cannot be linked across it.
-    pub inflow: Overlap,
+    /// count. Null when the sample holds fewer than [`MIN_SAMPLE`] devices (not measured:
+    /// no number, not a zero); `unreliable` for the [`NEW_AFTER_MIN`] minutes after a salt
+    /// change (the daily rotation), when devices cannot be linked across it, and when most of
+    /// the window's devices arrived in it ([`TURNOVER_MAX`]).
+    pub inflow: Option<Overlap>,
     /// Persons leaving a minute: arrivals minus the net rate (never below 0: arrivals are
-    /// raised to the net rate where the sample read fewer, so in - out = net).
-    pub outflow: Overlap,
+    /// raised to the net rate where the sample read fewer, so in - out = net). Null when
+    /// arrivals or the net rate are not known.
+    pub outflow: Option<Overlap>,
     /// People in `minute` by the net rate's line (the occupancy window's mean lags a rising
     /// crowd by half the window): what time to capacity counts from.
     pub people_now: Option<f64>,
@@ -217,33 +219,28 @@ pub fn zone_flow(
     let heard_in_window = count(&within(first, minute + SignedDuration::from_mins(1)));
     let sample = present(&heard_in_window, &new, growth);
     let mut inflow = scaled_arrivals(&new, &sample, people, window as f64);
-    // Most of the window's devices arrived in it (a surge into an empty zone, stays shorter
-    // than the window): who was present, and so the persons each stands for, is not known.
-    if new.estimate > TURNOVER_MAX * heard_in_window.estimate {
-        inflow.unreliable = true;
+    if let Some(inflow) = inflow.as_mut() {
+        // Most of the window's devices arrived in it (a surge into an empty zone, stays
+        // shorter than the window): who was present, and so the persons each stands for,
+        // is not known.
+        if new.estimate > TURNOVER_MAX * heard_in_window.estimate {
+            inflow.unreliable = true;
+        }
+        // Departures are never negative, so arrivals are at least the net growth: a sample
+        // that read fewer arrivals than the crowd grew by is raised to it, and in - out = net.
+        if let Some(n) = net {
+            inflow.estimate = inflow.estimate.max(n.rate);
+            inflow.lower = inflow.lower.max(n.lower);
+            inflow.upper = inflow.upper.max(inflow.estimate);
+        }
     }
-    // Departures are never negative, so arrivals are at least the net growth: a sample that
-    // read fewer arrivals than the crowd grew by is raised to it, and in - out = net holds.
-    if let Some(n) = net
-        && !inflow.unreliable
-    {
-        inflow.estimate = inflow.estimate.max(n.rate);
-        inflow.lower = inflow.lower.max(n.lower);
-        inflow.upper = inflow.upper.max(inflow.estimate);
-    }
-    let outflow = net.map_or(
-        Overlap {
-            unreliable: true,
-            ..inflow
-        },
-        |n| Overlap {
-            estimate: (inflow.estimate - n.rate).max(0.0),
-            lower: (inflow.lower - n.upper).max(0.0),
-            upper: (inflow.upper - n.lower).max(0.0),
-            unreliable: inflow.unreliable,
-            crosses_epochs: inflow.crosses_epochs,
-        },
-    );
+    let outflow = inflow.zip(net).map(|(inflow, n)| Overlap {
+        estimate: (inflow.estimate - n.rate).max(0.0),
+        lower: (inflow.lower - n.upper).max(0.0),
+        upper: (inflow.upper - n.lower).max(0.0),
+        unreliable: inflow.unreliable,
+        crosses_epochs: inflow.crosses_epochs,
+    });
     Some(ZoneFlow {
         minute,
         kind: STABLE_KIND.as_str().to_owned(),
@@ -288,23 +285,18 @@ fn present(heard: &Count, new: &Overlap, growth: f64) -> Count {
 }
 
 /// Persons arriving a minute: `new` sampled devices over `minutes` times the persons per
-/// sampled device present.
-fn scaled_arrivals(new: &Overlap, sample: &Count, people: Count, minutes: f64) -> Overlap {
+/// sampled device present; `None` when the sample is too small to scale from
+/// ([`MIN_SAMPLE`]).
+fn scaled_arrivals(new: &Overlap, sample: &Count, people: Count, minutes: f64) -> Option<Overlap> {
     if sample.estimate < MIN_SAMPLE || sample.lower <= 0.0 {
-        return Overlap {
-            estimate: 0.0,
-            lower: 0.0,
-            upper: 0.0,
-            unreliable: true,
-            crosses_epochs: new.crosses_epochs,
-        };
+        return None;
     }
     let ratio = people.estimate / sample.estimate / minutes;
     let (lower_n, upper_n) = poisson_bounds(new.lower, new.upper);
     let lower = lower_n * people.lower / sample.upper / minutes;
     let upper = upper_n * people.upper / sample.lower / minutes;
     let estimate = new.estimate * ratio;
-    Overlap {
+    Some(Overlap {
         estimate,
         lower: lower.min(estimate),
         upper: upper.max(estimate),
@@ -312,7 +304,7 @@ fn scaled_arrivals(new: &Overlap, sample: &Count, people: Count, minutes: f64) -
         // salt reads as new until the lookback holds only it.
         unreliable: new.crosses_epochs,
         crosses_epochs: new.crosses_epochs,
-    }
+    })
 }
 
 /// Minutes to `capacity` at `net`, when the zone is surely filling and it is near enough.

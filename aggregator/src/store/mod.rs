@@ -224,6 +224,7 @@ pub struct Alert {
 
 /// Which alert: replicas store an alert once by these four.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AlertKey {
     /// Its time, as listed.
     #[schema(value_type = String, format = DateTime)]

@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use crowdflow_contract::identity::Kind;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::api::{ApiError, AppState, Params, csv_response, only, wants_csv, zone_list};
+use crate::api::{
+    ApiError, AppState, Params, QueryParams, csv_response, only, wants_csv, zone_list,
+};
 use crate::auth::Planner;
 use crate::config::Zone;
 use crate::people::{self, Floors};
@@ -383,9 +385,9 @@ fn series_csv(s: &Series) -> String {
 #[utoipa::path(get, path = "/api/v1/series", tag = "history", security(("bearer" = [])),
     params(
         ("zones" = String, Query, example = "neude", description = "Zone ids, comma-separated (1 to 50)"),
-        ("step" = Option<String>, Query, pattern = "^(minute|hour|day)$", description = "minute (range up to 7 days), hour (400 days, default) or day (10 years)"),
-        ("from" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute"),
-        ("to" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute, after from"),
+        ("step" = Option<String>, Query, pattern = "^(minute|hour|day)$", example = "hour", description = "minute (range up to 7 days), hour (400 days, default) or day (10 years)"),
+        ("from" = String, Query, format = DateTime, example = "2026-04-27T10:00:00Z", description = "RFC 3339 on a whole minute"),
+        ("to" = String, Query, format = DateTime, example = "2026-04-27T11:00:00Z", description = "RFC 3339 on a whole minute, after from"),
         ("format" = Option<String>, Query, pattern = "^(json|columns|csv)$", description = "json (default: bucket by bucket), columns (JSON with one array per field, numbers rounded to 0.1 as in CSV: about 70 bytes a point instead of 385) or csv"),
         ("token" = Option<String>, Query, description = "The planner token, only with format=csv (a download link cannot set headers); refused otherwise"),
     ),
@@ -393,7 +395,7 @@ fn series_csv(s: &Series) -> String {
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(in crate::api) async fn series<S: Store>(
     State(state): State<AppState<S>>,
-    Query(params): Query<Params>,
+    QueryParams(params): QueryParams,
     _: Planner,
 ) -> Result<Response, ApiError> {
     only(&params, &["zones", "step", "from", "to", "format"])?;

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use crowdflow_contract::identity::Kind;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::api::{ApiError, AppState, Params, number, only, zone, zone_list};
+use crate::api::{ApiError, AppState, QueryParams, number, only, zone, zone_list};
 use crate::auth::Planner;
 use crate::config::Zone;
 use crate::people;
@@ -53,14 +53,14 @@ pub struct Distinct {
 #[utoipa::path(get, path = "/api/v1/distinct", tag = "history", security(("bearer" = [])),
     params(
         ("zone" = String, Query, example = "neude", description = "Zone id"),
-        ("from" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute"),
-        ("to" = String, Query, format = DateTime, description = "RFC 3339 on a whole minute (range up to 400 days)"),
+        ("from" = String, Query, format = DateTime, example = "2026-04-27T10:00:00Z", description = "RFC 3339 on a whole minute"),
+        ("to" = String, Query, format = DateTime, example = "2026-04-27T11:00:00Z", description = "RFC 3339 on a whole minute (range up to 400 days)"),
     ),
     responses((status = 200, description = "Distinct devices over the range: the union of the coarsest buckets that tile it; over several salt epochs the per-epoch sum, flagged upper_bound", body = Distinct),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(in crate::api) async fn distinct<S: Store>(
     State(state): State<AppState<S>>,
-    Query(params): Query<Params>,
+    QueryParams(params): QueryParams,
     _: Planner,
 ) -> Result<Json<Distinct>, ApiError> {
     only(&params, &["zone", "from", "to"])?;
@@ -148,16 +148,16 @@ pub struct Flows {
 #[utoipa::path(get, path = "/api/v1/flows", tag = "history", security(("bearer" = [])),
     params(
         ("zones" = String, Query, example = "neude,vredenburg", description = "Zone ids, comma-separated (2 to 30)"),
-        ("from1" = String, Query, format = DateTime, description = "Window 1 start (RFC 3339, whole minute)"),
-        ("to1" = String, Query, format = DateTime, description = "Window 1 end (at most 7 days after from1)"),
-        ("from2" = String, Query, format = DateTime, description = "Window 2 start"),
-        ("to2" = String, Query, format = DateTime, description = "Window 2 end"),
+        ("from1" = String, Query, format = DateTime, example = "2026-04-27T10:00:00Z", description = "Window 1 start (RFC 3339, whole minute)"),
+        ("to1" = String, Query, format = DateTime, example = "2026-04-27T10:30:00Z", description = "Window 1 end (at most 7 days after from1)"),
+        ("from2" = String, Query, format = DateTime, example = "2026-04-27T10:30:00Z", description = "Window 2 start"),
+        ("to2" = String, Query, format = DateTime, example = "2026-04-27T11:00:00Z", description = "Window 2 end"),
     ),
     responses((status = 200, description = "Flows by inclusion-exclusion with bounds; cells whose bounds are wider than the value are flagged unreliable; windows under different salts (epochs, or a salt an aggregator drew anew) cannot be linked: such cells are flagged crosses_epochs and unreliable", body = Flows),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(in crate::api) async fn flows<S: Store>(
     State(state): State<AppState<S>>,
-    Query(params): Query<Params>,
+    QueryParams(params): QueryParams,
     _: Planner,
 ) -> Result<Json<Flows>, ApiError> {
     only(&params, &["zones", "from1", "to1", "from2", "to2"])?;
@@ -258,15 +258,15 @@ pub struct Dwell {
 #[utoipa::path(get, path = "/api/v1/dwell", tag = "history", security(("bearer" = [])),
     params(
         ("zone" = String, Query, example = "neude", description = "Zone id"),
-        ("from" = String, Query, format = DateTime, description = "Window start (RFC 3339, whole minute)"),
-        ("to" = String, Query, format = DateTime, description = "Window end (at most 24 hours after from)"),
-        ("lag_min" = Option<i64>, Query, minimum = 1, maximum = 1440, description = "Minutes later (1 to 1440, default 15)"),
+        ("from" = String, Query, format = DateTime, example = "2026-04-27T10:00:00Z", description = "Window start (RFC 3339, whole minute)"),
+        ("to" = String, Query, format = DateTime, example = "2026-04-27T11:00:00Z", description = "Window end (at most 24 hours after from)"),
+        ("lag_min" = Option<i64>, Query, minimum = 1, maximum = 1440, example = 15, description = "Minutes later (1 to 1440, default 15)"),
     ),
     responses((status = 200, description = "Share of the window's devices still present lag_min later", body = Dwell),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(in crate::api) async fn dwell<S: Store>(
     State(state): State<AppState<S>>,
-    Query(params): Query<Params>,
+    QueryParams(params): QueryParams,
     _: Planner,
 ) -> Result<Json<Dwell>, ApiError> {
     only(&params, &["zone", "from", "to", "lag_min"])?;
@@ -301,6 +301,7 @@ pub(in crate::api) async fn dwell<S: Store>(
         ));
     }
     let (a, b) = (unions(&state, z, r).await?, unions(&state, z, later).await?);
+    let stored = |u: &BTreeMap<Kind, PerSalt>| u.values().any(|p| !p.is_empty());
     let devices = count_all_kinds(&a);
     let still = overlap_all_kinds(&a, &b);
     let ratio = |n: f64, d: f64| (d > 0.0).then(|| (n / d).clamp(0.0, 1.0));
@@ -314,9 +315,22 @@ pub(in crate::api) async fn dwell<S: Store>(
         // An empty lower bound of devices leaves the share unbounded above.
         share_lower: share.map(|_| ratio(still.lower, devices.upper).unwrap_or(0.0)),
         share_upper: share.map(|_| ratio(still.upper, devices.lower).unwrap_or(1.0)),
-        unreliable: still.unreliable,
-        note: share
-            .is_none()
-            .then(|| "no devices in the first window: nothing to follow".to_owned()),
+        // Nothing stored in a window is nothing known, not nobody: no figure stands on it.
+        unreliable: still.unreliable || !stored(&a) || !stored(&b),
+        note: if !stored(&a) || !stored(&b) {
+            let (which, w) = if stored(&a) {
+                ("later", later)
+            } else {
+                ("first", r)
+            };
+            Some(format!(
+                "no stored data in the {which} window ({} to {}): its zeros mean nothing known, not nobody",
+                w.from, w.to
+            ))
+        } else {
+            share
+                .is_none()
+                .then(|| "no devices in the first window: nothing to follow".to_owned())
+        },
     }))
 }
