@@ -128,8 +128,12 @@ pub fn aggregator_text(
             .get(&z.id)
             .cloned()
             .unwrap_or_else(|| format!("ble = {BLE_GUESS}"));
+        // A passage (`gate_width_m` in the scenario) is a gate: its throughput is shown.
+        let gate = z
+            .gate_width_m
+            .map_or(String::new(), |w| format!("gate_width_m = {w}\n"));
         t += &format!(
-            "[[zones]]\nid = \"{}\"\nname = \"{}\"\narea_m2 = {area:.0}\ncapacity = {:.0}\noccupancy_window_min = {}\npolygon = {}\n[zones.calibration]\n{calibration}\n",
+            "[[zones]]\nid = \"{}\"\nname = \"{}\"\narea_m2 = {area:.0}\ncapacity = {:.0}\noccupancy_window_min = {}\npolygon = {}\n{gate}[zones.calibration]\n{calibration}\n",
             z.id,
             z.name,
             area * CAPACITY_DENSITY,

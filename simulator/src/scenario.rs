@@ -96,6 +96,8 @@ struct RawZone {
     x: f64,
     y: f64,
     radius_m: f64,
+    #[serde(default)]
+    gate_width_m: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +147,9 @@ pub struct Zone {
     pub y: f64,
     /// Radius in metres.
     pub radius_m: f64,
+    /// A passage people cross (a bridge, a gate): its width in metres, for the
+    /// aggregator's throughput in persons per metre per minute.
+    pub gate_width_m: Option<f64>,
 }
 
 /// A sensor at a position, counting for a zone.
@@ -278,12 +283,21 @@ fn validate(raw: Raw) -> Result<Scenario, FieldError> {
                 "position and a positive radius in metres are required",
             ));
         }
+        if z.gate_width_m
+            .is_some_and(|w| !(w.is_finite() && w > 0.0 && w <= 1000.0))
+        {
+            return Err(field(
+                format!("zones[{i}].gate_width_m"),
+                "a passage's width in metres, above 0 and at most 1000",
+            ));
+        }
         zones.push(Zone {
             id: z.id,
             name: z.name,
             x: z.x,
             y: z.y,
             radius_m: z.radius_m,
+            gate_width_m: z.gate_width_m,
         });
     }
     if zones.is_empty() {

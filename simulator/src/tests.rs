@@ -133,6 +133,11 @@ fn scenario_mistakes_name_their_field() {
         ("share = 0.5", "share = 1.5", "moves[0].share"),
         ("radius_m = 25.0", "radius_m = 0.0", "zones[0].radius_m"),
         (
+            "radius_m = 25.0",
+            "radius_m = 25.0\ngate_width_m = -4.0",
+            "zones[0].gate_width_m",
+        ),
+        (
             "seed = 7",
             "seed = 7\n[population]\nno_device = 0.5",
             "population.no_device",

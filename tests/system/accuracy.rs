@@ -35,7 +35,6 @@ use serde_json::Value;
 
 /// The scenario's passage, and its width.
 const GATE: &str = "bridge";
-const GATE_WIDTH_M: f64 = 4.0;
 
 /// (zone, kind, minute start) -> distinct addresses.
 type Truth = BTreeMap<(String, Kind, i64), HashSet<[u8; 6]>>;
@@ -64,8 +63,8 @@ fn config_text(s: &Scenario, broker: &str, storage: &str, http: u16) -> String {
             "[[zones]]\nid = \"{}\"\nname = \"{}\"\narea_m2 = {area:.0}\ncalibration = {{ ble = 1.3 }}\n",
             z.id, z.name
         );
-        if z.id == GATE {
-            t += &format!("gate_width_m = {GATE_WIDTH_M}\n");
+        if let Some(width) = z.gate_width_m {
+            t += &format!("gate_width_m = {width}\n");
         }
     }
     for sensor in &s.sensors {
@@ -683,6 +682,12 @@ async fn gate_throughput<S: Store>(
         .values()
         .find(|z| z.id.as_str() == GATE)
         .expect("the bridge");
+    let width = scenario
+        .zones
+        .iter()
+        .find(|z| z.id == GATE)
+        .and_then(|z| z.gate_width_m)
+        .expect("the bridge is a passage with a width");
     let floors = crowdflow_aggregator::people::Floors::default();
     let (mut judged, mut within) = (0usize, 0usize);
     let mut errors = Vec::new();
@@ -700,7 +705,7 @@ async fn gate_throughput<S: Store>(
                 .expect("evaluates");
         // None only where the minute before has no window (the crossing's first minute).
         let Some(gate) = live.gate else { continue };
-        let truly = arrived / GATE_WIDTH_M;
+        let truly = arrived / width;
         judged += 1;
         if gate.throughput.lower <= truly && truly <= gate.throughput.upper {
             within += 1;
