@@ -117,7 +117,7 @@ export class LiveView {
         .join('; ') + (b.calibrated ? '' : '. The factor is a guess: calibrate the zone with head counts to narrow the interval.');
     }
     const trend = z.trend
-      ? ` · <span class="trend ${z.trend.direction}" title="change over ${z.trend.minutes} min">${ARROWS[z.trend.direction] ?? ''} ${z.trend.change >= 0 ? '+' : ''}${Math.round(z.trend.change)} in ${z.trend.minutes} min</span>`
+      ? ` · <span class="trend ${z.trend.direction}" title="change over ${z.trend.minutes} min">${ARROWS[z.trend.direction] ?? ''} ${z.trend.change >= 0 ? '+' : ''}${Math.round(z.trend.change)} over the last ${z.trend.minutes} min</span>`
       : '';
     card.querySelector('.devices').innerHTML =
       `<b>${count(z.total_devices)}</b> devices (${bounds(z.total_devices)}) in ${z.window_min} min${trend}`;

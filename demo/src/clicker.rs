@@ -29,7 +29,7 @@ fn count_min(speed: f64) -> i64 {
     (COUNT_MIN / speed).round().max(1.0) as i64
 }
 
-/// COUNTS.csv of the counted zones over the morning: one row per [`count_min`] real
+/// COUNTS.csv of the counted zones over the morning: one row per `count_min` real
 /// minutes, people = the mean of the simulator's persons per simulated minute in it.
 pub fn counts(sim: &Simulation, clock: &SimClock) -> String {
     let span = count_min(clock.speed);
