@@ -19,10 +19,10 @@ export function density(c) {
   return c ? `${oneDecimal.format(c.estimate)} p/m²` : '–';
 }
 
-/** Seconds or minutes since `iso`, as "12 s ago". */
+/** Seconds or minutes since `iso` on the clock times are shown on, as "12 s ago". */
 export function age(iso, now = Date.now()) {
   if (!iso) return 'never';
-  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  const s = Math.max(0, Math.round(shownMinutes((now - Date.parse(iso)) / 1000)));
   if (s < 90) return `${s} s ago`;
   if (s < 5400) return `${Math.round(s / 60)} min ago`;
   return `${Math.round(s / 3600)} h ago`;
@@ -35,6 +35,19 @@ let replay = null;
 /** Shows every time on the replay clock `c` (`plan.replay_clock`: real, shows, speed, time_zone). */
 export function useReplayClock(c) {
   replay = c;
+}
+
+/**
+ * A span of real time as a span of the clock times are shown on, in the same unit: a
+ * replay at 10x shows ten of its minutes for each real one (the API counts real minutes).
+ */
+export function shownMinutes(span) {
+  return span * (replay?.speed ?? 1);
+}
+
+/** A rate per real minute as a rate per minute of the clock times are shown on. */
+export function perShownMinute(rate) {
+  return rate / (replay?.speed ?? 1);
 }
 
 /** The real moment `ms` (epoch milliseconds) on the clock times are shown on. */

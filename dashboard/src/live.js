@@ -3,7 +3,7 @@
 // by level, and the alert list. Stale zones and unacknowledged alerts are made impossible to
 // miss; when the stream is down every number is greyed out and the banner says since when.
 
-import { count, bounds, density, age, clock, levelColour, esc } from './format.js';
+import { count, bounds, density, age, clock, levelColour, esc, shownMinutes, perShownMinute } from './format.js';
 import { drawPlan, paintZone } from './plan.js';
 import { post } from './api.js';
 
@@ -116,11 +116,14 @@ export class LiveView {
         .map(([k, c]) => `${k}: ${c.factor} persons per device above a floor of ${Math.round(c.floor)} (${c.floor_source.replace('_', ' ')})`)
         .join('; ') + (b.calibrated ? '' : '. The factor is a guess: calibrate the zone with head counts to narrow the interval.');
     }
+    // Spans and rates on the header's clock: a replay at 10x shows ten of its minutes a real one.
+    const mins = (m) => Math.round(shownMinutes(m));
+    const perMin = (c) => c && { ...c, estimate: perShownMinute(c.estimate), lower: perShownMinute(c.lower), upper: perShownMinute(c.upper) };
     const trend = z.trend
-      ? ` · <span class="trend ${z.trend.direction}" title="change over ${z.trend.minutes} min">${ARROWS[z.trend.direction] ?? ''} ${z.trend.change >= 0 ? '+' : ''}${Math.round(z.trend.change)} over the last ${z.trend.minutes} min</span>`
+      ? ` · <span class="trend ${z.trend.direction}" title="change over ${mins(z.trend.minutes)} min">${ARROWS[z.trend.direction] ?? ''} ${z.trend.change >= 0 ? '+' : ''}${Math.round(z.trend.change)} over the last ${mins(z.trend.minutes)} min</span>`
       : '';
     card.querySelector('.devices').innerHTML =
-      `<b>${count(z.total_devices)}</b> devices (${bounds(z.total_devices)}) in ${z.window_min} min${trend}`;
+      `<b>${count(z.total_devices)}</b> devices (${bounds(z.total_devices)}) in ${mins(z.window_min)} min${trend}`;
     card.querySelector('.density').textContent = z.density
       ? `density ${density(z.density)} (${z.density.lower.toFixed(1)}–${z.density.upper.toFixed(1)}) on ${Math.round(z.area_m2).toLocaleString('en-GB')} m²`
       : 'density: no calibration for this zone';
@@ -130,20 +133,19 @@ export class LiveView {
       const f = z.flow;
       // An unreliable figure (too few stable devices, or a salt change in the lookback) is
       // not shown as a number: a crew would read any number as one.
-      const n = (o) => (o == null || o.unreliable ? '—' : count(o));
-      const net = f.net_people_per_min == null
-        ? ''
-        : ` · net ${f.net_people_per_min >= 0 ? '+' : ''}${Math.round(f.net_people_per_min)}/min`;
+      const n = (o) => (o == null || o.unreliable ? '—' : count(perMin(o)));
+      const rate = f.net_people_per_min == null ? null : perShownMinute(f.net_people_per_min);
+      const net = rate == null ? '' : ` · net ${rate >= 0 ? '+' : ''}${Math.round(rate)}/min`;
       const full = f.minutes_to_capacity == null
         ? ''
-        : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${Math.round(f.minutes_to_capacity)} min`;
+        : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${mins(f.minutes_to_capacity)} min`;
       flow.innerHTML = `<span title="persons arriving in ${esc(clock(f.minute))}, sampled on ${Math.round(f.sample_devices)} ${esc(f.kind)} devices with stable addresses present; leaving = arriving minus the net rate of the last minutes; — while too few are heard or just after a salt change">in ${n(f.inflow)} · out ${n(f.outflow)} persons a minute</span>${net}${full}`;
     }
     const gate = card.querySelector('.gate');
     gate.hidden = !z.gate;
     if (z.gate) {
       const g = z.gate;
-      const t = g.throughput;
+      const t = perMin(g.throughput);
       gate.innerHTML = `passage ${g.width_m} m: <b>${t.estimate.toFixed(0)}</b> persons/m/min (${t.lower.toFixed(0)}–${t.upper.toFixed(0)}), ${esc(g.level_name)}`
         + (g.stop_and_go ? ' · <b class="warn">stop-and-go: density rising while throughput falls</b>' : '');
       gate.dataset.level = g.level;
@@ -152,7 +154,7 @@ export class LiveView {
     ahead.hidden = !z.forecast;
     if (z.forecast) {
       const f = z.forecast;
-      ahead.textContent = `in ${f.minutes_ahead} min: ~${count(f)} people (${bounds(f)}), forecast`;
+      ahead.textContent = `in ${mins(f.minutes_ahead)} min: ~${count(f)} people (${bounds(f)}), forecast`;
       ahead.title = 'Damped-trend smoothing of the zone\'s last 90 minutes; the range holds 95 % of its past errors at this horizon.';
     }
     const cap = card.querySelector('.capacity');

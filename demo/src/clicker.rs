@@ -22,11 +22,13 @@ const COUNT_MIN: f64 = 15.0;
 /// Every this many zones one has a counter (the first, the fourth, ...).
 const COUNTED_EVERY: usize = 3;
 
-/// Real minutes a clicker count spans at `speed`: [`COUNT_MIN`] simulated ones, at least one
-/// (counts are on whole stored minutes). Fast-forwarded, a stored minute holds `speed`
-/// simulated ones, and the fit is made on that same basis as the live numbers it serves.
+/// Real minutes a clicker count spans at `speed`: at most [`COUNT_MIN`] simulated ones, at
+/// least one real one (counts are on whole stored minutes). Fast-forwarded, a stored minute
+/// holds `speed` simulated ones, and the fit is made on that same basis as the live numbers
+/// it serves. Rounded down: at 10x two-minute counts left a two-hour morning 5 counts a
+/// zone after its edges, one short of what `calibrate` asks.
 fn count_min(speed: f64) -> i64 {
-    (COUNT_MIN / speed).round().max(1.0) as i64
+    (COUNT_MIN / speed).floor().max(1.0) as i64
 }
 
 /// COUNTS.csv of the counted zones over the morning: one row per `count_min` real

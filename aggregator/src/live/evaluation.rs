@@ -165,10 +165,20 @@ impl ZoneLive {
     }
 }
 
+/// The time a window takes to close at its sensor and travel to the store.
+pub const WINDOW_TRAVEL: SignedDuration = SignedDuration::from_secs(15);
+
 /// How long a sensor may be silent before it counts as stale: two windows, plus the time a
 /// window takes to close and travel.
 pub fn silence_limit(config: &AggregatorConfig) -> SignedDuration {
-    SignedDuration::from_secs(2 * i64::from(config.window.seconds()) + 15)
+    SignedDuration::from_secs(2 * i64::from(config.window.seconds())) + WINDOW_TRAVEL
+}
+
+/// The last minute whose windows have arrived at `now`: a minute just ended is read only
+/// after [`WINDOW_TRAVEL`], so its figures are not shown from part of its windows and
+/// recomputed seconds later (a gate's throughput dropped out at each minute's turn).
+fn settled_minute(now: Timestamp) -> Timestamp {
+    floor_minute(now - WINDOW_TRAVEL) - SignedDuration::from_mins(1)
 }
 
 /// The level-of-service names for `thresholds`.
@@ -312,7 +322,7 @@ fn gate_flow(
     trend: Option<&Trend>,
 ) -> Option<GateFlow> {
     let gate = zone.gate.as_ref()?;
-    let minute = floor_minute(now) - SignedDuration::from_mins(1);
+    let minute = settled_minute(now);
     let through = |m: Timestamp| -> Option<Count> {
         let mut devices = BTreeMap::new();
         for kind in zone.calibration.keys() {
@@ -416,12 +426,11 @@ pub async fn evaluate_zone(
                 people.unwrap_or(total_devices).estimate,
             )
         });
-    let last_minute = floor_minute(now) - SignedDuration::from_mins(1);
     let flow = people.and_then(|people| {
         flow::zone_flow(
             zone,
             &sketches,
-            last_minute,
+            settled_minute(now),
             people,
             &recent,
             config.precision,

@@ -202,7 +202,13 @@ pub fn zone_flow(
         0.0
     };
     let net = net.map(|n| {
-        let half = ((n.upper - n.lower) / 2.0).hypot(n.rate.abs() * relative);
+        let mut half = ((n.upper - n.lower) / 2.0).hypot(n.rate.abs() * relative);
+        // A line through identical minutes (an empty zone: 0, 0, 0) fits exactly, but a
+        // change within the people's own interval over the fitted minutes would not have
+        // shown: no zero-width rate.
+        if half <= 0.0 {
+            half = (people.upper - people.lower) / 2.0 / NET_MIN as f64;
+        }
         Slope {
             lower: n.rate - half,
             upper: n.rate + half,
@@ -241,21 +247,25 @@ pub fn zone_flow(
         unreliable: inflow.unreliable,
         crosses_epochs: inflow.crosses_epochs,
     });
+    // The line's value now, kept inside the last minute's own interval: after a peak a line
+    // fitted over minutes of rise and fall stays high, and read "at capacity" for a zone at
+    // 79 % of it.
+    let last = minutes.iter().find(|(m, _)| *m == minute).map(|(_, c)| *c);
+    let people_now = net.map(|n| {
+        last.map_or(n.level, |c| n.level.clamp(c.lower, c.upper))
+            .max(0.0)
+    });
     Some(ZoneFlow {
         minute,
         kind: STABLE_KIND.as_str().to_owned(),
         sample_devices: sample.estimate,
         inflow,
         outflow,
-        people_now: net.map(|n| n.level.max(0.0)),
+        people_now,
         net_people_per_min: net.map(|n| n.rate),
         net_lower: net.map(|n| n.lower),
         net_upper: net.map(|n| n.upper),
-        minutes_to_capacity: to_capacity(
-            zone.capacity,
-            net.map_or(people.estimate, |n| n.level.max(0.0)),
-            net,
-        ),
+        minutes_to_capacity: to_capacity(zone.capacity, people_now.unwrap_or(people.estimate), net),
     })
 }
 
