@@ -151,7 +151,12 @@ export class LiveView {
       gate.dataset.level = g.level;
     }
     const ahead = card.querySelector('.forecast');
-    ahead.hidden = !z.forecast;
+    // Without one yet, say when there will be one rather than nothing.
+    ahead.hidden = !z.forecast && !z.people;
+    if (!z.forecast && z.people) {
+      ahead.textContent = `forecast: once ${mins(this.plan.forecast_after_min)} min of this zone's people are stored`;
+      ahead.title = 'The forecast sizes its interval on its own past errors, which need this much history.';
+    }
     if (z.forecast) {
       const f = z.forecast;
       ahead.textContent = `in ${mins(f.minutes_ahead)} min: ~${count(f)} people (${bounds(f)}), forecast`;

@@ -82,6 +82,9 @@ pub struct Plan {
     /// The replay's time now.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub replay_now: Option<Timestamp>,
+    /// Minutes of a zone's stored people a forecast needs before it is made (too few give
+    /// no errors to size its interval on): until then a zone's `forecast` is null.
+    pub forecast_after_min: usize,
 }
 
 /// The plan
@@ -124,6 +127,7 @@ pub(super) async fn plan<S: Store>(
             .replay_clock
             .as_ref()
             .map(|r| r.at(Timestamp::now())),
+        forecast_after_min: crate::forecast::MIN_HISTORY_MIN,
     }))
 }
 
