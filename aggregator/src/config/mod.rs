@@ -270,6 +270,17 @@ mod tests {
                 "thresholds = [3.5, 2.0]",
                 "`zones[0].thresholds`",
             ),
+            // Thresholds of a passage on a zone that is none would be silently unused.
+            (
+                "thresholds = [2.0, 3.5, 5.0]",
+                "thresholds = [2.0, 3.5, 5.0]\ngate_thresholds = [66, 82]",
+                "`zones[0].gate_thresholds`",
+            ),
+            (
+                "thresholds = [2.0, 3.5, 5.0]",
+                "thresholds = [2.0, 3.5, 5.0]\ngate_width_m = 4.0\ngate_thresholds = [0, 10]",
+                "each above 0",
+            ),
             (
                 "wifi_derandomized = 2.2",
                 "bluetooth = 0.9",

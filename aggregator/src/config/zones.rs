@@ -25,8 +25,7 @@ pub(super) struct RawZone {
     calibration: BTreeMap<String, RawCalibration>,
     polygon: Option<serde_json::Value>,
     gate_width_m: Option<f64>,
-    #[serde(default = "default_gate_thresholds")]
-    gate_thresholds: Vec<f64>,
+    gate_thresholds: Option<Vec<f64>>,
 }
 
 /// Flow rates in persons per metre of width per minute at which a passage turns amber and
@@ -155,14 +154,26 @@ fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError
     })
 }
 
-fn gate(i: usize, width: Option<f64>, thresholds: Vec<f64>) -> Result<Option<Gate>, FieldError> {
+fn gate(
+    i: usize,
+    width: Option<f64>,
+    thresholds: Option<Vec<f64>>,
+) -> Result<Option<Gate>, FieldError> {
     let Some(width_m) = width else {
-        return Ok(None);
+        return match thresholds {
+            // Thresholds without a width would be silently unused.
+            Some(_) => Err(field(
+                format!("zones[{i}].gate_thresholds"),
+                "apply to a passage: set gate_width_m too (its clear width in metres)",
+            )),
+            None => Ok(None),
+        };
     };
+    let thresholds = thresholds.unwrap_or_else(default_gate_thresholds);
     if !(width_m.is_finite() && width_m > 0.0 && width_m <= 1000.0) {
         return Err(field(
             format!("zones[{i}].gate_width_m"),
-            "the passage's clear width in metres, above 0",
+            "the passage's clear width in metres, above 0 and at most 1000",
         ));
     }
     if thresholds.is_empty()
@@ -171,7 +182,7 @@ fn gate(i: usize, width: Option<f64>, thresholds: Vec<f64>) -> Result<Option<Gat
     {
         return Err(field(
             format!("zones[{i}].gate_thresholds"),
-            "ascending persons per metre per minute, e.g. [66, 82]",
+            "persons per metre per minute, each above 0 and ascending, e.g. [66, 82]",
         ));
     }
     Ok(Some(Gate {

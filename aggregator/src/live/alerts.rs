@@ -110,10 +110,13 @@ impl RaisedLevels {
                 threshold: level.from_density,
                 value: Some(density.estimate),
                 message: format!(
-                    "{} is {} ({}): {:.2} persons/m2 (threshold {threshold:.2})",
+                    "{} is {}{}: {:.2} persons/m2 (threshold {threshold:.2})",
                     zone.name,
                     level.name,
-                    severity(level.index, levels),
+                    // The severity where it says more than the level's name.
+                    Some(severity(level.index, levels))
+                        .filter(|s| *s != level.name)
+                        .map_or(String::new(), |s| format!(" ({s})")),
                     density.estimate,
                 ),
             });
@@ -421,7 +424,11 @@ mod tests {
         // Three thresholds at once: one alert, at the highest.
         let jump = raised.step(&at(5.5), &zone).expect("raised");
         assert_eq!((jump.level, jump.threshold), (Some(3), Some(5.0)));
-        assert!(jump.message.contains("(critical)"));
+        assert!(
+            jump.message.contains("is critical: ") && !jump.message.contains("(critical)"),
+            "said once: {}",
+            jump.message
+        );
         assert!(
             raised.step(&at(4.0), &zone).is_none(),
             "down a level is not a new alert"
