@@ -146,7 +146,8 @@ export class LiveView {
     if (z.gate) {
       const g = z.gate;
       const t = perMin(g.throughput);
-      gate.innerHTML = `passage ${g.width_m} m: <b>${t.estimate.toFixed(0)}</b> persons/m/min (${t.lower.toFixed(0)}–${t.upper.toFixed(0)}), ${esc(g.level_name)}`
+      const few = g.unreliable ? '<abbr title="fewer than ten devices passed in the minute: not precise">≈</abbr>' : '';
+      gate.innerHTML = `passage ${g.width_m} m: ${few}<b>${t.estimate.toFixed(0)}</b> persons/m/min (${t.lower.toFixed(0)}–${t.upper.toFixed(0)}), ${esc(g.level_name)}`
         + (g.stop_and_go ? ' · <b class="warn">stop-and-go: density rising while throughput falls</b>' : '');
       gate.dataset.level = g.level;
     }

@@ -454,6 +454,7 @@ mod tests {
             level: 0,
             level_name: "free-flowing".into(),
             stop_and_go,
+            unreliable: false,
         };
         let at_minute = |m: i64, sign: bool| {
             let mut z = zone_live(false, Some("2026-04-27T10:00:00Z"), Some(1.0));

@@ -96,6 +96,10 @@ pub struct GateFlow {
     /// sign of stop-and-go waves that precede crowd turbulence (Helbing, Johansson &
     /// Al-Abideen 2007, "Dynamics of crowd disasters", Phys. Rev. E 75).
     pub stop_and_go: bool,
+    /// Fewer than [`flow::MIN_SAMPLE`] devices passed in the minute: a count that small
+    /// varies by half from minute to minute, so the figure and its level are not to be
+    /// read as precise.
+    pub unreliable: bool,
 }
 
 /// One zone as the live view shows it.
@@ -323,7 +327,8 @@ fn gate_flow(
 ) -> Option<GateFlow> {
     let gate = zone.gate.as_ref()?;
     let minute = settled_minute(now);
-    let through = |m: Timestamp| -> Option<Count> {
+    // Persons per metre, and the devices they stand on.
+    let through = |m: Timestamp| -> Option<(Count, f64)> {
         let mut devices = BTreeMap::new();
         for kind in zone.calibration.keys() {
             let a = arrivals(sketches.get(kind)?, m, p)?;
@@ -337,17 +342,21 @@ fn gate_flow(
                 },
             );
         }
+        let heard: f64 = devices.values().map(|c| c.estimate).sum();
         // Arrivals are all moving: no static floor to take off.
-        people::estimate_above(zone, &devices, 0.0).map(|c| c.times(1.0 / gate.width_m))
+        people::estimate_above(zone, &devices, 0.0).map(|c| (c.times(1.0 / gate.width_m), heard))
     };
-    let throughput = through(minute)?;
-    let earlier = through(minute - SignedDuration::from_mins(5));
+    let (throughput, heard) = through(minute)?;
+    let earlier = through(minute - SignedDuration::from_mins(5)).map(|(c, _)| c);
     let level = gate
         .thresholds
         .iter()
         .take_while(|t| throughput.estimate >= **t)
         .count();
-    let stop_and_go = trend.is_some_and(|t| t.direction == TrendDirection::Rising)
+    let unreliable = heard < flow::MIN_SAMPLE;
+    // A fall of a fifth in a handful of devices is noise, not a sign.
+    let stop_and_go = !unreliable
+        && trend.is_some_and(|t| t.direction == TrendDirection::Rising)
         && earlier.is_some_and(|e| throughput.estimate < 0.8 * e.estimate);
     Some(GateFlow {
         width_m: gate.width_m,
@@ -355,6 +364,7 @@ fn gate_flow(
         level: u8::try_from(level).unwrap_or(u8::MAX),
         level_name: gate_level_name(level, gate.thresholds.len()),
         stop_and_go,
+        unreliable,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::api::{ApiError, AppState, QueryParams, number, only, zone, zone_list}
 use crate::auth::Planner;
 use crate::config::Zone;
 use crate::people;
-use crate::query::{self, Count, Overlap, PerSalt, Range};
+use crate::query::{self, Count, Overlap, PerSalt, Range, floor_minute};
 use crate::store::{Store, StoreError};
 use crate::zone::ZoneId;
 
@@ -69,6 +69,8 @@ pub(in crate::api) async fn distinct<S: Store>(
         .ok_or_else(|| ApiError::bad("zone", "is required"))?;
     let z = zone(&state, "zone", id)?;
     let r = range(&params, "from", "to", SignedDuration::from_hours(24 * 400))?;
+    let complete = Timestamp::now() - state.config.window.duration();
+    begun("from", r, complete)?;
     // One read of the range's sketches: their counts, and whether anything was stored.
     let stored = unions(&state, z, r).await?;
     let devices: BTreeMap<Kind, Count> = stored
@@ -81,7 +83,6 @@ pub(in crate::api) async fn distinct<S: Store>(
             .await?
             .into_values()
             .collect();
-    let complete = Timestamp::now() - state.config.window.duration();
     let notes = range_notes("the range", r, empty, complete);
     Ok(Json(Distinct {
         notes,
@@ -92,6 +93,21 @@ pub(in crate::api) async fn distinct<S: Store>(
         people: people::mean(&minutes),
         devices: query::by_name(&devices),
     }))
+}
+
+/// Refuses a range (named by its start, `name`) that begins after the last complete window
+/// (`complete`): nothing was counted in it, and its zeros would read as nobody.
+fn begun(name: &str, r: Range, complete: Timestamp) -> Result<(), ApiError> {
+    if r.from < complete {
+        return Ok(());
+    }
+    Err(ApiError::bad(
+        name,
+        format!(
+            "the range has not begun (windows are complete up to {:.0}): nothing was counted in it yet",
+            floor_minute(complete)
+        ),
+    ))
 }
 
 async fn unions(
@@ -169,14 +185,7 @@ pub(in crate::api) async fn flows<S: Store>(
     );
     let complete = Timestamp::now() - state.config.window.duration();
     for (name, w) in [("from1", w1), ("from2", w2)] {
-        if w.from >= complete {
-            return Err(ApiError::bad(
-                name,
-                format!(
-                    "the window has not begun (windows are complete up to {complete:.0}): nothing was counted in it yet"
-                ),
-            ));
-        }
+        begun(name, w, complete)?;
     }
     let mut origins = Vec::new();
     let mut destinations = Vec::new();

@@ -1023,6 +1023,21 @@ async fn flows_over_windows_without_data_say_so() {
         body.contains("from2") && body.contains("has not begun"),
         "{body}"
     );
+    // Distinct visitors of a range that has not begun alike (were 0 with a note).
+    let (status, body) = call(
+        &state,
+        &format!(
+            "/api/v1/distinct?zone=neude&from={later}&to={}",
+            later + SignedDuration::from_mins(30)
+        ),
+        Some(PLANNER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("\"parameter\":\"from\"") && body.contains("has not begun"),
+        "{body}"
+    );
     // Distinct visitors of a range without data say so too.
     let d = json(
         &state,
