@@ -6,9 +6,11 @@
 //! follow arrival order, as MQTT requires. A failed commit keeps the batch and its messages
 //! for the next attempt (unacknowledged, so a restart gets them redelivered).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::store::{Accepted, Batch, Rejected, Store, StoreError};
+use crate::zone::ZoneId;
 
 /// Messages stored per transaction at most. Brokers stop sending once their in-flight window
 /// of unacknowledged messages is full (and we acknowledge only after commit), so batches
@@ -44,8 +46,8 @@ impl<M> Default for Batcher<M> {
 pub struct Committed<M> {
     /// Its messages in arrival order, to acknowledge now.
     pub messages: Vec<M>,
-    /// Whether it stored any sketch (the live board has news).
-    pub sketches: bool,
+    /// The zones it stored sketches of (the live board has news of them).
+    pub zones: BTreeSet<ZoneId>,
 }
 
 impl<M> Batcher<M> {
@@ -102,7 +104,7 @@ impl<M> Batcher<M> {
         self.since = None;
         Committed {
             messages: std::mem::take(&mut self.unacked),
-            sketches: !batch.accepted.is_empty(),
+            zones: batch.accepted.iter().map(|a| a.zone.clone()).collect(),
         }
     }
 }
@@ -155,7 +157,7 @@ mod tests {
         assert_eq!(b.pending.rejects.len(), 3, "unknown names are not stored");
         let done = b.committed();
         assert_eq!(done.messages, ["a", "b", "c", "d"]);
-        assert!(!done.sketches);
+        assert!(done.zones.is_empty());
         assert!(b.is_empty() && b.pending.is_empty() && !b.is_due(t0 + MAX_WAIT));
     }
 

@@ -441,8 +441,8 @@ impl<S: Store> State<S> {
                 for p in &committed.messages {
                     let _ = self.client.try_ack(p);
                 }
-                if committed.sketches {
-                    self.live.news();
+                if !committed.zones.is_empty() {
+                    self.live.news(&committed.zones);
                 }
             }
             Err(e) => {

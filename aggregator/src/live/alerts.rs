@@ -195,7 +195,9 @@ impl RaisedLevels {
     /// Until the service has `settled` (run for the silence limit), silence is not
     /// announced: it is the aggregator's own absence (a restart, an upgrade), which the
     /// sensors' outboxes make up for, not the sensors' (state-based suppression, as alarm
-    /// management practice asks: ANSI/ISA-18.2). A stale alert is dated when the latest
+    /// management practice asks: ANSI/ISA-18.2); nor while the zone's sensors deliver old
+    /// windows (`settled` false then too: they are behind, not silent). A stale alert is
+    /// dated when the latest
     /// window became older than the silence `limit`, a recovery at the window that came back.
     pub fn staleness(
         &mut self,

@@ -9,10 +9,11 @@ pub mod alerts;
 pub mod evaluation;
 pub mod flow;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 
@@ -20,6 +21,7 @@ use crate::config::AggregatorConfig;
 use crate::metrics::Metrics;
 use crate::people::Floors;
 use crate::store::{Alert, Store};
+use crate::zone::ZoneId;
 
 pub use alerts::RaisedLevels;
 pub(crate) use evaluation::level_name;
@@ -65,6 +67,9 @@ pub struct LiveBoard {
     raised: Arc<std::sync::Mutex<RaisedLevels>>,
     /// When the first evaluation ran: silence is announced only a silence limit later.
     started: Arc<std::sync::OnceLock<Timestamp>>,
+    /// When sketches of each zone last arrived (zone id -> arrival): sensors that deliver
+    /// old windows (an outbox draining, history being written) are behind, not silent.
+    arrived: Arc<std::sync::Mutex<BTreeMap<String, Timestamp>>>,
 }
 
 impl Default for LiveBoard {
@@ -76,6 +81,7 @@ impl Default for LiveBoard {
             floors: Floors::default(),
             raised: Arc::default(),
             started: Arc::default(),
+            arrived: Arc::default(),
         }
     }
 }
@@ -128,13 +134,16 @@ impl LiveBoard {
         }
         let now = zones.first().map_or_else(Timestamp::now, |z| z.updated_at);
         let started = *self.started.get_or_init(|| now);
-        let settled = now >= started + silence_limit(config);
+        let limit = silence_limit(config);
+        let settled = now >= started + limit;
         for z in &zones {
             let old = before.iter().find(|b| b.id == z.id);
             if let Some(zone) = config.zones.values().find(|c| c.id.as_str() == z.id) {
                 let mut due = Vec::new();
                 if let Ok(mut raised) = self.raised.lock() {
-                    due.extend(raised.staleness(z, zone, settled, silence_limit(config)));
+                    // Its sensors deliver, if old windows: behind, not silent.
+                    let silent_for_real = settled && !self.delivering(&z.id, now, limit);
+                    due.extend(raised.staleness(z, zone, silent_for_real, limit));
                     due.extend(raised.step(z, zone));
                     due.extend(raised.stop_and_go(z, zone));
                 }
@@ -159,8 +168,21 @@ impl LiveBoard {
 
     /// Says that sketches were committed: the board is re-evaluated shortly, not at its next
     /// tick, so a window's numbers reach the screens about [`GATHER`] after they are stored.
-    pub fn news(&self) {
+    pub fn news(&self, zones: &BTreeSet<ZoneId>) {
+        if let Ok(mut arrived) = self.arrived.lock() {
+            let now = Timestamp::now();
+            for z in zones {
+                arrived.insert(z.to_string(), now);
+            }
+        }
         self.news.notify_one();
+    }
+
+    /// Whether sketches of `zone` arrived within `limit` of `now`.
+    fn delivering(&self, zone: &str, now: Timestamp, limit: SignedDuration) -> bool {
+        self.arrived
+            .lock()
+            .is_ok_and(|a| a.get(zone).is_some_and(|t| *t + limit > now))
     }
 
     /// Re-evaluates after [`LiveBoard::news`] and every [`EVALUATE_EVERY`] until the task is
