@@ -20,6 +20,21 @@ function acknowledged(a) {
 
 const ARROWS = { rising: '↑', falling: '↓', steady: '→' };
 
+/** A whole number with its sign ("+3", "-2", "0"). */
+function signed(v) {
+  const r = Math.round(v);
+  return r > 0 ? `+${r}` : String(r);
+}
+
+/**
+ * A density's 95 % bounds, to one decimal, or two where one would show an interval of
+ * nothing ("0.5–0.5" reads as certain).
+ */
+function densityBounds(c) {
+  const digits = c.lower.toFixed(1) === c.upper.toFixed(1) ? 2 : 1;
+  return `${c.lower.toFixed(digits)}–${c.upper.toFixed(digits)}`;
+}
+
 export class LiveView {
   constructor(root, plan) {
     this.root = root;
@@ -125,7 +140,7 @@ export class LiveView {
     card.querySelector('.devices').innerHTML =
       `<b>${count(z.total_devices)}</b> devices (${bounds(z.total_devices)}) in ${mins(z.window_min)} min${trend}`;
     card.querySelector('.density').textContent = z.density
-      ? `density ${density(z.density)} (${z.density.lower.toFixed(1)}–${z.density.upper.toFixed(1)}) on ${Math.round(z.area_m2).toLocaleString('en-GB')} m²`
+      ? `density ${density(z.density)} (${densityBounds(z.density)}) on ${Math.round(z.area_m2).toLocaleString('en-GB')} m²`
       : 'density: no calibration for this zone';
     const flow = card.querySelector('.flow');
     flow.hidden = !z.flow;
@@ -135,7 +150,9 @@ export class LiveView {
       // not shown as a number: a crew would read any number as one.
       const n = (o) => (o == null || o.unreliable ? '—' : count(perMin(o)));
       const rate = f.net_people_per_min == null ? null : perShownMinute(f.net_people_per_min);
-      const net = rate == null ? '' : ` · net ${rate >= 0 ? '+' : ''}${Math.round(rate)}/min`;
+      // With its interval: a rate without one reads as sure.
+      const span = f.net_lower == null ? '' : ` (${signed(perShownMinute(f.net_lower))} to ${signed(perShownMinute(f.net_upper))})`;
+      const net = rate == null ? '' : ` · net ${signed(rate)}/min${span}`;
       const full = f.minutes_to_capacity == null
         ? ''
         : f.minutes_to_capacity === 0 ? ' · <b>at capacity</b>' : ` · full in ~${mins(f.minutes_to_capacity)} min`;
