@@ -4,6 +4,7 @@
 //! every file under --data, no device address in any of them or in the output, and Ctrl-C
 //! stops everything cleanly.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,22 +18,26 @@ use crowdflow_tests::{
 use jiff::Timestamp;
 use serde_json::Value;
 
+/// The README's demo command in `dir` with its data under `data`, on free ports (returned:
+/// HTTP, MQTT), with `extra` options.
+fn demo_command(dir: &Path, data: &Path, extra: &[&str]) -> (Command, u16, u16) {
+    let (http, mqtt) = (free_port(), free_port());
+    let mut command = Command::new(workspace_binary("crowdflow-demo"));
+    command
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--mqtt-port", &mqtt.to_string()])
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .current_dir(dir);
+    (command, http, mqtt)
+}
+
 #[test]
 fn the_demo_goes_live_mid_event_with_true_people_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("demo-data");
-    let (http, mqtt) = (free_port(), free_port());
-    let mut command = Command::new(workspace_binary("crowdflow-demo"));
-    command
-        .args([
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--data",
-        ])
-        .arg(&data)
-        .current_dir(dir.path());
+    let (command, http, mqtt) = demo_command(dir.path(), &data, &[]);
     let started = Instant::now();
     let mut demo = Proc::spawn_capturing(command, "demo");
     assert!(
@@ -209,22 +214,8 @@ fn wait_for_output(demo: &Proc, needle: &str, seconds: u64) -> String {
 fn fast_forwarded_the_demo_calibrates_on_its_own_minutes_and_keeps_people_true() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("demo-data");
-    let (http, mqtt) = (free_port(), free_port());
-    let mut command = Command::new(workspace_binary("crowdflow-demo"));
-    command
-        .args([
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--speed",
-            "10",
-            "--start",
-            "11:00",
-            "--data",
-        ])
-        .arg(&data)
-        .current_dir(dir.path());
+    let (command, http, _) =
+        demo_command(dir.path(), &data, &["--speed", "10", "--start", "11:00"]);
     let demo = Proc::spawn_capturing(command, "demo");
     let out = wait_for_output(&demo, &format!("http://127.0.0.1:{http}/"), 600);
     assert!(

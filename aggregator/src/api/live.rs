@@ -198,7 +198,9 @@ fn body_error(e: &JsonRejection) -> ApiError {
         .map(|(path, _)| path)
         .filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
     // Both echo what the client sent: bounded.
-    let field: Option<String> = missing.or(invalid).map(|f| f.chars().take(64).collect());
+    let field: Option<String> = missing
+        .or(invalid)
+        .map(|f| f.chars().take(super::QUOTED_MAX).collect());
     let text: String = text.chars().take(300).collect();
     ApiError::bad(field.as_deref().unwrap_or("body"), text)
 }

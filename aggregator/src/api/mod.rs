@@ -131,6 +131,18 @@ impl ApiError {
         }
     }
 
+    /// 400 for a parameter whose `name` the client chose (unknown, repeated): quoted and
+    /// bounded, as everything an error echoes.
+    fn bad_name(name: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            parameter: Some(name.chars().take(QUOTED_MAX).collect()),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{} {message}", quoted(name)),
+            )
+        }
+    }
+
     /// 400 for parameter `name`.
     pub fn bad(name: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError {
@@ -185,16 +197,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams {
         let mut params = Params::with_capacity(pairs.len());
         for (name, value) in pairs {
             if params.contains_key(&name) {
-                let shown = quoted(&name);
-                return Err(ApiError {
-                    parameter: Some(name.chars().take(64).collect()),
-                    ..ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "{shown} is given twice: give it once (zones as one comma-separated list)"
-                        ),
-                    )
-                });
+                return Err(ApiError::bad_name(
+                    &name,
+                    "is given twice: give it once (zones as one comma-separated list)",
+                ));
             }
             params.insert(name, value);
         }
@@ -250,12 +256,15 @@ pub fn query_token_allowed(uri: &Uri) -> bool {
     }
 }
 
-/// What a client sent, to quote in an error: at most 64 characters, then how long it was.
+/// Characters of what a client sent that an error echoes.
+const QUOTED_MAX: usize = 64;
+
+/// What a client sent, to quote in an error: at most [`QUOTED_MAX`] characters, then how
+/// long it was.
 fn quoted(text: &str) -> String {
-    const SHOWN: usize = 64;
-    let shown: String = text.chars().take(SHOWN).collect();
+    let shown: String = text.chars().take(QUOTED_MAX).collect();
     match text.chars().count() {
-        n if n > SHOWN => format!("{shown:?}... ({n} characters)"),
+        n if n > QUOTED_MAX => format!("{shown:?}... ({n} characters)"),
         _ => format!("{shown:?}"),
     }
 }
@@ -270,21 +279,16 @@ fn only(params: &Params, known: &[&str]) -> Result<(), ApiError> {
         .filter(|k| *k != "token" && !known.contains(k))
         .collect();
     unknown.sort_unstable();
-    let Some(name) = unknown.first() else {
-        return Ok(());
-    };
-    let takes = match known {
-        [] => "none".to_owned(),
-        _ => known.join(", "),
-    };
-    let quoted = quoted(name);
-    Err(ApiError {
-        parameter: Some(name.chars().take(64).collect()),
-        ..ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{quoted} is not a parameter of this endpoint (it takes: {takes})"),
-        )
-    })
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => Err(ApiError::bad_name(
+            name,
+            format!(
+                "is not a parameter of this endpoint (it takes: {})",
+                known.join(", ")
+            ),
+        )),
+    }
 }
 
 fn timestamp(params: &Params, name: &str) -> Result<Timestamp, ApiError> {

@@ -77,7 +77,7 @@ pub(in crate::api) async fn distinct<S: Store>(
         .iter()
         .map(|(kind, unions)| (*kind, query::count(unions)))
         .collect();
-    let empty = stored.values().all(BTreeMap::is_empty);
+    let empty = nothing_stored(&stored);
     let minutes: Vec<Count> =
         people::per_minute(&state.store, z, state.live.floors(), r.from, r.to)
             .await?
@@ -108,6 +108,11 @@ fn begun(name: &str, r: Range, complete: Timestamp) -> Result<(), ApiError> {
             floor_minute(complete)
         ),
     ))
+}
+
+/// Whether a range's unions (per kind, per salt) hold nothing: no sketch stored in it.
+fn nothing_stored(unions: &BTreeMap<Kind, PerSalt>) -> bool {
+    unions.values().all(BTreeMap::is_empty)
 }
 
 async fn unions(
@@ -208,9 +213,7 @@ pub(in crate::api) async fn flows<S: Store>(
         .into_iter()
         .enumerate()
     {
-        empty[i] = sides
-            .iter()
-            .all(|kinds| kinds.values().all(BTreeMap::is_empty));
+        empty[i] = sides.iter().all(nothing_stored);
         notes.extend(range_notes(name, w, empty[i], complete));
     }
     if w2.from < w1.from {
@@ -310,7 +313,7 @@ pub(in crate::api) async fn dwell<S: Store>(
         ));
     }
     let (a, b) = (unions(&state, z, r).await?, unions(&state, z, later).await?);
-    let stored = |u: &BTreeMap<Kind, PerSalt>| u.values().any(|p| !p.is_empty());
+    let (first_empty, later_empty) = (nothing_stored(&a), nothing_stored(&b));
     let devices = count_all_kinds(&a);
     let still = overlap_all_kinds(&a, &b);
     let ratio = |n: f64, d: f64| (d > 0.0).then(|| (n / d).clamp(0.0, 1.0));
@@ -325,12 +328,12 @@ pub(in crate::api) async fn dwell<S: Store>(
         share_lower: share.map(|_| ratio(still.lower, devices.upper).unwrap_or(0.0)),
         share_upper: share.map(|_| ratio(still.upper, devices.lower).unwrap_or(1.0)),
         // Nothing stored in a window is nothing known, not nobody: no figure stands on it.
-        unreliable: still.unreliable || !stored(&a) || !stored(&b),
-        note: if !stored(&a) || !stored(&b) {
-            let (which, w) = if stored(&a) {
-                ("later", later)
-            } else {
+        unreliable: still.unreliable || first_empty || later_empty,
+        note: if first_empty || later_empty {
+            let (which, w) = if first_empty {
                 ("first", r)
+            } else {
+                ("later", later)
             };
             Some(format!(
                 "no stored data in the {which} window ({} to {}): its zeros mean nothing known, not nobody",
