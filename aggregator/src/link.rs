@@ -47,6 +47,8 @@ pub struct Endpoint {
     pub tls: Option<TlsFiles>,
     /// User name and password, if the broker wants them.
     pub account: Option<(String, String)>,
+    /// The MQTT client id the aggregator's persistent session lives under.
+    pub client_id: String,
     /// The embedded broker, when configured: it runs as long as this is kept.
     pub embedded: Option<EmbeddedBroker>,
 }
@@ -116,6 +118,8 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
                 port: broker.local().port(),
                 tls: None,
                 account,
+                // The embedded broker binds this id to the aggregator's account itself.
+                client_id: config.broker.client_id.clone(),
                 embedded: Some(broker),
             })
         }
@@ -123,6 +127,11 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
             host: host.clone(),
             port: *port,
             tls: tls.clone(),
+            // Mosquitto cannot bind a client id to an account: one keyed by the password.
+            client_id: mqtt::session_client_id(
+                &config.broker.client_id,
+                account.as_ref().map(|(_, p)| p.as_str()),
+            ),
             account,
             embedded: None,
         }),
@@ -130,12 +139,8 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
 }
 
 /// A client for `endpoint` with a persistent session and manual acknowledgements.
-pub fn connect(config: &AggregatorConfig, endpoint: Endpoint) -> (AsyncClient, EventLoop) {
-    let mut options = MqttOptions::new(
-        config.broker.client_id.clone(),
-        endpoint.host,
-        endpoint.port,
-    );
+pub fn connect(endpoint: Endpoint) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(endpoint.client_id, endpoint.host, endpoint.port);
     options
         .set_keep_alive(Duration::from_secs(15))
         .set_clean_session(false)

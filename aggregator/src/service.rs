@@ -119,7 +119,7 @@ pub async fn run<S: Store>(
     let broker = format!("{}:{}", endpoint.host, endpoint.port);
     let mut ingest = Validator::new(config.clone(), metrics.clone());
     let salts = salt_protocol(&config, &store, &mut ingest, signing).await?;
-    let (client, events) = link::connect(&config, endpoint);
+    let (client, events) = link::connect(endpoint);
     let mut state = State {
         config,
         store,

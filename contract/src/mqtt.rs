@@ -14,6 +14,51 @@ pub fn use_tls(options: &mut MqttOptions, tls: &TlsFiles) {
     options.set_transport(Transport::tls(tls.ca.clone(), tls.client.clone(), None));
 }
 
+/// The client id a session lives under: `name`, then 64 bits keyed by the account's
+/// password (`name-0123456789abcdef`).
+///
+/// MQTT hands a session to whoever connects with its id, and Mosquitto's ACL cannot bind an
+/// id to an account: any sensor's account could take over the aggregator's persistent
+/// session (pushing it off and dropping the sketches queued for it) or push another sensor
+/// off the broker. Nobody without the password can compute this id, and brokers never show
+/// client ids to other clients. Stable across restarts, so a broker's queue survives them;
+/// a new password starts a new session. Without a password the broker lets anyone do
+/// anything, and `name` is used as it is. The embedded broker binds ids to accounts itself
+/// and accepts both forms.
+pub fn session_client_id(name: &str, password: Option<&str>) -> String {
+    let Some(password) = password else {
+        return name.to_owned();
+    };
+    let key = blake3::derive_key(
+        "crowdflow 2026-12 MQTT session client id",
+        password.as_bytes(),
+    );
+    let mac = blake3::keyed_hash(&key, name.as_bytes());
+    let suffix: String = mac.as_bytes()[..SESSION_SUFFIX_BYTES]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{name}-{suffix}")
+}
+
+/// Bytes of the key-derived suffix of [`session_client_id`] (hex digits: twice as many).
+pub const SESSION_SUFFIX_BYTES: usize = 8;
+
+/// `client_id` without the suffix [`session_client_id`] adds, if it has one.
+pub fn session_name(client_id: &str) -> &str {
+    match client_id.rsplit_once('-') {
+        Some((name, suffix))
+            if suffix.len() == 2 * SESSION_SUFFIX_BYTES
+                && suffix
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            name
+        }
+        _ => client_id,
+    }
+}
+
 /// One event of the broker connection.
 pub type BrokerEvent = Result<Event, ConnectionError>;
 
@@ -51,4 +96,41 @@ pub async fn flush_until_disconnect(events: &mut Receiver<BrokerEvent>) {
         }
     }
     while let Some(Ok(_)) = events.recv().await {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{session_client_id, session_name};
+
+    #[test]
+    fn a_session_id_is_keyed_by_the_password_and_stable() {
+        let id = session_client_id("crowdflow-aggregator-1", Some("pw-1"));
+        assert_eq!(
+            id,
+            session_client_id("crowdflow-aggregator-1", Some("pw-1"))
+        );
+        assert!(id.starts_with("crowdflow-aggregator-1-"), "{id}");
+        assert_eq!(id.len(), "crowdflow-aggregator-1-".len() + 16);
+        assert_ne!(
+            id,
+            session_client_id("crowdflow-aggregator-1", Some("pw-2"))
+        );
+        assert_ne!(
+            id,
+            session_client_id("crowdflow-aggregator-2", Some("pw-1"))
+        );
+        assert_eq!(
+            session_client_id("crowdflow-agent-s1", None),
+            "crowdflow-agent-s1"
+        );
+        assert_eq!(session_name(&id), "crowdflow-aggregator-1");
+        assert_eq!(
+            session_name("crowdflow-agent-gate-1"),
+            "crowdflow-agent-gate-1"
+        );
+        assert_eq!(
+            session_name("crowdflow-agent-gate-0123456789ABCDEF"),
+            "crowdflow-agent-gate-0123456789ABCDEF"
+        );
+    }
 }

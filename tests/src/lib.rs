@@ -8,6 +8,7 @@ pub mod capture;
 pub mod gate;
 pub mod key;
 pub mod salt;
+pub mod shipped_mosquitto;
 pub mod stored;
 
 use std::io::Read as _;

@@ -3,138 +3,15 @@
 //! can publish only as itself and cannot read sketches, sketches survive a broker restart
 //! and the salt never reaches the broker's disk; a real agent and aggregator work through it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crowdflow_aggregator::store::{Resolution, SqliteStore};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_tests::capture::{Probe, write_probes};
-use crowdflow_tests::{Mosquitto, free_port, run_binary, runtime, stored};
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, Transport,
-};
-
-fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto")
-}
-
-fn script(args: &[&str]) -> String {
-    let out = Command::new("bash").args(args).output().expect("bash runs");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Creates `id`'s account with add-sensor.sh and returns the password it printed.
-fn account(passwd: &Path, id: &str) -> String {
-    let out = script(&[
-        &deploy().join("add-sensor.sh").display().to_string(),
-        &passwd.display().to_string(),
-        id,
-    ]);
-    out.split_once(": ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .expect("password printed")
-        .to_owned()
-}
-
-fn open_up(path: &Path, mode: u32) {
-    let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode));
-}
-
-struct Broker {
-    dir: PathBuf,
-    conf: PathBuf,
-    port: u16,
-    ca: Vec<u8>,
-    passwords: Vec<(String, String)>,
-}
-
-impl Broker {
-    fn new(dir: &Path) -> Broker {
-        let certs = dir.join("certs");
-        script(&[
-            &deploy().join("make-ca.sh").display().to_string(),
-            &certs.display().to_string(),
-            "127.0.0.1",
-        ]);
-        let passwd = dir.join("crowdflow.passwd");
-        let passwords = ["crowdflow-aggregator", "gate-1", "gate-2"]
-            .iter()
-            .map(|id| (id.to_string(), account(&passwd, id)))
-            .collect();
-        let persist = dir.join("persist");
-        std::fs::create_dir_all(&persist).expect("persist dir");
-        // Mosquitto started as root reads its files as the mosquitto user.
-        open_up(dir, 0o755);
-        open_up(&certs, 0o755);
-        open_up(&persist, 0o777);
-        for entry in std::fs::read_dir(&certs).expect("certs") {
-            open_up(&entry.expect("entry").path(), 0o644);
-        }
-        open_up(&passwd, 0o644);
-        let port = free_port();
-        let shipped = std::fs::read_to_string(deploy().join("crowdflow.conf")).expect("conf");
-        let conf_text = shipped
-            .replace(
-                "/etc/mosquitto/crowdflow.passwd",
-                &passwd.display().to_string(),
-            )
-            .replace(
-                "/etc/mosquitto/crowdflow.acl",
-                &deploy().join("crowdflow.acl").display().to_string(),
-            )
-            .replace("/etc/mosquitto/certs", &certs.display().to_string())
-            .replace("/var/lib/mosquitto/", &format!("{}/", persist.display()))
-            .replace("listener 8883", &format!("listener {port} 127.0.0.1"));
-        assert_ne!(conf_text, shipped);
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, conf_text).expect("write conf");
-        open_up(&conf, 0o644);
-        Broker {
-            dir: dir.to_owned(),
-            conf,
-            port,
-            ca: std::fs::read(certs.join("ca.pem")).expect("ca"),
-            passwords,
-        }
-    }
-
-    fn start(&self) -> Mosquitto {
-        Mosquitto::start_conf(&self.conf, self.port)
-    }
-
-    fn password(&self, user: &str) -> String {
-        self.passwords
-            .iter()
-            .find(|(u, _)| u == user)
-            .map(|(_, p)| p.clone())
-            .expect("account")
-    }
-
-    fn client(
-        &self,
-        id: &str,
-        user: Option<&str>,
-        tls: bool,
-        clean: bool,
-    ) -> (AsyncClient, EventLoop) {
-        let mut options = MqttOptions::new(id, "127.0.0.1", self.port);
-        options.set_clean_session(clean);
-        if tls {
-            options.set_transport(Transport::tls(self.ca.clone(), None, None));
-        }
-        if let Some(user) = user {
-            options.set_credentials(user, self.password(user));
-        }
-        AsyncClient::new(options, 64)
-    }
-}
+use crowdflow_tests::shipped_mosquitto::ShippedMosquitto;
+use crowdflow_tests::{run_binary, runtime, stored};
+use rumqttc::{ConnectReturnCode, Event, EventLoop, Packet, QoS};
 
 /// The CONNACK code, or None when the connection failed before one.
 async fn connack(events: &mut EventLoop) -> Option<ConnectReturnCode> {
@@ -174,7 +51,7 @@ async fn received(events: &mut EventLoop, wait: Duration) -> Vec<(String, Vec<u8
 #[test]
 fn the_shipped_broker_config_enforces_tls_accounts_and_the_acl() {
     let dir = tempfile::tempdir().expect("tmp");
-    let broker = Broker::new(dir.path());
+    let broker = ShippedMosquitto::new(dir.path(), &["crowdflow-aggregator", "gate-1", "gate-2"]);
     let mut mosquitto = broker.start();
     let runtime = runtime();
     runtime.block_on(async {
@@ -394,7 +271,7 @@ fn the_shipped_broker_config_enforces_tls_accounts_and_the_acl() {
 #[test]
 fn agent_and_aggregator_work_through_the_shipped_broker_config() {
     let dir = tempfile::tempdir().expect("tmp");
-    let broker = Broker::new(dir.path());
+    let broker = ShippedMosquitto::new(dir.path(), &["crowdflow-aggregator", "gate-1", "gate-2"]);
     let _mosquitto = broker.start();
     let ca = dir.path().join("certs/ca.pem");
     let aggregator_cfg = dir.path().join("aggregator.toml");

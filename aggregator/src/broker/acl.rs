@@ -54,6 +54,17 @@ impl Acl {
     /// sensor could take over the aggregator's session and receive its queued sketches, or
     /// push another sensor off the broker.
     pub fn may_use_client_id(&self, role: &Role, client_id: &str) -> bool {
+        // Clients with a password add a suffix keyed by it (for Mosquitto, which cannot bind
+        // ids): the id is judged with and without it, and must pass both ways.
+        let stripped = crowdflow_contract::mqtt::session_name(client_id);
+        [client_id, stripped]
+            .iter()
+            .all(|id| self.may_use_name(role, id))
+            || (stripped != client_id && self.names_only(role, stripped))
+    }
+
+    /// The rule for one reading of a client id.
+    fn may_use_name(&self, role: &Role, client_id: &str) -> bool {
         let named = ["crowdflow-agent-", "crowdflow-selfcheck-"]
             .iter()
             .find_map(|prefix| client_id.strip_prefix(prefix));
@@ -63,6 +74,17 @@ impl Acl {
                 client_id != self.aggregator_client_id
                     && named.is_none_or(|named| named == id.as_str())
             }
+        }
+    }
+
+    /// Whether a suffixed id names exactly `role`'s own session (`crowdflow-agent-ID-…` for
+    /// sensor ID), which its unsuffixed reading (naming a sensor `ID-…`) would refuse.
+    fn names_only(&self, role: &Role, stripped: &str) -> bool {
+        match role {
+            Role::Aggregator => stripped == self.aggregator_client_id,
+            Role::Sensor(id) => ["crowdflow-agent-", "crowdflow-selfcheck-"]
+                .iter()
+                .any(|prefix| stripped.strip_prefix(prefix) == Some(id.as_str())),
         }
     }
 
@@ -237,6 +259,9 @@ mod tests {
         let acl = acl();
         let me = sensor("gate-1");
         assert!(acl.may_use_client_id(&me, "crowdflow-agent-gate-1"));
+        assert!(acl.may_use_client_id(&me, "crowdflow-agent-gate-1-0123456789abcdef"));
+        assert!(!acl.may_use_client_id(&me, "crowdflow-agent-gate-2-0123456789abcdef"));
+        assert!(!acl.may_use_client_id(&me, "crowdflow-aggregator-1-0123456789abcdef"));
         assert!(acl.may_use_client_id(&me, "crowdflow-selfcheck-gate-1"));
         assert!(acl.may_use_client_id(&me, "anything-else"));
         assert!(!acl.may_use_client_id(&me, "crowdflow-agent-gate-2"));
