@@ -30,7 +30,8 @@ use crate::salt::{
     Action, Drawn, Leadership, Recovery, SaltAuthority, SaltProtocol, Signing, key_file,
 };
 use crate::store::{Rejected, Store, StoreError};
-use crowdflow_contract::log_limit::LogLimit;
+use crowdflow_contract::log_limit::{self, LogLimit};
+use tracing::Instrument;
 
 /// How far back stored salt fingerprints are loaded at start (sketches of ended epochs
 /// still arrive from agents' outboxes).
@@ -97,8 +98,18 @@ const ANSWER_EVERY: Duration = Duration::from_millis(250);
 /// Sensors remembered for [`ANSWER_EVERY`]; past this the memory starts over.
 const ANSWERED_MAX: usize = 10_000;
 
-/// Runs the aggregator until `shutdown` completes.
+/// Runs the aggregator until `shutdown` completes; its log lines carry
+/// `aggregator{authority=...}` (the demo logs its agents beside it).
 pub async fn run<S: Store>(
+    config: Arc<AggregatorConfig>,
+    store: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let span = tracing::info_span!("aggregator", authority = %config.authority_id);
+    serve(config, store, shutdown).instrument(span).await
+}
+
+async fn serve<S: Store>(
     config: Arc<AggregatorConfig>,
     store: S,
     shutdown: impl Future<Output = ()>,
@@ -136,6 +147,8 @@ pub async fn run<S: Store>(
     tracing::info!(%broker, "aggregator running");
     let (mut events, pump) = mqtt::pump(events);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
+    // The link retries every second for as long as the broker is away: one line a minute.
+    let broker_log = LogLimit::new("broker connection failures", 1, log_limit::WINDOW);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -143,10 +156,15 @@ pub async fn run<S: Store>(
                 Ok(event) => state.on_event(event).await,
                 Err(e) => {
                     state.metrics.broker_connected.set(0);
-                    tracing::warn!("broker connection: {e}");
+                    if broker_log.allow("broker", Instant::now()) {
+                        tracing::warn!(%broker, "cannot use the broker: {}; retrying every second", mqtt::connection_error_text(&e));
+                    }
                 }
             },
-            _ = tick.tick() => state.on_tick().await?,
+            _ = tick.tick() => {
+                broker_log.flush(Instant::now());
+                state.on_tick().await?;
+            }
             () = &mut shutdown => break,
         }
     }
@@ -279,7 +297,7 @@ impl<S: Store> State<S> {
                     }
                 }
                 self.metrics.broker_connected.set(1);
-                tracing::info!("connected to the broker");
+                tracing::info!("aggregator connected to the broker");
             }
             Event::Incoming(Packet::Publish(p)) => self.on_publish(p).await,
             _ => {}
@@ -348,19 +366,23 @@ impl<S: Store> State<S> {
         if self.answered.len() >= ANSWERED_MAX {
             self.answered.clear();
         }
-        let known = self.config.sensors.contains_key(&sensor);
+        let listed = self.config.sensors.get(&sensor).map(|s| s.kinds.clone());
+        let known = listed.is_some();
         if !known && self.reject_log.allow("unknown_sensor", now) {
             tracing::warn!(
                 sensor = %sensor,
                 "a sensor this aggregator does not know asked for the salt: its sketches will be rejected until [[sensors]] lists it"
             );
         }
-        let answer = SaltAnswer::new(
+        let mut answer = SaltAnswer::new(
             sensor.clone(),
             known,
             &self.config.authority_id,
             Timestamp::now(),
         );
+        if let Some(kinds) = listed {
+            answer = answer.accepting(kinds);
+        }
         let _ = self.client.try_publish(
             topics.salt_answer(&sensor),
             QoS::AtMostOnce,

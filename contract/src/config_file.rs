@@ -66,6 +66,20 @@ pub fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>
     }
 }
 
+/// What is wrong with a password from a config file or the environment, if anything: empty,
+/// or one of the placeholders the shipped examples carry (`change-me`, `change-me-neude-01`,
+/// `changeme`, `...`), which would leave an account open to anyone who read the examples.
+pub fn password_problem(password: &str) -> Option<String> {
+    let p = password.trim().to_ascii_lowercase();
+    if p.is_empty() {
+        Some("is empty".into())
+    } else if p.starts_with("change-me") || p.starts_with("changeme") || p == "..." {
+        Some(format!("{password:?} is the example config's placeholder"))
+    } else {
+        None
+    }
+}
+
 /// Where a broker listens, from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{ConnectionError, Event, EventLoop, MqttOptions, Transport};
+use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Transport};
 use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 
@@ -56,6 +56,28 @@ pub fn session_name(client_id: &str) -> &str {
             name
         }
         _ => client_id,
+    }
+}
+
+/// A CONNACK return code in MQTT 3.1.1's words (section 3.2.2.3), for logs and checks.
+pub fn connack_text(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::Success => "connection accepted",
+        ConnectReturnCode::RefusedProtocolVersion => "unacceptable protocol version",
+        ConnectReturnCode::BadClientId => "identifier rejected",
+        ConnectReturnCode::ServiceUnavailable => "server unavailable",
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+        ConnectReturnCode::NotAuthorized => "not authorized",
+    }
+}
+
+/// A connection failure in words: a refused CONNACK by its code's name, else the error.
+pub fn connection_error_text(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {}", connack_text(*code))
+        }
+        e => e.to_string(),
     }
 }
 

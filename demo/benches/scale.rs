@@ -16,7 +16,9 @@
 //! of the aggregator process and of this process (13 agents plus the simulator).
 //!
 //! Soak: `CROWDFLOW_SCALE_SECONDS=3600` runs the system phase for an hour and prints the
-//! aggregator's RSS at the end of every real minute (it should be flat after warm-up).
+//! RSS of the aggregator and of this process (agents and simulator) at the end of every real
+//! minute (both should be flat after warm-up; the simulator builds each simulated day's
+//! crowd anew, so this process steps at each day's start).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -165,8 +167,9 @@ struct System {
     aggregator_rss: f64,
     agents_rss: f64,
     busiest: f64,
-    /// The aggregator's RSS at the end of each real minute (the soak's flatness check).
-    rss_by_minute: Vec<f64>,
+    /// The aggregator's and this process's (agents and simulator) RSS at the end of each
+    /// real minute (the soak's flatness check).
+    rss_by_minute: Vec<(f64, f64)>,
 }
 
 fn system_phase(dir: &Path, seconds: u64) -> System {
@@ -232,7 +235,7 @@ fn system_phase(dir: &Path, seconds: u64) -> System {
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(100));
         if started.elapsed() >= Duration::from_secs(60 * (rss_by_minute.len() as u64 + 1)) {
-            rss_by_minute.push(rss_mib(aggregator.id()));
+            rss_by_minute.push((rss_mib(aggregator.id()), rss_mib(std::process::id())));
         }
         let Some(body) = get(http, "/api/v1/zones") else {
             continue;
@@ -349,10 +352,10 @@ fn main() {
     );
     if system.rss_by_minute.len() > 1 {
         println!();
-        println!("| real minute | aggregator RSS |");
-        println!("|---|---|");
-        for (minute, rss) in system.rss_by_minute.iter().enumerate() {
-            println!("| {} | {rss:.1} MiB |", minute + 1);
+        println!("| real minute | aggregator RSS | agents + simulator RSS |");
+        println!("|---|---|---|");
+        for (minute, (aggregator, agents)) in system.rss_by_minute.iter().enumerate() {
+            println!("| {} | {aggregator:.1} MiB | {agents:.1} MiB |", minute + 1);
         }
     }
 }

@@ -26,8 +26,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         config.source.kinds(),
         config.policy.min_rssi,
     );
-    start_capture(&config, &counter);
     let span = sensor_span(&config.sensor_id);
+    span.in_scope(|| start_capture(&config, &counter));
     publish(Publishing::of(&config), counter, shutdown)
         .instrument(span)
         .await

@@ -310,15 +310,15 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldE
         raw.client_key_file.as_deref(),
     )?;
     if password_env.is_none()
-        && let Some(placeholder) = raw
+        && let Some(problem) = raw
             .password
             .as_deref()
-            .filter(|p| is_placeholder_password(p))
+            .and_then(config_file::password_problem)
     {
         return Err((
             "broker.password",
             format!(
-                "{placeholder:?} is the example config's placeholder: put this sensor's broker password in {PASSWORD_ENV} (see docs/installing-a-sensor.md, step 2) or here"
+                "{problem}: put this sensor's broker password in {PASSWORD_ENV} (see docs/installing-a-sensor.md, step 2) or here"
             ),
         ));
     }
@@ -330,6 +330,15 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldE
                 address.host,
                 documentation_domain(&address.host).unwrap_or("example.org")
             ),
+        ));
+    }
+    if let Some(problem) = password_env
+        .as_deref()
+        .and_then(config_file::password_problem)
+    {
+        return Err((
+            "broker.password",
+            format!("{PASSWORD_ENV} {problem}: put this sensor's broker password there"),
         ));
     }
     let password = password_env.or(raw.password);
@@ -351,12 +360,6 @@ fn broker(raw: RawBroker, password_env: Option<String>) -> Result<Broker, FieldE
         topics,
         tls,
     })
-}
-
-/// Passwords the shipped examples use as placeholders (deploy/agent/agent.example.toml).
-fn is_placeholder_password(password: &str) -> bool {
-    let p = password.trim().to_ascii_lowercase();
-    p.starts_with("change-me") || p.starts_with("changeme") || p == "..."
 }
 
 /// The second-level domains RFC 2606 reserves for documentation, which the examples use.

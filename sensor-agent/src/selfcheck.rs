@@ -7,7 +7,8 @@ use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
 
-use crowdflow_contract::wire::{SaltAnnouncement, SaltAnswer};
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::wire::{SaltAnnouncement, SaltAnswer, SensorId};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, Packet, QoS};
 
@@ -52,7 +53,14 @@ fn fail(name: &'static str, detail: impl Into<String>) -> Check {
 
 /// Runs every check; the broker and salt checks take up to `timeout` each.
 pub async fn run(config: &AgentConfig, timeout: Duration) -> Vec<Check> {
-    let mut checks = vec![clock(), capture(&config.source), outbox(&config.outbox_dir)];
+    let mut checks = vec![
+        clock(),
+        capture(&config.source),
+        outbox(&config.outbox_dir, &config.sensor_id),
+    ];
+    if let Some(addr) = config.metrics_listen {
+        checks.push(metrics(addr));
+    }
     let broker = broker_and_salt(config, timeout).await;
     checks.extend(broker);
     checks
@@ -150,7 +158,7 @@ fn first_packet(path: &Path) -> Result<(), String> {
 /// Checks the outbox directory without changing the system: nothing is created or written.
 /// A directory that does not exist yet passes if the agent could create it (its nearest
 /// existing ancestor is writable for this user), as it does at its first start.
-fn outbox(dir: &Path) -> Check {
+fn outbox(dir: &Path, sensor: &SensorId) -> Check {
     let fix = "create it and give the agent's user write access (the systemd unit's StateDirectory does this at the service's first start)";
     if dir.exists() {
         return if !dir.is_dir() {
@@ -159,7 +167,17 @@ fn outbox(dir: &Path) -> Check {
                 format!("{} is not a directory: {fix}", dir.display()),
             )
         } else if writable(dir) {
-            pass("outbox", format!("{} is writable", dir.display()))
+            let others = crate::publish::outbox::queued_by_others(dir, sensor);
+            let note: String = others
+                .iter()
+                .map(|(id, n)| {
+                    format!(
+                        "; it holds {n} sketches queued as sensor {id}, which the agent will set aside in {}/ at its start and never send",
+                        dir.join(crate::publish::outbox::OTHER_SENSORS).join(id).display()
+                    )
+                })
+                .collect();
+            pass("outbox", format!("{} is writable{note}", dir.display()))
         } else {
             fail(
                 "outbox",
@@ -192,6 +210,50 @@ fn outbox(dir: &Path) -> Check {
             ),
         )
     }
+}
+
+/// Whether the metrics address is free (or served by a running agent): `run` would log an
+/// error and serve no metrics where another program holds it. Binding and closing at once
+/// changes nothing.
+fn metrics(addr: std::net::SocketAddr) -> Check {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => pass("metrics", format!("{addr} is free for the agent's metrics")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if serves_agent_metrics(addr) {
+                pass(
+                    "metrics",
+                    format!("{addr} serves a running agent's metrics (this service?)"),
+                )
+            } else {
+                fail(
+                    "metrics",
+                    format!(
+                        "{addr} is taken by another program: the agent would serve no metrics; choose another metrics.listen"
+                    ),
+                )
+            }
+        }
+        Err(e) => fail(
+            "metrics",
+            format!("cannot listen on {addr}: {e}; choose another metrics.listen"),
+        ),
+    }
+}
+
+/// Whether `addr` answers `GET /metrics` with an agent's metrics.
+fn serves_agent_metrics(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut body = Vec::new();
+    let _ = stream.take(1 << 20).read_to_end(&mut body);
+    String::from_utf8_lossy(&body).contains("crowdflow_agent_")
 }
 
 /// Whether this process may create entries in `dir` (write and search permission, by the
@@ -255,7 +317,12 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
             let mut checks = account(config);
             checks.push(fail(
                 "broker",
-                format!("{}:{} {why} ({code:?})", b.host, b.port),
+                format!(
+                    "{}:{} {why} (CONNACK: {})",
+                    b.host,
+                    b.port,
+                    crowdflow_contract::mqtt::connack_text(code)
+                ),
             ));
             return checks;
         }
@@ -286,14 +353,20 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
     let _ = client
         .subscribe(answer_topic.clone(), QoS::AtMostOnce)
         .await;
-    let _ = client
-        .publish(
-            b.topics.salt_request(&config.sensor_id),
-            QoS::AtMostOnce,
-            false,
-            Vec::new(),
-        )
-        .await;
+    // Asked again every second while waiting: the aggregator answers a sensor at most four
+    // times a second, so a selfcheck right after another would otherwise hear nothing.
+    let asking = {
+        let client = client.clone();
+        let request = b.topics.salt_request(&config.sensor_id);
+        tokio::spawn(async move {
+            loop {
+                let _ = client
+                    .publish(request.clone(), QoS::AtMostOnce, false, Vec::new())
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     // Announcements that do not verify are remembered, not final: a good one may follow.
     let mut refused: Option<String> = None;
     let mut salt: Option<Result<SaltAnnouncement, String>> = None;
@@ -331,6 +404,7 @@ async fn broker_and_salt(config: &AgentConfig, timeout: Duration) -> Vec<Check> 
         }
     })
     .await;
+    asking.abort();
     let _ = client.disconnect().await;
     let salt = match salt {
         Some(Ok(a)) => {
@@ -396,6 +470,14 @@ fn account(config: &AgentConfig) -> Vec<Check> {
     }
 }
 
+/// The aggregator's `senses` entry that allows `kind`.
+fn sense_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Ble => "ble",
+        Kind::Wifi | Kind::WifiRandom | Kind::WifiDerandomized => "wifi",
+    }
+}
+
 /// Whether the aggregator accepts this sensor's sketches, from its answer to the salt request.
 fn known(
     config: &AgentConfig,
@@ -411,13 +493,46 @@ fn known(
                 a.sensor_id
             ),
         ),
-        Some(Ok(a)) if a.known => pass(
-            "sensor",
-            format!(
-                "the aggregator ({}) knows sensor {id} and accepts its sketches",
-                a.authority
-            ),
-        ),
+        Some(Ok(a)) if a.known => {
+            let sending = config.source.kinds();
+            let refused: Vec<Kind> = match &a.kinds {
+                Some(accepted) => sending
+                    .iter()
+                    .copied()
+                    .filter(|k| !accepted.contains(k))
+                    .collect(),
+                None => Vec::new(),
+            };
+            if refused.is_empty() {
+                return pass(
+                    "sensor",
+                    format!(
+                        "the aggregator ({}) knows sensor {id} and accepts its sketches",
+                        a.authority
+                    ),
+                );
+            }
+            let mut senses: Vec<&str> = refused.iter().map(|k| sense_of(*k)).collect();
+            senses.dedup();
+            fail(
+                "sensor",
+                format!(
+                    "the aggregator ({}) knows sensor {id} but not as a {} sensor: its {} sketches would be rejected as kind_not_allowed. Add {} to this sensor's senses in the aggregator's config, or capture only what it senses there (capture.source)",
+                    a.authority,
+                    senses.join(" and "),
+                    refused
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    senses
+                        .iter()
+                        .map(|s| format!("\"{s}\""))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                ),
+            )
+        }
         Some(Ok(a)) => fail(
             "sensor",
             format!(
@@ -466,13 +581,14 @@ mod tests {
 
     #[test]
     fn the_outbox_check_creates_nothing() {
+        let me = SensorId::new("neude-01").expect("id");
         let dir = tempfile::tempdir().expect("tmp");
         let missing = dir.path().join("a/b/outbox");
-        let check = outbox(&missing);
+        let check = outbox(&missing, &me);
         assert!(check.ok, "{check}");
         assert!(check.detail.contains("does not exist yet"), "{check}");
         assert!(!dir.path().join("a").exists(), "no directory created");
-        let check = outbox(dir.path());
+        let check = outbox(dir.path(), &me);
         assert!(check.ok && check.detail.ends_with("is writable"), "{check}");
         assert_eq!(
             std::fs::read_dir(dir.path()).expect("dir").count(),
@@ -481,6 +597,32 @@ mod tests {
         );
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("file");
-        assert!(!outbox(&file).ok);
+        assert!(!outbox(&file, &me).ok);
+    }
+
+    #[test]
+    fn the_outbox_check_names_another_sensors_queue_and_moves_nothing() {
+        let me = SensorId::new("neude-01").expect("id");
+        let dir = tempfile::tempdir().expect("tmp");
+        for (seq, sensor) in [(0, "neude-02"), (1, "neude-02"), (2, "neude-01")] {
+            let body = format!("{{\"v\":1,\"sensor_id\":\"{sensor}\"}}");
+            std::fs::write(dir.path().join(format!("{seq}.json")), body).expect("queued");
+        }
+        let check = outbox(dir.path(), &me);
+        assert!(
+            check.ok && check.detail.contains("holds 2 sketches queued as sensor neude-02"),
+            "{check}"
+        );
+        assert!(dir.path().join("0.json").exists(), "nothing moved");
+    }
+
+    #[test]
+    fn the_metrics_check_names_an_address_another_program_holds() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = held.local_addr().expect("addr");
+        let check = metrics(addr);
+        assert!(!check.ok && check.detail.contains("taken by another program"), "{check}");
+        drop(held);
+        assert!(metrics(addr).ok);
     }
 }

@@ -1,5 +1,5 @@
 //! What an installer following docs/installing-a-sensor.md sees: the packaged config's
-//! placeholders named, the guide's step 1 as the binary prints it, a selfcheck that changes
+//! placeholders named, the guide's steps 1 and 2 as the binary prints them, a selfcheck that changes
 //! nothing, and one clear error for a file `replay` cannot read.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +41,38 @@ fn the_guides_step_1_is_what_a_fresh_install_prints() {
     let out = agent(&["validate"], Some(&example));
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("`broker.password`: \"change-me\""));
+}
+
+#[test]
+fn the_guides_step_2_is_what_validate_prints_with_the_password_in_the_environment() {
+    let example = root().join("deploy/agent/agent.example.toml");
+    let guide = std::fs::read_to_string(root().join("docs/installing-a-sensor.md")).expect("guide");
+    let env = "sudo env $(sudo cat /etc/crowdflow/agent.env) crowdflow-agent";
+    for step in ["validate", "selfcheck"] {
+        assert!(
+            guide.contains(&format!(
+                "    {env} {step} --config /etc/crowdflow/agent.toml\n"
+            )),
+            "the guide runs {step} with the service's environment"
+        );
+    }
+    // What `sudo env $(sudo cat agent.env)` does: the variable set for this command.
+    let out = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+        .args(["validate", "--config"])
+        .arg(&example)
+        .env("CROWDFLOW_BROKER_PASSWORD", "0123456789abcdef")
+        .output()
+        .expect("the agent runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let named = stderr
+        .find("`broker.url`")
+        .map(|at| stderr[at..].lines().next().unwrap_or_default())
+        .unwrap_or_else(|| panic!("validate names broker.url next: {stderr}"));
+    assert!(
+        guide.contains(&format!("    {named}\n")),
+        "the guide's step 2 should show\n    {named}"
+    );
 }
 
 #[test]

@@ -12,11 +12,16 @@ use crowdflow_tests::capture::{Probe, write_probes};
 use crowdflow_tests::{Mosquitto, free_port, gate, run_binary, wait_for_port, workspace_binary};
 
 fn config(dir: &Path, sensor: &str, port: u16, pcap: &Path) -> PathBuf {
-    let path = dir.join(format!("agent-{sensor}-{port}.toml"));
+    config_sensing(dir, sensor, port, pcap, "[\"wifi\"]")
+}
+
+/// An agent config whose capture counts `senses` (a TOML array).
+fn config_sensing(dir: &Path, sensor: &str, port: u16, pcap: &Path, senses: &str) -> PathBuf {
+    let path = dir.join(format!("agent-{sensor}-{port}-{}.toml", senses.len()));
     let salt = crowdflow_tests::key::salt_section();
     let text = format!(
         "sensor_id = \"{sensor}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
-         {salt}[capture]\nsource = \"pcap\"\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
+         {salt}[capture]\nsource = \"pcap\"\nsenses = {senses}\npcap = [\"{}\"]\n[outbox]\ndir = \"{}\"\n",
         pcap.display(),
         dir.join("outbox").display()
     );
@@ -84,6 +89,23 @@ fn known_and_unknown(dir: &Path, port: u16, pcap: &Path, aggregator: &crowdflow_
         .filter(|l| l.starts_with("FAIL") && !l.starts_with("FAIL clock"))
         .collect();
     assert!(failed.is_empty() && code.is_some(), "{out}");
+
+    // The aggregator lists gate-1 as a Wi-Fi sensor: BLE sketches would all be rejected.
+    let (code, out) = selfcheck(&config_sensing(
+        dir,
+        "gate-1",
+        port,
+        pcap,
+        "[\"wifi\", \"ble\"]",
+    ));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL sensor ")
+            && out.contains("not as a ble sensor")
+            && out.contains("kind_not_allowed")
+            && out.contains("Add \"ble\""),
+        "{out}"
+    );
 
     let (code, out) = selfcheck(&config(dir, "gate-9", port, pcap));
     assert_eq!(code, Some(1), "{out}");

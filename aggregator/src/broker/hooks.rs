@@ -59,7 +59,7 @@ impl Guard {
         if self.log.allow(reason, Instant::now()) {
             tracing::warn!(
                 client_id = %session.id.client_id,
-                account = ?session.id.username,
+                account = session.id.username.as_deref().unwrap_or("none"),
                 topic,
                 "embedded broker refused: {reason}"
             );
@@ -92,7 +92,7 @@ impl Handler for GuardHandler {
                         if guard.log.allow(reason, Instant::now()) {
                             tracing::warn!(
                                 client_id = %info.id().client_id,
-                                account = ?info.username(),
+                                account = info.username().map_or("none", |u| &**u),
                                 "embedded broker refused a login: {reason}"
                             );
                         }

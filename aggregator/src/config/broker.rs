@@ -196,6 +196,14 @@ pub(super) fn broker(
         }
     };
     let password = password_env.or(raw.password);
+    if let Some(problem) = password.as_deref().and_then(config_file::password_problem) {
+        return Err(field(
+            "broker.password",
+            format!(
+                "{problem}: give the aggregator's account a password of its own (here or in {BROKER_PASSWORD_ENV})"
+            ),
+        ));
+    }
     if raw.username.is_some() != password.is_some() {
         return Err(field(
             "broker.username",

@@ -226,12 +226,14 @@ fn open_broker_needs_accounts(
 mod tests {
     use super::*;
 
+    /// The shipped example with its placeholder passwords filled in, as an operator would.
     fn example() -> String {
         std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../deploy/aggregator/aggregator.example.toml"),
         )
         .expect("example config")
+        .replace("\"change-me-", "\"s3cret-")
     }
 
     fn parse(text: &str) -> Result<AggregatorConfig, ConfigError> {
@@ -379,10 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn the_examples_placeholder_and_empty_passwords_are_refused_by_field() {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/aggregator/aggregator.example.toml"),
+        )
+        .expect("example config");
+        let err = parse(&shipped).expect_err("placeholders").to_string();
+        assert!(
+            err.contains("`sensors[0].password`")
+                && err.contains("\"change-me-neude-01\" is the example config's placeholder"),
+            "{err}"
+        );
+        let empty = example().replacen("\"s3cret-neude-01\"", "\"\"", 1);
+        let err = parse(&empty).expect_err("empty").to_string();
+        assert!(err.contains("`sensors[0].password`: is empty"), "{err}");
+    }
+
+    #[test]
     fn an_embedded_broker_on_the_network_needs_sensor_passwords() {
         let mut text = example();
         for sensor in ["neude-01", "neude-02", "vredenburg-01"] {
-            text = text.replace(&format!("password = \"change-me-{sensor}\""), "");
+            text = text.replace(&format!("password = \"s3cret-{sensor}\""), "");
         }
         let err = parse(&text).expect_err("open broker").to_string();
         assert!(

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crowdflow_contract::config_file;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::wire::SensorId;
 use serde::Deserialize;
@@ -85,6 +86,18 @@ pub(super) fn sensors(
                 ));
             }
         };
+        if let Some(problem) = s
+            .password
+            .as_deref()
+            .and_then(config_file::password_problem)
+        {
+            return Err(field(
+                at("password"),
+                format!(
+                    "{problem}: give each sensor a password of its own (`openssl rand -hex 16`; deploy/mosquitto/add-sensor.sh prints one for Mosquitto)"
+                ),
+            ));
+        }
         let sensor = Sensor {
             id: id.clone(),
             zone,

@@ -13,6 +13,7 @@ use super::envelope::json_error;
 use super::salt_msg::{check_fresh, open, seal};
 use super::{PROTOCOL_VERSION, SensorId, WireError};
 use crate::authority_key::{PublicKey, SigningKey, TrustedKeys};
+use crate::identity::Kind;
 
 /// Largest accepted answer body (the signed envelope is bounded by the salt messages').
 const MAX_BYTES: usize = 1024;
@@ -32,6 +33,10 @@ pub struct SaltAnswer {
     pub authority: String,
     /// When the aggregator answered.
     pub issued_at: Timestamp,
+    /// The kinds of sketch the aggregator accepts from this sensor (its `senses`); others
+    /// are rejected `kind_not_allowed`. Absent from older aggregators and when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<Kind>>,
 }
 
 impl SaltAnswer {
@@ -43,7 +48,14 @@ impl SaltAnswer {
             known,
             authority: authority.to_owned(),
             issued_at: now,
+            kinds: None,
         }
+    }
+
+    /// The same answer, saying which kinds of sketch are accepted.
+    pub fn accepting(mut self, kinds: Vec<Kind>) -> SaltAnswer {
+        self.kinds = Some(kinds);
+        self
     }
 
     /// The answer signed with the authority's key: what goes out on the answer topic.
@@ -94,6 +106,10 @@ mod tests {
         let a = SaltAnswer::new(id, false, "replica-a", now);
         let (got, signer) = SaltAnswer::decode_signed(&a.sign(&key), &trusted, now).expect("ok");
         assert_eq!((got, signer), (a.clone(), key.public_key()));
+        let with_kinds = a.clone().accepting(vec![Kind::Wifi, Kind::Ble]);
+        let (got, _) =
+            SaltAnswer::decode_signed(&with_kinds.sign(&key), &trusted, now).expect("ok");
+        assert_eq!(got.kinds, Some(vec![Kind::Wifi, Kind::Ble]));
         // another key, an unsigned body, a stale answer: refused
         let other = SigningKey::generate().expect("key");
         assert!(matches!(
@@ -124,5 +140,11 @@ mod tests {
         )
         .is_err());
         assert!(SaltAnswer::decode(b"not json").is_err());
+        // an older aggregator's answer, without kinds, still reads
+        let old = SaltAnswer::decode(
+            b"{\"v\":1,\"sensor_id\":\"a\",\"known\":true,\"authority\":\"x\",\"issued_at\":\"2026-01-01T00:00:00Z\"}",
+        )
+        .expect("old answer");
+        assert_eq!(old.kinds, None);
     }
 }

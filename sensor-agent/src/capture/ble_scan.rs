@@ -168,7 +168,10 @@ pub fn start(
     policy: FramePolicy,
     counter: Arc<Mutex<Counter>>,
 ) -> std::thread::JoinHandle<()> {
+    // The sensor's log span follows the thread (every line names the sensor).
+    let span = tracing::Span::current();
     std::thread::spawn(move || {
+        let _span = span.enter();
         let scanner = match HciScanner::open(dev) {
             Ok(s) => s,
             Err(e) => {

@@ -21,7 +21,10 @@ pub fn replay_as_live(
     policy: FramePolicy,
     counter: Arc<Mutex<Counter>>,
 ) -> std::thread::JoinHandle<()> {
+    // The sensor's log span follows the thread (every line names the sensor).
+    let span = tracing::Span::current();
     std::thread::spawn(move || {
+        let _span = span.enter();
         wait_for_salt(&counter);
         loop {
             for path in &files {

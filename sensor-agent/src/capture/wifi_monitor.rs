@@ -213,7 +213,10 @@ pub fn start(
 ) -> std::thread::JoinHandle<()> {
     let hopper_counter = counter.clone();
     let hopper_interface = interface.clone();
+    // The sensor's log span follows the thread (every line names the sensor).
+    let span = tracing::Span::current();
     std::thread::spawn(move || {
+        let _span = span.enter();
         let mut step = 0;
         while let Some(channel) = plan.channel(step) {
             if let Err(e) = set_channel(&hopper_interface, channel)
@@ -225,7 +228,10 @@ pub fn start(
             step = step.wrapping_add(1);
         }
     });
+    // The sensor's log span follows the thread (every line names the sensor).
+    let span = tracing::Span::current();
     std::thread::spawn(move || {
+        let _span = span.enter();
         let socket = match RawSocket::open(&interface) {
             Ok(s) => s,
             Err(e) => {

@@ -177,7 +177,6 @@ pub(super) fn on_event(
             {
                 refused(&link.refused, "unknown_sensor", || {
                     tracing::error!(
-                        sensor = %link.sensor,
                         authority = %answer.authority,
                         "the aggregator does not know this sensor: every sketch is rejected as unknown_sensor; add [[sensors]] id = \"{}\" (with its zone) to the aggregator's config and restart it, or correct sensor_id",
                         link.sensor

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use crowdflow_contract::authority_key::TrustedKeys;
 use crowdflow_contract::wire::{AgentStatus, OutboxHealth, SensorId};
@@ -76,11 +77,14 @@ pub(crate) async fn publish(
     let metrics = AgentMetrics::default();
     if let Some(addr) = config.metrics_listen {
         let server = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = server.serve(addr).await {
-                tracing::error!("cannot serve metrics on {addr}: {e}");
+        tokio::spawn(
+            async move {
+                if let Err(e) = server.serve(addr).await {
+                    tracing::error!("cannot serve metrics on {addr}: {e}");
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
     let (mut link, events) = connect(&config);
     let (mut events, pump) = crowdflow_contract::mqtt::pump(events);
@@ -173,13 +177,17 @@ fn unreachable(link: &Link, e: &rumqttc::ConnectionError) {
         ) => {
             if link.broker_log.allow("login_refused", now) {
                 tracing::warn!(
-                    "the broker refused our login ({code:?}): check broker.username, the password (or CROWDFLOW_BROKER_PASSWORD), and that sensor_id is this account's sensor (the shipped brokers take an agent only under its own account); retrying"
+                    "the broker refused our login ({}): check broker.username, the password (or CROWDFLOW_BROKER_PASSWORD), and that sensor_id is this account's sensor (the shipped brokers take an agent only under its own account); retrying",
+                    crowdflow_contract::mqtt::connack_text(*code)
                 );
             }
         }
         e => {
             if link.broker_log.allow("unreachable", now) {
-                tracing::warn!("cannot use the broker: {e}; retrying");
+                tracing::warn!(
+                    "cannot use the broker: {}; retrying",
+                    crowdflow_contract::mqtt::connection_error_text(e)
+                );
             }
         }
     }

@@ -54,7 +54,7 @@ pub struct Outbox {
 }
 
 /// Where another sensor id's queued messages are kept, under the outbox directory.
-const OTHER_SENSORS: &str = "other-sensors";
+pub const OTHER_SENSORS: &str = "other-sensors";
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
     move |source| OutboxError::Io {
@@ -128,7 +128,6 @@ impl Outbox {
         for (sender, n) in moved {
             tracing::warn!(
                 component = "outbox",
-                sensor = %owner,
                 queued_by = %sender,
                 kept_aside = n,
                 dir = %dir.join(OTHER_SENSORS).join(&sender).display(),
@@ -218,6 +217,30 @@ impl Outbox {
     pub fn set_aside(&self) -> u64 {
         self.set_aside
     }
+}
+
+/// Messages queued in `dir` by sensor ids other than `owner`, by id, read without changing
+/// anything (for `selfcheck`; [`Outbox::open_for`] sets them aside at the agent's start).
+pub fn queued_by_others(dir: &Path, owner: &SensorId) -> std::collections::BTreeMap<String, u64> {
+    let mut others = std::collections::BTreeMap::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return others;
+    };
+    for entry in entries.flatten() {
+        let queued = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .is_some_and(|n| n.parse::<u64>().is_ok());
+        let sender = queued
+            .then(|| fs::read(entry.path()).ok())
+            .flatten()
+            .and_then(|payload| envelope_sensor(&payload));
+        if let Some(sender) = sender.filter(|s| s != owner.as_str()) {
+            *others.entry(sender).or_insert(0) += 1;
+        }
+    }
+    others
 }
 
 /// The `sensor_id` an encoded envelope names, if it is a JSON object with one.

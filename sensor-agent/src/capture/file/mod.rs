@@ -5,7 +5,8 @@
 //! A small, total reader: every malformed structure is an error naming what and where. Only
 //! packet data is held in memory, at most [`MAX_RECORD`] bytes of it; blocks the agent does
 //! not need (name resolution, statistics, decryption secrets, custom blocks) are skipped by
-//! their length without being buffered, up to [`MAX_BLOCK`].
+//! their length without being buffered, whatever their size (the format allows 4 GiB; a
+//! length that runs past the file's end is reported as a truncated block, as tshark does).
 
 use std::io::{self, Read};
 
@@ -14,11 +15,6 @@ use crate::frame::{LinkType, Packet};
 /// Largest packet accepted (802.11 frames are < 12 KB, BLE and HCI packets < 300 B; a
 /// bigger claim on a supported link type is corruption).
 pub const MAX_RECORD: usize = 256 * 1024;
-
-/// Largest pcapng block accepted. Wireshark writes name resolution, decryption secrets and
-/// custom blocks of several MiB; 64 MiB leaves room for those and still stops a corrupt
-/// length field from sending the reader through gigabytes.
-pub const MAX_BLOCK: u64 = 64 * 1024 * 1024;
 
 /// Why a capture file cannot be read (further).
 #[derive(Debug, thiserror::Error)]

@@ -20,10 +20,13 @@ pub(super) fn section_byte_order(bom: &[u8], start: u64) -> Result<bool, FileErr
     }
 }
 
-/// A block length must hold the block's fixed part, be a multiple of 4 and stay under
-/// [`MAX_BLOCK`].
+/// A block length must hold the block's fixed part and be a multiple of 4; no cap on its
+/// size, as skipped blocks are streamed past and packet data is capped by [`MAX_RECORD`]
+/// (Wireshark writes name resolution, decryption secrets and custom blocks of many MiB).
+///
+/// [`MAX_RECORD`]: super::MAX_RECORD
 pub(super) fn check_block_length(total: u32, min: u32, start: u64) -> Result<(), FileError> {
-    if total < min || !total.is_multiple_of(4) || u64::from(total) > MAX_BLOCK {
+    if total < min || !total.is_multiple_of(4) {
         return Err(corrupt(
             "pcapng block",
             start,

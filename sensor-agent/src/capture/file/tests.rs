@@ -159,13 +159,37 @@ fn lying_block_lengths_are_refused_without_allocating_them() {
     file.extend_from_slice(&(60u32 << 20).to_le_bytes());
     let mut r = CaptureReader::new(&file[..]).expect("header");
     assert!(matches!(r.next_packet(), Err(FileError::Truncated { .. })));
-    // beyond MAX_BLOCK: corrupt
+    // the largest length the format allows: streamed past to the file's end, truncated
     let mut file = pcapng(127, &[]);
     file.extend_from_slice(&4u32.to_le_bytes());
     file.extend_from_slice(&u32::MAX.wrapping_sub(3).to_le_bytes());
     let mut r = CaptureReader::new(&file[..]).expect("header");
+    assert!(matches!(r.next_packet(), Err(FileError::Truncated { .. })));
+    // a length that is no multiple of 4: corrupt
+    let mut file = pcapng(127, &[]);
+    file.extend_from_slice(&4u32.to_le_bytes());
+    file.extend_from_slice(&30u32.to_le_bytes());
+    let mut r = CaptureReader::new(&file[..]).expect("header");
     let err = r.next_packet().expect_err("corrupt");
     assert!(err.to_string().contains("impossible block length"), "{err}");
+}
+
+#[test]
+fn a_skipped_block_of_any_size_is_streamed_past() {
+    // a 70 MiB custom block (type 0xBAD), as Wireshark may write: no packet is lost to it
+    let len: u32 = 70 << 20;
+    let mut file = pcapng(127, &[]);
+    let mut block = Vec::with_capacity(len as usize);
+    block.extend_from_slice(&0x0000_0badu32.to_le_bytes());
+    block.extend_from_slice(&len.to_le_bytes());
+    block.resize(len as usize - 4, 0);
+    block.extend_from_slice(&len.to_le_bytes());
+    file.extend_from_slice(&block);
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    assert!(
+        matches!(r.next_packet(), Ok(None)),
+        "read past it to a clean end"
+    );
 }
 
 #[test]
