@@ -30,9 +30,11 @@ test('the live and history views against the demo fed by the simulator', async (
   const base = `http://127.0.0.1:${http}`;
   const data = scratch('e2e');
   const demoArgs = ['--http', `127.0.0.1:${http}`, '--mqtt-port', String(mqtt),
-    '--data', data.dir, '--scenario', join(HERE, 'data', 'surge.toml'), '--speed', '60'];
+    '--data', data.dir, '--scenario', join(HERE, 'data', 'surge.toml'), '--speed', '60', '--start', '12:00'];
   const demo = await startAggregator(demoArgs, base, DEMO_BINARY);
   try {
+    // The morning is written and calibrated on first (the aggregator restarts with the fit).
+    await waitFor(async () => demo.output().includes('Live numbers appear'), 120_000, 'the demo to go live');
     const { page, errors, bytes } = await openPage(browser);
     await page.goto(base);
     await page.waitForSelector('#connection[data-state="live"]', { timeout: 20_000 });
@@ -59,7 +61,7 @@ test('the live and history views against the demo fed by the simulator', async (
     const changed = await waitFor(async () => {
       const now = number(await card.locator('.big').textContent());
       return now !== first && now;
-    }, 60_000, 'the small square to change');
+    }, 120_000, 'the small square to change');
     console.log(`small square: ${first} people, then ${changed}`);
     assert.match(await card.locator('.bounds').textContent(), /\(\d[\d,]*–\d[\d,]*\)/);
     // The people figure says how sure it is: calibrated with its error, or a guess.

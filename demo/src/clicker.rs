@@ -31,6 +31,21 @@ fn count_min(speed: f64) -> i64 {
     (COUNT_MIN / speed).floor().max(1.0) as i64
 }
 
+/// Simulated time before the live moment that calibration at `speed` needs: room for
+/// `calibrate`'s [`calibration::MIN_OBSERVATIONS`] whole counts, plus one for the counts'
+/// alignment to whole real minutes.
+pub fn morning_needed(speed: f64) -> SignedDuration {
+    let counts = calibration::MIN_OBSERVATIONS as f64 + 1.0;
+    SignedDuration::from_secs_f64(counts * count_min(speed) as f64 * speed * 60.0)
+}
+
+/// The fastest whole speed whose calibration `morning` (simulated) is long enough for.
+pub fn fastest_for(morning: SignedDuration) -> Option<u32> {
+    (2..=3600)
+        .rev()
+        .find(|s| morning_needed(f64::from(*s)) <= morning)
+}
+
 /// COUNTS.csv of the counted zones over the morning: one row per `count_min` real
 /// minutes, people = the mean of the simulator's persons per simulated minute in it.
 pub fn counts(sim: &Simulation, clock: &SimClock) -> String {
@@ -154,4 +169,20 @@ fn transferred<'a>(fits: impl Iterator<Item = &'a (Kind, KindFit)>) -> Option<St
     Some(format!(
         "# transferred from the counted zones\n{kind} = {{ factor = {factor}, floor = \"learned\", error = {error:.2} }}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_morning_calibration_needs_grows_with_the_speed() {
+        // 10x: counts of one real minute (10 simulated), seven of them.
+        assert_eq!(morning_needed(10.0), SignedDuration::from_mins(70));
+        // 60x: a real minute holds an hour: seven hours of morning.
+        assert_eq!(morning_needed(60.0), SignedDuration::from_hours(7));
+        // Koningsdag's five hours (09:00-14:00) calibrate up to 42x.
+        assert_eq!(fastest_for(SignedDuration::from_hours(5)), Some(42));
+        assert_eq!(fastest_for(SignedDuration::from_mins(10)), None);
+    }
 }

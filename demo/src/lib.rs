@@ -142,6 +142,26 @@ pub enum DemoError {
     /// The aggregator did not start serving in time.
     #[error("the aggregator did not answer on http://{0}/api/v1/health within 30 s")]
     NotServing(SocketAddr),
+    /// Fast-forwarded with too little of the event before the live moment to calibrate on.
+    #[error(
+        "at --speed {speed} a live minute holds {speed} simulated minutes, which the guessed persons-per-device factor does not fit (it would show crowds several times too large); the demo calibrates it on clicker counts of the event before going live, which needs {needed} simulated minutes of it, and {scenario:?} has {have} before {live}: go live at {earliest} or later (--start), {faster}or run in real time (--speed 1)"
+    )]
+    TooFast {
+        /// The asked speed.
+        speed: f64,
+        /// Simulated minutes of morning needed.
+        needed: i64,
+        /// Simulated minutes the scenario has before the live moment.
+        have: i64,
+        /// The scenario's name.
+        scenario: String,
+        /// The live moment, local time.
+        live: String,
+        /// The earliest live moment that calibrates, local time (or "never").
+        earliest: String,
+        /// "at --speed N or slower, " when some speed above 1 calibrates.
+        faster: String,
+    },
 }
 
 /// Runs the demo until `shutdown` completes, then stops every part cleanly.
@@ -166,6 +186,7 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         &scenario,
         &o,
     );
+    fast_enough_to_calibrate(&scenario, live_at, &o)?;
     std::fs::create_dir_all(&o.data).map_err(data_error)?;
     fresh_day(&o.data).map_err(data_error)?;
     let mut day = Day {
@@ -414,6 +435,42 @@ fn window(o: &DemoOptions) -> Result<WindowLength, DemoError> {
     WindowLength::new(o.window_s()).map_err(|e| DemoError::Data {
         path: o.data.clone(),
         source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Refuses a fast-forward whose morning is too short to calibrate on: at speed N the live
+/// window holds N simulated minutes of passers-by and rotated addresses, and the guessed
+/// factor (fitted for minutes) read the surge scenario at 60x as 5,700 people in a crowd
+/// of 1,650. In real time the guess holds and no morning is needed.
+fn fast_enough_to_calibrate(
+    scenario: &Scenario,
+    live_at: Timestamp,
+    o: &DemoOptions,
+) -> Result<(), DemoError> {
+    if o.speed <= 1.0 {
+        return Ok(());
+    }
+    let needed = clicker::morning_needed(o.speed);
+    let have = live_at.duration_since(scenario.start);
+    if have >= needed {
+        return Ok(());
+    }
+    let earliest = scenario.start + needed;
+    Err(DemoError::TooFast {
+        speed: o.speed,
+        needed: needed.as_mins(),
+        have: have.as_mins(),
+        scenario: scenario.name.clone(),
+        live: local_time(live_at, scenario),
+        earliest: if earliest < scenario.end {
+            local_time(earliest, scenario)
+        } else {
+            "never (the scenario ends first)".into()
+        },
+        faster: match clicker::fastest_for(have) {
+            Some(s) => format!("at --speed {s} or slower, "),
+            None => String::new(),
+        },
     })
 }
 

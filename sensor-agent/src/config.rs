@@ -128,9 +128,11 @@ fn trusted_keys(raw: Option<RawSalt>) -> Result<TrustedKeys, (String, String)> {
     if let Some(i) = texts.iter().position(|t| t.contains(KEY_PLACEHOLDER)) {
         return Err((
             format!("salt.trusted_keys[{i}]"),
-            "is the example config's placeholder: put the aggregator's key here \
-             (`crowdflow-aggregator salt-key show --config aggregator.toml` prints it)"
-                .into(),
+            format!(
+                "\"{}\" is the example config's placeholder: put the aggregator's key here \
+                 (`crowdflow-aggregator salt-key show --config aggregator.toml` prints it)",
+                texts[i]
+            ),
         ));
     }
     TrustedKeys::parse(&texts).map_err(|(i, e)| (format!("salt.trusted_keys[{i}]"), e.to_string()))

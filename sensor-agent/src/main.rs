@@ -231,13 +231,21 @@ async fn shutdown_signal() {
     {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+                let signal = tokio::select! {
+                    _ = ctrl_c => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                tracing::info!(
+                    signal,
+                    "stopping: the open windows go to the outbox, sent at the next start"
+                );
             }
             Err(_) => {
                 let _ = ctrl_c.await;
+                tracing::info!(
+                    signal = "SIGINT",
+                    "stopping: the open windows go to the outbox, sent at the next start"
+                );
             }
         }
     }

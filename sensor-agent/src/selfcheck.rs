@@ -610,7 +610,10 @@ mod tests {
         }
         let check = outbox(dir.path(), &me);
         assert!(
-            check.ok && check.detail.contains("holds 2 sketches queued as sensor neude-02"),
+            check.ok
+                && check
+                    .detail
+                    .contains("holds 2 sketches queued as sensor neude-02"),
             "{check}"
         );
         assert!(dir.path().join("0.json").exists(), "nothing moved");
@@ -621,7 +624,10 @@ mod tests {
         let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = held.local_addr().expect("addr");
         let check = metrics(addr);
-        assert!(!check.ok && check.detail.contains("taken by another program"), "{check}");
+        assert!(
+            !check.ok && check.detail.contains("taken by another program"),
+            "{check}"
+        );
         drop(held);
         assert!(metrics(addr).ok);
     }

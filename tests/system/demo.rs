@@ -231,6 +231,28 @@ fn fast_forwarded_the_demo_calibrates_on_its_own_minutes_and_keeps_people_true()
     assert!(!alerts.contains("\"stale\""), "false staleness: {alerts}");
 }
 
+/// Too fast for its morning, the demo refuses before it writes or binds anything, saying
+/// what would do: at 60x a live minute holds an hour, which only a calibration fits.
+#[test]
+fn a_fast_forward_without_the_morning_to_calibrate_on_is_refused_with_what_would_do() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("demo-data");
+    let (mut command, http, _) = demo_command(dir.path(), &data, &["--speed", "60"]);
+    let out = command.output().expect("the demo runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    // Koningsdag from 09:00, live at 14:00 (or the real clock's minute of it: the default
+    // live moment at 60x is 14:00): five hours, seven needed.
+    assert!(
+        text.contains("needs 420 simulated minutes")
+            && text.contains("go live at 16:00 or later (--start)")
+            && text.contains("--speed 42 or slower"),
+        "{text}"
+    );
+    assert!(!data.exists(), "nothing written");
+    assert!(!wait_for_port(http, Duration::from_millis(200)), "nothing bound");
+}
+
 /// Each zone's live people against the simulator's true persons (the mean over the
 /// simulated minutes of the occupancy window's real minutes: five at 1x), at several
 /// moments of the live minutes: within +-25 % (or 10 persons, for a nearly empty zone);

@@ -140,6 +140,10 @@ fn known_other_format(magic: [u8; 4]) -> Option<(&'static str, &'static str)> {
             Some(("a zstd-compressed file", "decompress it first (unzstd)"))
         }
         [0x04, 0x22, 0x4d, 0x18] => Some(("an lz4-compressed file", "decompress it first (unlz4)")),
+        [0xfd, b'7', b'z', b'X'] => Some(("an xz-compressed file", "decompress it first (unxz)")),
+        [b'B', b'Z', b'h', ..] => {
+            Some(("a bzip2-compressed file", "decompress it first (bunzip2)"))
+        }
         [b's', b'n', b'o', b'o'] => Some(("a Solaris snoop capture", CONVERT)),
         [b'G', b'M', b'B', b'U'] => Some(("a Microsoft Network Monitor 2 capture", CONVERT)),
         [b'R', b'T', b'S', b'S'] => Some(("a Microsoft Network Monitor 1 capture", CONVERT)),
