@@ -22,13 +22,18 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+            let signal = tokio::select! {
+                _ = ctrl_c => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            tracing::info!(signal, "stopping: the current batch is committed first");
         }
         Err(_) => {
             let _ = ctrl_c.await;
+            tracing::info!(
+                signal = "SIGINT",
+                "stopping: the current batch is committed first"
+            );
         }
     }
 }

@@ -41,7 +41,7 @@ pub const PURGED: [&str; 3] = ["sketches", "numbers", "sensor_windows"];
 /// Starts one purge of what `retention` no longer keeps, counting removed rows into
 /// `purged` (by what).
 pub fn spawn(store: impl Store, retention: Retention, purged: IntCounterVec) {
-    tokio::spawn(async move {
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         match store.purge(retention, Timestamp::now()).await {
             Ok(report) => {
                 let counts = [report.sketches, report.numbers, report.sensor_windows];
@@ -57,7 +57,7 @@ pub fn spawn(store: impl Store, retention: Retention, purged: IntCounterVec) {
             }
             Err(e) => tracing::error!("retention purge failed: {e}"),
         }
-    });
+    }));
 }
 
 #[cfg(test)]

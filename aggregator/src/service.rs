@@ -120,11 +120,12 @@ async fn serve<S: Store>(
     let live = LiveBoard::default();
     // Both stop with this function: a service stopped in-process frees its ports.
     let http = AbortOnDrop(serve_http(&config, &store, &live, &metrics).await?);
-    let evaluations = tokio::spawn(live.clone().run(
-        store.clone(),
-        config.clone(),
-        metrics.clone(),
-    ));
+    // Tasks log in the aggregator's span too (alerts, purges, the HTTP server).
+    let evaluations = tokio::spawn(
+        live.clone()
+            .run(store.clone(), config.clone(), metrics.clone())
+            .in_current_span(),
+    );
     let mut endpoint = link::endpoint(&config).await?;
     let embedded = endpoint.embedded.take();
     let broker = format!("{}:{}", endpoint.host, endpoint.port);
@@ -156,15 +157,12 @@ async fn serve<S: Store>(
                 Ok(event) => state.on_event(event).await,
                 Err(e) => {
                     state.metrics.broker_connected.set(0);
-                    if broker_log.allow("broker", Instant::now()) {
-                        tracing::warn!(%broker, "cannot use the broker: {}; retrying every second", mqtt::connection_error_text(&e));
+                    if let Some(before) = broker_log.allow_counting("broker", Instant::now()) {
+                        tracing::warn!(%broker, attempts_not_logged = before, "cannot use the broker: {}; retrying every second", mqtt::connection_error_text(&e));
                     }
                 }
             },
-            _ = tick.tick() => {
-                broker_log.flush(Instant::now());
-                state.on_tick().await?;
-            }
+            _ = tick.tick() => state.on_tick().await?,
             () = &mut shutdown => break,
         }
     }
@@ -227,7 +225,7 @@ async fn serve_http<S: Store>(
         .map_err(|source| ServiceError::Http { addr, source })?;
     tracing::info!(listen = %addr, "HTTP API listening");
     let state = AppState::new(config.clone(), store.clone(), live.clone(), metrics.clone());
-    Ok(tokio::spawn(api::serve(listener, state)))
+    Ok(tokio::spawn(api::serve(listener, state).in_current_span()))
 }
 
 /// The salt protocol at start: the fingerprints in storage are accepted by `ingest`, and the
@@ -368,7 +366,9 @@ impl<S: Store> State<S> {
         }
         let listed = self.config.sensors.get(&sensor).map(|s| s.kinds.clone());
         let known = listed.is_some();
-        if !known && self.reject_log.allow("unknown_sensor", now) {
+        // A reason of its own: these must not use up the lines of the sketch rejects, which
+        // name the sensor's topic.
+        if !known && self.reject_log.allow("unknown_sensor_salt_request", now) {
             tracing::warn!(
                 sensor = %sensor,
                 "a sensor this aggregator does not know asked for the salt: its sketches will be rejected until [[sensors]] lists it"

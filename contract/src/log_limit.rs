@@ -73,6 +73,35 @@ impl LogLimit {
         }
     }
 
+    /// For a condition that repeats steadily (a retry loop): whether a line about `reason`
+    /// may be logged at `now`, and if so how many were left out in the window before, for
+    /// the line itself to say (one line a window, no separate summary; do not
+    /// [`LogLimit::flush`] such reasons).
+    pub fn allow_counting(&self, reason: &'static str, now: Instant) -> Option<u64> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = slots.entry(reason).or_insert(Slot {
+            since: now,
+            logged: 0,
+            suppressed: 0,
+        });
+        let mut before = 0;
+        if now.saturating_duration_since(slot.since) >= self.window {
+            before = slot.suppressed;
+            *slot = Slot {
+                since: now,
+                logged: 0,
+                suppressed: 0,
+            };
+        }
+        if slot.logged < self.burst {
+            slot.logged += 1;
+            Some(before)
+        } else {
+            slot.suppressed += 1;
+            None
+        }
+    }
+
     /// Logs the summary of every window that has ended by `now` and forgets it; call it now
     /// and then, so that the count of left-out lines shows soon after a flood, not only at
     /// the next line of the same reason.

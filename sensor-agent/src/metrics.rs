@@ -1,7 +1,7 @@
 //! The agent's Prometheus metrics, served on the optional `metrics.listen` address.
 //!
-//! Every metric name lives here. Labels are kinds and skip reasons only: nothing in a label
-//! or value can identify a device.
+//! Every metric name lives here. Labels are kinds, skip reasons and this sensor's id (on
+//! `crowdflow_agent_info`): nothing in a label or value can identify a device.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,7 +121,23 @@ fn raise(metric: &IntCounter, total: u64) {
     }
 }
 
+/// Name of the info metric: 1, labelled with the sensor id (what `selfcheck` reads to tell
+/// this sensor's running agent from another's on the metrics address).
+pub const INFO: &str = "crowdflow_agent_info";
+
 impl AgentMetrics {
+    /// Labels the metrics with the sensor they are of ([`INFO`]).
+    pub fn identify(&self, sensor: &crowdflow_contract::wire::SensorId) {
+        let info = prometheus::IntGaugeVec::new(
+            Opts::new(INFO, "1, labelled with this agent's sensor id."),
+            &["sensor"],
+        )
+        .unwrap_or_else(|e| unreachable!("{INFO}: {e}"));
+        if self.registry.register(Box::new(info.clone())).is_ok() {
+            info.with_label_values(&[sensor.as_str()]).set(1);
+        }
+    }
+
     /// Brings the metrics up to date with the agent's state.
     pub fn observe(
         &self,

@@ -59,7 +59,7 @@ pub async fn run(config: &AgentConfig, timeout: Duration) -> Vec<Check> {
         outbox(&config.outbox_dir, &config.sensor_id),
     ];
     if let Some(addr) = config.metrics_listen {
-        checks.push(metrics(addr));
+        checks.push(metrics(addr, &config.sensor_id));
     }
     let broker = broker_and_salt(config, timeout).await;
     checks.extend(broker);
@@ -215,14 +215,23 @@ fn outbox(dir: &Path, sensor: &SensorId) -> Check {
 /// Whether the metrics address is free (or served by a running agent): `run` would log an
 /// error and serve no metrics where another program holds it. Binding and closing at once
 /// changes nothing.
-fn metrics(addr: std::net::SocketAddr) -> Check {
+fn metrics(addr: std::net::SocketAddr, sensor: &SensorId) -> Check {
     match std::net::TcpListener::bind(addr) {
         Ok(_) => pass("metrics", format!("{addr} is free for the agent's metrics")),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            if serves_agent_metrics(addr) {
+            let body = agent_metrics(addr);
+            let mine = format!("{}{{sensor=\"{sensor}\"}} 1", crate::metrics::INFO);
+            if body.contains(&mine) {
                 pass(
                     "metrics",
-                    format!("{addr} serves a running agent's metrics (this service?)"),
+                    format!("{addr} serves the metrics of this sensor's running agent"),
+                )
+            } else if body.contains("crowdflow_agent_") {
+                fail(
+                    "metrics",
+                    format!(
+                        "{addr} serves another agent's metrics (another sensor id, or an agent too old to say): this one would serve none; give each agent its own metrics.listen"
+                    ),
                 )
             } else {
                 fail(
@@ -240,20 +249,20 @@ fn metrics(addr: std::net::SocketAddr) -> Check {
     }
 }
 
-/// Whether `addr` answers `GET /metrics` with an agent's metrics.
-fn serves_agent_metrics(addr: std::net::SocketAddr) -> bool {
+/// What `addr` answers to `GET /metrics` (empty when nothing answers in time).
+fn agent_metrics(addr: std::net::SocketAddr) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
+        return String::new();
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
-        return false;
+        return String::new();
     }
     let mut body = Vec::new();
     let _ = stream.take(1 << 20).read_to_end(&mut body);
-    String::from_utf8_lossy(&body).contains("crowdflow_agent_")
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Whether this process may create entries in `dir` (write and search permission, by the
@@ -623,12 +632,13 @@ mod tests {
     fn the_metrics_check_names_an_address_another_program_holds() {
         let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = held.local_addr().expect("addr");
-        let check = metrics(addr);
+        let me = SensorId::new("neude-01").expect("id");
+        let check = metrics(addr, &me);
         assert!(
             !check.ok && check.detail.contains("taken by another program"),
             "{check}"
         );
         drop(held);
-        assert!(metrics(addr).ok);
+        assert!(metrics(addr, &me).ok);
     }
 }

@@ -250,7 +250,10 @@ fn a_fast_forward_without_the_morning_to_calibrate_on_is_refused_with_what_would
         "{text}"
     );
     assert!(!data.exists(), "nothing written");
-    assert!(!wait_for_port(http, Duration::from_millis(200)), "nothing bound");
+    assert!(
+        !wait_for_port(http, Duration::from_millis(200)),
+        "nothing bound"
+    );
 }
 
 /// Each zone's live people against the simulator's true persons (the mean over the

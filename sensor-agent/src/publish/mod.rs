@@ -75,6 +75,7 @@ pub(crate) async fn publish(
     let mut outbox =
         Outbox::open_for(config.outbox_dir, config.outbox_max_bytes, config.sensor_id)?;
     let metrics = AgentMetrics::default();
+    metrics.identify(config.sensor_id);
     if let Some(addr) = config.metrics_listen {
         let server = metrics.clone();
         tokio::spawn(
@@ -107,7 +108,6 @@ pub(crate) async fn publish(
             },
             _ = tick.tick() => {
                 link.refused.flush(std::time::Instant::now());
-                link.broker_log.flush(std::time::Instant::now());
                 let now = Timestamp::now();
                 let messages = lock(&counter)?.close_due(now);
                 for m in messages {
@@ -175,17 +175,19 @@ fn unreachable(link: &Link, e: &rumqttc::ConnectionError) {
         ConnectionError::ConnectionRefused(
             code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
         ) => {
-            if link.broker_log.allow("login_refused", now) {
+            if let Some(before) = link.broker_log.allow_counting("login_refused", now) {
                 tracing::warn!(
-                    "the broker refused our login ({}): check broker.username, the password (or CROWDFLOW_BROKER_PASSWORD), and that sensor_id is this account's sensor (the shipped brokers take an agent only under its own account); retrying",
+                    attempts_not_logged = before,
+                    "the broker refused our login ({}): check broker.username, the password (or CROWDFLOW_BROKER_PASSWORD), and that sensor_id is this account's sensor (the shipped brokers take an agent only under its own account); retrying every second",
                     crowdflow_contract::mqtt::connack_text(*code)
                 );
             }
         }
         e => {
-            if link.broker_log.allow("unreachable", now) {
+            if let Some(before) = link.broker_log.allow_counting("unreachable", now) {
                 tracing::warn!(
-                    "cannot use the broker: {}; retrying",
+                    attempts_not_logged = before,
+                    "cannot use the broker: {}; retrying every second",
                     crowdflow_contract::mqtt::connection_error_text(e)
                 );
             }
