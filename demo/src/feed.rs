@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crowdflow_agent::in_process::Ears;
 use crowdflow_simulator::{Frame, Scenario, Simulation};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::clock::SimClock;
 
@@ -68,19 +68,39 @@ impl CrowdFeed {
     }
 }
 
+/// Simulated time played at once, at most: a feed that fell behind real time (a big crowd
+/// fast-forwarded on a busy machine) catches up in steps of this, so the frames held at once
+/// stay bounded. Played in one piece, a lag's frames grew the scale benchmark's process to
+/// 8 GB.
+const MAX_STEP_US: i64 = 1_000_000;
+
+/// Real time behind which a lagging feed says so (once).
+const LAG_WARNING: SignedDuration = SignedDuration::from_secs(10);
+
 fn play(mut sim: Simulation, clock: SimClock, from: Timestamp, ears: &[Ears], stop: &AtomicBool) {
     let mut frames: Vec<Frame> = Vec::new();
     let sim_end = sim.scenario().end.as_microsecond();
+    let mut warned = false;
     while !stop.load(Ordering::Relaxed) && sim.now() < sim_end {
         std::thread::sleep(Duration::from_millis(100));
-        let target = clock.sim_us(Timestamp::now());
-        frames.clear();
-        sim.advance(target.min(sim_end), &mut frames);
-        for f in &frames {
-            let at = clock.real(f.t_us);
-            if let (Some(sensor), true) = (ears.get(f.sensor), at >= from) {
-                sensor.hear(at, f.heard());
+        let target = clock.sim_us(Timestamp::now()).min(sim_end);
+        while sim.now() < target && !stop.load(Ordering::Relaxed) {
+            frames.clear();
+            sim.advance((sim.now() + MAX_STEP_US).min(target), &mut frames);
+            for f in &frames {
+                let at = clock.real(f.t_us);
+                if let (Some(sensor), true) = (ears.get(f.sensor), at >= from) {
+                    sensor.hear_sighting(at, f.sighting());
+                }
             }
+        }
+        let behind = Timestamp::now().duration_since(clock.real(sim.now()));
+        if behind > LAG_WARNING && !warned {
+            warned = true;
+            tracing::warn!(
+                behind_s = behind.as_secs(),
+                "the simulated crowd plays behind real time: this machine cannot simulate it at this speed (a slower --speed keeps up)"
+            );
         }
     }
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::agent::{sensor_span, shared_counter};
 use crate::config::Broker;
 use crate::counting::Counter;
-use crate::frame::Heard;
+use crate::frame::{Heard, Sighting};
 use crate::publish::{Publishing, RunError, publish};
 
 /// Settings of an in-process agent: what a config file would say, less the capture.
@@ -51,6 +51,13 @@ impl Ears {
     pub fn hear(&self, at: Timestamp, heard: Heard) {
         if let Ok(mut c) = self.counter.lock() {
             c.record(at, &Ok(heard));
+        }
+    }
+
+    /// Counts one decoded frame with its capability fingerprint (a probe request's).
+    pub fn hear_sighting(&self, at: Timestamp, sighting: Sighting) {
+        if let Ok(mut c) = self.counter.lock() {
+            c.record_sighting(at, &Ok(sighting));
         }
     }
 

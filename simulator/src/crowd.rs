@@ -112,6 +112,9 @@ pub struct Device {
     pub ble: bool,
     /// Private key from which its addresses derive.
     pub key: u64,
+    /// Its model's index in [`crate::phone_model::MODELS`] (Wi-Fi devices): the capability
+    /// elements of its probe requests.
+    pub phone: Option<u8>,
 }
 
 fn spot(zone: &super::scenario::Zone, rng: &mut Rng) -> (f64, f64) {
@@ -122,6 +125,14 @@ fn spot(zone: &super::scenario::Zone, rng: &mut Rng) -> (f64, f64) {
 
 fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
+}
+
+/// Salt of the phone model draw from a device's key.
+const PHONE_DRAW: u64 = 0x7068_6f6e_655f_6d64;
+
+/// `x` as a uniform number in [0, 1).
+fn unit_of(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Builds the crowd of `s`: arrivals, then movements in their order, then devices.
@@ -202,12 +213,17 @@ pub fn build(s: &Scenario) -> (Vec<Person>, Vec<Device>) {
             continue;
         };
         p.devices.push(devices.len());
+        let ble = rng.unit() < pop.ble_phone;
+        let key = rng.next_u64();
+        // From the key, not the generator: the crowd's other draws stay as they were.
+        let phone = crate::phone_model::pick(model, unit_of(mix(key ^ PHONE_DRAW)));
         devices.push(Device {
             person: i,
             model,
             wifi: true,
-            ble: rng.unit() < pop.ble_phone,
-            key: rng.next_u64(),
+            ble,
+            key,
+            phone,
         });
         if rng.unit() < pop.second_device {
             p.devices.push(devices.len());
@@ -217,6 +233,7 @@ pub fn build(s: &Scenario) -> (Vec<Person>, Vec<Device>) {
                 wifi: false,
                 ble: true,
                 key: rng.next_u64(),
+                phone: None,
             });
         }
     }

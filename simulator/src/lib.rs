@@ -2,7 +2,8 @@
 //! demos and accuracy tests against a known truth.
 //!
 //! People arrive, move between zones and leave as a scenario file says ([`scenario`]); each
-//! carries devices with documented behaviour ([`crowd::Model`]): probe bursts every
+//! carries devices with documented behaviour ([`crowd::Model`], and a phone model whose
+//! capability elements its probe requests carry, [`phone_model`]): probe bursts every
 //! `burst_screen_on_s` / `burst_screen_off_s` seconds (±20 %), MACs that are global, new per
 //! burst (iOS-like) or kept for `android_rotation_min` (Android-like), BLE advertisers whose
 //! resolvable private address changes every `ble_rotation_min` and which a sensor catches
@@ -13,6 +14,7 @@
 
 pub mod crowd;
 pub mod pcapng;
+pub mod phone_model;
 pub mod scenario;
 
 use std::cmp::Reverse;
@@ -50,9 +52,27 @@ pub struct Frame {
     pub address: [u8; ADDRESS_LEN],
     /// Received signal strength, dBm.
     pub rssi: i8,
+    /// The sender's model ([`phone_model::MODELS`] index), for a probe request.
+    pub phone: Option<u8>,
+    /// The 802.11 sequence number (12 bits): counting on across an Android-like phone's
+    /// frames, restarting at a random value with each address of an iOS-like one.
+    pub seq: u16,
+    /// The sender's scan burst (its counter), which a vendor element carries.
+    pub burst: u32,
+    /// The sending device (the simulator's truth; never on the air).
+    pub device: u32,
 }
 
 impl Frame {
+    /// The frame as the agent's decoder reports it, with the capability fingerprint its
+    /// probe request's elements give ([`Frame::heard`] without it).
+    pub fn sighting(&self) -> crowdflow_agent::frame::Sighting {
+        crowdflow_agent::frame::Sighting {
+            heard: self.heard(),
+            fingerprint: self.phone.and_then(phone_model::fingerprint),
+        }
+    }
+
     /// The frame as the agent's decoder would report it.
     pub fn heard(&self) -> crowdflow_agent::frame::Heard {
         crowdflow_agent::frame::Heard {
@@ -101,6 +121,8 @@ pub struct Simulation {
     /// (time, device, radio) of every device's next transmission.
     due: BinaryHeap<Reverse<(i64, usize, Radio)>>,
     bursts: Vec<u32>,
+    /// Every device's next sequence number.
+    seqs: Vec<u16>,
     rng: Rng,
     now: i64,
     heard: Vec<SensorTally>,
@@ -134,12 +156,20 @@ impl Simulation {
             heard: vec![Default::default(); scenario.sensors.len()],
             tally_addresses: false,
             bursts: vec![0; devices.len()],
+            seqs: devices.iter().map(|d| (d.key >> 52) as u16).collect(),
             scenario,
             people,
             devices,
             due,
             rng,
         }
+    }
+
+    /// The zone where `device`'s carrier is at `t_us` (unix microseconds), if in one (the
+    /// truth behind a frame's [`Frame::device`]).
+    pub fn device_zone(&self, device: u32, t_us: i64) -> Option<usize> {
+        let d = self.devices.get(device as usize)?;
+        self.people[d.person].at(t_us).map(|g| g.zone)
     }
 
     /// Keeps every distinct address each sensor hears from now on, for [`Simulation::heard`]
@@ -196,13 +226,21 @@ impl Simulation {
                 let burst = self.bursts[device];
                 self.bursts[device] += 1;
                 let address = wifi_address(&d, burst, t, pop.android_rotation_min);
+                let seq = match d.model {
+                    Model::IosLike => (mix(d.key ^ u64::from(burst)) & 0x0fff) as u16,
+                    _ => self.seqs[device],
+                };
+                self.seqs[device] = (seq + BURST_FRAMES as u16) & 0x0fff;
                 let interval = if self.rng.unit() < pop.screen_on {
                     pop.burst_screen_on_s
                 } else {
                     pop.burst_screen_off_s
                 };
                 let frames: Vec<_> = (0..BURST_FRAMES)
-                    .map(|k| (t + k * BURST_SPACING_US, Medium::Wifi, address))
+                    .map(|k| {
+                        let seq = (seq + k as u16) & 0x0fff;
+                        (t + k * BURST_SPACING_US, Medium::Wifi, address, seq, burst)
+                    })
                     .collect();
                 (
                     t + (interval * self.rng.range(0.8, 1.2) * 1e6) as i64,
@@ -212,10 +250,10 @@ impl Simulation {
             Radio::Ble => {
                 let address = ble_address(&d, t, pop.ble_rotation_min);
                 let next = t + (pop.ble_interval_s * self.rng.range(0.8, 1.2) * 1e6) as i64;
-                (next, vec![(t, Medium::Ble, address)])
+                (next, vec![(t, Medium::Ble, address, 0, 0)])
             }
         };
-        for (ft, medium, address) in frames {
+        for (ft, medium, address, seq, burst) in frames {
             for (s, sensor) in self.scenario.sensors.iter().enumerate() {
                 let distance = ((sensor.x - at.0).powi(2) + (sensor.y - at.1).powi(2)).sqrt();
                 let rssi = RSSI_1M - 10.0 * PATH_LOSS_EXPONENT * distance.max(1.0).log10()
@@ -242,6 +280,10 @@ impl Simulation {
                     medium,
                     address,
                     rssi: rssi.round().clamp(-127.0, 0.0) as i8,
+                    phone: d.phone.filter(|_| medium == Medium::Wifi),
+                    seq,
+                    burst,
+                    device: device as u32,
                 });
             }
         }

@@ -8,6 +8,7 @@ use std::io::Write;
 use crowdflow_contract::identity::Medium;
 
 use super::Frame;
+use crate::phone_model::{MODELS, probe_header};
 use crowdflow_agent::frame::crc24;
 
 const LINKTYPE_RADIOTAP: u16 = 127;
@@ -40,15 +41,15 @@ fn interface(link: u16) -> Vec<u8> {
     block(1, &body)
 }
 
-/// A probe request with a radiotap header carrying the antenna signal.
+/// A probe request with a radiotap header carrying the antenna signal: its sequence number
+/// and its model's elements (a wildcard SSID and rates alone without a model).
 fn probe_request(f: &Frame) -> Vec<u8> {
     let mut p = vec![0, 0, 9, 0, 0x20, 0, 0, 0, f.rssi as u8];
-    p.extend_from_slice(&[0x40, 0x00, 0x00, 0x00]);
-    p.extend_from_slice(&[0xff; 6]);
-    p.extend_from_slice(&f.address);
-    p.extend_from_slice(&[0xff; 6]);
-    p.extend_from_slice(&[0x00, 0x00]);
-    p.extend_from_slice(&[0x00, 0x00, 0x01, 0x04, 0x02, 0x04, 0x0b, 0x16]);
+    p.extend_from_slice(&probe_header(f.address, f.seq));
+    match f.phone.and_then(|i| MODELS.get(usize::from(i))) {
+        Some(model) => p.extend_from_slice(&model.elements(f.burst)),
+        None => p.extend_from_slice(&[0x00, 0x00, 0x01, 0x04, 0x02, 0x04, 0x0b, 0x16]),
+    }
     p
 }
 

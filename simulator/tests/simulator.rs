@@ -144,6 +144,10 @@ fn probes(path: &std::path::Path, count: u8) {
             medium: Medium::Wifi,
             address: [0x00, 0x1b, 0x63, 0x84, 0x45, i],
             rssi: -50,
+            phone: None,
+            seq: u16::from(i),
+            burst: u32::from(i),
+            device: u32::from(i),
         };
         writer.write(&frame).expect("frame");
     }
