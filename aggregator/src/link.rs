@@ -54,7 +54,11 @@ pub struct Endpoint {
 }
 
 /// The configured broker, with the embedded one started first when configured.
-pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> {
+/// The embedded broker's refusals are counted into `refused`.
+pub async fn endpoint(
+    config: &AggregatorConfig,
+    refused: &prometheus::IntCounterVec,
+) -> Result<Endpoint, LinkError> {
     let mut account = config
         .broker
         .username
@@ -87,6 +91,7 @@ pub async fn endpoint(config: &AggregatorConfig) -> Result<Endpoint, LinkError> 
                     topics: config.broker.topics.clone(),
                     aggregator: own.0,
                     aggregator_client_id: config.broker.client_id.clone(),
+                    refused: refused.clone(),
                 });
             } else {
                 tracing::warn!(

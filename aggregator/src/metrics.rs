@@ -56,6 +56,11 @@ pub struct Metrics {
     zone_density: GaugeVec,
     zone_level: GaugeVec,
     zone_stale: GaugeVec,
+    /// Salt messages refused (announcements unsigned, under a foreign key, retained), by
+    /// reason.
+    pub salt_refused: IntCounterVec,
+    /// What the embedded broker refused (logins, subscriptions, publishes), by reason.
+    pub broker_refused: IntCounterVec,
     /// Requests refused for their credentials, by reason (`unknown_token`: a failed login;
     /// `token_in_query`: a token in the URL where a header can be sent).
     pub http_auth_failures: IntCounterVec,
@@ -201,6 +206,18 @@ impl Default for Metrics {
                 "crowdflow_zone_stale",
                 "1 while every sensor of the zone is silent for over two windows.",
                 &["zone"],
+            ),
+            salt_refused: counter_vec(
+                &r,
+                "crowdflow_salt_messages_refused_total",
+                "Salt messages refused (unsigned, under an untrusted key, retained), by reason.",
+                "reason",
+            ),
+            broker_refused: counter_vec(
+                &r,
+                "crowdflow_broker_refused_total",
+                "What the embedded broker refused (logins, subscriptions, publishes outside the ACL), by reason.",
+                "reason",
             ),
             http_auth_failures: counter_vec(
                 &r,

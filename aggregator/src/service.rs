@@ -126,7 +126,7 @@ async fn serve<S: Store>(
             .run(store.clone(), config.clone(), metrics.clone())
             .in_current_span(),
     );
-    let mut endpoint = link::endpoint(&config).await?;
+    let mut endpoint = link::endpoint(&config, &metrics.broker_refused).await?;
     let embedded = endpoint.embedded.take();
     let broker = format!("{}:{}", endpoint.host, endpoint.port);
     let mut ingest = Validator::new(config.clone(), metrics.clone());
@@ -418,6 +418,12 @@ impl<S: Store> State<S> {
                     );
                 }
                 Action::Lead(leads) => self.metrics.salt_leader.set(i64::from(leads)),
+                Action::Refused { reason, why } => {
+                    self.metrics.salt_refused.with_label_values(&[reason]).inc();
+                    if self.reject_log.allow(reason, Instant::now()) {
+                        tracing::warn!(reason, "ignoring {why}");
+                    }
+                }
             }
         }
     }

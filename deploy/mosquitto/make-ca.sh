@@ -32,5 +32,10 @@ for client in "$@"; do
     sign "$client" "/CN=$client" "extendedKeyUsage=clientAuth\n"
 done
 chmod 600 ./*.key
+# Mosquitto started as root reads its key as the mosquitto user.
+if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then
+    chown mosquitto: server.key
+    echo "server.key: owned by mosquitto (the broker reads it as that user)"
+fi
 echo "CA: $dir/ca.pem (give it to every sensor and aggregator as ca_file)"
 echo "server: $dir/server.pem, $dir/server.key (for $san)"

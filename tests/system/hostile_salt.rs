@@ -248,6 +248,7 @@ fn planted_salts_change_nothing(
         runtime: attacking,
     } = attacker;
     attacking.shutdown_background();
+    let metrics = crowdflow_tests::http_get(http, "/metrics").unwrap_or_default();
     agent.terminate(Duration::from_secs(5));
     aggregator.terminate(Duration::from_secs(5));
     let logs = [&agent, &aggregator]
@@ -269,6 +270,14 @@ fn planted_salts_change_nothing(
         logs.contains("not signed by a trusted salt authority"),
         "the forgeries are refused by name\n{logs}"
     );
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("crowdflow_salt_messages_refused_total{reason=\"untrusted_signature\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "the forgeries are counted:\n{metrics}");
     assert_eq!(
         logs.contains("ignoring a retained salt"),
         retained == Retained::Stored,

@@ -512,6 +512,19 @@ fn attack(mut arena: Arena) {
             metrics.contains(&format!("crowdflow_ingest_accepted_total {accepted}\n")),
             "{metrics}"
         );
+        if !mosquitto {
+            // Every refusal counted by reason, beyond the few lines the log shows.
+            assert!(
+                metrics.contains("crowdflow_broker_refused_total{reason=\"wrong_password\"} 1\n"),
+                "{metrics}"
+            );
+            let refused: f64 = metrics
+                .lines()
+                .filter(|l| l.starts_with("crowdflow_broker_refused_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            assert!(refused >= 10.0, "refusals counted: {metrics}");
+        }
 
         // Mosquitto (2.0) grants a subscription the ACL denies and delivers nothing on it;
         // the embedded broker refuses it in the SUBACK. Either way nothing arrives (below).

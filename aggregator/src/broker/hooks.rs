@@ -19,6 +19,8 @@ pub(super) struct Guard {
     pub(super) credentials: HashMap<String, String>,
     pub(super) acl: Acl,
     pub(super) log: LogLimit,
+    /// Every refusal, by reason.
+    pub(super) counted: prometheus::IntCounterVec,
 }
 
 impl Guard {
@@ -55,7 +57,15 @@ impl Guard {
         session.id.username.as_ref().and_then(|u| self.acl.role(u))
     }
 
+    /// Counts a refusal (the metric label is the reason in snake case).
+    fn count(&self, reason: &str) {
+        self.counted
+            .with_label_values(&[reason.replace(' ', "_").as_str()])
+            .inc();
+    }
+
     fn refused(&self, reason: &'static str, session: &Session, topic: &str) {
+        self.count(reason);
         if self.log.allow(reason, Instant::now()) {
             tracing::warn!(
                 client_id = %session.id.client_id,
@@ -89,6 +99,7 @@ impl Handler for GuardHandler {
                 let verdict = match guard.login(info) {
                     Ok(()) => AuthResult::Allow(false, None),
                     Err(reason) => {
+                        guard.count(reason);
                         if guard.log.allow(reason, Instant::now()) {
                             tracing::warn!(
                                 client_id = %info.id().client_id,

@@ -51,6 +51,8 @@ pub struct Accounts {
     pub aggregator: String,
     /// The aggregator's client id (its persistent session is bound to its account).
     pub aggregator_client_id: String,
+    /// Where refusals are counted, by reason (`crowdflow_broker_refused_total`).
+    pub refused: prometheus::IntCounterVec,
 }
 
 /// What the embedded broker needs.
@@ -229,6 +231,7 @@ async fn install_guard(scx: &ServerContext, accounts: &Accounts) {
             &accounts.aggregator_client_id,
         ),
         log: LogLimit::per_minute("embedded broker refusals"),
+        counted: accounts.refused.clone(),
     });
     let register = scx.extends.hook_mgr().register();
     for typ in [

@@ -36,6 +36,14 @@ pub enum Action {
     },
     /// Whether this replica is the authority now (for the leader metric).
     Lead(bool),
+    /// A salt message was refused, for this reason (counted in full, logged a few lines a
+    /// minute by the caller: anyone the broker lets publish there can cause it at will).
+    Refused {
+        /// The metric label.
+        reason: &'static str,
+        /// What was wrong, for the log.
+        why: String,
+    },
 }
 
 impl std::fmt::Debug for Action {
@@ -48,6 +56,7 @@ impl std::fmt::Debug for Action {
                 f.debug_tuple("AskRecovery").field(request).finish()
             }
             Action::Lead(leads) => f.debug_tuple("Lead").field(leads).finish(),
+            Action::Refused { reason, .. } => f.debug_tuple("Refused").field(reason).finish(),
         }
     }
 }
@@ -112,14 +121,18 @@ impl SaltProtocol {
     /// retains, so a retained announcement was planted (or is stale).
     pub fn on_announcement(&mut self, payload: &[u8], retained: bool, now: Instant) -> Vec<Action> {
         if retained {
-            tracing::warn!("ignoring a retained salt announcement (salts are never retained)");
-            return Vec::new();
+            return vec![Action::Refused {
+                reason: "retained",
+                why: "a retained salt announcement (salts are never retained)".into(),
+            }];
         }
         let announcement = match SaltAnnouncement::decode_signed(payload, &self.trusted) {
             Ok((announcement, _)) => announcement,
             Err(e) => {
-                tracing::warn!(reason = e.reason(), "ignoring a salt announcement: {e}");
-                return Vec::new();
+                return vec![Action::Refused {
+                    reason: e.reason(),
+                    why: format!("a salt announcement: {e}"),
+                }];
             }
         };
         match self.leadership.heard(&announcement.authority, now) {
@@ -312,6 +325,7 @@ mod tests {
                     done.asked.push(request);
                 }
                 Action::Lead(l) => done.leads = Some(l),
+                Action::Refused { .. } => {}
             }
         }
         done
@@ -367,8 +381,14 @@ mod tests {
             panic!("the leader announces");
         };
         assert!(
-            follower.on_announcement(&payload, true, t0).is_empty(),
-            "a retained announcement is ignored"
+            matches!(
+                follower.on_announcement(&payload, true, t0).as_slice(),
+                [Action::Refused {
+                    reason: "retained",
+                    ..
+                }]
+            ),
+            "a retained announcement is refused"
         );
         let heard = follower.on_announcement(&payload, false, t0);
         let adopted = carry_out(&mut follower, heard, t0);
@@ -390,15 +410,13 @@ mod tests {
         planted.tick(at()).expect("entropy");
         let intruder = SigningKey::generate().expect("entropy");
         let signed = SaltAnnouncement::sign_encoded(&planted.announcement(at()), &intruder);
+        let refused = |actions: Vec<Action>| matches!(actions.as_slice(), [Action::Refused { .. }]);
         assert!(
-            p.on_announcement(&signed, false, t0).is_empty(),
+            refused(p.on_announcement(&signed, false, t0)),
             "untrusted key"
         );
         let unsigned = planted.announcement(at());
-        assert!(
-            p.on_announcement(&unsigned, false, t0).is_empty(),
-            "unsigned"
-        );
+        assert!(refused(p.on_announcement(&unsigned, false, t0)), "unsigned");
         let own = tick(&mut p, t0);
         assert_eq!(
             own.leads,
