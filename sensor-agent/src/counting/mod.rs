@@ -109,11 +109,16 @@ impl Counter {
 
     /// Takes in a salt announcement.
     pub fn accept_salts(&mut self, announcement: SaltAnnouncement, now: Timestamp) -> Accepted {
+        let announced: Vec<String> = announcement
+            .salts
+            .iter()
+            .map(|s| s.epoch.to_string())
+            .collect();
         let accepted = self.salts.accept(announcement, now);
         if accepted.new_epochs + accepted.replaced > 0 {
             let state = self.salts.state(now);
-            // plain values: "epoch=2026-11-30", never Rust's Some(EpochId(..))
-            let epoch = state
+            // plain values: "in_use=2026-11-30", never Rust's Some(EpochId(..))
+            let in_use = state
                 .epoch
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "none".into());
@@ -121,7 +126,14 @@ impl Counter {
                 .fp
                 .map(|f| f.to_string())
                 .unwrap_or_else(|| "none".into());
-            tracing::info!(epoch = %epoch, fp = %fp, new = accepted.new_epochs, replaced = accepted.replaced, "salt accepted");
+            tracing::info!(
+                announced = %announced.join(","),
+                in_use = %in_use,
+                fp = %fp,
+                new = accepted.new_epochs,
+                replaced = accepted.replaced,
+                "salt accepted (the epochs announced; the one counting now, with its fingerprint)"
+            );
         }
         self.salt_changes += accepted.replaced as u64;
         self.windows.start(now);

@@ -149,6 +149,13 @@ pub(super) fn on_event(
                 Tag::Other,
             );
         }
+        // An empty message is how an operator clears a retained one: nothing to refuse.
+        Event::Incoming(Packet::Publish(p))
+            if p.payload.is_empty()
+                && (p.topic == link.salt_topic || p.topic == link.salt_recover_topic) =>
+        {
+            tracing::debug!(topic = %p.topic, "an empty salt message (a retained one cleared)");
+        }
         // A retained salt message was planted or is stale: the authority never retains.
         Event::Incoming(Packet::Publish(p))
             if p.retain && (p.topic == link.salt_topic || p.topic == link.salt_recover_topic) =>
