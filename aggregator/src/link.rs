@@ -54,10 +54,12 @@ pub struct Endpoint {
 }
 
 /// The configured broker, with the embedded one started first when configured.
-/// The embedded broker's refusals are counted into `refused`.
+/// The embedded broker's refusals are counted into `refused`; on an external broker with an
+/// account the session's client id is keyed by `session_secret`.
 pub async fn endpoint(
     config: &AggregatorConfig,
     refused: &prometheus::IntCounterVec,
+    session_secret: &[u8],
 ) -> Result<Endpoint, LinkError> {
     let mut account = config
         .broker
@@ -132,10 +134,11 @@ pub async fn endpoint(
             host: host.clone(),
             port: *port,
             tls: tls.clone(),
-            // Mosquitto cannot bind a client id to an account: one keyed by the password.
+            // Mosquitto cannot bind a client id to an account: one keyed by a secret of the
+            // aggregator's own (its signing key: a broker password change keeps the session).
             client_id: mqtt::session_client_id(
                 &config.broker.client_id,
-                account.as_ref().map(|(_, p)| p.as_str()),
+                account.as_ref().map(|_| session_secret),
             ),
             account,
             embedded: None,

@@ -126,7 +126,11 @@ async fn serve<S: Store>(
             .run(store.clone(), config.clone(), metrics.clone())
             .in_current_span(),
     );
-    let mut endpoint = link::endpoint(&config, &metrics.broker_refused).await?;
+    let session_secret = signing
+        .key
+        .derive_secret("crowdflow 2026-12 aggregator MQTT session");
+    let mut endpoint =
+        link::endpoint(&config, &metrics.broker_refused, session_secret.as_slice()).await?;
     let embedded = endpoint.embedded.take();
     let broker = format!("{}:{}", endpoint.host, endpoint.port);
     let mut ingest = Validator::new(config.clone(), metrics.clone());

@@ -115,6 +115,12 @@ impl SigningKey {
         PublicKey(bytes)
     }
 
+    /// A secret derived from the private key for `context` (BLAKE3's key derivation): what
+    /// only this key's holder can compute, e.g. the aggregator's MQTT session id.
+    pub fn derive_secret(&self, context: &str) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(blake3::derive_key(context, &self.pkcs8))
+    }
+
     /// Signs `message` under a context string, so that a signature made for one kind of
     /// message can never be passed off as another kind.
     pub fn sign(&self, context: &str, message: &[u8]) -> [u8; SIGNATURE_LEN] {
@@ -233,6 +239,24 @@ fn framed(context: &str, message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_derived_secret_is_the_keys_alone_and_per_context() {
+        let key = SigningKey::generate().expect("entropy");
+        let again = SigningKey::from_pem(&key.to_pem()).expect("pem");
+        assert_eq!(*key.derive_secret("a"), *again.derive_secret("a"), "stable");
+        assert_ne!(
+            *key.derive_secret("a"),
+            *key.derive_secret("b"),
+            "per context"
+        );
+        let other = SigningKey::generate().expect("entropy");
+        assert_ne!(
+            *key.derive_secret("a"),
+            *other.derive_secret("a"),
+            "per key"
+        );
+    }
 
     #[test]
     fn a_signature_verifies_only_under_its_key_context_and_message() {

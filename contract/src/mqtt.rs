@@ -14,25 +14,24 @@ pub fn use_tls(options: &mut MqttOptions, tls: &TlsFiles) {
     options.set_transport(Transport::tls(tls.ca.clone(), tls.client.clone(), None));
 }
 
-/// The client id a session lives under: `name`, then 64 bits keyed by the account's
-/// password (`name-0123456789abcdef`).
+/// The client id a session lives under: `name`, then 64 bits keyed by a secret of the
+/// client's (`name-0123456789abcdef`): an agent's broker password; the aggregator's salt
+/// signing key, so that its id, and the queue the broker keeps under it, survive a change of
+/// its broker password.
 ///
 /// MQTT hands a session to whoever connects with its id, and Mosquitto's ACL cannot bind an
 /// id to an account: any sensor's account could take over the aggregator's persistent
 /// session (pushing it off and dropping the sketches queued for it) or push another sensor
-/// off the broker. Nobody without the password can compute this id, and brokers never show
-/// client ids to other clients. Stable across restarts, so a broker's queue survives them;
-/// a new password starts a new session. Without a password the broker lets anyone do
-/// anything, and `name` is used as it is. The embedded broker binds ids to accounts itself
-/// and accepts both forms.
-pub fn session_client_id(name: &str, password: Option<&str>) -> String {
-    let Some(password) = password else {
+/// off the broker. Nobody without the secret can compute this id, and brokers never show
+/// client ids to other clients (Mosquitto's own log does: keep it to the operators). Stable
+/// across restarts, so a broker's queue survives them. Without a secret (a broker that lets
+/// anyone do anything) `name` is used as it is. The embedded broker binds ids to accounts
+/// itself and accepts both forms.
+pub fn session_client_id(name: &str, secret: Option<&[u8]>) -> String {
+    let Some(secret) = secret else {
         return name.to_owned();
     };
-    let key = blake3::derive_key(
-        "crowdflow 2026-12 MQTT session client id",
-        password.as_bytes(),
-    );
+    let key = blake3::derive_key("crowdflow 2026-12 MQTT session client id", secret);
     let mac = blake3::keyed_hash(&key, name.as_bytes());
     let suffix: String = mac.as_bytes()[..SESSION_SUFFIX_BYTES]
         .iter()
@@ -126,20 +125,20 @@ mod tests {
 
     #[test]
     fn a_session_id_is_keyed_by_the_password_and_stable() {
-        let id = session_client_id("crowdflow-aggregator-1", Some("pw-1"));
+        let id = session_client_id("crowdflow-aggregator-1", Some(b"pw-1"));
         assert_eq!(
             id,
-            session_client_id("crowdflow-aggregator-1", Some("pw-1"))
+            session_client_id("crowdflow-aggregator-1", Some(b"pw-1"))
         );
         assert!(id.starts_with("crowdflow-aggregator-1-"), "{id}");
         assert_eq!(id.len(), "crowdflow-aggregator-1-".len() + 16);
         assert_ne!(
             id,
-            session_client_id("crowdflow-aggregator-1", Some("pw-2"))
+            session_client_id("crowdflow-aggregator-1", Some(b"pw-2"))
         );
         assert_ne!(
             id,
-            session_client_id("crowdflow-aggregator-2", Some("pw-1"))
+            session_client_id("crowdflow-aggregator-2", Some(b"pw-1"))
         );
         assert_eq!(
             session_client_id("crowdflow-agent-s1", None),

@@ -214,8 +214,10 @@ impl Broker {
     /// Connection options for this broker under `client_id`: address, credentials, TLS.
     pub fn mqtt_options(&self, client_id: String) -> rumqttc::MqttOptions {
         // Mosquitto cannot bind a client id to an account: one keyed by the password.
-        let client_id =
-            crowdflow_contract::mqtt::session_client_id(&client_id, self.password.as_deref());
+        let client_id = crowdflow_contract::mqtt::session_client_id(
+            &client_id,
+            self.password.as_deref().map(str::as_bytes),
+        );
         let mut options = rumqttc::MqttOptions::new(client_id, self.host.clone(), self.port);
         if let (Some(user), Some(password)) = (&self.username, &self.password) {
             options.set_credentials(user.clone(), password.clone());

@@ -9,7 +9,7 @@
 //! topic the account may write, so `s2`'s retained sketch of its own reaches the aggregator
 //! once (as its own sketch would; a redelivery is idempotent), and it cannot bind a client id
 //! to an account, so the aggregator's session there lives under an id keyed by its password
-//! (`link::session_client_id`) that the attacker's guess does not reach.
+//! (`contract::mqtt::session_client_id`) that the attacker's guess does not reach.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -280,7 +280,8 @@ fn attack(mut arena: Arena) {
     runtime.block_on(async {
         // The honest sensor: reads the salt, and listens where the attacker would forge.
         // The id a real agent of s1 uses.
-        let honest_id = session_client_id("crowdflow-agent-s1", Some(&arena.password("s1")));
+        let honest_id =
+            session_client_id("crowdflow-agent-s1", Some(arena.password("s1").as_bytes()));
         let (honest, mut honest_events) =
             AsyncClient::new(arena.options(&honest_id, "s1", "s1"), 1024);
         let announcement = announced_salt(&honest, &mut honest_events).await;
