@@ -89,8 +89,12 @@ fn play(mut sim: Simulation, clock: SimClock, from: Timestamp, ears: &[Ears], st
             sim.advance((sim.now() + MAX_STEP_US).min(target), &mut frames);
             for f in &frames {
                 let at = clock.real(f.t_us);
+                // Without the capability fingerprint: with it, a calibration fitted on a quiet
+                // morning picks the physical-device estimate, which undercounts a dense crowd
+                // of per-burst phones (docs/counting-devices.md, known limits): the dashboard's
+                // surge read 381 people for about 1,100.
                 if let (Some(sensor), true) = (ears.get(f.sensor), at >= from) {
-                    sensor.hear_sighting(at, f.sighting());
+                    sensor.hear(at, f.heard());
                 }
             }
         }

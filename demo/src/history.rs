@@ -122,9 +122,9 @@ pub async fn write(
         frames.clear();
         sim.advance(next, &mut frames);
         for f in &frames {
+            // As the live feed: without the capability fingerprint (see feed.rs).
             if let (Some(w), Some(id)) = (windows.get_mut(f.sensor), sensors.get(f.sensor))
-                && w.add_sighting(clock.real(f.t_us), &f.sighting(), &salts)
-                    .is_ok()
+                && w.add(clock.real(f.t_us), &f.heard(), &salts).is_ok()
             {
                 *written.frames.entry(id.to_string()).or_default() += 1;
             }
