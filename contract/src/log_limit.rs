@@ -50,34 +50,13 @@ impl LogLimit {
     /// Whether a line about `reason` may be logged at `now`; if not, it is counted for the
     /// summary. A window that has ended is summarized first.
     pub fn allow(&self, reason: &'static str, now: Instant) -> bool {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = slots.entry(reason).or_insert(Slot {
-            since: now,
-            logged: 0,
-            suppressed: 0,
-        });
-        if now.saturating_duration_since(slot.since) >= self.window {
-            self.summarize(reason, slot);
-            *slot = Slot {
-                since: now,
-                logged: 0,
-                suppressed: 0,
-            };
-        }
-        if slot.logged < self.burst {
-            slot.logged += 1;
-            true
-        } else {
-            slot.suppressed += 1;
-            false
-        }
+        self.admit(reason, now, true).is_some()
     }
 
-    /// For a condition that repeats steadily (a retry loop): whether a line about `reason`
-    /// may be logged at `now`, and if so how many were left out in the window before, for
-    /// the line itself to say (one line a window, no separate summary; do not
-    /// [`LogLimit::flush`] such reasons).
-    pub fn allow_counting(&self, reason: &'static str, now: Instant) -> Option<u64> {
+    /// Opens a new window for `reason` when the last has ended (summarizing it when
+    /// `summarize`), then admits or counts one line; `Some(left out in the window before)`
+    /// when it may be logged.
+    fn admit(&self, reason: &'static str, now: Instant, summarize: bool) -> Option<u64> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = slots.entry(reason).or_insert(Slot {
             since: now,
@@ -86,6 +65,9 @@ impl LogLimit {
         });
         let mut before = 0;
         if now.saturating_duration_since(slot.since) >= self.window {
+            if summarize {
+                self.summarize(reason, slot);
+            }
             before = slot.suppressed;
             *slot = Slot {
                 since: now,
@@ -100,6 +82,14 @@ impl LogLimit {
             slot.suppressed += 1;
             None
         }
+    }
+
+    /// For a condition that repeats steadily (a retry loop): whether a line about `reason`
+    /// may be logged at `now`, and if so how many were left out in the window before, for
+    /// the line itself to say (one line a window, no separate summary; do not
+    /// [`LogLimit::flush`] such reasons).
+    pub fn allow_counting(&self, reason: &'static str, now: Instant) -> Option<u64> {
+        self.admit(reason, now, false)
     }
 
     /// Logs the summary of every window that has ended by `now` and forgets it; call it now

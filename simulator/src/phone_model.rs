@@ -13,19 +13,13 @@
 
 use std::sync::OnceLock;
 
+use crowdflow_agent::frame::element::{
+    EXTENDED_RATES, EXTENSION, HE_CAPABILITIES, HT_CAPABILITIES, SSID, SUPPORTED_RATES,
+    VENDOR_SPECIFIC, VHT_CAPABILITIES,
+};
 use crowdflow_agent::frame::{Fingerprint, capability_fingerprint};
 
 use crate::crowd::Model;
-
-/// Element ids (IEEE 802.11-2020, 9.4.2).
-const SSID: u8 = 0;
-const SUPPORTED_RATES: u8 = 1;
-const HT_CAPABILITIES: u8 = 45;
-const EXTENDED_RATES: u8 = 50;
-const VHT_CAPABILITIES: u8 = 191;
-const VENDOR_SPECIFIC: u8 = 221;
-const EXTENSION: u8 = 255;
-const HE_CAPABILITIES: u8 = 35;
 
 /// One model's capabilities.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -35,13 +35,31 @@ impl std::fmt::Debug for Fingerprint {
     }
 }
 
-/// Element ids in the fingerprint (the HE element is 255 with extension id 35).
-const SUPPORTED_RATES: u8 = 1;
-const EXTENDED_RATES: u8 = 50;
-const HT_CAPABILITIES: u8 = 45;
-const VHT_CAPABILITIES: u8 = 191;
-const EXTENSION: u8 = 255;
-const HE_CAPABILITIES: u8 = 35;
+/// Element ids of probe requests (IEEE 802.11-2020, 9.4.2); the fingerprint reads the rates
+/// and the HT, VHT and HE capabilities (HE is 255 with extension id 35), never the SSID or
+/// vendor elements.
+pub mod element {
+    /// SSID.
+    pub const SSID: u8 = 0;
+    /// Supported rates.
+    pub const SUPPORTED_RATES: u8 = 1;
+    /// HT capabilities.
+    pub const HT_CAPABILITIES: u8 = 45;
+    /// Extended supported rates.
+    pub const EXTENDED_RATES: u8 = 50;
+    /// VHT capabilities.
+    pub const VHT_CAPABILITIES: u8 = 191;
+    /// Vendor specific.
+    pub const VENDOR_SPECIFIC: u8 = 221;
+    /// Element id extension.
+    pub const EXTENSION: u8 = 255;
+    /// HE capabilities (an extension id).
+    pub const HE_CAPABILITIES: u8 = 35;
+}
+
+use element::{
+    EXTENDED_RATES, EXTENSION, HE_CAPABILITIES, HT_CAPABILITIES, SUPPORTED_RATES, VHT_CAPABILITIES,
+};
 
 /// The capability fingerprint of a probe request (`frame` without FCS), or `None` for other
 /// frames and probe requests without any capability element. Total: a truncated element

@@ -16,7 +16,7 @@ mod registry;
 use crowdflow_contract::identity::{ADDRESS_LEN, Kind, Medium};
 
 pub use ble::crc24;
-pub use ieee80211::{ClientFrames, Fingerprint, FrameClass, capability_fingerprint};
+pub use ieee80211::{ClientFrames, Fingerprint, FrameClass, capability_fingerprint, element};
 pub use link_type::{LinkType, SUPPORTED};
 
 /// One captured packet, borrowed from the reader's buffer.
