@@ -13,10 +13,72 @@ use super::{KindRefusal, ZoneRefusal};
 use crate::config::Zone;
 use crate::zone::ZoneId;
 
-/// Held-out median errors within this of the lowest (1 percentage point) are a tie, and the
-/// tie goes to `wifi_derandomized` (physical devices, not addresses), then to kind order: the
-/// median of a few dozen held-out counts moves by more than that with a count or two.
+/// Held-out median errors within this of the lowest (1 percentage point) are a tie: the
+/// median of a few dozen held-out counts moves by more than that with a count or two. A tie
+/// goes to `wifi_derandomized` (physical devices, not addresses), then to the narrowest 95 %
+/// `error` (the interval the crew sees), then to kind order.
 const TIE: f64 = 0.01;
+
+/// Why a kind was picked, as the report prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// Its held-out median error is the lowest, and no other kind ties it.
+    Lowest,
+    /// It tied and is the physical-device estimate.
+    TieToDevices,
+    /// It tied and has the narrowest 95 % error of those tied.
+    TieToNarrowest,
+    /// It tied with the same 95 % error: first in kind order.
+    TieToOrder,
+}
+
+/// The kind a zone's fits give people by, and why: see [`TIE`].
+fn best_kind(fits: &[(Kind, KindFit)]) -> Option<(Kind, Reason)> {
+    let lowest = fits
+        .iter()
+        .map(|(_, f)| f.held_out.median_error)
+        .fold(f64::INFINITY, f64::min);
+    let tied: Vec<&(Kind, KindFit)> = fits
+        .iter()
+        .filter(|(_, f)| f.held_out.median_error <= lowest + TIE)
+        .collect();
+    let best = tied.iter().min_by(|a, b| {
+        (a.0 != Kind::WifiDerandomized)
+            .cmp(&(b.0 != Kind::WifiDerandomized))
+            .then(a.1.error.total_cmp(&b.1.error))
+            .then(a.0.cmp(&b.0))
+    })?;
+    let reason = if tied.len() == 1 {
+        Reason::Lowest
+    } else if best.0 == Kind::WifiDerandomized {
+        Reason::TieToDevices
+    } else if tied
+        .iter()
+        .any(|(k, f)| *k != best.0 && f.error == best.1.error)
+    {
+        Reason::TieToOrder
+    } else {
+        Reason::TieToNarrowest
+    };
+    Some((best.0, reason))
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Lowest => "the lowest held-out median error",
+            Reason::TieToDevices => {
+                "within 1 point of the lowest held-out median error: ties go to wifi_derandomized, the physical devices"
+            }
+            Reason::TieToNarrowest => {
+                "within 1 point of the lowest held-out median error: of those, the narrowest 95 % error"
+            }
+            Reason::TieToOrder => {
+                "within 1 point of the lowest held-out median error and as narrow: the first in kind order"
+            }
+        })
+    }
+}
 /// The smallest `error` printed (+-1 %): a fit never predicts people better than that, and
 /// the config refuses 0.
 pub const MIN_ERROR: f64 = 0.01;
@@ -55,7 +117,7 @@ pub struct ZoneReport {
     pub naive: Option<Scores>,
     /// Naive address counting's people for each count (the addresses themselves).
     pub naive_predictions: Vec<Prediction>,
-    /// The kind of the lowest held-out median error (ties to `wifi_derandomized`).
+    /// The kind of the lowest held-out median error (ties: see the report's reason).
     #[schema(value_type = Option<String>)]
     pub picked: Option<Kind>,
     /// Why the zone got no calibration.
@@ -197,15 +259,10 @@ impl ZoneReport {
     /// Picks the kind of the lowest held-out median error and writes its TOML; refuses the
     /// zone when no kind was fitted.
     pub fn pick(&mut self) {
-        let fitted = || self.kinds.iter().filter_map(|k| k.fit.map(|f| (k.kind, f)));
-        let lowest = fitted()
-            .map(|(_, f)| f.held_out.median_error)
-            .fold(f64::INFINITY, f64::min);
-        let best = fitted()
-            .filter(|(_, f)| f.held_out.median_error <= lowest + TIE)
-            .min_by_key(|(kind, _)| (*kind != Kind::WifiDerandomized, *kind));
+        let fits = self.fits();
+        let best = best_kind(&fits).and_then(|(kind, _)| fits.iter().find(|(k, _)| *k == kind));
         match best {
-            Some((kind, fit)) => {
+            Some(&(kind, fit)) => {
                 self.picked = Some(kind);
                 self.toml = Some(format!(
                     "# zone {}: put at the end of its [[zones]] entry (replacing any calibration there)\n\
@@ -220,11 +277,21 @@ impl ZoneReport {
 
     /// The picked kind's fit.
     pub fn picked_fit(&self) -> Option<&KindFit> {
-        let kind = self.picked?;
+        self.picked_fit_of(self.picked?)
+    }
+
+    fn picked_fit_of(&self, kind: Kind) -> Option<&KindFit> {
         self.kinds
             .iter()
             .find(|k| k.kind == kind)
             .and_then(|k| k.fit.as_ref())
+    }
+
+    fn fits(&self) -> Vec<(Kind, KindFit)> {
+        self.kinds
+            .iter()
+            .filter_map(|k| k.fit.map(|f| (k.kind, f)))
+            .collect()
     }
 }
 
@@ -322,20 +389,7 @@ impl Display for ZoneReport {
                 naive.observations
             )?;
         }
-        if let Some(kind) = self.picked {
-            let lowest = self
-                .kinds
-                .iter()
-                .filter_map(|k| k.fit.map(|f| f.held_out.median_error))
-                .fold(f64::INFINITY, f64::min);
-            let why = if self
-                .picked_fit()
-                .is_some_and(|p| p.held_out.median_error > lowest)
-            {
-                "within 1 point of the lowest held-out median error: ties go to wifi_derandomized"
-            } else {
-                "the lowest held-out median error"
-            };
+        if let (Some(kind), Some((_, why))) = (self.picked, best_kind(&self.fits())) {
             writeln!(f, "  * picked: {kind} ({why})")?;
             if let Some(k) = self.kinds.iter().find(|k| k.kind == kind) {
                 let worst: Vec<String> = k
@@ -417,5 +471,52 @@ mod tests {
             fit.toml(Kind::WifiDerandomized),
             "wifi_derandomized = { factor = 0.893, floor = 0.0, error = 0.22, observations = 40 }"
         );
+    }
+
+    fn fit(median_error: f64, error: f64) -> KindFit {
+        let scores = Scores {
+            median_error,
+            within_20: 0.9,
+            occupied: 40,
+            median_error_persons: 1.0,
+            error,
+            error_is_floor: false,
+            observations: 40,
+        };
+        KindFit::new(
+            Line {
+                factor: 1.0,
+                floor: 0.0,
+            },
+            scores,
+        )
+    }
+
+    #[test]
+    fn a_tie_goes_to_devices_then_to_the_narrowest_interval() {
+        // A demo trial's zone: every median within a point, the 95 % errors far apart. The
+        // widest (wifi, first in kind order) was picked and the report said "ties go to
+        // wifi_derandomized", which was not there.
+        let fits = [
+            (Kind::Wifi, fit(0.030, 0.29)),
+            (Kind::WifiRandom, fit(0.035, 0.05)),
+            (Kind::Ble, fit(0.032, 0.07)),
+        ];
+        let (kind, why) = best_kind(&fits).expect("a kind");
+        assert_eq!((kind, why), (Kind::WifiRandom, Reason::TieToNarrowest));
+        assert!(why.to_string().contains("narrowest"), "{why}");
+
+        let mut with_devices = fits.to_vec();
+        with_devices.push((Kind::WifiDerandomized, fit(0.039, 0.40)));
+        assert_eq!(
+            best_kind(&with_devices),
+            Some((Kind::WifiDerandomized, Reason::TieToDevices))
+        );
+        // Out of the tie, the lowest median wins, however wide.
+        let clear = [(Kind::Wifi, fit(0.03, 0.29)), (Kind::Ble, fit(0.10, 0.07))];
+        assert_eq!(best_kind(&clear), Some((Kind::Wifi, Reason::Lowest)));
+        let same = [(Kind::Wifi, fit(0.03, 0.07)), (Kind::Ble, fit(0.03, 0.07))];
+        assert_eq!(best_kind(&same), Some((Kind::Wifi, Reason::TieToOrder)));
+        assert_eq!(best_kind(&[]), None);
     }
 }
