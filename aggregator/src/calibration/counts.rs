@@ -29,6 +29,12 @@ pub const MAX_LISTED: usize = 20;
 /// Longest piece of a cell quoted back in an error (the rest is cut).
 const QUOTED_CHARS: usize = 40;
 
+/// The densest crowd a head count may report, in persons per m2: standing people pressed
+/// together reach about 9 to 10 persons/m2, and beyond that there is no room (G. K. Still,
+/// "Introduction to Crowd Science", 2014, ch. 2; Fruin's level of service F starts near
+/// 2.2). A count above it for its zone's area is a typo or the wrong zone.
+pub const MAX_DENSITY: f64 = 10.0;
+
 /// One head count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -117,6 +123,54 @@ pub enum Problem {
     /// `people` is not a finite number >= 0.
     #[error("{0:?} is not a number of persons (0 or more, e.g. 14 or 13.5)")]
     People(String),
+    /// More persons than the zone's area can hold at [`MAX_DENSITY`].
+    #[error(
+        "{people} persons in zone {zone} of {area_m2} m2 is {density:.1} persons/m2: no crowd is denser than {MAX_DENSITY} (a typo, or the wrong zone?)"
+    )]
+    Denser {
+        /// The row's people.
+        people: f64,
+        /// The zone.
+        zone: ZoneId,
+        /// Its area (m2).
+        area_m2: f64,
+        /// people / area (persons/m2).
+        density: f64,
+    },
+    /// The store holds fewer than half the minutes of the row's span: the devices of a part
+    /// are not the people of the whole (a crowd that came in the missing minutes).
+    #[error(
+        "only {stored} of the {minutes} minutes of [{start}, {end}) are stored for zone {zone}: at least half are needed"
+    )]
+    MostlyUnstored {
+        /// The zone.
+        zone: ZoneId,
+        /// The row's start.
+        start: Timestamp,
+        /// The row's end.
+        end: Timestamp,
+        /// Minutes of the span with stored devices.
+        stored: usize,
+        /// Minutes in the span.
+        minutes: usize,
+    },
+    /// Some minutes of the row's span are not stored: fitted on the others (a note, not a
+    /// refusal).
+    #[error(
+        "{stored} of the {minutes} minutes of [{start}, {end}) are stored for zone {zone}: fitted on those"
+    )]
+    PartlyStored {
+        /// The zone.
+        zone: ZoneId,
+        /// The row's start.
+        start: Timestamp,
+        /// The row's end.
+        end: Timestamp,
+        /// Minutes of the span with stored devices.
+        stored: usize,
+        /// Minutes in the span.
+        minutes: usize,
+    },
     /// The store holds no minute of the zone in the row's span.
     #[error("no stored minute of zone {zone} in [{start}, {end}): outside stored data")]
     OutsideStoredData {
@@ -311,8 +365,18 @@ fn row(
         .parse::<f64>()
         .ok()
         .filter(|p| p.is_finite() && *p >= 0.0);
-    if people.is_none() {
-        errors.push(at(Field::People, Problem::People(quoted(cell(3)))));
+    match (people, zone.as_ref().and_then(|z| zones.get(z))) {
+        (None, _) => errors.push(at(Field::People, Problem::People(quoted(cell(3))))),
+        (Some(people), Some(z)) if people > z.area_m2 * MAX_DENSITY => {
+            let problem = Problem::Denser {
+                people,
+                zone: z.id.clone(),
+                area_m2: z.area_m2,
+                density: people / z.area_m2,
+            };
+            errors.push(at(Field::People, problem));
+        }
+        _ => {}
     }
     match (zone, start, end, people) {
         (Some(zone), Some(start), Some(end), Some(people)) if errors.is_empty() => {
@@ -467,6 +531,22 @@ area_m2 = 80.0
                 "{people}"
             );
         }
+        // The lab's 80 m2 hold at most 800 persons: 1e30 is a typo, 800 is a crush.
+        let (line, field, problem) = one(&format!(
+            "{HEAD}lab,2026-05-04T09:00:00Z,2026-05-04T09:15:00Z,1e30\n"
+        ));
+        assert_eq!((line, field), (2, Field::People));
+        assert!(
+            problem.to_string().contains("zone lab of 80 m2"),
+            "{problem}"
+        );
+        assert!(
+            parse(
+                format!("{HEAD}lab,2026-05-04T09:00:00Z,2026-05-04T09:15:00Z,800\n").as_bytes(),
+                &zones()
+            )
+            .is_ok()
+        );
         // A quote left open swallows the lines after it into its field.
         assert_eq!(
             one(&format!(

@@ -222,11 +222,13 @@ impl Minutes {
         (n > 0).then(|| per_minute.values().sum::<f64>() / n as f64)
     }
 
-    /// Whether any kind has a stored minute in `[start, end)`.
-    fn any(&self, start: Timestamp, end: Timestamp) -> bool {
+    /// The minutes in `[start, end)` that any kind has stored.
+    fn stored(&self, start: Timestamp, end: Timestamp) -> usize {
         self.0
             .values()
-            .any(|m| m.range(start..end).next().is_some())
+            .flat_map(|m| m.range(start..end).map(|(t, _)| *t))
+            .collect::<std::collections::BTreeSet<Timestamp>>()
+            .len()
     }
 }
 
@@ -254,19 +256,42 @@ pub fn zone_report(
     let mut report = ZoneReport::new(zone, rows.len());
     let mut usable: Vec<&Observation> = Vec::new();
     for o in rows {
-        if minutes.any(o.start, o.end) {
-            usable.push(o);
-        } else {
-            report.outside.push(RowError {
-                line: o.line,
-                field: Field::Span,
-                problem: Problem::OutsideStoredData {
-                    zone: zone.id.clone(),
-                    start: o.start,
-                    end: o.end,
-                },
-            });
-        }
+        let stored = minutes.stored(o.start, o.end);
+        let span = usize::try_from(o.end.duration_since(o.start).as_mins()).unwrap_or(0);
+        let (zone, start, end) = (zone.id.clone(), o.start, o.end);
+        let problem = match stored {
+            0 => Problem::OutsideStoredData { zone, start, end },
+            s if s * 2 < span => Problem::MostlyUnstored {
+                zone,
+                start,
+                end,
+                stored: s,
+                minutes: span,
+            },
+            s => {
+                usable.push(o);
+                if s < span {
+                    let problem = Problem::PartlyStored {
+                        zone,
+                        start,
+                        end,
+                        stored: s,
+                        minutes: span,
+                    };
+                    report.partly_stored.push(RowError {
+                        line: o.line,
+                        field: Field::Span,
+                        problem,
+                    });
+                }
+                continue;
+            }
+        };
+        report.outside.push(RowError {
+            line: o.line,
+            field: Field::Span,
+            problem,
+        });
     }
     report.usable = usable.len();
     let y: Vec<Point> = usable

@@ -108,8 +108,10 @@ pub struct ZoneReport {
     pub usable: usize,
     /// How held-out counts were chosen (null when the zone was refused first).
     pub validation: Option<Validation>,
-    /// Counts left out: no stored minute in their span.
+    /// Counts left out: fewer than half the minutes of their span stored (none, mostly).
     pub outside: Vec<RowError>,
+    /// Counts fitted on the stored part of their span (at least half of it).
+    pub partly_stored: Vec<RowError>,
     /// Every kind's fit or refusal.
     pub kinds: Vec<KindReport>,
     /// Naive address counting for comparison: each minute's Wi-Fi addresses (`wifi` +
@@ -247,6 +249,7 @@ impl ZoneReport {
             usable: 0,
             validation: None,
             outside: Vec::new(),
+            partly_stored: Vec::new(),
             kinds: Vec::new(),
             naive: None,
             naive_predictions: Vec::new(),
@@ -410,6 +413,9 @@ impl Display for ZoneReport {
                     "  few observations (fewer than 19 held out): the error is a floor, not a bound"
                 )?;
             }
+        }
+        for row in &self.partly_stored {
+            writeln!(f, "  note: {row}")?;
         }
         for row in &self.outside {
             writeln!(f, "  not used: {row}")?;

@@ -178,10 +178,14 @@ async fn a_refused_zone_does_not_keep_another_from_its_fit() {
     let dir = tempfile::tempdir().expect("tmp");
     let (store, mut counts) = lab(dir.path()).await;
     let mut accepted = Vec::new();
-    // The hall: stored minutes, but five counts only, and one count outside them.
+    // The hall: stored minutes, but five counts only (the last with 10 of its 15 minutes
+    // stored, fitted on those), one count outside them and one with 5 of 15 stored.
     for q in 0..5i64 {
         let start = t("2026-05-04T12:00:00Z") + SignedDuration::from_mins(15 * q);
-        accepted.push(minute("hall", Kind::Ble, start, 10 * q.unsigned_abs()));
+        for m in 0..if q == 4 { 10 } else { 15 } {
+            let at = start + SignedDuration::from_mins(m);
+            accepted.push(minute("hall", Kind::Ble, at, 10 * q.unsigned_abs()));
+        }
         counts += &format!(
             "hall,{start},{},{}\n",
             start + SignedDuration::from_mins(15),
@@ -189,6 +193,11 @@ async fn a_refused_zone_does_not_keep_another_from_its_fit() {
         );
     }
     counts += "hall,2026-05-10T12:00:00Z,2026-05-10T12:15:00Z,4\n";
+    for m in 0..5 {
+        let at = t("2026-05-11T12:00:00Z") + SignedDuration::from_mins(m);
+        accepted.push(minute("hall", Kind::Ble, at, 10));
+    }
+    counts += "hall,2026-05-11T12:00:00Z,2026-05-11T12:15:00Z,4\n";
     store
         .merge_batch(Batch {
             accepted,
@@ -205,11 +214,20 @@ async fn a_refused_zone_does_not_keep_another_from_its_fit() {
     let hall = &report.zones[0];
     assert_eq!(hall.zone.as_str(), "hall");
     assert_eq!(hall.refused, Some(ZoneRefusal::TooFew { usable: 5 }));
-    assert_eq!(hall.outside.len(), 1);
+    assert_eq!(hall.outside.len(), 2);
     assert_eq!(hall.outside[0].line, 37);
     assert_eq!(hall.outside[0].field, Field::Span);
     assert!(
         text.contains("line 37, start..end: no stored minute of zone hall"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 38, start..end: only 5 of the 15 minutes"),
+        "{text}"
+    );
+    assert_eq!(hall.partly_stored.len(), 1);
+    assert!(
+        text.contains("note: line 36, start..end: 10 of the 15 minutes"),
         "{text}"
     );
     assert!(text.contains("too few observations: 5 counts"), "{text}");

@@ -63,6 +63,10 @@ pub struct ZoneSeries {
     pub zone: ZoneId,
     /// Zone name.
     pub name: String,
+    /// Whether its people come from a calibration fitted on head counts (`calibrate`), as
+    /// `people_basis.calibrated` of the live view; false: a guessed factor, its interval the
+    /// wide default; null: no people (no calibration).
+    pub people_calibrated: Option<bool>,
     /// Buckets with data, in time order.
     pub points: Vec<SeriesPoint>,
 }
@@ -161,6 +165,7 @@ pub(in crate::api) async fn zone_series(
     Ok(ZoneSeries {
         zone: zone.id.clone(),
         name: zone.name.clone(),
+        people_calibrated: people::basis(zone, floors).map(|b| b.calibrated),
         points: buckets
             .into_iter()
             .map(|(t, devices)| SeriesPoint {
@@ -217,6 +222,9 @@ pub struct ZoneColumns {
     /// Estimated people present, on average over each bucket's stored minutes (null when
     /// the zone has no calibration).
     pub people: Option<CountColumns>,
+    /// Whether those people come from a fitted calibration (see
+    /// `ZoneSeries::people_calibrated`).
+    pub people_calibrated: Option<bool>,
     /// Positions (in `t`) of buckets still filling (see `SeriesPoint::partial`).
     pub partial: Vec<usize>,
 }
@@ -228,6 +236,7 @@ impl ZoneColumns {
         zone: &Zone,
         buckets: &Buckets,
         people: &BTreeMap<Timestamp, Count>,
+        floors: &Floors,
         step: Step,
     ) -> ZoneColumns {
         let mut devices: BTreeMap<Kind, CountColumns> = buckets
@@ -243,6 +252,7 @@ impl ZoneColumns {
             devices: BTreeMap::new(),
             total: CountColumns::default(),
             people: (!zone.calibration.is_empty()).then(CountColumns::default),
+            people_calibrated: people::basis(zone, floors).map(|b| b.calibrated),
             partial: Vec::new(),
         };
         for (i, (t, counts)) in buckets.iter().enumerate() {
@@ -358,7 +368,7 @@ fn series_csv(s: &Series) -> String {
     for name in names.iter().chain(&["total", "people"]) {
         let _ = write!(out, ",{name},{name}_lower,{name}_upper");
     }
-    out.push_str(",upper_bound,partial\n");
+    out.push_str(",people_calibrated,upper_bound,partial\n");
     let cells = |c: Option<&Count>| {
         c.map_or_else(
             || ",,,".to_owned(),
@@ -373,7 +383,8 @@ fn series_csv(s: &Series) -> String {
             }
             out.push_str(&cells(Some(&p.total)));
             out.push_str(&cells(p.people.as_ref()));
-            let _ = writeln!(out, ",{},{}", p.total.upper_bound, p.partial);
+            let calibrated = z.people_calibrated.map_or(String::new(), |c| c.to_string());
+            let _ = writeln!(out, ",{calibrated},{},{}", p.total.upper_bound, p.partial);
         }
     }
     out
@@ -421,7 +432,7 @@ pub(in crate::api) async fn series<S: Store>(
             if buckets.is_empty() {
                 empty.push(*z);
             }
-            out.push(ZoneColumns::new(z, &buckets, &people, step));
+            out.push(ZoneColumns::new(z, &buckets, &people, floors, step));
         }
         return Ok(Json(SeriesAnswer::Columns(SeriesColumns {
             step: resolution.as_str().into(),

@@ -596,6 +596,8 @@ async fn the_bucket_still_filling_is_flagged_partial() {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // neude's factors are guesses: its people say so, as the live view's basis does.
+        assert_eq!(s["zones"][0]["people_calibrated"], false, "{step}");
         let last = points.last().expect("the live window's bucket");
         // Its window ended at most a minute ago: another window may still land in it.
         assert_eq!(last["partial"], true, "{step}: {last}");
@@ -609,7 +611,11 @@ async fn the_bucket_still_filling_is_flagged_partial() {
     assert!(
         csv.lines()
             .next()
-            .is_some_and(|h| h.ends_with(",upper_bound,partial")),
+            .is_some_and(|h| h.ends_with(",people_upper,people_calibrated,upper_bound,partial")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().nth(1).is_some_and(|l| l.contains(",false,")),
         "{csv}"
     );
     assert!(
