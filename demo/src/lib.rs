@@ -264,7 +264,8 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
         agents = Agents::start(&scenario, &o, &access, &agents_stopped)?;
     }
     // A new agent counts only once it holds the salt: the feed starts then, with what was
-    // heard since `caught_up`, so no minute is stored short.
+    // heard since `caught_up` (late, each frame in its own window), so no minute is
+    // stored short.
     agents.wait_for_salt(caught_up).await;
     let Agents { running, ears } = agents;
     let agents = running;

@@ -54,6 +54,19 @@ impl Ears {
         }
     }
 
+    /// Counts frames heard late, from `from` on, each in its own window (the embedding
+    /// program caught up on what the radio heard while it was busy): windows already
+    /// published empty are opened again and published again with these frames, all under
+    /// one lock so that none is closed half-filled.
+    pub fn hear_late(&self, from: Timestamp, frames: impl IntoIterator<Item = (Timestamp, Heard)>) {
+        if let Ok(mut c) = self.counter.lock() {
+            c.reopen(from);
+            for (at, heard) in frames {
+                c.record(at, &Ok(heard));
+            }
+        }
+    }
+
     /// Counts one decoded frame with its capability fingerprint (a probe request's).
     pub fn hear_sighting(&self, at: Timestamp, sighting: Sighting) {
         if let Ok(mut c) = self.counter.lock() {

@@ -155,6 +155,12 @@ impl Counter {
         self.salts.at(now).is_some()
     }
 
+    /// Opens again the published windows from the one containing `from` on (see
+    /// [`Windows::reopen`]).
+    pub fn reopen(&mut self, from: Timestamp) {
+        self.windows.reopen(from);
+    }
+
     /// Closes due windows (and forgets salts of ended epochs).
     pub fn close_due(&mut self, now: Timestamp) -> Vec<SketchMessage> {
         let out = self

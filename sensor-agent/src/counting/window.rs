@@ -106,6 +106,17 @@ impl Windows {
         Ok(())
     }
 
+    /// Opens again the windows from the one containing `from` on, if already published:
+    /// frames heard late for them are then counted in their own windows (published again;
+    /// the aggregator's union of the two sends is the whole window) instead of all in the
+    /// oldest open one.
+    pub fn reopen(&mut self, from: Timestamp) {
+        let window = Window::containing(from, self.length);
+        if self.next.is_some_and(|next| window.start() < next.start()) {
+            self.next = Some(window);
+        }
+    }
+
     /// Starts the window sequence at `now` (so quiet windows are published as zero).
     pub fn start(&mut self, now: Timestamp) {
         self.next
@@ -326,6 +337,43 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert!(out.iter().all(|m| m.sketch.is_empty() && m.frames == 0));
         assert_eq!(out[2].window.start(), ts("2026-04-27T12:02:00Z"));
+    }
+
+    #[test]
+    fn late_frames_of_reopened_windows_count_in_their_own() {
+        let salts = keeper("2026-04-28T02:00:00Z");
+        let mut w = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, vec![Kind::Wifi]);
+        w.start(ts("2026-04-27T12:00:00Z"));
+        // Published empty before the frames of 12:00 and 12:01 arrived.
+        assert_eq!(
+            w.close_due(ts("2026-04-27T12:02:05Z"), &sensor(), &salts, "t")
+                .len(),
+            2
+        );
+        w.reopen(ts("2026-04-27T12:00:00Z"));
+        for i in 0..5 {
+            w.add(ts("2026-04-27T12:00:30Z"), &heard(i), &salts)
+                .expect("salt");
+            w.add(ts("2026-04-27T12:01:30Z"), &heard(10 + i), &salts)
+                .expect("salt");
+        }
+        let out = w.close_due(ts("2026-04-27T12:02:05Z"), &sensor(), &salts, "t");
+        let frames: Vec<(Timestamp, u64)> =
+            out.iter().map(|m| (m.window.start(), m.frames)).collect();
+        assert_eq!(
+            frames,
+            [
+                (ts("2026-04-27T12:00:00Z"), 5),
+                (ts("2026-04-27T12:01:00Z"), 5)
+            ],
+            "each minute its own frames, not both in the open 12:02"
+        );
+        // Reopening at or after the open window changes nothing.
+        w.reopen(ts("2026-04-27T12:02:30Z"));
+        assert!(
+            w.close_due(ts("2026-04-27T12:02:05Z"), &sensor(), &salts, "t")
+                .is_empty()
+        );
     }
 
     #[test]
