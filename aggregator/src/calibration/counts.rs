@@ -125,7 +125,9 @@ pub enum Problem {
     People(String),
     /// More persons than the zone's area can hold at [`MAX_DENSITY`].
     #[error(
-        "{people} persons in zone {zone} of {area_m2} m2 is {density:.1} persons/m2: no crowd is denser than {MAX_DENSITY} (a typo, or the wrong zone?)"
+        "{} persons in zone {zone} of {area_m2} m2 is {} persons/m2: no crowd is denser than {MAX_DENSITY} (a typo, or the wrong zone?)",
+        short(*people),
+        short(*density)
     )]
     Denser {
         /// The row's people.
@@ -392,6 +394,15 @@ fn row(
     }
 }
 
+/// A number as a person reads it: 1.5e30 rather than 31 digits.
+fn short(v: f64) -> String {
+    if v.abs() >= 1e6 {
+        format!("{v:.2e}")
+    } else {
+        format!("{}", (v * 10.0).round() / 10.0)
+    }
+}
+
 /// An RFC 3339 time on a whole minute.
 fn minute(cell: &str) -> Result<Timestamp, Problem> {
     let t: Timestamp = cell.parse().map_err(|_| Problem::NotATime(quoted(cell)))?;
@@ -537,7 +548,9 @@ area_m2 = 80.0
         ));
         assert_eq!((line, field), (2, Field::People));
         assert!(
-            problem.to_string().contains("zone lab of 80 m2"),
+            problem
+                .to_string()
+                .starts_with("1.00e30 persons in zone lab of 80 m2 is 1.25e28 persons/m2"),
             "{problem}"
         );
         assert!(
