@@ -48,7 +48,8 @@ pub fn fastest_for(morning: SignedDuration) -> Option<u32> {
 
 /// COUNTS.csv of the counted zones over the morning: one row per `count_min` real
 /// minutes, people = the mean of the simulator's persons per simulated minute in it.
-pub fn counts(sim: &Simulation, clock: &SimClock) -> String {
+/// Returns the file's text and how many zones it counts.
+pub fn counts(sim: &Simulation, clock: &SimClock) -> (String, usize) {
     let span = count_min(clock.speed);
     let scenario = sim.scenario();
     let truth = sim.truth();
@@ -76,7 +77,7 @@ pub fn counts(sim: &Simulation, clock: &SimClock) -> String {
             start = end;
         }
     }
-    out
+    (out, counted.len())
 }
 
 /// The zones a counter stands at: every [`COUNTED_EVERY`]th of those someone visited before
@@ -123,7 +124,7 @@ pub async fn calibrate(
     store: &SqliteStore,
     config: &AggregatorConfig,
 ) -> Result<BTreeMap<String, String>, DemoError> {
-    let text = counts(sim, clock);
+    let (text, zones) = counts(sim, clock);
     let path = data.join("clicker-counts.csv");
     std::fs::write(&path, &text).map_err(|source| DemoError::Counts {
         path: path.clone(),
@@ -131,11 +132,7 @@ pub async fn calibrate(
     })?;
     println!(
         "  clicker counts of {} zones: {}\n  calibrating (as `crowdflow-aggregator calibrate --config {} --counts {}` does):",
-        text.lines()
-            .skip(1)
-            .filter_map(|l| l.split(',').next())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
+        zones,
         path.display(),
         data.join("aggregator.toml").display(),
         path.display()
