@@ -24,6 +24,12 @@ pub const EMBEDDED_MAX_PACKET: usize = 2 * crowdflow_contract::wire::DEFAULT_MAX
 /// Messages the broker may have in flight to us, unacknowledged (see
 /// [`crate::batching::MAX_BATCH`]).
 const INFLIGHT: u16 = 1000;
+/// Requests the client queues for its event loop. Acknowledgements (at most one per message
+/// in flight to us, [`INFLIGHT`]) never find it full, with room left for the aggregator's own
+/// publishes and subscriptions: `try_ack` on a full queue drops the acknowledgement, and the
+/// broker, short of that slot of its window until the session ends, delivers ever fewer at a
+/// time (1,024 was just above one window, too close once two batches' acks queue up).
+const REQUESTS: usize = 2 * INFLIGHT as usize + 256;
 
 /// Why the link could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +60,11 @@ pub struct Endpoint {
 }
 
 /// The configured broker, with the embedded one started first when configured.
-/// The embedded broker's refusals are counted into `refused`; on an external broker with an
+/// The embedded broker's refusals and drops are counted into `metrics`; on an external broker with an
 /// account the session's client id is keyed by `session_secret`.
 pub async fn endpoint(
     config: &AggregatorConfig,
-    refused: &prometheus::IntCounterVec,
+    metrics: &crate::metrics::Metrics,
     session_secret: &[u8],
 ) -> Result<Endpoint, LinkError> {
     let mut account = config
@@ -93,7 +99,7 @@ pub async fn endpoint(
                     topics: config.broker.topics.clone(),
                     aggregator: own.0,
                     aggregator_client_id: config.broker.client_id.clone(),
-                    refused: refused.clone(),
+                    refused: metrics.broker_refused.clone(),
                 });
             } else {
                 tracing::warn!(
@@ -107,6 +113,7 @@ pub async fn endpoint(
                 max_payload: EMBEDDED_MAX_PACKET,
                 max_connections: *max_connections,
                 tls: tls.clone(),
+                dropped: metrics.broker_dropped.clone(),
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
                 .await
@@ -161,7 +168,7 @@ pub fn connect(endpoint: Endpoint) -> (AsyncClient, EventLoop) {
     if let Some(tls) = &endpoint.tls {
         mqtt::use_tls(&mut options, tls);
     }
-    AsyncClient::new(options, 1024)
+    AsyncClient::new(options, REQUESTS)
 }
 
 /// What the aggregator subscribes to on each connection: sketches (QoS 1; shared among

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub salt_refused: IntCounterVec,
     /// What the embedded broker refused (logins, subscriptions, publishes), by reason.
     pub broker_refused: IntCounterVec,
+    /// Messages the embedded broker dropped instead of delivering, by reason.
+    pub broker_dropped: IntCounterVec,
     /// Requests refused for their credentials, by reason (`unknown_token`: a failed login;
     /// `token_in_query`: a token in the URL where a header can be sent).
     pub http_auth_failures: IntCounterVec,
@@ -217,6 +219,12 @@ impl Default for Metrics {
                 &r,
                 "crowdflow_broker_refused_total",
                 "What the embedded broker refused (logins, subscriptions, publishes outside the ACL), by reason.",
+                "reason",
+            ),
+            broker_dropped: counter_vec(
+                &r,
+                "crowdflow_broker_dropped_total",
+                "Messages the embedded broker dropped instead of delivering (queue_full: the aggregator fell a whole queue behind), by reason.",
                 "reason",
             ),
             http_auth_failures: counter_vec(

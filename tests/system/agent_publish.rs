@@ -95,6 +95,7 @@ fn agent_sketches_reach_a_subscriber_through_the_embedded_broker_with_the_right_
         max_payload: 1 << 22,
         max_connections: 100,
         tls: None,
+        dropped: crowdflow_aggregator::metrics::Metrics::default().broker_dropped,
     };
     let _broker = EmbeddedBroker::start(&settings).expect("embedded broker starts");
     publish_and_check(dir.path(), port);

@@ -87,6 +87,36 @@ fn same(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
+/// Counts and logs the messages the broker drops rather than delivers: a sensor's sketch
+/// that the broker acknowledged (so the agent let go of it) and then dropped is lost, and
+/// an operator must see that (`crowdflow_broker_dropped_total`).
+pub(super) struct DropCounter {
+    pub(super) counted: prometheus::IntCounterVec,
+    pub(super) log: LogLimit,
+}
+
+#[async_trait::async_trait]
+impl Handler for DropCounter {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        if let Parameter::MessageDropped(to, _, publish, reason) = param {
+            let reason = match reason {
+                rmqtt::types::Reason::MessageQueueFull => "queue_full",
+                rmqtt::types::Reason::MessageExpiration => "expired",
+                _ => "other",
+            };
+            self.counted.with_label_values(&[reason]).inc();
+            if self.log.allow(reason, Instant::now()) {
+                tracing::warn!(
+                    to = to.as_ref().map_or("none", |id| &*id.client_id),
+                    topic = %publish.topic,
+                    "embedded broker dropped a message ({reason}): the subscriber is a whole queue behind"
+                );
+            }
+        }
+        (true, acc)
+    }
+}
+
 /// One handler per hook type, sharing the guard.
 pub(super) struct GuardHandler(pub(super) std::sync::Arc<Guard>);
 

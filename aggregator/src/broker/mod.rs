@@ -71,14 +71,20 @@ pub struct BrokerSettings {
     /// TLS on `listen` (`broker.tls_cert_file`); the broker itself then listens on a
     /// loopback port of its own ([`tls`]).
     pub tls: Option<tls::ServerTls>,
+    /// Where messages dropped undelivered are counted, by reason
+    /// (`crowdflow_broker_dropped_total`).
+    pub dropped: prometheus::IntCounterVec,
 }
 
 /// Messages queued per session beyond those in flight; when full, new messages for that
-/// session are dropped (rmqtt's `MessageQueueFull`), other sessions are not affected. 2048
-/// sketches (8.3 KB each) are about 17 MB and over a minute of a 400-sensor city (1,600 a
-/// minute) should the aggregator stall; at most 2048 x `max_payload` bytes (256 MiB at the
-/// aggregator's 128 KiB).
-const QUEUE: usize = 2048;
+/// session are dropped (rmqtt's `MessageQueueFull`, counted in
+/// `crowdflow_broker_dropped_total`), other sessions are not affected. The broker
+/// acknowledges a sensor's sketch on arrival, so the queue must hold a burst: sensors back
+/// from an outage send their outboxes at once, faster than the aggregator stores. With
+/// 2,048 a burst of 40,000 sketches lost 32,000 (measured, `benches/ingest.rs`); 50,000 is
+/// half an hour of a 400-sensor city (1,600 a minute), about 400 MB at 8.3 KB a dense
+/// sketch, the bound of the shipped Mosquitto's 200,000 scaled to one process.
+const QUEUE: usize = 50_000;
 /// Unacknowledged QoS 1 messages per session: the aggregator's own window
 /// ([`crate::link`]), which covers a whole batch ([`crate::batching::MAX_BATCH`]).
 const INFLIGHT: u16 = 1000;
@@ -182,6 +188,7 @@ async fn serve(settings: BrokerSettings, ready: std::sync::mpsc::Sender<Result<(
     if let Some(accounts) = &settings.accounts {
         install_guard(&scx, accounts).await;
     }
+    install_drop_counter(&scx, &settings.dropped).await;
     let listener = match listener(&settings) {
         Ok(l) => l,
         Err(e) => {
@@ -221,6 +228,20 @@ fn listener(settings: &BrokerSettings) -> rmqtt::Result<rmqtt::net::Listener> {
         .tcp()
 }
 
+/// The reasons `crowdflow_broker_dropped_total` counts by.
+pub const DROP_REASONS: [&str; 3] = ["queue_full", "expired", "other"];
+
+/// Registers the count of dropped messages.
+async fn install_drop_counter(scx: &ServerContext, dropped: &prometheus::IntCounterVec) {
+    let register = scx.extends.hook_mgr().register();
+    let counter = hooks::DropCounter {
+        counted: dropped.clone(),
+        log: LogLimit::per_minute("embedded broker drops"),
+    };
+    register.add(Type::MessageDropped, Box::new(counter)).await;
+    register.start().await;
+}
+
 /// Registers the login, subscribe and publish checks.
 async fn install_guard(scx: &ServerContext, accounts: &Accounts) {
     let guard = Arc::new(hooks::Guard {
@@ -244,4 +265,86 @@ async fn install_guard(scx: &ServerContext, accounts: &Accounts) {
             .await;
     }
     register.start().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use std::time::Instant;
+
+    /// A burst of sketches faster than the subscriber acknowledges them (the aggregator
+    /// acknowledges after each commit) is queued whole, not dropped: the broker has already
+    /// acknowledged each to its sensor, which let go of it. With a queue of 2,048 this lost
+    /// most of a 40,000-message burst.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_beyond_the_window_is_queued_not_dropped() {
+        const BURST: usize = 8_000;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let dropped = crate::metrics::Metrics::default().broker_dropped;
+        let settings = BrokerSettings {
+            listen: ([127, 0, 0, 1], port).into(),
+            accounts: None,
+            max_payload: 1 << 17,
+            max_connections: 10,
+            tls: None,
+            dropped: dropped.clone(),
+        };
+        let _broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
+            .await
+            .expect("thread")
+            .expect("broker");
+        // A slow subscriber: acknowledges half a window at a time, 100 ms later.
+        let mut options = MqttOptions::new("slow-subscriber", "127.0.0.1", port);
+        options.set_manual_acks(true).set_inflight(INFLIGHT);
+        let (subscriber, mut events) = AsyncClient::new(options, 4 * INFLIGHT as usize);
+        subscriber
+            .subscribe("crowdflow/v1/sketch/#", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        while !matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {}
+        let received = tokio::spawn(async move {
+            let (mut received, mut unacked) = (0, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while received < BURST && Instant::now() < deadline {
+                let event = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+                let idle = event.is_err();
+                if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) = event {
+                    received += 1;
+                    unacked.push(p);
+                }
+                if unacked.len() >= usize::from(INFLIGHT) / 2 || idle {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    for p in unacked.drain(..) {
+                        subscriber.try_ack(&p).expect("ack");
+                    }
+                }
+            }
+            received
+        });
+        let mut options = MqttOptions::new("burst-publisher", "127.0.0.1", port);
+        options.set_inflight(500);
+        let (publisher, mut publisher_events) = AsyncClient::new(options, BURST);
+        tokio::spawn(async move { while publisher_events.poll().await.is_ok() {} });
+        for i in 0..BURST {
+            publisher
+                .publish(
+                    format!("crowdflow/v1/sketch/s{}", i % 50),
+                    QoS::AtLeastOnce,
+                    false,
+                    vec![0u8; 200],
+                )
+                .await
+                .expect("publish");
+        }
+        assert_eq!(
+            received.await.expect("subscriber"),
+            BURST,
+            "every message delivered"
+        );
+        assert_eq!(dropped.with_label_values(&["queue_full"]).get(), 0);
+    }
 }
