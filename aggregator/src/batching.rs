@@ -3,8 +3,10 @@
 //! Sketch messages are acknowledged to the broker only after the batch holding them is
 //! committed to storage (persistent session, manual acks), so a crash between receive and
 //! commit loses nothing: the broker redelivers, and merging is idempotent. Acknowledgements
-//! follow arrival order, as MQTT requires. A failed commit keeps the batch and its messages
-//! for the next attempt (unacknowledged, so a restart gets them redelivered).
+//! follow arrival order, as MQTT requires. A batch is [taken](Batcher::take) for its commit
+//! while the next one gathers (one commit at a time, so batches commit and are acknowledged
+//! in order); a failed commit is [put back](Batcher::put_back) in front of the pending
+//! messages for the next attempt (unacknowledged, so a restart gets them redelivered).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -41,13 +43,27 @@ impl<M> Default for Batcher<M> {
     }
 }
 
-/// A committed batch.
+/// A batch taken for its commit, with the messages to acknowledge once it is stored.
 #[derive(Debug)]
-pub struct Committed<M> {
-    /// Its messages in arrival order, to acknowledge now.
+pub struct Taken<M> {
+    /// What to store, in one transaction.
+    pub batch: Batch,
+    /// Its messages in arrival order.
     pub messages: Vec<M>,
-    /// The zones it stored sketches of (the live board has news of them).
-    pub zones: BTreeSet<ZoneId>,
+    /// When the oldest of them arrived.
+    since: Option<Instant>,
+}
+
+impl<M> Taken<M> {
+    /// Stores the batch in one transaction (the batch is kept for a retry on failure).
+    pub async fn commit(&self, store: &impl Store) -> Result<(), StoreError> {
+        store.merge_batch(self.batch.clone()).await
+    }
+
+    /// The zones it stores sketches of (the live board has news of them once committed).
+    pub fn zones(&self) -> BTreeSet<ZoneId> {
+        self.batch.accepted.iter().map(|a| a.zone.clone()).collect()
+    }
 }
 
 impl<M> Batcher<M> {
@@ -91,21 +107,24 @@ impl<M> Batcher<M> {
             .is_some_and(|t| now.saturating_duration_since(t) >= MAX_WAIT)
     }
 
-    /// Stores the batch in one transaction and then hands back its messages to acknowledge;
-    /// on failure keeps both for the next attempt.
-    pub async fn commit(&mut self, store: &impl Store) -> Result<Committed<M>, StoreError> {
-        store.merge_batch(self.pending.clone()).await?;
-        Ok(self.committed())
+    /// Hands over the pending batch for its commit and starts a new one.
+    pub fn take(&mut self) -> Taken<M> {
+        Taken {
+            batch: std::mem::take(&mut self.pending),
+            messages: std::mem::take(&mut self.unacked),
+            since: self.since.take(),
+        }
     }
 
-    /// Starts a new batch after the pending one was stored.
-    fn committed(&mut self) -> Committed<M> {
-        let batch = std::mem::take(&mut self.pending);
-        self.since = None;
-        Committed {
-            messages: std::mem::take(&mut self.unacked),
-            zones: batch.accepted.iter().map(|a| a.zone.clone()).collect(),
-        }
+    /// Puts back a batch whose commit failed, in front of the messages that arrived since
+    /// (acknowledgements keep arrival order); the next commit stores both.
+    pub fn put_back(&mut self, mut taken: Taken<M>) {
+        taken.batch.accepted.append(&mut self.pending.accepted);
+        taken.batch.rejects.append(&mut self.pending.rejects);
+        taken.messages.append(&mut self.unacked);
+        self.pending = taken.batch;
+        self.unacked = taken.messages;
+        self.since = taken.since.into_iter().chain(self.since).min();
     }
 }
 
@@ -155,10 +174,33 @@ mod tests {
         }
         b.reject(None, "d", t0);
         assert_eq!(b.pending.rejects.len(), 3, "unknown names are not stored");
-        let done = b.committed();
-        assert_eq!(done.messages, ["a", "b", "c", "d"]);
-        assert!(done.zones.is_empty());
+        let taken = b.take();
+        assert_eq!(taken.messages, ["a", "b", "c", "d"]);
+        assert!(taken.zones().is_empty());
         assert!(b.is_empty() && b.pending.is_empty() && !b.is_due(t0 + MAX_WAIT));
+    }
+
+    #[test]
+    fn a_failed_batch_goes_back_in_front_of_what_arrived_since() {
+        let t0 = Instant::now();
+        let mut b = Batcher::default();
+        b.reject(rejected("s1"), "a", t0);
+        let failed = b.take();
+        b.reject(rejected("s2"), "b", t0 + MAX_WAIT / 2);
+        b.put_back(failed);
+        assert!(
+            b.is_due(t0 + MAX_WAIT),
+            "timed from the failed batch's oldest"
+        );
+        let retry = b.take();
+        assert_eq!(retry.messages, ["a", "b"]);
+        let sensors: Vec<&str> = retry
+            .batch
+            .rejects
+            .iter()
+            .map(|r| r.sensor.as_str())
+            .collect();
+        assert_eq!(sensors, ["s1", "s2"]);
     }
 
     #[tokio::test]
@@ -173,8 +215,9 @@ mod tests {
         let mut b = Batcher::default();
         b.reject(rejected("s1"), "a", t0);
         b.reject(rejected("s1"), "b", t0);
-        let done = b.commit(&store).await.expect("commits");
-        assert_eq!(done.messages, ["a", "b"]);
+        let taken = b.take();
+        taken.commit(&store).await.expect("commits");
+        assert_eq!(taken.messages, ["a", "b"]);
         let health = store.sensor_health().await.expect("reads");
         assert_eq!(health.len(), 1);
         assert_eq!(health[0].rejects.get("bad_json"), Some(&2));

@@ -18,7 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 
 use crate::api::{self, AppState};
-use crate::batching::Batcher;
+use crate::batching::{Batcher, Taken};
 use crate::broker::BrokerError;
 use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::{Reject, Validator};
@@ -82,6 +82,9 @@ struct State<S> {
     metrics: Metrics,
     client: AsyncClient,
     batch: Batcher<Publish>,
+    /// The batch being committed while the next one gathers (at most one, so batches are
+    /// stored and acknowledged in arrival order).
+    committing: Option<tokio::task::JoinHandle<Attempt>>,
     salts: SaltProtocol,
     purge: PurgeSchedule,
     /// Told after each commit, to push the new numbers at once.
@@ -90,6 +93,32 @@ struct State<S> {
     reject_log: LogLimit,
     /// When each sensor was last answered whether it is known (four answers a second each at most).
     answered: HashMap<SensorId, Instant>,
+}
+
+/// A finished commit: its outcome, its batch (acknowledged, or put back on failure) and
+/// when it started.
+struct Attempt {
+    result: Result<(), StoreError>,
+    taken: Taken<Publish>,
+    started: Instant,
+}
+
+/// The commit under way, once it ends (never, when none is).
+async fn commit_ended(committing: &mut Option<tokio::task::JoinHandle<Attempt>>) -> Attempt {
+    let Some(handle) = committing.as_mut() else {
+        return std::future::pending().await;
+    };
+    let ended = handle.await;
+    *committing = None;
+    match ended {
+        Ok(attempt) => attempt,
+        // The commit task never panics (the store turns its own panics into errors); were
+        // it to, its messages stay unacknowledged and the broker redelivers them.
+        Err(e) => {
+            tracing::error!("a commit task failed: {e}");
+            std::future::pending().await
+        }
+    }
 }
 
 /// A sensor is told whether it is known at most this often (requests come from anyone the
@@ -129,8 +158,7 @@ async fn serve<S: Store>(
     let session_secret = signing
         .key
         .derive_secret("crowdflow 2026-12 aggregator MQTT session");
-    let mut endpoint =
-        link::endpoint(&config, &metrics.broker_refused, session_secret.as_slice()).await?;
+    let mut endpoint = link::endpoint(&config, &metrics, session_secret.as_slice()).await?;
     let embedded = endpoint.embedded.take();
     let broker = format!("{}:{}", endpoint.host, endpoint.port);
     let mut ingest = Validator::new(config.clone(), metrics.clone());
@@ -143,6 +171,7 @@ async fn serve<S: Store>(
         metrics,
         client,
         batch: Batcher::default(),
+        committing: None,
         salts,
         purge: PurgeSchedule::starting(Instant::now()),
         live,
@@ -166,6 +195,7 @@ async fn serve<S: Store>(
                     }
                 }
             },
+            attempt = commit_ended(&mut state.committing) => state.on_committed(attempt).await,
             _ = tick.tick() => state.on_tick().await?,
             () = &mut shutdown => break,
         }
@@ -173,7 +203,7 @@ async fn serve<S: Store>(
     // Stopped before the last commit, which would start an evaluation the shutting-down
     // runtime cancels halfway (and logs as a failure).
     evaluations.abort();
-    state.flush().await;
+    state.finish_commits().await;
     let _ = state.client.try_disconnect();
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
@@ -196,6 +226,9 @@ fn labelled_at_zero(metrics: &Metrics) {
     }
     for failure in crate::auth::Refusal::FAILURES {
         metrics.http_auth_failures.with_label_values(&[failure]);
+    }
+    for reason in crate::broker::DROP_REASONS {
+        metrics.broker_dropped.with_label_values(&[reason]);
     }
 }
 
@@ -448,7 +481,7 @@ impl<S: Store> State<S> {
     async fn on_tick(&mut self) -> Result<(), ServiceError> {
         let now = Instant::now();
         self.reject_log.flush(now);
-        if self.batch.is_due(now) {
+        if self.batch.is_due(now) && self.committing.is_none() {
             self.flush().await;
         }
         if self.purge.take_due(now) {
@@ -460,30 +493,78 @@ impl<S: Store> State<S> {
         Ok(())
     }
 
-    /// Commits the pending batch and then acknowledges its messages; on failure keeps them
-    /// for the next attempt.
+    /// Starts committing the pending batch, after the commit under way has ended (one at a
+    /// time: receiving and validating go on meanwhile, and batches are stored and acknowledged
+    /// in arrival order).
     async fn flush(&mut self) {
+        if let Some(previous) = self.committing.take() {
+            match previous.await {
+                Ok(attempt) => self.settle(attempt),
+                Err(e) => tracing::error!("a commit task failed: {e}"),
+            }
+        }
         if self.batch.is_empty() {
             return;
         }
-        let started = std::time::Instant::now();
-        match self.batch.commit(&self.store).await {
-            Ok(committed) => {
-                self.metrics.committed(started.elapsed());
-                for p in &committed.messages {
+        let taken = self.batch.take();
+        let store = self.store.clone();
+        self.committing = Some(tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let result = taken.commit(&store).await;
+                Attempt {
+                    result,
+                    taken,
+                    started,
+                }
+            }
+            .in_current_span(),
+        ));
+    }
+
+    /// A commit ended: settles it, then commits what gathered meanwhile if it is due (after
+    /// a failure the next tick retries, so a store that is down is not retried in a spin).
+    async fn on_committed(&mut self, attempt: Attempt) {
+        let stored = attempt.result.is_ok();
+        self.settle(attempt);
+        if stored && (self.batch.is_full() || self.batch.is_due(Instant::now())) {
+            self.flush().await;
+        }
+    }
+
+    /// Acknowledges a stored batch's messages and tells the live board; puts a failed one
+    /// back for the next attempt.
+    fn settle(&mut self, attempt: Attempt) {
+        match attempt.result {
+            Ok(()) => {
+                self.metrics.committed(attempt.started.elapsed());
+                for p in &attempt.taken.messages {
                     let _ = self.client.try_ack(p);
                 }
-                if !committed.zones.is_empty() {
-                    self.live.news(&committed.zones);
+                let zones = attempt.taken.zones();
+                if !zones.is_empty() {
+                    self.live.news(&zones);
                 }
             }
             Err(e) => {
                 self.metrics.store_errors.inc();
                 tracing::error!(
                     "storing {} sketches failed, will retry: {e}",
-                    self.batch.len()
+                    attempt.taken.messages.len()
                 );
+                self.batch.put_back(attempt.taken);
             }
+        }
+    }
+
+    /// At shutdown: the commit under way, then what is pending (a failure stays
+    /// unacknowledged, for the broker to redeliver).
+    async fn finish_commits(&mut self) {
+        self.flush().await;
+        if let Some(last) = self.committing.take()
+            && let Ok(attempt) = last.await
+        {
+            self.settle(attempt);
         }
     }
 }
@@ -502,6 +583,7 @@ mod tests {
             "crowdflow_ingest_rejects_total{reason=\"bad_json\"} 0",
             "crowdflow_retention_purged_total{what=\"sketches\"} 0",
             "crowdflow_http_auth_failures_total{reason=\"unknown_token\"} 0",
+            "crowdflow_broker_dropped_total{reason=\"queue_full\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
