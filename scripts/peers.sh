@@ -3,7 +3,7 @@
 # PostgreSQL with the postgresql-hll extension (Debian's postgresql-15-hll). The benchmark
 # calls this script itself; run by hand it prepares the same things.
 #
-#   bash scripts/peers.sh install      # Debian's postgresql and postgresql-NN-hll, if missing
+#   bash scripts/peers.sh install      # Debian's postgresql, postgresql-NN-hll and mosquitto, if missing
 #   bash scripts/peers.sh start DIR    # a PostgreSQL cluster in DIR on a free port; prints its URL
 #   bash scripts/peers.sh stop DIR     # stops that cluster (its data stays in DIR for the next run)
 #
@@ -21,6 +21,8 @@ install() {
     local major
     major=$(basename "$(dirname "$(pg_bin)")")
     [ -f "/usr/share/postgresql/$major/extension/hll.control" ] || apt_install "postgresql-$major-hll"
+    # The ingest part's external broker.
+    ensure_mosquitto
 }
 
 start() {

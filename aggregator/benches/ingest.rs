@@ -29,8 +29,9 @@ const SENSORS: usize = 200;
 fn config_text(port: u16, db: &Path) -> String {
     let mut text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n\
-         [salt]\nannounce_every_s = 5\n[counting]\nwindow_s = 10\n",
-        db.display()
+         [salt]\nannounce_every_s = 5\n{}[counting]\nwindow_s = 10\n",
+        db.display(),
+        rotation_in_an_hour()
     );
     for z in 0..20 {
         text += &format!("[[zones]]\nid = \"z{z}\"\nname = \"Zone {z}\"\narea_m2 = 1000.0\n");
@@ -41,6 +42,13 @@ fn config_text(port: u16, db: &Path) -> String {
     text
 }
 
+/// `[salt]` rotation at the next UTC hour but one: the current epoch began about 23 hours
+/// ago, so the load finds the ended windows it needs in it whatever the time of day.
+fn rotation_in_an_hour() -> String {
+    let hour = (Timestamp::now().as_second().div_euclid(3600) + 2).rem_euclid(24);
+    format!("rotation = \"{hour:02}:00\"\ntime_zone = \"UTC\"\n")
+}
+
 fn sketch(first: u64, n: u64) -> Sketch {
     let mut s = Sketch::new(Precision::DEFAULT);
     (first..first + n).for_each(|k| s.insert_bytes(&k.to_le_bytes()));
@@ -48,8 +56,7 @@ fn sketch(first: u64, n: u64) -> Sketch {
 }
 
 /// Windows of the current epoch, newest first.
-fn windows(epoch: EpochId, count: usize) -> Vec<Window> {
-    let schedule = RotationSchedule::default();
+fn windows(schedule: &RotationSchedule, epoch: EpochId, count: usize) -> Vec<Window> {
     let mut w = Window::containing(
         Timestamp::now() - SignedDuration::from_secs(20),
         WindowLength::new(10).expect("10 s"),
@@ -143,7 +150,7 @@ fn main() {
 
         // Phase 1: throughput.
         let per_sensor = n.div_ceil(SENSORS);
-        let wins = windows(epoch, per_sensor + 1000);
+        let wins = windows(&config.rotation, epoch, per_sensor + 4000 / SENSORS + 1);
         let (sparse, dense) = (sketch(0, 20), sketch(1_000_000, 5_000));
         let payloads: Vec<(String, Vec<u8>)> = (0..n)
             .map(|i| {

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 #[path = "../common/mod.rs"]
 mod common;
 mod data;
+mod ingest;
 mod peer;
 
 use data::{generate, zone_id};
@@ -257,10 +258,37 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
+    let part = std::env::var("CROWDFLOW_PEERS").unwrap_or_default();
+    let messages: usize = std::env::var("CROWDFLOW_PEERS_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    // Ingest first: it needs no generated week.
+    let ingest =
+        (part != "queries").then(|| runtime.block_on(ingest::measure(messages, &server.url)));
+    if let Some((rows, scale)) = &ingest {
+        ingest::print(rows, scale, messages);
+    }
+    let mut ratios: Vec<(&str, f64)> = Vec::new();
+    if part != "ingest" {
+        ratios = runtime.block_on(queries(&server, &db, &answers_file));
+    }
+    if let Some((rows, _)) = &ingest {
+        ratios.extend(rows.iter().map(|r| (r.pair.name(), r.ratio())));
+    }
+    for (name, ratio) in ratios {
+        println!("ratio {name} {ratio:.4}");
+    }
+    drop(server);
+}
+
+/// The history questions: correctness against the reference and the first run, then the
+/// timing table; the ratio of each figure.
+async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'static str, f64)> {
+    {
         let start: Timestamp = START.parse().expect("start");
         let fresh = !db.exists();
-        let store = SqliteStore::open(&db, Precision::DEFAULT).expect("open");
+        let store = SqliteStore::open(db, Precision::DEFAULT).expect("open");
         let peer = Arc::new(peer_database(&server.url).await);
         let peer_fresh = !peer_is_loaded(&peer).await;
         if peer_fresh {
@@ -286,7 +314,7 @@ fn main() {
             }
         }
         let app = router(AppState::new(
-            config(&db, ZONES),
+            config(db, ZONES),
             store.clone(),
             LiveBoard::default(),
             Metrics::default(),
@@ -319,21 +347,37 @@ fn main() {
 
         // Correctness first.
         let mut answers = Answers::default();
-        for (from, slot) in [(q.day, &mut answers.distinct_aligned), (q.odd, &mut answers.distinct_unaligned)] {
-            let body: Value = serde_json::from_slice(&crowdflow_get(&app, &distinct_path(from)).await).expect("json");
+        for (from, slot) in [
+            (q.day, &mut answers.distinct_aligned),
+            (q.odd, &mut answers.distinct_unaligned),
+        ] {
+            let body: Value =
+                serde_json::from_slice(&crowdflow_get(&app, &distinct_path(from)).await)
+                    .expect("json");
             let got = triple(&body["devices"][KIND.as_str()]);
-            let want = reference_distinct(&store, DISTINCT_ZONE, from, Questions::hour(from, 24)).await;
+            let want =
+                reference_distinct(&store, DISTINCT_ZONE, from, Questions::hour(from, 24)).await;
             assert_same("distinct", &got, &want);
             slot.extend(got);
         }
-        let flows: Value = serde_json::from_slice(&crowdflow_get(&app, &flows_path).await).expect("json");
+        let flows: Value =
+            serde_json::from_slice(&crowdflow_get(&app, &flows_path).await).expect("json");
         for (i, j) in [(0usize, 0usize), (3, 4), (19, 0)] {
             let side = |zone: &str, from, to| {
                 let store = store.clone();
                 let zone = ZoneId::new(zone).expect("zone");
                 async move {
                     query::per_salt(
-                        &store.zone_sketches(BucketQuery { zone: &zone, kind: KIND, resolution: Resolution::Minute, from, to }).await.expect("minutes"),
+                        &store
+                            .zone_sketches(BucketQuery {
+                                zone: &zone,
+                                kind: KIND,
+                                resolution: Resolution::Minute,
+                                from,
+                                to,
+                            })
+                            .await
+                            .expect("minutes"),
                         Precision::DEFAULT,
                     )
                 }
@@ -348,18 +392,31 @@ fn main() {
             );
         }
         answers.flows = flow_numbers(&flows);
-        let series: Value = serde_json::from_slice(&crowdflow_get(&app, &series_path).await).expect("json");
+        let series: Value =
+            serde_json::from_slice(&crowdflow_get(&app, &series_path).await).expect("json");
         let numbers = series_numbers(&series);
         assert_eq!(numbers.len(), (ZONES * 1440) as usize, "series points");
         for zone in ["z0", "z49"] {
             let id = ZoneId::new(zone).expect("zone");
             for n in store
-                .zone_numbers(BucketQuery { zone: &id, kind: KIND, resolution: Resolution::Minute, from: q.day, to: Questions::hour(q.day, 24) })
+                .zone_numbers(BucketQuery {
+                    zone: &id,
+                    kind: KIND,
+                    resolution: Resolution::Minute,
+                    from: q.day,
+                    to: Questions::hour(q.day, 24),
+                })
                 .await
                 .expect("numbers")
             {
-                let got = numbers.get(&(zone.to_owned(), n.bucket.to_string())).expect("point");
-                assert_same("series", got, &[n.devices.estimate, n.devices.lower, n.devices.upper]);
+                let got = numbers
+                    .get(&(zone.to_owned(), n.bucket.to_string()))
+                    .expect("point");
+                assert_same(
+                    "series",
+                    got,
+                    &[n.devices.estimate, n.devices.lower, n.devices.upper],
+                );
             }
         }
         answers.series = numbers.values().flatten().copied().collect();
@@ -371,17 +428,25 @@ fn main() {
         for (key, want) in &numbers {
             assert_same("series in columns", &in_columns[key], &want.map(tenth));
         }
-        match std::fs::read(&answers_file) {
+        match std::fs::read(answers_file) {
             Ok(saved) => {
                 let saved: Answers = serde_json::from_slice(&saved).expect("saved answers");
-                assert_same("distinct aligned (first run)", &answers.distinct_aligned, &saved.distinct_aligned);
-                assert_same("distinct unaligned (first run)", &answers.distinct_unaligned, &saved.distinct_unaligned);
+                assert_same(
+                    "distinct aligned (first run)",
+                    &answers.distinct_aligned,
+                    &saved.distinct_aligned,
+                );
+                assert_same(
+                    "distinct unaligned (first run)",
+                    &answers.distinct_unaligned,
+                    &saved.distinct_unaligned,
+                );
                 assert_same("flows (first run)", &answers.flows, &saved.flows);
                 assert_same("series (first run)", &answers.series, &saved.series);
                 eprintln!("answers equal the first run's ({})", answers_file.display());
             }
             Err(_) => {
-                std::fs::write(&answers_file, serde_json::to_vec(&answers).expect("json"))
+                std::fs::write(answers_file, serde_json::to_vec(&answers).expect("json"))
                     .expect("save answers");
                 eprintln!("answers saved for later runs ({})", answers_file.display());
             }
@@ -397,18 +462,33 @@ fn main() {
         // Timing.
         let mut rows: Vec<(&str, &str, Duration, Duration, String)> = Vec::new();
         for (name, label, from) in [
-            ("distinct_aligned", "distinct 24 h, aligned (one zone)", q.day),
-            ("distinct_unaligned", "distinct 24 h, 13:27 -> 13:27 (one zone)", q.odd),
+            (
+                "distinct_aligned",
+                "distinct 24 h, aligned (one zone)",
+                q.day,
+            ),
+            (
+                "distinct_unaligned",
+                "distinct 24 h, 13:27 -> 13:27 (one zone)",
+                q.odd,
+            ),
         ] {
             let path = distinct_path(from);
             let (ours, _) = median(15, || crowdflow_get(&app, &path)).await;
-            let (theirs, _) = median(15, || peer_distinct(&peer, from, Questions::hour(from, 24))).await;
+            let (theirs, _) =
+                median(15, || peer_distinct(&peer, from, Questions::hour(from, 24))).await;
             rows.push((name, label, ours, theirs, String::new()));
         }
         let (ours, _) = median(5, || crowdflow_get(&app, &flows_path)).await;
         let (theirs, cells) = median(5, || peer_flows(&peer, &q, &twenty)).await;
         assert_eq!(cells.len(), 400, "peer flow cells");
-        rows.push(("flows_20x20", "flows 20 x 20 zones, two 1 h windows", ours, theirs, String::new()));
+        rows.push((
+            "flows_20x20",
+            "flows 20 x 20 zones, two 1 h windows",
+            ours,
+            theirs,
+            String::new(),
+        ));
         let (theirs, points) = median(5, || peer_series(&peer, &q)).await;
         assert_eq!(points.len(), (ZONES * 1440) as usize, "peer series points");
         let per_point = |body: &axum::body::Bytes| {
@@ -438,7 +518,7 @@ fn main() {
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
         println!(
             "\n{ZONES} zones x {DAYS} days of minute sketches, 300-3,000 devices a zone-minute; crowdflow: SQLite {:.0} MiB; peer: PostgreSQL + postgresql-hll (log2m 14) with hour/day rollups and stored minute numbers\n",
-            size(&db)
+            size(db)
         );
         println!("| work | crowdflow | peer | ratio |");
         println!("|---|---|---|---|");
@@ -452,10 +532,8 @@ fn main() {
                 if ratio <= 1.0 { "faster" } else { "slower" }
             );
         }
-        println!("\nNot measured here yet: ingest_embedded_sqlite, ingest_mosquitto_sqlite, ingest_mosquitto_postgres.\n");
-        for (name, _, ours, theirs, _) in &rows {
-            println!("ratio {name} {:.4}", ours.as_secs_f64() / theirs.as_secs_f64());
-        }
-    });
-    drop(server);
+        rows.iter()
+            .map(|(name, _, ours, theirs, _)| (*name, ours.as_secs_f64() / theirs.as_secs_f64()))
+            .collect()
+    }
 }
