@@ -14,15 +14,19 @@ use std::time::{Duration, Instant};
 
 use crowdflow_aggregator::config::AggregatorConfig;
 use crowdflow_aggregator::service;
-use crowdflow_aggregator::store::{SqliteStore, Store};
-use crowdflow_contract::epoch::{EpochId, RotationSchedule};
+use crowdflow_aggregator::store::SqliteStore;
+use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
 use crowdflow_contract::sketch::{Precision, Sketch};
-use crowdflow_contract::window::{Window, WindowLength};
+use crowdflow_contract::window::Window;
 use crowdflow_contract::wire::{SaltAnnouncement, SensorId, SketchMessage};
-use jiff::{SignedDuration, Timestamp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::load::{rotation_in_an_hour, sketch, stored, windows};
 
 const SENSORS: usize = 200;
 
@@ -40,35 +44,6 @@ fn config_text(port: u16, db: &Path) -> String {
         text += &format!("[[sensors]]\nid = \"s{s}\"\nzone = \"z{}\"\n", s % 20);
     }
     text
-}
-
-/// `[salt]` rotation at the next UTC hour but one: the current epoch began about 23 hours
-/// ago, so the load finds the ended windows it needs in it whatever the time of day.
-fn rotation_in_an_hour() -> String {
-    let hour = (Timestamp::now().as_second().div_euclid(3600) + 2).rem_euclid(24);
-    format!("rotation = \"{hour:02}:00\"\ntime_zone = \"UTC\"\n")
-}
-
-fn sketch(first: u64, n: u64) -> Sketch {
-    let mut s = Sketch::new(Precision::DEFAULT);
-    (first..first + n).for_each(|k| s.insert_bytes(&k.to_le_bytes()));
-    s
-}
-
-/// Windows of the current epoch, newest first.
-fn windows(schedule: &RotationSchedule, epoch: EpochId, count: usize) -> Vec<Window> {
-    let mut w = Window::containing(
-        Timestamp::now() - SignedDuration::from_secs(20),
-        WindowLength::new(10).expect("10 s"),
-    );
-    let mut out = Vec::new();
-    while out.len() < count {
-        if schedule.spans(&w).iter().all(|s| s.epoch == epoch) {
-            out.push(w);
-        }
-        w = Window::containing(w.start() - SignedDuration::from_secs(1), w.length());
-    }
-    out
 }
 
 fn payload(
@@ -90,14 +65,6 @@ fn payload(
         agent_version: "bench".into(),
     }
     .encode()
-}
-
-async fn stored(store: &SqliteStore) -> u64 {
-    store
-        .sensor_health()
-        .await
-        .map(|h| h.iter().map(|s| s.frames).sum())
-        .unwrap_or(0)
 }
 
 fn main() {

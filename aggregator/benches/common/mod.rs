@@ -1,5 +1,9 @@
-//! What the history benchmarks share: the aggregator config of `zones` calibrated zones with
-//! one sensor each, on SQLite at `db`, and the planner token the requests carry.
+//! What the benchmarks share: for the history ones, the aggregator config of `zones`
+//! calibrated zones with one sensor each, on SQLite at `db`, and the planner token the
+//! requests carry; for the ingest ones, [`load`]. Each benchmark uses a part of it.
+#![allow(dead_code)]
+
+pub mod load;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -28,10 +28,12 @@ use crowdflow_contract::epoch::{EpochId, RotationSchedule};
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::{Salt, SaltFingerprint};
 use crowdflow_contract::sketch::{Precision, Sketch};
-use crowdflow_contract::window::{Window, WindowLength};
+use crowdflow_contract::window::Window;
 use crowdflow_contract::wire::{SaltAnnouncement, SensorId, SketchMessage};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::common::load::{rotation_in_an_hour, sketch, stored, windows};
 
 /// Publisher connections the sensors' messages are spread over.
 const PUBLISHERS: usize = 8;
@@ -212,42 +214,6 @@ fn config(
     )
 }
 
-/// `[salt]` rotation at the next UTC hour but one: the current epoch began about 23 hours
-/// ago, so a load finds the ended windows it needs in it whatever the time of day (the 10
-/// sensors of the scaling figure send 4,400 windows each, 12 hours).
-pub(crate) fn rotation_in_an_hour() -> String {
-    let hour = (Timestamp::now().as_second().div_euclid(3600) + 2).rem_euclid(24);
-    format!("rotation = \"{hour:02}:00\"\ntime_zone = \"UTC\"\n")
-}
-
-fn sketch(first: u64, n: u64) -> Sketch {
-    let mut s = Sketch::new(Precision::DEFAULT);
-    (first..first + n).for_each(|k| s.insert_bytes(&k.to_le_bytes()));
-    s
-}
-
-/// `count` ended 10 s windows of `epoch`, newest first, that lie in it whole.
-fn windows(schedule: &RotationSchedule, epoch: EpochId, count: usize) -> Vec<Window> {
-    let mut w = Window::containing(
-        Timestamp::now() - SignedDuration::from_secs(20),
-        WindowLength::new(10).expect("10 s"),
-    );
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let spans = schedule.spans(&w);
-        if spans.iter().all(|s| s.epoch == epoch) {
-            out.push(w);
-        } else {
-            assert!(
-                spans.iter().all(|s| s.epoch >= epoch),
-                "fewer than {count} windows in epoch {epoch}"
-            );
-        }
-        w = Window::containing(w.start() - SignedDuration::from_secs(1), w.length());
-    }
-    out
-}
-
 /// The messages of a load: (topic, payload), each sensor's on windows of its own.
 struct Messages {
     epoch: EpochId,
@@ -365,14 +331,6 @@ async fn bare_rate(port: u16, messages: &Messages, count: usize) -> f64 {
         .expect("the bare broker delivered everything within 5 min")
         .expect("subscriber");
     count as f64 / (done - started).as_secs_f64()
-}
-
-async fn stored(store: &impl Store) -> u64 {
-    store
-        .sensor_health()
-        .await
-        .map(|h| h.iter().map(|s| s.frames).sum())
-        .unwrap_or(0)
 }
 
 /// The aggregator running on `store` under `config`, with the salt it announced.

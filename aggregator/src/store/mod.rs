@@ -441,25 +441,42 @@ struct BucketKey {
 }
 
 /// Unions a batch in memory per bucket, so each bucket costs one read-merge-write, in one
-/// global order (which also keeps concurrent replicas from deadlocking on row locks).
+/// global order (which also keeps concurrent replicas from deadlocking on row locks). Each
+/// sketch goes into its minute bucket only; hour and day buckets take the minute unions (a
+/// union of unions is the union of their sketches), so a dense sketch is merged once, not
+/// three times.
 fn union_by_bucket(batch: &[Accepted], precision: Precision) -> BTreeMap<BucketKey, SketchUnion> {
+    let key = |m: &Accepted, resolution: Resolution, bucket: i64| BucketKey {
+        zone: m.zone.to_string(),
+        kind: m.kind.as_str(),
+        resolution,
+        bucket,
+        epoch: m.epoch.to_string(),
+        salt_fp: m.salt_fp.to_string(),
+    };
     let mut unions: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
     for m in batch {
-        for resolution in Resolution::ALL {
+        let minute = Resolution::Minute.bucket(m.window_start);
+        unions
+            .entry(key(m, Resolution::Minute, minute))
+            .or_insert_with(|| SketchUnion::new(precision))
+            .add(&m.sketch);
+    }
+    let mut coarse: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
+    for (minute, union) in &unions {
+        for resolution in [Resolution::Hour, Resolution::Day] {
             let key = BucketKey {
-                zone: m.zone.to_string(),
-                kind: m.kind.as_str(),
                 resolution,
-                bucket: resolution.bucket(m.window_start),
-                epoch: m.epoch.to_string(),
-                salt_fp: m.salt_fp.to_string(),
+                bucket: minute.bucket.div_euclid(resolution.seconds()) * resolution.seconds(),
+                ..minute.clone()
             };
-            unions
+            coarse
                 .entry(key)
                 .or_insert_with(|| SketchUnion::new(precision))
-                .add(&m.sketch);
+                .add_union(union);
         }
     }
+    unions.append(&mut coarse);
     unions
 }
 
@@ -560,4 +577,72 @@ pub trait Store: Clone + Send + Sync + 'static {
         retention: Retention,
         now: Timestamp,
     ) -> impl Future<Output = Result<PurgeReport, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hour and day buckets made from the batch's minute unions hold exactly the sketch
+    /// that merging every message into each of its buckets gives (minutes across an hour
+    /// and a day boundary, two zones, sparse and dense sketches).
+    #[test]
+    fn coarse_buckets_from_minute_unions_equal_the_unions_of_their_messages() {
+        let precision = Precision::DEFAULT;
+        let epoch = EpochId::new(jiff::civil::date(2026, 12, 1)).expect("epoch");
+        let salt_fp = crowdflow_contract::salt::Salt::generate()
+            .expect("salt")
+            .fingerprint();
+        let start: Timestamp = "2026-12-01T23:57:00Z".parse().expect("time");
+        let batch: Vec<Accepted> = (0..60u64)
+            .map(|i| {
+                let mut sketch = Sketch::new(precision);
+                let devices = if i % 7 == 0 { 3_000 } else { 15 };
+                (i * 100..i * 100 + devices).for_each(|d| sketch.insert_bytes(&d.to_le_bytes()));
+                Accepted {
+                    sensor: SensorId::new(&format!("s{}", i % 3)).expect("sensor"),
+                    zone: ZoneId::new(if i % 2 == 0 { "a" } else { "b" }).expect("zone"),
+                    kind: Kind::Wifi,
+                    window_start: start + jiff::SignedDuration::from_secs(i as i64 * 10),
+                    window_s: 10,
+                    epoch,
+                    salt_fp,
+                    sketch,
+                    frames: 1,
+                }
+            })
+            .collect();
+        let mut reference: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
+        for m in &batch {
+            for resolution in Resolution::ALL {
+                let key = BucketKey {
+                    zone: m.zone.to_string(),
+                    kind: m.kind.as_str(),
+                    resolution,
+                    bucket: resolution.bucket(m.window_start),
+                    epoch: m.epoch.to_string(),
+                    salt_fp: m.salt_fp.to_string(),
+                };
+                reference
+                    .entry(key)
+                    .or_insert_with(|| SketchUnion::new(precision))
+                    .add(&m.sketch);
+            }
+        }
+        let got = union_by_bucket(&batch, precision);
+        let keys = |m: &BTreeMap<BucketKey, SketchUnion>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&got), keys(&reference));
+        let days = got
+            .keys()
+            .filter(|k| k.resolution == Resolution::Day)
+            .count();
+        assert_eq!(days, 4, "two zones, each across midnight");
+        for (key, union) in &got {
+            assert_eq!(
+                union.to_sketch().encode(),
+                reference[key].to_sketch().encode(),
+                "{key:?}"
+            );
+        }
+    }
 }
