@@ -114,12 +114,14 @@ test('the live and history views against the demo fed by the simulator', async (
     await waitFor(async () => !(await page.locator('#alert-count').isVisible()), 5_000, 'the alert count to clear');
     assert.ok((await alert.getAttribute('class')).includes('acknowledged'));
 
+    // A median of a few windows: under load one window in a few takes about 6.5 s (seen
+    // before and after batching changes), and a fast run had seen only two, both slow.
+    await waitFor(async () => (await page.evaluate(() => window.lags.length)) >= 5, 90_000, 'five windows on the page');
     const lags = await page.evaluate(() => window.lags);
     lags.sort((a, b) => a - b);
     const median = lags[Math.floor(lags.length / 2)];
     console.log(`window end to page: ${lags.length} updates, median ${(median / 1000).toFixed(1)} s, max ${(lags.at(-1) / 1000).toFixed(1)} s`);
-    assert.ok(lags.length >= 2, 'several windows arrived');
-    assert.ok(median < 5_000, `the page shows new data within 5 s of its window's end (median ${median} ms)`);
+        assert.ok(median < 5_000, `the page shows new data within 5 s of its window's end (median ${median} ms)`);
 
     // History: a series of both zones by minute since the demo started, distinct visitors and flows.
     await page.locator('#nav-history').click();
