@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
+use crowdflow_aggregator::live::settled_end;
 use crowdflow_demo::KONINGSDAG;
 use crowdflow_simulator::{Scenario, Simulation};
 use crowdflow_tests::{
@@ -289,13 +290,20 @@ fn people_follow_the_crowd(http: u16, expected_speed: f64) {
     for _ in 0..4 {
         let zones: Value =
             serde_json::from_str(&http_get(http, "/api/v1/zones").expect("zones")).expect("json");
-        // The occupancy window's real minutes end at the current real minute.
         let now = Timestamp::now().as_second();
-        let real_minute = now.div_euclid(60) * 60;
         let mut sum = 0.0;
         for z in zones.as_array().expect("zones") {
             let id = z["id"].as_str().expect("id").to_owned();
             let window = z["window_min"].as_i64().expect("window");
+            // The occupancy window's real minutes end at the settled minutes of the moment
+            // the figures were computed (a reading taken as a minute turns, or on a starved
+            // machine, is seconds older than the request).
+            let updated: Timestamp = z["updated_at"]
+                .as_str()
+                .expect("updated_at")
+                .parse()
+                .expect("updated_at");
+            let real_minute = settled_end(updated).as_second();
             let (from, to) = (simulated(real_minute - window * 60), simulated(real_minute));
             let minutes: Vec<f64> = (from.div_euclid(60)..to.div_euclid(60))
                 .map(|m| truth.get(&(id.clone(), m * 60)).copied().unwrap_or(0.0))

@@ -138,7 +138,7 @@ pub struct ZoneLive {
     /// Throughput of a passage (zones with `gate_width_m`; null elsewhere or without
     /// calibration).
     pub gate: Option<GateFlow>,
-    /// People present 15 minutes after the last complete minute, with a 95 % interval
+    /// People present 15 minutes after the last settled minute, with a 95 % interval
     /// ([`crate::forecast`]); null without calibration or with under 40 stored minutes.
     pub forecast: Option<Forecast>,
     /// Every sensor of the zone has been silent for more than two windows.
@@ -182,7 +182,15 @@ pub fn silence_limit(config: &AggregatorConfig) -> SignedDuration {
 /// after [`WINDOW_TRAVEL`], so its figures are not shown from part of its windows and
 /// recomputed seconds later (a gate's throughput dropped out at each minute's turn).
 fn settled_minute(now: Timestamp) -> Timestamp {
-    floor_minute(now - WINDOW_TRAVEL) - SignedDuration::from_mins(1)
+    settled_end(now) - SignedDuration::from_mins(1)
+}
+
+/// The end of the settled minutes at `now`: the people of a minute are read only once its
+/// windows have arrived. Read from part of its windows, a just-ended minute showed too few
+/// people: a zone with a one-minute occupancy window read low, or 0 when none had arrived,
+/// for the first seconds of every minute.
+pub fn settled_end(now: Timestamp) -> Timestamp {
+    floor_minute(now - WINDOW_TRAVEL)
 }
 
 /// The level-of-service names for `thresholds`.
@@ -205,8 +213,8 @@ pub fn level(thresholds: &[f64], density: f64) -> Level {
     }
 }
 
-/// People present in the zone at `now`: the mean people of the occupancy window's complete
-/// minutes that hold data (the current minute is still filling). `None` without calibration.
+/// People present in the zone at `now`: the mean people of the occupancy window's settled
+/// minutes that hold data (see [`settled_end`]). `None` without calibration.
 fn present(
     zone: &Zone,
     floors: &Floors,
@@ -225,7 +233,7 @@ fn window_mean(zone: &Zone, minutes: &[(Timestamp, Count)], now: Timestamp) -> O
     if zone.calibration.is_empty() {
         return None;
     }
-    let since = floor_minute(now) - SignedDuration::from_mins(zone.occupancy_window_min.into());
+    let since = settled_end(now) - SignedDuration::from_mins(zone.occupancy_window_min.into());
     let inside: Vec<Count> = minutes
         .iter()
         .filter(|(m, _)| *m >= since)
@@ -234,7 +242,7 @@ fn window_mean(zone: &Zone, minutes: &[(Timestamp, Count)], now: Timestamp) -> O
     Some(people::mean(&inside).unwrap_or(Count::ZERO))
 }
 
-/// People of each of the `n` complete minutes before `now` that hold data, oldest first.
+/// People of each of the `n` settled minutes before `now` that hold data, oldest first.
 fn minutes_people(
     zone: &Zone,
     floors: &Floors,
@@ -243,7 +251,7 @@ fn minutes_people(
     n: i64,
     p: Precision,
 ) -> Vec<(Timestamp, Count)> {
-    let end = floor_minute(now);
+    let end = settled_end(now);
     (1..=n)
         .rev()
         .map(|back| end - SignedDuration::from_mins(back))
@@ -268,7 +276,7 @@ fn minutes_people(
         .collect()
 }
 
-/// People [`forecast::HORIZON_MIN`] minutes after the last complete minute, from the zone's
+/// People [`forecast::HORIZON_MIN`] minutes after the last settled minute, from the zone's
 /// stored minutes of the [`forecast::HISTORY_MIN`] before; `error` is the calibration's.
 async fn people_forecast(
     store: &impl Store,
@@ -280,7 +288,7 @@ async fn people_forecast(
     if zone.calibration.is_empty() {
         return Ok(None);
     }
-    let to = floor_minute(now);
+    let to = settled_end(now);
     let from = to - SignedDuration::from_mins(forecast::HISTORY_MIN as i64);
     let minutes: Vec<f64> = people::per_minute(store, zone, floors, from, to)
         .await?

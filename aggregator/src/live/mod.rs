@@ -27,7 +27,7 @@ pub use alerts::RaisedLevels;
 pub(crate) use evaluation::level_name;
 pub use evaluation::{
     GateFlow, Level, TREND_MIN, Trend, TrendDirection, ZoneLive, evaluate, evaluate_zone, level,
-    silence_limit, zones_last_data,
+    settled_end, silence_limit, zones_last_data,
 };
 pub use flow::ZoneFlow;
 
