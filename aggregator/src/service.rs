@@ -22,7 +22,7 @@ use crate::batching::{Batcher, Taken};
 use crate::broker::BrokerError;
 use crate::config::{AggregatorConfig, BrokerMode};
 use crate::ingest::{Reject, Validator};
-use crate::link::{self, LinkError};
+use crate::link::{self, Acknowledger, LinkError};
 use crate::live::LiveBoard;
 use crate::metrics::Metrics;
 use crate::purge::{self, PurgeSchedule};
@@ -81,6 +81,8 @@ struct State<S> {
     ingest: Validator,
     metrics: Metrics,
     client: AsyncClient,
+    /// Acknowledges committed messages without ever dropping one.
+    acks: Acknowledger,
     batch: Batcher<Publish>,
     /// The batch being committed while the next one gathers (at most one, so batches are
     /// stored and acknowledged in arrival order).
@@ -169,6 +171,7 @@ async fn serve<S: Store>(
         store,
         ingest,
         metrics,
+        acks: Acknowledger::start(client.clone()),
         client,
         batch: Batcher::default(),
         committing: None,
@@ -204,6 +207,13 @@ async fn serve<S: Store>(
     // runtime cancels halfway (and logs as a failure).
     evaluations.abort();
     state.finish_commits().await;
+    // The last acknowledgements reach the client while its events are taken (and dropped:
+    // what arrives now is redelivered to the next session).
+    let acknowledged = tokio::spawn(state.acks.finish(Duration::from_secs(2)));
+    tokio::select! {
+        _ = acknowledged => {}
+        () = async { while events.recv().await.is_some() {} } => {}
+    }
     let _ = state.client.try_disconnect();
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
@@ -538,10 +548,10 @@ impl<S: Store> State<S> {
         match attempt.result {
             Ok(()) => {
                 self.metrics.committed(attempt.started.elapsed());
-                for p in &attempt.taken.messages {
-                    let _ = self.client.try_ack(p);
-                }
                 let zones = attempt.taken.zones();
+                for p in attempt.taken.messages {
+                    self.acks.ack(p);
+                }
                 if !zones.is_empty() {
                     self.live.news(&zones);
                 }

@@ -268,18 +268,13 @@ async fn install_guard(scx: &ServerContext, accounts: &Accounts) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     use std::time::Instant;
 
-    /// A burst of sketches faster than the subscriber acknowledges them (the aggregator
-    /// acknowledges after each commit) is queued whole, not dropped: the broker has already
-    /// acknowledged each to its sensor, which let go of it. With a queue of 2,048 this lost
-    /// most of a 40,000-message burst.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_burst_beyond_the_window_is_queued_not_dropped() {
-        const BURST: usize = 8_000;
+    /// An embedded broker without accounts on a free local port, and its drop counter.
+    pub(crate) async fn started() -> (EmbeddedBroker, u16, prometheus::IntCounterVec) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -293,10 +288,21 @@ mod tests {
             tls: None,
             dropped: dropped.clone(),
         };
-        let _broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
+        let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&settings))
             .await
             .expect("thread")
             .expect("broker");
+        (broker, port, dropped)
+    }
+
+    /// A burst of sketches faster than the subscriber acknowledges them (the aggregator
+    /// acknowledges after each commit) is queued whole, not dropped: the broker has already
+    /// acknowledged each to its sensor, which let go of it. With a queue of 2,048 this lost
+    /// most of a 40,000-message burst.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_beyond_the_window_is_queued_not_dropped() {
+        const BURST: usize = 8_000;
+        let (_broker, port, dropped) = started().await;
         // A slow subscriber: acknowledges half a window at a time, 100 ms later.
         let mut options = MqttOptions::new("slow-subscriber", "127.0.0.1", port);
         options.set_manual_acks(true).set_inflight(INFLIGHT);
