@@ -26,7 +26,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::load::{rotation_in_an_hour, sketch, stored, windows};
+use common::load::{Stored, rotation_in_an_hour, sketch, windows};
 
 const SENSORS: usize = 200;
 
@@ -97,9 +97,9 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let service_store = SqliteStore::open(&db, Precision::DEFAULT).expect("open");
-        // The bench polls through a connection of its own, as an API reader would (WAL lets
-        // readers run beside the writer); sharing the writer's would slow what we measure.
-        let store = SqliteStore::open(&db, Precision::DEFAULT).expect("open");
+        // The bench counts through a connection of its own, as an API reader would read (WAL
+        // lets readers run beside the writer); sharing the writer's would slow what we measure.
+        let stored = Arc::new(Stored::sqlite(&db));
         let service_config = config.clone();
         tokio::spawn(async move { service::run(service_config, service_store, std::future::pending()).await });
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -141,7 +141,7 @@ fn main() {
             publishers[(i % SENSORS) % publishers.len()].publish(topic, QoS::AtLeastOnce, false, p).await.expect("publish");
         }
         let published = started.elapsed();
-        while stored(&store).await < n as u64 {
+        while stored.count().await < n as u64 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let total = started.elapsed();
@@ -149,13 +149,13 @@ fn main() {
         // Phase 2: latency at a steady rate, one frame per message on fresh windows.
         let rate = 2000.0;
         let count = 4000;
-        let base = stored(&store).await;
-        let poller_store = store.clone();
+        let base = stored.count().await;
+        let poller_stored = stored.clone();
         let poller = tokio::spawn(async move {
             let mut seen = Vec::with_capacity(count);
             let t0 = Instant::now();
             while seen.len() < count && t0.elapsed() < Duration::from_secs(60) {
-                let now = stored(&poller_store).await - base;
+                let now = poller_stored.count().await - base;
                 let at = t0.elapsed();
                 while (seen.len() as u64) < now {
                     seen.push(at);

@@ -7,8 +7,8 @@
 //!   over the time from the first publish to the last received.
 //! - crowdflow's rate: the aggregator service (embedded broker or an external Mosquitto;
 //!   SQLite or PostgreSQL) gets the same load, valid messages under the salt it announced;
-//!   messages over the time until the store holds them all (frames summed in sensor health,
-//!   polled every 20 ms through a reader connection of its own).
+//!   messages over the time until the store holds them all (its sensor windows counted
+//!   every 20 ms through a connection of its own).
 //! - Latency: 4,000 messages at a steady 2,000 per second, publish to stored, p50 and p99.
 //!
 //! Messages are the ingest benchmark's mix: 90 % sparse (20 devices), 10 % dense (5,000
@@ -33,7 +33,7 @@ use crowdflow_contract::wire::{SaltAnnouncement, SensorId, SketchMessage};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::common::load::{rotation_in_an_hour, sketch, stored, windows};
+use crate::common::load::{Stored, rotation_in_an_hour, sketch, windows};
 
 /// Publisher connections the sensors' messages are spread over.
 const PUBLISHERS: usize = 8;
@@ -388,7 +388,7 @@ async fn aggregator<S: Store>(
 async fn crowdflow_rate<S: Store>(
     config: Arc<AggregatorConfig>,
     service_store: S,
-    reader: S,
+    stored: &Stored,
     port: u16,
     load: Load,
     measure_latency: bool,
@@ -397,17 +397,17 @@ async fn crowdflow_rate<S: Store>(
     let (service, epoch, fp) = aggregator(config, service_store, port).await;
     let messages = Messages::new(&schedule, epoch, fp, load.sensors, load.messages);
     let payloads = messages.batch(0..load.messages, true);
-    let base = stored(&reader).await;
+    let base = stored.count().await;
     let started = Instant::now();
     publish(port, payloads, load.sensors).await;
     let deadline = started + Duration::from_secs(600);
-    while stored(&reader).await < base + load.messages as u64 {
+    while stored.count().await < base + load.messages as u64 {
         assert!(Instant::now() < deadline, "not all stored within 10 min");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = load.messages as f64 / started.elapsed().as_secs_f64();
     let latency = if measure_latency {
-        steady_latency(&messages, load.messages, port, &reader).await
+        steady_latency(&messages, load.messages, port, stored).await
     } else {
         [f64::NAN; 2]
     };
@@ -416,15 +416,10 @@ async fn crowdflow_rate<S: Store>(
 }
 
 /// Publish-to-stored latency at [`STEADY_RATE`]: p50 and p99 in milliseconds.
-async fn steady_latency(
-    messages: &Messages,
-    first: usize,
-    port: u16,
-    reader: &impl Store,
-) -> [f64; 2] {
+async fn steady_latency(messages: &Messages, first: usize, port: u16, stored: &Stored) -> [f64; 2] {
     let (client, mut events) = client("bench-steady-publisher", port, 1000);
     tokio::spawn(async move { while events.poll().await.is_ok() {} });
-    let base = stored(reader).await;
+    let base = stored.count().await;
     let payloads = messages.batch(first..first + STEADY_COUNT, false);
     let mut sent = Vec::with_capacity(STEADY_COUNT);
     let mut seen: Vec<Instant> = Vec::with_capacity(STEADY_COUNT);
@@ -444,7 +439,7 @@ async fn steady_latency(
             continue;
         }
         if Instant::now() >= next_poll {
-            let now = stored(reader).await.saturating_sub(base);
+            let now = stored.count().await.saturating_sub(base);
             let at = Instant::now();
             while (seen.len() as u64) < now {
                 seen.push(at);
@@ -533,14 +528,16 @@ async fn run_crowdflow(
         let url = fresh_postgres(postgres_server).await;
         let config = config(pair, load, port, dir, Some(&url));
         let open = || PostgresStore::open(&url, Precision::DEFAULT);
-        let (service_store, reader) = (open().await.expect("pg"), open().await.expect("pg"));
-        crowdflow_rate(config, service_store, reader, port, load, latency).await
+        let service_store = open().await.expect("pg");
+        let stored = Stored::postgres(&url).await;
+        crowdflow_rate(config, service_store, &stored, port, load, latency).await
     } else {
         let config = config(pair, load, port, dir, None);
         let db: PathBuf = dir.join("ingest.db");
-        let open = || SqliteStore::open(&db, Precision::DEFAULT).expect("sqlite");
-        // The reader polls through a connection of its own, as an API reader would.
-        crowdflow_rate(config, open(), open(), port, load, latency).await
+        let service_store = SqliteStore::open(&db, Precision::DEFAULT).expect("sqlite");
+        // Counted through a connection of its own, as an API reader would read.
+        let stored = Stored::sqlite(&db);
+        crowdflow_rate(config, service_store, &stored, port, load, latency).await
     }
 }
 

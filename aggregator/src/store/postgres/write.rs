@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crowdflow_contract::sketch::{Precision, Sketch};
+use futures_util::future::try_join_all;
 use jiff::Timestamp;
 use tokio_postgres::Client;
 
@@ -67,48 +68,73 @@ pub(super) async fn merge_in_transaction(
     let windows = window_columns(&batch);
     let s = &conn.s;
     let tx = conn.client.transaction().await.map_err(db)?;
-    for (k, mut union) in unions {
-        let (zone, kind, res) = (&k.zone, k.kind, k.resolution.as_str());
-        let ours = crate::store::stored_form(k.resolution, &union.to_sketch());
-        let row = tx
-            .query_one(
+    // Two pipelined rounds instead of two or three round trips per bucket, one after the
+    // other (PostgreSQL ingest ran at a fifth of the broker's rate): every bucket's row,
+    // inserted with the batch's union if new and locked either way; then the merged sketches
+    // and numbers. The statements run in key order, so replicas lock rows in one order.
+    let buckets: Vec<_> = unions.into_iter().collect();
+    let t = &tx;
+    let ours: Vec<Vec<u8>> = buckets
+        .iter()
+        .map(|(k, union)| crate::store::stored_form(k.resolution, &union.to_sketch()))
+        .collect();
+    let rows = try_join_all(buckets.iter().zip(&ours).map(|((k, _), bytes)| {
+        let res = k.resolution.as_str();
+        async move {
+            t.query_one(
                 &s.upsert_sketch,
-                &[zone, &kind, &res, &k.bucket, &k.epoch, &k.salt_fp, &ours],
+                &[
+                    &k.zone, &k.kind, &res, &k.bucket, &k.epoch, &k.salt_fp, bytes,
+                ],
             )
             .await
-            .map_err(db)?;
-        let stored: Vec<u8> = get(&row, 0)?;
-        let sketch = Sketch::from_stored(&stored, precision)
-            .map_err(|e| StoreError::Corrupt(format!("zone {zone} bucket {}: {e}", k.bucket)))?;
-        union.add(&sketch);
-        let merged = union.to_sketch();
-        let bytes = crate::store::stored_form(k.resolution, &merged);
-        if bytes != stored {
-            tx.execute(
-                &s.update_sketch,
-                &[zone, &kind, &res, &k.bucket, &k.epoch, &k.salt_fp, &bytes],
-            )
-            .await
-            .map_err(db)?;
         }
-        let e = merged.estimate();
-        tx.execute(
-            &s.upsert_number,
-            &[
-                zone,
-                &kind,
-                &res,
-                &k.bucket,
-                &k.epoch,
-                &k.salt_fp,
-                &e.estimate,
-                &e.lower,
-                &e.upper,
-            ],
-        )
-        .await
-        .map_err(db)?;
+    }))
+    .await
+    .map_err(db)?;
+    let mut merged = Vec::with_capacity(buckets.len());
+    for ((k, mut union), row) in buckets.into_iter().zip(rows) {
+        let stored: Vec<u8> = get(&row, 0)?;
+        let sketch = Sketch::from_stored(&stored, precision).map_err(|e| {
+            StoreError::Corrupt(format!("zone {} bucket {}: {e}", k.zone, k.bucket))
+        })?;
+        union.add(&sketch);
+        let sketch = union.to_sketch();
+        let bytes = crate::store::stored_form(k.resolution, &sketch);
+        let changed = (bytes != stored).then_some(bytes);
+        merged.push((k, changed, sketch.estimate()));
     }
+    try_join_all(merged.iter().map(|(k, changed, e)| {
+        let res = k.resolution.as_str();
+        async move {
+            if let Some(bytes) = changed {
+                t.execute(
+                    &s.update_sketch,
+                    &[
+                        &k.zone, &k.kind, &res, &k.bucket, &k.epoch, &k.salt_fp, bytes,
+                    ],
+                )
+                .await?;
+            }
+            t.execute(
+                &s.upsert_number,
+                &[
+                    &k.zone,
+                    &k.kind,
+                    &res,
+                    &k.bucket,
+                    &k.epoch,
+                    &k.salt_fp,
+                    &e.estimate,
+                    &e.lower,
+                    &e.upper,
+                ],
+            )
+            .await
+        }
+    }))
+    .await
+    .map_err(db)?;
     if !windows.sensor.is_empty() {
         tx.execute(
             &s.upsert_seen,
