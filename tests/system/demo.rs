@@ -303,7 +303,8 @@ fn people_follow_the_crowd(http: u16, expected_speed: f64) {
                 .expect("updated_at")
                 .parse()
                 .expect("updated_at");
-            let real_minute = settled_end(updated).as_second();
+            let last_data = z["last_data"].as_str().and_then(|t| t.parse().ok());
+            let real_minute = settled_end(updated, last_data).as_second();
             let (from, to) = (simulated(real_minute - window * 60), simulated(real_minute));
             let minutes: Vec<f64> = (from.div_euclid(60)..to.div_euclid(60))
                 .map(|m| truth.get(&(id.clone(), m * 60)).copied().unwrap_or(0.0))

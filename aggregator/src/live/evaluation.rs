@@ -182,15 +182,23 @@ pub fn silence_limit(config: &AggregatorConfig) -> SignedDuration {
 /// after [`WINDOW_TRAVEL`], so its figures are not shown from part of its windows and
 /// recomputed seconds later (a gate's throughput dropped out at each minute's turn).
 fn settled_minute(now: Timestamp) -> Timestamp {
-    settled_end(now) - SignedDuration::from_mins(1)
+    floor_minute(now - WINDOW_TRAVEL) - SignedDuration::from_mins(1)
 }
 
-/// The end of the settled minutes at `now`: the people of a minute are read only once its
-/// windows have arrived. Read from part of its windows, a just-ended minute showed too few
-/// people: a zone with a one-minute occupancy window read low, or 0 when none had arrived,
-/// for the first seconds of every minute.
-pub fn settled_end(now: Timestamp) -> Timestamp {
-    floor_minute(now - WINDOW_TRAVEL)
+/// The end of the settled minutes at `now`, for a zone whose newest window ended at
+/// `last_data`: a minute's people are read once its windows have arrived, that is once the
+/// zone's sensors have sent a window that ends at or after the minute's end (sensors' windows
+/// are aligned to UTC and sent together), or [`WINDOW_TRAVEL`] after its end at the latest.
+/// Read from part of its windows, a just-ended minute showed too few people: a zone with a
+/// one-minute occupancy window read low, or 0 when none had arrived, for the first seconds of
+/// every minute.
+pub fn settled_end(now: Timestamp, last_data: Option<Timestamp>) -> Timestamp {
+    let current = floor_minute(now);
+    if last_data.is_some_and(|t| t >= current) {
+        current
+    } else {
+        floor_minute(now - WINDOW_TRAVEL)
+    }
 }
 
 /// The level-of-service names for `thresholds`.
@@ -213,27 +221,27 @@ pub fn level(thresholds: &[f64], density: f64) -> Level {
     }
 }
 
-/// People present in the zone at `now`: the mean people of the occupancy window's settled
-/// minutes that hold data (see [`settled_end`]). `None` without calibration.
+/// People present in the zone: the mean people of the occupancy window's minutes before
+/// `end` (see [`settled_end`]) that hold data. `None` without calibration.
 fn present(
     zone: &Zone,
     floors: &Floors,
     sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
-    now: Timestamp,
+    end: Timestamp,
     p: Precision,
 ) -> Option<Count> {
     let window = i64::from(zone.occupancy_window_min);
-    let minutes = minutes_people(zone, floors, sketches, now, window, p);
-    window_mean(zone, &minutes, now)
+    let minutes = minutes_people(zone, floors, sketches, end, window, p);
+    window_mean(zone, &minutes, end)
 }
 
 /// People present at `now`: the mean of the occupancy window's minutes among `minutes`
 /// (null without calibration).
-fn window_mean(zone: &Zone, minutes: &[(Timestamp, Count)], now: Timestamp) -> Option<Count> {
+fn window_mean(zone: &Zone, minutes: &[(Timestamp, Count)], end: Timestamp) -> Option<Count> {
     if zone.calibration.is_empty() {
         return None;
     }
-    let since = settled_end(now) - SignedDuration::from_mins(zone.occupancy_window_min.into());
+    let since = end - SignedDuration::from_mins(zone.occupancy_window_min.into());
     let inside: Vec<Count> = minutes
         .iter()
         .filter(|(m, _)| *m >= since)
@@ -242,16 +250,15 @@ fn window_mean(zone: &Zone, minutes: &[(Timestamp, Count)], now: Timestamp) -> O
     Some(people::mean(&inside).unwrap_or(Count::ZERO))
 }
 
-/// People of each of the `n` settled minutes before `now` that hold data, oldest first.
+/// People of each of the `n` minutes before `end` that hold data, oldest first.
 fn minutes_people(
     zone: &Zone,
     floors: &Floors,
     sketches: &BTreeMap<Kind, Vec<ZoneSketch>>,
-    now: Timestamp,
+    end: Timestamp,
     n: i64,
     p: Precision,
 ) -> Vec<(Timestamp, Count)> {
-    let end = settled_end(now);
     (1..=n)
         .rev()
         .map(|back| end - SignedDuration::from_mins(back))
@@ -283,12 +290,12 @@ async fn people_forecast(
     zone: &Zone,
     floors: &Floors,
     error: f64,
-    now: Timestamp,
+    end: Timestamp,
 ) -> Result<Option<Forecast>, StoreError> {
     if zone.calibration.is_empty() {
         return Ok(None);
     }
-    let to = settled_end(now);
+    let to = end;
     let from = to - SignedDuration::from_mins(forecast::HISTORY_MIN as i64);
     let minutes: Vec<f64> = people::per_minute(store, zone, floors, from, to)
         .await?
@@ -419,18 +426,26 @@ pub async fn evaluate_zone(
     );
     let total_devices = query::total(&devices);
     // The recent minutes' people, read once: the window's mean and the net rate's fit.
+    let end = settled_end(now, last_data);
     let recent = minutes_people(
         zone,
         floors,
         &sketches,
-        now,
+        end,
         i64::from(w).max(flow::NET_MIN),
         config.precision,
     );
-    let people = window_mean(zone, &recent, now);
+    let people = window_mean(zone, &recent, end);
     let density = people.map(|p| p.times(1.0 / zone.area_m2));
     let headline = |at: Timestamp, d: &BTreeMap<Kind, Count>| {
-        present(zone, floors, &sketches, at, config.precision).unwrap_or_else(|| query::total(d))
+        present(
+            zone,
+            floors,
+            &sketches,
+            settled_end(at, last_data),
+            config.precision,
+        )
+        .unwrap_or_else(|| query::total(d))
     };
     // A trend needs data from its start: one minute after a zone's first data there is none.
     let since = floor_minute(now) - SignedDuration::from_mins(TREND_MIN);
@@ -456,7 +471,7 @@ pub async fn evaluate_zone(
     });
     let people_basis = people::basis(zone, floors);
     let error = people_basis.as_ref().map_or(0.0, |b| b.error);
-    let forecast = people_forecast(store, zone, floors, error, now).await?;
+    let forecast = people_forecast(store, zone, floors, error, end).await?;
     let gate = gate_flow(zone, &sketches, now, config.precision, trend.as_ref());
     let grace = silence_limit(config);
     Ok(ZoneLive {
