@@ -254,25 +254,11 @@ mod tests {
             .subscribe("crowdflow/v1/sketch/#", QoS::AtLeastOnce)
             .await
             .expect("subscribe");
-        let mut options = MqttOptions::new("burst-publisher", "127.0.0.1", port);
-        options.set_inflight(BURST as u16);
-        let (publisher, mut publisher_events) = AsyncClient::new(options, BURST);
-        tokio::spawn(async move { while publisher_events.poll().await.is_ok() {} });
         while !matches!(
             events.recv().await,
             Some(Ok(Event::Incoming(Packet::SubAck(_))))
         ) {}
-        for i in 0..BURST {
-            publisher
-                .publish(
-                    format!("crowdflow/v1/sketch/s{}", i % 20),
-                    QoS::AtLeastOnce,
-                    false,
-                    vec![0u8; 200],
-                )
-                .await
-                .expect("publish");
-        }
+        crate::broker::tests::publish_burst(port, BURST, 20, BURST as u16).await;
         // As the service does: a batch's messages are acknowledged together, after its commit.
         let acks = Acknowledger::start(subscriber.clone());
         let (mut batch, mut acknowledged) = (Vec::new(), 0);

@@ -295,6 +295,26 @@ pub(crate) mod tests {
         (broker, port, dropped)
     }
 
+    /// Publishes `count` 200-byte sketch messages (QoS 1) over `sensors` topics, from a client
+    /// that keeps `inflight` unacknowledged.
+    pub(crate) async fn publish_burst(port: u16, count: usize, sensors: usize, inflight: u16) {
+        let mut options = MqttOptions::new("burst-publisher", "127.0.0.1", port);
+        options.set_inflight(inflight);
+        let (publisher, mut publisher_events) = AsyncClient::new(options, count);
+        tokio::spawn(async move { while publisher_events.poll().await.is_ok() {} });
+        for i in 0..count {
+            publisher
+                .publish(
+                    format!("crowdflow/v1/sketch/s{}", i % sensors),
+                    QoS::AtLeastOnce,
+                    false,
+                    vec![0u8; 200],
+                )
+                .await
+                .expect("publish");
+        }
+    }
+
     /// A burst of sketches faster than the subscriber acknowledges them (the aggregator
     /// acknowledges after each commit) is queued whole, not dropped: the broker has already
     /// acknowledged each to its sensor, which let go of it. With a queue of 2,048 this lost
@@ -331,21 +351,7 @@ pub(crate) mod tests {
             }
             received
         });
-        let mut options = MqttOptions::new("burst-publisher", "127.0.0.1", port);
-        options.set_inflight(500);
-        let (publisher, mut publisher_events) = AsyncClient::new(options, BURST);
-        tokio::spawn(async move { while publisher_events.poll().await.is_ok() {} });
-        for i in 0..BURST {
-            publisher
-                .publish(
-                    format!("crowdflow/v1/sketch/s{}", i % 50),
-                    QoS::AtLeastOnce,
-                    false,
-                    vec![0u8; 200],
-                )
-                .await
-                .expect("publish");
-        }
+        publish_burst(port, BURST, 50, 500).await;
         assert_eq!(
             received.await.expect("subscriber"),
             BURST,

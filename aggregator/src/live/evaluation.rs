@@ -235,7 +235,7 @@ fn present(
     window_mean(zone, &minutes, end)
 }
 
-/// People present at `now`: the mean of the occupancy window's minutes among `minutes`
+/// People present: the mean of the occupancy window's minutes before `end` among `minutes`
 /// (null without calibration).
 fn window_mean(zone: &Zone, minutes: &[(Timestamp, Count)], end: Timestamp) -> Option<Count> {
     if zone.calibration.is_empty() {
