@@ -441,43 +441,72 @@ struct BucketKey {
 }
 
 /// Unions a batch in memory per bucket, so each bucket costs one read-merge-write, in one
-/// global order (which also keeps concurrent replicas from deadlocking on row locks). Each
-/// sketch goes into its minute bucket only; hour and day buckets take the minute unions (a
-/// union of unions is the union of their sketches), so a dense sketch is merged once, not
-/// three times.
+/// global order (which also keeps concurrent replicas from deadlocking on row locks).
 fn union_by_bucket(batch: &[Accepted], precision: Precision) -> BTreeMap<BucketKey, SketchUnion> {
-    let key = |m: &Accepted, resolution: Resolution, bucket: i64| BucketKey {
-        zone: m.zone.to_string(),
-        kind: m.kind.as_str(),
-        resolution,
-        bucket,
-        epoch: m.epoch.to_string(),
-        salt_fp: m.salt_fp.to_string(),
-    };
+    let mut unions = union_by_minute(batch, precision);
+    let mut coarse = roll_up(&unions, precision);
+    unions.append(&mut coarse);
+    unions
+}
+
+/// Each sketch of a batch in its minute bucket.
+fn union_by_minute(batch: &[Accepted], precision: Precision) -> BTreeMap<BucketKey, SketchUnion> {
     let mut unions: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
     for m in batch {
-        let minute = Resolution::Minute.bucket(m.window_start);
+        let key = BucketKey {
+            zone: m.zone.to_string(),
+            kind: m.kind.as_str(),
+            resolution: Resolution::Minute,
+            bucket: Resolution::Minute.bucket(m.window_start),
+            epoch: m.epoch.to_string(),
+            salt_fp: m.salt_fp.to_string(),
+        };
         unions
-            .entry(key(m, Resolution::Minute, minute))
+            .entry(key)
             .or_insert_with(|| SketchUnion::new(precision))
             .add(&m.sketch);
     }
+    unions
+}
+
+/// The hour and day buckets of minute unions: minutes fold into hours, hours into days (a
+/// union of unions is the union of their sketches, so a dense sketch is merged once, not
+/// three times).
+fn roll_up(
+    minutes: &BTreeMap<BucketKey, SketchUnion>,
+    precision: Precision,
+) -> BTreeMap<BucketKey, SketchUnion> {
+    let mut hours = fold_into(minutes, Resolution::Hour, precision);
+    let mut days = fold_into(&hours, Resolution::Day, precision);
+    hours.append(&mut days);
+    hours
+}
+
+/// Finer buckets' unions folded into the buckets of `resolution` that hold them.
+fn fold_into(
+    finer: &BTreeMap<BucketKey, SketchUnion>,
+    resolution: Resolution,
+    precision: Precision,
+) -> BTreeMap<BucketKey, SketchUnion> {
     let mut coarse: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
-    for (minute, union) in &unions {
-        for resolution in [Resolution::Hour, Resolution::Day] {
-            let key = BucketKey {
-                resolution,
-                bucket: minute.bucket.div_euclid(resolution.seconds()) * resolution.seconds(),
-                ..minute.clone()
-            };
-            coarse
-                .entry(key)
-                .or_insert_with(|| SketchUnion::new(precision))
-                .add_union(union);
+    for (key, union) in finer {
+        coarse
+            .entry(key.at(resolution))
+            .or_insert_with(|| SketchUnion::new(precision))
+            .add_union(union);
+    }
+    coarse
+}
+
+impl BucketKey {
+    /// The bucket of `resolution` this bucket lies in.
+    fn at(&self, resolution: Resolution) -> BucketKey {
+        BucketKey {
+            resolution,
+            bucket: self.bucket.div_euclid(resolution.seconds()) * resolution.seconds(),
+            ..self.clone()
         }
     }
-    unions.append(&mut coarse);
-    unions
 }
 
 /// The bytes a bucket's sketch is stored as: minute sketches (the most numerous, mostly

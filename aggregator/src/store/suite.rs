@@ -21,7 +21,7 @@ fn sketch(range: std::ops::Range<u64>) -> Sketch {
     s
 }
 
-fn accepted(sensor: &str, at: Timestamp, devices: std::ops::Range<u64>) -> Accepted {
+pub(crate) fn accepted(sensor: &str, at: Timestamp, devices: std::ops::Range<u64>) -> Accepted {
     Accepted {
         sensor: id(sensor),
         zone: zone("neude"),
@@ -35,7 +35,7 @@ fn accepted(sensor: &str, at: Timestamp, devices: std::ops::Range<u64>) -> Accep
     }
 }
 
-fn batch(accepted: Vec<Accepted>) -> Batch {
+pub(crate) fn batch(accepted: Vec<Accepted>) -> Batch {
     Batch {
         accepted,
         rejects: Vec::new(),
@@ -46,11 +46,11 @@ fn id(s: &str) -> SensorId {
     SensorId::new(s).expect("id")
 }
 
-fn zone(s: &str) -> ZoneId {
+pub(crate) fn zone(s: &str) -> ZoneId {
     ZoneId::new(s).expect("zone id")
 }
 
-fn ts(s: &str) -> Timestamp {
+pub(crate) fn ts(s: &str) -> Timestamp {
     s.parse().expect("ts")
 }
 

@@ -1,18 +1,23 @@
 //! SQLite storage: one file, WAL, versioned schema, every batch one transaction.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crowdflow_contract::epoch::EpochId;
+use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
-use crowdflow_contract::sketch::{Precision, Sketch};
+use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
 use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 
 use super::{
-    Alert, AlertKey, Batch, BucketQuery, PurgeReport, Retention, SensorHealth, Store, StoreError,
-    ZoneNumber, ZoneSketch, count_rejects, parse, timestamp, union_by_bucket,
+    Accepted, Alert, AlertKey, Batch, BucketKey, BucketQuery, PurgeReport, Resolution, Retention,
+    SensorHealth, Store, StoreError, ZoneNumber, ZoneSketch, count_rejects, fold_into, parse,
+    timestamp, union_by_minute,
 };
 
 mod schema;
@@ -23,8 +28,23 @@ use sql::*;
 /// Rows a purge deletes per transaction, so ingest is never blocked for long.
 const PURGE_CHUNK: i64 = 5_000;
 
+/// Sensor windows one statement writes: a statement per window cost most of a commit's
+/// time in SQLite (#19); 64 x 8 parameters stay far below SQLite's limit of 32,766.
+const WINDOWS_PER_STATEMENT: usize = 64;
+
+/// How often a commit folds the minutes written since into their hour and day buckets.
+/// A coarse sketch is 16 KB (HLL_8, read whole by range queries): rewriting every touched
+/// one at every commit cost most of a commit at 100 zones (#19). The queue of folded
+/// minutes is a table, so a crash loses nothing: the store folds it when it opens, and
+/// before it answers any hour or day read.
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
+}
+
+fn db_value(e: rusqlite::types::FromSqlError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
 }
 
 /// The SQLite store.
@@ -32,6 +52,10 @@ fn db(e: rusqlite::Error) -> StoreError {
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     precision: Precision,
+    /// When a commit last folded the queued minutes.
+    folded_at: Arc<Mutex<Instant>>,
+    /// [`FOLD_EVERY`] (tests hold the fold back).
+    fold_every: Duration,
 }
 
 impl SqliteStore {
@@ -49,9 +73,12 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
         schema::migrate(&mut conn, precision)?;
+        fold_now(&mut conn, precision)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             precision,
+            folded_at: Arc::new(Mutex::new(Instant::now())),
+            fold_every: FOLD_EVERY,
         })
     }
 
@@ -72,85 +99,204 @@ impl SqliteStore {
     }
 }
 
+/// Stores a batch in one transaction: its minute buckets, queued for the rollup; the hour
+/// and day buckets only when `fold` (see [`FOLD_EVERY`]).
 fn merge_in_transaction(
     conn: &mut Connection,
     precision: Precision,
     batch: Batch,
+    fold: bool,
 ) -> Result<(), StoreError> {
-    let unions = union_by_bucket(&batch.accepted, precision);
+    let minutes = union_by_minute(&batch.accepted, precision);
     let tx = conn.transaction().map_err(db)?;
     {
-        let mut read = tx.prepare_cached(SELECT_BUCKET_SKETCH).map_err(db)?;
-        let mut write = tx.prepare_cached(UPSERT_SKETCH).map_err(db)?;
-        let mut number = tx.prepare_cached(UPSERT_NUMBER).map_err(db)?;
-        for (k, mut union) in unions {
-            let stored: Option<Vec<u8>> = read
-                .query_row(
-                    params![
-                        k.zone,
-                        k.kind,
-                        k.resolution.as_str(),
-                        k.bucket,
-                        k.epoch,
-                        k.salt_fp
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()
+        let mut queue = tx.prepare_cached(QUEUE_MINUTE).map_err(db)?;
+        for k in minutes.keys() {
+            queue
+                .execute(params![k.zone, k.kind, k.bucket, k.epoch, k.salt_fp])
                 .map_err(db)?;
-            if let Some(bytes) = stored {
-                let sketch = Sketch::from_stored(&bytes, precision).map_err(|e| {
-                    StoreError::Corrupt(format!("zone {} bucket {}: {e}", k.zone, k.bucket))
-                })?;
-                union.add(&sketch);
-            }
-            let merged = union.to_sketch();
-            let e = merged.estimate();
-            let (zone, kind, res) = (&k.zone, k.kind, k.resolution.as_str());
-            write
-                .execute(params![
-                    zone,
-                    kind,
-                    res,
-                    k.bucket,
-                    k.epoch,
-                    k.salt_fp,
-                    super::stored_form(k.resolution, &merged)
-                ])
-                .map_err(db)?;
-            number
-                .execute(params![
-                    zone, kind, res, k.bucket, k.epoch, k.salt_fp, e.estimate, e.lower, e.upper
-                ])
-                .map_err(db)?;
-        }
-        let mut window = tx.prepare_cached(UPSERT_WINDOW).map_err(db)?;
-        let mut seen = tx.prepare_cached(UPSERT_SEEN).map_err(db)?;
-        for m in &batch.accepted {
-            seen.execute(params![
-                m.sensor.as_str(),
-                m.window_start.as_second() + i64::from(m.window_s)
-            ])
-            .map_err(db)?;
-            window
-                .execute(params![
-                    m.sensor.as_str(),
-                    m.kind.as_str(),
-                    m.window_start.as_second(),
-                    m.window_s,
-                    m.epoch.to_string(),
-                    m.salt_fp.to_string(),
-                    i64::try_from(m.frames).unwrap_or(i64::MAX),
-                    m.sketch.estimate().estimate
-                ])
-                .map_err(db)?;
-        }
-        let mut reject = tx.prepare_cached(UPSERT_REJECT).map_err(db)?;
-        for ((sensor, reason), n) in count_rejects(&batch.rejects) {
-            reject.execute(params![sensor, reason, n]).map_err(db)?;
         }
     }
+    write_buckets(&tx, precision, minutes)?;
+    if fold {
+        fold_queued_minutes(&tx, precision)?;
+    }
+    write_windows(&tx, &batch)?;
     tx.commit().map_err(db)
+}
+
+/// Merges each union into its stored bucket (read, merge, write sketch and numbers).
+fn write_buckets(
+    tx: &Transaction<'_>,
+    precision: Precision,
+    unions: BTreeMap<BucketKey, SketchUnion>,
+) -> Result<(), StoreError> {
+    let mut read = tx.prepare_cached(SELECT_BUCKET_SKETCH).map_err(db)?;
+    let mut write = tx.prepare_cached(UPSERT_SKETCH).map_err(db)?;
+    let mut number = tx.prepare_cached(UPSERT_NUMBER).map_err(db)?;
+    for (k, mut union) in unions {
+        let (zone, kind, res) = (&k.zone, k.kind, k.resolution.as_str());
+        let stored: Option<Vec<u8>> = read
+            .query_row(
+                params![zone, kind, res, k.bucket, k.epoch, k.salt_fp],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if let Some(bytes) = stored {
+            union.add(&stored_sketch(&bytes, precision, &k)?);
+        }
+        let merged = union.to_sketch();
+        let e = merged.estimate();
+        write
+            .execute(params![
+                zone,
+                kind,
+                res,
+                k.bucket,
+                k.epoch,
+                k.salt_fp,
+                super::stored_form(k.resolution, &merged)
+            ])
+            .map_err(db)?;
+        number
+            .execute(params![
+                zone, kind, res, k.bucket, k.epoch, k.salt_fp, e.estimate, e.lower, e.upper
+            ])
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+fn stored_sketch(bytes: &[u8], precision: Precision, k: &BucketKey) -> Result<Sketch, StoreError> {
+    Sketch::from_stored(bytes, precision)
+        .map_err(|e| StoreError::Corrupt(format!("zone {} bucket {}: {e}", k.zone, k.bucket)))
+}
+
+/// Folds the queued minutes into their hours, and those into their days, and empties the
+/// queue. Folding a minute twice changes nothing (a union is idempotent), so a minute
+/// written again after its fold is simply queued again.
+fn fold_queued_minutes(tx: &Transaction<'_>, precision: Precision) -> Result<(), StoreError> {
+    let mut hours: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
+    {
+        let mut queued = tx.prepare_cached(SELECT_QUEUED_MINUTES).map_err(db)?;
+        let mut rows = queued.query([]).map_err(db)?;
+        while let Some(r) = rows.next().map_err(db)? {
+            let kind: Kind = parse(&r.get::<_, String>(1).map_err(db)?, "kind")?;
+            let minute = BucketKey {
+                zone: r.get(0).map_err(db)?,
+                kind: kind.as_str(),
+                resolution: Resolution::Minute,
+                bucket: r.get(2).map_err(db)?,
+                epoch: r.get(3).map_err(db)?,
+                salt_fp: r.get(4).map_err(db)?,
+            };
+            let bytes = r.get_ref(5).map_err(db)?.as_blob().map_err(db_value)?;
+            let sketch = stored_sketch(bytes, precision, &minute)?;
+            hours
+                .entry(minute.at(Resolution::Hour))
+                .or_insert_with(|| SketchUnion::new(precision))
+                .add(&sketch);
+        }
+    }
+    tx.execute(CLEAR_QUEUE, []).map_err(db)?;
+    let mut days = fold_into(&hours, Resolution::Day, precision);
+    hours.append(&mut days);
+    write_buckets(tx, precision, hours)
+}
+
+/// Folds the queued minutes, if any, in a transaction of its own (before hours and days
+/// are read, and at start after a crash).
+fn fold_now(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {
+    let queued: bool = conn
+        .query_row(ANY_QUEUED_MINUTE, [], |r| r.get(0))
+        .map_err(db)?;
+    if !queued {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(db)?;
+    fold_queued_minutes(&tx, precision)?;
+    tx.commit().map_err(db)
+}
+
+/// The batch's sensor windows, sensors' latest windows and rejects.
+fn write_windows(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    let mut chunks = batch.accepted.chunks_exact(WINDOWS_PER_STATEMENT);
+    let mut full = tx
+        .prepare_cached(&upsert_windows(WINDOWS_PER_STATEMENT))
+        .map_err(db)?;
+    for chunk in chunks.by_ref() {
+        full.execute(params_from_iter(window_values(chunk)))
+            .map_err(db)?;
+    }
+    let mut one = tx.prepare_cached(&upsert_windows(1)).map_err(db)?;
+    for m in chunks.remainder() {
+        one.execute(params_from_iter(window_values(std::slice::from_ref(m))))
+            .map_err(db)?;
+    }
+    let mut latest: BTreeMap<&str, i64> = BTreeMap::new();
+    for m in &batch.accepted {
+        let end = m.window_start.as_second() + i64::from(m.window_s);
+        let e = latest.entry(m.sensor.as_str()).or_insert(end);
+        *e = (*e).max(end);
+    }
+    let mut seen = tx.prepare_cached(UPSERT_SEEN).map_err(db)?;
+    for (sensor, end) in latest {
+        seen.execute(params![sensor, end]).map_err(db)?;
+    }
+    let mut reject = tx.prepare_cached(UPSERT_REJECT).map_err(db)?;
+    for ((sensor, reason), n) in count_rejects(&batch.rejects) {
+        reject.execute(params![sensor, reason, n]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The parameters of [`upsert_windows`] for `windows`, row by row.
+fn window_values(windows: &[Accepted]) -> impl Iterator<Item = Value> + '_ {
+    windows.iter().flat_map(|m| {
+        [
+            Value::Text(m.sensor.as_str().to_owned()),
+            Value::Text(m.kind.as_str().to_owned()),
+            Value::Integer(m.window_start.as_second()),
+            Value::Integer(i64::from(m.window_s)),
+            Value::Text(m.epoch.to_string()),
+            Value::Text(m.salt_fp.to_string()),
+            Value::Integer(i64::try_from(m.frames).unwrap_or(i64::MAX)),
+            Value::Real(m.sketch.estimate().estimate),
+        ]
+    })
+}
+
+/// A text column parsed once per change, not once per row: the rows of a range share one
+/// epoch and salt (a series reads 72,000 of them).
+struct Repeated<T> {
+    text: String,
+    value: Option<T>,
+}
+
+impl<T> Default for Repeated<T> {
+    fn default() -> Self {
+        Repeated {
+            text: String::new(),
+            value: None,
+        }
+    }
+}
+
+impl<T: std::str::FromStr + Copy> Repeated<T> {
+    fn parse(&mut self, column: ValueRef<'_>, what: &str) -> Result<T, StoreError> {
+        let text = column.as_str().map_err(db_value)?;
+        match self.value {
+            Some(v) if self.text == text => Ok(v),
+            _ => {
+                let v = parse(text, what)?;
+                self.text.clear();
+                self.text.push_str(text);
+                self.value = Some(v);
+                Ok(v)
+            }
+        }
+    }
 }
 
 /// Deletes at most [`PURGE_CHUNK`] rows of each expired kind in one transaction.
@@ -233,8 +379,19 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.with(move |conn, precision| merge_in_transaction(conn, precision, batch))
-            .await
+        let (folded_at, every) = (self.folded_at.clone(), self.fold_every);
+        self.with(move |conn, precision| {
+            let mut last = folded_at
+                .lock()
+                .map_err(|_| StoreError::Database("fold clock lock poisoned".into()))?;
+            let fold = last.elapsed() >= every;
+            merge_in_transaction(conn, precision, batch, fold)?;
+            if fold {
+                *last = Instant::now();
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn zone_sketches(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneSketch>, StoreError> {
@@ -247,34 +404,28 @@ impl Store for SqliteStore {
         } = query;
         let zone = zone.to_string();
         self.with(move |conn, precision| {
+            if resolution != Resolution::Minute {
+                fold_now(conn, precision)?;
+            }
             let mut stmt = conn.prepare_cached(SELECT_SKETCHES).map_err(db)?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        zone,
-                        kind.as_str(),
-                        resolution.as_str(),
-                        from.as_second(),
-                        to.as_second()
-                    ],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, Vec<u8>>(3)?,
-                        ))
-                    },
-                )
+            let mut rows = stmt
+                .query(params![
+                    zone,
+                    kind.as_str(),
+                    resolution.as_str(),
+                    from.as_second(),
+                    to.as_second()
+                ])
                 .map_err(db)?;
+            let (mut epoch, mut salt_fp) = (Repeated::default(), Repeated::default());
             let mut out = Vec::new();
-            for row in rows {
-                let (bucket, epoch, fp, bytes) = row.map_err(db)?;
+            while let Some(r) = rows.next().map_err(db)? {
+                let bytes = r.get_ref(3).map_err(db)?.as_blob().map_err(db_value)?;
                 out.push(ZoneSketch {
-                    bucket: timestamp(bucket)?,
-                    epoch: parse(&epoch, "epoch")?,
-                    salt_fp: parse(&fp, "salt fingerprint")?,
-                    sketch: Sketch::from_stored(&bytes, precision)
+                    bucket: timestamp(r.get(0).map_err(db)?)?,
+                    epoch: epoch.parse(r.get_ref(1).map_err(db)?, "epoch")?,
+                    salt_fp: salt_fp.parse(r.get_ref(2).map_err(db)?, "salt fingerprint")?,
+                    sketch: Sketch::from_stored(bytes, precision)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 });
             }
@@ -292,40 +443,31 @@ impl Store for SqliteStore {
             to,
         } = query;
         let zone = zone.to_string();
-        self.with(move |conn, _| {
+        self.with(move |conn, precision| {
+            if resolution != Resolution::Minute {
+                fold_now(conn, precision)?;
+            }
             let mut stmt = conn.prepare_cached(SELECT_NUMBERS).map_err(db)?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        zone,
-                        kind.as_str(),
-                        resolution.as_str(),
-                        from.as_second(),
-                        to.as_second()
-                    ],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, f64>(3)?,
-                            r.get::<_, f64>(4)?,
-                            r.get::<_, f64>(5)?,
-                        ))
-                    },
-                )
+            let mut rows = stmt
+                .query(params![
+                    zone,
+                    kind.as_str(),
+                    resolution.as_str(),
+                    from.as_second(),
+                    to.as_second()
+                ])
                 .map_err(db)?;
+            let (mut epoch, mut salt_fp) = (Repeated::default(), Repeated::default());
             let mut out = Vec::new();
-            for row in rows {
-                let (bucket, epoch, fp, estimate, lower, upper) = row.map_err(db)?;
+            while let Some(r) = rows.next().map_err(db)? {
                 out.push(ZoneNumber {
-                    bucket: timestamp(bucket)?,
-                    epoch: parse(&epoch, "epoch")?,
-                    salt_fp: parse(&fp, "salt fingerprint")?,
+                    bucket: timestamp(r.get(0).map_err(db)?)?,
+                    epoch: epoch.parse(r.get_ref(1).map_err(db)?, "epoch")?,
+                    salt_fp: salt_fp.parse(r.get_ref(2).map_err(db)?, "salt fingerprint")?,
                     devices: crowdflow_contract::sketch::Estimate {
-                        estimate,
-                        lower,
-                        upper,
+                        estimate: r.get(3).map_err(db)?,
+                        lower: r.get(4).map_err(db)?,
+                        upper: r.get(5).map_err(db)?,
                     },
                 });
             }
@@ -463,6 +605,8 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, retention: Retention, now: Timestamp) -> Result<PurgeReport, StoreError> {
+        // A queued minute must reach its hour and day before it can be purged.
+        self.with(fold_now).await?;
         super::purge_in_chunks(|| self.with(move |conn, _| purge_chunk(conn, retention, now))).await
     }
 }
@@ -471,9 +615,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::schema::MIGRATIONS;
     use super::*;
-    use crate::store::Resolution;
     use crate::zone::ZoneId;
-    use crowdflow_contract::identity::Kind;
 
     async fn open() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tmp");
@@ -556,6 +698,66 @@ mod tests {
             .expect("numbers");
         assert_eq!(numbers.len(), 1);
         assert_eq!(numbers[0].devices.estimate.round(), 500.0);
+    }
+
+    /// Minutes written but not yet folded when the process dies reach their hour and day
+    /// when the store opens again, and the hour then holds what folding at every commit gave.
+    #[tokio::test]
+    async fn minutes_queued_at_a_crash_reach_their_hour_and_day_at_reopen() {
+        use crate::store::suite::{accepted, batch, ts, zone};
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("crowdflow.db");
+        let at = |minute: u32| ts(&format!("2026-04-27T10:{minute:02}:00Z"));
+        let batches = || {
+            (0..3u64).map(move |i| {
+                batch(vec![
+                    accepted("s1", at(i as u32), i * 400..i * 400 + 500),
+                    accepted("s2", at(59), 5_000 + i * 10..5_000 + i * 10 + 20),
+                ])
+            })
+        };
+        let hour = async |store: &SqliteStore| {
+            let numbers = store
+                .zone_numbers(BucketQuery {
+                    zone: &zone("neude"),
+                    kind: Kind::WifiRandom,
+                    resolution: Resolution::Hour,
+                    from: at(0),
+                    to: at(59) + jiff::SignedDuration::from_secs(60),
+                })
+                .await
+                .expect("hour");
+            assert_eq!(numbers.len(), 1, "{numbers:?}");
+            numbers[0].devices
+        };
+        let eager = {
+            let (mut store, _eager_dir) = open().await;
+            store.fold_every = Duration::ZERO;
+            for b in batches() {
+                store.merge_batch(b).await.expect("ingest");
+            }
+            hour(&store).await
+        };
+        {
+            let mut store = SqliteStore::open(&path, Precision::DEFAULT).expect("open");
+            store.fold_every = Duration::MAX;
+            for b in batches() {
+                store.merge_batch(b).await.expect("ingest");
+            }
+        }
+        let raw = Connection::open(&path).expect("raw");
+        let count = |sql: &str| raw.query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql);
+        let coarse = "SELECT count(*) FROM zone_sketches WHERE resolution <> 'minute'";
+        assert_eq!(count(coarse), 0, "nothing folded before the crash");
+        assert_eq!(count("SELECT count(*) FROM rollup_queue"), 4);
+        let store = SqliteStore::open(&path, Precision::DEFAULT).expect("reopen");
+        assert_eq!(count("SELECT count(*) FROM rollup_queue"), 0);
+        assert_eq!(count(coarse), 2, "an hour and a day");
+        assert_eq!(hour(&store).await, eager);
+        assert!(
+            (eager.estimate - 1_340.0).abs() < 0.05 * 1_340.0,
+            "{eager:?}"
+        );
     }
 
     #[tokio::test]

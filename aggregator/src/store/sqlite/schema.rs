@@ -127,6 +127,21 @@ ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
 "#,
         fill: None,
     },
+    // Minute buckets written since their hour and day last took them in (the store folds
+    // them at most once a second, and before hour and day reads).
+    Migration {
+        sql: r#"
+CREATE TABLE rollup_queue (
+    zone TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    epoch TEXT NOT NULL,
+    salt_fp TEXT NOT NULL,
+    PRIMARY KEY (zone, kind, bucket, epoch, salt_fp)
+) WITHOUT ROWID;
+"#,
+        fill: None,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {

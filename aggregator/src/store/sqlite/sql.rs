@@ -21,12 +21,40 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
 ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
 DO UPDATE SET estimate = excluded.estimate, lower = excluded.lower, upper = excluded.upper";
 
-/// A sensor window; a replay keeps the larger frame count and estimate.
-pub(super) const UPSERT_WINDOW: &str = "
+/// Queues a written minute bucket for the fold into its hour and day.
+pub(super) const QUEUE_MINUTE: &str = "
+INSERT INTO rollup_queue (zone, kind, bucket, epoch, salt_fp)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT
+DO NOTHING";
+
+/// The queued minutes' stored sketches.
+pub(super) const SELECT_QUEUED_MINUTES: &str = "
+SELECT q.zone, q.kind, q.bucket, q.epoch, q.salt_fp, s.sketch
+FROM rollup_queue q
+JOIN zone_sketches s ON s.zone = q.zone AND s.kind = q.kind AND s.resolution = 'minute' AND s.bucket = q.bucket AND s.epoch = q.epoch AND s.salt_fp = q.salt_fp";
+
+/// Whether a minute waits for the fold.
+pub(super) const ANY_QUEUED_MINUTE: &str = "
+SELECT EXISTS (SELECT 1 FROM rollup_queue)";
+
+/// Empties the rollup queue (in the fold's transaction).
+pub(super) const CLEAR_QUEUE: &str = "
+DELETE
+FROM rollup_queue";
+
+/// `rows` sensor windows (8 parameters each) in one statement; a replay keeps the larger
+/// frame count and estimate.
+pub(super) fn upsert_windows(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(",\n");
+    format!(
+        "
 INSERT INTO sensor_windows (sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+VALUES {values}
 ON CONFLICT (sensor, kind, window_start, epoch, salt_fp)
-DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, excluded.estimate)";
+DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, excluded.estimate)"
+    )
+}
 
 /// A sensor's latest window end.
 pub(super) const UPSERT_SEEN: &str = "
