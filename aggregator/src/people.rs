@@ -273,10 +273,30 @@ pub async fn per_minute(
                 .or_insert(c);
         }
     }
-    Ok(devices
-        .into_iter()
-        .filter_map(|(t, d)| estimate(zone, floors, &d).map(|p| (t, p)))
-        .collect())
+    Ok(of_minutes(zone, floors, &devices))
+}
+
+/// People of each minute of `devices` (a zone's minute numbers by kind, salts summed) that
+/// holds a calibrated kind: what [`per_minute`] makes of the numbers it reads, for a caller
+/// that has read them already.
+pub fn of_minutes(
+    zone: &Zone,
+    floors: &Floors,
+    devices: &BTreeMap<Timestamp, BTreeMap<Kind, Count>>,
+) -> BTreeMap<Timestamp, Count> {
+    // The floors once, not once a minute (a learned one is behind a lock).
+    let floor: BTreeMap<Kind, f64> = zone
+        .calibration
+        .iter()
+        .map(|(kind, c)| (*kind, floor_of(zone, floors, *kind, c).0))
+        .collect();
+    devices
+        .iter()
+        .filter(|(_, d)| d.keys().any(|k| zone.calibration.contains_key(k)))
+        .filter_map(|(t, d)| {
+            people(zone, d, |kind, _| floor.get(&kind).copied().unwrap_or(0.0)).map(|p| (*t, p))
+        })
+        .collect()
 }
 
 fn error_of(c: &Calibration) -> f64 {

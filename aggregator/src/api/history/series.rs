@@ -130,17 +130,28 @@ async fn zone_buckets(
 }
 
 /// People present per bucket: the mean of the bucket's stored minutes (people are a presence
-/// figure, [`people::estimate`]); empty without calibration.
+/// figure, [`people::estimate`]); empty without calibration. By the minute they come from
+/// `buckets`, the same stored numbers, read once.
 async fn bucket_people(
     store: &impl Store,
     zone: &Zone,
     floors: &Floors,
     resolution: Resolution,
+    buckets: &Buckets,
     r: Range,
 ) -> Result<BTreeMap<Timestamp, Count>, StoreError> {
+    let per_minute = match resolution {
+        Resolution::Minute => people::of_minutes(zone, floors, buckets),
+        Resolution::Hour | Resolution::Day => {
+            people::per_minute(store, zone, floors, r.from, r.to).await?
+        }
+    };
+    if resolution == Resolution::Minute {
+        return Ok(per_minute); // a bucket of one minute: its mean is itself
+    }
     let seconds = resolution.seconds();
     let mut minutes: BTreeMap<Timestamp, Vec<Count>> = BTreeMap::new();
-    for (t, p) in people::per_minute(store, zone, floors, r.from, r.to).await? {
+    for (t, p) in per_minute {
         let start = t.as_second() - t.as_second().rem_euclid(seconds);
         let bucket = Timestamp::from_second(start).unwrap_or(t);
         minutes.entry(bucket).or_default().push(p);
@@ -161,7 +172,7 @@ pub(in crate::api) async fn zone_series(
     filled_by: Timestamp,
 ) -> Result<ZoneSeries, StoreError> {
     let buckets = zone_buckets(store, zone, resolution, r).await?;
-    let people = bucket_people(store, zone, floors, resolution, r).await?;
+    let people = bucket_people(store, zone, floors, resolution, &buckets, r).await?;
     Ok(ZoneSeries {
         zone: zone.id.clone(),
         name: zone.name.clone(),
@@ -428,7 +439,7 @@ pub(in crate::api) async fn series<S: Store>(
         let (mut out, mut empty) = (Vec::with_capacity(zones.len()), Vec::new());
         for z in &zones {
             let buckets = zone_buckets(&state.store, z, resolution, r).await?;
-            let people = bucket_people(&state.store, z, floors, resolution, r).await?;
+            let people = bucket_people(&state.store, z, floors, resolution, &buckets, r).await?;
             if buckets.is_empty() {
                 empty.push(*z);
             }
