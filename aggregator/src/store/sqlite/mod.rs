@@ -20,6 +20,7 @@ use super::{
     timestamp, union_by_minute,
 };
 
+mod minute_numbers;
 mod schema;
 mod sql;
 
@@ -134,6 +135,7 @@ fn write_buckets(
     let mut read = tx.prepare_cached(SELECT_BUCKET_SKETCH).map_err(db)?;
     let mut write = tx.prepare_cached(UPSERT_SKETCH).map_err(db)?;
     let mut number = tx.prepare_cached(UPSERT_NUMBER).map_err(db)?;
+    let mut minutes: BTreeMap<BucketKey, Vec<minute_numbers::Entry>> = BTreeMap::new();
     for (k, mut union) in unions {
         let (zone, kind, res) = (&k.zone, k.kind, k.resolution.as_str());
         let stored: Option<Vec<u8>> = read
@@ -159,13 +161,21 @@ fn write_buckets(
                 super::stored_form(k.resolution, &merged)
             ])
             .map_err(db)?;
-        number
-            .execute(params![
-                zone, kind, res, k.bucket, k.epoch, k.salt_fp, e.estimate, e.lower, e.upper
-            ])
-            .map_err(db)?;
+        if k.resolution == Resolution::Minute {
+            let entry = minute_numbers::Entry::of(&k, e);
+            minutes
+                .entry(k.at(Resolution::Hour))
+                .or_default()
+                .push(entry);
+        } else {
+            number
+                .execute(params![
+                    zone, kind, res, k.bucket, k.epoch, k.salt_fp, e.estimate, e.lower, e.upper
+                ])
+                .map_err(db)?;
+        }
     }
-    Ok(())
+    minute_numbers::write(tx, minutes)
 }
 
 fn stored_sketch(bytes: &[u8], precision: Precision, k: &BucketKey) -> Result<Sketch, StoreError> {
@@ -209,7 +219,8 @@ fn fold_queued_minutes(tx: &Transaction<'_>, precision: Precision) -> Result<(),
 /// are read, and at start after a crash).
 fn fold_now(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {
     let queued: bool = conn
-        .query_row(ANY_QUEUED_MINUTE, [], |r| r.get(0))
+        .prepare_cached(ANY_QUEUED_MINUTE)
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(db)?;
     if !queued {
         return Ok(());
@@ -318,6 +329,9 @@ fn purge_chunk(
     if let Some(before) = retention.number_cutoff(now) {
         report.numbers += tx
             .execute(PURGE_NUMBERS, params![before, PURGE_CHUNK])
+            .map_err(db)? as u64;
+        report.numbers += tx
+            .execute(PURGE_PACKED_HOURS, params![before, PURGE_CHUNK])
             .map_err(db)? as u64;
     }
     report.sensor_windows += tx
@@ -444,9 +458,10 @@ impl Store for SqliteStore {
         } = query;
         let zone = zone.to_string();
         self.with(move |conn, precision| {
-            if resolution != Resolution::Minute {
-                fold_now(conn, precision)?;
+            if resolution == Resolution::Minute {
+                return minute_numbers::read(conn, &zone, kind.as_str(), from, to);
             }
+            fold_now(conn, precision)?;
             let mut stmt = conn.prepare_cached(SELECT_NUMBERS).map_err(db)?;
             let mut rows = stmt
                 .query(params![
@@ -757,6 +772,81 @@ mod tests {
         assert!(
             (eager.estimate - 1_340.0).abs() < 0.05 * 1_340.0,
             "{eager:?}"
+        );
+    }
+
+    /// A version 6 database's minute number rows are packed by the hour when it opens, and
+    /// read back the same: cut ranges, two salts in one hour (a rotation) interleaved.
+    #[tokio::test]
+    async fn minute_number_rows_are_packed_by_the_hour_and_read_back_the_same() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("crowdflow.db");
+        let hour = 1_777_284_000; // 2026-04-27T10:00:00Z
+        let rows = [
+            (hour - 60, "2026-04-26", "00000000000000aa", 5.0),
+            (hour, "2026-04-26", "00000000000000aa", 10.0),
+            (hour + 120, "2026-04-26", "00000000000000aa", 12.0),
+            (hour + 120, "2026-04-27", "00000000000000bb", 3.0),
+            (hour + 180, "2026-04-27", "00000000000000bb", 4.0),
+            (hour + 3600, "2026-04-27", "00000000000000bb", 6.0),
+        ];
+        {
+            let mut conn = Connection::open(&path).expect("raw");
+            let tx = conn.transaction().expect("tx");
+            tx.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (6);",
+            )
+            .expect("v6 marker");
+            for m in &MIGRATIONS[..6] {
+                tx.execute_batch(m.sql).expect("v6 schema");
+            }
+            for (bucket, epoch, fp, estimate) in rows {
+                tx.execute(
+                    "INSERT INTO zone_numbers VALUES ('neude', 'ble', 'minute', ?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![bucket, epoch, fp, estimate, estimate - 1.0, estimate + 1.0],
+                )
+                .expect("v6 row");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = SqliteStore::open(&path, Precision::DEFAULT).expect("migrate");
+        let read = async |from: i64, to: i64| {
+            store
+                .zone_numbers(BucketQuery {
+                    zone: &ZoneId::new("neude").expect("id"),
+                    kind: Kind::Ble,
+                    resolution: Resolution::Minute,
+                    from: timestamp(from).expect("from"),
+                    to: timestamp(to).expect("to"),
+                })
+                .await
+                .expect("minute numbers")
+                .iter()
+                .map(|n| {
+                    (
+                        n.bucket.as_second(),
+                        n.salt_fp.to_string(),
+                        n.devices.estimate,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let all: Vec<_> = rows
+            .iter()
+            .map(|(b, _, fp, e)| (*b, fp.to_string(), *e))
+            .collect();
+        assert_eq!(read(hour - 3600, hour + 7200).await, all);
+        assert_eq!(read(hour + 60, hour + 181).await, all[2..5]);
+        let raw = Connection::open(&path).expect("raw");
+        let count = |sql: &str| raw.query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql);
+        assert_eq!(
+            count("SELECT count(*) FROM minute_numbers"),
+            4,
+            "hours x salts"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM zone_numbers WHERE resolution = 'minute'"),
+            0
         );
     }
 

@@ -1,10 +1,14 @@
 //! The SQLite schema: versioned migrations, each SQL with an optional data fill in Rust
 //! (where SQL cannot compute what a new table needs).
 
-use crowdflow_contract::sketch::{Precision, Sketch};
+use std::collections::BTreeMap;
+
+use crowdflow_contract::sketch::{Estimate, Precision, Sketch};
 use rusqlite::{Connection, Transaction, params};
 
 use super::db;
+use super::minute_numbers::{Entry, encode};
+use super::sql::UPSERT_PACKED_HOUR;
 use crate::store::StoreError;
 
 /// Fills data a migration's SQL cannot compute.
@@ -142,6 +146,23 @@ CREATE TABLE rollup_queue (
 "#,
         fill: None,
     },
+    // Minute numbers packed by the hour (minute_numbers.rs). A rowid table: packed rows of
+    // up to 1.5 KB would overflow pages of their own in a WITHOUT ROWID one.
+    Migration {
+        sql: r#"
+CREATE TABLE minute_numbers (
+    zone TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    epoch TEXT NOT NULL,
+    salt_fp TEXT NOT NULL,
+    numbers BLOB NOT NULL,
+    UNIQUE (zone, kind, hour, epoch, salt_fp)
+);
+CREATE INDEX minute_numbers_by_age ON minute_numbers (hour);
+"#,
+        fill: Some(pack_minute_numbers),
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {
@@ -196,6 +217,87 @@ fn fill_numbers(tx: &Transaction<'_>, precision: Precision) -> Result<(), StoreE
     }
     Ok(())
 }
+
+/// Version 7: the minute rows of `zone_numbers` packed by the hour into `minute_numbers`.
+/// Rows come in key order, so an hour's minutes are neighbours (its salts interleaved).
+fn pack_minute_numbers(tx: &Transaction<'_>, _: Precision) -> Result<(), StoreError> {
+    type Hour = (String, String, i64);
+    let started = std::time::Instant::now();
+    let mut minutes = 0u64;
+    let mut pending: Option<Hour> = None;
+    let mut salts: BTreeMap<(String, String), Vec<Entry>> = BTreeMap::new();
+    let flush = |hour: &Hour, salts: &mut BTreeMap<(String, String), Vec<Entry>>| {
+        let mut write = tx.prepare_cached(UPSERT_PACKED_HOUR).map_err(db)?;
+        for ((epoch, salt_fp), entries) in std::mem::take(salts) {
+            write
+                .execute(params![
+                    hour.0,
+                    hour.1,
+                    hour.2,
+                    epoch,
+                    salt_fp,
+                    encode(&entries)
+                ])
+                .map_err(db)?;
+        }
+        Ok::<_, StoreError>(())
+    };
+    {
+        let mut read = tx.prepare(SELECT_MINUTE_NUMBER_ROWS).map_err(db)?;
+        let mut rows = read.query([]).map_err(db)?;
+        while let Some(r) = rows.next().map_err(db)? {
+            let bucket: i64 = r.get(2).map_err(db)?;
+            let hour: Hour = (
+                r.get(0).map_err(db)?,
+                r.get(1).map_err(db)?,
+                bucket.div_euclid(3600) * 3600,
+            );
+            if pending.as_ref() != Some(&hour)
+                && let Some(done) = pending.replace(hour)
+            {
+                flush(&done, &mut salts)?;
+            }
+            let entry = Entry {
+                minute: (bucket.rem_euclid(3600) / 60) as u8,
+                devices: Estimate {
+                    estimate: r.get(5).map_err(db)?,
+                    lower: r.get(6).map_err(db)?,
+                    upper: r.get(7).map_err(db)?,
+                },
+            };
+            salts
+                .entry((r.get(3).map_err(db)?, r.get(4).map_err(db)?))
+                .or_default()
+                .push(entry);
+            minutes += 1;
+        }
+    }
+    if let Some(done) = pending {
+        flush(&done, &mut salts)?;
+    }
+    tx.execute(DELETE_MINUTE_NUMBER_ROWS, []).map_err(db)?;
+    if minutes > 0 {
+        tracing::info!(
+            minutes,
+            seconds = started.elapsed().as_secs_f64(),
+            "minute numbers packed by the hour (schema version 7)"
+        );
+    }
+    Ok(())
+}
+
+/// Version 7 reads the minute rows of `zone_numbers` in key order.
+pub(super) const SELECT_MINUTE_NUMBER_ROWS: &str = "
+SELECT zone, kind, bucket, epoch, salt_fp, estimate, lower, upper
+FROM zone_numbers
+WHERE resolution = 'minute'
+ORDER BY zone, kind, bucket, epoch, salt_fp";
+
+/// And then drops them.
+pub(super) const DELETE_MINUTE_NUMBER_ROWS: &str = "
+DELETE
+FROM zone_numbers
+WHERE resolution = 'minute'";
 
 /// The table of applied migrations.
 pub(super) const CREATE_VERSION_TABLE: &str = "

@@ -21,6 +21,35 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
 ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
 DO UPDATE SET estimate = excluded.estimate, lower = excluded.lower, upper = excluded.upper";
 
+/// One hour's packed minute numbers.
+pub(super) const SELECT_PACKED_HOUR: &str = "
+SELECT numbers
+FROM minute_numbers
+WHERE zone = ?1 AND kind = ?2 AND hour = ?3 AND epoch = ?4 AND salt_fp = ?5";
+
+/// Writes one hour's packed minute numbers.
+pub(super) const UPSERT_PACKED_HOUR: &str = "
+INSERT INTO minute_numbers (zone, kind, hour, epoch, salt_fp, numbers)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (zone, kind, hour, epoch, salt_fp)
+DO UPDATE SET numbers = excluded.numbers";
+
+/// Packed minute numbers of one zone and kind with hour starts in `[?3, ?4)`.
+pub(super) const SELECT_PACKED_HOURS: &str = "
+SELECT hour, epoch, salt_fp, numbers
+FROM minute_numbers
+WHERE zone = ?1 AND kind = ?2 AND hour >= ?3 AND hour < ?4
+ORDER BY hour, epoch, salt_fp";
+
+/// Deletes up to `?2` packed hours whose minutes all start before `?1`.
+pub(super) const PURGE_PACKED_HOURS: &str = "
+DELETE
+FROM minute_numbers
+WHERE rowid IN (SELECT rowid
+FROM minute_numbers
+WHERE hour + 3600 <= ?1
+LIMIT ?2)";
+
 /// Queues a written minute bucket for the fold into its hour and day.
 pub(super) const QUEUE_MINUTE: &str = "
 INSERT INTO rollup_queue (zone, kind, bucket, epoch, salt_fp)
