@@ -185,23 +185,28 @@ pub async fn learn_floor(
 /// rotate (a BLE address lives about 15 minutes) and people come and go, so devices over an
 /// hour are not people over an hour; a span's people are the mean of its minutes ([`mean`]).
 pub fn estimate(zone: &Zone, floors: &Floors, devices: &BTreeMap<Kind, Count>) -> Option<Count> {
-    people(zone, devices, |kind, c| floor_of(zone, floors, kind, c).0)
+    people(
+        zone,
+        |kind| devices.get(&kind).copied(),
+        |kind, c| floor_of(zone, floors, kind, c).0,
+    )
 }
 
 /// The people of `devices` with every kind's floor replaced by `floor`: for devices that are
 /// all moving (arrivals at a gate), among which no static device is.
 pub fn estimate_above(zone: &Zone, devices: &BTreeMap<Kind, Count>, floor: f64) -> Option<Count> {
-    people(zone, devices, |_, _| floor)
+    people(zone, |kind| devices.get(&kind).copied(), |_, _| floor)
 }
 
+/// The people of one minute whose devices of each kind `devices` gives.
 fn people(
     zone: &Zone,
-    devices: &BTreeMap<Kind, Count>,
+    devices: impl Fn(Kind) -> Option<Count>,
     floor: impl Fn(Kind, &Calibration) -> f64,
 ) -> Option<Count> {
     (!zone.calibration.is_empty()).then(|| {
         zone.calibration.iter().fold(Count::ZERO, |sum, (kind, c)| {
-            let d = devices.get(kind).copied().unwrap_or(Count::ZERO);
+            let d = devices(*kind).unwrap_or(Count::ZERO);
             sum.plus(people_of(d, c.factor, floor(*kind, c), error_of(c)))
         })
     })
@@ -253,9 +258,9 @@ pub async fn per_minute(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<BTreeMap<Timestamp, Count>, StoreError> {
-    let mut devices: BTreeMap<Timestamp, BTreeMap<Kind, Count>> = BTreeMap::new();
+    let mut numbers: Vec<(Timestamp, Kind, Count)> = Vec::new();
     for kind in zone.calibration.keys() {
-        let numbers = store
+        let stored = store
             .zone_numbers(BucketQuery {
                 zone: &zone.id,
                 kind: *kind,
@@ -264,16 +269,42 @@ pub async fn per_minute(
                 to,
             })
             .await?;
-        for n in numbers {
-            let c = Count::from_estimate(n.devices);
-            let minute = devices.entry(n.bucket).or_default();
-            minute
-                .entry(*kind)
-                .and_modify(|sum| *sum = sum.and_other_salt(c))
-                .or_insert(c);
-        }
+        numbers.extend(
+            stored
+                .into_iter()
+                .map(|n| (n.bucket, *kind, Count::from_estimate(n.devices))),
+        );
     }
-    Ok(of_minutes(zone, floors, &devices))
+    // Minute by minute without a map per minute (a day is 1,440 of them): a stable sort
+    // keeps each kind's salts in the store's order.
+    numbers.sort_by_key(|(t, kind, _)| (*t, *kind));
+    let floor = floors_by_kind(zone, floors);
+    Ok(numbers
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|minute| {
+            let devices = |kind: Kind| {
+                minute
+                    .iter()
+                    .filter(|(_, k, _)| *k == kind)
+                    .map(|(_, _, c)| *c)
+                    .reduce(Count::and_other_salt)
+            };
+            people(zone, devices, |kind, _| floor_at(&floor, kind)).map(|p| (minute[0].0, p))
+        })
+        .collect())
+}
+
+/// Each calibrated kind's floor, looked up once for many minutes (a learned one is behind a
+/// lock).
+fn floors_by_kind(zone: &Zone, floors: &Floors) -> BTreeMap<Kind, f64> {
+    zone.calibration
+        .iter()
+        .map(|(kind, c)| (*kind, floor_of(zone, floors, *kind, c).0))
+        .collect()
+}
+
+fn floor_at(floors: &BTreeMap<Kind, f64>, kind: Kind) -> f64 {
+    floors.get(&kind).copied().unwrap_or(0.0)
 }
 
 /// People of each minute of `devices` (a zone's minute numbers by kind, salts summed) that
@@ -284,17 +315,17 @@ pub fn of_minutes(
     floors: &Floors,
     devices: &BTreeMap<Timestamp, BTreeMap<Kind, Count>>,
 ) -> BTreeMap<Timestamp, Count> {
-    // The floors once, not once a minute (a learned one is behind a lock).
-    let floor: BTreeMap<Kind, f64> = zone
-        .calibration
-        .iter()
-        .map(|(kind, c)| (*kind, floor_of(zone, floors, *kind, c).0))
-        .collect();
+    let floor = floors_by_kind(zone, floors);
     devices
         .iter()
         .filter(|(_, d)| d.keys().any(|k| zone.calibration.contains_key(k)))
         .filter_map(|(t, d)| {
-            people(zone, d, |kind, _| floor.get(&kind).copied().unwrap_or(0.0)).map(|p| (*t, p))
+            people(
+                zone,
+                |kind| d.get(&kind).copied(),
+                |kind, _| floor_at(&floor, kind),
+            )
+            .map(|p| (*t, p))
         })
         .collect()
 }
@@ -357,6 +388,97 @@ pub fn counting_noise(people: f64, factor: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::suite::{accepted, batch, ts, zone};
+    use crate::store::{Accepted, SqliteStore};
+    use crowdflow_contract::sketch::Precision;
+
+    /// Minute by minute, `per_minute` gives what `estimate` gives for the minute's devices
+    /// of each calibrated kind, a rotation's two salts summed; uncalibrated kinds and
+    /// minutes of them alone give nothing.
+    #[tokio::test]
+    async fn stored_minutes_become_people_minute_by_minute() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("p.db"), Precision::DEFAULT).expect("db");
+        let at = |m: u32| ts(&format!("2026-04-27T10:{m:02}:00Z"));
+        let of = |kind: Kind, m: u32, devices: std::ops::Range<u64>, salt: &str| Accepted {
+            kind,
+            salt_fp: salt.parse().expect("fp"),
+            ..accepted("s1", at(m), devices)
+        };
+        let (a, b) = ("00000000000000aa", "00000000000000bb");
+        store
+            .merge_batch(batch(vec![
+                of(Kind::WifiRandom, 0, 0..100, a),
+                of(Kind::Ble, 0, 0..40, a),
+                of(Kind::WifiRandom, 1, 0..50, a),
+                of(Kind::WifiRandom, 1, 0..30, b),
+                of(Kind::Ble, 2, 0..20, b),
+                of(Kind::Wifi, 3, 0..500, a),
+            ]))
+            .await
+            .expect("ingest");
+        let mut z = Zone {
+            id: zone("neude"),
+            name: "Neude".into(),
+            area_m2: 100.0,
+            capacity: None,
+            occupancy_window_min: 5,
+            thresholds: Vec::new(),
+            calibration: BTreeMap::new(),
+            polygon: None,
+            gate: None,
+        };
+        for (kind, factor) in [(Kind::WifiRandom, 0.5), (Kind::Ble, 0.25)] {
+            z.calibration.insert(
+                kind,
+                Calibration {
+                    factor,
+                    floor: Floor::Devices(3.0),
+                    error: Some(0.2),
+                    observations: Some(10),
+                },
+            );
+        }
+        let floors = Floors::default();
+        let got = per_minute(&store, &z, &floors, at(0), at(10))
+            .await
+            .expect("people");
+        let numbers = async |kind: Kind| {
+            store
+                .zone_numbers(BucketQuery {
+                    zone: &z.id,
+                    kind,
+                    resolution: Resolution::Minute,
+                    from: at(0),
+                    to: at(10),
+                })
+                .await
+                .expect("numbers")
+        };
+        let mut want_devices: BTreeMap<Timestamp, BTreeMap<Kind, Count>> = BTreeMap::new();
+        for kind in [Kind::WifiRandom, Kind::Ble] {
+            for n in numbers(kind).await {
+                let c = Count::from_estimate(n.devices);
+                want_devices
+                    .entry(n.bucket)
+                    .or_default()
+                    .entry(kind)
+                    .and_modify(|sum| *sum = sum.and_other_salt(c))
+                    .or_insert(c);
+            }
+        }
+        let want: BTreeMap<Timestamp, Count> = want_devices
+            .iter()
+            .filter_map(|(t, d)| estimate(&z, &floors, d).map(|p| (*t, p)))
+            .collect();
+        assert_eq!(
+            got.keys().copied().collect::<Vec<_>>(),
+            vec![at(0), at(1), at(2)]
+        );
+        assert_eq!(got, want);
+        assert!(got[&at(1)].upper_bound, "two salts: an upper bound");
+        assert!((got[&at(0)].estimate - (0.5 * 97.0 + 0.25 * 37.0)).abs() < 2.0);
+    }
 
     fn devices(estimate: f64, lower: f64, upper: f64) -> Count {
         Count {

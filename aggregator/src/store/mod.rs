@@ -11,7 +11,7 @@
 mod postgres;
 mod sqlite;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 use std::collections::BTreeMap;
 use std::future::Future;

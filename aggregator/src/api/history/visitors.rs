@@ -71,18 +71,20 @@ pub(in crate::api) async fn distinct<S: Store>(
     let r = range(&params, "from", "to", SignedDuration::from_hours(24 * 400))?;
     let complete = Timestamp::now() - state.config.window.duration();
     begun("from", r, complete)?;
-    // One read of the range's sketches: their counts, and whether anything was stored.
-    let stored = unions(&state, z, r).await?;
+    // One read of the range's sketches (their counts, and whether anything was stored) and
+    // one of its minute numbers (people), side by side: the sketches' unions and the
+    // minutes' people are computed while the other waits for the store.
+    let (stored, minutes) = futures_util::future::try_join(
+        unions(&state, z, r),
+        people::per_minute(&state.store, z, state.live.floors(), r.from, r.to),
+    )
+    .await?;
     let devices: BTreeMap<Kind, Count> = stored
         .iter()
         .map(|(kind, unions)| (*kind, query::count(unions)))
         .collect();
     let empty = nothing_stored(&stored);
-    let minutes: Vec<Count> =
-        people::per_minute(&state.store, z, state.live.floors(), r.from, r.to)
-            .await?
-            .into_values()
-            .collect();
+    let minutes: Vec<Count> = minutes.into_values().collect();
     let notes = range_notes("the range", r, empty, complete);
     Ok(Json(Distinct {
         notes,
@@ -120,12 +122,14 @@ async fn unions(
     zone: &Zone,
     r: Range,
 ) -> Result<BTreeMap<Kind, PerSalt>, StoreError> {
-    let mut out = BTreeMap::new();
-    for kind in Kind::ALL {
+    let per_kind = Kind::ALL.map(|kind| async move {
         let sketches = query::covering(&state.store, &zone.id, kind, r.from, r.to).await?;
-        out.insert(kind, query::per_salt(&sketches, state.config.precision));
-    }
-    Ok(out)
+        Ok::<_, StoreError>((kind, query::per_salt(&sketches, state.config.precision)))
+    });
+    Ok(futures_util::future::try_join_all(per_kind)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 fn overlap_all_kinds(a: &BTreeMap<Kind, PerSalt>, b: &BTreeMap<Kind, PerSalt>) -> Overlap {

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use crowdflow_contract::epoch::EpochId;
@@ -12,7 +13,7 @@ use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
 use crowdflow_contract::wire::SensorId;
 use jiff::Timestamp;
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params, params_from_iter};
 
 use super::{
     Accepted, Alert, AlertKey, Batch, BucketKey, BucketQuery, PurgeReport, Resolution, Retention,
@@ -48,10 +49,48 @@ fn db_value(e: rusqlite::types::FromSqlError) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// Read-only connections reads take turns on: in WAL mode readers wait neither for the
+/// writer nor for each other, so a history query does not wait behind a commit and its
+/// reads (sketches, minute numbers) run side by side.
+const READERS: usize = 4;
+
+/// The reader connections.
+#[derive(Debug)]
+struct Readers {
+    pool: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    /// A free reader, or the next one's turn when all are busy.
+    fn take(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let poisoned = || StoreError::Database("connection lock poisoned".into());
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        for i in 0..self.pool.len() {
+            match self.pool[(start + i) % self.pool.len()].try_lock() {
+                Ok(reader) => return Ok(reader),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
+            }
+        }
+        self.pool[start].lock().map_err(|_| poisoned())
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+    Ok(conn)
+}
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
     precision: Precision,
     /// When a commit last folded the queued minutes.
     folded_at: Arc<Mutex<Instant>>,
@@ -75,12 +114,46 @@ impl SqliteStore {
             .map_err(db)?;
         schema::migrate(&mut conn, precision)?;
         fold_now(&mut conn, precision)?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Readers {
+                pool: readers,
+                next: AtomicUsize::new(0),
+            }),
             precision,
             folded_at: Arc::new(Mutex::new(Instant::now())),
             fold_every: FOLD_EVERY,
         })
+    }
+
+    /// Runs `f` on a reader connection: beside a commit under way, and beside each other.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, Precision) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let precision = self.precision;
+        tokio::task::spawn_blocking(move || f(&*readers.take()?, precision))
+            .await
+            .map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
+    }
+
+    /// Folds the queued minutes (on the writer) if any wait: before an hour or a day is read.
+    async fn fold_if_queued(&self) -> Result<(), StoreError> {
+        let queued = self
+            .read(|conn, _| {
+                conn.prepare_cached(ANY_QUEUED_MINUTE)
+                    .and_then(|mut s| s.query_row([], |r| r.get::<_, bool>(0)))
+                    .map_err(db)
+            })
+            .await?;
+        if queued {
+            self.with(fold_now).await?;
+        }
+        Ok(())
     }
 
     async fn with<T: Send + 'static>(
@@ -372,7 +445,7 @@ impl Store for SqliteStore {
         &self,
         since: EpochId,
     ) -> Result<Vec<(EpochId, SaltFingerprint)>, StoreError> {
-        self.with(move |conn, _| {
+        self.read(move |conn, _| {
             let mut stmt = conn.prepare(SELECT_EPOCHS).map_err(db)?;
             let rows = stmt
                 .query_map(params![since.to_string()], |r| {
@@ -417,10 +490,10 @@ impl Store for SqliteStore {
             to,
         } = query;
         let zone = zone.to_string();
-        self.with(move |conn, precision| {
-            if resolution != Resolution::Minute {
-                fold_now(conn, precision)?;
-            }
+        if resolution != Resolution::Minute {
+            self.fold_if_queued().await?;
+        }
+        self.read(move |conn, precision| {
             let mut stmt = conn.prepare_cached(SELECT_SKETCHES).map_err(db)?;
             let mut rows = stmt
                 .query(params![
@@ -457,11 +530,13 @@ impl Store for SqliteStore {
             to,
         } = query;
         let zone = zone.to_string();
-        self.with(move |conn, precision| {
+        if resolution != Resolution::Minute {
+            self.fold_if_queued().await?;
+        }
+        self.read(move |conn, _| {
             if resolution == Resolution::Minute {
                 return minute_numbers::read(conn, &zone, kind.as_str(), from, to);
             }
-            fold_now(conn, precision)?;
             let mut stmt = conn.prepare_cached(SELECT_NUMBERS).map_err(db)?;
             let mut rows = stmt
                 .query(params![
@@ -492,7 +567,7 @@ impl Store for SqliteStore {
     }
 
     async fn sensor_health(&self) -> Result<Vec<SensorHealth>, StoreError> {
-        self.with(move |conn, _| {
+        self.read(move |conn, _| {
             let mut stmt = conn.prepare(SELECT_HEALTH).map_err(db)?;
             let rows = stmt
                 .query_map([], |r| {
@@ -516,7 +591,7 @@ impl Store for SqliteStore {
     }
 
     async fn sensors_seen(&self) -> Result<Vec<(SensorId, Timestamp)>, StoreError> {
-        self.with(|conn, _| {
+        self.read(|conn, _| {
             let mut stmt = conn.prepare_cached(SELECT_SEEN).map_err(db)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -579,7 +654,7 @@ impl Store for SqliteStore {
     }
 
     async fn alerts(&self, since: Timestamp, limit: u32) -> Result<Vec<Alert>, StoreError> {
-        self.with(move |conn, _| {
+        self.read(move |conn, _| {
             let mut stmt = conn.prepare_cached(SELECT_ALERTS).map_err(db)?;
             let rows = stmt
                 .query_map(params![since.as_second(), limit], |r| {
