@@ -140,15 +140,11 @@ async fn bucket_people(
     buckets: &Buckets,
     r: Range,
 ) -> Result<BTreeMap<Timestamp, Count>, StoreError> {
-    let per_minute = match resolution {
-        Resolution::Minute => people::of_minutes(zone, floors, buckets),
-        Resolution::Hour | Resolution::Day => {
-            people::per_minute(store, zone, floors, r.from, r.to).await?
-        }
-    };
     if resolution == Resolution::Minute {
-        return Ok(per_minute); // a bucket of one minute: its mean is itself
+        // A bucket of one minute: its mean is itself.
+        return Ok(people::of_minutes(zone, floors, buckets));
     }
+    let per_minute = people::per_minute(store, zone, floors, r.from, r.to).await?;
     let seconds = resolution.seconds();
     let mut minutes: BTreeMap<Timestamp, Vec<Count>> = BTreeMap::new();
     for (t, p) in per_minute {

@@ -12,7 +12,7 @@ use crowdflow_contract::sketch::Estimate;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Repeated, db, db_value, sql};
+use super::{RowKeys, db, db_value, sql};
 use crate::store::{BucketKey, Resolution, StoreError, ZoneNumber, timestamp};
 
 /// Bytes per stored minute.
@@ -28,10 +28,10 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    /// The entry of the minute bucket `key` (a minute's start, in seconds).
-    pub(super) fn of(key: &BucketKey, devices: Estimate) -> Entry {
+    /// The entry of the minute starting at `bucket` (seconds).
+    pub(super) fn at(bucket: i64, devices: Estimate) -> Entry {
         Entry {
-            minute: (key.bucket.rem_euclid(3600) / 60) as u8,
+            minute: (bucket.rem_euclid(3600) / 60) as u8,
             devices,
         }
     }
@@ -135,12 +135,11 @@ pub(super) fn read(
     let mut rows = stmt
         .query(params![zone, kind, first_hour, to])
         .map_err(db)?;
-    let (mut epoch, mut salt_fp) = (Repeated::default(), Repeated::default());
+    let mut keys = RowKeys::default();
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db)? {
-        let hour: i64 = r.get(0).map_err(db)?;
-        let epoch = epoch.parse(r.get_ref(1).map_err(db)?, "epoch")?;
-        let salt_fp = salt_fp.parse(r.get_ref(2).map_err(db)?, "salt fingerprint")?;
+        let (hour, epoch, salt_fp) = keys.read(r)?;
+        let hour = hour.as_second();
         let packed = r.get_ref(3).map_err(db)?.as_blob().map_err(db_value)?;
         for e in decode(packed)? {
             let bucket = hour + 60 * i64::from(e.minute);

@@ -235,7 +235,7 @@ fn write_buckets(
             ])
             .map_err(db)?;
         if k.resolution == Resolution::Minute {
-            let entry = minute_numbers::Entry::of(&k, e);
+            let entry = minute_numbers::Entry::at(k.bucket, e);
             minutes
                 .entry(k.at(Resolution::Hour))
                 .or_default()
@@ -351,34 +351,45 @@ fn window_values(windows: &[Accepted]) -> impl Iterator<Item = Value> + '_ {
     })
 }
 
-/// A text column parsed once per change, not once per row: the rows of a range share one
-/// epoch and salt (a series reads 72,000 of them).
-struct Repeated<T> {
-    text: String,
-    value: Option<T>,
+/// The bucket, epoch and salt that lead every row of a range (columns 0-2); the text ones
+/// parsed once per change, not once per row: a range's rows share one epoch and salt (a
+/// series reads 72,000 of them).
+#[derive(Default)]
+struct RowKeys {
+    epoch: Option<(String, EpochId)>,
+    salt_fp: Option<(String, SaltFingerprint)>,
 }
 
-impl<T> Default for Repeated<T> {
-    fn default() -> Self {
-        Repeated {
-            text: String::new(),
-            value: None,
-        }
+impl RowKeys {
+    fn read(
+        &mut self,
+        r: &rusqlite::Row<'_>,
+    ) -> Result<(Timestamp, EpochId, SaltFingerprint), StoreError> {
+        Ok((
+            timestamp(r.get(0).map_err(db)?)?,
+            reparse(&mut self.epoch, r.get_ref(1).map_err(db)?, "epoch")?,
+            reparse(
+                &mut self.salt_fp,
+                r.get_ref(2).map_err(db)?,
+                "salt fingerprint",
+            )?,
+        ))
     }
 }
 
-impl<T: std::str::FromStr + Copy> Repeated<T> {
-    fn parse(&mut self, column: ValueRef<'_>, what: &str) -> Result<T, StoreError> {
-        let text = column.as_str().map_err(db_value)?;
-        match self.value {
-            Some(v) if self.text == text => Ok(v),
-            _ => {
-                let v = parse(text, what)?;
-                self.text.clear();
-                self.text.push_str(text);
-                self.value = Some(v);
-                Ok(v)
-            }
+/// `column` parsed, or the last value when its text is the last one's.
+fn reparse<T: std::str::FromStr + Copy>(
+    last: &mut Option<(String, T)>,
+    column: ValueRef<'_>,
+    what: &str,
+) -> Result<T, StoreError> {
+    let text = column.as_str().map_err(db_value)?;
+    match last {
+        Some((t, v)) if t == text => Ok(*v),
+        _ => {
+            let v = parse(text, what)?;
+            *last = Some((text.to_owned(), v));
+            Ok(v)
         }
     }
 }
@@ -504,14 +515,15 @@ impl Store for SqliteStore {
                     to.as_second()
                 ])
                 .map_err(db)?;
-            let (mut epoch, mut salt_fp) = (Repeated::default(), Repeated::default());
+            let mut keys = RowKeys::default();
             let mut out = Vec::new();
             while let Some(r) = rows.next().map_err(db)? {
+                let (bucket, epoch, salt_fp) = keys.read(r)?;
                 let bytes = r.get_ref(3).map_err(db)?.as_blob().map_err(db_value)?;
                 out.push(ZoneSketch {
-                    bucket: timestamp(r.get(0).map_err(db)?)?,
-                    epoch: epoch.parse(r.get_ref(1).map_err(db)?, "epoch")?,
-                    salt_fp: salt_fp.parse(r.get_ref(2).map_err(db)?, "salt fingerprint")?,
+                    bucket,
+                    epoch,
+                    salt_fp,
                     sketch: Sketch::from_stored(bytes, precision)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 });
@@ -547,13 +559,14 @@ impl Store for SqliteStore {
                     to.as_second()
                 ])
                 .map_err(db)?;
-            let (mut epoch, mut salt_fp) = (Repeated::default(), Repeated::default());
+            let mut keys = RowKeys::default();
             let mut out = Vec::new();
             while let Some(r) = rows.next().map_err(db)? {
+                let (bucket, epoch, salt_fp) = keys.read(r)?;
                 out.push(ZoneNumber {
-                    bucket: timestamp(r.get(0).map_err(db)?)?,
-                    epoch: epoch.parse(r.get_ref(1).map_err(db)?, "epoch")?,
-                    salt_fp: salt_fp.parse(r.get_ref(2).map_err(db)?, "salt fingerprint")?,
+                    bucket,
+                    epoch,
+                    salt_fp,
                     devices: crowdflow_contract::sketch::Estimate {
                         estimate: r.get(3).map_err(db)?,
                         lower: r.get(4).map_err(db)?,

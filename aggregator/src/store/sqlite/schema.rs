@@ -257,14 +257,14 @@ fn pack_minute_numbers(tx: &Transaction<'_>, _: Precision) -> Result<(), StoreEr
             {
                 flush(&done, &mut salts)?;
             }
-            let entry = Entry {
-                minute: (bucket.rem_euclid(3600) / 60) as u8,
-                devices: Estimate {
+            let entry = Entry::at(
+                bucket,
+                Estimate {
                     estimate: r.get(5).map_err(db)?,
                     lower: r.get(6).map_err(db)?,
                     upper: r.get(7).map_err(db)?,
                 },
-            };
+            );
             salts
                 .entry((r.get(3).map_err(db)?, r.get(4).map_err(db)?))
                 .or_default()
