@@ -338,7 +338,66 @@ def final():
               f' {sum(lo <= x <= hi for x in res)}/{len(res)}, distribution {sorted(collections.Counter(res).items())}')
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["final"]:
+def minutes():
+    """The product's way: one-minute windows (the live agent's), each group's count per
+    minute, and a 15-minute figure as the aggregator's union of slot keys gives it (per
+    fingerprint, the largest count of any of its minutes). Also the cadence of real phones:
+    how far apart their addresses and their scans (addresses within 0.5 s of each other) are."""
+    fp = lambda f: fingerprint(f['ies'], {})
+
+    def scans(frames):
+        starts = sorted({f['sa']: f['t'] for f in reversed(frames)}.values())
+        return sum(1 for i, t in enumerate(starts) if i == 0 or t - starts[i - 1] > 0.5)
+
+    def union(frames, count):
+        out = {}
+        for st, w in windows(frames).items():
+            best = collections.Counter()
+            for m in windows(w, 60).values():
+                groups = collections.defaultdict(list)
+                for f in m:
+                    groups[fp(f)].append(f)
+                for k, fs in groups.items():
+                    if len(fs) >= 2:
+                        best[k] = max(best[k], count(fs))
+            out[st] = sum(best.values())
+        return out
+
+    def conc(fs):
+        addrs = collections.defaultdict(list)
+        for f in fs:
+            addrs[f['sa']].append(f)
+        return concurrency(addrs, {})
+
+    for label, count in (('concurrency', conc), ('scans', scans),
+                         ('addresses', lambda fs: len({f['sa'] for f in fs}))):
+        per, empty = [], []
+        for d in LAB:
+            occ = {int(f['t'] // WIN) * WIN: f['wocc'] for f in load_lab(d)}
+            fs = [f for f in load_lab(d) if f['rssi'] is None or f['rssi'] >= -72]
+            for st, n in union(fs, count).items():
+                if occ.get(st, 0) >= 5:
+                    per.append(n / occ[st])
+                elif occ.get(st) == 0:
+                    empty.append(n)
+        ok = sum(0.6 <= r <= 1.6 for r in per)
+        phones = [max(union(load_phone(n), count).values()) for n in PHONES]
+        print(f'{label:12s} lab (gate -72 dBm): {ok}/{len(per)} occupied windows at 0.6-1.6 per person,'
+              f' median {statistics.median(per):.2f}; empty max {max(empty)}; one phone max {phones}')
+    for name in PHONES:
+        fs = load_phone(name)
+        starts = sorted({f['sa']: f['t'] for f in reversed(fs)}.values())
+        gaps = sorted(b - a for a, b in zip(starts, starts[1:]))
+        if len(gaps) < 5:
+            continue
+        q = lambda p: gaps[int(p * (len(gaps) - 1))]
+        print(f'  {name:16s} {len(starts)} addresses, {scans(fs)} scans; gap between addresses'
+              f' p10 {q(.1):.3f} s, median {q(.5):.2f} s, p90 {q(.9):.1f} s')
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["minutes"]:
+    minutes()
+elif __name__ == "__main__" and sys.argv[1:] == ["final"]:
     final()
 elif __name__ == "__main__" and sys.argv[1:2] == ["occupancy"]:
     occupancy_table(sys.argv[2])
