@@ -82,6 +82,14 @@ CREATE TABLE alerts (
 ALTER TABLE alerts ADD COLUMN acknowledged_at BIGINT;
 ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
 "#,
+    // Sensor windows keyed by time first: a batch holds one window of each of hundreds of
+    // sensors, which a sensor-first key scattered over as many index pages (#19); by time
+    // they go to the index's last pages. Purging by age reads the key's prefix.
+    r#"
+ALTER TABLE sensor_windows DROP CONSTRAINT sensor_windows_pkey;
+ALTER TABLE sensor_windows ADD PRIMARY KEY (window_start, sensor, kind, epoch, salt_fp);
+DROP INDEX sensor_windows_by_age;
+"#,
 ];
 
 /// Any constant shared by all crowdflow replicas: the key of the migration lock.

@@ -716,7 +716,7 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::schema::MIGRATIONS;
+    use super::schema::{CREATE_VERSION_TABLE, INSERT_VERSION, MIGRATIONS};
     use super::*;
     use crate::zone::ZoneId;
 
@@ -801,6 +801,64 @@ mod tests {
             .expect("numbers");
         assert_eq!(numbers.len(), 1);
         assert_eq!(numbers[0].devices.estimate.round(), 500.0);
+    }
+
+    /// Version 8 re-keys sensor windows by time: every row survives with its values (the
+    /// suite's replay tests run on the new key).
+    #[tokio::test]
+    async fn a_version_7_database_keeps_its_sensor_windows_keyed_by_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("crowdflow.db");
+        {
+            let mut conn = Connection::open(&path).expect("raw");
+            conn.execute_batch(CREATE_VERSION_TABLE).expect("versions");
+            let tx = conn.transaction().expect("tx");
+            for (i, m) in MIGRATIONS[..7].iter().enumerate() {
+                tx.execute_batch(m.sql).expect("old schema");
+                tx.execute(INSERT_VERSION, params![i as i64 + 1])
+                    .expect("version");
+            }
+            for (sensor, start, frames) in [
+                ("s1", 1777284000, 40),
+                ("s1", 1777284060, 2),
+                ("s2", 1777284000, 7),
+            ] {
+                tx.execute(
+                    "INSERT INTO sensor_windows VALUES (?1, 'wifi_random', ?2, 60, '2026-04-27', '0123456789abcdef', ?3, 5.0)",
+                    params![sensor, start, frames],
+                )
+                .expect("v7 row");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = SqliteStore::open(&path, Precision::DEFAULT).expect("migrate");
+        let frames = |store: &SqliteStore| {
+            let store = store.clone();
+            async move {
+                let mut h: Vec<_> = store
+                    .sensor_health()
+                    .await
+                    .expect("health")
+                    .into_iter()
+                    .map(|h| (h.sensor.to_string(), h.frames))
+                    .collect();
+                h.sort();
+                h
+            }
+        };
+        assert_eq!(
+            frames(&store).await,
+            [("s1".to_owned(), 42), ("s2".to_owned(), 7)]
+        );
+        let conn = Connection::open(&path).expect("raw");
+        let key: String = conn
+            .query_row(
+                "SELECT group_concat(name) FROM pragma_index_info('sqlite_autoindex_sensor_windows_1')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("key");
+        assert_eq!(key, "window_start,sensor,kind,epoch,salt_fp");
     }
 
     /// Minutes written but not yet folded when the process dies reach their hour and day

@@ -163,6 +163,31 @@ CREATE INDEX minute_numbers_by_age ON minute_numbers (hour);
 "#,
         fill: Some(pack_minute_numbers),
     },
+    // Sensor windows keyed by time first: a batch holds one window of each of hundreds of
+    // sensors, which a sensor-first key scattered over as many leaf pages (most of a
+    // commit's writes, #19); by time they are appended to the last pages. Purging by age
+    // reads the key's prefix, so the age index goes.
+    Migration {
+        sql: r#"
+CREATE TABLE sensor_windows_by_time (
+    sensor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_s INTEGER NOT NULL,
+    epoch TEXT NOT NULL,
+    salt_fp TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    estimate REAL NOT NULL,
+    PRIMARY KEY (window_start, sensor, kind, epoch, salt_fp)
+) WITHOUT ROWID;
+INSERT INTO sensor_windows_by_time
+SELECT sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate
+FROM sensor_windows;
+DROP TABLE sensor_windows;
+ALTER TABLE sensor_windows_by_time RENAME TO sensor_windows;
+"#,
+        fill: None,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection, precision: Precision) -> Result<(), StoreError> {

@@ -80,7 +80,7 @@ pub(super) fn upsert_windows(rows: usize) -> String {
         "
 INSERT INTO sensor_windows (sensor, kind, window_start, window_s, epoch, salt_fp, frames, estimate)
 VALUES {values}
-ON CONFLICT (sensor, kind, window_start, epoch, salt_fp)
+ON CONFLICT (window_start, sensor, kind, epoch, salt_fp)
 DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, excluded.estimate)"
     )
 }
@@ -121,7 +121,7 @@ LIMIT ?2)";
 pub(super) const PURGE_WINDOWS: &str = "
 DELETE
 FROM sensor_windows
-WHERE (sensor, kind, window_start, epoch, salt_fp) IN (SELECT sensor, kind, window_start, epoch, salt_fp
+WHERE (window_start, sensor, kind, epoch, salt_fp) IN (SELECT window_start, sensor, kind, epoch, salt_fp
 FROM sensor_windows
 WHERE window_start < ?1
 LIMIT ?2)";
