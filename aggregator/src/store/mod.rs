@@ -440,16 +440,8 @@ struct BucketKey {
     salt_fp: String,
 }
 
-/// Unions a batch in memory per bucket, so each bucket costs one read-merge-write, in one
-/// global order (which also keeps concurrent replicas from deadlocking on row locks).
-fn union_by_bucket(batch: &[Accepted], precision: Precision) -> BTreeMap<BucketKey, SketchUnion> {
-    let mut unions = union_by_minute(batch, precision);
-    let mut coarse = roll_up(&unions, precision);
-    unions.append(&mut coarse);
-    unions
-}
-
-/// Each sketch of a batch in its minute bucket.
+/// Each sketch of a batch in its minute bucket, so each bucket costs one read-merge-write,
+/// in one global order (which also keeps concurrent replicas from deadlocking on row locks).
 fn union_by_minute(batch: &[Accepted], precision: Precision) -> BTreeMap<BucketKey, SketchUnion> {
     let mut unions: BTreeMap<BucketKey, SketchUnion> = BTreeMap::new();
     for m in batch {
@@ -658,7 +650,8 @@ mod tests {
                     .add(&m.sketch);
             }
         }
-        let got = union_by_bucket(&batch, precision);
+        let mut got = union_by_minute(&batch, precision);
+        got.append(&mut roll_up(&got, precision));
         let keys = |m: &BTreeMap<BucketKey, SketchUnion>| m.keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&got), keys(&reference));
         let days = got

@@ -90,6 +90,18 @@ ALTER TABLE sensor_windows DROP CONSTRAINT sensor_windows_pkey;
 ALTER TABLE sensor_windows ADD PRIMARY KEY (window_start, sensor, kind, epoch, salt_fp);
 DROP INDEX sensor_windows_by_age;
 "#,
+    // Minute buckets written since their hour and day last took them in (write.rs folds
+    // them at most once a second per replica, and before hour and day reads).
+    r#"
+CREATE TABLE rollup_queue (
+    zone TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    bucket BIGINT NOT NULL,
+    epoch TEXT NOT NULL,
+    salt_fp TEXT NOT NULL,
+    PRIMARY KEY (zone, kind, bucket, epoch, salt_fp)
+);
+"#,
 ];
 
 /// Any constant shared by all crowdflow replicas: the key of the migration lock.

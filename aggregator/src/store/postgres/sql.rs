@@ -45,6 +45,35 @@ GROUP BY sensor
 ON CONFLICT (sensor)
 DO UPDATE SET last_window_end = GREATEST(sensor_seen.last_window_end, excluded.last_window_end)";
 
+/// Queues a batch's minute buckets for their hour and day. A queued minute is updated, not
+/// skipped: the row lock makes a fold that claims it wait until this batch commits, so the
+/// fold reads the minute with the batch in it.
+pub(super) const QUEUE_MINUTES: &str = "
+INSERT INTO rollup_queue (zone, kind, bucket, epoch, salt_fp)
+SELECT *
+FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+ON CONFLICT (zone, kind, bucket, epoch, salt_fp)
+DO UPDATE SET bucket = excluded.bucket";
+
+/// Takes every queued minute out of the queue (replicas folding at once claim disjoint
+/// minutes: a row another fold deleted is skipped once that fold commits).
+pub(super) const CLAIM_QUEUED: &str = "
+DELETE
+FROM rollup_queue
+RETURNING zone, kind, bucket, epoch, salt_fp";
+
+/// The sketches of claimed minutes (a statement of its own: it must see what the batches
+/// the claim waited for committed).
+pub(super) const SELECT_MINUTE_SKETCHES: &str = "
+SELECT s.zone, s.kind, s.bucket, s.epoch, s.salt_fp, s.sketch
+FROM zone_sketches s
+JOIN UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) AS q(zone, kind, bucket, epoch, salt_fp)
+ON s.zone = q.zone AND s.kind = q.kind AND s.resolution = 'minute' AND s.bucket = q.bucket AND s.epoch = q.epoch AND s.salt_fp = q.salt_fp";
+
+/// Whether any minute waits for its fold.
+pub(super) const ANY_QUEUED: &str = "
+SELECT EXISTS (SELECT 1 FROM rollup_queue)";
+
 /// Deletes up to `$3` sketches of resolution `$1` before bucket `$2`.
 pub(super) const PURGE_SKETCHES: &str = "
 DELETE

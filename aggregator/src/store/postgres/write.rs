@@ -2,14 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use crowdflow_contract::sketch::{Precision, Sketch};
+use crowdflow_contract::identity::Kind;
+use crowdflow_contract::sketch::{Precision, Sketch, SketchUnion};
 use futures_util::future::try_join_all;
 use jiff::Timestamp;
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Transaction};
 
 use super::sql::{PURGE_NUMBERS, PURGE_SKETCHES, PURGE_WINDOWS};
-use super::{Conn, PURGE_CHUNK, db, get};
-use crate::store::{Batch, PurgeReport, Retention, StoreError, count_rejects, union_by_bucket};
+use super::{Conn, PURGE_CHUNK, Statements, db, get};
+use crate::store::{
+    Batch, BucketKey, PurgeReport, Resolution, Retention, StoreError, count_rejects, parse,
+    roll_up, union_by_minute,
+};
 
 /// Per-sensor windows of a batch, one row per key (a statement may not touch a row twice).
 #[derive(Default)]
@@ -59,21 +64,142 @@ fn window_columns(batch: &Batch) -> WindowColumns {
     c
 }
 
+/// Key columns of minute buckets, for the statements that take arrays.
+#[derive(Default)]
+struct KeyColumns {
+    zone: Vec<String>,
+    kind: Vec<String>,
+    bucket: Vec<i64>,
+    epoch: Vec<String>,
+    salt_fp: Vec<String>,
+}
+
+impl KeyColumns {
+    fn push(&mut self, zone: String, kind: String, bucket: i64, epoch: String, salt_fp: String) {
+        self.zone.push(zone);
+        self.kind.push(kind);
+        self.bucket.push(bucket);
+        self.epoch.push(epoch);
+        self.salt_fp.push(salt_fp);
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.zone,
+            &self.kind,
+            &self.bucket,
+            &self.epoch,
+            &self.salt_fp,
+        ]
+    }
+}
+
+/// Stores a batch in one transaction: its minute buckets, queued for their hour and day
+/// (folded by [`fold_queued`]), its sensor windows and rejects.
 pub(super) async fn merge_in_transaction(
     conn: &mut Conn,
     precision: Precision,
     batch: Batch,
 ) -> Result<(), StoreError> {
-    let unions = union_by_bucket(&batch.accepted, precision);
+    let minutes = union_by_minute(&batch.accepted, precision);
+    let mut queued = KeyColumns::default();
+    for k in minutes.keys() {
+        let (zone, kind) = (k.zone.clone(), k.kind.to_owned());
+        queued.push(zone, kind, k.bucket, k.epoch.clone(), k.salt_fp.clone());
+    }
     let windows = window_columns(&batch);
     let s = &conn.s;
     let tx = conn.client.transaction().await.map_err(db)?;
+    merge_unions(&tx, s, precision, minutes).await?;
+    tx.execute(&s.queue_minutes, &queued.params())
+        .await
+        .map_err(db)?;
+    if !windows.sensor.is_empty() {
+        tx.execute(
+            &s.upsert_seen,
+            &[&windows.sensor, &windows.start, &windows.length],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            &s.upsert_windows,
+            &[
+                &windows.sensor,
+                &windows.kind,
+                &windows.start,
+                &windows.length,
+                &windows.epoch,
+                &windows.salt_fp,
+                &windows.frames,
+                &windows.estimate,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for ((sensor, reason), n) in count_rejects(&batch.rejects) {
+        tx.execute(&s.upsert_reject, &[&sensor, &reason, &n])
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// Folds the queued minutes into their hours, and those into their days, in a transaction
+/// of its own. The claim waits for batches that queued a minute and have not committed,
+/// and the minutes are read after it, so every acknowledged sketch reaches its hour; a
+/// minute written again after its claim is queued again (a union is idempotent).
+pub(super) async fn fold_queued(conn: &mut Conn, precision: Precision) -> Result<(), StoreError> {
+    let s = &conn.s;
+    let tx = conn.client.transaction().await.map_err(db)?;
+    let claimed = tx.query(&s.claim_queued, &[]).await.map_err(db)?;
+    if claimed.is_empty() {
+        return tx.commit().await.map_err(db);
+    }
+    let mut keys = KeyColumns::default();
+    for r in &claimed {
+        keys.push(get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?, get(r, 4)?);
+    }
+    let rows = tx
+        .query(&s.select_minute_sketches, &keys.params())
+        .await
+        .map_err(db)?;
+    let mut minutes = BTreeMap::new();
+    for r in &rows {
+        let key = BucketKey {
+            zone: get(r, 0)?,
+            kind: parse::<Kind>(get(r, 1)?, "kind")?.as_str(),
+            resolution: Resolution::Minute,
+            bucket: get(r, 2)?,
+            epoch: get(r, 3)?,
+            salt_fp: get(r, 4)?,
+        };
+        let mut union = SketchUnion::new(precision);
+        union.add(&stored_sketch(get(r, 5)?, precision, &key)?);
+        minutes.insert(key, union);
+    }
+    merge_unions(&tx, s, precision, roll_up(&minutes, precision)).await?;
+    tx.commit().await.map_err(db)
+}
+
+fn stored_sketch(bytes: &[u8], precision: Precision, k: &BucketKey) -> Result<Sketch, StoreError> {
+    Sketch::from_stored(bytes, precision)
+        .map_err(|e| StoreError::Corrupt(format!("zone {} bucket {}: {e}", k.zone, k.bucket)))
+}
+
+/// Merges each union into its stored bucket and writes its numbers.
+async fn merge_unions(
+    tx: &Transaction<'_>,
+    s: &Statements,
+    precision: Precision,
+    unions: BTreeMap<BucketKey, SketchUnion>,
+) -> Result<(), StoreError> {
     // Two pipelined rounds instead of two or three round trips per bucket, one after the
     // other (PostgreSQL ingest ran at a fifth of the broker's rate): every bucket's row,
     // inserted with the batch's union if new and locked either way; then the merged sketches
     // and numbers. The statements run in key order, so replicas lock rows in one order.
     let buckets: Vec<_> = unions.into_iter().collect();
-    let t = &tx;
+    let t = tx;
     let ours: Vec<Vec<u8>> = buckets
         .iter()
         .map(|(k, union)| crate::store::stored_form(k.resolution, &union.to_sketch()))
@@ -95,9 +221,7 @@ pub(super) async fn merge_in_transaction(
     let mut merged = Vec::with_capacity(buckets.len());
     for ((k, mut union), row) in buckets.into_iter().zip(rows) {
         let stored: Vec<u8> = get(&row, 0)?;
-        let sketch = Sketch::from_stored(&stored, precision).map_err(|e| {
-            StoreError::Corrupt(format!("zone {} bucket {}: {e}", k.zone, k.bucket))
-        })?;
+        let sketch = stored_sketch(&stored, precision, &k)?;
         union.add(&sketch);
         let sketch = union.to_sketch();
         let bytes = crate::store::stored_form(k.resolution, &sketch);
@@ -135,35 +259,7 @@ pub(super) async fn merge_in_transaction(
     }))
     .await
     .map_err(db)?;
-    if !windows.sensor.is_empty() {
-        tx.execute(
-            &s.upsert_seen,
-            &[&windows.sensor, &windows.start, &windows.length],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            &s.upsert_windows,
-            &[
-                &windows.sensor,
-                &windows.kind,
-                &windows.start,
-                &windows.length,
-                &windows.epoch,
-                &windows.salt_fp,
-                &windows.frames,
-                &windows.estimate,
-            ],
-        )
-        .await
-        .map_err(db)?;
-    }
-    for ((sensor, reason), n) in count_rejects(&batch.rejects) {
-        tx.execute(&s.upsert_reject, &[&sensor, &reason, &n])
-            .await
-            .map_err(db)?;
-    }
-    tx.commit().await.map_err(db)
+    Ok(())
 }
 
 pub(super) async fn purge_chunk(
