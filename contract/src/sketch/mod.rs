@@ -339,6 +339,9 @@ impl Sketch {
         if received.target_type() != HllType::Hll4 {
             return Err(SketchError::WrongLayout);
         }
+        if let Some(sketch) = rebuilt_from_registers(&bytes, expected.0) {
+            return Ok(sketch);
+        }
         let mut union = HllUnion::new(expected.0).unwrap_or_else(|_| unreachable_precision());
         union.update(&received);
         let rebuilt = union.to_sketch(HllType::Hll8);
@@ -379,6 +382,28 @@ impl Sketch {
     pub fn memory_size(&self) -> usize {
         self.inner.estimated_size()
     }
+}
+
+/// A dense (HLL mode) HLL_4 image the library read, rebuilt from its registers alone: they
+/// are read directly and written as the HLL_8 image a union would give, with the estimator
+/// fields computed from them (what the union path of [`Sketch::decode`] does through the
+/// library, at a sixth of the cost: most of ingest's decoding, #19). `None` for sparse
+/// images and for register values no hash gives (the union path then decides).
+fn rebuilt_from_registers(bytes: &[u8], lg_k: u8) -> Option<Sketch> {
+    use registers::{CUR_MODE_HLL, MAX_REGISTER, hll8_image, max_into};
+    let cur_min = *bytes.get(6)?;
+    if bytes.get(7).map(|m| m & 3) != Some(CUR_MODE_HLL) || cur_min > MAX_REGISTER {
+        return None;
+    }
+    let mut registers = vec![0u8; 1 << lg_k];
+    if !max_into(bytes, lg_k, &mut registers) || registers.iter().any(|v| *v > MAX_REGISTER) {
+        return None;
+    }
+    let inner = deserialize(&hll8_image(lg_k, registers.into_iter())).ok()?;
+    inner.estimate().is_finite().then_some(Sketch {
+        inner,
+        canonical: true,
+    })
 }
 
 /// The library decoder, with panics turned into errors.

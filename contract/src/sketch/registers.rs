@@ -17,6 +17,9 @@ pub(super) const COUPON_ADDRESS_BITS: u32 = 26;
 /// An HLL_4 nibble that means "the value is in the exception table".
 pub(super) const AUX_TOKEN: u8 = 15;
 
+/// The largest register value: a coupon holds it in 6 bits.
+pub(super) const MAX_REGISTER: u8 = 63;
+
 pub(super) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
