@@ -299,8 +299,8 @@ async fn people_forecast(
     let from = to - SignedDuration::from_mins(forecast::HISTORY_MIN as i64);
     let minutes: Vec<f64> = people::per_minute(store, zone, floors, from, to)
         .await?
-        .into_values()
-        .map(|c| c.estimate)
+        .into_iter()
+        .map(|(_, c)| c.estimate)
         .collect();
     Ok(forecast::ahead(&minutes, forecast::HORIZON_MIN).map(|f| with_calibration_error(f, error)))
 }

@@ -28,6 +28,10 @@ pub(super) enum UnionState {
     Library(HllUnion),
     /// One register per byte, `2^lg_k` of them.
     Dense(Box<[u8]>),
+    /// Exactly one input, a decoded or stored sketch of the union's precision, kept as it
+    /// is: a union of one costs a copy instead of a pass over its registers and an image
+    /// for the estimate (a day's distinct count reads one stored day per kind, #19).
+    Single(Box<Sketch>),
 }
 
 impl fmt::Debug for SketchUnion {
@@ -35,6 +39,7 @@ impl fmt::Debug for SketchUnion {
         let mode = match self.state {
             UnionState::Library(_) => "library",
             UnionState::Dense(_) => "dense",
+            UnionState::Single(_) => "single",
         };
         write!(f, "SketchUnion(lg_k={}, {mode})", self.precision.0)
     }
@@ -60,7 +65,29 @@ impl SketchUnion {
         }
         self.estimate = OnceLock::new();
         let lg_k = self.precision.0;
+        if let UnionState::Library(union) = &self.state
+            && union.is_empty()
+            && sketch.canonical
+            && sketch.inner.lg_config_k() == lg_k
+        {
+            self.state = UnionState::Single(Box::new(sketch.clone()));
+            return;
+        }
+        self.add_many(sketch);
+    }
+
+    /// Adds a sketch to a union that will hold more than one.
+    fn add_many(&mut self, sketch: &Sketch) {
+        let lg_k = self.precision.0;
         match &mut self.state {
+            UnionState::Single(first) => {
+                let first = std::mem::replace(first, Box::new(Sketch::new(self.precision)));
+                self.state = UnionState::Library(
+                    HllUnion::new(lg_k).unwrap_or_else(|_| unreachable_precision()),
+                );
+                self.add_many(&first);
+                self.add_many(sketch);
+            }
             UnionState::Dense(registers) => {
                 if sketch.inner.lg_config_k() != lg_k
                     || !max_into(&sketch.inner.serialize(), lg_k, registers)
@@ -128,6 +155,7 @@ impl SketchUnion {
         match &self.state {
             UnionState::Library(union) => union.is_empty(),
             UnionState::Dense(registers) => registers.iter().all(|r| *r == 0),
+            UnionState::Single(_) => false,
         }
     }
 
@@ -161,6 +189,7 @@ impl SketchUnion {
                     Err(_) => unreachable!("an HLL_8 image of valid registers decodes"),
                 }
             }
+            UnionState::Single(sketch) => (**sketch).clone(),
         }
     }
 
@@ -168,7 +197,7 @@ impl SketchUnion {
     fn to_library(&self) -> HllUnion {
         match &self.state {
             UnionState::Library(union) => union.clone(),
-            UnionState::Dense(_) => {
+            UnionState::Dense(_) | UnionState::Single(_) => {
                 let mut union =
                     HllUnion::new(self.precision.0).unwrap_or_else(|_| unreachable_precision());
                 union.update(&self.to_sketch().inner);
