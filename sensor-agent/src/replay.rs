@@ -370,7 +370,7 @@ fn replay_file(
         }
         clock.wait_for(packet.ts_ns);
         outcomes.clear();
-        frame::decode_packet(&packet, policy, &mut outcomes);
+        frame::decode_packet(&packet, policy, counts.windowed.is_some(), &mut outcomes);
         for sighting in &outcomes {
             counts.tally.record(&sighting.map(|s| s.heard));
             match counts.windowed.as_deref_mut() {

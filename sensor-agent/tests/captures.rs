@@ -735,7 +735,7 @@ fn mutated_captures_of_every_kind_never_panic() {
             };
             while let Ok(Some(packet)) = reader.next_packet() {
                 out.clear();
-                crowdflow_agent::frame::decode_packet(&packet, &policy, &mut out);
+                crowdflow_agent::frame::decode_packet(&packet, &policy, true, &mut out);
                 assert!(!out.is_empty());
             }
         }

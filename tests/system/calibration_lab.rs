@@ -74,7 +74,7 @@ fn agent_day(
     while let Some(p) = reader.next_packet().expect("whole file") {
         let at = Timestamp::from_nanosecond(i128::from(p.ts_ns)).expect("time");
         out.clear();
-        frame::decode_packet(&p, &policy, &mut out);
+        frame::decode_packet(&p, &policy, true, &mut out);
         sightings.extend(out.drain(..).map(|s| (at, s)));
     }
     sightings.sort_by_key(|(t, _)| *t);

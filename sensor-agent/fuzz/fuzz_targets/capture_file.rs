@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     while let Ok(Some(packet)) = reader.next_packet() {
         out.clear();
-        decode_packet(&packet, &policy, &mut out);
+        decode_packet(&packet, &policy, true, &mut out);
         for sighting in out.iter().flatten() {
             let _ = sighting.heard.kind();
             let _ = sighting.fingerprint.map(|f| *f.digest());

@@ -40,6 +40,6 @@ fuzz_target!(|data: &[u8]| {
         data: frame,
     };
     let mut out = Vec::new();
-    decode_packet(&packet, &policy, &mut out);
+    decode_packet(&packet, &policy, selector & 0x40 != 0, &mut out);
     assert!(!out.is_empty(), "every packet is counted or skipped");
 });

@@ -84,7 +84,7 @@ fn replay_file(
         // Every sighting of the packet (an HCI event carries several), the file's FCS
         // declaration honoured: what `replay` counts.
         outcomes.clear();
-        frame::decode_packet(&packet, policy, &mut outcomes);
+        frame::decode_packet(&packet, policy, true, &mut outcomes);
         let Ok(mut c) = counter.lock() else {
             return Ok(());
         };

@@ -224,12 +224,14 @@ fn first_report(link: LinkType, data: &[u8], policy: &FramePolicy) -> Result<Sig
 }
 
 /// Decodes one packet of a capture file into every sighting it carries, in order: one for
-/// a radio frame (with its capability fingerprint), one per report of an HCI LE
-/// advertising report event, a skip reason for anything else. The file's FCS annotation
-/// (`fcs_len`) is honoured.
+/// a radio frame (with its capability fingerprint if `fingerprints`: only the device
+/// estimate reads it, and a replay without windows is faster without), one per report of
+/// an HCI LE advertising report event, a skip reason for anything else. The file's FCS
+/// annotation (`fcs_len`) is honoured.
 pub fn decode_packet(
     packet: &Packet<'_>,
     policy: &FramePolicy,
+    fingerprints: bool,
     out: &mut Vec<Result<Sighting, Skip>>,
 ) {
     if packet.link.is_hci() {
@@ -240,7 +242,7 @@ pub fn decode_packet(
             packet.data,
             packet.fcs_len,
             policy,
-            true,
+            fingerprints,
         ));
     }
 }
