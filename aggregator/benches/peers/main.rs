@@ -14,12 +14,14 @@
 //! `hll` columns (log2m 14 like crowdflow's lg_k 14). Generation takes a while the first time;
 //! both databases are reused afterwards.
 //!
-//! crowdflow is measured through its HTTP router (what a planner's request runs: the handler,
-//! `query`, the SQLite store, the JSON), the peer through its SQL from a client (rows fetched,
-//! no JSON). Each answer of crowdflow's is checked against a reference computed the
+//! crowdflow is measured through its HTTP API over loopback TCP on a kept-alive connection
+//! (what a planner's request runs: the server, the handler, `query`, the SQLite store, the
+//! JSON), the peer through its SQL from a client on one connection (rows fetched, no JSON).
+//! Each answer of crowdflow's is checked against a reference computed the
 //! straightforward way (every minute sketch of the range unioned, the estimate read back
 //! through the wire encoding), and against the answers saved by the first run
-//! (`target/bench-data/peers-answers.json`), so an optimization cannot change a number.
+//! (`target/bench-data/peers-answers-v{DATA_VERSION}.json`), so an optimization cannot
+//! change a number.
 //!
 //! Prints a markdown table and ends with one `ratio NAME VALUE` line per figure (crowdflow's
 //! time over the peer's: below 1 is faster).
@@ -44,7 +46,7 @@ use peer::{
 use axum::body::Body;
 use axum::http::Request;
 use common::{TOKEN, config};
-use crowdflow_aggregator::api::{AppState, router};
+use crowdflow_aggregator::api::AppState;
 use crowdflow_aggregator::live::LiveBoard;
 use crowdflow_aggregator::metrics::Metrics;
 use crowdflow_aggregator::query;
@@ -52,9 +54,9 @@ use crowdflow_aggregator::store::{BucketQuery, Resolution, SqliteStore, Store};
 use crowdflow_aggregator::zone::ZoneId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::{Precision, Sketch};
+use hyper::client::conn::http1::SendRequest;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
-use tower::ServiceExt;
 
 const ZONES: u64 = 50;
 const DAYS: i64 = 7;
@@ -94,18 +96,65 @@ impl Questions {
     }
 }
 
-async fn crowdflow_get(app: &axum::Router, path: &str) -> axum::body::Bytes {
+/// A planner's HTTP connection to the aggregator's API, kept alive across requests, as
+/// the peer's client keeps its PostgreSQL connection: both sides answer over loopback TCP.
+struct Api {
+    addr: std::net::SocketAddr,
+    sender: tokio::sync::Mutex<Option<SendRequest<Body>>>,
+}
+
+impl Api {
+    /// Serves `state` as the aggregator does (its accept loop and limits) on a free port.
+    async fn serve(state: AppState<SqliteStore>) -> Api {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(crowdflow_aggregator::api::serve(listener, state));
+        Api {
+            addr,
+            sender: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A new connection (the server closes idle ones, as it should).
+    async fn connect(&self) -> SendRequest<Body> {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        sender
+    }
+}
+
+async fn crowdflow_get(api: &Api, path: &str) -> axum::body::Bytes {
     let request = Request::get(path)
+        .header("host", "127.0.0.1")
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Body::empty())
         .expect("request");
-    let response = app.clone().oneshot(request).await.expect("response");
+    let mut held = api.sender.lock().await;
+    let open = match held.as_mut() {
+        Some(sender) => sender.ready().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        *held = Some(api.connect().await);
+    }
+    let sender = held.as_mut().expect("connected");
+    sender.ready().await.expect("connection");
+    let response = sender.send_request(request).await.expect("response");
     assert!(
         response.status().is_success(),
         "{path}: {}",
         response.status()
     );
-    axum::body::to_bytes(response.into_body(), 1 << 30)
+    axum::body::to_bytes(Body::new(response.into_body()), 1 << 30)
         .await
         .expect("body")
 }
@@ -313,12 +362,13 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
                     .expect("meta");
             }
         }
-        let app = router(AppState::new(
+        let app = Api::serve(AppState::new(
             config(db, ZONES),
             store.clone(),
             LiveBoard::default(),
             Metrics::default(),
-        ));
+        ))
+        .await;
         let q = Questions::new(start);
         let iso = |t: Timestamp| t.to_string();
         let twenty = q.zones[..20].to_vec();
@@ -509,7 +559,7 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
         let (ours, body) = median(5, || crowdflow_get(&app, &columns_path)).await;
         rows.push((
             "series_24h_50z",
-            "series 24 h x 50 zones by minute, format=columns",
+            "series 24 h x 50 zones by minute, format=columns (estimate, lower and upper bound of every point, to 0.1 device)",
             ours,
             theirs,
             per_point(&body),
@@ -517,7 +567,7 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
 
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
         println!(
-            "\n{ZONES} zones x {DAYS} days of minute sketches, 300-3,000 devices a zone-minute; crowdflow: SQLite {:.0} MiB; peer: PostgreSQL + postgresql-hll (log2m 14) with hour/day rollups and stored minute numbers\n",
+            "\n{ZONES} zones x {DAYS} days of minute sketches, 300-3,000 devices a zone-minute; crowdflow: SQLite {:.0} MiB; peer: PostgreSQL + postgresql-hll (log2m 14) with hour/day rollups and stored minute numbers (its series: estimates only). Both are asked over loopback TCP: crowdflow's HTTP API on one kept-alive connection, the peer on one PostgreSQL connection\n",
             size(db)
         );
         println!("| work | crowdflow | peer | ratio |");
