@@ -3,7 +3,7 @@
 use crowdflow_contract::epoch::EpochId;
 use crowdflow_contract::identity::Kind;
 use crowdflow_contract::salt::SaltFingerprint;
-use crowdflow_contract::sketch::{Precision, Sketch};
+use crowdflow_contract::sketch::{Estimate, Precision, Sketch};
 use crowdflow_contract::wire::SensorId;
 use jiff::{SignedDuration, Timestamp};
 
@@ -52,6 +52,35 @@ pub(crate) fn zone(s: &str) -> ZoneId {
 
 pub(crate) fn ts(s: &str) -> Timestamp {
     s.parse().expect("ts")
+}
+
+/// Three batches of the hour 10:00-11:00 of 2026-04-27 at neude: minutes 0 to 2 of one
+/// sensor, and minute 59 of another sent again and again (the rollup tests' load).
+pub(crate) fn batches_of_one_hour() -> impl Iterator<Item = Batch> {
+    let at = |minute: u32| ts(&format!("2026-04-27T10:{minute:02}:00Z"));
+    (0..3u64).map(move |i| {
+        batch(vec![
+            accepted("s1", at(i as u32), i * 400..i * 400 + 500),
+            accepted("s2", at(59), 5_000 + i * 10..5_000 + i * 10 + 20),
+        ])
+    })
+}
+
+/// The stored number of neude's hour 10:00-11:00 of 2026-04-27 ([`accepted`]'s kind),
+/// which must be exactly one.
+pub(crate) async fn neude_hour(store: &impl Store) -> Estimate {
+    let numbers = store
+        .zone_numbers(BucketQuery {
+            zone: &zone("neude"),
+            kind: Kind::WifiRandom,
+            resolution: Resolution::Hour,
+            from: ts("2026-04-27T10:00:00Z"),
+            to: ts("2026-04-27T11:00:00Z"),
+        })
+        .await
+        .expect("hour");
+    assert_eq!(numbers.len(), 1, "{numbers:?}");
+    numbers[0].devices
 }
 
 fn days(n: i64) -> SignedDuration {

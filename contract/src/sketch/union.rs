@@ -80,12 +80,13 @@ impl SketchUnion {
     fn add_many(&mut self, sketch: &Sketch) {
         let lg_k = self.precision.0;
         match &mut self.state {
-            UnionState::Single(first) => {
-                let first = std::mem::replace(first, Box::new(Sketch::new(self.precision)));
-                self.state = UnionState::Library(
+            UnionState::Single(_) => {
+                let empty = UnionState::Library(
                     HllUnion::new(lg_k).unwrap_or_else(|_| unreachable_precision()),
                 );
-                self.add_many(&first);
+                if let UnionState::Single(first) = std::mem::replace(&mut self.state, empty) {
+                    self.add_many(&first);
+                }
                 self.add_many(sketch);
             }
             UnionState::Dense(registers) => {

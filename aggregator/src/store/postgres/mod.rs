@@ -570,7 +570,7 @@ mod tests {
     /// replica folds still reaches the hour.
     #[tokio::test]
     async fn a_fold_waits_for_the_batch_that_queued_its_minute() {
-        use crate::store::suite::{accepted, batch, ts, zone};
+        use crate::store::suite::{accepted, batch, neude_hour, ts};
         let at = ts("2026-04-27T10:00:00Z");
         let (mut store, scratch) = open().await;
         store.fold_every = Duration::MAX;
@@ -608,24 +608,12 @@ mod tests {
             .expect("minute queued");
         let read_hour = tokio::spawn({
             let store = store.clone();
-            async move {
-                store
-                    .zone_numbers(BucketQuery {
-                        zone: &zone("neude"),
-                        kind: Kind::WifiRandom,
-                        resolution: Resolution::Hour,
-                        from: at,
-                        to: at + jiff::SignedDuration::from_secs(3600),
-                    })
-                    .await
-            }
+            async move { neude_hour(&store).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!read_hour.is_finished(), "the fold waits for the batch");
         tx.commit().await.expect("commit");
-        let hour = read_hour.await.expect("task").expect("hour");
-        assert_eq!(hour.len(), 1);
-        let devices = hour[0].devices;
+        let devices = read_hour.await.expect("task");
         assert!(
             devices.lower <= 1_500.0 && 1_500.0 <= devices.upper,
             "the paused batch reached the hour: {devices:?}"
@@ -636,30 +624,7 @@ mod tests {
     /// replica reads them, and the hour then holds what folding at every batch gave.
     #[tokio::test]
     async fn queued_minutes_reach_their_hour_and_day_at_the_next_read() {
-        use crate::store::suite::{accepted, batch, ts, zone};
-        let at = |minute: u32| ts(&format!("2026-04-27T10:{minute:02}:00Z"));
-        let batches = || {
-            (0..3u64).map(move |i| {
-                batch(vec![
-                    accepted("s1", at(i as u32), i * 400..i * 400 + 500),
-                    accepted("s2", at(59), 5_000 + i * 10..5_000 + i * 10 + 20),
-                ])
-            })
-        };
-        let hour = async |store: &PostgresStore| {
-            let numbers = store
-                .zone_numbers(BucketQuery {
-                    zone: &zone("neude"),
-                    kind: Kind::WifiRandom,
-                    resolution: Resolution::Hour,
-                    from: at(0),
-                    to: at(59) + jiff::SignedDuration::from_secs(60),
-                })
-                .await
-                .expect("hour");
-            assert_eq!(numbers.len(), 1, "{numbers:?}");
-            numbers[0].devices
-        };
+        use crate::store::suite::{batches_of_one_hour as batches, neude_hour as hour};
         let (mut eager, _eager_db) = open().await;
         eager.fold_every = Duration::ZERO;
         for b in batches() {

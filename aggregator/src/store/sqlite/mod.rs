@@ -820,7 +820,7 @@ mod tests {
     /// A store that has not folded since a batch folds before it answers an hour.
     #[tokio::test]
     async fn an_hour_read_right_after_a_batch_holds_the_batch() {
-        use crate::store::suite::{accepted, batch, ts, zone};
+        use crate::store::suite::{accepted, batch, neude_hour, ts};
         let (mut store, _dir) = open().await;
         store.fold_every = Duration::MAX;
         let at = ts("2026-04-27T10:07:00Z");
@@ -828,18 +828,8 @@ mod tests {
             .merge_batch(batch(vec![accepted("s1", at, 0..700)]))
             .await
             .expect("ingest");
-        let hour = store
-            .zone_numbers(BucketQuery {
-                zone: &zone("neude"),
-                kind: Kind::WifiRandom,
-                resolution: Resolution::Hour,
-                from: ts("2026-04-27T10:00:00Z"),
-                to: ts("2026-04-27T11:00:00Z"),
-            })
-            .await
-            .expect("hour");
-        assert_eq!(hour.len(), 1, "{hour:?}");
-        assert!((hour[0].devices.estimate - 700.0).abs() < 0.05 * 700.0);
+        let hour = neude_hour(&store).await;
+        assert!((hour.estimate - 700.0).abs() < 0.05 * 700.0);
     }
 
     /// A store reading a file another process writes folds what that process queued
@@ -847,7 +837,7 @@ mod tests {
     /// day after the writer was killed).
     #[tokio::test]
     async fn an_hour_read_folds_what_another_process_queued() {
-        use crate::store::suite::{accepted, batch, ts, zone};
+        use crate::store::suite::{accepted, batch, neude_hour, ts};
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("crowdflow.db");
         let reader = SqliteStore::open(&path, Precision::DEFAULT).expect("reader");
@@ -861,18 +851,8 @@ mod tests {
             )]))
             .await
             .expect("ingest");
-        let hour = reader
-            .zone_numbers(BucketQuery {
-                zone: &zone("neude"),
-                kind: Kind::WifiRandom,
-                resolution: Resolution::Hour,
-                from: ts("2026-04-27T10:00:00Z"),
-                to: ts("2026-04-27T11:00:00Z"),
-            })
-            .await
-            .expect("hour");
-        assert_eq!(hour.len(), 1, "{hour:?}");
-        assert!((hour[0].devices.estimate - 700.0).abs() < 0.05 * 700.0);
+        let hour = neude_hour(&reader).await;
+        assert!((hour.estimate - 700.0).abs() < 0.05 * 700.0);
     }
 
     /// Version 8 re-keys sensor windows by time: every row survives with its values (the
@@ -937,32 +917,9 @@ mod tests {
     /// when the store opens again, and the hour then holds what folding at every commit gave.
     #[tokio::test]
     async fn minutes_queued_at_a_crash_reach_their_hour_and_day_at_reopen() {
-        use crate::store::suite::{accepted, batch, ts, zone};
+        use crate::store::suite::{batches_of_one_hour as batches, neude_hour as hour};
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("crowdflow.db");
-        let at = |minute: u32| ts(&format!("2026-04-27T10:{minute:02}:00Z"));
-        let batches = || {
-            (0..3u64).map(move |i| {
-                batch(vec![
-                    accepted("s1", at(i as u32), i * 400..i * 400 + 500),
-                    accepted("s2", at(59), 5_000 + i * 10..5_000 + i * 10 + 20),
-                ])
-            })
-        };
-        let hour = async |store: &SqliteStore| {
-            let numbers = store
-                .zone_numbers(BucketQuery {
-                    zone: &zone("neude"),
-                    kind: Kind::WifiRandom,
-                    resolution: Resolution::Hour,
-                    from: at(0),
-                    to: at(59) + jiff::SignedDuration::from_secs(60),
-                })
-                .await
-                .expect("hour");
-            assert_eq!(numbers.len(), 1, "{numbers:?}");
-            numbers[0].devices
-        };
         let eager = {
             let (mut store, _eager_dir) = open().await;
             store.fold_every = Duration::ZERO;
