@@ -387,7 +387,7 @@ impl Sketch {
 /// A dense (HLL mode) HLL_4 image the library read, rebuilt from its registers alone: they
 /// are read directly and written as the HLL_8 image a union would give, with the estimator
 /// fields computed from them (what the union path of [`Sketch::decode`] does through the
-/// library, at a sixth of the cost: most of ingest's decoding, #19). `None` for sparse
+/// library, in half the time: 35 us instead of 76 for a dense message, #19). `None` for sparse
 /// images and for register values no hash gives (the union path then decides).
 fn rebuilt_from_registers(bytes: &[u8], lg_k: u8) -> Option<Sketch> {
     use registers::{CUR_MODE_HLL, MAX_REGISTER, hll8_image, max_into};
