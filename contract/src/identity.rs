@@ -135,6 +135,14 @@ impl DeviceHash {
     pub(crate) fn as_bytes(&self) -> &[u8; HASH_LEN] {
         &self.0
     }
+
+    /// Eight of the hash's bytes as a key of an in-memory hash table (the hash is uniform,
+    /// so they key as well as all sixteen, in less room). Like the hash itself, never output.
+    pub fn table_key(&self) -> u64 {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(head)
+    }
 }
 
 impl fmt::Debug for DeviceHash {

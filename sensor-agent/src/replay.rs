@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use crowdflow_contract::window::{Window, WindowLength};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::capture::file::mapped::MappedFile;
 use crate::capture::file::{CaptureReader, FileError};
 use crate::counting::devices::RssiGate;
 use crate::counting::sketches::{KindSketches, WindowCount};
@@ -346,7 +347,7 @@ fn replay_file(
     path: &Path,
     policy: &FramePolicy,
     pace: Pace,
-    mut counts: Counts<'_>,
+    counts: Counts<'_>,
 ) -> Result<(), ReplayError> {
     let file = File::open(path).map_err(|source| ReplayError::Open {
         path: path.to_owned(),
@@ -356,8 +357,36 @@ fn replay_file(
         path: path.to_owned(),
         source,
     };
-    let mut reader =
-        CaptureReader::new(BufReader::with_capacity(1 << 20, file)).map_err(file_error)?;
+    match MappedFile::new(file) {
+        Ok(mapped) => count_file(
+            CaptureReader::new(mapped).map_err(file_error)?,
+            path,
+            policy,
+            pace,
+            counts,
+        ),
+        Err(file) => count_file(
+            CaptureReader::new(BufReader::with_capacity(1 << 20, file)).map_err(file_error)?,
+            path,
+            policy,
+            pace,
+            counts,
+        ),
+    }
+}
+
+/// Counts the packets of one open capture (see [`replay_file`]).
+fn count_file<R: BufRead>(
+    mut reader: CaptureReader<R>,
+    path: &Path,
+    policy: &FramePolicy,
+    pace: Pace,
+    mut counts: Counts<'_>,
+) -> Result<(), ReplayError> {
+    let file_error = |source| ReplayError::File {
+        path: path.to_owned(),
+        source,
+    };
     let mut clock = PaceClock::new(pace);
     let mut unsupported: BTreeMap<String, u64> = BTreeMap::new();
     let mut supported = 0u64;

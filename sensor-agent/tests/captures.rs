@@ -100,6 +100,48 @@ fn wifi_captures_match_tshark_per_kind() {
     }
 }
 
+/// Files are read through memory maps; a pipe (`--pcap /dev/stdin`) through a buffer, where
+/// records straddle the buffer's edges: both count the same frames.
+#[test]
+fn a_capture_piped_through_stdin_counts_as_the_file_does() {
+    use std::io::Write;
+    use std::process::Stdio;
+    for file in [
+        "aircrack-ng/pmkid-not-recognized.cap",
+        "probing-patterns/iPhone12-M_anonymized.pcap",
+        "brno-lab/sc6-61_2022-11-16_anonymized.pcap",
+        "field-cases/pcapng_large_name_resolution_block.pcapng",
+    ] {
+        let bytes = std::fs::read(data(file)).expect("capture");
+        let counted = |out: &[u8]| {
+            let v: serde_json::Value = serde_json::from_slice(out).expect("json");
+            assert!(v["frames"].as_u64() > Some(0), "{file}");
+            (
+                v["frames"].clone(),
+                v["counted"].clone(),
+                v["skipped"].clone(),
+            )
+        };
+        let mapped = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+            .args(["replay", "--json", "--pcap"])
+            .arg(data(file))
+            .output()
+            .expect("agent runs");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+            .args(["replay", "--json", "--pcap", "/dev/stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("agent runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+        let piped = child.wait_with_output().expect("agent output");
+        writer.join().expect("writer").expect("piped");
+        assert!(mapped.status.success() && piped.status.success(), "{file}");
+        assert_eq!(counted(&mapped.stdout), counted(&piped.stdout), "{file}");
+    }
+}
+
 #[test]
 fn access_point_traffic_is_never_counted() {
     // 878 AP frames around 128 probe requests; a busy handshake capture with none.

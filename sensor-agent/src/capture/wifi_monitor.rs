@@ -1,7 +1,7 @@
 //! Live Wi-Fi capture: a raw AF_PACKET socket on a monitor-mode interface (radiotap frames),
 //! a channel hopper, and the thread that feeds what it hears to the counter ([`start`]).
 //!
-//! The only `unsafe` code of the project is the socket set-up here (std has no AF_PACKET);
+//! `unsafe` here is the socket set-up (std has no AF_PACKET; docs/decisions/12-unsafe-code.md);
 //! each block says why it is sound. Everything after `recv` is the same total decoder the
 //! file replay uses, so it is tested without a radio.
 

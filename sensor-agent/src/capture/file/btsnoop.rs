@@ -1,10 +1,10 @@
 //! btsnoop (`btmon -w`, Android's HCI snoop log): HCI packets normalized to a LINKTYPE.
 
-use std::io::Read;
+use std::io::BufRead;
 
 use super::*;
 
-impl<R: Read> CaptureReader<R> {
+impl<R: BufRead> CaptureReader<R> {
     pub(super) fn btsnoop_header(&mut self, magic: [u8; 4]) -> Result<Format, FileError> {
         let mut rest = [0u8; 12];
         read_exact_or(&mut self.input, &mut rest, "btsnoop file header", 0)?;

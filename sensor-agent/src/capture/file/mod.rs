@@ -8,7 +8,7 @@
 //! their length without being buffered, whatever their size (the format allows 4 GiB; a
 //! length that runs past the file's end is reported as a truncated block, as tshark does).
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use crate::frame::{LinkType, Packet};
 
@@ -105,15 +105,20 @@ struct Interface {
 }
 
 /// Streams packets out of a pcap, pcapng or btsnoop file.
-pub struct CaptureReader<R: Read> {
+///
+/// Packets are handed out in place from the input's buffer where it holds them whole (a
+/// memory map always does, a `BufReader` but at its edges), else copied.
+pub struct CaptureReader<R: BufRead> {
     input: R,
     format: Format,
     interfaces: Vec<Interface>,
     offset: u64,
     buf: Vec<u8>,
+    /// Bytes of the last packet handed out in place, consumed at the next call.
+    pending: usize,
 }
 
-impl<R: Read> std::fmt::Debug for CaptureReader<R> {
+impl<R: BufRead> std::fmt::Debug for CaptureReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaptureReader")
             .field("offset", &self.offset)
@@ -155,7 +160,7 @@ fn known_other_format(magic: [u8; 4]) -> Option<(&'static str, &'static str)> {
     }
 }
 
-impl<R: Read> CaptureReader<R> {
+impl<R: BufRead> CaptureReader<R> {
     /// Reads the file header and detects the format.
     pub fn new(mut input: R) -> Result<Self, FileError> {
         let mut magic = [0u8; 4];
@@ -168,6 +173,7 @@ impl<R: Read> CaptureReader<R> {
             interfaces: Vec::new(),
             offset: 4,
             buf: Vec::with_capacity(4096),
+            pending: 0,
         };
         reader.format = match (le, be) {
             (PCAP_US, _) | (_, PCAP_US) => reader.pcap_header(be == PCAP_US, false, 0, magic)?,
@@ -193,6 +199,7 @@ impl<R: Read> CaptureReader<R> {
 
     /// The next packet, `None` at the end of the file.
     pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, FileError> {
+        self.input.consume(std::mem::take(&mut self.pending));
         match self.format {
             Format::Pcap { .. } => self.next_pcap(),
             Format::Pcapng { .. } => self.next_pcapng(),
@@ -224,6 +231,20 @@ fn u16_at(b: &[u8], at: usize, big_endian: bool) -> u16 {
         u16::from_be_bytes(bytes)
     } else {
         u16::from_le_bytes(bytes)
+    }
+}
+
+impl<R: BufRead> CaptureReader<R> {
+    /// The next `len` bytes of the input: in place when its buffer holds them (consumed at
+    /// the next packet), else read into `buf`.
+    fn record(&mut self, len: usize, what: &'static str, offset: u64) -> Result<&[u8], FileError> {
+        if self.input.fill_buf()?.len() >= len {
+            self.pending = len;
+            return Ok(&self.input.fill_buf()?[..len]);
+        }
+        self.buf.resize(len, 0);
+        read_exact_or(&mut self.input, &mut self.buf, what, offset)?;
+        Ok(&self.buf)
     }
 }
 
@@ -260,6 +281,7 @@ fn read_header_or_eof<R: Read>(
 }
 
 mod btsnoop;
+pub mod mapped;
 mod pcap;
 mod pcapng;
 

@@ -1,7 +1,7 @@
 //! pcap: the classic format (microsecond and nanosecond timestamps, either byte order,
 //! Kuznetzov's "modified" records) and the FCS annotation in its link-type field.
 
-use std::io::Read;
+use std::io::BufRead;
 
 use super::*;
 
@@ -14,7 +14,7 @@ pub(super) fn pcap_link_field(field: u32) -> (LinkType, Option<u8>) {
     (link, fcs)
 }
 
-impl<R: Read> CaptureReader<R> {
+impl<R: BufRead> CaptureReader<R> {
     pub(super) fn pcap_header(
         &mut self,
         big_endian: bool,
@@ -70,15 +70,13 @@ impl<R: Read> CaptureReader<R> {
                 reason: format!("record length {incl} exceeds {MAX_RECORD}"),
             });
         }
-        self.buf.resize(incl, 0);
-        read_exact_or(&mut self.input, &mut self.buf, "pcap record", start)?;
         self.offset += (16 + extra + incl) as u64;
         let ts_ns = secs * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
         Ok(Some(Packet {
             ts_ns,
             link,
             fcs_len,
-            data: &self.buf,
+            data: self.record(incl, "pcap record", start)?,
         }))
     }
 }

@@ -1,7 +1,7 @@
 //! pcapng: sections, interfaces with their own link types, and every block type, read or
 //! skipped by its length without buffering.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use super::*;
 
@@ -102,7 +102,7 @@ pub(super) fn ts_resolution(v: u8) -> Option<(i128, i128)> {
     }
 }
 
-impl<R: Read> CaptureReader<R> {
+impl<R: BufRead> CaptureReader<R> {
     pub(super) fn pcapng_first_section(&mut self) -> Result<Format, FileError> {
         let mut head = [0u8; 8];
         read_exact_or(&mut self.input, &mut head, "pcapng section header", 0)?;
