@@ -142,6 +142,57 @@ fn a_capture_piped_through_stdin_counts_as_the_file_does() {
     }
 }
 
+/// A capture truncated by another process while `replay` reads it through its memory map
+/// ends the replay with one clear line and status 1, not a "Bus error" crash.
+#[test]
+fn a_capture_that_shrinks_during_a_replay_is_a_clear_error() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("growing.pcap");
+    // 400 probe requests over 20 s (radiotap), about 60 bytes each: 24 KB, six pages.
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&127u32.to_le_bytes());
+    for i in 0..400u32 {
+        let mut frame = vec![0, 0, 8, 0, 0, 0, 0, 0, 0x40, 0, 0, 0];
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&[0x02, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&[0, 0, 0, 0, 1, 4, 0x82, 0x84, 0x8b, 0x96]);
+        out.extend_from_slice(&(1_777_284_000 + i / 20).to_le_bytes());
+        out.extend_from_slice(&((i % 20) * 50_000).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&out))
+        .expect("capture");
+    let child = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+        .args(["replay", "--recorded-speed", "--pcap"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent runs");
+    // Past the first pages after 5 s; then the file is cut to its header.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(24))
+        .expect("truncate");
+    let out = child.wait_with_output().expect("agent output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a capture file shrank while replay read it"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn access_point_traffic_is_never_counted() {
     // 878 AP frames around 128 probe requests; a busy handshake capture with none.

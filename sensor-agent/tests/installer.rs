@@ -118,8 +118,11 @@ fn replay_of_a_missing_or_non_capture_file_prints_one_error_and_no_table() {
     let text_file = dir.path().join("notes.txt");
     std::fs::write(&text_file, "hello, not a capture").expect("file");
     let missing = dir.path().join("missing.pcap");
+    let empty = dir.path().join("empty.pcap");
+    std::fs::write(&empty, "").expect("file");
     for (path, message) in [
         (&missing, "cannot open"),
+        (&empty, "the file is empty (0 bytes)"),
         (
             &text_file,
             "not a pcap, pcapng or btsnoop file (magic bytes 68 65 6c 6c",

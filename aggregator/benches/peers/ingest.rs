@@ -593,7 +593,7 @@ pub(crate) fn print(rows: &[IngestRow], scale: &ScaleRow, messages: usize) {
     println!("|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} msg/s | {:.0} msg/s | {:.2} | {:.0} / {:.0} ms |",
+            "| {} | {:.0} msg/s | {:.0} msg/s | {:.3} | {:.0} / {:.0} ms |",
             r.pair.label(),
             r.ours,
             r.broker,
@@ -604,7 +604,7 @@ pub(crate) fn print(rows: &[IngestRow], scale: &ScaleRow, messages: usize) {
     }
     let (small, large) = (&scale.small, &scale.large);
     println!(
-        "\nScaling, embedded broker + SQLite: {} sensors / {} zones {:.0} msg/s, {} sensors / {} zones {:.0} msg/s ({:+.0} %)\n",
+        "\nScaling, embedded broker + SQLite: {} sensors / {} zones {:.0} msg/s, {} sensors / {} zones {:.0} msg/s ({:+.1} %)\n",
         small.0.sensors,
         small.0.zones,
         small.1,

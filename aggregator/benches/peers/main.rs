@@ -345,9 +345,12 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
         }
         if fresh || peer_fresh {
             eprintln!(
-                "generating {DAYS} days x {ZONES} zones of minute data into{}{}",
-                if fresh { " crowdflow" } else { "" },
-                if peer_fresh { " the peer" } else { "" }
+                "generating {DAYS} days x {ZONES} zones of minute data into {}",
+                match (fresh, peer_fresh) {
+                    (true, true) => "crowdflow and the peer",
+                    (true, false) => "crowdflow",
+                    _ => "the peer",
+                }
             );
             generate(
                 start,

@@ -32,8 +32,6 @@
 //! count as one (dense crowds of one model undercount); a phone probing on 2.4 and 5 GHz
 //! shows two fingerprints.
 
-use std::collections::BTreeMap;
-
 use crowdflow_contract::identity::{DeviceHash, hash_slot};
 use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::Sketch;
@@ -119,33 +117,41 @@ impl RssiGate {
 /// An address's first and last moment (ms) in the window, and its frames.
 type Span = (i32, i32, u32);
 
-/// One frame of the window, for gating at its end.
+/// Partitions of a window's fingerprinted frames, by the top bits of their address key.
+const PARTITIONS: usize = 256;
+
+/// One probe request with a fingerprint, for grouping at the window's end.
 #[derive(Clone, Copy)]
 struct FrameMark {
-    entry: u32,
+    /// [`index_key`] of its (address, fingerprint).
+    key: u64,
     /// Milliseconds since the window's start (negative for a late frame of an earlier
     /// window counted in this one).
     ms: i32,
+    fingerprint: Fingerprint,
     rssi: Option<i8>,
 }
 
-/// One window's sightings of Wi-Fi devices, keyed by salted address hash and fingerprint.
+/// One window's sightings of Wi-Fi devices, by salted address hash and fingerprint.
 /// No address, no fingerprint bytes in any output: only the slot keys of [`Self::finish`].
+///
+/// Frames are appended as heard, into one of [`PARTITIONS`] lists by their address key, and
+/// grouped at the window's end, one partition at a time: a table of every address of a busy
+/// window, looked up per frame, missed the cache on almost every frame (a third of a
+/// windowed replay's time, #19); a partition's addresses fit in the first-level cache.
 pub struct DeviceGroups {
     start: Timestamp,
-    /// Entry of each (address, fingerprint), keyed by [`index_key`]: eight bytes instead of
-    /// the pair's 25 keep the table of a busy window in cache longer (the lookup took a
-    /// third of a windowed replay's time, #19).
-    index: foldhash::HashMap<u64, u32>,
-    entries: Vec<(DeviceHash, Option<Fingerprint>)>,
-    frames: Vec<FrameMark>,
+    /// Probe requests with a fingerprint, partitioned by the top bits of their key.
+    marks: Vec<Vec<FrameMark>>,
+    /// Frames without a fingerprint (data frames, PS-Poll): counted by address.
+    bare: Vec<(DeviceHash, Option<i8>)>,
 }
 
 impl std::fmt::Debug for DeviceGroups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let frames = self.marks.iter().map(Vec::len).sum::<usize>() + self.bare.len();
         f.debug_struct("DeviceGroups")
-            .field("addresses", &self.entries.len())
-            .field("frames", &self.frames.len())
+            .field("frames", &frames)
             .finish_non_exhaustive()
     }
 }
@@ -155,9 +161,8 @@ impl DeviceGroups {
     pub fn new(start: Timestamp) -> DeviceGroups {
         DeviceGroups {
             start,
-            index: foldhash::HashMap::default(),
-            entries: Vec::new(),
-            frames: Vec::new(),
+            marks: vec![Vec::new(); PARTITIONS],
+            bare: Vec::new(),
         }
     }
 
@@ -190,52 +195,67 @@ impl DeviceGroups {
         ms: i32,
         rssi: Option<i8>,
     ) {
-        let next = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-        let key = index_key(&device, fingerprint.as_ref());
-        let entry = *self.index.entry(key).or_insert_with(|| {
-            self.entries.push((device, fingerprint));
-            next
+        let Some(fingerprint) = fingerprint else {
+            self.bare.push((device, rssi));
+            return;
+        };
+        let key = index_key(&device, &fingerprint);
+        let partition = (key >> 56) as usize % PARTITIONS;
+        self.marks[partition].push(FrameMark {
+            key,
+            ms,
+            fingerprint,
+            rssi,
         });
-        self.frames.push(FrameMark { entry, ms, rssi });
     }
 
     /// Inserts the window's physical devices into `sketch`: a (fingerprint, slot) key per
     /// concurrent address of each group, the address hash of frames without fingerprint.
     /// Frames weaker than `gate` (dBm) are left out. Returns the number of devices.
     pub fn finish(&self, salt: &Salt, gate: Option<i8>, sketch: &mut Sketch) -> u64 {
-        // First and last moment and frames of every address, over the frames within the gate.
-        let mut spans: Vec<Option<Span>> = vec![None; self.entries.len()];
-        for f in &self.frames {
-            if let (Some(g), Some(r)) = (gate, f.rssi)
-                && r < g
-            {
-                continue;
-            }
-            let span = &mut spans[f.entry as usize];
-            *span = Some(match *span {
-                None => (f.ms, f.ms, 1),
-                Some((a, b, n)) => (a.min(f.ms), b.max(f.ms), n + 1),
-            });
+        let heard = |rssi: Option<i8>| match (gate, rssi) {
+            (Some(g), Some(r)) => r >= g,
+            _ => true,
+        };
+        let mut bare: Vec<&DeviceHash> = self
+            .bare
+            .iter()
+            .filter(|(_, rssi)| heard(*rssi))
+            .map(|(device, _)| device)
+            .collect();
+        bare.sort_unstable_by_key(|d| d.table_key());
+        bare.dedup_by_key(|d| d.table_key());
+        for device in &bare {
+            sketch.insert(device);
         }
-        let mut groups: BTreeMap<Fingerprint, Vec<Span>> = BTreeMap::new();
-        let mut devices = 0;
-        for ((device, fingerprint), span) in self.entries.iter().zip(spans) {
-            let Some(span) = span else { continue };
-            match fingerprint {
-                Some(fp) => groups.entry(*fp).or_default().push(span),
-                None => {
-                    sketch.insert(device);
-                    devices += 1;
+        let mut devices = bare.len() as u64;
+        // Each address's span (first and last moment, frames), one partition at a time.
+        let mut spans: Vec<(Fingerprint, Span)> = Vec::new();
+        let mut index: foldhash::HashMap<u64, usize> = foldhash::HashMap::default();
+        for partition in &self.marks {
+            index.clear();
+            for m in partition.iter().filter(|m| heard(m.rssi)) {
+                let next = spans.len();
+                let at = *index.entry(m.key).or_insert(next);
+                if at == next {
+                    spans.push((m.fingerprint, (m.ms, m.ms, 1)));
+                } else {
+                    let span = &mut spans[at].1;
+                    *span = (span.0.min(m.ms), span.1.max(m.ms), span.2 + 1);
                 }
             }
         }
-        for (fp, spans) in groups {
-            if spans.iter().map(|s| s.2).sum::<u32>() < 2 {
+        spans.sort_unstable_by_key(|(fingerprint, _)| *fingerprint);
+        let mut group: Vec<Span> = Vec::new();
+        for same in spans.chunk_by(|a, b| a.0 == b.0) {
+            if same.iter().map(|(_, s)| s.2).sum::<u32>() < 2 {
                 continue;
             }
-            let slots = concurrency(&spans);
+            group.clear();
+            group.extend(same.iter().map(|(_, s)| *s));
+            let slots = concurrency(&group);
             for slot in 0..slots {
-                sketch.insert(&hash_slot(salt, fp.digest(), slot));
+                sketch.insert(&hash_slot(salt, same[0].0.digest(), slot));
             }
             devices += u64::from(slots);
         }
@@ -243,13 +263,12 @@ impl DeviceGroups {
     }
 }
 
-/// The index key of an (address, fingerprint) pair: the address's salted hash is uniform,
-/// so eight of its bytes, mixed with the fingerprint's, tell pairs apart but for a 2^-64
+/// The key of an (address, fingerprint) pair: the address's salted hash is uniform, so
+/// eight of its bytes, mixed with the fingerprint's, tell pairs apart but for a 2^-64
 /// chance per pair (two addresses of a window would then count as one; the sketch's own
 /// coupons collide far more often).
-fn index_key(device: &DeviceHash, fingerprint: Option<&Fingerprint>) -> u64 {
-    let fp = fingerprint.map_or(0, |f| u64::from_le_bytes(*f.digest()));
-    device.table_key() ^ fp
+fn index_key(device: &DeviceHash, fingerprint: &Fingerprint) -> u64 {
+    device.table_key() ^ u64::from_le_bytes(*fingerprint.digest())
 }
 
 /// The largest number of intervals `[first, last]` that hold one moment (an address that
@@ -387,9 +406,6 @@ mod tests {
     fn debug_shows_sizes_only() {
         let mut g = DeviceGroups::new(t0());
         g.observe(dev(1), Some(fp(0x82)), at(1), Some(-50));
-        assert_eq!(
-            format!("{g:?}"),
-            "DeviceGroups { addresses: 1, frames: 1, .. }"
-        );
+        assert_eq!(format!("{g:?}"), "DeviceGroups { frames: 1, .. }");
     }
 }

@@ -4,11 +4,16 @@
 //!
 //! The file is mapped a chunk at a time, so the process holds [`CHUNK`] bytes of it at most
 //! (a whole-file map counted the file into the replay's resident memory).
+//!
+//! A mapped file that another process shrinks faults on the next read past its new end
+//! (SIGBUS). The first map installs a handler that turns that into one clear line and exit
+//! status 1 instead of a "Bus error" crash (safe Rust raises SIGBUS no other way).
 
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, BufRead, Read};
+use std::sync::Once;
 
 use memmap2::{Advice, Mmap, MmapOptions};
 
@@ -63,6 +68,7 @@ impl MappedFile {
 
     /// Maps the chunk at `offset` (a multiple of [`CHUNK`]), unmapping the previous one.
     fn map_at(&mut self, offset: u64) -> io::Result<()> {
+        exit_cleanly_on_sigbus();
         self.map = None;
         let len = usize::try_from(CHUNK.min(self.len - offset))
             .map_err(|_| io::Error::other("chunk exceeds the address space"))?;
@@ -70,13 +76,41 @@ impl MappedFile {
         // ever made. A file that another process *shrinks* while it is mapped makes reads
         // past its new end fault (SIGBUS): replay is for finished captures, and capture
         // tools rotate to new files rather than truncate (tcpdump -C/-G, dumpcap -b);
-        // docs/installing-a-sensor.md says to copy a capture a tool may still rewrite.
+        // docs/installing-a-sensor.md says to copy a capture a tool may still rewrite, and
+        // `exit_cleanly_on_sigbus` makes the fault one clear error line.
         let map = unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file)? };
         // Read-ahead for one front-to-back pass; advice only, so a refusal changes nothing.
         let _ = map.advise(Advice::Sequential);
         self.map = Some((offset, map));
         self.pos = 0;
         Ok(())
+    }
+}
+
+/// What the SIGBUS handler prints.
+const SHRUNK: &[u8] = b"crowdflow-agent: a capture file shrank while replay read it (truncated \
+or rewritten by another process): copy a capture that a tool may still rewrite, then replay the copy\n";
+
+/// Installs, once, the SIGBUS handler of this module.
+fn exit_cleanly_on_sigbus() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: `on_sigbus` only calls async-signal-safe functions (write, _exit); the
+        // sigaction struct is fully initialized (zeroed, then the handler and an empty mask).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+extern "C" fn on_sigbus(_signal: libc::c_int) {
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; SHRUNK is a static buffer.
+    unsafe {
+        libc::write(2, SHRUNK.as_ptr().cast(), SHRUNK.len());
+        libc::_exit(1);
     }
 }
 

@@ -22,6 +22,10 @@ pub enum FileError {
     /// I/O failure.
     #[error("read error: {0}")]
     Io(#[from] io::Error),
+    /// The input holds no byte at all (an empty file, or a pipe already read to its end,
+    /// such as `/dev/stdin` given twice).
+    #[error("the file is empty (0 bytes): nothing to read")]
+    Empty,
     /// The first bytes are not a capture format the agent knows.
     #[error(
         "not a pcap, pcapng or btsnoop file (magic bytes {} as written in the file)",
@@ -164,7 +168,9 @@ impl<R: BufRead> CaptureReader<R> {
     /// Reads the file header and detects the format.
     pub fn new(mut input: R) -> Result<Self, FileError> {
         let mut magic = [0u8; 4];
-        read_exact_or(&mut input, &mut magic, "file header", 0)?;
+        if !read_header_or_eof(&mut input, &mut magic, "file header", 0)? {
+            return Err(FileError::Empty);
+        }
         let le = u32::from_le_bytes(magic);
         let be = u32::from_be_bytes(magic);
         let mut reader = CaptureReader {
