@@ -135,7 +135,7 @@ struct FrameMark {
 /// One window's sightings of Wi-Fi devices, by salted address hash and fingerprint.
 /// No address, no fingerprint bytes in any output: only the slot keys of [`Self::finish`].
 ///
-/// Frames are appended as heard, into one of [`PARTITIONS`] lists by their address key, and
+/// Frames are appended as heard, into one of 256 lists by their address key, and
 /// grouped at the window's end, one partition at a time: a table of every address of a busy
 /// window, looked up per frame, missed the cache on almost every frame (a third of a
 /// windowed replay's time, #19); a partition's addresses fit in the first-level cache.
