@@ -224,28 +224,27 @@ fn split(from: i64, to: i64, resolution: Resolution, out: &mut Vec<Tile>) {
     }
 }
 
-/// Stored sketches covering `[from, to)` with the fewest buckets, for each of `kinds` (in
-/// its order): one store read per tile for all kinds.
+/// Stored sketches covering `[from, to)` with the fewest buckets.
 pub async fn covering(
     store: &impl Store,
     zone: &ZoneId,
-    kinds: &[Kind],
+    kind: Kind,
     from: Timestamp,
     to: Timestamp,
-) -> Result<Vec<Vec<ZoneSketch>>, StoreError> {
-    let mut out = vec![Vec::new(); kinds.len()];
+) -> Result<Vec<ZoneSketch>, StoreError> {
+    let mut out = Vec::new();
     for t in tiles(from, to) {
-        let query = BucketQuery {
-            zone,
-            kind: kinds.first().copied().unwrap_or(Kind::Wifi),
-            resolution: t.resolution,
-            from: t.from,
-            to: t.to,
-        };
-        let read = store.zone_sketches_by_kind(query, kinds).await?;
-        for (all, sketches) in out.iter_mut().zip(read) {
-            all.extend(sketches);
-        }
+        out.extend(
+            store
+                .zone_sketches(BucketQuery {
+                    zone,
+                    kind,
+                    resolution: t.resolution,
+                    from: t.from,
+                    to: t.to,
+                })
+                .await?,
+        );
     }
     Ok(out)
 }
