@@ -224,27 +224,28 @@ fn split(from: i64, to: i64, resolution: Resolution, out: &mut Vec<Tile>) {
     }
 }
 
-/// Stored sketches covering `[from, to)` with the fewest buckets.
+/// Stored sketches covering `[from, to)` with the fewest buckets, for each of `kinds` (in
+/// its order): one store read per tile for all kinds.
 pub async fn covering(
     store: &impl Store,
     zone: &ZoneId,
-    kind: Kind,
+    kinds: &[Kind],
     from: Timestamp,
     to: Timestamp,
-) -> Result<Vec<ZoneSketch>, StoreError> {
-    let mut out = Vec::new();
+) -> Result<Vec<Vec<ZoneSketch>>, StoreError> {
+    let mut out = vec![Vec::new(); kinds.len()];
     for t in tiles(from, to) {
-        out.extend(
-            store
-                .zone_sketches(BucketQuery {
-                    zone,
-                    kind,
-                    resolution: t.resolution,
-                    from: t.from,
-                    to: t.to,
-                })
-                .await?,
-        );
+        let query = BucketQuery {
+            zone,
+            kind: kinds.first().copied().unwrap_or(Kind::Wifi),
+            resolution: t.resolution,
+            from: t.from,
+            to: t.to,
+        };
+        let read = store.zone_sketches_by_kind(query, kinds).await?;
+        for (all, sketches) in out.iter_mut().zip(read) {
+            all.extend(sketches);
+        }
     }
     Ok(out)
 }

@@ -556,6 +556,21 @@ pub trait Store: Clone + Send + Sync + 'static {
         query: BucketQuery<'_>,
     ) -> impl Future<Output = Result<Vec<ZoneSketch>, StoreError>> + Send;
 
+    /// The zone sketches `query` names for each of `kinds` (in its order; `query.kind` is
+    /// not read): a distinct answer reads every kind of each tile. By default one read per
+    /// kind, side by side; a store that can answers in one.
+    fn zone_sketches_by_kind(
+        &self,
+        query: BucketQuery<'_>,
+        kinds: &[Kind],
+    ) -> impl Future<Output = Result<Vec<Vec<ZoneSketch>>, StoreError>> + Send {
+        futures_util::future::try_join_all(
+            kinds
+                .iter()
+                .map(move |&kind| self.zone_sketches(BucketQuery { kind, ..query })),
+        )
+    }
+
     /// The plain numbers of the buckets `query` names.
     fn zone_numbers(
         &self,

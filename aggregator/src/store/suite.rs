@@ -171,6 +171,40 @@ pub(crate) async fn two_sensors_in_a_zone_are_unioned_and_replays_change_nothing
     assert_eq!(health[0].frames, 700, "replays do not double frame totals");
     assert_eq!(health[0].last_window, Some(ts("2026-04-27T10:01:00Z")));
     assert_eq!(health[1].last_window, Some(ts("2026-04-27T11:30:00Z")));
+    // Every kind in one read: each kind's answer as read alone, in the order asked.
+    store
+        .merge_batch(batch(vec![Accepted {
+            kind: Kind::Ble,
+            ..accepted("s3", ts("2026-04-27T10:00:00Z"), 0..70)
+        }]))
+        .await
+        .expect("ble");
+    for resolution in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
+        let neude = zone("neude");
+        let query = |kind| BucketQuery {
+            zone: &neude,
+            kind,
+            resolution,
+            from: ts(from),
+            to: ts(to),
+        };
+        let kinds = [Kind::Ble, Kind::Wifi, Kind::WifiRandom];
+        let together = store
+            .zone_sketches_by_kind(query(Kind::Wifi), &kinds)
+            .await
+            .expect("read by kind");
+        assert_eq!(together.len(), kinds.len());
+        for (kind, got) in kinds.into_iter().zip(&together) {
+            let alone = store.zone_sketches(query(kind)).await.expect("read");
+            let key = |z: &super::ZoneSketch| (z.bucket, z.sketch.estimate().estimate.round());
+            assert_eq!(
+                got.iter().map(key).collect::<Vec<_>>(),
+                alone.iter().map(key).collect::<Vec<_>>(),
+                "{kind:?} {resolution:?}"
+            );
+        }
+        assert!(!together[0].is_empty() && together[1].is_empty() && !together[2].is_empty());
+    }
 }
 
 pub(crate) async fn epochs_are_recorded_once(store: impl Store) {

@@ -123,13 +123,11 @@ async fn unions(
     zone: &Zone,
     r: Range,
 ) -> Result<BTreeMap<Kind, PerSalt>, StoreError> {
-    let per_kind = Kind::ALL.map(|kind| async move {
-        let sketches = query::covering(&state.store, &zone.id, kind, r.from, r.to).await?;
-        Ok::<_, StoreError>((kind, query::per_salt(&sketches, state.config.precision)))
-    });
-    Ok(futures_util::future::try_join_all(per_kind)
-        .await?
+    let sketches = query::covering(&state.store, &zone.id, &Kind::ALL, r.from, r.to).await?;
+    Ok(Kind::ALL
         .into_iter()
+        .zip(sketches)
+        .map(|(kind, sketches)| (kind, query::per_salt(&sketches, state.config.precision)))
         .collect())
 }
 

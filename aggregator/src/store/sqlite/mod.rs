@@ -513,37 +513,53 @@ impl Store for SqliteStore {
     }
 
     async fn zone_sketches(&self, query: BucketQuery<'_>) -> Result<Vec<ZoneSketch>, StoreError> {
+        let mut one = self.zone_sketches_by_kind(query, &[query.kind]).await?;
+        Ok(one.pop().unwrap_or_default())
+    }
+
+    /// One read task for every kind: a distinct answer of one tile read its four kinds
+    /// through four tasks, each checking the rollup queue (#19).
+    async fn zone_sketches_by_kind(
+        &self,
+        query: BucketQuery<'_>,
+        kinds: &[Kind],
+    ) -> Result<Vec<Vec<ZoneSketch>>, StoreError> {
         let BucketQuery {
             zone,
-            kind,
             resolution,
             from,
             to,
+            ..
         } = query;
         let zone = zone.to_string();
+        let kinds = kinds.to_vec();
         self.read_buckets(resolution, move |conn, precision| {
             let mut stmt = conn.prepare_cached(SELECT_SKETCHES).map_err(db)?;
-            let mut rows = stmt
-                .query(params![
-                    zone,
-                    kind.as_str(),
-                    resolution.as_str(),
-                    from.as_second(),
-                    to.as_second()
-                ])
-                .map_err(db)?;
-            let mut keys = RowKeys::default();
-            let mut out = Vec::new();
-            while let Some(r) = rows.next().map_err(db)? {
-                let (bucket, epoch, salt_fp) = keys.read(r)?;
-                let bytes = r.get_ref(3).map_err(db)?.as_blob().map_err(db_value)?;
-                out.push(ZoneSketch {
-                    bucket,
-                    epoch,
-                    salt_fp,
-                    sketch: Sketch::from_stored(bytes, precision)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                });
+            let mut out = Vec::with_capacity(kinds.len());
+            for kind in &kinds {
+                let mut rows = stmt
+                    .query(params![
+                        zone,
+                        kind.as_str(),
+                        resolution.as_str(),
+                        from.as_second(),
+                        to.as_second()
+                    ])
+                    .map_err(db)?;
+                let mut keys = RowKeys::default();
+                let mut sketches = Vec::new();
+                while let Some(r) = rows.next().map_err(db)? {
+                    let (bucket, epoch, salt_fp) = keys.read(r)?;
+                    let bytes = r.get_ref(3).map_err(db)?.as_blob().map_err(db_value)?;
+                    sketches.push(ZoneSketch {
+                        bucket,
+                        epoch,
+                        salt_fp,
+                        sketch: Sketch::from_stored(bytes, precision)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    });
+                }
+                out.push(sketches);
             }
             Ok(out)
         })
