@@ -289,6 +289,19 @@ impl Sketch {
 
     /// The wire bytes: DataSketches HLL serialization in the HLL_4 layout.
     pub fn encode(&self) -> Vec<u8> {
+        if self.inner.target_type() == HllType::Hll8 {
+            let hll8 = self.inner.serialize();
+            if let Some(mut bytes) = registers::hll4_image(&hll8, self.inner.lg_config_k()) {
+                mark_order_independent(&mut bytes);
+                return bytes;
+            }
+        }
+        self.encode_by_library()
+    }
+
+    /// [`Sketch::encode`] through the library's conversion (sparse sketches, HLL_4 ones, and
+    /// dense ones whose lowest register is above 0).
+    fn encode_by_library(&self) -> Vec<u8> {
         let mut bytes = if self.inner.target_type() == HllType::Hll4 {
             self.inner.serialize()
         } else {

@@ -342,3 +342,43 @@ fn merge_form_reads_back_with_the_same_estimate() {
         "not a wire form"
     );
 }
+
+/// A dense sketch of the given registers, as a dense union holds one.
+fn of_registers(registers: &[u8]) -> Sketch {
+    let lg_k = registers.len().trailing_zeros() as u8;
+    let image = registers::hll8_image(lg_k, registers.iter().copied());
+    Sketch {
+        inner: deserialize(&image).expect("image"),
+        canonical: true,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn hll4_image_equals_the_library_conversion(
+        fed in arb_held_sketch(),
+        // Registers with many exceptions (values 15 and up), so the table grows.
+        high in proptest::collection::vec((0usize..16_384, 15u8..64), 0..1_500),
+        low in proptest::collection::vec((0usize..16_384, 0u8..15), 0..16_384),
+        zero in 0usize..16_384,
+    ) {
+        prop_assert_eq!(fed.encode(), fed.encode_by_library());
+        let mut registers = vec![0u8; 1 << Precision::DEFAULT.0];
+        low.iter().chain(&high).for_each(|(slot, v)| registers[*slot] = *v);
+        registers[zero] = 0;
+        let dense = of_registers(&registers);
+        prop_assert_eq!(dense.encode(), dense.encode_by_library());
+        let back = Sketch::decode(&dense.encode(), Precision::DEFAULT).expect("decodes");
+        prop_assert_eq!(back.estimate(), dense.estimate());
+    }
+}
+
+#[test]
+fn a_dense_sketch_without_empty_registers_is_encoded_by_the_library() {
+    let full = of_registers(&vec![3u8; 1 << Precision::DEFAULT.0]);
+    assert!(registers::hll4_image(&full.inner.serialize(), Precision::DEFAULT.0).is_none());
+    let back = Sketch::decode(&full.encode(), Precision::DEFAULT).expect("decodes");
+    assert_eq!(back.estimate(), full.estimate());
+}
