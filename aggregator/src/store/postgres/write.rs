@@ -12,8 +12,8 @@ use tokio_postgres::{Client, Transaction};
 use super::sql::{PURGE_NUMBERS, PURGE_SKETCHES, PURGE_WINDOWS};
 use super::{Conn, PURGE_CHUNK, Statements, db, get};
 use crate::store::{
-    Batch, BucketKey, PurgeReport, Resolution, Retention, StoreError, count_rejects, parse,
-    roll_up, union_by_minute,
+    Batch, BucketKey, PurgeReport, Resolution, Retention, SaltText, StoreError, count_rejects,
+    parse, roll_up, union_by_minute,
 };
 
 /// Per-sensor windows of a batch, one row per key (a statement may not touch a row twice).
@@ -33,13 +33,15 @@ fn window_columns(batch: &Batch) -> WindowColumns {
     // (sensor, kind, start, epoch, fp) -> (length, frames, estimate)
     type Key<'a> = (String, &'a str, i64, String, String);
     let mut rows: BTreeMap<Key<'_>, (i64, i64, f64)> = BTreeMap::new();
+    let mut salt_text = SaltText::default();
     for m in &batch.accepted {
+        let (epoch, salt_fp) = salt_text.of(m.epoch, m.salt_fp);
         let key = (
             m.sensor.to_string(),
             m.kind.as_str(),
             m.window_start.as_second(),
-            m.epoch.to_string(),
-            m.salt_fp.to_string(),
+            epoch,
+            salt_fp,
         );
         let value = (
             i64::from(m.window_s),

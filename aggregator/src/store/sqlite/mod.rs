@@ -17,8 +17,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params, pa
 
 use super::{
     Accepted, Alert, AlertKey, Batch, BucketKey, BucketQuery, PurgeReport, Resolution, Retention,
-    SensorHealth, Store, StoreError, ZoneNumber, ZoneSketch, count_rejects, fold_into, parse,
-    timestamp, union_by_minute,
+    SaltText, SensorHealth, Store, StoreError, ZoneNumber, ZoneSketch, count_rejects, fold_into,
+    parse, timestamp, union_by_minute,
 };
 
 mod minute_numbers;
@@ -30,9 +30,15 @@ use sql::*;
 /// Rows a purge deletes per transaction, so ingest is never blocked for long.
 const PURGE_CHUNK: i64 = 5_000;
 
-/// Sensor windows one statement writes: a statement per window cost most of a commit's
-/// time in SQLite (#19); 64 x 8 parameters stay far below SQLite's limit of 32,766.
-const WINDOWS_PER_STATEMENT: usize = 64;
+/// Rows one multi-row statement writes (sensor windows, sensors' latest windows): a
+/// statement per row cost most of a commit's time in SQLite (#19); 64 x 8 parameters stay
+/// far below SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Prepared statements a connection keeps: the multi-row statements of [`execute_rows`]
+/// (seven sizes per table) beside the single ones would overflow rusqlite's default of 16
+/// and be compiled again and again.
+const STATEMENT_CACHE: usize = 64;
 
 /// How often a commit folds the minutes written since into their hour and day buckets.
 /// A coarse sketch is 16 KB (HLL_8, read whole by range queries): rewriting every touched
@@ -112,6 +118,7 @@ impl SqliteStore {
             .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn, precision)?;
         fold_now(&mut conn, precision)?;
         let readers = (0..READERS)
@@ -325,29 +332,20 @@ fn fold_now(conn: &mut Connection, precision: Precision) -> Result<(), StoreErro
 
 /// The batch's sensor windows, sensors' latest windows and rejects.
 fn write_windows(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
-    let mut chunks = batch.accepted.chunks_exact(WINDOWS_PER_STATEMENT);
-    let mut full = tx
-        .prepare_cached(&upsert_windows(WINDOWS_PER_STATEMENT))
-        .map_err(db)?;
-    for chunk in chunks.by_ref() {
-        full.execute(params_from_iter(window_values(chunk)))
-            .map_err(db)?;
-    }
-    let mut one = tx.prepare_cached(&upsert_windows(1)).map_err(db)?;
-    for m in chunks.remainder() {
-        one.execute(params_from_iter(window_values(std::slice::from_ref(m))))
-            .map_err(db)?;
-    }
+    let mut salt_text = SaltText::default();
+    execute_rows(tx, &batch.accepted, upsert_windows, |m, params| {
+        params.extend(window_values(m, &mut salt_text));
+    })?;
     let mut latest: BTreeMap<&str, i64> = BTreeMap::new();
     for m in &batch.accepted {
         let end = m.window_start.as_second() + i64::from(m.window_s);
         let e = latest.entry(m.sensor.as_str()).or_insert(end);
         *e = (*e).max(end);
     }
-    let mut seen = tx.prepare_cached(UPSERT_SEEN).map_err(db)?;
-    for (sensor, end) in latest {
-        seen.execute(params![sensor, end]).map_err(db)?;
-    }
+    let latest: Vec<(&str, i64)> = latest.into_iter().collect();
+    execute_rows(tx, &latest, upsert_seen, |(sensor, end), params| {
+        params.extend([Value::Text((*sensor).to_owned()), Value::Integer(*end)]);
+    })?;
     let mut reject = tx.prepare_cached(UPSERT_REJECT).map_err(db)?;
     for ((sensor, reason), n) in count_rejects(&batch.rejects) {
         reject.execute(params![sensor, reason, n]).map_err(db)?;
@@ -355,20 +353,49 @@ fn write_windows(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// The parameters of [`upsert_windows`] for `windows`, row by row.
-fn window_values(windows: &[Accepted]) -> impl Iterator<Item = Value> + '_ {
-    windows.iter().flat_map(|m| {
-        [
-            Value::Text(m.sensor.as_str().to_owned()),
-            Value::Text(m.kind.as_str().to_owned()),
-            Value::Integer(m.window_start.as_second()),
-            Value::Integer(i64::from(m.window_s)),
-            Value::Text(m.epoch.to_string()),
-            Value::Text(m.salt_fp.to_string()),
-            Value::Integer(i64::try_from(m.frames).unwrap_or(i64::MAX)),
-            Value::Real(m.sketch.estimate().estimate),
-        ]
-    })
+/// Writes `rows` with the multi-row statement `sql(n)` (`values` gives a row's parameters):
+/// [`ROWS_PER_STATEMENT`] rows a statement, the rest in statements of halving size, so a
+/// table has at most seven statements to prepare and cache. A statement per row cost most
+/// of a commit in SQLite (#19).
+fn execute_rows<R>(
+    tx: &Transaction<'_>,
+    rows: &[R],
+    sql: fn(usize) -> String,
+    mut values: impl FnMut(&R, &mut Vec<Value>),
+) -> Result<(), StoreError> {
+    let mut params = Vec::new();
+    let mut rest = rows;
+    let mut size = ROWS_PER_STATEMENT;
+    while !rest.is_empty() {
+        while size > rest.len() {
+            size /= 2;
+        }
+        let mut statement = tx.prepare_cached(&sql(size)).map_err(db)?;
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            chunk.iter().for_each(|r| values(r, &mut params));
+            statement
+                .execute(params_from_iter(params.drain(..)))
+                .map_err(db)?;
+            rest = tail;
+        }
+    }
+    Ok(())
+}
+
+/// The parameters of [`upsert_windows`] for one window.
+fn window_values(m: &Accepted, salt_text: &mut SaltText) -> [Value; 8] {
+    let (epoch, salt_fp) = salt_text.of(m.epoch, m.salt_fp);
+    [
+        Value::Text(m.sensor.as_str().to_owned()),
+        Value::Text(m.kind.as_str().to_owned()),
+        Value::Integer(m.window_start.as_second()),
+        Value::Integer(i64::from(m.window_s)),
+        Value::Text(epoch),
+        Value::Text(salt_fp),
+        Value::Integer(i64::try_from(m.frames).unwrap_or(i64::MAX)),
+        Value::Real(m.sketch.estimate().estimate),
+    ]
 }
 
 /// The bucket, epoch and salt that lead every row of a range (columns 0-2); the text ones

@@ -85,12 +85,17 @@ DO UPDATE SET frames = MAX(frames, excluded.frames), estimate = MAX(estimate, ex
     )
 }
 
-/// A sensor's latest window end.
-pub(super) const UPSERT_SEEN: &str = "
+/// `rows` sensors' latest window ends.
+pub(super) fn upsert_seen(rows: usize) -> String {
+    let values = vec!["(?, ?)"; rows].join(", ");
+    format!(
+        "
 INSERT INTO sensor_seen (sensor, last_window_end)
-VALUES (?1, ?2)
+VALUES {values}
 ON CONFLICT (sensor)
-DO UPDATE SET last_window_end = MAX(last_window_end, excluded.last_window_end)";
+DO UPDATE SET last_window_end = MAX(last_window_end, excluded.last_window_end)"
+    )
+}
 
 /// Adds to a sensor's reject count for one reason.
 pub(super) const UPSERT_REJECT: &str = "
