@@ -58,9 +58,9 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Res
 
 /// Statements every connection prepares once.
 struct Statements {
-    upsert_sketch: Statement,
-    update_sketch: Statement,
-    upsert_number: Statement,
+    upsert_sketches: Statement,
+    update_sketches: Statement,
+    upsert_numbers: Statement,
     upsert_windows: Statement,
     upsert_reject: Statement,
     upsert_seen: Statement,
@@ -173,9 +173,9 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Conn, StoreError> {
 async fn prepare(client: &Client) -> Result<Statements, StoreError> {
     Ok(Statements {
         // A conflicting upsert locks the row and returns what is stored.
-        upsert_sketch: client.prepare(UPSERT_SKETCH).await.map_err(db)?,
-        update_sketch: client.prepare(UPDATE_SKETCH).await.map_err(db)?,
-        upsert_number: client.prepare(UPSERT_NUMBER).await.map_err(db)?,
+        upsert_sketches: client.prepare(UPSERT_SKETCHES).await.map_err(db)?,
+        update_sketches: client.prepare(UPDATE_SKETCHES).await.map_err(db)?,
+        upsert_numbers: client.prepare(UPSERT_NUMBERS).await.map_err(db)?,
         upsert_windows: client.prepare(UPSERT_WINDOWS).await.map_err(db)?,
         upsert_reject: client.prepare(UPSERT_REJECT).await.map_err(db)?,
         upsert_seen: client.prepare(UPSERT_SEEN).await.map_err(db)?,

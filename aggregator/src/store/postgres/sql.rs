@@ -1,23 +1,30 @@
 //! The SQL the PostgreSQL store runs, one constant per statement (so rustfmt formats the
 //! code that runs them).
 
-/// Inserts a bucket's sketch; on conflict locks the row and returns what is stored.
-pub(super) const UPSERT_SKETCH: &str = "
+/// Inserts buckets' sketches, given as arrays in key order; on conflict locks the row. Returns
+/// each bucket's key with what is stored (the batch's sketch where the bucket is new).
+pub(super) const UPSERT_SKETCHES: &str = "
 INSERT INTO zone_sketches (zone, kind, resolution, bucket, epoch, salt_fp, sketch)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT *
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bytea[])
 ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
 DO UPDATE SET sketch = zone_sketches.sketch
-RETURNING sketch";
+RETURNING zone, kind, resolution, bucket, epoch, salt_fp, sketch";
 
-/// Writes a bucket's merged sketch back (same transaction, row still locked).
-pub(super) const UPDATE_SKETCH: &str = "
-UPDATE zone_sketches SET sketch = $7
-WHERE zone = $1 AND kind = $2 AND resolution = $3 AND bucket = $4 AND epoch = $5 AND salt_fp = $6";
+/// Writes buckets' merged sketches back, as arrays (same transaction, rows still locked).
+pub(super) const UPDATE_SKETCHES: &str = "
+UPDATE zone_sketches s
+SET sketch = u.sketch
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bytea[])
+    AS u(zone, kind, resolution, bucket, epoch, salt_fp, sketch)
+WHERE s.zone = u.zone AND s.kind = u.kind AND s.resolution = u.resolution AND s.bucket = u.bucket
+    AND s.epoch = u.epoch AND s.salt_fp = u.salt_fp";
 
-/// Writes a bucket's plain numbers.
-pub(super) const UPSERT_NUMBER: &str = "
+/// Writes buckets' plain numbers, as arrays.
+pub(super) const UPSERT_NUMBERS: &str = "
 INSERT INTO zone_numbers (zone, kind, resolution, bucket, epoch, salt_fp, estimate, lower, upper)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT *
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[])
 ON CONFLICT (zone, kind, resolution, bucket, epoch, salt_fp)
 DO UPDATE SET estimate = excluded.estimate, lower = excluded.lower, upper = excluded.upper";
 
