@@ -109,40 +109,51 @@ pub(super) async fn merge_in_transaction(
         queued.push(zone, kind, k.bucket, k.epoch.clone(), k.salt_fp.clone());
     }
     let windows = window_columns(&batch);
+    let rejects = count_rejects(&batch.rejects);
     let s = &conn.s;
     let tx = conn.client.transaction().await.map_err(db)?;
-    merge_unions(&tx, s, precision, minutes).await?;
-    tx.execute(&s.queue_minutes, &queued.params())
-        .await
-        .map_err(db)?;
-    if !windows.sensor.is_empty() {
-        tx.execute(
-            &s.upsert_seen,
-            &[&windows.sensor, &windows.start, &windows.length],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            &s.upsert_windows,
-            &[
-                &windows.sensor,
-                &windows.kind,
-                &windows.start,
-                &windows.length,
-                &windows.epoch,
-                &windows.salt_fp,
-                &windows.frames,
-                &windows.estimate,
-            ],
-        )
-        .await
-        .map_err(db)?;
-    }
-    for ((sensor, reason), n) in count_rejects(&batch.rejects) {
-        tx.execute(&s.upsert_reject, &[&sensor, &reason, &n])
+    // The statements that read nothing back go out with the buckets' upsert, pipelined on
+    // the connection, instead of a round trip each after it (#19). Their order on the
+    // connection is this one in every transaction, so replicas take row locks alike.
+    let buckets = merge_unions(&tx, s, precision, minutes);
+    let queue = async {
+        tx.execute(&s.queue_minutes, &queued.params())
             .await
-            .map_err(db)?;
-    }
+            .map_err(db)
+    };
+    let seen_params: [&(dyn ToSql + Sync); 3] = [&windows.sensor, &windows.start, &windows.length];
+    let window_params: [&(dyn ToSql + Sync); 8] = [
+        &windows.sensor,
+        &windows.kind,
+        &windows.start,
+        &windows.length,
+        &windows.epoch,
+        &windows.salt_fp,
+        &windows.frames,
+        &windows.estimate,
+    ];
+    let sensors = async {
+        if windows.sensor.is_empty() {
+            return Ok(());
+        }
+        let seen = tx.execute(&s.upsert_seen, &seen_params);
+        let written = tx.execute(&s.upsert_windows, &window_params);
+        futures_util::future::try_join(seen, written)
+            .await
+            .map(|_| ())
+            .map_err(db)
+    };
+    let reject_params: Vec<[&(dyn ToSql + Sync); 3]> = rejects
+        .iter()
+        .map(|((sensor, reason), n)| [sensor as &(dyn ToSql + Sync), reason, n])
+        .collect();
+    let rejected = futures_util::future::try_join_all(
+        reject_params
+            .iter()
+            .map(|params| tx.execute(&s.upsert_reject, params)),
+    );
+    let rejected = async { rejected.await.map(|_| ()).map_err(db) };
+    futures_util::future::try_join4(buckets, queue, sensors, rejected).await?;
     tx.commit().await.map_err(db)
 }
 
