@@ -23,7 +23,7 @@ pub const MAX_PACKET: usize = 1 << 20;
 pub const EMBEDDED_MAX_PACKET: usize = 2 * crowdflow_contract::wire::DEFAULT_MAX_BYTES;
 /// Messages the broker may have in flight to us, unacknowledged (see
 /// [`crate::batching::MAX_BATCH`]).
-const INFLIGHT: u16 = 1000;
+const INFLIGHT: u16 = 2000;
 /// Requests the client queues for its event loop: two windows of acknowledgements
 /// ([`INFLIGHT`]), with room for the aggregator's own publishes and subscriptions. The event
 /// loop takes a request only when it has handed out every packet it has read, so under a

@@ -3,7 +3,7 @@
 //! one subscriber (the ceiling any subscriber of it can reach).
 //!
 //! - The bare rate: 8 publisher connections send `messages` sketch messages (QoS 1) while one
-//!   subscriber (QoS 1, 1,000 in flight, as the aggregator's session) receives them; messages
+//!   subscriber (QoS 1, 2,000 in flight, as the aggregator's session) receives them; messages
 //!   over the time from the first publish to the last received.
 //! - crowdflow's rate: the aggregator service (embedded broker or an external Mosquitto;
 //!   SQLite or PostgreSQL) gets the same load, valid messages under the salt it announced;
@@ -112,7 +112,7 @@ pub(crate) struct ScaleRow {
 // Brokers.
 
 /// A Mosquitto of the benchmark's own on a free port (the package's service is not used),
-/// configured as deploy/mosquitto is for throughput: 1,000 messages in flight per session, a
+/// configured as deploy/mosquitto is for throughput: 2,000 messages in flight per session, a
 /// deep queue, no persistence (a benchmark has nothing to keep).
 pub(crate) struct Mosquitto {
     child: Child,
@@ -129,7 +129,7 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_inflight_messages 1000\nmax_queued_messages 200000\nmax_packet_size 1048576\n"
+                 max_inflight_messages 2000\nmax_queued_messages 200000\nmax_packet_size 1048576\n"
             ),
         )
         .expect("mosquitto.conf");
@@ -306,7 +306,7 @@ async fn publish(port: u16, payloads: Vec<(String, Vec<u8>)>, sensors: usize) {
 /// The bare broker's delivery rate to one subscriber, messages per second.
 async fn bare_rate(port: u16, messages: &Messages, count: usize) -> f64 {
     let payloads = messages.batch(0..count, true);
-    let (subscriber, mut events) = client("bench-bare-subscriber", port, 1000);
+    let (subscriber, mut events) = client("bench-bare-subscriber", port, 2000);
     subscriber
         .subscribe("crowdflow/v1/sketch/#", QoS::AtLeastOnce)
         .await

@@ -87,7 +87,7 @@ pub struct BrokerSettings {
 const QUEUE: usize = 50_000;
 /// Unacknowledged QoS 1 messages per session: the aggregator's own window
 /// ([`crate::link`]), which covers a whole batch ([`crate::batching::MAX_BATCH`]).
-const INFLIGHT: u16 = 1000;
+const INFLIGHT: u16 = 2000;
 /// How long a connection may take to send CONNECT; it holds a descriptor meanwhile.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long the aggregator's persistent session (and what is queued for it) outlives its
