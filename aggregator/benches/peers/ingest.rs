@@ -499,7 +499,7 @@ async fn steady_latency(messages: &Messages, first: usize, port: u16, stored: &S
 
 /// An empty database on the peers' server for this run (the aggregator's schema is made
 /// by the store when it opens it; the cluster is the benchmark's own).
-async fn fresh_postgres(server: &str) -> String {
+async fn fresh_postgres(server: &str) -> (String, String) {
     let name = format!("crowdflow_ingest_{}", std::process::id());
     let admin = crate::peer::connect(server).await;
     // Two statements: in one query string they would form a transaction, which CREATE
@@ -514,7 +514,17 @@ async fn fresh_postgres(server: &str) -> String {
             .expect("create the ingest database");
     }
     let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
-    format!("{base}/{name}")
+    (format!("{base}/{name}"), name)
+}
+
+/// Drops the round's database: the server may be the user's own (`CROWDFLOW_TEST_POSTGRES`),
+/// and each round's would stay behind (17 MB each).
+async fn drop_postgres(server: &str, name: &str) {
+    let admin = crate::peer::connect(server).await;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop the ingest database");
 }
 
 /// One pair: the bare broker first, then crowdflow on a fresh broker and store.
@@ -581,12 +591,15 @@ async fn run_crowdflow(
     let mosquitto = (!pair.embedded()).then(Mosquitto::start);
     let port = mosquitto.as_ref().map_or_else(free_port, |m| m.port);
     if pair == Pair::MosquittoPostgres {
-        let url = fresh_postgres(postgres_server).await;
+        let (url, name) = fresh_postgres(postgres_server).await;
         let config = config(pair, load, port, dir, Some(&url));
         let open = || PostgresStore::open(&url, Precision::DEFAULT);
         let service_store = open().await.expect("pg");
         let stored = Stored::postgres(&url).await;
-        crowdflow_rate(config, service_store, &stored, port, load, latency).await
+        let measured = crowdflow_rate(config, service_store, &stored, port, load, latency).await;
+        drop(stored);
+        drop_postgres(postgres_server, &name).await;
+        measured
     } else {
         let config = config(pair, load, port, dir, None);
         let db: PathBuf = dir.join("ingest.db");

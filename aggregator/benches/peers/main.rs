@@ -293,6 +293,14 @@ fn flow_numbers(v: &Value) -> Vec<f64> {
 // ---------------------------------------------------------------------------------------
 
 fn main() {
+    let part = std::env::var("CROWDFLOW_PEERS").unwrap_or_default();
+    if !["", "ingest", "queries"].contains(&part.as_str()) {
+        eprintln!(
+            "CROWDFLOW_PEERS={part:?}: must be \"ingest\" (the ingest part alone), \"queries\" \
+             (the queries alone) or unset (both)"
+        );
+        std::process::exit(2);
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -307,7 +315,6 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let part = std::env::var("CROWDFLOW_PEERS").unwrap_or_default();
     let messages: usize = std::env::var("CROWDFLOW_PEERS_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())

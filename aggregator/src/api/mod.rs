@@ -295,12 +295,34 @@ fn timestamp(params: &Params, name: &str) -> Result<Timestamp, ApiError> {
     let raw = params
         .get(name)
         .ok_or_else(|| ApiError::bad(name, "is required (RFC 3339, e.g. 2026-04-27T10:00:00Z)"))?;
-    raw.parse().map_err(|e: jiff::Error| {
-        ApiError::bad(
-            name,
-            format!("is not an RFC 3339 time such as 2026-04-27T10:00:00Z: {e}"),
-        )
-    })
+    raw.parse()
+        .map_err(|_| ApiError::bad(name, timestamp_problem(raw)))
+}
+
+/// What is wrong with a time that did not parse, in the caller's terms (the time library's
+/// own message names its internals).
+fn timestamp_problem(raw: &str) -> String {
+    const EXAMPLE: &str = "an RFC 3339 time such as 2026-04-27T10:00:00Z";
+    if !raw.is_empty()
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        if raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return format!("is a number: give {EXAMPLE}, not Unix seconds");
+        }
+        if !raw.contains('T') && !raw.contains(':') && raw.len() == 10 {
+            return format!("is a date: give {EXAMPLE} (a time and a UTC offset with it)");
+        }
+    }
+    if jiff::fmt::temporal::Pieces::parse(raw).is_ok_and(|p| p.offset().is_some()) {
+        return format!(
+            "is outside the times this service handles ({} to {})",
+            Timestamp::MIN,
+            Timestamp::MAX
+        );
+    }
+    format!("is not {EXAMPLE} (date, time and UTC offset)")
 }
 
 fn optional_timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, ApiError> {
@@ -336,7 +358,19 @@ fn zone_list<'a, S>(
         .get(name)
         .ok_or_else(|| ApiError::bad(name, "is required: zone ids separated by commas"))?;
     let mut out: Vec<&Zone> = Vec::new();
-    for id in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for id in raw.split(',') {
+        if id.trim().is_empty() {
+            return Err(ApiError::bad(
+                name,
+                "has an empty entry: zone ids separated by single commas",
+            ));
+        }
+        if id.trim() != id {
+            return Err(ApiError::bad(
+                name,
+                format!("has spaces around zone id {}", quoted(id.trim())),
+            ));
+        }
         let z = zone(state, name, id)?;
         if out.iter().any(|o| o.id == z.id) {
             return Err(ApiError::bad(name, format!("names zone {id:?} twice")));

@@ -7,7 +7,7 @@ pub mod visitors;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{ApiError, Params, timestamp};
-use crate::query::Range;
+use crate::query::{Range, floor_minute};
 
 pub(super) use series::zone_series;
 
@@ -30,6 +30,21 @@ pub(super) fn range(
             ),
         )
     })
+}
+
+/// Refuses a range (named by its start, `name`) that begins after the last complete window
+/// (`complete`): nothing was counted in it, and its zeros would read as nobody.
+pub(super) fn begun(name: &str, r: Range, complete: Timestamp) -> Result<(), ApiError> {
+    if r.from < complete {
+        return Ok(());
+    }
+    Err(ApiError::bad(
+        name,
+        format!(
+            "the range has not begun (windows are complete up to {:.0}): nothing was counted in it yet",
+            floor_minute(complete)
+        ),
+    ))
 }
 
 /// Notes on a range `name` (`r`): nothing stored (`empty`), or not ended by `complete`.

@@ -13,11 +13,11 @@ use crate::api::{ApiError, AppState, QueryParams, number, only, zone, zone_list}
 use crate::auth::Planner;
 use crate::config::Zone;
 use crate::people;
-use crate::query::{self, Count, Overlap, PerSalt, Range, floor_minute};
+use crate::query::{self, Count, Overlap, PerSalt, Range};
 use crate::store::{Store, StoreError};
 use crate::zone::ZoneId;
 
-use super::{range, range_notes};
+use super::{begun, range, range_notes};
 
 /// Most zones on each side of a flow matrix.
 const MAX_FLOW_ZONES: usize = 30;
@@ -96,21 +96,6 @@ pub(in crate::api) async fn distinct<S: Store>(
         people: people::mean(&minutes),
         devices: query::by_name(&devices),
     }))
-}
-
-/// Refuses a range (named by its start, `name`) that begins after the last complete window
-/// (`complete`): nothing was counted in it, and its zeros would read as nobody.
-fn begun(name: &str, r: Range, complete: Timestamp) -> Result<(), ApiError> {
-    if r.from < complete {
-        return Ok(());
-    }
-    Err(ApiError::bad(
-        name,
-        format!(
-            "the range has not begun (windows are complete up to {:.0}): nothing was counted in it yet",
-            floor_minute(complete)
-        ),
-    ))
 }
 
 /// Whether a range's unions (per kind, per salt) hold nothing: no sketch stored in it.

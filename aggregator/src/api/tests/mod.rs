@@ -750,6 +750,62 @@ async fn bad_parameters_get_4xx_naming_the_parameter() {
 }
 
 #[tokio::test]
+async fn refusals_say_what_is_wrong_in_the_callers_terms() {
+    let (state, _dir) = state().await;
+    let day = "from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z";
+    for (path, parameter, says) in [
+        (
+            "/api/v1/distinct?zone=neude&from=1764748800&to=2026-04-28T00:00:00Z".to_owned(),
+            "from",
+            "not Unix seconds",
+        ),
+        (
+            "/api/v1/distinct?zone=neude&from=2026-04-27&to=2026-04-28T00:00:00Z".to_owned(),
+            "from",
+            "is a date",
+        ),
+        (
+            "/api/v1/distinct?zone=neude&from=9999-01-01T00:00:00Z&to=9999-12-31T00:00:00Z"
+                .to_owned(),
+            "to",
+            "outside the times this service handles",
+        ),
+        (
+            format!("/api/v1/series?zones=neude,,plein&{day}"),
+            "zones",
+            "empty entry",
+        ),
+        (
+            format!("/api/v1/series?zones=neude,&{day}"),
+            "zones",
+            "empty entry",
+        ),
+        (
+            format!("/api/v1/series?zones=%20neude&{day}"),
+            "zones",
+            "spaces around",
+        ),
+        (
+            "/api/v1/series?zones=neude&from=2100-01-01T00:00:00Z&to=2100-01-02T00:00:00Z"
+                .to_owned(),
+            "from",
+            "has not begun",
+        ),
+    ] {
+        let (got, body) = call(&state, &path, Some(ADMIN)).await;
+        assert_eq!(got, StatusCode::BAD_REQUEST, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("json error");
+        assert_eq!(v["parameter"], parameter, "{path}: {body}");
+        let message = v.to_string();
+        assert!(message.contains(says), "{path}: {body}");
+        assert!(
+            !message.contains("jiff") && !message.contains("overflow"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn open_data_is_rounded_and_suppressed_below_k() {
     let (state, _dir) = state().await;
     let od = json(
