@@ -167,11 +167,15 @@ impl WindowedReplay {
     /// The open window holding `ts_ns`, opened if new.
     fn window_of(&mut self, ts_ns: i64) -> &mut OpenWindow {
         let len_ns = i64::from(self.length.seconds()) * NS_PER_S;
+        // The previous frame's window, without a division (a 64-bit division per frame was
+        // a tenth of a windowed replay, #15).
+        if let Some(w) = self.open.get(self.last)
+            && (w.start_ns..w.start_ns + len_ns).contains(&ts_ns)
+        {
+            return &mut self.open[self.last];
+        }
         let start_ns = ts_ns.div_euclid(len_ns) * len_ns;
-        let found = match self.open.get(self.last) {
-            Some(w) if w.start_ns == start_ns => Some(self.last),
-            _ => self.open.iter().position(|w| w.start_ns == start_ns),
-        };
+        let found = self.open.iter().position(|w| w.start_ns == start_ns);
         self.last = found.unwrap_or_else(|| {
             let start = Timestamp::from_second(start_ns.div_euclid(NS_PER_S))
                 .unwrap_or(Timestamp::UNIX_EPOCH);

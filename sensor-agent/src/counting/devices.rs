@@ -141,15 +141,15 @@ struct FrameMark {
 /// windowed replay's time, #19); a partition's addresses fit in the first-level cache.
 pub struct DeviceGroups {
     start: Timestamp,
-    /// Probe requests with a fingerprint, partitioned by the top bits of their key.
-    marks: Vec<Vec<FrameMark>>,
+    /// Probe requests with a fingerprint, in arrival order (partitioned at the end).
+    marks: Vec<FrameMark>,
     /// Frames without a fingerprint (data frames, PS-Poll): counted by address.
     bare: Vec<(DeviceHash, Option<i8>)>,
 }
 
 impl std::fmt::Debug for DeviceGroups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let frames = self.marks.iter().map(Vec::len).sum::<usize>() + self.bare.len();
+        let frames = self.marks.len() + self.bare.len();
         f.debug_struct("DeviceGroups")
             .field("frames", &frames)
             .finish_non_exhaustive()
@@ -161,7 +161,7 @@ impl DeviceGroups {
     pub fn new(start: Timestamp) -> DeviceGroups {
         DeviceGroups {
             start,
-            marks: vec![Vec::new(); PARTITIONS],
+            marks: Vec::new(),
             bare: Vec::new(),
         }
     }
@@ -200,8 +200,7 @@ impl DeviceGroups {
             return;
         };
         let key = index_key(&device, &fingerprint);
-        let partition = (key >> 56) as usize % PARTITIONS;
-        self.marks[partition].push(FrameMark {
+        self.marks.push(FrameMark {
             key,
             ms,
             fingerprint,
@@ -232,7 +231,8 @@ impl DeviceGroups {
         // Each address's span (first and last moment, frames), one partition at a time.
         let mut spans: Vec<(Fingerprint, Span)> = Vec::new();
         let mut index: foldhash::HashMap<u64, usize> = foldhash::HashMap::default();
-        for partition in &self.marks {
+        for partition in partitions(&self.marks).chunk_by(|a, b| partition_of(a) == partition_of(b))
+        {
             index.clear();
             for m in partition.iter().filter(|m| heard(m.rssi)) {
                 let next = spans.len();
@@ -261,6 +261,34 @@ impl DeviceGroups {
         }
         devices
     }
+}
+
+/// The partition of a mark: the top bits of its key.
+fn partition_of(m: &FrameMark) -> usize {
+    (m.key >> 56) as usize % PARTITIONS
+}
+
+/// The marks ordered by partition (a counting sort, stable): frames are appended to one
+/// list as heard (a list per partition grew by copying, a tenth of a windowed replay, #15)
+/// and sorted once at the window's end.
+fn partitions(marks: &[FrameMark]) -> Vec<FrameMark> {
+    let mut starts = [0usize; PARTITIONS + 1];
+    for m in marks {
+        starts[partition_of(m) + 1] += 1;
+    }
+    for p in 0..PARTITIONS {
+        starts[p + 1] += starts[p];
+    }
+    let Some(first) = marks.first() else {
+        return Vec::new();
+    };
+    let mut out = vec![*first; marks.len()];
+    for m in marks {
+        let at = &mut starts[partition_of(m)];
+        out[*at] = *m;
+        *at += 1;
+    }
+    out
 }
 
 /// The key of an (address, fingerprint) pair: the address's salted hash is uniform, so
