@@ -23,8 +23,12 @@
 //! (`target/bench-data/peers-answers-v{DATA_VERSION}.json`), so an optimization cannot
 //! change a number.
 //!
+//! Where a `redis-server` is installed (Debian's `redis-server`; not installed by the
+//! benchmark), Redis HyperLogLog answers the same questions as a second peer on a server of
+//! its own ([`redis_peer`]): a column of the table, not a `ratio` line.
+//!
 //! Prints a markdown table and ends with one `ratio NAME VALUE` line per figure (crowdflow's
-//! time over the peer's: below 1 is faster).
+//! time over the PostgreSQL peer's: below 1 is faster).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,12 +40,14 @@ mod common;
 mod data;
 mod ingest;
 mod peer;
+mod redis_peer;
 
 use data::{generate, zone_id};
 use peer::{
     DISTINCT_ZONE, PeerServer, peer_database, peer_distinct, peer_flows, peer_is_loaded,
     peer_rollups, peer_schema, peer_series,
 };
+use redis_peer::RedisPeer;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -519,8 +525,43 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
             "the peer counts {peer_day}, crowdflow {ours}: not the same data"
         );
 
+        // The second peer, where Redis is installed: the same questions, its counts checked
+        // against crowdflow's (Redis's estimator differs too).
+        let distinct_zone: u64 = DISTINCT_ZONE[1..].parse().expect("zone number");
+        let mut redis = RedisPeer::start();
+        if let Some(r) = redis.as_mut() {
+            r.load(start, &q, distinct_zone, 20, &peer_series(&peer, &q).await);
+            for (from, ours) in [
+                (q.day, answers.distinct_aligned[0]),
+                (q.odd, answers.distinct_unaligned[0]),
+            ] {
+                let theirs = r.distinct(distinct_zone, from, Questions::hour(from, 24));
+                assert!(
+                    (theirs - ours).abs() < 0.05 * ours,
+                    "Redis counts {theirs}, crowdflow {ours}: not the same data"
+                );
+            }
+            assert_eq!(r.flows(&q, 20).len(), 400, "Redis flow cells");
+            assert_eq!(r.series(&q.zones), (ZONES * 1440) as usize, "Redis points");
+        }
+        let mut redis_time = |f: &mut dyn FnMut(&mut RedisPeer)| {
+            redis.as_mut().map(|r| {
+                f(r);
+                let mut times: Vec<Duration> = (0..15)
+                    .map(|_| {
+                        let t = Instant::now();
+                        f(r);
+                        t.elapsed()
+                    })
+                    .collect();
+                times.sort();
+                times[times.len() / 2]
+            })
+        };
+
         // Timing.
         let mut rows: Vec<(&str, &str, Duration, Duration, String)> = Vec::new();
+        let mut redis_rows: Vec<Option<Duration>> = Vec::new();
         for (name, label, from) in [
             (
                 "distinct_aligned",
@@ -538,6 +579,9 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
             let (theirs, _) =
                 median(15, || peer_distinct(&peer, from, Questions::hour(from, 24))).await;
             rows.push((name, label, ours, theirs, String::new()));
+            redis_rows.push(redis_time(&mut |r| {
+                r.distinct(distinct_zone, from, Questions::hour(from, 24));
+            }));
         }
         let (ours, _) = median(5, || crowdflow_get(&app, &flows_path)).await;
         let (theirs, cells) = median(5, || peer_flows(&peer, &q, &twenty)).await;
@@ -549,6 +593,9 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
             theirs,
             String::new(),
         ));
+        redis_rows.push(redis_time(&mut |r| {
+            r.flows(&q, 20);
+        }));
         let (theirs, points) = median(5, || peer_series(&peer, &q)).await;
         assert_eq!(points.len(), (ZONES * 1440) as usize, "peer series points");
         let per_point = |body: &axum::body::Bytes| {
@@ -574,22 +621,42 @@ async fn queries(server: &PeerServer, db: &Path, answers_file: &Path) -> Vec<(&'
             theirs,
             per_point(&body),
         ));
+        let series_redis = redis_time(&mut |r| {
+            r.series(&q.zones);
+        });
+        redis_rows.push(series_redis);
+        redis_rows.push(series_redis);
 
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
         println!(
             "\n{ZONES} zones x {DAYS} days of minute sketches, 300-3,000 devices a zone-minute; crowdflow: SQLite {:.0} MiB; peer: PostgreSQL + postgresql-hll (log2m 14) with hour/day rollups and stored minute numbers (its series: estimates only). Both are asked over loopback TCP: crowdflow's HTTP API on one kept-alive connection, the peer on one PostgreSQL connection\n",
             size(db)
         );
-        println!("| work | crowdflow | peer | ratio |");
-        println!("|---|---|---|---|");
+        println!(
+            "| work | crowdflow | peer | ratio | Redis HyperLogLog (keys per tile, counts in a hash) | ratio to Redis |"
+        );
+        println!("|---|---|---|---|---|---|");
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        for (_, label, ours, theirs, note) in rows.iter().chain([&points_row]) {
+        let verdict = |ratio: f64| if ratio <= 1.0 { "faster" } else { "slower" };
+        for ((_, label, ours, theirs, note), redis) in
+            rows.iter().chain([&points_row]).zip(&redis_rows)
+        {
             let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+            let (redis, to_redis) = match redis {
+                Some(r) => {
+                    let ratio = ours.as_secs_f64() / r.as_secs_f64();
+                    (
+                        format!("{:.2} ms", ms(*r)),
+                        format!("{ratio:.2} ({})", verdict(ratio)),
+                    )
+                }
+                None => ("not installed".to_owned(), "-".to_owned()),
+            };
             println!(
-                "| {label} | {:.2} ms{note} | {:.2} ms | {ratio:.2} ({}) |",
+                "| {label} | {:.2} ms{note} | {:.2} ms | {ratio:.2} ({}) | {redis} | {to_redis} |",
                 ms(*ours),
                 ms(*theirs),
-                if ratio <= 1.0 { "faster" } else { "slower" }
+                verdict(ratio)
             );
         }
         rows.iter()
