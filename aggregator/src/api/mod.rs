@@ -316,11 +316,7 @@ fn timestamp_problem(raw: &str) -> String {
         }
     }
     if jiff::fmt::temporal::Pieces::parse(raw).is_ok_and(|p| p.offset().is_some()) {
-        return format!(
-            "is outside the times this service handles ({} to {})",
-            Timestamp::MIN,
-            Timestamp::MAX
-        );
+        return "is outside the times this service handles (up to 9999-12-30T22:00:00Z)".to_owned();
     }
     format!("is not {EXAMPLE} (date, time and UTC offset)")
 }

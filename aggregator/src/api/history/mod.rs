@@ -7,7 +7,7 @@ pub mod visitors;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{ApiError, Params, timestamp};
-use crate::query::{Range, floor_minute};
+use crate::query::{Range, RangeError, floor_minute};
 
 pub(super) use series::zone_series;
 
@@ -22,13 +22,17 @@ pub(super) fn range(
     let (f, t) = (timestamp(params, from)?, timestamp(params, to)?);
     Range::new(f, t, max).map_err(|e| {
         let (name, other) = if e.at_start() { (from, to) } else { (to, from) };
-        ApiError::bad(
-            name,
-            format!(
-                "{e} (with `{other}`; ranges of at most {} hours)",
+        let why = match e {
+            RangeError::StartNotWholeMinute | RangeError::EndNotWholeMinute => {
+                format!("{e}, such as 2026-04-27T10:00:00Z (no seconds)")
+            }
+            RangeError::EndsBeforeStart => format!("must be after `{other}`"),
+            RangeError::TooLong => format!(
+                "{e} (with `{other}`: at most {} hours)",
                 max.as_secs() / 3600
             ),
-        )
+        };
+        ApiError::bad(name, why)
     })
 }
 
@@ -41,7 +45,7 @@ pub(super) fn begun(name: &str, r: Range, complete: Timestamp) -> Result<(), Api
     Err(ApiError::bad(
         name,
         format!(
-            "the range has not begun (windows are complete up to {:.0}): nothing was counted in it yet",
+            "starts a range that has not begun (windows are complete up to {:.0}): nothing was counted in it yet",
             floor_minute(complete)
         ),
     ))

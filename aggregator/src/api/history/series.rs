@@ -338,10 +338,11 @@ fn whole_buckets(r: Range, resolution: Resolution) -> (Range, Option<String>) {
     };
     let note = (widened != r).then(|| {
         format!(
-            "the range is widened to whole {step}s ({} to {}): a stored {step} counts its devices whole, so a {step} cut by the range would set the devices of all of it beside the people of its part",
+            "the range is widened to whole {step}s ({} to {}): a stored {step} counts its devices whole, so {a} {step} cut by the range would set the devices of all of it beside the people of its part",
             widened.from,
             widened.to,
             step = resolution.as_str(),
+            a = if resolution == Resolution::Hour { "an" } else { "a" },
         )
     });
     (widened, note)
