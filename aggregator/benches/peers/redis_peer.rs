@@ -14,6 +14,7 @@ use jiff::Timestamp;
 
 use crate::Questions;
 use crate::data::{device_hash, device_ids};
+use crate::ingest::free_port;
 
 /// A `redis-server` of the benchmark's own; stopped on drop.
 pub(crate) struct RedisPeer {
@@ -27,13 +28,6 @@ impl Drop for RedisPeer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl RedisPeer {

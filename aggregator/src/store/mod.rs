@@ -89,6 +89,17 @@ impl Resolution {
     }
 }
 
+impl std::str::FromStr for Resolution {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Resolution::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or(())
+    }
+}
+
 /// One validated sketch message, ready to store.
 #[derive(Debug, Clone)]
 pub struct Accepted {

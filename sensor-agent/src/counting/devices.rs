@@ -135,8 +135,8 @@ struct FrameMark {
 /// One window's sightings of Wi-Fi devices, by salted address hash and fingerprint.
 /// No address, no fingerprint bytes in any output: only the slot keys of [`Self::finish`].
 ///
-/// Frames are appended as heard, into one of 256 lists by their address key, and
-/// grouped at the window's end, one partition at a time: a table of every address of a busy
+/// Frames are appended to one list as heard, put in order of 256 partitions by their address
+/// key at the window's end, and grouped one partition at a time: a table of every address of a busy
 /// window, looked up per frame, missed the cache on almost every frame (a third of a
 /// windowed replay's time, #19); a partition's addresses fit in the first-level cache.
 pub struct DeviceGroups {

@@ -227,14 +227,10 @@ async fn merge_unions(
         .map_err(db)?;
     let mut stored: BTreeMap<BucketKey, Vec<u8>> = BTreeMap::new();
     for r in &rows {
-        let resolution: String = get(r, 2)?;
         let key = BucketKey {
             zone: get(r, 0)?,
             kind: parse::<Kind>(get(r, 1)?, "kind")?.as_str(),
-            resolution: Resolution::ALL
-                .into_iter()
-                .find(|r| r.as_str() == resolution)
-                .ok_or_else(|| StoreError::Corrupt(format!("resolution {resolution:?}")))?,
+            resolution: parse(get(r, 2)?, "resolution")?,
             bucket: get(r, 3)?,
             epoch: get(r, 4)?,
             salt_fp: get(r, 5)?,
