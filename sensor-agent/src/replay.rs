@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crowdflow_contract::identity::{DeviceHash, Kind, hash_device};
+use crowdflow_contract::identity::{ADDRESS_LEN, DeviceHash, Kind, Medium, hash_devices};
 use crowdflow_contract::salt::{Salt, SaltError};
 use crowdflow_contract::sketch::{Estimate, Precision};
 use crowdflow_contract::window::{Window, WindowLength};
@@ -197,8 +197,7 @@ impl WindowedReplay {
         outcome: &Result<frame::Sighting, Skip>,
     ) {
         if let Ok(s) = outcome
-            && let (crowdflow_contract::identity::Medium::Wifi, Some(rssi)) =
-                (s.heard.medium, s.heard.rssi)
+            && let (Medium::Wifi, Some(rssi)) = (s.heard.medium, s.heard.rssi)
         {
             self.gate.observe(rssi);
         }
@@ -345,6 +344,63 @@ struct Counts<'a> {
     skipped_link_types: &'a mut BTreeMap<String, u64>,
 }
 
+/// Decoded frames waiting to be counted, so that their addresses are hashed together
+/// ([`hash_devices`]: 16 share the SIMD lanes of one compression). Counted in capture order,
+/// with the same results as one at a time.
+struct Batch {
+    frames: Vec<(i64, Result<frame::Sighting, Skip>)>,
+    devices: Vec<(Medium, [u8; ADDRESS_LEN])>,
+    hashes: Vec<DeviceHash>,
+    size: usize,
+}
+
+impl Batch {
+    /// Frames a batch holds as fast as possible: a multiple of the 16 lanes, small enough
+    /// to stay in the L1 cache.
+    const FAST: usize = 256;
+
+    fn new(size: usize) -> Batch {
+        Batch {
+            frames: Vec::with_capacity(size + 8),
+            devices: Vec::with_capacity(size + 8),
+            hashes: Vec::with_capacity(size + 8),
+            size,
+        }
+    }
+
+    fn push(&mut self, ts_ns: i64, outcome: Result<frame::Sighting, Skip>) {
+        if let Ok(s) = &outcome {
+            self.devices.push((s.heard.medium, s.heard.address));
+        }
+        self.frames.push((ts_ns, outcome));
+    }
+
+    fn is_full(&self) -> bool {
+        self.frames.len() >= self.size
+    }
+
+    /// Hashes the batch's addresses and counts its frames; the batch is empty after.
+    fn count(&mut self, counts: &mut Counts<'_>) {
+        self.hashes.clear();
+        hash_devices(counts.salt, &self.devices, &mut self.hashes);
+        self.devices.clear();
+        let mut hashes = self.hashes.iter();
+        for (ts_ns, outcome) in self.frames.drain(..) {
+            counts.tally.record(&outcome.map(|s| s.heard));
+            let device = outcome.as_ref().ok().and_then(|_| hashes.next());
+            match counts.windowed.as_deref_mut() {
+                // The replay's own sketches are the union of its windows'.
+                Some(windowed) => windowed.add(device, ts_ns, &outcome),
+                None => {
+                    if let (Ok(s), Some(device)) = (&outcome, device) {
+                        counts.sketches.insert_hash(s.heard.kind(), device);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Counts one file. Packets of link types the agent cannot read (another interface of a
 /// pcapng) are skipped and counted; a file with nothing else is an error naming its types.
 fn replay_file(
@@ -395,7 +451,20 @@ fn count_file<R: BufRead>(
     let mut unsupported: BTreeMap<String, u64> = BTreeMap::new();
     let mut supported = 0u64;
     let mut outcomes = Vec::new();
-    while let Some(packet) = reader.next_packet().map_err(file_error)? {
+    let mut batch = Batch::new(match pace {
+        Pace::Fast => Batch::FAST,
+        Pace::Recorded => 1,
+    });
+    loop {
+        let packet = match reader.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            Err(e) => {
+                // The frames before the fault still count.
+                batch.count(&mut counts);
+                return Err(file_error(e));
+            }
+        };
         if packet.link.is_supported() {
             supported += 1;
         } else {
@@ -404,25 +473,14 @@ fn count_file<R: BufRead>(
         clock.wait_for(packet.ts_ns);
         outcomes.clear();
         frame::decode_packet(&packet, policy, counts.windowed.is_some(), &mut outcomes);
-        for sighting in &outcomes {
-            counts.tally.record(&sighting.map(|s| s.heard));
-            match counts.windowed.as_deref_mut() {
-                None => {
-                    if let Ok(s) = sighting {
-                        counts.sketches.insert(counts.salt, &s.heard);
-                    }
-                }
-                Some(windowed) => {
-                    // One hash per frame; the replay's own sketches are the union of its
-                    // windows'.
-                    let device = sighting
-                        .ok()
-                        .map(|s| hash_device(counts.salt, s.heard.medium, &s.heard.address));
-                    windowed.add(device.as_ref(), packet.ts_ns, sighting);
-                }
-            }
+        for sighting in outcomes.drain(..) {
+            batch.push(packet.ts_ns, sighting);
+        }
+        if batch.is_full() {
+            batch.count(&mut counts);
         }
     }
+    batch.count(&mut counts);
     for (link, n) in &unsupported {
         *counts.skipped_link_types.entry(link.clone()).or_default() += n;
     }

@@ -32,7 +32,7 @@
 //! count as one (dense crowds of one model undercount); a phone probing on 2.4 and 5 GHz
 //! shows two fingerprints.
 
-use crowdflow_contract::identity::{DeviceHash, hash_slot};
+use crowdflow_contract::identity::{DeviceHash, hash_slots};
 use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::Sketch;
 use jiff::{SignedDuration, Timestamp};
@@ -247,6 +247,7 @@ impl DeviceGroups {
         }
         spans.sort_unstable_by_key(|(fingerprint, _)| *fingerprint);
         let mut group: Vec<Span> = Vec::new();
+        let mut keys = Vec::new();
         for same in spans.chunk_by(|a, b| a.0 == b.0) {
             if same.iter().map(|(_, s)| s.2).sum::<u32>() < 2 {
                 continue;
@@ -254,8 +255,10 @@ impl DeviceGroups {
             group.clear();
             group.extend(same.iter().map(|(_, s)| *s));
             let slots = concurrency(&group);
-            for slot in 0..slots {
-                sketch.insert(&hash_slot(salt, same[0].0.digest(), slot));
+            keys.clear();
+            hash_slots(salt, same[0].0.digest(), slots, &mut keys);
+            for key in &keys {
+                sketch.insert(key);
             }
             devices += u64::from(slots);
         }

@@ -5,6 +5,8 @@
 //! forgotten: nothing here stores it, and [`DeviceHash`] cannot be printed or serialized,
 //! so an individual hash cannot leave the agent by accident.
 
+mod lanes;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -157,6 +159,40 @@ pub fn hash_device(salt: &Salt, medium: Medium, address: &[u8; ADDRESS_LEN]) -> 
     keyed(salt, medium.domain(), address)
 }
 
+/// Hashes many device addresses, each exactly as [`hash_device`] would, into `out` in order.
+/// Sixteen at a time share the SIMD lanes of one compression where the CPU has AVX-512 or
+/// AVX2, about six times the one-at-a-time rate (replay, #15); the addresses are only
+/// borrowed.
+pub fn hash_devices(
+    salt: &Salt,
+    devices: &[(Medium, [u8; ADDRESS_LEN])],
+    out: &mut Vec<DeviceHash>,
+) {
+    hash_many(salt, devices, out, |block, (medium, address)| {
+        block.push(&[medium.domain(), address]);
+    });
+}
+
+/// The keyed hash of each item, put into a lane by `push`, sixteen to a compression.
+fn hash_many<T>(
+    salt: &Salt,
+    items: &[T],
+    out: &mut Vec<DeviceHash>,
+    push: impl Fn(&mut lanes::Block, &T),
+) {
+    let mut block = lanes::Block::new();
+    let mut hashes = Vec::with_capacity(lanes::LANES);
+    for group in items.chunks(lanes::LANES) {
+        block.clear();
+        for item in group {
+            push(&mut block, item);
+        }
+        hashes.clear();
+        lanes::hash_lanes(salt.key(), &block, &mut hashes);
+        out.extend(hashes.iter().map(|&h| DeviceHash(h)));
+    }
+}
+
 /// Domain of [`hash_slot`] keys: Wi-Fi fingerprint slots.
 const SLOT_DOMAIN: &[u8; 16] = b"crowdflow/v1/wfs";
 
@@ -172,6 +208,20 @@ pub fn hash_slot(salt: &Salt, fingerprint: &[u8; FINGERPRINT_LEN], slot: u16) ->
     key[..FINGERPRINT_LEN].copy_from_slice(fingerprint);
     key[FINGERPRINT_LEN..].copy_from_slice(&slot.to_be_bytes());
     keyed(salt, SLOT_DOMAIN, &key)
+}
+
+/// The keys of slots `0..slots` of one fingerprint, each exactly as [`hash_slot`] would
+/// hash it, into `out` in slot order (sixteen to a compression, as [`hash_devices`]).
+pub fn hash_slots(
+    salt: &Salt,
+    fingerprint: &[u8; FINGERPRINT_LEN],
+    slots: u16,
+    out: &mut Vec<DeviceHash>,
+) {
+    let slots: Vec<u16> = (0..slots).collect();
+    hash_many(salt, &slots, out, |block, slot| {
+        block.push(&[SLOT_DOMAIN, fingerprint, &slot.to_be_bytes()]);
+    });
 }
 
 fn keyed(salt: &Salt, domain: &[u8; 16], key: &[u8]) -> DeviceHash {
@@ -254,6 +304,42 @@ mod tests {
             hash_slot(&s, &fp, 0).as_bytes(),
             hash_slot(&salt(4), &fp, 0).as_bytes()
         );
+    }
+
+    #[test]
+    fn many_addresses_hash_as_one_at_a_time() {
+        let s = salt(5);
+        let devices: Vec<(Medium, [u8; 6])> = (0..40u8)
+            .map(|i| {
+                let medium = if i % 3 == 0 {
+                    Medium::Ble
+                } else {
+                    Medium::Wifi
+                };
+                (medium, [i, 0x5e, i ^ 0x0c, 0xb0, i, 0xf7])
+            })
+            .collect();
+        let mut many = Vec::new();
+        hash_devices(&s, &devices, &mut many);
+        assert_eq!(many.len(), devices.len());
+        for ((medium, address), hash) in devices.iter().zip(&many) {
+            assert_eq!(
+                hash.as_bytes(),
+                hash_device(&s, *medium, address).as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn many_slots_hash_as_one_at_a_time() {
+        let s = salt(6);
+        let fp = [9, 8, 7, 6, 5, 4, 3, 2];
+        let mut many = Vec::new();
+        hash_slots(&s, &fp, 37, &mut many);
+        let one: Vec<_> = (0..37)
+            .map(|slot| *hash_slot(&s, &fp, slot).as_bytes())
+            .collect();
+        assert_eq!(many.iter().map(|h| *h.as_bytes()).collect::<Vec<_>>(), one);
     }
 
     #[test]
