@@ -1,7 +1,7 @@
 //! The keyed BLAKE3 hash of many short messages at once: one message per SIMD lane.
 //!
 //! A device key is at most 32 bytes (a 16-byte domain and an address or slot key), so its
-//! keyed BLAKE3 hash is a single compression of a single block with the flags CHUNK_START,
+//! keyed BLAKE3 hash is a single compression of one block, zero past the message, with the flags CHUNK_START,
 //! CHUNK_END, ROOT and KEYED_HASH (BLAKE3 specification, §2.2–2.6). The `blake3` crate
 //! computes one message at a time; its many-message kernels serve the chunks of one long
 //! input and are not public. A replay hashes millions of addresses, a quarter of its time
@@ -17,8 +17,8 @@ use zeroize::Zeroizing;
 /// Messages hashed together.
 pub const LANES: usize = 16;
 
-/// Longest message a lane takes: one BLAKE3 block.
-pub const BLOCK_LEN: usize = 64;
+/// Longest key after the domain: messages take half a BLAKE3 block, whose other half is zero.
+pub const KEY_MAX: usize = 16;
 
 /// Below this many messages the lanes cost more than the crate's one-message path (16 lanes
 /// take about as long as 3 crate calls on AVX-512, 5 on AVX2).
@@ -55,9 +55,11 @@ const SCHEDULE: [[usize; 16]; 7] = {
 /// One 32-bit word of every lane.
 type Word = [u32; LANES];
 
-/// Up to [`LANES`] messages of at most [`BLOCK_LEN`] bytes, laid out word by word.
+/// Up to [`LANES`] messages, each a 16-byte domain and a key of at most [`KEY_MAX`] bytes,
+/// laid out word by word (the eight words a message can fill; the block's other eight are
+/// zero).
 pub struct Block {
-    words: [Word; 16],
+    words: [Word; 8],
     lens: [u32; LANES],
     used: usize,
 }
@@ -66,7 +68,7 @@ impl Block {
     /// An empty block.
     pub fn new() -> Block {
         Block {
-            words: [[0; LANES]; 16],
+            words: [[0; LANES]; 8],
             lens: [0; LANES],
             used: 0,
         }
@@ -77,28 +79,28 @@ impl Block {
         self.used == LANES
     }
 
-    /// Puts a message, the concatenation of `parts` (at most [`BLOCK_LEN`] bytes in all),
-    /// into the next lane.
-    pub fn push(&mut self, parts: &[&[u8]]) {
-        debug_assert!(!self.is_full());
+    /// Puts the message `domain || key` into the next lane. Keys longer than [`KEY_MAX`]
+    /// bytes are cut there (no key of the contract is).
+    #[inline]
+    pub fn push(&mut self, domain: &[u8; 16], key: &[u8]) {
+        debug_assert!(!self.is_full() && key.len() <= KEY_MAX);
         let lane = self.used;
-        let mut bytes = [0u8; BLOCK_LEN];
-        let mut len = 0;
-        for part in parts {
-            bytes[len..len + part.len()].copy_from_slice(part);
-            len += part.len();
+        let len = key.len().min(KEY_MAX);
+        let mut tail = [0u8; KEY_MAX];
+        tail[..len].copy_from_slice(&key[..len]);
+        for (w, bytes) in domain
+            .chunks_exact(4)
+            .chain(tail.chunks_exact(4))
+            .enumerate()
+        {
+            self.words[w][lane] = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         }
-        // The words past the message stay as `clear` left them: zero.
-        for (w, word) in bytes[..len.next_multiple_of(4)].chunks_exact(4).enumerate() {
-            self.words[w][lane] = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        self.lens[lane] = len as u32;
+        self.lens[lane] = (16 + len) as u32;
         self.used += 1;
     }
 
-    /// Empties the block for the next messages.
+    /// Empties the block for the next messages (each push writes all of its lane's words).
     pub fn clear(&mut self) {
-        self.words = [[0; LANES]; 16];
         self.used = 0;
     }
 }
@@ -140,7 +142,7 @@ pub fn hash_lanes(key: &[u8; 32], block: &Block, out: &mut Vec<[u8; 16]>) {
 /// The crate's one-message path, for CPUs without the wide registers (and as the reference).
 fn per_message(key: &[u8; 32], block: &Block, out: &mut Vec<[u8; 16]>) {
     for lane in 0..block.used {
-        let mut bytes = [0u8; BLOCK_LEN];
+        let mut bytes = [0u8; 32];
         for (w, chunk) in bytes.chunks_exact_mut(4).enumerate() {
             chunk.copy_from_slice(&block.words[w][lane].to_le_bytes());
         }
@@ -186,9 +188,14 @@ fn compress(key: &[u32; 8], block: &Block, out: &mut [[u32; 4]; LANES]) {
     // v[12], v[13]: the chunk counter, 0.
     v[14] = block.lens;
     v[15] = [FLAGS; LANES];
-    let m = &block.words;
+    let zero = [0; LANES];
+    let w = &block.words;
+    let m = [
+        w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], zero, zero, zero, zero, zero, zero, zero,
+        zero,
+    ];
     for schedule in &SCHEDULE {
-        round(&mut v, m, schedule);
+        round(&mut v, &m, schedule);
     }
     for (lane, hash) in out.iter_mut().enumerate() {
         for (w, word) in hash.iter_mut().enumerate() {
@@ -234,11 +241,17 @@ fn g(v: &mut [Word; 16], [a, b, c, d]: [usize; 4], x: &Word, y: &Word) {
 mod tests {
     use super::*;
 
-    /// Messages of every length 0..=64 with varied bytes, under a few keys.
-    fn messages() -> Vec<Vec<u8>> {
-        (0..=BLOCK_LEN)
+    /// Keys of every length 0..=16 with varied bytes, after a domain.
+    const DOMAIN: &[u8; 16] = b"crowdflow/v1/tst";
+
+    fn keys() -> Vec<Vec<u8>> {
+        (0..=KEY_MAX)
             .map(|len| (0..len).map(|i| (i * 37 + len * 11) as u8).collect())
             .collect()
+    }
+
+    fn message(key: &[u8]) -> Vec<u8> {
+        [&DOMAIN[..], key].concat()
     }
 
     fn crate_hash(key: &[u8; 32], message: &[u8]) -> [u8; 16] {
@@ -250,18 +263,42 @@ mod tests {
     #[test]
     fn every_lane_equals_the_crates_keyed_hash() {
         for key in [[0u8; 32], [0xa5; 32], std::array::from_fn(|i| i as u8 * 7)] {
-            let all = messages();
-            for group in all.chunks(LANES - 3) {
+            let all = keys();
+            for group in all.chunks(LANES - 3).chain([&all[..LANES], &all[1..]]) {
                 let mut block = Block::new();
-                for m in group {
-                    block.push(&[&m[..m.len().min(20)], &m[m.len().min(20)..]]);
+                for k in group {
+                    block.push(DOMAIN, k);
                 }
                 let mut out = Vec::new();
                 hash_lanes(&key, &block, &mut out);
-                let expected: Vec<_> = group.iter().map(|m| crate_hash(&key, m)).collect();
+                let expected: Vec<_> = group
+                    .iter()
+                    .map(|k| crate_hash(&key, &message(k)))
+                    .collect();
                 assert_eq!(out, expected);
             }
         }
+    }
+
+    /// A full block of keys 1..=16 bytes long, and their hashes by the crate.
+    fn full_block(key: &[u8; 32]) -> (Block, Vec<[u8; 16]>) {
+        let all = keys();
+        let mut block = Block::new();
+        for k in &all[1..] {
+            block.push(DOMAIN, k);
+        }
+        let expected = all[1..]
+            .iter()
+            .map(|k| crate_hash(key, &message(k)))
+            .collect();
+        (block, expected)
+    }
+
+    fn as_bytes(hashes: [[u32; 4]; LANES]) -> Vec<[u8; 16]> {
+        hashes
+            .iter()
+            .map(|h| std::array::from_fn(|i| h[i / 4].to_le_bytes()[i % 4]))
+            .collect()
     }
 
     #[test]
@@ -269,41 +306,18 @@ mod tests {
         // The kernel without target features (plain code), so the arithmetic is checked on
         // every CPU, also where the wide paths are not taken.
         let key = [3u8; 32];
-        let mut block = Block::new();
-        let all = messages();
-        for m in all.iter().take(LANES) {
-            block.push(&[m]);
-        }
+        let (block, expected) = full_block(&key);
         let mut hashes = [[0u32; 4]; LANES];
         compress(&key_words(&key), &block, &mut hashes);
-        for (m, h) in all.iter().zip(hashes) {
-            let bytes: Vec<u8> = h.iter().flat_map(|w| w.to_le_bytes()).collect();
-            assert_eq!(bytes, crate_hash(&key, m));
-        }
+        assert_eq!(as_bytes(hashes), expected);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn each_wide_kernel_this_cpu_has_equals_the_crate() {
         let key = [0x5au8; 32];
-        let mut block = Block::new();
-        let all = messages();
-        for m in all.iter().skip(20).take(LANES) {
-            block.push(&[m]);
-        }
-        let expected: Vec<_> = all
-            .iter()
-            .skip(20)
-            .take(LANES)
-            .map(|m| crate_hash(&key, m))
-            .collect();
+        let (block, expected) = full_block(&key);
         let words = key_words(&key);
-        let as_bytes = |hashes: [[u32; 4]; LANES]| -> Vec<[u8; 16]> {
-            hashes
-                .iter()
-                .map(|h| std::array::from_fn(|i| h[i / 4].to_le_bytes()[i % 4]))
-                .collect()
-        };
         if std::arch::is_x86_feature_detected!("avx512f") {
             let mut hashes = [[0u32; 4]; LANES];
             // SAFETY: the CPU has AVX-512F.
@@ -322,11 +336,15 @@ mod tests {
     fn a_cleared_block_hashes_its_new_messages_only() {
         let key = [9u8; 32];
         let mut block = Block::new();
-        block.push(&[b"a longer first message of forty bytes...."]);
+        for _ in 0..LANES {
+            block.push(DOMAIN, b"sixteen bytes...");
+        }
         block.clear();
-        block.push(&[b"ab"]);
+        for _ in 0..5 {
+            block.push(DOMAIN, b"ab");
+        }
         let mut out = Vec::new();
         hash_lanes(&key, &block, &mut out);
-        assert_eq!(out, vec![crate_hash(&key, b"ab")]);
+        assert_eq!(out, vec![crate_hash(&key, &message(b"ab")); 5]);
     }
 }

@@ -169,7 +169,7 @@ pub fn hash_devices(
     out: &mut Vec<DeviceHash>,
 ) {
     hash_many(salt, devices, out, |block, (medium, address)| {
-        block.push(&[medium.domain(), address]);
+        block.push(medium.domain(), address);
     });
 }
 
@@ -220,7 +220,10 @@ pub fn hash_slots(
 ) {
     let slots: Vec<u16> = (0..slots).collect();
     hash_many(salt, &slots, out, |block, slot| {
-        block.push(&[SLOT_DOMAIN, fingerprint, &slot.to_be_bytes()]);
+        let mut key = [0u8; FINGERPRINT_LEN + 2];
+        key[..FINGERPRINT_LEN].copy_from_slice(fingerprint);
+        key[FINGERPRINT_LEN..].copy_from_slice(&slot.to_be_bytes());
+        block.push(SLOT_DOMAIN, &key);
     });
 }
 
