@@ -64,28 +64,53 @@ enum Command {
         window: Option<WindowLength>,
         /// Skip frames weaker than this (dBm), as the zone gate `capture.min_rssi_dbm` does
         /// live; it replaces the learned gate of the device estimate.
-        #[arg(long, value_name = "DBM", allow_negative_numbers = true)]
+        #[arg(long, value_name = "DBM", allow_negative_numbers = true, value_parser = parse_min_rssi)]
         min_rssi: Option<i8>,
     },
 }
 
-/// A window length such as `900`, `900s`, `15m` or `1h`.
+/// A window length such as `900s`, `15m` or `1h`. A bare number is refused: `15` read as
+/// seconds where minutes were meant gives 60 times the windows without a word.
 fn parse_window(text: &str) -> Result<WindowLength, String> {
     let text = text.trim();
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, ""), |i| text.split_at(i));
     let factor = match unit {
-        "" | "s" => 1,
+        "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,
+        "" => return Err(format!("give a unit: {number}s, {number}m or {number}h")),
         _ => return Err("use seconds, minutes or hours, e.g. 60s, 15m, 1h".into()),
     };
-    let seconds = number
-        .parse::<u64>()
-        .map_err(|_| "use a whole number with s, m or h, e.g. 15m".to_owned())?
-        .saturating_mul(factor);
+    let seconds = match number.parse::<u64>() {
+        Ok(n) => n.saturating_mul(factor),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => u64::MAX,
+        Err(_) => return Err("use a whole number with s, m or h, e.g. 15m".to_owned()),
+    };
     WindowLength::new(seconds).map_err(|e| e.to_string())
+}
+
+/// A signal gate in dBm, in the range the config's `capture.min_rssi_dbm` takes.
+fn parse_min_rssi(text: &str) -> Result<i8, String> {
+    text.trim()
+        .parse::<i8>()
+        .ok()
+        .filter(|v| (-120..=0).contains(v))
+        .ok_or_else(|| {
+            format!("{text:?} is not a signal gate: give whole dBm between -120 and 0, e.g. -75")
+        })
+}
+
+/// Prints `text` to stdout. A reader that went away (`| head`) ends the output quietly, as
+/// in other command-line tools; any other failure (a full disk) is an error naming stdout.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing the report to standard output"),
+    }
 }
 
 /// Logs go to stderr at the level named by CROWDFLOW_LOG (error, warn, info, debug, trace;
@@ -200,14 +225,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = replay_windows(&pcaps, &policy, pace, window).context("replay failed")?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).context("encoding the report")?
-                );
+                let mut text = serde_json::to_string(&report).context("encoding the report")?;
+                text.push('\n');
+                print_stdout(&text)?;
             } else if report.frames > 0 || report.errors.len() < pcaps.len() {
                 // a table only when something was read: a lone unreadable file gets its
                 // error and nothing else
-                print!("{}", report.render());
+                print_stdout(&report.render())?;
             }
             for w in &report.warnings {
                 eprintln!("crowdflow-agent: warning: {w}");

@@ -20,10 +20,10 @@ use serde::Serialize;
 use crate::capture::file::mapped::MappedFile;
 use crate::capture::file::{CaptureReader, FileError};
 use crate::counting::devices::RssiGate;
-use crate::counting::sketches::{KindSketches, WindowCount};
+use crate::counting::sketches::{KindSketches, KindUnion, WindowCount};
 use crate::counting::tally::Tally;
 use crate::frame::SUPPORTED;
-use crate::frame::{self, FramePolicy, Skip};
+use crate::frame::{self, FcsRule, FramePolicy, Skip};
 
 /// How fast to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,8 +102,8 @@ pub struct ReplayReport {
     /// are counted, the cut record is skipped as `capture_truncated`.
     pub warnings: Vec<String>,
     /// With `--window`: the signal gate (dBm) of the device estimate, learned from all the
-    /// replayed Wi-Fi frames (the installation's history), or the `--min-rssi` given.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// replayed Wi-Fi frames (the installation's history), or the `--min-rssi` given; null
+    /// without a gate (no far mode heard) or without `--window`.
     pub device_gate_dbm: Option<i8>,
     /// With `--window`: the counts of every UTC-aligned window that heard a frame, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +151,9 @@ struct WindowedReplay {
     length: WindowLength,
     gate: RssiGate,
     open: Vec<OpenWindow>,
+    /// Where each open window is in `open`, by its start (ns): a capture of months holds
+    /// hundreds of thousands of windows, which a search through `open` made quadratic.
+    index: foldhash::HashMap<i64, usize>,
     /// The window of the previous frame (frames come mostly in time order).
     last: usize,
 }
@@ -175,16 +178,16 @@ impl WindowedReplay {
             return &mut self.open[self.last];
         }
         let start_ns = ts_ns.div_euclid(len_ns) * len_ns;
-        let found = self.open.iter().position(|w| w.start_ns == start_ns);
-        self.last = found.unwrap_or_else(|| {
+        let open = &mut self.open;
+        self.last = *self.index.entry(start_ns).or_insert_with(|| {
             let start = Timestamp::from_second(start_ns.div_euclid(NS_PER_S))
                 .unwrap_or(Timestamp::UNIX_EPOCH);
-            self.open.push(OpenWindow {
+            open.push(OpenWindow {
                 start_ns,
                 count: WindowCount::new(Precision::DEFAULT, start),
                 tally: Tally::default(),
             });
-            self.open.len() - 1
+            open.len() - 1
         });
         &mut self.open[self.last]
     }
@@ -228,13 +231,14 @@ impl WindowedReplay {
         };
         let length = self.length;
         self.open.sort_by_key(|w| w.start_ns);
+        let mut union = KindUnion::new(Precision::DEFAULT);
         let windows = self
             .open
             .into_iter()
             .map(|w| {
                 let window = Window::containing(w.count.start(), length);
                 let sketches = w.count.finish(Some(salt), extra);
-                whole.absorb(&sketches);
+                union.add(&sketches);
                 let distinct = sketches.estimates();
                 WindowReport {
                     start: window.start(),
@@ -255,6 +259,7 @@ impl WindowedReplay {
                 }
             })
             .collect();
+        union.add_into(whole);
         (gate, windows)
     }
 }
@@ -287,9 +292,21 @@ pub fn replay_windows(
         length,
         gate: RssiGate::default(),
         open: Vec::new(),
+        index: foldhash::HashMap::default(),
         last: 0,
     });
+    let mut seen = std::collections::HashSet::new();
     for path in paths {
+        // A file named twice would count its frames twice (and lift single frames of the
+        // device estimate into groups).
+        if !seen.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())) {
+            warnings.push(format!(
+                "{}: given more than once; counted once",
+                path.display()
+            ));
+            continue;
+        }
+        let before = tally.clone();
         let counts = Counts {
             salt: &salt,
             sketches: &mut sketches,
@@ -310,6 +327,7 @@ pub fn replay_windows(
             }
             Err(e) => errors.push(e.to_string()),
         }
+        warnings.extend(fcs_hint(path, policy, &before, &tally));
     }
     let (device_gate_dbm, windows) = match windowed.map(|w| w.finish(&salt, policy, &mut sketches))
     {
@@ -332,6 +350,25 @@ pub fn replay_windows(
         warnings,
         device_gate_dbm,
         windows,
+    })
+}
+
+/// A warning for a file of which nothing counted because every frame with an FCS failed
+/// its check: what captures whose addresses were rewritten look like (the FCS was not
+/// recomputed), which `--ignore-fcs` counts as tshark does.
+fn fcs_hint(path: &Path, policy: &FramePolicy, before: &Tally, after: &Tally) -> Option<String> {
+    let bad = after.skipped(Skip::BadFcs) - before.skipped(Skip::BadFcs);
+    let counted: u64 = Kind::ADDRESSES
+        .iter()
+        .map(|&k| after.counted(k) - before.counted(k))
+        .sum();
+    (policy.fcs == FcsRule::Check && bad > 0 && counted == 0).then(|| {
+        format!(
+            "{}: nothing counted: all {bad} frames with a frame check sequence failed it \
+             (skipped as bad_fcs). Captures whose addresses were rewritten, such as \
+             anonymized ones, keep the old FCS: --ignore-fcs counts them as tshark does",
+            path.display()
+        )
     })
 }
 
@@ -533,7 +570,7 @@ impl ReplayReport {
             self.elapsed_s,
             self.frames as f64 / self.elapsed_s.max(1e-9)
         );
-        out += "kind         counted frames   distinct devices [95% bounds]\n";
+        out += "kind         counted frames   distinct addresses [95% bounds]\n";
         for kind in Kind::ADDRESSES {
             let e = self.distinct[&kind];
             out += &format!(
@@ -567,16 +604,18 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
         Some(g) => format!("per window (device estimate gated at {g} dBm):\n"),
         None => "per window (no signal gate: no far mode heard):\n".to_owned(),
     };
+    out += "                             distinct addresses\n";
     out += "start                 frames   wifi  wifi_random    ble   wifi devices [95%]   ble devices [95%]\n";
     let e = |e: &Estimate| format!("{:.0} [{:.0}, {:.0}]", e.estimate, e.lower, e.upper);
+    let distinct = |w: &WindowReport, kind| w.distinct.get(&kind).map_or(0.0, |e| e.estimate);
     for w in windows {
         out += &format!(
-            "{:<21} {:>6} {:>6} {:>12} {:>6}   {:<18} {}\n",
+            "{:<21} {:>6} {:>6.0} {:>12.0} {:>6.0}   {:<18} {}\n",
             w.start.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             w.frames.total,
-            w.frames.counted[&Kind::Wifi],
-            w.frames.counted[&Kind::WifiRandom],
-            w.frames.counted[&Kind::Ble],
+            distinct(w, Kind::Wifi),
+            distinct(w, Kind::WifiRandom),
+            distinct(w, Kind::Ble),
             e(&w.devices.wifi),
             e(&w.devices.ble),
         );

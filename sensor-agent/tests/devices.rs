@@ -392,3 +392,96 @@ fn replay_window_json_has_the_documented_shape() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// `crowdflow-agent replay` with `args`, stdout and stderr captured.
+fn agent_replay(args: &[&str], pcaps: &[PathBuf]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"));
+    cmd.arg("replay").args(args);
+    for p in pcaps {
+        cmd.arg("--pcap").arg(p);
+    }
+    cmd.output().expect("agent runs")
+}
+
+#[test]
+fn replay_refuses_ambiguous_options_and_says_what_to_give() {
+    let file = phone("iPhone11-B");
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // a bare number: seconds or minutes?
+    let out = agent_replay(&["--window", "15"], std::slice::from_ref(&file));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("give a unit: 15s, 15m or 15h"),
+        "{}",
+        stderr(&out)
+    );
+    // too large a number is too long, not "not a whole number"
+    let out = agent_replay(
+        &["--window", "99999999999999999999h"],
+        std::slice::from_ref(&file),
+    );
+    assert!(stderr(&out).contains("divide 86400"), "{}", stderr(&out));
+    // a gate the config would refuse (a dropped minus sign)
+    for gate in ["72", "-121", "-72.5"] {
+        let out = agent_replay(&["--min-rssi", gate], std::slice::from_ref(&file));
+        assert!(!out.status.success(), "{gate}");
+        assert!(
+            stderr(&out).contains("between -120 and 0"),
+            "{gate}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn replay_says_why_nothing_counted_and_counts_a_repeated_file_once() {
+    let file = phone("iPhone11-B");
+    // the anonymized capture's FCS is bad in every frame: the hint names --ignore-fcs
+    let out = agent_replay(&["--json"], std::slice::from_ref(&file));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad_fcs") && err.contains("--ignore-fcs"),
+        "{err}"
+    );
+    // with --ignore-fcs there is nothing to hint at
+    let once = agent_replay(&["--json", "--ignore-fcs"], std::slice::from_ref(&file));
+    assert!(!String::from_utf8_lossy(&once.stderr).contains("--ignore-fcs"));
+    let twice = agent_replay(&["--json", "--ignore-fcs"], &[file.clone(), file.clone()]);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("given more than once; counted once"));
+    let frames = |o: &std::process::Output| {
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")["frames"].as_u64()
+    };
+    assert_eq!(frames(&twice), frames(&once));
+}
+
+#[test]
+fn replay_output_to_a_closed_pipe_or_a_full_disk_ends_without_a_panic() {
+    use std::process::{Command, Stdio};
+    let file = phone("iPhone11-B");
+    // the reader went away (`| head -0`): a quiet end
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+        .args(["replay", "--ignore-fcs", "--window", "60s", "--pcap"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("agent ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
+    // a full disk: an error that names standard output
+    let full = std::fs::File::create("/dev/full").expect("/dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+        .args(["replay", "--ignore-fcs", "--pcap"])
+        .arg(&file)
+        .stdout(full)
+        .output()
+        .expect("agent runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.status.success());
+    assert!(err.contains("standard output"), "{err}");
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crowdflow_contract::identity::{DeviceHash, Kind, Medium, hash_device};
 use crowdflow_contract::salt::Salt;
-use crowdflow_contract::sketch::{Estimate, Precision, Sketch};
+use crowdflow_contract::sketch::{Estimate, Precision, Sketch, SketchUnion};
 use jiff::Timestamp;
 
 use super::devices::DeviceGroups;
@@ -69,15 +69,6 @@ impl KindSketches {
         self.frames[kind_index(kind)]
     }
 
-    /// Adds another window's address sketches and frames into these (their union).
-    pub fn absorb(&mut self, other: &KindSketches) {
-        for kind in Kind::ADDRESSES {
-            let i = kind_index(kind);
-            self.sketches[i].merge(&other.sketches[i]);
-            self.frames[i] += other.frames[i];
-        }
-    }
-
     /// Distinct devices per kind (`wifi_derandomized` only when it holds an estimate).
     pub fn estimates(&self) -> BTreeMap<Kind, Estimate> {
         Kind::ALL
@@ -85,6 +76,44 @@ impl KindSketches {
             .filter(|&k| k != Kind::WifiDerandomized || self.devices)
             .map(|k| (k, self.sketch(k).estimate()))
             .collect()
+    }
+}
+
+/// The union of many windows' address sketches and frames, kept as one sketch union per
+/// kind until the end: merging window by window rebuilt each kind's sketch every time, most
+/// of a replay of months in short windows (#15).
+#[derive(Debug)]
+pub struct KindUnion {
+    unions: [SketchUnion; Kind::ADDRESSES.len()],
+    frames: [u64; Kind::ADDRESSES.len()],
+}
+
+impl KindUnion {
+    /// An empty union.
+    pub fn new(precision: Precision) -> KindUnion {
+        KindUnion {
+            unions: std::array::from_fn(|_| SketchUnion::new(precision)),
+            frames: [0; Kind::ADDRESSES.len()],
+        }
+    }
+
+    /// Adds a window's address sketches and frames.
+    pub fn add(&mut self, window: &KindSketches) {
+        for (i, kind) in Kind::ADDRESSES.into_iter().enumerate() {
+            self.unions[i].add(window.sketch(kind));
+            self.frames[i] += window.frames(kind);
+        }
+    }
+
+    /// Adds the union into `whole` (its address sketches and frames).
+    pub fn add_into(self, whole: &mut KindSketches) {
+        for (i, (union, frames)) in self.unions.iter().zip(self.frames).enumerate() {
+            let k = kind_index(Kind::ADDRESSES[i]);
+            let mut all = union.clone();
+            all.add(&whole.sketches[k]);
+            whole.sketches[k] = all.to_sketch();
+            whole.frames[k] += frames;
+        }
     }
 }
 

@@ -262,7 +262,7 @@ impl<R: BufRead> CaptureReader<R> {
     /// Reads a packet block's options after its `captured` bytes of data: a `epb_flags`
     /// (`pack_flags` in the obsolete block) FCS length applies to this packet, over the
     /// interface's `if_fcslen` (pcapng spec, section 4.3.1: bits 5-8, 0 = not given). Returns
-    /// the bytes of the block consumed; options too large to be flags are left to skip.
+    /// the bytes of the block consumed. Options beyond 64 KiB mean a corrupt block length.
     fn packet_options(
         &mut self,
         total: u64,
@@ -276,8 +276,20 @@ impl<R: BufRead> CaptureReader<R> {
         let Some(options) = total.checked_sub(data_end + 4) else {
             return Ok(28 + captured); // no room for padding: finish_block names the fault
         };
-        if options == 0 || options > MAX_OPTIONS {
+        if options == 0 {
             return Ok(28 + captured);
+        }
+        if options > MAX_OPTIONS {
+            // A length field gone bad (tshark: "total block length ... is too large"); were
+            // it skipped, every packet after it would be lost as a "truncated" end.
+            return Err(corrupt(
+                "pcapng packet block",
+                start,
+                &format!(
+                    "block length {total} leaves {options} bytes of options after a \
+                     {captured}-byte packet (a packet's options stay under {MAX_OPTIONS})"
+                ),
+            ));
         }
         let what = "pcapng packet block options";
         let mut bytes = vec![0u8; (data_end - 28 - captured + options) as usize];

@@ -152,6 +152,22 @@ fn big_packets_of_unsupported_interfaces_are_skipped_unread_and_big_blocks_skipp
 }
 
 #[test]
+fn a_packet_block_length_gone_bad_mid_file_is_corruption_not_a_truncated_end() {
+    // a good packet, then one whose length field claims 2 GiB (tshark: "too large")
+    let mut file = pcapng(127, &[(6, epb(4, b"abcd")), (6, epb(4, b"efgh"))]);
+    let second = file.len() - 36; // the last block: 12 bytes of frame, 24 of body
+    file[second + 4..second + 8].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    assert_eq!(r.next_packet().expect("ok").expect("first").data, b"abcd");
+    match r.next_packet() {
+        Err(FileError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("block length 2147483632"), "{reason}")
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
+
+#[test]
 fn lying_block_lengths_are_refused_without_allocating_them() {
     // a block claiming 60 MB in a 100-byte file: truncated, not a 60 MB allocation
     let mut file = pcapng(127, &[]);
