@@ -20,6 +20,48 @@ fn pcap(link: u32, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
     f
 }
 
+/// A pcap of `magic` whose record headers carry `padding` bytes after the standard 16.
+fn padded_pcap(magic: u32, padding: usize, records: &[(u32, &[u8])]) -> Vec<u8> {
+    let mut f = pcap(127, &[]);
+    f[..4].copy_from_slice(&magic.to_le_bytes());
+    for (s, data) in records {
+        f.extend_from_slice(&s.to_le_bytes());
+        f.extend_from_slice(&999_999u32.to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32 + 100).to_le_bytes());
+        f.extend_from_slice(&vec![0xee; padding]);
+        f.extend_from_slice(data);
+    }
+    f
+}
+
+#[test]
+fn pcap_variants_with_longer_record_headers_are_read_by_their_records() {
+    // standard (0), Nokia (4), Red Hat 6.1 (8) under the standard magic; modified (8) and
+    // SuSE 6.3 (12) under the modified one: as `editcap -F nokiapcap` etc. write them
+    let cases = [
+        (PCAP_US, 0),
+        (PCAP_US, 4),
+        (PCAP_US, 8),
+        (PCAP_MODIFIED, 8),
+        (PCAP_MODIFIED, 12),
+    ];
+    for (magic, padding) in cases {
+        let records: [(u32, &[u8]); 3] = [(10, b"abcdef"), (11, b"gh"), (12, b"ijklmnop")];
+        let file = padded_pcap(magic, padding, &records);
+        let mut r = CaptureReader::new(&file[..]).expect("header");
+        for (s, data) in records {
+            let p = r.next_packet().expect("ok").expect("record");
+            assert_eq!((p.ts_ns, p.data), (i64::from(s) * 1_000_000_000 + 999_999_000, data));
+        }
+        assert!(r.next_packet().expect("ok").is_none(), "{magic:x} +{padding}");
+    }
+    // one record only: the standard layout fits it exactly
+    let file = padded_pcap(PCAP_US, 0, &[(10, b"abc")]);
+    let mut r = CaptureReader::new(&file[..]).expect("header");
+    assert_eq!(r.next_packet().expect("ok").expect("one").data, b"abc");
+}
+
 #[test]
 fn pcap_records_come_out_with_time_and_link_type() {
     let file = pcap(127, &[(10, 500, b"abc"), (11, 0, b"")]);
