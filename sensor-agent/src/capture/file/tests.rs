@@ -52,9 +52,15 @@ fn pcap_variants_with_longer_record_headers_are_read_by_their_records() {
         let mut r = CaptureReader::new(&file[..]).expect("header");
         for (s, data) in records {
             let p = r.next_packet().expect("ok").expect("record");
-            assert_eq!((p.ts_ns, p.data), (i64::from(s) * 1_000_000_000 + 999_999_000, data));
+            assert_eq!(
+                (p.ts_ns, p.data),
+                (i64::from(s) * 1_000_000_000 + 999_999_000, data)
+            );
         }
-        assert!(r.next_packet().expect("ok").is_none(), "{magic:x} +{padding}");
+        assert!(
+            r.next_packet().expect("ok").is_none(),
+            "{magic:x} +{padding}"
+        );
     }
     // one record only: the standard layout fits it exactly
     let file = padded_pcap(PCAP_US, 0, &[(10, b"abc")]);
