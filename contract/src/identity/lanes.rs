@@ -14,8 +14,6 @@
 
 #![allow(unsafe_code)]
 
-use zeroize::Zeroizing;
-
 /// Messages hashed together.
 pub const LANES: usize = 16;
 
@@ -24,18 +22,23 @@ pub const KEY_MAX: usize = 16;
 
 /// Below this many messages the lanes cost more than the crate's one-message path (16 lanes
 /// take about as long as 3 crate calls on AVX-512, 5 on AVX2).
+#[cfg(any(target_arch = "x86_64", test))]
 const FEWEST_WORTH_LANES: usize = 4;
 
 /// BLAKE3's initialization vector (the SHA-256 IV).
+#[cfg(any(target_arch = "x86_64", test))]
 const IV: [u32; 4] = [0x6A09_E667, 0xBB67_AE85, 0x3C6E_F372, 0xA54F_F53A];
 
 /// CHUNK_START | CHUNK_END | ROOT | KEYED_HASH: a whole keyed message in one block.
+#[cfg(any(target_arch = "x86_64", test))]
 const FLAGS: u32 = 1 | 2 | 8 | 16;
 
 /// BLAKE3's message permutation, applied between rounds.
+#[cfg(any(target_arch = "x86_64", test))]
 const PERMUTATION: [usize; 16] = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8];
 
 /// Which message word each round reads at each position (the permutation applied 0..7 times).
+#[cfg(any(target_arch = "x86_64", test))]
 const SCHEDULE: [[usize; 16]; 7] = {
     let mut schedule = [[0usize; 16]; 7];
     let mut order = [0usize, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
@@ -156,8 +159,9 @@ fn per_message(key: &[u8; 32], block: &Block, out: &mut Vec<[u8; 16]>) {
 }
 
 /// The key as the compression's eight little-endian words.
-fn key_words(key: &[u8; 32]) -> Zeroizing<[u32; 8]> {
-    let mut words = Zeroizing::new([0u32; 8]);
+#[cfg(any(target_arch = "x86_64", test))]
+fn key_words(key: &[u8; 32]) -> zeroize::Zeroizing<[u32; 8]> {
+    let mut words = zeroize::Zeroizing::new([0u32; 8]);
     for (word, bytes) in words.iter_mut().zip(key.chunks_exact(4)) {
         *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     }
@@ -178,6 +182,7 @@ fn compress_avx2(key: &[u32; 8], block: &Block, out: &mut [[u32; 4]; LANES]) {
 
 /// The compression function of every lane; the loops over lanes are what the compiler turns
 /// into vector instructions (the body is inlined into each `target_feature` wrapper).
+#[cfg(any(target_arch = "x86_64", test))]
 #[inline(always)]
 fn compress(key: &[u32; 8], block: &Block, out: &mut [[u32; 4]; LANES]) {
     let mut v: [Word; 16] = [[0; LANES]; 16];
@@ -207,6 +212,7 @@ fn compress(key: &[u32; 8], block: &Block, out: &mut [[u32; 4]; LANES]) {
 }
 
 /// One round: the quarter-round on the columns, then on the diagonals.
+#[cfg(any(target_arch = "x86_64", test))]
 #[inline(always)]
 fn round(v: &mut [Word; 16], m: &[Word; 16], s: &[usize; 16]) {
     g(v, [0, 4, 8, 12], &m[s[0]], &m[s[1]]);
@@ -220,6 +226,7 @@ fn round(v: &mut [Word; 16], m: &[Word; 16], s: &[usize; 16]) {
 }
 
 /// BLAKE3's quarter-round G on state words `[a, b, c, d]` with message words `x`, `y`.
+#[cfg(any(target_arch = "x86_64", test))]
 #[inline(always)]
 fn g(v: &mut [Word; 16], [a, b, c, d]: [usize; 4], x: &Word, y: &Word) {
     for lane in 0..LANES {
