@@ -80,12 +80,14 @@ fn parse_window(text: &str) -> Result<WindowLength, String> {
         "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,
-        "" => return Err(format!("give a unit: {number}s, {number}m or {number}h")),
+        "" => return Err(format!("give a unit: {number}s or {number}m (s, m or h)")),
         _ => return Err("use seconds, minutes or hours, e.g. 60s, 15m, 1h".into()),
     };
     let seconds = match number.parse::<u64>() {
         Ok(n) => n.saturating_mul(factor),
-        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => u64::MAX,
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            return Err("too long: a window is at most a day (86400s, 1440m, 24h)".to_owned());
+        }
         Err(_) => return Err("use a whole number with s, m or h, e.g. 15m".to_owned()),
     };
     WindowLength::new(seconds).map_err(|e| e.to_string())
@@ -100,6 +102,13 @@ fn parse_min_rssi(text: &str) -> Result<i8, String> {
         .ok_or_else(|| {
             format!("{text:?} is not a signal gate: give whole dBm between -120 and 0, e.g. -75")
         })
+}
+
+/// Prints a line to stderr; a stderr that cannot be written (closed, a full disk) leaves the
+/// exit status to say what happened.
+fn print_stderr(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Prints `text` to stdout. A reader that went away (`| head`) ends the output quietly, as
@@ -134,7 +143,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("crowdflow-agent: {e:#}");
+            print_stderr(&format!("crowdflow-agent: {e:#}"));
             ExitCode::from(2)
         }
     }
@@ -234,10 +243,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_stdout(&report.render())?;
             }
             for w in &report.warnings {
-                eprintln!("crowdflow-agent: warning: {w}");
+                print_stderr(&format!("crowdflow-agent: warning: {w}"));
             }
             for e in &report.errors {
-                eprintln!("crowdflow-agent: error: {e}");
+                print_stderr(&format!("crowdflow-agent: error: {e}"));
             }
             Ok(if report.errors.is_empty() {
                 ExitCode::SUCCESS

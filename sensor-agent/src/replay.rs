@@ -604,7 +604,8 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
         Some(g) => format!("per window (device estimate gated at {g} dBm):\n"),
         None => "per window (no signal gate: no far mode heard):\n".to_owned(),
     };
-    out += "                             distinct addresses\n";
+    out +=
+        "                             distinct addresses (wifi: global, wifi_random: randomized)\n";
     out += "start                 frames   wifi  wifi_random    ble   wifi devices [95%]   ble devices [95%]\n";
     let e = |e: &Estimate| format!("{:.0} [{:.0}, {:.0}]", e.estimate, e.lower, e.upper);
     let distinct = |w: &WindowReport, kind| w.distinct.get(&kind).map_or(0.0, |e| e.estimate);

@@ -50,7 +50,9 @@ impl<R: BufRead> CaptureReader<R> {
             return Err(FileError::Corrupt {
                 what: "btsnoop record",
                 offset: start,
-                reason: format!("record length {incl} exceeds {MAX_RECORD}"),
+                reason: format!(
+                    "record length over {MAX_RECORD} bytes (the record header is corrupt)"
+                ),
             });
         }
         // Normalize to a registered link type by prefixing what the record flags say.

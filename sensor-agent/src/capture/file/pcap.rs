@@ -90,7 +90,9 @@ impl<R: BufRead> CaptureReader<R> {
             return Err(FileError::Corrupt {
                 what: "pcap record",
                 offset: start,
-                reason: format!("record length {incl} exceeds {MAX_RECORD}"),
+                reason: format!(
+                    "record length over {MAX_RECORD} bytes (the record header is corrupt)"
+                ),
             });
         }
         self.offset += (16 + extra + incl) as u64;

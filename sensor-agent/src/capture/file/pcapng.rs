@@ -20,17 +20,28 @@ pub(super) fn section_byte_order(bom: &[u8], start: u64) -> Result<bool, FileErr
     }
 }
 
-/// A block length must hold the block's fixed part and be a multiple of 4; no cap on its
-/// size, as skipped blocks are streamed past and packet data is capped by [`MAX_RECORD`]
-/// (Wireshark writes name resolution, decryption secrets and custom blocks of many MiB).
+/// A block length must hold the block's fixed part, be a multiple of 4 and stay within
+/// Wireshark's own limit for any block (wiretap/pcapng.c `MAX_BLOCK_SIZE`, 128 MiB and a
+/// packet: it writes name resolution, decryption secrets and custom blocks of many MiB, never
+/// more). Skipped blocks are streamed past, packet data is capped by [`MAX_RECORD`]; a larger
+/// length is a corrupt field, which would otherwise swallow the rest of the file as a
+/// "truncated" block.
 ///
 /// [`MAX_RECORD`]: super::MAX_RECORD
 pub(super) fn check_block_length(total: u32, min: u32, start: u64) -> Result<(), FileError> {
+    const MAX_BLOCK: u32 = 134_348_832;
+    if total > MAX_BLOCK {
+        return Err(corrupt(
+            "pcapng block",
+            start,
+            &format!("block length over {MAX_BLOCK} bytes, more than any writer makes"),
+        ));
+    }
     if total < min || !total.is_multiple_of(4) {
         return Err(corrupt(
             "pcapng block",
             start,
-            &format!("impossible block length {total}"),
+            "impossible block length (under the block's fixed part or not a multiple of 4)",
         ));
     }
     Ok(())
@@ -239,7 +250,7 @@ impl<R: BufRead> CaptureReader<R> {
                 return Err(corrupt(
                     WHAT,
                     start,
-                    &format!("packet length {captured} exceeds {MAX_RECORD}"),
+                    &format!("packet length over {MAX_RECORD} bytes"),
                 ));
             }
             0 // another interface's big packet (USB, D-Bus): skipped unread below
@@ -286,8 +297,8 @@ impl<R: BufRead> CaptureReader<R> {
                 "pcapng packet block",
                 start,
                 &format!(
-                    "block length {total} leaves {options} bytes of options after a \
-                     {captured}-byte packet (a packet's options stay under {MAX_OPTIONS})"
+                    "block length leaves over {MAX_OPTIONS} bytes of options after its packet \
+                     (the length field is corrupt)"
                 ),
             ));
         }
@@ -330,7 +341,7 @@ impl<R: BufRead> CaptureReader<R> {
             return Err(corrupt(
                 WHAT,
                 start,
-                &format!("packet length {len} exceeds {MAX_RECORD}"),
+                &format!("packet length over {MAX_RECORD} bytes"),
             ));
         }
         let len = if len as usize > MAX_RECORD { 0 } else { len };
@@ -390,7 +401,7 @@ impl<R: BufRead> CaptureReader<R> {
             return Err(corrupt(
                 "pcapng block",
                 start,
-                &format!("trailing length {copy} differs from the leading length {total}"),
+                "trailing length differs from the leading length",
             ));
         }
         Ok(())

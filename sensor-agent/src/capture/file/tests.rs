@@ -209,7 +209,8 @@ fn a_packet_block_length_gone_bad_mid_file_is_corruption_not_a_truncated_end() {
     assert_eq!(r.next_packet().expect("ok").expect("first").data, b"abcd");
     match r.next_packet() {
         Err(FileError::Corrupt { reason, .. }) => {
-            assert!(reason.contains("block length 2147483632"), "{reason}")
+            // the message names the field, never the bytes read (they may be an address's)
+            assert!(reason.contains("block length over") && !reason.contains("2147483632"))
         }
         other => panic!("expected corrupt, got {other:?}"),
     }
@@ -223,12 +224,12 @@ fn lying_block_lengths_are_refused_without_allocating_them() {
     file.extend_from_slice(&(60u32 << 20).to_le_bytes());
     let mut r = CaptureReader::new(&file[..]).expect("header");
     assert!(matches!(r.next_packet(), Err(FileError::Truncated { .. })));
-    // the largest length the format allows: streamed past to the file's end, truncated
+    // the largest length the format allows: over Wireshark's limit for any block, corrupt
     let mut file = pcapng(127, &[]);
     file.extend_from_slice(&4u32.to_le_bytes());
     file.extend_from_slice(&u32::MAX.wrapping_sub(3).to_le_bytes());
     let mut r = CaptureReader::new(&file[..]).expect("header");
-    assert!(matches!(r.next_packet(), Err(FileError::Truncated { .. })));
+    assert!(matches!(r.next_packet(), Err(FileError::Corrupt { .. })));
     // a length that is no multiple of 4: corrupt
     let mut file = pcapng(127, &[]);
     file.extend_from_slice(&4u32.to_le_bytes());
