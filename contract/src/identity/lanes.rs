@@ -79,6 +79,11 @@ impl Block {
         }
     }
 
+    /// Whether no lane holds a message.
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
     /// Whether every lane holds a message.
     pub fn is_full(&self) -> bool {
         self.used == LANES

@@ -176,20 +176,26 @@ pub fn hash_devices(
 /// The keyed hash of each item, put into a lane by `push`, sixteen to a compression.
 fn hash_many<T>(
     salt: &Salt,
-    items: &[T],
+    items: impl IntoIterator<Item = T>,
     out: &mut Vec<DeviceHash>,
-    push: impl Fn(&mut lanes::Block, &T),
+    push: impl Fn(&mut lanes::Block, T),
 ) {
     let mut block = lanes::Block::new();
     let mut hashes = Vec::with_capacity(lanes::LANES);
-    for group in items.chunks(lanes::LANES) {
-        block.clear();
-        for item in group {
-            push(&mut block, item);
-        }
+    let mut flush = |block: &mut lanes::Block| {
         hashes.clear();
-        lanes::hash_lanes(salt.key(), &block, &mut hashes);
+        lanes::hash_lanes(salt.key(), block, &mut hashes);
         out.extend(hashes.iter().map(|&h| DeviceHash(h)));
+        block.clear();
+    };
+    for item in items {
+        push(&mut block, item);
+        if block.is_full() {
+            flush(&mut block);
+        }
+    }
+    if !block.is_empty() {
+        flush(&mut block);
     }
 }
 
@@ -204,10 +210,15 @@ pub const FINGERPRINT_LEN: usize = 8;
 /// BLAKE3, 16 bytes kept), in a domain of its own. The fingerprint digest is only borrowed.
 #[inline]
 pub fn hash_slot(salt: &Salt, fingerprint: &[u8; FINGERPRINT_LEN], slot: u16) -> DeviceHash {
+    keyed(salt, SLOT_DOMAIN, &slot_key(fingerprint, slot))
+}
+
+/// The bytes hashed after [`SLOT_DOMAIN`]: the fingerprint digest, then the slot (big-endian).
+fn slot_key(fingerprint: &[u8; FINGERPRINT_LEN], slot: u16) -> [u8; FINGERPRINT_LEN + 2] {
     let mut key = [0u8; FINGERPRINT_LEN + 2];
     key[..FINGERPRINT_LEN].copy_from_slice(fingerprint);
     key[FINGERPRINT_LEN..].copy_from_slice(&slot.to_be_bytes());
-    keyed(salt, SLOT_DOMAIN, &key)
+    key
 }
 
 /// The keys of slots `0..slots` of one fingerprint, each exactly as [`hash_slot`] would
@@ -218,12 +229,8 @@ pub fn hash_slots(
     slots: u16,
     out: &mut Vec<DeviceHash>,
 ) {
-    let slots: Vec<u16> = (0..slots).collect();
-    hash_many(salt, &slots, out, |block, slot| {
-        let mut key = [0u8; FINGERPRINT_LEN + 2];
-        key[..FINGERPRINT_LEN].copy_from_slice(fingerprint);
-        key[FINGERPRINT_LEN..].copy_from_slice(&slot.to_be_bytes());
-        block.push(SLOT_DOMAIN, &key);
+    hash_many(salt, 0..slots, out, |block, slot| {
+        block.push(SLOT_DOMAIN, &slot_key(fingerprint, slot));
     });
 }
 

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use super::devices::DeviceGroups;
 use super::tally::{KINDS, kind_index};
-use crate::frame::{Heard, Sighting};
+use crate::frame::Sighting;
 
 /// One sketch per kind.
 #[derive(Debug, Clone)]
@@ -40,15 +40,6 @@ impl KindSketches {
     /// Whether the `wifi_derandomized` sketch holds the window's device estimate.
     pub fn has_devices(&self) -> bool {
         self.devices
-    }
-
-    /// Hashes the sighting's address under `salt` and counts it; the address goes no further.
-    #[inline]
-    pub fn insert(&mut self, salt: &Salt, heard: &Heard) {
-        self.insert_hash(
-            heard.kind(),
-            &hash_device(salt, heard.medium, &heard.address),
-        );
     }
 
     /// Counts an address already hashed under the window's salt.
@@ -107,11 +98,14 @@ impl KindUnion {
 
     /// Adds the union into `whole` (its address sketches and frames).
     pub fn add_into(self, whole: &mut KindSketches) {
-        for (i, (union, frames)) in self.unions.iter().zip(self.frames).enumerate() {
-            let k = kind_index(Kind::ADDRESSES[i]);
-            let mut all = union.clone();
-            all.add(&whole.sketches[k]);
-            whole.sketches[k] = all.to_sketch();
+        for ((kind, mut union), frames) in Kind::ADDRESSES
+            .into_iter()
+            .zip(self.unions)
+            .zip(self.frames)
+        {
+            let k = kind_index(kind);
+            union.add(&whole.sketches[k]);
+            whole.sketches[k] = union.to_sketch();
             whole.frames[k] += frames;
         }
     }
