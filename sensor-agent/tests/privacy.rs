@@ -3,7 +3,8 @@
 //! physical-device estimate and the outbox with trace logging on; the sketch payloads (as
 //! sent on MQTT and as decoded sketch bytes), the outbox files, the status message and the
 //! logs are scanned for every capability element's contents, for the fingerprint digests
-//! and for the addresses.
+//! and for the addresses. So are `replay`'s outputs (human, JSON, windows, trace logs) and
+//! its error for a damaged file whose length field is read from an address.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -214,4 +215,78 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Every address and capability element of a capture's probe requests, and their digests.
+fn capture_secrets(path: &Path) -> Vec<Vec<u8>> {
+    let mut reader =
+        CaptureReader::new(BufReader::new(File::open(path).expect("capture"))).expect("readable");
+    let mut secrets = Vec::new();
+    while let Some(p) = reader.next_packet().expect("whole file") {
+        let frame = wifi_frame(p.data);
+        capability_contents(frame, &mut secrets);
+        if let Some(fp) = capability_fingerprint(frame) {
+            secrets.push(fp.digest().to_vec());
+        }
+        secrets.push(frame[10..16].to_vec());
+    }
+    secrets.sort();
+    secrets.dedup();
+    secrets
+}
+
+#[test]
+fn replay_output_and_errors_hold_no_address_or_capability_bytes() {
+    let agent = |args: &[&str], pcap: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
+            .arg("replay")
+            .args(args)
+            .arg("--pcap")
+            .arg(pcap)
+            .env("CROWDFLOW_LOG", "trace")
+            .output()
+            .expect("agent runs");
+        [out.stdout, out.stderr].concat()
+    };
+    for name in ["iPhone11-B", "OppoFindX3Neo-A"] {
+        let path = phone(name);
+        let secrets = capture_secrets(&path);
+        assert!(secrets.len() > 10, "{name}: {} secrets", secrets.len());
+        for args in [
+            &["--ignore-fcs"][..],
+            &["--ignore-fcs", "--json", "--window", "60s"],
+            &["--json"],
+        ] {
+            assert_absent(&agent(args, &path), &secrets, &format!("replay {args:?}"));
+        }
+    }
+    // A damaged file whose next "record header" is packet data: the length field read there
+    // holds four bytes of an address, and the error must not print them in any base.
+    let address = [0x46u8, 0x28, 0x0b, 0x0c, 0xcb, 0xcc];
+    let mut file = Vec::new();
+    file.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    file.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    file.extend_from_slice(&65535u32.to_le_bytes());
+    file.extend_from_slice(&127u32.to_le_bytes());
+    file.extend_from_slice(&[0; 8]);
+    file.extend_from_slice(&address[..4]);
+    file.extend_from_slice(&address[2..6]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let damaged = dir.path().join("damaged.pcap");
+    std::fs::write(&damaged, &file).expect("write");
+    let out = agent(&["--json"], &damaged);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("corrupt pcap record"), "{text}");
+    let le = u32::from_le_bytes([address[0], address[1], address[2], address[3]]);
+    for number in [le.to_string(), format!("{le:x}"), format!("{le:#x}")] {
+        assert!(
+            !text.contains(&number),
+            "the error prints address bytes: {text}"
+        );
+    }
+    assert_absent(
+        &out,
+        &[address.to_vec(), address[..4].to_vec()],
+        "the error",
+    );
 }
