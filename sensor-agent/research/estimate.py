@@ -2,7 +2,7 @@
 
 Run: python3 estimate.py  (reads ../tests/data/captures and /work/shared/captures/brno-lab CSVs)
 """
-import csv, os, sys, statistics, itertools, collections
+import csv, os, sys, math, statistics, itertools, collections
 import pcapread
 
 CAP = os.path.join(os.path.dirname(__file__), '..', 'tests', 'data', 'captures')
@@ -395,8 +395,107 @@ def minutes():
               f' p10 {q(.1):.3f} s, median {q(.5):.2f} s, p90 {q(.9):.1f} s')
 
 
+SCAN_JOIN = 0.15   # s: a real iPhone's addresses within one scan are 20-110 ms apart
+ADDRESS_SCAN_GAP = 1.0   # s: one address's frames further apart are separate scans
+
+
+def group_stats(frames):
+    """Per fingerprint group of one window (frames as (t, address, fingerprint)): its
+    scans (the group's frames joined while less than SCAN_JOIN apart), its concurrency,
+    and how many scans each address was heard in."""
+    groups = collections.defaultdict(list)
+    for t, a, fp in frames:
+        groups[fp].append((t, a))
+    out = []
+    for fp, fs in groups.items():
+        if len(fs) < 2:
+            continue
+        fs.sort()
+        per = collections.defaultdict(list)
+        for t, a in fs:
+            per[a].append(t)
+        k = [1 + sum(1 for x, y in zip(ts, ts[1:]) if y - x > ADDRESS_SCAN_GAP) for ts in per.values()]
+        scans = 1 + sum(1 for (x, _), (y, _) in zip(fs, fs[1:]) if y - x > SCAN_JOIN)
+        conc = concurrency({a: [dict(t=t) for t in ts] for a, ts in per.items()}, {})
+        out.append(dict(fp=fp, scans=scans, conc=conc, k=k))
+    return out
+
+
+def cadence_of(stats):
+    """Scans of one device in a window, given it was heard: learned from the addresses heard
+    in two or more scans (hardware and Android-like addresses; an iOS-like address lasts one
+    scan), their scan count taken as Poisson truncated below 2, E[k | k >= 2] =
+    lam (1 - e^-lam) / (1 - e^-lam - lam e^-lam); returns E[k | k >= 1] = lam / (1 - e^-lam)."""
+    ks = [k for st in stats for g in st for k in g['k'] if k >= 2]
+    if not ks:
+        return None
+    m = sum(ks) / len(ks)
+    f = lambda l: l * (1 - math.exp(-l)) / (1 - math.exp(-l) - l * math.exp(-l))
+    lo, hi = 1e-6, 1e4
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < m else (lo, mid)
+    return lo / (1 - math.exp(-lo))
+
+
+def cadence_count(st, rho):
+    """A group's devices under the cadence rule: its scans over one device's scans, never
+    fewer than its concurrency."""
+    return sum(max(g['conc'], g['scans'] / rho) for g in st)
+
+
+def cadence(sim_csv):
+    """The cadence rule (what dense crowds would need) against the simulator's true devices
+    and the lab's head counts, next to the agent's concurrency rule."""
+    rows, heard = collections.defaultdict(list), collections.defaultdict(set)
+    with open(sim_csv) as fh:
+        for r in csv.DictReader(fh):
+            t = int(r['t_us']) / 1e6
+            w = (int(r['sensor']), int(t // 60) * 60)
+            rows[w].append((t, r['address'], r['fingerprint']))
+            heard[w].add(r['device'])
+    stats = {w: group_stats(fs) for w, fs in rows.items()}
+    for rule in ('concurrency', 'cadence'):
+        ratios, rhos = [], []
+        for sensor in sorted({w[0] for w in stats}):
+            ws = [w for w in stats if w[0] == sensor and len(heard[w]) >= 10]
+            rho = cadence_of([stats[w] for w in stats if w[0] == sensor])
+            rhos.append(rho)
+            for w in ws:
+                n = sum(g['conc'] for g in stats[w]) if rule == 'concurrency' else cadence_count(stats[w], rho)
+                ratios.append(n / len(heard[w]))
+        ratios.sort()
+        q = lambda p: ratios[int(p * (len(ratios) - 1))]
+        print(f'simulator, {rule:11s}: {len(ratios)} sensor-minutes with >= 10 devices heard, estimate/heard'
+              f' p10 {q(.1):.2f} median {q(.5):.2f} p90 {q(.9):.2f}, within +-15 %:'
+              f' {sum(.85 <= x <= 1.15 for x in ratios)}; learned cadence per sensor {[round(r, 2) for r in rhos]}')
+    lab = {d: [f for f in load_lab(d) if f['rssi'] is None or f['rssi'] >= -72] for d in LAB}
+    minutes = {d: {m: group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {})) for f in fs])
+                   for m, fs in windows(lab[d], 60).items()} for d in LAB}
+    rho = cadence_of([st for d in LAB for st in minutes[d].values()])
+    for rule in ('concurrency', 'cadence'):
+        per = []
+        for d in LAB:
+            occ = {int(f['t'] // WIN) * WIN: f['wocc'] for f in lab[d]}
+            best = collections.defaultdict(collections.Counter)
+            for m, st in minutes[d].items():
+                for g in st:
+                    n = g['conc'] if rule == 'concurrency' else cadence_count([g], rho)
+                    b = best[int(m // WIN) * WIN]
+                    b[g['fp']] = max(b[g['fp']], n)
+            per += [sum(b.values()) / occ[w] for w, b in best.items() if occ.get(w, 0) >= 5]
+        print(f'lab, {rule:11s}: occupied windows at 0.6-1.6 per person {sum(.6 <= x <= 1.6 for x in per)}/{len(per)},'
+              f' median {statistics.median(per):.2f} (learned cadence {rho:.2f} scans per device-minute)')
+    # What the lab's groups whose addresses never recur (iOS-like) scan, per minute and group.
+    single = [g['scans'] for d in LAB for st in minutes[d].values() for g in st if max(g['k']) == 1 and g['conc'] == 1]
+    print(f'lab: groups of one concurrent address whose addresses last one scan: {len(single)}, scans per minute'
+          f' median {statistics.median(single)}, mean {statistics.mean(single):.2f}')
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["minutes"]:
     minutes()
+elif __name__ == "__main__" and sys.argv[1:2] == ["cadence"]:
+    cadence(sys.argv[2])
 elif __name__ == "__main__" and sys.argv[1:] == ["final"]:
     final()
 elif __name__ == "__main__" and sys.argv[1:2] == ["occupancy"]:
