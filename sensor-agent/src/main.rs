@@ -45,7 +45,7 @@ enum Command {
     /// Count capture files offline with a fresh random salt and print the counts.
     Replay {
         /// A pcap, pcapng or btsnoop file (radiotap, 802.11, PPI, BLE LL, nRF Sniffer, HCI);
-        /// repeat for several.
+        /// repeat for several; `-` reads standard input (e.g. `tcpdump -w - | ...`).
         #[arg(long = "pcap", required = true, value_name = "FILE")]
         pcaps: Vec<PathBuf>,
         /// Print one JSON object instead of the human summary.
@@ -232,6 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 min_rssi,
                 ..FramePolicy::default()
             };
+            interrupt_replay_on_signal();
             let report = replay_windows(&pcaps, &policy, pace, window).context("replay failed")?;
             if json {
                 let mut text = serde_json::to_string(&report).context("encoding the report")?;
@@ -248,7 +249,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for e in &report.errors {
                 print_stderr(&format!("crowdflow-agent: error: {e}"));
             }
-            Ok(if report.errors.is_empty() {
+            Ok(if report.interrupted {
+                ExitCode::from(130)
+            } else if report.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -257,33 +260,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// The first SIGINT or SIGTERM stops the replay at its next frame, which then prints what it
+/// counted; a second one ends the process at once (exit 130, as the shell reports Ctrl-C).
+fn interrupt_replay_on_signal() {
+    let watch = || -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            next_signal().await;
+            crowdflow_agent::replay::interrupt();
+            next_signal().await;
+        });
+        std::process::exit(130);
+    };
+    let started = std::thread::Builder::new()
+        .name("replay-signals".to_owned())
+        .spawn(move || {
+            if let Err(e) = watch() {
+                print_stderr(&format!(
+                    "crowdflow-agent: warning: Ctrl-C will end replay without its counts ({e})"
+                ));
+            }
+        });
+    if let Err(e) = started {
+        print_stderr(&format!(
+            "crowdflow-agent: warning: Ctrl-C will end replay without its counts ({e})"
+        ));
+    }
+}
+
+/// Completes on SIGINT or SIGTERM: the agent's open windows go to the outbox.
 async fn shutdown_signal() {
+    let signal = next_signal().await;
+    tracing::info!(
+        signal,
+        "stopping: the open windows go to the outbox, sent at the next start"
+    );
+}
+
+/// The next SIGINT or SIGTERM, by name.
+async fn next_signal() -> &'static str {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                let signal = tokio::select! {
-                    _ = ctrl_c => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-                tracing::info!(
-                    signal,
-                    "stopping: the open windows go to the outbox, sent at the next start"
-                );
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-                tracing::info!(
-                    signal = "SIGINT",
-                    "stopping: the open windows go to the outbox, sent at the next start"
-                );
-            }
-        }
+        return tokio::select! {
+            _ = ctrl_c => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let _ = ctrl_c.await;
+    "SIGINT"
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crowdflow_contract::identity::{ADDRESS_LEN, DeviceHash, Kind, Medium, hash_devices};
@@ -108,6 +109,8 @@ pub struct ReplayReport {
     /// With `--window`: the counts of every UTC-aligned window that heard a frame, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<Vec<WindowReport>>,
+    /// Stopped by [`interrupt`] (Ctrl-C): the counts are of the frames read before it.
+    pub interrupted: bool,
 }
 
 /// The counts of one window.
@@ -297,9 +300,17 @@ pub fn replay_windows(
     });
     let mut seen = std::collections::HashSet::new();
     for path in paths {
+        if interrupted() {
+            break;
+        }
         // A file named twice would count its frames twice (and lift single frames of the
         // device estimate into groups).
-        if !seen.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())) {
+        let key = if path == Path::new(STDIN) {
+            path.clone()
+        } else {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())
+        };
+        if !seen.insert(key) {
             warnings.push(format!(
                 "{}: given more than once; counted once",
                 path.display()
@@ -329,6 +340,12 @@ pub fn replay_windows(
         }
         warnings.extend(fcs_hint(path, policy, &before, &tally));
     }
+    if interrupted() {
+        warnings.push(
+            "interrupted: the counts are of the frames read before it (the last window is partial)"
+                .to_owned(),
+        );
+    }
     let (device_gate_dbm, windows) = match windowed.map(|w| w.finish(&salt, policy, &mut sketches))
     {
         Some((gate, windows)) => (gate, Some(windows)),
@@ -350,6 +367,7 @@ pub fn replay_windows(
         warnings,
         device_gate_dbm,
         windows,
+        interrupted: interrupted(),
     })
 }
 
@@ -438,7 +456,24 @@ impl Batch {
     }
 }
 
-/// Counts one file. Packets of link types the agent cannot read (another interface of a
+/// Set by [`interrupt`]; read between frames.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Stops the replays of this process at their next frame (the binary calls it on SIGINT or
+/// SIGTERM): each reports what it counted so far, with `interrupted` set, instead of a long
+/// `--recorded-speed` run ending with nothing.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// The path that names standard input (`--pcap -`, as `tshark -r -` reads a pipe).
+pub const STDIN: &str = "-";
+
+/// Counts one file (standard input for [`STDIN`]). Packets of link types the agent cannot read (another interface of a
 /// pcapng) are skipped and counted; a file with nothing else is an error naming its types.
 fn replay_file(
     path: &Path,
@@ -446,14 +481,23 @@ fn replay_file(
     pace: Pace,
     counts: Counts<'_>,
 ) -> Result<(), ReplayError> {
-    let file = File::open(path).map_err(|source| ReplayError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    if path == Path::new(STDIN) {
+        let shown = Path::new("standard input");
+        let input = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+        let reader = CaptureReader::new(input).map_err(|source| ReplayError::File {
+            path: shown.to_owned(),
+            source,
+        })?;
+        return count_file(reader, shown, policy, pace, counts);
+    }
     let file_error = |source| ReplayError::File {
         path: path.to_owned(),
         source,
     };
+    let file = File::open(path).map_err(|source| ReplayError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
     match MappedFile::new(file) {
         Ok(mapped) => count_file(
             CaptureReader::new(mapped).map_err(file_error)?,
@@ -492,7 +536,7 @@ fn count_file<R: BufRead>(
         Pace::Fast => Batch::FAST,
         Pace::Recorded => 1,
     });
-    loop {
+    while !interrupted() {
         let packet = match reader.next_packet() {
             Ok(Some(packet)) => packet,
             Ok(None) => break,
@@ -545,6 +589,8 @@ struct PaceClock {
 }
 
 impl PaceClock {
+    const SLICE: Duration = Duration::from_millis(100);
+
     fn new(pace: Pace) -> PaceClock {
         PaceClock { pace, origin: None }
     }
@@ -555,8 +601,12 @@ impl PaceClock {
         }
         let (t0, start) = *self.origin.get_or_insert((ts_ns, Instant::now()));
         let due = Duration::from_nanos(u64::try_from(ts_ns.saturating_sub(t0)).unwrap_or(0));
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
+        // In slices, so that an interrupt during a long gap of the recording is seen soon.
+        while let Some(wait) = due.checked_sub(start.elapsed()) {
+            if wait.is_zero() || interrupted() {
+                break;
+            }
+            std::thread::sleep(wait.min(Self::SLICE));
         }
     }
 }

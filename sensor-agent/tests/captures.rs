@@ -100,17 +100,20 @@ fn wifi_captures_match_tshark_per_kind() {
     }
 }
 
-/// Files are read through memory maps; a pipe (`--pcap /dev/stdin`) through a buffer, where
-/// records straddle the buffer's edges: both count the same frames.
+/// Files are read through memory maps; a pipe (`--pcap -` or `--pcap /dev/stdin`) through a
+/// buffer, where records straddle the buffer's edges: both count the same frames.
 #[test]
 fn a_capture_piped_through_stdin_counts_as_the_file_does() {
     use std::io::Write;
     use std::process::Stdio;
-    for file in [
-        "aircrack-ng/pmkid-not-recognized.cap",
-        "probing-patterns/iPhone12-M_anonymized.pcap",
-        "brno-lab/sc6-61_2022-11-16_anonymized.pcap",
-        "field-cases/pcapng_large_name_resolution_block.pcapng",
+    for (file, stdin_path) in [
+        ("aircrack-ng/pmkid-not-recognized.cap", "-"),
+        ("probing-patterns/iPhone12-M_anonymized.pcap", "/dev/stdin"),
+        ("brno-lab/sc6-61_2022-11-16_anonymized.pcap", "-"),
+        (
+            "field-cases/pcapng_large_name_resolution_block.pcapng",
+            "/dev/stdin",
+        ),
     ] {
         let bytes = std::fs::read(data(file)).expect("capture");
         let counted = |out: &[u8]| {
@@ -128,7 +131,7 @@ fn a_capture_piped_through_stdin_counts_as_the_file_does() {
             .output()
             .expect("agent runs");
         let mut child = Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
-            .args(["replay", "--json", "--pcap", "/dev/stdin"])
+            .args(["replay", "--json", "--pcap", stdin_path])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -140,6 +143,42 @@ fn a_capture_piped_through_stdin_counts_as_the_file_does() {
         assert!(mapped.status.success() && piped.status.success(), "{file}");
         assert_eq!(counted(&mapped.stdout), counted(&piped.stdout), "{file}");
     }
+}
+
+/// Ctrl-C during a replay at the recorded pace (a live-like feed) prints the counts of the
+/// frames read so far, says it was interrupted and exits 130, as the shell reports Ctrl-C.
+#[test]
+fn an_interrupted_replay_reports_what_it_counted() {
+    let mut child = agent()
+        .args([
+            "replay",
+            "--json",
+            "--recorded-speed",
+            "--window",
+            "1m",
+            "--pcap",
+        ])
+        .arg(data("brno-lab/sc6-61_2022-10-19_anonymized.pcap"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent runs");
+    // The capture spans hours; two seconds in, a few frames have been read.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("agent output");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(v["interrupted"], true);
+    let frames = v["frames"].as_u64().expect("frames");
+    assert!(frames > 0 && frames < 8375, "{frames} frames");
+    assert!(!v["windows"].as_array().expect("windows").is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
 }
 
 /// A capture truncated by another process while `replay` reads it through its memory map
