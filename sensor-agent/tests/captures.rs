@@ -149,7 +149,7 @@ fn a_capture_piped_through_stdin_counts_as_the_file_does() {
 /// frames read so far, says it was interrupted and exits 130, as the shell reports Ctrl-C.
 #[test]
 fn an_interrupted_replay_reports_what_it_counted() {
-    let mut child = agent()
+    let child = agent()
         .args([
             "replay",
             "--json",
