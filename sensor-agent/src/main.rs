@@ -274,19 +274,16 @@ fn interrupt_replay_on_signal() {
         });
         std::process::exit(130);
     };
-    let started = std::thread::Builder::new()
-        .name("replay-signals".to_owned())
-        .spawn(move || {
-            if let Err(e) = watch() {
-                print_stderr(&format!(
-                    "crowdflow-agent: warning: Ctrl-C will end replay without its counts ({e})"
-                ));
-            }
-        });
-    if let Err(e) = started {
+    let warn = |e: std::io::Error| {
         print_stderr(&format!(
             "crowdflow-agent: warning: Ctrl-C will end replay without its counts ({e})"
         ));
+    };
+    let started = std::thread::Builder::new()
+        .name("replay-signals".to_owned())
+        .spawn(move || watch().map_err(warn));
+    if let Err(e) = started {
+        warn(e);
     }
 }
 
