@@ -92,10 +92,9 @@ fn play(mut sim: Simulation, clock: SimClock, from: Timestamp, ears: &[Ears], st
             sim.advance((sim.now() + MAX_STEP_US).min(target), &mut frames);
             for f in &frames {
                 let at = clock.real(f.t_us);
-                // Without the capability fingerprint: with it, a calibration fitted on a quiet
-                // morning picks the physical-device estimate, which undercounts a dense crowd
-                // of per-burst phones (docs/counting-devices.md, known limits): the dashboard's
-                // surge read 381 people for about 1,100.
+                // Without the capability fingerprint: the demo's sensors publish no
+                // physical-device estimate (settings::published_kinds), so it would only be
+                // grouped and dropped.
                 if let (Some(sensor), true) = (heard.get_mut(f.sensor), at >= from) {
                     sensor.push((at, f.heard()));
                 }

@@ -12,7 +12,6 @@ use crowdflow_agent::counting::AGENT_VERSION;
 use crowdflow_agent::counting::window::{CLOSE_DELAY, Windows};
 use crowdflow_agent::salt::SaltKeeper;
 use crowdflow_aggregator::store::{SqliteStore, Store};
-use crowdflow_contract::identity::Kind;
 use crowdflow_contract::sketch::Precision;
 use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::{SaltAnnouncement, SensorId, Topics};
@@ -22,6 +21,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 use crate::SensorAccess;
 use crate::clock::SimClock;
+use crate::settings::published_kinds;
 
 /// Simulated time played per step (bounds the frames held at once).
 const STEP_US: i64 = 60_000_000;
@@ -109,7 +109,7 @@ pub async fn write(
     let mut windows: Vec<Windows> = sensors
         .iter()
         .map(|_| {
-            let mut w = Windows::new(window, Precision::default(), Kind::ALL.to_vec());
+            let mut w = Windows::new(window, Precision::default(), published_kinds());
             w.start(clock.real(from_us));
             w
         })

@@ -38,6 +38,9 @@ pub struct InProcessAgent {
     pub outbox_dir: PathBuf,
     /// Outbox bound in bytes.
     pub outbox_max_bytes: u64,
+    /// The sketch kinds published for every window ([`Kind::ALL`] as a live sensor with both
+    /// radios; the demo leaves out the physical-device estimate).
+    pub kinds: Vec<Kind>,
 }
 
 /// Where the embedding program hands in what the sensor heard.
@@ -92,7 +95,7 @@ impl InProcessAgent {
             &self.sensor_id,
             self.window,
             self.precision,
-            Kind::ALL.to_vec(),
+            self.kinds.clone(),
             None,
         );
         let ears = Ears {
