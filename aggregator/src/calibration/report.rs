@@ -128,6 +128,8 @@ pub struct ZoneReport {
     pub refused: Option<ZoneRefusal>,
     /// The TOML to put under the zone's `[[zones]]` entry.
     pub toml: Option<String>,
+    /// What the picked kind cannot do, for the operator to weigh (also a comment in `toml`).
+    pub caution: Option<String>,
 }
 
 /// One kind's fit.
@@ -256,6 +258,7 @@ impl ZoneReport {
             picked: None,
             refused: None,
             toml: None,
+            caution: None,
         }
     }
 
@@ -267,15 +270,40 @@ impl ZoneReport {
         match best {
             Some(&(kind, fit)) => {
                 self.picked = Some(kind);
+                self.caution = (kind == Kind::WifiDerandomized).then(|| self.dense_caution());
+                let caution = self
+                    .caution
+                    .as_ref()
+                    .map_or(String::new(), |c| format!("# caution: {c}\n"));
                 self.toml = Some(format!(
                     "# zone {}: put at the end of its [[zones]] entry (replacing any calibration there)\n\
-                     [zones.calibration]\n{}\n",
+                     {caution}[zones.calibration]\n{}\n",
                     self.zone,
                     fit.toml(kind)
                 ));
             }
             None => self.refused = Some(ZoneRefusal::NoKind),
         }
+    }
+
+    /// The physical-device estimate is a lower bound that stops growing where many phones of
+    /// one model share a window (docs/counting-devices.md, known limits: a dense simulated
+    /// crowd read a sixth of its devices): a line fitted on small crowds undercounts large ones.
+    fn dense_caution(&self) -> String {
+        let most = self
+            .kinds
+            .iter()
+            .flat_map(|k| &k.predictions)
+            .map(|p| p.people)
+            .fold(0.0, f64::max);
+        let instead = self.picked_fit_of(Kind::WifiRandom).map_or_else(
+            || "calibrate it on counts of the full zone".to_owned(),
+            |fit| format!("use instead: {}", fit.toml(Kind::WifiRandom)),
+        );
+        format!(
+            "wifi_derandomized undercounts dense crowds (many phones of one model in a minute); \
+             these counts reach {most:.0} persons: if the zone gets much fuller, {instead}"
+        )
     }
 
     /// The picked kind's fit.
@@ -406,6 +434,9 @@ impl Display for ZoneReport {
                     })
                     .collect();
                 writeln!(f, "  worst held-out: {}", worst.join("; "))?;
+            }
+            if let Some(c) = &self.caution {
+                writeln!(f, "  caution: {c}")?;
             }
             if self.picked_fit().is_some_and(|p| p.held_out.error_is_floor) {
                 writeln!(

@@ -147,6 +147,20 @@ async fn the_lab_line_is_recovered_and_pasted_back() {
     assert!(text.contains("naive addresses"), "{text}");
     assert!(text.contains("* wifi_derandomized"), "{text}");
     assert!(text.contains("few observations") == fit.held_out.error_is_floor);
+    // Physical devices are a lower bound in dense crowds: the report says up to how many
+    // persons the counts went and which address line to use beyond.
+    let caution = lab.caution.as_deref().expect("caution");
+    let most = counts
+        .lines()
+        .filter_map(|l| l.rsplit(',').next()?.trim().parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(
+        caution.contains(&format!("reach {most:.0} persons")),
+        "{caution}"
+    );
+    assert!(caution.contains("use instead: wifi_random = {"), "{caution}");
+    assert!(text.contains(&format!("caution: {caution}")), "{text}");
+    assert!(lab.toml.as_deref().expect("toml").contains("# caution: "));
 
     // The TOML, put at the end of the lab's entry, is what the config loader reads back.
     let toml = lab.toml.as_deref().expect("toml");
