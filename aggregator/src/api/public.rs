@@ -111,12 +111,13 @@ pub(super) async fn privacy<S: Store>(State(state): State<AppState<S>>) -> Json<
         legal_basis: c.privacy.legal_basis.clone().unwrap_or_else(unstated),
         collected: vec![
             "per zone and minute: a HyperLogLog sketch of salted device hashes, from which only counts can be estimated".into(),
+            "per zone and minute: a sketch of physical Wi-Fi devices (kind wifi_derandomized), whose members are salted hashes of (capability fingerprint, slot) keys: a sensor reads the capability elements of a probe request (supported rates, HT, VHT and HE capabilities, which phones of one model share) in memory to group the random addresses of one phone within a minute, and drops them when the minute ends".into(),
             "per sensor: frames and devices counted per window, for health".into(),
         ],
         not_collected: vec![
             "device addresses (MAC or Bluetooth): hashed in the sensor's memory the moment a frame is read, never stored or sent".into(),
             "individual device hashes: they only update a sketch in the sensor's memory".into(),
-            "frame contents, network names, signal traces or positions of devices".into(),
+            "frame contents (capability elements included: never stored or sent, nor their fingerprint), network names, signal traces or positions of devices".into(),
         ],
         salt_policy: format!(
             "Hashes are keyed with a random salt that changes every day at {} {}. The salt exists only in memory, is sent to sensors unretained, and is destroyed when its day ends; after that nobody, including the operator, can link a device to a count, and devices cannot be linked across days.",

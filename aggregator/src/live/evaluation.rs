@@ -115,7 +115,9 @@ pub struct ZoneLive {
     pub capacity: Option<u64>,
     /// Minutes of the occupancy window.
     pub window_min: u32,
-    /// Distinct devices in the window, by kind ("wifi", "wifi_random", "ble").
+    /// Distinct devices in the window, by kind: "wifi" (global addresses), "wifi_random" (randomized addresses), "ble", and
+    /// "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames, never added
+    /// to the other two; a lower bound in dense crowds, docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
     /// Devices of all kinds (a device has one kind, so kinds add up).
     pub total_devices: Count,
