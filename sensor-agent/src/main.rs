@@ -73,6 +73,9 @@ enum Command {
 /// seconds where minutes were meant gives 60 times the windows without a word.
 fn parse_window(text: &str) -> Result<WindowLength, String> {
     let text = text.trim();
+    if text.is_empty() {
+        return Err("give a length with a unit, e.g. 60s, 15m or 1h".to_owned());
+    }
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, ""), |i| text.split_at(i));

@@ -656,12 +656,12 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
     };
     out +=
         "                             distinct addresses (wifi: global, wifi_random: randomized)\n";
-    out += "start                 frames   wifi  wifi_random    ble   wifi devices [95%]   ble devices [95%]\n";
+    out += "start                 frames   wifi  wifi_random    ble   wifi devices [sketch 95%]  ble devices [sketch 95%]\n";
     let e = |e: &Estimate| format!("{:.0} [{:.0}, {:.0}]", e.estimate, e.lower, e.upper);
     let distinct = |w: &WindowReport, kind| w.distinct.get(&kind).map_or(0.0, |e| e.estimate);
     for w in windows {
         out += &format!(
-            "{:<21} {:>6} {:>6.0} {:>12.0} {:>6.0}   {:<18} {}\n",
+            "{:<21} {:>6} {:>6.0} {:>12.0} {:>6.0}   {:<26} {}\n",
             w.start.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             w.frames.total,
             distinct(w, Kind::Wifi),
@@ -671,5 +671,6 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
             e(&w.devices.ble),
         );
     }
+    out += "(device bounds are the sketch's only; the estimate's own error: docs/counting-devices.md)\n";
     out
 }
