@@ -158,7 +158,10 @@ async fn the_lab_line_is_recovered_and_pasted_back() {
         caution.contains(&format!("reach {most:.0} persons")),
         "{caution}"
     );
-    assert!(caution.contains("use instead: wifi_random = {"), "{caution}");
+    assert!(
+        caution.contains("use instead: wifi_random = {"),
+        "{caution}"
+    );
     assert!(text.contains(&format!("caution: {caution}")), "{text}");
     assert!(lab.toml.as_deref().expect("toml").contains("# caution: "));
 
