@@ -15,9 +15,11 @@
 //!    changes address but never holds two at once, while two phones of one model overlap;
 //! 5. frames without a fingerprint (data frames, PS-Poll) count by their address.
 //!
-//! Globally administered addresses go through the groups too: they behave like a device
-//! that never rotates (one address, one slot), and some devices and anonymized datasets
-//! randomize without setting the locally-administered bit.
+//! Globally administered addresses go through the groups too (some devices and anonymized
+//! datasets randomize without setting the locally-administered bit), but a hardware address
+//! ([`crate::frame::oui::is_hardware`]: an IEEE-assigned OUI) is a device by itself: a group
+//! counts at least its hardware addresses, each inserted as its salted hash (the member the
+//! `wifi` kind has for it), and slots for the rest of its concurrency.
 //!
 //! What leaves the window is a sketch of the `wifi_derandomized` kind whose members are
 //! (fingerprint, slot) keys hashed under the epoch salt like addresses
@@ -130,6 +132,8 @@ struct FrameMark {
     ms: i32,
     fingerprint: Fingerprint,
     rssi: Option<i8>,
+    /// A hardware address ([`crate::frame::oui::is_hardware`]).
+    hardware: bool,
 }
 
 /// One window's sightings of Wi-Fi devices, by salted address hash and fingerprint.
@@ -145,6 +149,8 @@ pub struct DeviceGroups {
     marks: Vec<FrameMark>,
     /// Frames without a fingerprint (data frames, PS-Poll): counted by address.
     bare: Vec<(DeviceHash, Option<i8>)>,
+    /// The hardware addresses among the marks, by their [`index_key`]: each one device.
+    hardware: foldhash::HashMap<u64, DeviceHash>,
 }
 
 impl std::fmt::Debug for DeviceGroups {
@@ -163,6 +169,7 @@ impl DeviceGroups {
             start,
             marks: Vec::new(),
             bare: Vec::new(),
+            hardware: foldhash::HashMap::default(),
         }
     }
 
@@ -171,19 +178,20 @@ impl DeviceGroups {
         self.start
     }
 
-    /// Records one Wi-Fi frame of the window.
+    /// Records one Wi-Fi frame of the window; `hardware` for a hardware address.
     pub fn observe(
         &mut self,
         device: DeviceHash,
         fingerprint: Option<Fingerprint>,
         at: Timestamp,
         rssi: Option<i8>,
+        hardware: bool,
     ) {
         let ms = at
             .duration_since(self.start)
             .as_millis()
             .clamp(i32::MIN.into(), i32::MAX.into()) as i32;
-        self.observe_ms(device, fingerprint, ms, rssi);
+        self.observe_ms(device, fingerprint, ms, rssi, hardware);
     }
 
     /// Records one Wi-Fi frame heard `ms` milliseconds after the window's start.
@@ -194,17 +202,22 @@ impl DeviceGroups {
         fingerprint: Option<Fingerprint>,
         ms: i32,
         rssi: Option<i8>,
+        hardware: bool,
     ) {
         let Some(fingerprint) = fingerprint else {
             self.bare.push((device, rssi));
             return;
         };
         let key = index_key(&device, &fingerprint);
+        if hardware {
+            self.hardware.entry(key).or_insert(device);
+        }
         self.marks.push(FrameMark {
             key,
             ms,
             fingerprint,
             rssi,
+            hardware,
         });
     }
 
@@ -228,8 +241,9 @@ impl DeviceGroups {
             sketch.insert(device);
         }
         let mut devices = bare.len() as u64;
-        // Each address's span (first and last moment, frames), one partition at a time.
-        let mut spans: Vec<(Fingerprint, Span)> = Vec::new();
+        // Each address's span (first and last moment, frames), one partition at a time, with
+        // its key when it is a hardware address.
+        let mut spans: Vec<(Fingerprint, Span, Option<u64>)> = Vec::new();
         let mut index: foldhash::HashMap<u64, usize> = foldhash::HashMap::default();
         for partition in partitions(&self.marks).chunk_by(|a, b| partition_of(a) == partition_of(b))
         {
@@ -238,29 +252,40 @@ impl DeviceGroups {
                 let next = spans.len();
                 let at = *index.entry(m.key).or_insert(next);
                 if at == next {
-                    spans.push((m.fingerprint, (m.ms, m.ms, 1)));
+                    spans.push((m.fingerprint, (m.ms, m.ms, 1), m.hardware.then_some(m.key)));
                 } else {
                     let span = &mut spans[at].1;
                     *span = (span.0.min(m.ms), span.1.max(m.ms), span.2 + 1);
                 }
             }
         }
-        spans.sort_unstable_by_key(|(fingerprint, _)| *fingerprint);
+        spans.sort_unstable_by_key(|(fingerprint, _, _)| *fingerprint);
         let mut group: Vec<Span> = Vec::new();
         let mut keys = Vec::new();
         for same in spans.chunk_by(|a, b| a.0 == b.0) {
-            if same.iter().map(|(_, s)| s.2).sum::<u32>() < 2 {
+            if same.iter().map(|(_, s, _)| s.2).sum::<u32>() < 2 {
                 continue;
             }
             group.clear();
-            group.extend(same.iter().map(|(_, s)| *s));
-            let slots = concurrency(&group);
+            group.extend(same.iter().map(|(_, s, _)| *s));
+            // Hardware addresses are one device each, by their hash (as the `wifi` kind
+            // counts them, so minutes and sensors union them); slots count the rest of what
+            // concurrency finds.
+            let mut hardware = 0u16;
+            for device in same
+                .iter()
+                .filter_map(|(_, _, k)| self.hardware.get(&(*k)?))
+            {
+                sketch.insert(device);
+                hardware = hardware.saturating_add(1);
+            }
+            let slots = concurrency(&group).saturating_sub(hardware);
             keys.clear();
             hash_slots(salt, same[0].0.digest(), slots, &mut keys);
             for key in &keys {
                 sketch.insert(key);
             }
-            devices += u64::from(slots);
+            devices += u64::from(hardware) + u64::from(slots);
         }
         devices
     }
@@ -361,8 +386,20 @@ mod tests {
         let mut g = DeviceGroups::new(t0());
         for i in 0..20u8 {
             // a new address every burst of two frames
-            g.observe(dev(i), Some(fp(0x82)), at(i64::from(i) * 30), Some(-50));
-            g.observe(dev(i), Some(fp(0x82)), at(i64::from(i) * 30 + 1), Some(-50));
+            g.observe(
+                dev(i),
+                Some(fp(0x82)),
+                at(i64::from(i) * 30),
+                Some(-50),
+                false,
+            );
+            g.observe(
+                dev(i),
+                Some(fp(0x82)),
+                at(i64::from(i) * 30 + 1),
+                Some(-50),
+                false,
+            );
         }
         assert_eq!(count(&g, None), 1);
     }
@@ -371,19 +408,19 @@ mod tests {
     fn two_phones_of_one_model_probing_together_count_twice_and_other_models_apart() {
         let mut g = DeviceGroups::new(t0());
         for (i, s) in [(1, 10), (2, 10), (1, 20), (2, 21)] {
-            g.observe(dev(i), Some(fp(0x82)), at(s), Some(-50));
+            g.observe(dev(i), Some(fp(0x82)), at(s), Some(-50), false);
         }
-        g.observe(dev(3), Some(fp(0x02)), at(5), Some(-50));
-        g.observe(dev(3), Some(fp(0x02)), at(6), Some(-50));
+        g.observe(dev(3), Some(fp(0x02)), at(5), Some(-50), false);
+        g.observe(dev(3), Some(fp(0x02)), at(6), Some(-50), false);
         assert_eq!(count(&g, None), 3);
     }
 
     #[test]
     fn single_frame_groups_and_frames_below_the_gate_are_left_out() {
         let mut g = DeviceGroups::new(t0());
-        g.observe(dev(1), Some(fp(0x82)), at(1), Some(-50));
-        g.observe(dev(2), Some(fp(0x02)), at(1), Some(-90));
-        g.observe(dev(2), Some(fp(0x02)), at(9), Some(-91));
+        g.observe(dev(1), Some(fp(0x82)), at(1), Some(-50), false);
+        g.observe(dev(2), Some(fp(0x02)), at(1), Some(-90), false);
+        g.observe(dev(2), Some(fp(0x02)), at(9), Some(-91), false);
         assert_eq!(count(&g, None), 1);
         assert_eq!(count(&g, Some(-72)), 0);
     }
@@ -391,9 +428,9 @@ mod tests {
     #[test]
     fn frames_without_fingerprint_count_by_address() {
         let mut g = DeviceGroups::new(t0());
-        g.observe(dev(1), None, at(1), None);
-        g.observe(dev(1), None, at(2), None);
-        g.observe(dev(2), None, at(2), None);
+        g.observe(dev(1), None, at(1), None, false);
+        g.observe(dev(1), None, at(2), None, false);
+        g.observe(dev(2), None, at(2), None, false);
         assert_eq!(count(&g, Some(-70)), 2);
     }
 
@@ -422,21 +459,74 @@ mod tests {
         for i in 0..10u8 {
             // one phone, a new address every 30 s, heard in the minutes before the window
             let t = at(i64::from(i) * 30 - 600);
-            g.observe(dev(i), Some(fp(0x82)), t, Some(-50));
+            g.observe(dev(i), Some(fp(0x82)), t, Some(-50), false);
             g.observe(
                 dev(i),
                 Some(fp(0x82)),
                 t + SignedDuration::from_secs(1),
                 Some(-50),
+                false,
             );
         }
         assert_eq!(count(&g, None), 1);
     }
 
     #[test]
+    fn hardware_addresses_are_a_device_each_and_never_add_to_a_phone_leaking_its_own() {
+        // Thirteen computers of one model probing a minute apart: concurrency sees one at a
+        // time, their hardware addresses say thirteen.
+        let mut g = DeviceGroups::new(t0());
+        for i in 0..13u8 {
+            for s in [0, 1] {
+                g.observe(
+                    dev(i),
+                    Some(fp(0x82)),
+                    at(i64::from(i) * 4 + s),
+                    Some(-50),
+                    true,
+                );
+            }
+        }
+        assert_eq!(count(&g, None), 13);
+        // A phone that sends its hardware address in one burst and random ones otherwise
+        // (an older iPhone in the probing-patterns captures): one device, not two.
+        let mut g = DeviceGroups::new(t0());
+        for i in 0..6u8 {
+            g.observe(
+                dev(i),
+                Some(fp(0x82)),
+                at(i64::from(i) * 10),
+                Some(-50),
+                i == 3,
+            );
+            g.observe(
+                dev(i),
+                Some(fp(0x82)),
+                at(i64::from(i) * 10),
+                Some(-50),
+                i == 3,
+            );
+        }
+        assert_eq!(count(&g, None), 1);
+        // The same computer's frames in two minutes union to one device: its hash, not a slot.
+        let sketch_of = |start: i64| {
+            let mut g = DeviceGroups::new(at(start));
+            for s in [0, 1] {
+                g.observe(dev(7), Some(fp(0x82)), at(start + s), Some(-50), true);
+            }
+            let mut sketch = Sketch::new(crowdflow_contract::sketch::Precision::DEFAULT);
+            assert_eq!(g.finish(&salt(), None, &mut sketch), 1);
+            sketch
+        };
+        let mut union = sketch_of(0);
+        union.merge(&sketch_of(60));
+        assert_eq!(union.estimate().estimate.round(), 1.0);
+    }
+
+    #[test]
     fn debug_shows_sizes_only() {
         let mut g = DeviceGroups::new(t0());
-        g.observe(dev(1), Some(fp(0x82)), at(1), Some(-50));
+        g.observe(dev(1), Some(fp(0x82)), at(1), Some(-50), false);
         assert_eq!(format!("{g:?}"), "DeviceGroups { frames: 1, .. }");
     }
 }

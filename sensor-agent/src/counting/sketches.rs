@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use super::devices::DeviceGroups;
 use super::tally::{KINDS, kind_index};
-use crate::frame::Sighting;
+use crate::frame::{Sighting, oui};
 
 /// One sketch per kind.
 #[derive(Debug, Clone)]
@@ -151,8 +151,10 @@ impl WindowCount {
         let heard = &sighting.heard;
         self.sketches.insert_hash(heard.kind(), device);
         if heard.medium == Medium::Wifi {
+            // Only a probe request with a fingerprint is grouped, so only it needs the OUI.
+            let hardware = sighting.fingerprint.is_some() && oui::is_hardware(&heard.address);
             self.devices
-                .observe(*device, sighting.fingerprint, at, heard.rssi);
+                .observe(*device, sighting.fingerprint, at, heard.rssi, hardware);
         }
     }
 
@@ -164,8 +166,10 @@ impl WindowCount {
         let heard = &sighting.heard;
         self.sketches.insert_hash(heard.kind(), device);
         if heard.medium == Medium::Wifi {
+            // Only a probe request with a fingerprint is grouped, so only it needs the OUI.
+            let hardware = sighting.fingerprint.is_some() && oui::is_hardware(&heard.address);
             self.devices
-                .observe_ms(*device, sighting.fingerprint, ms, heard.rssi);
+                .observe_ms(*device, sighting.fingerprint, ms, heard.rssi, hardware);
         }
     }
 

@@ -9,6 +9,7 @@ mod fcs;
 pub mod hci;
 mod ieee80211;
 mod link_type;
+pub mod oui;
 mod ppi;
 mod radiotap;
 mod registry;
