@@ -87,7 +87,10 @@ fn parse_window(text: &str) -> Result<WindowLength, String> {
         _ => return Err("use seconds, minutes or hours, e.g. 60s, 15m, 1h".into()),
     };
     let seconds = match number.parse::<u64>() {
-        Ok(n) => n.saturating_mul(factor),
+        Ok(n) if n.saturating_mul(factor) > 86_400 => {
+            return Err("too long: a window is at most a day (86400s, 1440m, 24h)".to_owned());
+        }
+        Ok(n) => n * factor,
         Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
             return Err("too long: a window is at most a day (86400s, 1440m, 24h)".to_owned());
         }

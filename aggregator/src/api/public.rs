@@ -111,7 +111,7 @@ pub(super) async fn privacy<S: Store>(State(state): State<AppState<S>>) -> Json<
         legal_basis: c.privacy.legal_basis.clone().unwrap_or_else(unstated),
         collected: vec![
             "per zone and minute: a HyperLogLog sketch of salted device hashes, from which only counts can be estimated".into(),
-            "per zone and minute: a sketch of physical Wi-Fi devices (kind wifi_derandomized), whose members are salted hashes of (capability fingerprint, slot) keys: a sensor reads the capability elements of a probe request (supported rates, HT, VHT and HE capabilities, which phones of one model share) in memory to group the random addresses of one phone within a minute, and drops them when the minute ends".into(),
+            "per zone and minute, from sensors that publish it: a sketch of physical Wi-Fi devices (kind wifi_derandomized), whose members are salted hashes of (capability fingerprint, slot) keys: a sensor reads the capability elements of a probe request (supported rates, HT, VHT and HE capabilities, which phones of one model share) in memory to group the random addresses of one phone within a minute, and drops them when the minute ends".into(),
             "per sensor: frames and devices counted per window, for health".into(),
         ],
         not_collected: vec![

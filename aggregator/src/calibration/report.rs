@@ -296,10 +296,19 @@ impl ZoneReport {
             .flat_map(|k| &k.predictions)
             .map(|p| p.people)
             .fold(0.0, f64::max);
-        let instead = self.picked_fit_of(Kind::WifiRandom).map_or_else(
-            || "calibrate it on counts of the full zone".to_owned(),
-            |fit| format!("use instead: {}", fit.toml(Kind::WifiRandom)),
-        );
+        // The address kind that predicted the held-out counts best.
+        let instead = [Kind::Wifi, Kind::WifiRandom]
+            .into_iter()
+            .filter_map(|k| Some((k, self.picked_fit_of(k)?)))
+            .min_by(|a, b| {
+                a.1.held_out
+                    .median_error
+                    .total_cmp(&b.1.held_out.median_error)
+            })
+            .map_or_else(
+                || "calibrate it on counts of the full zone".to_owned(),
+                |(k, fit)| format!("replace its line by: {}", fit.toml(k)),
+            );
         format!(
             "wifi_derandomized undercounts dense crowds (many phones of one model in a minute); \
              these counts reach {most:.0} persons: if the zone gets much fuller, {instead}"

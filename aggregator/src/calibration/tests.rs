@@ -159,7 +159,7 @@ async fn the_lab_line_is_recovered_and_pasted_back() {
         "{caution}"
     );
     assert!(
-        caution.contains("use instead: wifi_random = {"),
+        caution.contains("replace its line by: wifi_random = {"),
         "{caution}"
     );
     assert!(text.contains(&format!("caution: {caution}")), "{text}");

@@ -115,9 +115,10 @@ pub struct ZoneLive {
     pub capacity: Option<u64>,
     /// Minutes of the occupancy window.
     pub window_min: u32,
-    /// Distinct devices in the window, by kind: "wifi" (global addresses), "wifi_random" (randomized addresses), "ble", and
-    /// "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames, never added
-    /// to the other two; a lower bound in dense crowds, docs/counting-devices.md).
+    /// Distinct devices in the window, by kind: "wifi" (global addresses), "wifi_random"
+    /// (randomized addresses), "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view
+    /// of the Wi-Fi frames, never added to the other two; a lower bound in dense crowds,
+    /// docs/counting-devices.md). Kinds no sensor of the zone sent lately are left out.
     pub devices: BTreeMap<String, Count>,
     /// Devices of all kinds (a device has one kind, so kinds add up).
     pub total_devices: Count,
@@ -482,7 +483,16 @@ pub async fn evaluate_zone(
         area_m2: zone.area_m2,
         capacity: zone.capacity,
         window_min: w,
-        devices: query::by_name(&devices),
+        // Kinds no sensor of the zone sent in the last minutes are left out, not shown as 0:
+        // a zone of sensors that publish no physical-device estimate (the demo's, older
+        // agents) read "wifi_derandomized: 0" beside 1,500 people.
+        devices: query::by_name(
+            &devices
+                .iter()
+                .filter(|(k, _)| sketches.get(k).is_some_and(|s| !s.is_empty()))
+                .map(|(k, c)| (*k, *c))
+                .collect(),
+        ),
         total_devices,
         people,
         people_basis,

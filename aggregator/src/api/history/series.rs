@@ -42,9 +42,9 @@ pub struct SeriesPoint {
     /// Bucket start.
     #[schema(value_type = String, format = DateTime)]
     pub t: Timestamp,
-    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses), "ble", and
-    /// "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames, never added
-    /// to the other two; a lower bound in dense crowds, docs/counting-devices.md).
+    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
+    /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
+    /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
     /// Devices of all kinds.
     pub total: Count,
@@ -224,9 +224,10 @@ pub struct ZoneColumns {
     pub name: String,
     /// Bucket starts of the buckets with data, as steps after `from`, in time order.
     pub t: Vec<i64>,
-    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses), "ble", and
-    /// "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames, never added
-    /// to the other two; a lower bound in dense crowds, docs/counting-devices.md); kinds with data in the range.
+    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
+    /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
+    /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md);
+    /// kinds with data in the range.
     pub devices: BTreeMap<String, CountColumns>,
     /// Devices of all kinds.
     pub total: CountColumns,

@@ -34,9 +34,9 @@ pub struct Distinct {
     /// End (exclusive).
     #[schema(value_type = String, format = DateTime)]
     pub to: Timestamp,
-    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses), "ble", and
-    /// "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames, never added
-    /// to the other two; a lower bound in dense crowds, docs/counting-devices.md).
+    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
+    /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
+    /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
     /// Devices of all kinds.
     pub total: Count,
