@@ -473,27 +473,35 @@ fn interrupted() -> bool {
 /// The path that names standard input (`--pcap -`, as `tshark -r -` reads a pipe).
 pub const STDIN: &str = "-";
 
-/// Counts one file (standard input for [`STDIN`]). Packets of link types the agent cannot read (another interface of a
-/// pcapng) are skipped and counted; a file with nothing else is an error naming its types.
+/// Counts one file (standard input for [`STDIN`]). Packets of link types the agent cannot
+/// read (another interface of a pcapng) are skipped and counted; a file with nothing else is
+/// an error naming its types.
 fn replay_file(
     path: &Path,
     policy: &FramePolicy,
     pace: Pace,
     counts: Counts<'_>,
 ) -> Result<(), ReplayError> {
-    if path == Path::new(STDIN) {
-        let shown = Path::new("standard input");
-        let input = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
-        let reader = CaptureReader::new(input).map_err(|source| ReplayError::File {
-            path: shown.to_owned(),
-            source,
-        })?;
-        return count_file(reader, shown, policy, pace, counts);
-    }
+    let stdin = path == Path::new(STDIN);
+    let path = if stdin {
+        Path::new("standard input")
+    } else {
+        path
+    };
     let file_error = |source| ReplayError::File {
         path: path.to_owned(),
         source,
     };
+    if stdin {
+        let input = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+        return count_file(
+            CaptureReader::new(input).map_err(file_error)?,
+            path,
+            policy,
+            pace,
+            counts,
+        );
+    }
     let file = File::open(path).map_err(|source| ReplayError::Open {
         path: path.to_owned(),
         source,

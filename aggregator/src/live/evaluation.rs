@@ -420,7 +420,11 @@ pub async fn evaluate_zone(
             .await?;
         sketches.insert(kind, s);
     }
-    let devices = occupancy(&sketches, w, now, config.precision);
+    let mut devices = occupancy(&sketches, w, now, config.precision);
+    // Kinds no sensor of the zone sent in the last minutes are left out, not shown as 0: a
+    // zone of sensors that publish no physical-device estimate (the demo's, older agents)
+    // read "wifi_derandomized: 0" beside 1,500 people.
+    devices.retain(|kind, _| sketches.get(kind).is_some_and(|s| !s.is_empty()));
     let before = occupancy(
         &sketches,
         w,
@@ -483,16 +487,7 @@ pub async fn evaluate_zone(
         area_m2: zone.area_m2,
         capacity: zone.capacity,
         window_min: w,
-        // Kinds no sensor of the zone sent in the last minutes are left out, not shown as 0:
-        // a zone of sensors that publish no physical-device estimate (the demo's, older
-        // agents) read "wifi_derandomized: 0" beside 1,500 people.
-        devices: query::by_name(
-            &devices
-                .iter()
-                .filter(|(k, _)| sketches.get(k).is_some_and(|s| !s.is_empty()))
-                .map(|(k, c)| (*k, *c))
-                .collect(),
-        ),
+        devices: query::by_name(&devices),
         total_devices,
         people,
         people_basis,

@@ -132,8 +132,6 @@ struct FrameMark {
     ms: i32,
     fingerprint: Fingerprint,
     rssi: Option<i8>,
-    /// A hardware address ([`crate::frame::oui::is_hardware`]).
-    hardware: bool,
 }
 
 /// One window's sightings of Wi-Fi devices, by salted address hash and fingerprint.
@@ -178,23 +176,16 @@ impl DeviceGroups {
         self.start
     }
 
-    /// Records one Wi-Fi frame of the window; `hardware` for a hardware address.
-    pub fn observe(
-        &mut self,
-        device: DeviceHash,
-        fingerprint: Option<Fingerprint>,
-        at: Timestamp,
-        rssi: Option<i8>,
-        hardware: bool,
-    ) {
-        let ms = at
-            .duration_since(self.start)
+    /// Milliseconds from the window's start to `at` (negative for a late frame of an earlier
+    /// window), as [`Self::observe_ms`] takes them.
+    pub fn ms_since_start(&self, at: Timestamp) -> i32 {
+        at.duration_since(self.start)
             .as_millis()
-            .clamp(i32::MIN.into(), i32::MAX.into()) as i32;
-        self.observe_ms(device, fingerprint, ms, rssi, hardware);
+            .clamp(i32::MIN.into(), i32::MAX.into()) as i32
     }
 
-    /// Records one Wi-Fi frame heard `ms` milliseconds after the window's start.
+    /// Records one Wi-Fi frame heard `ms` milliseconds after the window's start; `hardware`
+    /// for a hardware address ([`crate::frame::oui::is_hardware`]).
     #[inline]
     pub fn observe_ms(
         &mut self,
@@ -217,7 +208,6 @@ impl DeviceGroups {
             ms,
             fingerprint,
             rssi,
-            hardware,
         });
     }
 
@@ -241,9 +231,9 @@ impl DeviceGroups {
             sketch.insert(device);
         }
         let mut devices = bare.len() as u64;
-        // Each address's span (first and last moment, frames), one partition at a time, with
-        // its key when it is a hardware address.
-        let mut spans: Vec<(Fingerprint, Span, Option<u64>)> = Vec::new();
+        // Each address's key and span (first and last moment, frames), one partition at a
+        // time.
+        let mut spans: Vec<(Fingerprint, Span, u64)> = Vec::new();
         let mut index: foldhash::HashMap<u64, usize> = foldhash::HashMap::default();
         for partition in partitions(&self.marks).chunk_by(|a, b| partition_of(a) == partition_of(b))
         {
@@ -252,7 +242,7 @@ impl DeviceGroups {
                 let next = spans.len();
                 let at = *index.entry(m.key).or_insert(next);
                 if at == next {
-                    spans.push((m.fingerprint, (m.ms, m.ms, 1), m.hardware.then_some(m.key)));
+                    spans.push((m.fingerprint, (m.ms, m.ms, 1), m.key));
                 } else {
                     let span = &mut spans[at].1;
                     *span = (span.0.min(m.ms), span.1.max(m.ms), span.2 + 1);
@@ -274,10 +264,7 @@ impl DeviceGroups {
             // (requiring two read the lab's calibrated people 20 % off instead of 8 %). Slots
             // count the rest of what concurrency finds.
             let mut hardware = 0u16;
-            for device in same
-                .iter()
-                .filter_map(|(_, _, k)| self.hardware.get(&(*k)?))
-            {
+            for device in same.iter().filter_map(|(_, _, key)| self.hardware.get(key)) {
                 sketch.insert(device);
                 hardware = hardware.saturating_add(1);
             }
@@ -376,6 +363,12 @@ mod tests {
         hash_device(&salt(), Medium::Wifi, &[0x02, 0, 0, 0, 0, i])
     }
 
+    /// A probe request of model `fp` from address `i` at `t`.
+    fn probe(g: &mut DeviceGroups, i: u8, fp: u8, t: Timestamp, rssi: Option<i8>, hw: bool) {
+        let ms = g.ms_since_start(t);
+        g.observe_ms(dev(i), Some(self::fp(fp)), ms, rssi, hw);
+    }
+
     fn count(g: &DeviceGroups, gate: Option<i8>) -> u64 {
         let mut s = Sketch::new(Precision::DEFAULT);
         let n = g.finish(&salt(), gate, &mut s);
@@ -388,20 +381,8 @@ mod tests {
         let mut g = DeviceGroups::new(t0());
         for i in 0..20u8 {
             // a new address every burst of two frames
-            g.observe(
-                dev(i),
-                Some(fp(0x82)),
-                at(i64::from(i) * 30),
-                Some(-50),
-                false,
-            );
-            g.observe(
-                dev(i),
-                Some(fp(0x82)),
-                at(i64::from(i) * 30 + 1),
-                Some(-50),
-                false,
-            );
+            probe(&mut g, i, 0x82, at(i64::from(i) * 30), Some(-50), false);
+            probe(&mut g, i, 0x82, at(i64::from(i) * 30 + 1), Some(-50), false);
         }
         assert_eq!(count(&g, None), 1);
     }
@@ -410,19 +391,19 @@ mod tests {
     fn two_phones_of_one_model_probing_together_count_twice_and_other_models_apart() {
         let mut g = DeviceGroups::new(t0());
         for (i, s) in [(1, 10), (2, 10), (1, 20), (2, 21)] {
-            g.observe(dev(i), Some(fp(0x82)), at(s), Some(-50), false);
+            probe(&mut g, i, 0x82, at(s), Some(-50), false);
         }
-        g.observe(dev(3), Some(fp(0x02)), at(5), Some(-50), false);
-        g.observe(dev(3), Some(fp(0x02)), at(6), Some(-50), false);
+        probe(&mut g, 3, 0x02, at(5), Some(-50), false);
+        probe(&mut g, 3, 0x02, at(6), Some(-50), false);
         assert_eq!(count(&g, None), 3);
     }
 
     #[test]
     fn single_frame_groups_and_frames_below_the_gate_are_left_out() {
         let mut g = DeviceGroups::new(t0());
-        g.observe(dev(1), Some(fp(0x82)), at(1), Some(-50), false);
-        g.observe(dev(2), Some(fp(0x02)), at(1), Some(-90), false);
-        g.observe(dev(2), Some(fp(0x02)), at(9), Some(-91), false);
+        probe(&mut g, 1, 0x82, at(1), Some(-50), false);
+        probe(&mut g, 2, 0x02, at(1), Some(-90), false);
+        probe(&mut g, 2, 0x02, at(9), Some(-91), false);
         assert_eq!(count(&g, None), 1);
         assert_eq!(count(&g, Some(-72)), 0);
     }
@@ -430,9 +411,9 @@ mod tests {
     #[test]
     fn frames_without_fingerprint_count_by_address() {
         let mut g = DeviceGroups::new(t0());
-        g.observe(dev(1), None, at(1), None, false);
-        g.observe(dev(1), None, at(2), None, false);
-        g.observe(dev(2), None, at(2), None, false);
+        g.observe_ms(dev(1), None, g.ms_since_start(at(1)), None, false);
+        g.observe_ms(dev(1), None, g.ms_since_start(at(2)), None, false);
+        g.observe_ms(dev(2), None, g.ms_since_start(at(2)), None, false);
         assert_eq!(count(&g, Some(-70)), 2);
     }
 
@@ -461,10 +442,11 @@ mod tests {
         for i in 0..10u8 {
             // one phone, a new address every 30 s, heard in the minutes before the window
             let t = at(i64::from(i) * 30 - 600);
-            g.observe(dev(i), Some(fp(0x82)), t, Some(-50), false);
-            g.observe(
-                dev(i),
-                Some(fp(0x82)),
+            probe(&mut g, i, 0x82, t, Some(-50), false);
+            probe(
+                &mut g,
+                i,
+                0x82,
                 t + SignedDuration::from_secs(1),
                 Some(-50),
                 false,
@@ -480,13 +462,7 @@ mod tests {
         let mut g = DeviceGroups::new(t0());
         for i in 0..13u8 {
             for s in [0, 1] {
-                g.observe(
-                    dev(i),
-                    Some(fp(0x82)),
-                    at(i64::from(i) * 4 + s),
-                    Some(-50),
-                    true,
-                );
+                probe(&mut g, i, 0x82, at(i64::from(i) * 4 + s), Some(-50), true);
             }
         }
         assert_eq!(count(&g, None), 13);
@@ -494,27 +470,15 @@ mod tests {
         // (an older iPhone in the probing-patterns captures): one device, not two.
         let mut g = DeviceGroups::new(t0());
         for i in 0..6u8 {
-            g.observe(
-                dev(i),
-                Some(fp(0x82)),
-                at(i64::from(i) * 10),
-                Some(-50),
-                i == 3,
-            );
-            g.observe(
-                dev(i),
-                Some(fp(0x82)),
-                at(i64::from(i) * 10),
-                Some(-50),
-                i == 3,
-            );
+            probe(&mut g, i, 0x82, at(i64::from(i) * 10), Some(-50), i == 3);
+            probe(&mut g, i, 0x82, at(i64::from(i) * 10), Some(-50), i == 3);
         }
         assert_eq!(count(&g, None), 1);
         // The same computer's frames in two minutes union to one device: its hash, not a slot.
         let sketch_of = |start: i64| {
             let mut g = DeviceGroups::new(at(start));
             for s in [0, 1] {
-                g.observe(dev(7), Some(fp(0x82)), at(start + s), Some(-50), true);
+                probe(&mut g, 7, 0x82, at(start + s), Some(-50), true);
             }
             let mut sketch = Sketch::new(crowdflow_contract::sketch::Precision::DEFAULT);
             assert_eq!(g.finish(&salt(), None, &mut sketch), 1);
@@ -528,7 +492,7 @@ mod tests {
     #[test]
     fn debug_shows_sizes_only() {
         let mut g = DeviceGroups::new(t0());
-        g.observe(dev(1), Some(fp(0x82)), at(1), Some(-50), false);
+        probe(&mut g, 1, 0x82, at(1), Some(-50), false);
         assert_eq!(format!("{g:?}"), "DeviceGroups { frames: 1, .. }");
     }
 }

@@ -148,14 +148,8 @@ impl WindowCount {
     /// As [`Self::insert`], with the address already hashed under the window's salt.
     #[inline]
     pub fn insert_hashed(&mut self, device: &DeviceHash, at: Timestamp, sighting: &Sighting) {
-        let heard = &sighting.heard;
-        self.sketches.insert_hash(heard.kind(), device);
-        if heard.medium == Medium::Wifi {
-            // Only a probe request with a fingerprint is grouped, so only it needs the OUI.
-            let hardware = sighting.fingerprint.is_some() && oui::is_hardware(&heard.address);
-            self.devices
-                .observe(*device, sighting.fingerprint, at, heard.rssi, hardware);
-        }
+        let ms = self.devices.ms_since_start(at);
+        self.insert_hashed_ms(device, ms, sighting);
     }
 
     /// As [`Self::insert_hashed`], heard `ms` milliseconds after the window's start (replay:
