@@ -77,6 +77,9 @@ pub struct PeopleBasis {
     /// Relative half-width (95 %) of the calibration's error used in the interval: the
     /// fit's held-out error, or [`UNCALIBRATED_ERROR`] for a guess.
     pub error: f64,
+    /// A fitted kind had fewer than 19 head counts: its `error` is the largest held-out
+    /// residual, a floor of the half-width rather than a 95 % bound (`calibrate` says so).
+    pub error_is_floor: bool,
     /// The kinds that feed the figure.
     pub kinds: BTreeMap<String, KindBasis>,
 }
@@ -217,6 +220,11 @@ pub fn basis(zone: &Zone, floors: &Floors) -> Option<PeopleBasis> {
     (!zone.calibration.is_empty()).then(|| PeopleBasis {
         calibrated: zone.calibration.values().all(Calibration::is_fitted),
         error: zone.calibration.values().map(error_of).fold(0.0, f64::max),
+        error_is_floor: zone.calibration.values().any(|c| {
+            c.is_fitted()
+                && c.observations
+                    .is_some_and(|n| crate::calibration::fit::is_floor(n as usize))
+        }),
         kinds: zone
             .calibration
             .iter()
@@ -568,5 +576,35 @@ mod tests {
         assert_eq!(basis.kinds["ble"].floor_source, FloorSource::Learning);
         assert!((p.estimate - 1300.0).abs() < 1e-9);
         assert!(p.lower <= 650.0 + 1e-9 && p.upper >= 1950.0 - 1e-9);
+        assert!(!basis.error_is_floor, "a guess says uncalibrated instead");
+    }
+
+    #[test]
+    fn a_fit_on_fewer_than_19_counts_has_an_error_floor() {
+        let zone_fitted_on = |n: u32| Zone {
+            id: ZoneId::new("square").expect("id"),
+            name: "Square".into(),
+            area_m2: 100.0,
+            capacity: None,
+            occupancy_window_min: 5,
+            thresholds: vec![2.0],
+            calibration: [(
+                Kind::Wifi,
+                Calibration {
+                    factor: 0.8,
+                    floor: Floor::Devices(0.0),
+                    error: Some(0.01),
+                    observations: Some(n),
+                },
+            )]
+            .into(),
+            polygon: None,
+            gate: None,
+        };
+        let floors = Floors::default();
+        let few = basis(&zone_fitted_on(18), &floors).expect("calibration");
+        assert!(few.calibrated && few.error_is_floor);
+        let enough = basis(&zone_fitted_on(19), &floors).expect("calibration");
+        assert!(enough.calibrated && !enough.error_is_floor);
     }
 }

@@ -171,7 +171,7 @@ export class HistoryView {
       }
       data.push(done, growing);
     }
-    const unit = measure === 'people' ? 'people (estimated)' : 'distinct devices';
+    const unit = measure === 'people' ? 'people (estimated)' : 'distinct addresses';
     const opts = {
       ...this.size(),
       title: `${unit} per ${this.series.step}`,
@@ -231,7 +231,7 @@ export class HistoryView {
 
   renderDistinct(rows) {
     const table = this.root.querySelector('#distinct');
-    table.innerHTML = `<thead><tr><th>Zone</th><th>Distinct devices</th><th>95 % bounds</th><th><abbr title="people present on average over the range (not distinct visitors), with the interval of sketch and calibration error">People present</abbr></th></tr></thead>
+    table.innerHTML = `<thead><tr><th>Zone</th><th><abbr title="addresses of all kinds heard over the range: a phone that randomizes its address is many">Distinct addresses</abbr></th><th>95 % bounds</th><th><abbr title="people present on average over the range (not distinct visitors), with the interval of sketch and calibration error">People present</abbr></th></tr></thead>
       <tbody>${rows.map((d) => `<tr data-zone="${esc(d.zone)}"><td>${esc(this.names.get(d.zone) ?? d.zone)}</td>
         <td class="num">${count(d.total)}${d.total.upper_bound ? ' <abbr title="spans several salt epochs: an upper bound">≤</abbr>' : ''}</td>
         <td class="num">${bounds(d.total)}</td><td class="num">${d.people ? `${count(d.people)} (${bounds(d.people)})` : '–'}</td></tr>`).join('')}</tbody>`;

@@ -118,18 +118,23 @@ export class LiveView {
     level.textContent = z.stale ? 'no data' : z.level?.name ?? 'uncalibrated';
     level.style.background = colour;
     card.querySelector('.big').textContent = count(headline);
-    card.querySelector('.unit').textContent = z.people ? 'people' : 'devices';
+    // Without a calibration the headline is addresses: a phone randomizing its address is
+    // many of them (a lab read ten per person), so calling them devices overstates a crowd.
+    card.querySelector('.unit').textContent = z.people ? 'people' : 'addresses';
     card.querySelector('.bounds').textContent = `(${bounds(headline)})`;
     const basis = card.querySelector('.basis');
     basis.hidden = !z.people_basis;
     if (z.people_basis) {
       const b = z.people_basis;
       const pct = Math.round(b.error * 100);
-      basis.textContent = b.calibrated ? `calibrated ±${pct} %` : `uncalibrated: ±${pct} %`;
+      // Under 19 head counts the error is the largest residual seen, not a 95 % bound.
+      const floor = b.calibrated && b.error_is_floor ? ' or more' : '';
+      basis.textContent = b.calibrated ? `calibrated ±${pct} %${floor}` : `uncalibrated: ±${pct} %`;
       basis.classList.toggle('guess', !b.calibrated);
       basis.title = Object.entries(b.kinds)
         .map(([k, c]) => `${k}: ${c.factor} persons per device above a floor of ${Math.round(c.floor)} (${c.floor_source.replace('_', ' ')})`)
-        .join('; ') + (b.calibrated ? '' : '. The factor is a guess: calibrate the zone with head counts to narrow the interval.');
+        .join('; ') + (b.calibrated ? '' : '. The factor is a guess: calibrate the zone with head counts to narrow the interval.')
+        + (floor ? '. Fitted on fewer than 19 head counts: the error is the largest seen, not a 95 % bound; add counts and calibrate again.' : '');
     }
     // Spans and rates on the header's clock: a replay at 10x shows ten of its minutes a real one.
     const mins = (m) => Math.round(shownMinutes(m));
@@ -137,8 +142,12 @@ export class LiveView {
     const trend = z.trend
       ? ` · <span class="trend ${z.trend.direction}" title="change over ${mins(z.trend.minutes)} min">${ARROWS[z.trend.direction] ?? ''} ${z.trend.change >= 0 ? '+' : ''}${Math.round(z.trend.change)} over the last ${mins(z.trend.minutes)} min</span>`
       : '';
+    const physical = z.devices?.wifi_derandomized;
+    const wifiDevices = physical
+      ? ` · <b><abbr title="physical Wi-Fi devices: one phone's random addresses grouped by its capability elements; a lower bound where many phones of one model are heard (docs/counting-devices.md)">${count(physical)}</abbr></b> Wi-Fi devices`
+      : '';
     card.querySelector('.devices').innerHTML =
-      `<b>${count(z.total_devices)}</b> devices (${bounds(z.total_devices)}) in ${mins(z.window_min)} min${trend}`;
+      `<b>${count(z.total_devices)}</b> addresses (${bounds(z.total_devices)})${wifiDevices} in ${mins(z.window_min)} min${trend}`;
     card.querySelector('.density').textContent = z.density
       ? `density ${density(z.density)} (${densityBounds(z.density)}) on ${Math.round(z.area_m2).toLocaleString('en-GB')} m²`
       : 'density: no calibration for this zone';

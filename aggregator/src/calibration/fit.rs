@@ -350,6 +350,17 @@ pub struct Scores {
     pub observations: usize,
 }
 
+/// The rank of the split-conformal quantile among `n` sorted residuals (1-based).
+fn conformal_rank(n: usize) -> usize {
+    (COVERAGE * (n as f64 + 1.0)).ceil() as usize
+}
+
+/// Whether the held-out error of `n` counts is only a floor: under 19 counts no residual is
+/// the conformal [`COVERAGE`] quantile (Lei et al. 2018), so the largest stands in.
+pub fn is_floor(n: usize) -> bool {
+    conformal_rank(n) > n
+}
+
 /// Scores of the predictions `yhat` of the counts `y` (same length, not empty).
 pub fn scores(y: &[f64], yhat: &[f64]) -> Scores {
     let n = y.len().min(yhat.len());
@@ -364,8 +375,8 @@ pub fn scores(y: &[f64], yhat: &[f64]) -> Scores {
         .map(|(y, p)| (y - p).abs() / p.max(MIN_PERSONS))
         .collect();
     conformal.sort_by(f64::total_cmp);
-    let rank = (COVERAGE * (n as f64 + 1.0)).ceil() as usize;
-    let error_is_floor = rank > n;
+    let rank = conformal_rank(n);
+    let error_is_floor = is_floor(n);
     let error = conformal
         .get(rank.min(n).saturating_sub(1))
         .copied()

@@ -120,7 +120,8 @@ pub struct ZoneLive {
     /// of the Wi-Fi frames, never added to the other two; a lower bound in dense crowds,
     /// docs/counting-devices.md). Kinds no sensor of the zone sent lately are left out.
     pub devices: BTreeMap<String, Count>,
-    /// Devices of all kinds (a device has one kind, so kinds add up).
+    /// Distinct addresses of the address kinds (wifi, wifi_random, ble; an address has one kind,
+    /// so they add up). Not physical devices: a phone randomizing its address is many of them.
     pub total_devices: Count,
     /// Estimated people: factor x (devices - floor) per calibrated kind, the interval
     /// combining the sketch's error with the calibration's. Null when the zone has no

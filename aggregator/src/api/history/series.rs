@@ -46,7 +46,8 @@ pub struct SeriesPoint {
     /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
     /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
-    /// Devices of all kinds.
+    /// Distinct addresses of the address kinds (wifi, wifi_random, ble), which add up; not
+    /// physical devices (a phone randomizing its address is many).
     pub total: Count,
     /// Estimated people present, on average over the bucket's stored minutes (see
     /// `people_basis` of the live view); null when the zone has no calibration or no minute
@@ -229,7 +230,8 @@ pub struct ZoneColumns {
     /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md);
     /// kinds with data in the range.
     pub devices: BTreeMap<String, CountColumns>,
-    /// Devices of all kinds.
+    /// Distinct addresses of the address kinds (wifi, wifi_random, ble), which add up; not
+    /// physical devices (a phone randomizing its address is many).
     pub total: CountColumns,
     /// Estimated people present, on average over each bucket's stored minutes (null when
     /// the zone has no calibration).

@@ -38,7 +38,8 @@ pub struct Distinct {
     /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
     /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
-    /// Devices of all kinds.
+    /// Distinct addresses of the address kinds (wifi, wifi_random, ble), which add up; not
+    /// physical devices (a phone randomizing its address is many).
     pub total: Count,
     /// Estimated people present on average over the range's stored minutes: not distinct
     /// visitors (over a span addresses rotate and people come and go, so devices over the
