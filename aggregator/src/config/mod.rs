@@ -308,6 +308,12 @@ mod tests {
                 "wifi_derandomized = { factor = 0.9, flor = 3 }",
                 "a table from `calibrate`",
             ),
+            // People add the calibrated kinds: the phones and their addresses would count twice.
+            (
+                "wifi_derandomized = 2.2",
+                "wifi_derandomized = 0.9, wifi_random = 0.1",
+                "`zones[0].calibration`: wifi_derandomized counts the phones behind the wifi_random",
+            ),
             (
                 "zone = \"neude\"",
                 "zone = \"nowhere\"",

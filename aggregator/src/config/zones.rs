@@ -221,6 +221,25 @@ pub struct Zone {
     pub gate: Option<Gate>,
 }
 
+/// People are the sum over calibrated kinds, so two kinds must never count one phone twice:
+/// `wifi_derandomized` is the physical devices behind the `wifi` and `wifi_random` addresses.
+fn check_one_wifi_view(calibration: &BTreeMap<Kind, Calibration>) -> Result<(), String> {
+    let addresses: Vec<&str> = [Kind::Wifi, Kind::WifiRandom]
+        .into_iter()
+        .filter(|k| calibration.contains_key(k))
+        .map(Kind::as_str)
+        .collect();
+    if calibration.contains_key(&Kind::WifiDerandomized) && !addresses.is_empty() {
+        return Err(format!(
+            "wifi_derandomized counts the phones behind the {} addresses, so people would count \
+             them twice: keep either wifi_derandomized or the address kinds (calibrate's report \
+             says which to keep)",
+            addresses.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldError> {
     let mut zones = BTreeMap::new();
     for (i, z) in raw.into_iter().enumerate() {
@@ -262,6 +281,7 @@ pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldEr
             })?;
             calibration.insert(k, self::calibration(&at, raw)?);
         }
+        check_one_wifi_view(&calibration).map_err(|e| field(at("calibration"), e))?;
         if let Some(p) = &z.polygon
             && p.get("type").and_then(|t| t.as_str()) != Some("Polygon")
         {
