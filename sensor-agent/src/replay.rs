@@ -126,6 +126,9 @@ pub struct WindowReport {
     pub distinct: BTreeMap<Kind, Estimate>,
     /// Devices: `wifi` the physical Wi-Fi device estimate, `ble` the distinct BLE addresses.
     pub devices: Devices,
+    /// The replay's frames begin after the window's start or end before its end (a capture
+    /// started, stopped or was interrupted inside it): its counts are of part of the window.
+    pub partial: bool,
 }
 
 /// Frames of one window.
@@ -165,6 +168,9 @@ struct OpenWindow {
     start_ns: i64,
     count: WindowCount,
     tally: Tally,
+    /// Its earliest and latest frame (ns), which tell the replay's span at the end.
+    first_ns: i64,
+    last_ns: i64,
 }
 
 const NS_PER_S: i64 = 1_000_000_000;
@@ -189,6 +195,8 @@ impl WindowedReplay {
                 start_ns,
                 count: WindowCount::new(Precision::DEFAULT, start),
                 tally: Tally::default(),
+                first_ns: ts_ns,
+                last_ns: ts_ns,
             });
             open.len() - 1
         });
@@ -208,6 +216,8 @@ impl WindowedReplay {
             self.gate.observe(rssi);
         }
         let window = self.window_of(ts_ns);
+        window.first_ns = window.first_ns.min(ts_ns);
+        window.last_ns = window.last_ns.max(ts_ns);
         window.tally.record(&outcome.map(|s| s.heard));
         if let (Ok(sighting), Some(device)) = (outcome, device) {
             let ms = (ts_ns - window.start_ns) / 1_000_000;
@@ -234,6 +244,9 @@ impl WindowedReplay {
         };
         let length = self.length;
         self.open.sort_by_key(|w| w.start_ns);
+        let len_ns = i64::from(length.seconds()) * NS_PER_S;
+        let first_ns = self.open.iter().map(|w| w.first_ns).min().unwrap_or(0);
+        let last_ns = self.open.iter().map(|w| w.last_ns).max().unwrap_or(0);
         let mut union = KindUnion::new(Precision::DEFAULT);
         let windows = self
             .open
@@ -242,7 +255,11 @@ impl WindowedReplay {
                 let window = Window::containing(w.count.start(), length);
                 let sketches = w.count.finish(Some(salt), extra);
                 union.add(&sketches);
-                let distinct = sketches.estimates();
+                let distinct: BTreeMap<Kind, Estimate> = sketches
+                    .estimates()
+                    .into_iter()
+                    .map(|(k, e)| (k, tidy(e)))
+                    .collect();
                 WindowReport {
                     start: window.start(),
                     end: window.end(),
@@ -259,6 +276,10 @@ impl WindowedReplay {
                         ble: distinct[&Kind::Ble],
                     },
                     distinct,
+                    // Within a second of either edge is whole: a capture's first frame
+                    // rarely falls on the window's first instant.
+                    partial: first_ns > w.start_ns + NS_PER_S
+                        || last_ns < w.start_ns + len_ns - NS_PER_S,
                 }
             })
             .collect();
@@ -360,7 +381,11 @@ pub fn replay_windows(
             .collect(),
         skipped: tally.skipped_by_reason(),
         skipped_link_types,
-        distinct: sketches.estimates(),
+        distinct: sketches
+            .estimates()
+            .into_iter()
+            .map(|(k, e)| (k, tidy(e)))
+            .collect(),
         elapsed_s: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         errors,
@@ -656,6 +681,17 @@ impl ReplayReport {
     }
 }
 
+/// An estimate to two decimals: a sketch of two addresses reads 2.000000004967054, whose
+/// digits after the second say nothing.
+fn tidy(e: Estimate) -> Estimate {
+    let two = |x: f64| (x * 100.0).round() / 100.0;
+    Estimate {
+        estimate: two(e.estimate),
+        lower: two(e.lower),
+        upper: two(e.upper),
+    }
+}
+
 /// The per-window table of the human summary.
 fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
     let mut out = match gate {
@@ -664,21 +700,29 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
     };
     out +=
         "                             distinct addresses (wifi: global, wifi_random: randomized)\n";
-    out += "start                 frames   wifi  wifi_random    ble   wifi devices [sketch 95%]  ble devices [sketch 95%]\n";
+    out += "start                 end                   frames   wifi  wifi_random    ble   wifi devices [sketch 95%]  ble devices [sketch 95%]\n";
     let e = |e: &Estimate| format!("{:.0} [{:.0}, {:.0}]", e.estimate, e.lower, e.upper);
     let distinct = |w: &WindowReport, kind| w.distinct.get(&kind).map_or(0.0, |e| e.estimate);
+    let utc = |t: &Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     for w in windows {
-        out += &format!(
-            "{:<21} {:>6} {:>6.0} {:>12.0} {:>6.0}   {:<26} {}\n",
-            w.start.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        let line = format!(
+            "{:<21} {:<21} {:>6} {:>6.0} {:>12.0} {:>6.0}   {:<26} {:<24}{}",
+            utc(&w.start),
+            utc(&w.end),
             w.frames.total,
             distinct(w, Kind::Wifi),
             distinct(w, Kind::WifiRandom),
             distinct(w, Kind::Ble),
             e(&w.devices.wifi),
             e(&w.devices.ble),
+            if w.partial { "  partial*" } else { "" },
         );
+        out += line.trim_end();
+        out.push('\n');
     }
     out += "(device bounds are the sketch's only; the estimate's own error: docs/counting-devices.md)\n";
+    if windows.iter().any(|w| w.partial) {
+        out += "(*partial: the replay's frames begin or end inside the window, so it counts part of it)\n";
+    }
     out
 }

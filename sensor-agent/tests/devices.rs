@@ -380,6 +380,16 @@ fn replay_window_json_has_the_documented_shape() {
             Some(1.0)
         );
     }
+    // The capture starts and stops inside its first and last window; the two between are whole.
+    let partial: Vec<bool> = ws.iter().map(|w| w["partial"] == true).collect();
+    assert_eq!(partial, [true, false, false, true]);
+    // Estimates carry two decimals at most, not the sketch's 2.000000004967054.
+    for w in ws {
+        for e in w["distinct"].as_object().expect("distinct").values() {
+            let x = e["estimate"].as_f64().expect("estimate");
+            assert_eq!((x * 100.0).round() / 100.0, x, "{x}");
+        }
+    }
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_crowdflow-agent"))
         .args(["replay", "--window", "7m", "--pcap"])
         .arg(phone("iPhone11-B"))
