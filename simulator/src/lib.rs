@@ -400,12 +400,28 @@ fn wifi_address(d: &Device, burst: u32, t: i64, rotation_min: f64) -> [u8; ADDRE
         Model::AndroidLike | Model::Wearable => (t as f64 / (rotation_min * 60e6)) as u64,
     };
     let mut a = six(mix(d.key ^ mix(epoch.wrapping_add(1))));
-    a[0] &= 0xfc; // unicast
-    if d.model != Model::GlobalPhone {
-        a[0] |= 0x02; // locally administered: a randomized MAC
+    if d.model == Model::GlobalPhone {
+        // A hardware address starts with its maker's IEEE-assigned prefix.
+        let oui = PHONE_MAKER_OUIS[(d.key % PHONE_MAKER_OUIS.len() as u64) as usize];
+        a[..3].copy_from_slice(&oui);
+    } else {
+        a[0] = (a[0] & 0xfc) | 0x02; // unicast, locally administered: a randomized MAC
     }
     a
 }
+
+/// Prefixes that phone makers (Apple, Samsung, Huawei, Xiaomi, Google, OnePlus) hold in the
+/// IEEE's MA-L listing, which the agent's `frame::oui` tells hardware addresses by.
+const PHONE_MAKER_OUIS: [[u8; 3]; 8] = [
+    [0x00, 0x1c, 0xb3],
+    [0xf0, 0xdb, 0xe2],
+    [0x00, 0x16, 0x32],
+    [0xb8, 0xbc, 0x5b],
+    [0x00, 0x18, 0x82],
+    [0x64, 0x09, 0x80],
+    [0x3c, 0x5a, 0xb4],
+    [0x94, 0x65, 0x2d],
+];
 
 /// A BLE resolvable private address (two top bits 01), new every rotation period.
 fn ble_address(d: &Device, t: i64, rotation_min: f64) -> [u8; ADDRESS_LEN] {

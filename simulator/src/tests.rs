@@ -62,6 +62,12 @@ fn addresses_follow_their_device_models() {
         .iter()
         .filter(|f| f.medium == Medium::Wifi && f.address[0] & 0x02 == 0);
     let distinct_global: HashSet<_> = global.map(|f| f.address).collect();
+    assert!(
+        distinct_global
+            .iter()
+            .all(crowdflow_agent::frame::oui::is_hardware),
+        "a global phone's address has its maker's assigned prefix"
+    );
     let global_phones = sim
         .devices
         .iter()
