@@ -79,6 +79,9 @@ fn parse_window(text: &str) -> Result<WindowLength, String> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, ""), |i| text.split_at(i));
+    if !number.is_empty() && number.bytes().all(|b| b == b'0') {
+        return Err("a window of length 0 counts nothing: give e.g. 60s, 15m or 1h".to_owned());
+    }
     let factor = match unit {
         "s" => 1,
         "m" | "min" => 60,

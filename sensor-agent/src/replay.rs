@@ -126,8 +126,9 @@ pub struct WindowReport {
     pub distinct: BTreeMap<Kind, Estimate>,
     /// Devices: `wifi` the physical Wi-Fi device estimate, `ble` the distinct BLE addresses.
     pub devices: Devices,
-    /// The replay's frames begin after the window's start or end before its end (a capture
-    /// started, stopped or was interrupted inside it): its counts are of part of the window.
+    /// A replayed file begins or ends inside the window (a capture started, stopped, was cut
+    /// or interrupted in it), or a silence of [`PAUSE`] or more does (a paused capture):
+    /// its counts are of part of the window.
     pub partial: bool,
 }
 
@@ -162,15 +163,22 @@ struct WindowedReplay {
     index: foldhash::HashMap<i64, usize>,
     /// The window of the previous frame (frames come mostly in time order).
     last: usize,
+    /// The current file's previous frame (ns), none before its first.
+    previous_ns: Option<i64>,
 }
+
+/// A silence this long inside a file is read as a paused capture, so the windows it starts
+/// and ends in are partial (or the window's length, if longer). Shorter silences are a quiet
+/// place: a sensor in an empty room still hears its routers and computers every few minutes
+/// (brno-lab nights).
+pub const PAUSE: Duration = Duration::from_secs(15 * 60);
 
 struct OpenWindow {
     start_ns: i64,
     count: WindowCount,
     tally: Tally,
-    /// Its earliest and latest frame (ns), which tell the replay's span at the end.
-    first_ns: i64,
-    last_ns: i64,
+    /// A file begins or ends, or a capture pauses, inside it.
+    partial: bool,
 }
 
 const NS_PER_S: i64 = 1_000_000_000;
@@ -178,7 +186,7 @@ const NS_PER_S: i64 = 1_000_000_000;
 impl WindowedReplay {
     /// The open window holding `ts_ns`, opened if new.
     fn window_of(&mut self, ts_ns: i64) -> &mut OpenWindow {
-        let len_ns = i64::from(self.length.seconds()) * NS_PER_S;
+        let len_ns = self.len_ns();
         // The previous frame's window, without a division (a 64-bit division per frame was
         // a tenth of a windowed replay, #15).
         if let Some(w) = self.open.get(self.last)
@@ -195,12 +203,38 @@ impl WindowedReplay {
                 start_ns,
                 count: WindowCount::new(Precision::DEFAULT, start),
                 tally: Tally::default(),
-                first_ns: ts_ns,
-                last_ns: ts_ns,
+                partial: false,
             });
             open.len() - 1
         });
         &mut self.open[self.last]
+    }
+
+    fn len_ns(&self) -> i64 {
+        i64::from(self.length.seconds()) * NS_PER_S
+    }
+
+    /// A file's frames begin: its first frame's window is partial unless it starts there.
+    fn begin_file(&mut self) {
+        self.previous_ns = None;
+    }
+
+    /// A file's frames end (read to its end, cut, or interrupted).
+    fn end_file(&mut self) {
+        if let Some(last) = self.previous_ns.take() {
+            self.mark_end(last);
+        }
+    }
+
+    /// Frames stop at `last_ns`, the previous frame (in the window at `self.last`): its window
+    /// is partial unless they stop within a second of its end.
+    fn mark_end(&mut self, last_ns: i64) {
+        let len_ns = self.len_ns();
+        if let Some(w) = self.open.get_mut(self.last)
+            && last_ns < w.start_ns + len_ns - NS_PER_S
+        {
+            w.partial = true;
+        }
     }
 
     /// Counts a frame in its window; `device` is the counted address's salted hash.
@@ -215,9 +249,20 @@ impl WindowedReplay {
         {
             self.gate.observe(rssi);
         }
+        let len_ns = self.len_ns();
+        let pause_ns = (PAUSE.as_secs() as i64 * NS_PER_S).max(len_ns);
+        let starts = match self.previous_ns {
+            None => true,
+            Some(previous) if ts_ns - previous >= pause_ns => {
+                self.mark_end(previous);
+                true
+            }
+            Some(_) => false,
+        };
+        self.previous_ns = Some(ts_ns);
         let window = self.window_of(ts_ns);
-        window.first_ns = window.first_ns.min(ts_ns);
-        window.last_ns = window.last_ns.max(ts_ns);
+        // Within a second of its start is whole: a capture rarely begins on the instant.
+        window.partial |= starts && ts_ns > window.start_ns + NS_PER_S;
         window.tally.record(&outcome.map(|s| s.heard));
         if let (Ok(sighting), Some(device)) = (outcome, device) {
             let ms = (ts_ns - window.start_ns) / 1_000_000;
@@ -244,9 +289,6 @@ impl WindowedReplay {
         };
         let length = self.length;
         self.open.sort_by_key(|w| w.start_ns);
-        let len_ns = i64::from(length.seconds()) * NS_PER_S;
-        let first_ns = self.open.iter().map(|w| w.first_ns).min().unwrap_or(0);
-        let last_ns = self.open.iter().map(|w| w.last_ns).max().unwrap_or(0);
         let mut union = KindUnion::new(Precision::DEFAULT);
         let windows = self
             .open
@@ -276,10 +318,7 @@ impl WindowedReplay {
                         ble: distinct[&Kind::Ble],
                     },
                     distinct,
-                    // Within a second of either edge is whole: a capture's first frame
-                    // rarely falls on the window's first instant.
-                    partial: first_ns > w.start_ns + NS_PER_S
-                        || last_ns < w.start_ns + len_ns - NS_PER_S,
+                    partial: w.partial,
                 }
             })
             .collect();
@@ -318,8 +357,10 @@ pub fn replay_windows(
         open: Vec::new(),
         index: foldhash::HashMap::default(),
         last: 0,
+        previous_ns: None,
     });
     let mut seen = std::collections::HashSet::new();
+    let mut contents: BTreeMap<(u64, [u8; 32]), PathBuf> = BTreeMap::new();
     for path in paths {
         if interrupted() {
             break;
@@ -338,7 +379,22 @@ pub fn replay_windows(
             ));
             continue;
         }
+        // A copy under another name would count its frames twice too.
+        if let Some(content) = content_key(path) {
+            if let Some(first) = contents.get(&content) {
+                warnings.push(format!(
+                    "{}: the same capture as {}; counted once",
+                    path.display(),
+                    first.display()
+                ));
+                continue;
+            }
+            contents.insert(content, path.clone());
+        }
         let before = tally.clone();
+        if let Some(w) = windowed.as_mut() {
+            w.begin_file();
+        }
         let counts = Counts {
             salt: &salt,
             sketches: &mut sketches,
@@ -346,7 +402,11 @@ pub fn replay_windows(
             windowed: windowed.as_mut(),
             skipped_link_types: &mut skipped_link_types,
         };
-        match replay_file(path, policy, pace, counts) {
+        let result = replay_file(path, policy, pace, counts);
+        if let Some(w) = windowed.as_mut() {
+            w.end_file();
+        }
+        match result {
             Ok(()) => {}
             Err(
                 e @ ReplayError::File {
@@ -361,6 +421,7 @@ pub fn replay_windows(
         }
         warnings.extend(fcs_hint(path, policy, &before, &tally));
     }
+    warnings.extend(gate_hint(policy, &tally));
     if interrupted() {
         warnings.push(
             "interrupted: the counts are of the frames read before it (the last window is partial)"
@@ -393,6 +454,37 @@ pub fn replay_windows(
         device_gate_dbm,
         windows,
         interrupted: interrupted(),
+    })
+}
+
+/// What tells a file's copy from another capture: its length and the hash of its first MiB
+/// (two captures that agree in both are one). None for standard input, anything but a
+/// regular file, or an unreadable file (whose error comes when it is replayed).
+fn content_key(path: &Path) -> Option<(u64, [u8; 32])> {
+    use std::io::Read;
+    // A pipe or a device (`/dev/stdin`) would be consumed by reading its head.
+    let meta = std::fs::metadata(path).ok()?;
+    if path == Path::new(STDIN) || !meta.is_file() {
+        return None;
+    }
+    let len = meta.len();
+    let file = File::open(path).ok()?;
+    let mut head = Vec::with_capacity(1 << 20);
+    file.take(1 << 20).read_to_end(&mut head).ok()?;
+    Some((len, *blake3::hash(&head).as_bytes()))
+}
+
+/// A warning when the signal gate skipped every frame that would have counted: a gate above
+/// what the sensor hears (`--min-rssi 0`) reads an empty place, which a crew would believe.
+fn gate_hint(policy: &FramePolicy, tally: &Tally) -> Option<String> {
+    let counted: u64 = Kind::ADDRESSES.iter().map(|&k| tally.counted(k)).sum();
+    let too_far = tally.skipped(Skip::TooFar);
+    let gate = policy.min_rssi?;
+    (counted == 0 && too_far > 0).then(|| {
+        format!(
+            "nothing counted: all {too_far} frames were weaker than --min-rssi {gate} dBm \
+             (skipped as below_rssi_threshold): give a lower gate, e.g. -75"
+        )
     })
 }
 
@@ -498,6 +590,70 @@ fn interrupted() -> bool {
 /// The path that names standard input (`--pcap -`, as `tshark -r -` reads a pipe).
 pub const STDIN: &str = "-";
 
+/// Standard input read on a thread of its own, in chunks: a read blocked on a pipe whose
+/// writer is idle cannot be interrupted, so Ctrl-C would wait for the writer (and a second
+/// one lost the counts). Reads here wake every 100 ms to see [`interrupt`], then end as at
+/// the end of the input.
+struct StdinChunks {
+    chunks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl StdinChunks {
+    fn spawn() -> StdinChunks {
+        // A few chunks ahead at most: the reader stays a MiB or so before the replay.
+        let (send, chunks) = std::sync::mpsc::sync_channel(2);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let mut chunk = vec![0; 1 << 20];
+                let sent = match stdin.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        send.send(Ok(chunk))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => send.send(Err(e)),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        });
+        StdinChunks {
+            chunks,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for StdinChunks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::mpsc::RecvTimeoutError;
+        while self.at == self.chunk.len() {
+            if interrupted() {
+                return Ok(0);
+            }
+            match self.chunks.recv_timeout(Duration::from_millis(100)) {
+                Ok(chunk) => {
+                    self.chunk = chunk?;
+                    self.at = 0;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.at);
+        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Counts one file (standard input for [`STDIN`]). Packets of link types the agent cannot
 /// read (another interface of a pcapng) are skipped and counted; a file with nothing else is
 /// an error naming its types.
@@ -518,7 +674,7 @@ fn replay_file(
         source,
     };
     if stdin {
-        let input = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+        let input = BufReader::with_capacity(1 << 20, StdinChunks::spawn());
         return count_file(
             CaptureReader::new(input).map_err(file_error)?,
             path,
@@ -722,7 +878,7 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
     }
     out += "(device bounds are the sketch's only; the estimate's own error: docs/counting-devices.md)\n";
     if windows.iter().any(|w| w.partial) {
-        out += "(*partial: the replay's frames begin or end inside the window, so it counts part of it)\n";
+        out += "(*partial: a file's frames begin or end, or pause for 15 min or more, inside the window: it counts part of it)\n";
     }
     out
 }

@@ -181,6 +181,43 @@ fn an_interrupted_replay_reports_what_it_counted() {
     assert!(stderr.contains("interrupted"), "{stderr}");
 }
 
+/// `--pcap -` fed by a writer that stays open (a live `tcpdump -w -`): Ctrl-C ends the
+/// replay with what it counted, rather than waiting for the writer to close.
+#[test]
+fn an_interrupted_replay_of_an_idle_pipe_reports_what_it_counted() {
+    use std::io::Write;
+    let capture =
+        std::fs::read(data("brno-lab/sc6-61_2022-10-19_anonymized.pcap")).expect("capture");
+    let mut child = agent()
+        .args(["replay", "--json", "--window", "15m", "--pcap", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent runs");
+    let mut writer = child.stdin.take().expect("stdin");
+    writer
+        .write_all(&capture)
+        .expect("the agent reads the pipe");
+    // The whole capture is in; the writer stays open, as a live capture would.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("agent output");
+    drop(writer);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(v["interrupted"], true);
+    assert_eq!(
+        v["frames"].as_u64(),
+        Some(8375),
+        "every frame written was counted"
+    );
+}
+
 /// A capture truncated by another process while `replay` reads it through its memory map
 /// ends the replay with one clear line and status 1, not a "Bus error" crash.
 #[test]

@@ -268,6 +268,48 @@ fn lab_report(dir: &Path) -> ReplayReport {
     windows(&paths, 900)
 }
 
+/// The windows of `report` marked partial, by start (unix seconds).
+fn partial_starts(report: &ReplayReport) -> Vec<i64> {
+    let ws = report.windows.as_ref().expect("windows");
+    ws.iter()
+        .filter(|w| w.partial)
+        .map(|w| w.start.as_second())
+        .collect()
+}
+
+#[test]
+fn every_file_marks_the_windows_it_begins_and_ends_in_as_partial() {
+    let days: Vec<PathBuf> = LAB_DAYS
+        .iter()
+        .map(|day| data(&format!("brno-lab/{day}_anonymized.pcap")))
+        .collect();
+    let alone: Vec<i64> = days
+        .iter()
+        .flat_map(|d| partial_starts(&windows(std::slice::from_ref(d), 900)))
+        .collect();
+    let together = windows(&days, 900);
+    // Each day starts and stops inside a window: two each, whether replayed alone or not.
+    assert_eq!(alone.len(), 2 * days.len(), "{alone:?}");
+    assert_eq!(partial_starts(&together), alone);
+    // A capture paused for longer than PAUSE marks the windows its silence starts and ends in.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut p = packets(&days[1]);
+    let pause = 3600 * 1_000_000_000;
+    let cut = p.len() / 2;
+    for (ts, _) in &mut p[cut..] {
+        *ts += pause;
+    }
+    let paused = dir.path().join("paused.pcap");
+    write_pcap(&paused, &p);
+    let report = windows(&[paused], 900);
+    assert_eq!(
+        partial_starts(&report).len(),
+        4,
+        "{:?}",
+        partial_starts(&report)
+    );
+}
+
 #[test]
 fn lab_days_read_about_one_device_per_person_and_the_empty_lab_about_none() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -425,6 +467,25 @@ fn replay_refuses_ambiguous_options_and_says_what_to_give() {
         "{}",
         stderr(&out)
     );
+    // a gate nothing passes says so, rather than reading an empty place
+    let out = agent_replay(
+        &["--ignore-fcs", "--min-rssi", "0"],
+        std::slice::from_ref(&file),
+    );
+    assert!(
+        stderr(&out).contains("weaker than --min-rssi 0 dBm"),
+        "{}",
+        stderr(&out)
+    );
+    // nothing, with or without a unit
+    for zero in ["0", "0s", "00m"] {
+        let out = agent_replay(&["--window", zero], std::slice::from_ref(&file));
+        assert!(
+            stderr(&out).contains("length 0 counts nothing"),
+            "{zero}: {}",
+            stderr(&out)
+        );
+    }
     // too large a number is too long, not "not a whole number"
     let out = agent_replay(
         &["--window", "99999999999999999999h"],
@@ -463,6 +524,17 @@ fn replay_says_why_nothing_counted_and_counts_a_repeated_file_once() {
         serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")["frames"].as_u64()
     };
     assert_eq!(frames(&twice), frames(&once));
+    // a copy under another name too
+    let dir = tempfile::tempdir().expect("tmp");
+    let copy = dir.path().join("copy.pcap");
+    std::fs::copy(&file, &copy).expect("copy");
+    let copied = agent_replay(&["--json", "--ignore-fcs"], &[file.clone(), copy]);
+    assert!(
+        String::from_utf8_lossy(&copied.stderr).contains("copy.pcap: the same capture as"),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_eq!(frames(&copied), frames(&once));
 }
 
 #[test]
