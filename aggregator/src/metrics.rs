@@ -182,7 +182,7 @@ impl Default for Metrics {
             zone_devices: gauge_vec(
                 &r,
                 "crowdflow_zone_devices",
-                "Distinct devices in the zone's occupancy window, by kind.",
+                "Distinct addresses in the zone's occupancy window, by kind (wifi_derandomized: physical Wi-Fi devices).",
                 &["zone", "kind"],
             ),
             zone_people: gauge_vec(

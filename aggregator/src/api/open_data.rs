@@ -25,7 +25,8 @@ pub struct OpenDataRow {
     /// Hour start.
     #[schema(value_type = String, format = DateTime)]
     pub hour: Timestamp,
-    /// Distinct devices, rounded; null when below k (suppressed).
+    /// Distinct addresses (Wi-Fi global and randomized, BLE), rounded; not physical devices (a
+    /// phone randomizing its address is many); null when below k (suppressed).
     pub devices: Option<u64>,
     /// Estimated people present on average in the hour, rounded; null when below k or the
     /// zone has no calibration.
@@ -194,7 +195,7 @@ fn export_response<S: Store>(
     let export = OpenDataExport {
         licence: od.licence.clone(),
         notes: [vec![
-            "Distinct devices (Wi-Fi and Bluetooth) heard per zone and hour, estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
+            "devices: distinct addresses (Wi-Fi and Bluetooth) heard per zone and hour (a phone that randomizes its address counts once per address, so they are not people; people is the calibrated estimate), estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
             format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
             "People are present on average in the hour, estimated as factor x (devices - floor) per minute; the interval combines the sketch's error with the calibration's (people_calibrated false: a guessed factor, +-50 %); empty where the zone has no calibration entry.".into(),
         ], notes]

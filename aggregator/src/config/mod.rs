@@ -284,35 +284,40 @@ mod tests {
                 "each above 0",
             ),
             (
-                "wifi_derandomized = 2.2",
-                "bluetooth = 0.9",
+                "calibration = { ble = 1.3 }",
+                "calibration = { bluetooth = 0.9 }",
                 "`zones[0].calibration.bluetooth`",
             ),
             (
-                "wifi_derandomized = 2.2",
-                "wifi_derandomized = { factor = 0.9, floor = \"lots\" }",
+                "calibration = { ble = 1.3 }",
+                "calibration = { wifi_derandomized = { factor = 0.9, floor = \"lots\" } }",
                 "`zones[0].calibration.wifi_derandomized.floor`",
             ),
             (
-                "wifi_derandomized = 2.2",
-                "wifi_derandomized = { factor = 0.9, error = 0.0 }",
+                "calibration = { ble = 1.3 }",
+                "calibration = { wifi_derandomized = { factor = 0.9, error = 0.0 } }",
                 "`zones[0].calibration.wifi_derandomized.error`",
             ),
             (
-                "wifi_derandomized = 2.2",
-                "wifi_derandomized = { factor = 900.0 }",
+                "calibration = { ble = 1.3 }",
+                "calibration = { wifi_derandomized = { factor = 900.0 } }",
                 "`zones[0].calibration.wifi_derandomized.factor`",
             ),
             (
-                "wifi_derandomized = 2.2",
-                "wifi_derandomized = { factor = 0.9, flor = 3 }",
+                "calibration = { ble = 1.3 }",
+                "calibration = { wifi_derandomized = { factor = 0.9, flor = 3 } }",
                 "a table from `calibrate`",
             ),
             // People add the calibrated kinds: the phones and their addresses would count twice.
             (
-                "wifi_derandomized = 2.2",
-                "wifi_derandomized = 0.9, wifi_random = 0.1",
+                "calibration = { ble = 1.3 }",
+                "calibration = { wifi_derandomized = 0.9, wifi_random = 0.1 }",
                 "`zones[0].calibration`: wifi_derandomized counts the phones behind the wifi_random",
+            ),
+            (
+                "calibration = { ble = 1.3 }",
+                "calibration = { ble = { factor = 1.1, floor = 0.0, error = 0.2, observations = 12 }, wifi = { factor = 0.5, floor = 0.0, error = 0.3, observations = 12 } }",
+                "`zones[0].calibration`: wifi and ble were each fitted by calibrate",
             ),
             (
                 "zone = \"neude\"",

@@ -222,8 +222,9 @@ pub struct Zone {
 }
 
 /// People are the sum over calibrated kinds, so two kinds must never count one phone twice:
-/// `wifi_derandomized` is the physical devices behind the `wifi` and `wifi_random` addresses.
-fn check_one_wifi_view(calibration: &BTreeMap<Kind, Calibration>) -> Result<(), String> {
+/// `wifi_derandomized` is the physical devices behind the `wifi` and `wifi_random` addresses,
+/// and a line fitted by `calibrate` already predicts all of a zone's people by itself.
+fn check_kinds_add_up(calibration: &BTreeMap<Kind, Calibration>) -> Result<(), String> {
     let addresses: Vec<&str> = [Kind::Wifi, Kind::WifiRandom]
         .into_iter()
         .filter(|k| calibration.contains_key(k))
@@ -235,6 +236,18 @@ fn check_one_wifi_view(calibration: &BTreeMap<Kind, Calibration>) -> Result<(), 
              them twice: keep either wifi_derandomized or the address kinds (calibrate's report \
              says which to keep)",
             addresses.join(" and ")
+        ));
+    }
+    let fitted: Vec<&str> = calibration
+        .iter()
+        .filter(|(_, c)| c.is_fitted())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if fitted.len() > 1 {
+        return Err(format!(
+            "{} were each fitted by calibrate to give the zone's people alone, and people add \
+             the kinds, so they would count people twice: keep the one calibrate picked",
+            fitted.join(" and ")
         ));
     }
     Ok(())
@@ -281,7 +294,7 @@ pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldEr
             })?;
             calibration.insert(k, self::calibration(&at, raw)?);
         }
-        check_one_wifi_view(&calibration).map_err(|e| field(at("calibration"), e))?;
+        check_kinds_add_up(&calibration).map_err(|e| field(at("calibration"), e))?;
         if let Some(p) = &z.polygon
             && p.get("type").and_then(|t| t.as_str()) != Some("Polygon")
         {

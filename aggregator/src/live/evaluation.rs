@@ -115,7 +115,7 @@ pub struct ZoneLive {
     pub capacity: Option<u64>,
     /// Minutes of the occupancy window.
     pub window_min: u32,
-    /// Distinct devices in the window, by kind: "wifi" (global addresses), "wifi_random"
+    /// Distinct addresses in the window, by kind: "wifi" (global addresses), "wifi_random"
     /// (randomized addresses), "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view
     /// of the Wi-Fi frames, never added to the other two; a lower bound in dense crowds,
     /// docs/counting-devices.md). Kinds no sensor of the zone sent lately are left out.

@@ -42,7 +42,7 @@ pub struct SeriesPoint {
     /// Bucket start.
     #[schema(value_type = String, format = DateTime)]
     pub t: Timestamp,
-    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
+    /// Distinct addresses by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
     /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
     /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
@@ -225,7 +225,7 @@ pub struct ZoneColumns {
     pub name: String,
     /// Bucket starts of the buckets with data, as steps after `from`, in time order.
     pub t: Vec<i64>,
-    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
+    /// Distinct addresses by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
     /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
     /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md);
     /// kinds with data in the range.
@@ -409,7 +409,7 @@ fn series_csv(s: &Series) -> String {
 
 /// Counts per bucket over a range
 ///
-/// Distinct devices by kind with 95 % bounds, people present on average with the interval of sketch and calibration error, per zone and minute, hour or day (planner).
+/// Distinct addresses by kind with 95 % bounds, people present on average with the interval of sketch and calibration error, per zone and minute, hour or day (planner).
 #[utoipa::path(get, path = "/api/v1/series", tag = "history", security(("bearer" = [])),
     params(
         ("zones" = String, Query, example = "neude", description = "Zone ids, comma-separated (1 to 50)"),
@@ -419,7 +419,7 @@ fn series_csv(s: &Series) -> String {
         ("format" = Option<String>, Query, pattern = "^(json|columns|csv)$", description = "json (default: bucket by bucket), columns (JSON with one array per field, numbers rounded to 0.1 as in CSV: about 20 bytes per count and bucket with both bounds, a third of the bucket-by-bucket size) or csv"),
         ("token" = Option<String>, Query, description = "The planner token, only with format=csv (a download link cannot set headers); refused otherwise"),
     ),
-    responses((status = 200, description = "Distinct devices per bucket, per zone (from stored numbers); a bucket spanning two salt epochs is flagged upper_bound", content((SeriesAnswer = "application/json"), (String = "text/csv"))),
+    responses((status = 200, description = "Distinct addresses per bucket, per zone (from stored numbers); a bucket spanning two salt epochs is flagged upper_bound", content((SeriesAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(in crate::api) async fn series<S: Store>(
     State(state): State<AppState<S>>,

@@ -34,7 +34,7 @@ pub struct Distinct {
     /// End (exclusive).
     #[schema(value_type = String, format = DateTime)]
     pub to: Timestamp,
-    /// Distinct devices by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
+    /// Distinct addresses by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
     /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
     /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
@@ -50,7 +50,7 @@ pub struct Distinct {
     pub notes: Vec<String>,
 }
 
-/// Distinct devices over a range
+/// Distinct addresses over a range
 ///
 /// The union of the coarsest buckets that tile the range; across salt epochs the per-epoch sum, flagged upper_bound; people present on average (planner).
 #[utoipa::path(get, path = "/api/v1/distinct", tag = "history", security(("bearer" = [])),
@@ -59,7 +59,7 @@ pub struct Distinct {
         ("from" = String, Query, format = DateTime, example = "2026-04-27T10:00:00Z", description = "RFC 3339 on a whole minute"),
         ("to" = String, Query, format = DateTime, example = "2026-04-27T11:00:00Z", description = "RFC 3339 on a whole minute (range up to 400 days)"),
     ),
-    responses((status = 200, description = "Distinct devices over the range: the union of the coarsest buckets that tile it; over several salt epochs the per-epoch sum, flagged upper_bound", body = Distinct),
+    responses((status = 200, description = "Distinct addresses over the range: the union of the coarsest buckets that tile it; over several salt epochs the per-epoch sum, flagged upper_bound", body = Distinct),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(in crate::api) async fn distinct<S: Store>(
     State(state): State<AppState<S>>,
