@@ -317,7 +317,12 @@ mod tests {
             (
                 "calibration = { ble = 1.3 }",
                 "calibration = { ble = { factor = 1.1, floor = 0.0, error = 0.2, observations = 12 }, wifi = { factor = 0.5, floor = 0.0, error = 0.3, observations = 12 } }",
-                "`zones[0].calibration`: wifi and ble were each fitted by calibrate",
+                "`zones[0].calibration`: wifi was fitted by calibrate to give the zone's people by itself, and people add the kinds, so ble would",
+            ),
+            (
+                "calibration = { ble = 1.3 }",
+                "calibration = { ble = { factor = 1.1, floor = 0.0, error = 0.2, observations = 42 }, wifi_random = 0.2 }",
+                "so wifi_random would count people twice",
             ),
             (
                 "zone = \"neude\"",

@@ -238,16 +238,20 @@ fn check_kinds_add_up(calibration: &BTreeMap<Kind, Calibration>) -> Result<(), S
             addresses.join(" and ")
         ));
     }
-    let fitted: Vec<&str> = calibration
-        .iter()
-        .filter(|(_, c)| c.is_fitted())
-        .map(|(k, _)| k.as_str())
-        .collect();
-    if fitted.len() > 1 {
+    // A fitted line predicts all of the zone's people by itself: any other kind beside it
+    // adds to them. Guessed factors may share a crowd between kinds.
+    if let Some((fitted, _)) = calibration.iter().find(|(_, c)| c.is_fitted())
+        && calibration.len() > 1
+    {
+        let others: Vec<&str> = calibration
+            .keys()
+            .filter(|k| *k != fitted)
+            .map(|k| k.as_str())
+            .collect();
         return Err(format!(
-            "{} were each fitted by calibrate to give the zone's people alone, and people add \
-             the kinds, so they would count people twice: keep the one calibrate picked",
-            fitted.join(" and ")
+            "{fitted} was fitted by calibrate to give the zone's people by itself, and people \
+             add the kinds, so {} would count people twice: keep only the fitted line",
+            others.join(" and ")
         ));
     }
     Ok(())
