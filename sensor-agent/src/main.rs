@@ -69,6 +69,8 @@ enum Command {
     },
 }
 
+const ZERO_WINDOW: &str = "a window of length 0 counts nothing: give e.g. 60s, 15m or 1h";
+
 /// A window length such as `900s`, `15m` or `1h`. A bare number is refused: `15` read as
 /// seconds where minutes were meant gives 60 times the windows without a word.
 fn parse_window(text: &str) -> Result<WindowLength, String> {
@@ -79,13 +81,13 @@ fn parse_window(text: &str) -> Result<WindowLength, String> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, ""), |i| text.split_at(i));
-    if !number.is_empty() && number.bytes().all(|b| b == b'0') {
-        return Err("a window of length 0 counts nothing: give e.g. 60s, 15m or 1h".to_owned());
-    }
     let factor = match unit {
         "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,
+        "" if !number.is_empty() && number.bytes().all(|b| b == b'0') => {
+            return Err(ZERO_WINDOW.to_owned());
+        }
         "" => return Err(format!("give a unit: {number}s or {number}m (s, m or h)")),
         _ => return Err("use seconds, minutes or hours, e.g. 60s, 15m, 1h".into()),
     };
@@ -93,6 +95,7 @@ fn parse_window(text: &str) -> Result<WindowLength, String> {
         Ok(n) if n.saturating_mul(factor) > 86_400 => {
             return Err("too long: a window is at most a day (86400s, 1440m, 24h)".to_owned());
         }
+        Ok(0) => return Err(ZERO_WINDOW.to_owned()),
         Ok(n) => n * factor,
         Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
             return Err("too long: a window is at most a day (86400s, 1440m, 24h)".to_owned());

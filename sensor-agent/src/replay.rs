@@ -168,9 +168,9 @@ struct WindowedReplay {
 }
 
 /// A silence this long inside a file is read as a paused capture, so the windows it starts
-/// and ends in are partial (or the window's length, if longer). Shorter silences are a quiet
-/// place: a sensor in an empty room still hears its routers and computers every few minutes
-/// (brno-lab nights).
+/// and ends in are partial, whatever their length. Shorter silences are a quiet place: a
+/// sensor in an empty room still hears its routers and computers every few minutes (brno-lab
+/// nights).
 pub const PAUSE: Duration = Duration::from_secs(15 * 60);
 
 struct OpenWindow {
@@ -249,8 +249,7 @@ impl WindowedReplay {
         {
             self.gate.observe(rssi);
         }
-        let len_ns = self.len_ns();
-        let pause_ns = (PAUSE.as_secs() as i64 * NS_PER_S).max(len_ns);
+        let pause_ns = PAUSE.as_secs() as i64 * NS_PER_S;
         let starts = match self.previous_ns {
             None => true,
             Some(previous) if ts_ns - previous >= pause_ns => {
@@ -417,6 +416,11 @@ pub fn replay_windows(
                 tally.skip(Skip::CaptureTruncated);
                 warnings.push(e.to_string());
             }
+            // Ctrl-C before a pipe sent its first byte: nothing to read is no fault.
+            Err(ReplayError::File {
+                source: FileError::Empty,
+                ..
+            }) if interrupted() => {}
             Err(e) => errors.push(e.to_string()),
         }
         warnings.extend(fcs_hint(path, policy, &before, &tally));

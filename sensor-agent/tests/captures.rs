@@ -20,15 +20,18 @@ fn run(rel: &str) -> ReplayReport {
     replay(&[data(rel)], &FramePolicy::default(), Pace::Fast).expect("salt")
 }
 
-/// Exact below 100, within the bounds above.
+/// Exact below 100, within three sigma above: the 2-sigma bounds miss the truth under 5 %
+/// of salts by design, and every replay draws a new salt (one run in about 150 of this file's
+/// checks failed on them).
 fn assert_distinct(report: &ReplayReport, kind: Kind, truth: u64, what: &str) {
     let e = report.distinct[&kind];
     if truth < 100 {
         assert_eq!(e.estimate.round() as u64, truth, "{what} {kind}: {e}");
     } else {
+        let three_sigma = 1.5 * (e.upper - e.lower) / 2.0;
         assert!(
-            e.contains(truth as f64),
-            "{what} {kind}: {e} misses the truth {truth}"
+            (e.estimate - truth as f64).abs() <= three_sigma,
+            "{what} {kind}: {e} misses the truth {truth} by more than three sigma"
         );
     }
 }

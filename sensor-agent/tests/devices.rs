@@ -301,13 +301,17 @@ fn every_file_marks_the_windows_it_begins_and_ends_in_as_partial() {
     }
     let paused = dir.path().join("paused.pcap");
     write_pcap(&paused, &p);
-    let report = windows(&[paused], 900);
+    let report = windows(std::slice::from_ref(&paused), 900);
     assert_eq!(
         partial_starts(&report).len(),
         4,
         "{:?}",
         partial_starts(&report)
     );
+    // An hour's window holding the silence's start or end is partial too.
+    let hours = windows(&[paused], 3600);
+    let ws = hours.windows.as_ref().expect("windows");
+    assert!(ws.iter().all(|w| w.partial), "{:?}", partial_starts(&hours));
 }
 
 #[test]
@@ -486,6 +490,12 @@ fn replay_refuses_ambiguous_options_and_says_what_to_give() {
             stderr(&out)
         );
     }
+    let out = agent_replay(&["--window", "0.5s"], std::slice::from_ref(&file));
+    assert!(
+        stderr(&out).contains("use seconds, minutes or hours"),
+        "{}",
+        stderr(&out)
+    );
     // too large a number is too long, not "not a whole number"
     let out = agent_replay(
         &["--window", "99999999999999999999h"],
