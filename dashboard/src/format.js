@@ -9,6 +9,11 @@ export function count(c) {
   return c ? whole.format(c.estimate) : '–';
 }
 
+/** `one` when a count reads 1, else `many` ("1 address", "2 addresses"). */
+export function plural(c, one, many) {
+  return c && whole.format(c.estimate) === '1' ? one : many;
+}
+
 /** A count's 95 % bounds as "lower–upper". */
 export function bounds(c) {
   return c ? `${whole.format(c.lower)}–${whole.format(c.upper)}` : '';

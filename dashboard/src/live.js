@@ -3,7 +3,7 @@
 // by level, and the alert list. Stale zones and unacknowledged alerts are made impossible to
 // miss; when the stream is down every number is greyed out and the banner says since when.
 
-import { count, bounds, density, age, clock, levelColour, esc, shownMinutes, perShownMinute } from './format.js';
+import { count, plural, bounds, density, age, clock, levelColour, esc, shownMinutes, perShownMinute } from './format.js';
 import { drawPlan, paintZone } from './plan.js';
 import { post } from './api.js';
 
@@ -120,7 +120,7 @@ export class LiveView {
     card.querySelector('.big').textContent = count(headline);
     // Without a calibration the headline is addresses: a phone randomizing its address is
     // many of them (a lab read ten per person), so calling them devices overstates a crowd.
-    card.querySelector('.unit').textContent = z.people ? 'people' : 'addresses';
+    card.querySelector('.unit').textContent = z.people ? 'people' : plural(headline, 'address', 'addresses');
     card.querySelector('.bounds').textContent = `(${bounds(headline)})`;
     const basis = card.querySelector('.basis');
     basis.hidden = !z.people_basis;
@@ -144,10 +144,10 @@ export class LiveView {
       : '';
     const physical = z.devices?.wifi_derandomized;
     const wifiDevices = physical
-      ? ` · <b><abbr title="physical Wi-Fi devices: one phone's random addresses grouped by its capability elements; a lower bound where many phones of one model are heard (docs/counting-devices.md)">${count(physical)}</abbr></b> Wi-Fi devices`
+      ? ` · <b><abbr title="physical Wi-Fi devices: one phone's random addresses grouped by its capability elements; a lower bound where many phones of one model are heard (docs/counting-devices.md)">${count(physical)}</abbr></b> ${plural(physical, 'Wi-Fi device', 'Wi-Fi devices')}`
       : '';
     card.querySelector('.devices').innerHTML =
-      `<b>${count(z.total_devices)}</b> addresses (${bounds(z.total_devices)})${wifiDevices} in ${mins(z.window_min)} min${trend}`;
+      `<b>${count(z.total_devices)}</b> ${plural(z.total_devices, 'address', 'addresses')} (${bounds(z.total_devices)})${wifiDevices} in ${mins(z.window_min)} min${trend}`;
     card.querySelector('.density').textContent = z.density
       ? `density ${density(z.density)} (${densityBounds(z.density)}) on ${Math.round(z.area_m2).toLocaleString('en-GB')} m²`
       : 'density: no calibration for this zone';

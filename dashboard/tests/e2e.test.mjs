@@ -68,7 +68,7 @@ test('the live and history views against the demo fed by the simulator', async (
     // The people figure says how sure it is: calibrated with its error, or a guess.
     assert.match(await card.locator('.basis').textContent(), /^(calibrated ±\d+ %( or more)?|uncalibrated: ±\d+ %)$/);
     // The count under it is addresses, not devices: a randomizing phone is many of them.
-    assert.match(await card.locator('.devices').textContent(), /^[\d,]+ addresses \(\d[\d,]*–\d[\d,]*\) in \d+ min/);
+    assert.match(await card.locator('.devices').textContent(), /^[\d,]+ address(es)? \(\d[\d,]*–\d[\d,]*\) in \d+ min/);
 
     // The square crosses its thresholds: an alert appears, unacknowledged, and the zone is marked.
     const alert = page.locator('#alert-list li.alert[data-zone="plein"][data-kind="level"]').first();

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useReplayClock, inputTime, fromInput, clock, shownMs, realMs } from '../src/format.js';
+import { useReplayClock, inputTime, fromInput, clock, shownMs, realMs, plural } from '../src/format.js';
 
 test('a replay clock maps real moments to its day and the inputs back, across a DST change', () => {
   // Going live at 12:00 UTC real shows 14:00 in Amsterdam (12:00 UTC) on 27 April, 60x.
@@ -20,4 +20,13 @@ test('a replay clock maps real moments to its day and the inputs back, across a 
     assert.equal(inputTime(fromInput(wall)), wall, wall);
   }
   assert.equal(fromInput('2026-03-28T13:00').toISOString(), '2026-12-01T12:00:00.000Z');
+});
+
+test('a count of one reads singular, others plural', () => {
+  const c = (estimate) => ({ estimate, lower: estimate, upper: estimate });
+  assert.equal(plural(c(1), 'address', 'addresses'), 'address');
+  assert.equal(plural(c(1.2), 'address', 'addresses'), 'address');
+  assert.equal(plural(c(0), 'address', 'addresses'), 'addresses');
+  assert.equal(plural(c(2), 'address', 'addresses'), 'addresses');
+  assert.equal(plural(null, 'address', 'addresses'), 'addresses');
 });
