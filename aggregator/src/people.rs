@@ -545,28 +545,32 @@ mod tests {
         assert_eq!(mean(&[]), None);
     }
 
-    #[test]
-    fn a_guessed_factor_is_uncalibrated_and_never_zero_width() {
-        let zone = Zone {
+    /// A 100 m2 zone calibrated on one kind.
+    fn square(kind: Kind, calibration: Calibration) -> Zone {
+        Zone {
             id: ZoneId::new("square").expect("id"),
             name: "Square".into(),
             area_m2: 100.0,
             capacity: None,
             occupancy_window_min: 5,
             thresholds: vec![2.0],
-            calibration: [(
-                Kind::Ble,
-                Calibration {
-                    factor: 1.3,
-                    floor: Floor::Learned,
-                    error: None,
-                    observations: None,
-                },
-            )]
-            .into(),
+            calibration: [(kind, calibration)].into(),
             polygon: None,
             gate: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_guessed_factor_is_uncalibrated_and_never_zero_width() {
+        let zone = square(
+            Kind::Ble,
+            Calibration {
+                factor: 1.3,
+                floor: Floor::Learned,
+                error: None,
+                observations: None,
+            },
+        );
         let d = [(Kind::Ble, devices(1000.0, 1000.0, 1000.0))].into();
         let floors = Floors::default();
         let p = estimate(&zone, &floors, &d).expect("calibration");
@@ -581,14 +585,8 @@ mod tests {
 
     #[test]
     fn a_fit_on_fewer_than_19_counts_has_an_error_floor() {
-        let zone_fitted_on = |n: u32| Zone {
-            id: ZoneId::new("square").expect("id"),
-            name: "Square".into(),
-            area_m2: 100.0,
-            capacity: None,
-            occupancy_window_min: 5,
-            thresholds: vec![2.0],
-            calibration: [(
+        let zone_fitted_on = |n: u32| {
+            square(
                 Kind::Wifi,
                 Calibration {
                     factor: 0.8,
@@ -596,10 +594,7 @@ mod tests {
                     error: Some(0.01),
                     observations: Some(n),
                 },
-            )]
-            .into(),
-            polygon: None,
-            gate: None,
+            )
         };
         let floors = Floors::default();
         let few = basis(&zone_fitted_on(18), &floors).expect("calibration");

@@ -168,11 +168,7 @@ fn an_interrupted_replay_reports_what_it_counted() {
         .expect("agent runs");
     // The capture spans hours; two seconds in, a few frames have been read.
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
+    interrupt(&child);
     let out = child.wait_with_output().expect("agent output");
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
@@ -182,6 +178,15 @@ fn an_interrupted_replay_reports_what_it_counted() {
     assert!(!v["windows"].as_array().expect("windows").is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("interrupted"), "{stderr}");
+}
+
+/// Ctrl-C to `child`, as a terminal sends it.
+fn interrupt(child: &std::process::Child) {
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
 }
 
 /// `--pcap -` fed by a writer that stays open (a live `tcpdump -w -`): Ctrl-C ends the
@@ -204,11 +209,7 @@ fn an_interrupted_replay_of_an_idle_pipe_reports_what_it_counted() {
         .expect("the agent reads the pipe");
     // The whole capture is in; the writer stays open, as a live capture would.
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
+    interrupt(&child);
     let out = child.wait_with_output().expect("agent output");
     drop(writer);
     assert_eq!(out.status.code(), Some(130), "{out:?}");
