@@ -492,7 +492,86 @@ def cadence(sim_csv):
           f' median {statistics.median(single)}, mean {statistics.mean(single):.2f}')
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["minutes"]:
+def spread_stats(frames):
+    """group_stats with each scan's mean RSSI: frames as (t, address, fingerprint, rssi)."""
+    groups = collections.defaultdict(list)
+    for t, a, fp, r in frames:
+        groups[fp].append((t, a, r))
+    out = []
+    for fp, fs in groups.items():
+        if len(fs) < 2:
+            continue
+        fs.sort()
+        per = collections.defaultdict(list)
+        for t, a, _ in fs:
+            per[a].append(t)
+        k = [1 + sum(1 for x, y in zip(ts, ts[1:]) if y - x > ADDRESS_SCAN_GAP) for ts in per.values()]
+        scan_r, cur = [], [fs[0][2]]
+        for (x, _, _), (y, _, r) in zip(fs, fs[1:]):
+            if y - x > SCAN_JOIN:
+                scan_r.append(statistics.mean(cur)); cur = []
+            cur.append(r)
+        scan_r.append(statistics.mean(cur))
+        conc = concurrency({a: [dict(t=t) for t in ts] for a, ts in per.items()}, {})
+        sd = statistics.pstdev(scan_r) if len(scan_r) > 1 else 0.0
+        out.append(dict(fp=fp, scans=len(scan_r), conc=conc, k=k, sd=sd))
+    return out
+
+
+def spread(sim_csv):
+    rows, heard = collections.defaultdict(list), collections.defaultdict(set)
+    with open(sim_csv) as fh:
+        for r in csv.DictReader(fh):
+            t = int(r['t_us']) / 1e6
+            w = (int(r['sensor']), int(t // 60) * 60)
+            rows[w].append((t, r['address'], r['fingerprint'], int(r['rssi'])))
+            heard[w].add(r['device'])
+    stats = {w: spread_stats(fs) for w, fs in rows.items()}
+    lab = {d: [f for f in load_lab(d) if f['rssi'] is None or f['rssi'] >= -72] for d in LAB}
+    minutes = {d: {m: spread_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi']) for f in fs])
+                   for m, fs in windows(lab[d], 60).items()} for d in LAB}
+    rho_lab = cadence_of([st for d in LAB for st in minutes[d].values()])
+    sds_lab = sorted(g['sd'] for d in LAB for st in minutes[d].values() for g in st if g['scans'] >= 3)
+    sds_sim = sorted(g['sd'] for st in stats.values() for g in st if g['scans'] >= 3)
+    q = lambda xs, p: xs[int(p * (len(xs) - 1))]
+    print('lab group sd p10/50/90', [round(q(sds_lab, p), 1) for p in (.1, .5, .9)], 'sim', [round(q(sds_sim, p), 1) for p in (.1, .5, .9)])
+    phones = {n: {m: spread_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs]) for m, fs in windows(load_phone(n), 60).items()} for n in PHONES}
+    sds_ph = sorted(g['sd'] for n in PHONES for st in phones[n].values() for g in st if g['scans'] >= 3)
+    print('one-phone group sd p10/50/90/max', [round(q(sds_ph, p), 1) for p in (.1, .5, .9, 1)])
+    def count(g, rho, T, min_scans):
+        if g['sd'] > T and g['scans'] >= min_scans:
+            return max(g['conc'], g['scans'] / rho)
+        return g['conc']
+    for T in (2, 3, 4, 5, 6, 8, 99):
+      for min_scans in (3, 6):
+        ratios = []
+        for sensor in sorted({w[0] for w in stats}):
+            ws = [w for w in stats if w[0] == sensor and len(heard[w]) >= 10]
+            rho = cadence_of([stats[w] for w in stats if w[0] == sensor])
+            for w in ws:
+                ratios.append(sum(count(g, rho, T, min_scans) for g in stats[w]) / len(heard[w]))
+        ratios.sort()
+        per, empty = [], []
+        for d in LAB:
+            occ = {int(f['t'] // WIN) * WIN: f['wocc'] for f in lab[d]}
+            best = collections.defaultdict(collections.Counter)
+            for m, st in minutes[d].items():
+                for g in st:
+                    b = best[int(m // WIN) * WIN]
+                    b[g['fp']] = max(b[g['fp']], count(g, rho_lab, T, min_scans))
+            per += [sum(b.values()) / occ[w] for w, b in best.items() if occ.get(w, 0) >= 5]
+            empty += [sum(b.values()) for w, b in best.items() if occ.get(w, 1) == 0]
+        ph = []
+        for n in PHONES:
+            rho_p = cadence_of(list(phones[n].values())) or rho_lab
+            ph.append(max(sum(count(g, rho_lab, T, min_scans) for g in st) for st in phones[n].values()))
+        print(f'T={T:3} min_scans={min_scans}: sim median {q(ratios,.5):.2f} p10 {q(ratios,.1):.2f} p90 {q(ratios,.9):.2f} within15 {sum(.85<=x<=1.15 for x in ratios)}/{len(ratios)}; '
+              f'lab {sum(.6<=x<=1.6 for x in per)}/{len(per)} median {statistics.median(per):.2f} empty max {max(empty):.1f}; phones max {[round(x,1) for x in ph]}')
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["spread"]:
+    spread(sys.argv[2])
+elif __name__ == "__main__" and sys.argv[1:] == ["minutes"]:
     minutes()
 elif __name__ == "__main__" and sys.argv[1:2] == ["cadence"]:
     cadence(sys.argv[2])
