@@ -298,6 +298,12 @@ mod tests {
                 "calibration = { wifi_derandomized = { factor = 0.9, error = 0.0 } }",
                 "`zones[0].calibration.wifi_derandomized.error`",
             ),
+            // A fit of no head counts would be read as a guess with an error written by hand.
+            (
+                "calibration = { ble = 1.3 }",
+                "calibration = { ble = { factor = 1.1, error = 0.2, observations = 0 } }",
+                "`zones[0].calibration.ble.observations`",
+            ),
             (
                 "calibration = { ble = 1.3 }",
                 "calibration = { wifi_derandomized = { factor = 900.0 } }",

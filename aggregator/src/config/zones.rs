@@ -146,6 +146,12 @@ fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError
             "the fit's relative 95 % error, above 0 and at most 10 (0.2 = +-20 %), as `calibrate` prints it",
         ));
     }
+    if observations == Some(0) {
+        return Err(field(
+            format!("{at}.observations"),
+            "a fit is made from at least 1 head count (`calibrate` writes how many); leave error and observations out for a guessed factor",
+        ));
+    }
     Ok(Calibration {
         factor,
         floor,
