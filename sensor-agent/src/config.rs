@@ -13,6 +13,7 @@ use crowdflow_contract::window::WindowLength;
 use crowdflow_contract::wire::{SensorId, Topics};
 use serde::Deserialize;
 
+use crate::capture::file::media_of;
 use crate::frame::{ClientFrames, FrameClass, FramePolicy};
 
 /// The environment variable that overrides `broker.password` (keeps secrets out of files).
@@ -69,8 +70,8 @@ struct RawCapture {
     pcap: Vec<PathBuf>,
     #[serde(default)]
     pcap_loop: bool,
-    #[serde(default = "default_senses")]
-    senses: Vec<String>,
+    /// For `source = "pcap"`; default: the media of the files' link types.
+    senses: Option<Vec<String>>,
     #[serde(default = "default_channels")]
     channels: Vec<u16>,
     #[serde(default = "default_dwell")]
@@ -78,10 +79,6 @@ struct RawCapture {
     #[serde(default = "default_frames")]
     frames: Vec<String>,
     min_rssi_dbm: Option<i16>,
-}
-
-fn default_senses() -> Vec<String> {
-    vec!["wifi".into(), "ble".into()]
 }
 
 fn default_channels() -> Vec<u16> {
@@ -431,30 +428,12 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
                     "list at least one capture file for source = \"pcap\"".into(),
                 ));
             }
-            let mut media = (false, false);
-            for (i, sense) in raw.senses.iter().enumerate() {
-                match sense.as_str() {
-                    "wifi" => media.0 = true,
-                    "ble" => media.1 = true,
-                    _ => {
-                        return Err((
-                            format!("capture.senses[{i}]"),
-                            "must be \"wifi\" or \"ble\"".into(),
-                        ));
-                    }
-                }
-            }
-            if media == (false, false) {
-                return Err((
-                    "capture.senses".into(),
-                    "list \"wifi\", \"ble\" or both".into(),
-                ));
-            }
+            let (wifi, ble) = pcap_media(&raw)?;
             Source::Pcap {
                 files: raw.pcap,
                 repeat: raw.pcap_loop,
-                wifi: media.0,
-                ble: media.1,
+                wifi,
+                ble,
             }
         }
         _ => {
@@ -465,6 +444,38 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
         }
     };
     Ok((source, policy))
+}
+
+/// What a `source = "pcap"` agent counts: `senses` as listed, else the media of the files'
+/// link types ([`media_of`]); both when no file can be read yet (they then fail at the start
+/// with their own error).
+fn pcap_media(raw: &RawCapture) -> Result<(bool, bool), (String, String)> {
+    let Some(senses) = &raw.senses else {
+        let found = raw.pcap.iter().filter_map(|p| media_of(p));
+        return Ok(found
+            .reduce(|a, b| (a.0 || b.0, a.1 || b.1))
+            .unwrap_or((true, true)));
+    };
+    let mut media = (false, false);
+    for (i, sense) in senses.iter().enumerate() {
+        match sense.as_str() {
+            "wifi" => media.0 = true,
+            "ble" => media.1 = true,
+            _ => {
+                return Err((
+                    format!("capture.senses[{i}]"),
+                    "must be \"wifi\" or \"ble\"".into(),
+                ));
+            }
+        }
+    }
+    if media == (false, false) {
+        return Err((
+            "capture.senses".into(),
+            "list \"wifi\", \"ble\" or both".into(),
+        ));
+    }
+    Ok(media)
 }
 
 fn wifi_capture(raw: &RawCapture) -> Result<WifiCapture, (String, String)> {
@@ -576,6 +587,34 @@ dir = "/var/lib/crowdflow-agent/outbox"
                 ble: Some(0)
             }
         ));
+    }
+
+    #[test]
+    fn a_pcap_source_counts_the_media_its_files_carry_unless_senses_says() {
+        let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures");
+        let wifi = captures.join("probing-patterns/iPhone11-B_anonymized.pcap");
+        let ble = captures.join("hackrf-ble-boston/filtered_ble_sniff.pcap");
+        let kinds = |senses: &str, files: &[&Path]| {
+            let files: Vec<String> = files.iter().map(|f| format!("{:?}", f)).collect();
+            let source = format!("source = \"pcap\"\n{senses}pcap = [{}]", files.join(", "));
+            let text = GOOD
+                .replace("source = \"wifi\"", &source)
+                .replace("interface = \"wlan1\"\n", "");
+            let media: Vec<Medium> = parse(&text)
+                .expect("valid")
+                .source
+                .kinds()
+                .iter()
+                .map(|k| k.medium())
+                .collect();
+            (media.contains(&Medium::Wifi), media.contains(&Medium::Ble))
+        };
+        assert_eq!(kinds("", &[&wifi]), (true, false));
+        assert_eq!(kinds("", &[&ble]), (false, true));
+        assert_eq!(kinds("", &[&wifi, &ble]), (true, true));
+        assert_eq!(kinds("senses = [\"ble\"]\n", &[&wifi]), (false, true));
+        // Not there yet: it fails at the start with its own error, and counts both until then.
+        assert_eq!(kinds("", &[Path::new("/nonexistent.pcap")]), (true, true));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crowdflow_contract::identity::Medium;
+
 /// Link-layer types the agent reads (tcpdump LINKTYPE numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkType {
@@ -64,6 +66,15 @@ impl LinkType {
     /// Whether the agent can decode frames of this type.
     pub fn is_supported(self) -> bool {
         !matches!(self, LinkType::Other(_))
+    }
+
+    /// The medium its frames come from; `None` for a type the agent does not decode.
+    pub fn medium(self) -> Option<Medium> {
+        match self {
+            LinkType::Ieee80211 | LinkType::Radiotap | LinkType::Ppi => Some(Medium::Wifi),
+            LinkType::Other(_) => None,
+            _ => Some(Medium::Ble),
+        }
     }
 
     /// Whether one packet can report several devices (HCI events carry up to 25 reports).

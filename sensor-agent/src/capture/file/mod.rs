@@ -9,8 +9,40 @@
 //! length that runs past the file's end is reported as a truncated block, as tshark does).
 
 use std::io::{self, BufRead, Read};
+use std::path::Path;
+
+use crowdflow_contract::identity::Medium;
 
 use crate::frame::{LinkType, Packet};
+
+/// Packets [`media_of`] reads at most: enough for every interface a pcapng file declares
+/// at its start, a blink of a busy capture.
+const MEDIA_PROBE_PACKETS: usize = 4096;
+
+/// The media (Wi-Fi, BLE) the first packets of the capture file at `path` come from, by their
+/// link types: what a `source = "pcap"` agent counts when its config does not list `senses`
+/// (an empty BLE sketch each minute from a Wi-Fi capture would be rejected by an aggregator
+/// that knows the sensor as Wi-Fi only). `None` when the file cannot be read or has no packet
+/// of a type the agent decodes.
+pub fn media_of(path: &Path) -> Option<(bool, bool)> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut reader = CaptureReader::new(io::BufReader::new(file)).ok()?;
+    let (mut wifi, mut ble) = (false, false);
+    for _ in 0..MEDIA_PROBE_PACKETS {
+        let Ok(Some(packet)) = reader.next_packet() else {
+            break;
+        };
+        match packet.link.medium() {
+            Some(Medium::Wifi) => wifi = true,
+            Some(Medium::Ble) => ble = true,
+            None => {}
+        }
+        if wifi && ble {
+            break;
+        }
+    }
+    (wifi || ble).then_some((wifi, ble))
+}
 
 /// Largest packet accepted (802.11 frames are < 12 KB, BLE and HCI packets < 300 B; a
 /// bigger claim on a supported link type is corruption).
