@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::history::zone_series;
 use super::{ApiError, AppState, QueryParams, csv_response, only, optional_timestamp, wants_csv};
-use crate::people;
 use crate::query::{Count, Range};
 use crate::store::{Resolution, Store};
 use crate::zone::ZoneId;
@@ -39,6 +38,9 @@ pub struct OpenDataRow {
     /// The zone's people factor was fitted on head counts; false: a guess, with a wide
     /// interval.
     pub people_calibrated: Option<bool>,
+    /// The fit's error is only a floor (fewer than 19 head counts): the interval is at least
+    /// as wide as given. Null with `people_calibrated`.
+    pub people_error_is_floor: Option<bool>,
 }
 
 /// The open-data export.
@@ -137,8 +139,7 @@ pub(super) async fn open_data<S: Store>(
     let mut rows = Vec::new();
     for z in state.config.zones.values() {
         // Capped at the last full hour: no bucket is partial.
-        let calibrated = people::basis(z, state.live.floors()).map(|b| b.calibrated);
-        for p in zone_series(
+        let series = zone_series(
             &state.store,
             z,
             state.live.floors(),
@@ -146,9 +147,8 @@ pub(super) async fn open_data<S: Store>(
             r,
             to,
         )
-        .await?
-        .points
-        {
+        .await?;
+        for p in series.points {
             let bounds = p
                 .people
                 .and_then(|c| publishable_bounds(&c, od.k, od.rounding));
@@ -161,7 +161,8 @@ pub(super) async fn open_data<S: Store>(
                     .and_then(|c| publishable(c.estimate, od.k, od.rounding)),
                 people_lower: bounds.map(|b| b.0),
                 people_upper: bounds.map(|b| b.1),
-                people_calibrated: calibrated,
+                people_calibrated: series.people_calibrated,
+                people_error_is_floor: series.people_error_is_floor,
             });
         }
     }
@@ -197,7 +198,7 @@ fn export_response<S: Store>(
         notes: [vec![
             "devices: distinct addresses (Wi-Fi and Bluetooth) heard per zone and hour (a phone that randomizes its address counts once per address, so they are not people; people is the calibrated estimate), estimated from HyperLogLog sketches of daily-salted hashes; no device address was ever stored.".into(),
             format!("Counts are rounded to multiples of {} and left empty below {} so that no row can single out a person.", od.rounding, od.k),
-            "People are present on average in the hour, estimated as factor x (devices - floor) per minute; the interval combines the sketch's error with the calibration's (people_calibrated false: a guessed factor, +-50 %); empty where the zone has no calibration entry.".into(),
+            "People are present on average in the hour, estimated as factor x (devices - floor) per minute; the interval combines the sketch's error with the calibration's (people_calibrated false: a guessed factor, +-50 %; people_error_is_floor true: fitted on fewer than 19 head counts, so the interval is at least as wide as given); empty where the zone has no calibration entry.".into(),
         ], notes]
         .concat(),
         k: od.k,
@@ -210,22 +211,22 @@ fn export_response<S: Store>(
             let _ = writeln!(out, "# {n}");
         }
         out.push_str(
-            "zone,hour_start,devices,people,people_lower,people_upper,people_calibrated\n",
+            "zone,hour_start,devices,people,people_lower,people_upper,people_calibrated,people_error_is_floor\n",
         );
         let cell = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let flag = |f: Option<bool>| f.map(|f| f.to_string()).unwrap_or_default();
         for row in &export.rows {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 row.zone,
                 row.hour,
                 cell(row.devices),
                 cell(row.people),
                 cell(row.people_lower),
                 cell(row.people_upper),
-                row.people_calibrated
-                    .map(|c| c.to_string())
-                    .unwrap_or_default()
+                flag(row.people_calibrated),
+                flag(row.people_error_is_floor)
             );
         }
         csv_response("crowdflow-open-data.csv", out)

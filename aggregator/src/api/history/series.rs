@@ -70,6 +70,10 @@ pub struct ZoneSeries {
     /// `people_basis.calibrated` of the live view; false: a guessed factor, its interval the
     /// wide default; null: no people (no calibration).
     pub people_calibrated: Option<bool>,
+    /// Whether the fit's error is only a floor (fitted on fewer than 19 head counts: the
+    /// largest held-out residual, not a 95 % bound), as `people_basis.error_is_floor`; the
+    /// people interval is then at least as wide as given. Null: no people.
+    pub people_error_is_floor: Option<bool>,
     /// Buckets with data, in time order.
     pub points: Vec<SeriesPoint>,
 }
@@ -176,6 +180,7 @@ pub(in crate::api) async fn zone_series(
         zone: zone.id.clone(),
         name: zone.name.clone(),
         people_calibrated: people::basis(zone, floors).map(|b| b.calibrated),
+        people_error_is_floor: people::basis(zone, floors).map(|b| b.error_is_floor),
         points: buckets
             .into_iter()
             .map(|(t, devices)| SeriesPoint {
@@ -239,6 +244,8 @@ pub struct ZoneColumns {
     /// Whether those people come from a fitted calibration (see
     /// `ZoneSeries::people_calibrated`).
     pub people_calibrated: Option<bool>,
+    /// See `ZoneSeries::people_error_is_floor`.
+    pub people_error_is_floor: Option<bool>,
     /// Positions (in `t`) of buckets still filling (see `SeriesPoint::partial`).
     pub partial: Vec<usize>,
 }
@@ -267,6 +274,7 @@ impl ZoneColumns {
             total: CountColumns::default(),
             people: (!zone.calibration.is_empty()).then(CountColumns::default),
             people_calibrated: people::basis(zone, floors).map(|b| b.calibrated),
+            people_error_is_floor: people::basis(zone, floors).map(|b| b.error_is_floor),
             partial: Vec::new(),
         };
         for (i, (t, counts)) in buckets.iter().enumerate() {
@@ -385,7 +393,8 @@ fn series_csv(s: &Series) -> String {
     for name in names.iter().chain(&["total", "people"]) {
         let _ = write!(out, ",{name},{name}_lower,{name}_upper");
     }
-    out.push_str(",people_calibrated,upper_bound,partial\n");
+    // New columns go at the end: readers that index columns keep working.
+    out.push_str(",people_calibrated,upper_bound,partial,people_error_is_floor\n");
     let cells = |c: Option<&Count>| {
         c.map_or_else(
             || ",,,".to_owned(),
@@ -400,8 +409,15 @@ fn series_csv(s: &Series) -> String {
             }
             out.push_str(&cells(Some(&p.total)));
             out.push_str(&cells(p.people.as_ref()));
-            let calibrated = z.people_calibrated.map_or(String::new(), |c| c.to_string());
-            let _ = writeln!(out, ",{calibrated},{},{}", p.total.upper_bound, p.partial);
+            let flag = |f: Option<bool>| f.map_or(String::new(), |f| f.to_string());
+            let _ = writeln!(
+                out,
+                ",{},{},{},{}",
+                flag(z.people_calibrated),
+                p.total.upper_bound,
+                p.partial,
+                flag(z.people_error_is_floor)
+            );
         }
     }
     out

@@ -27,6 +27,15 @@ fn config() -> Arc<AggregatorConfig> {
 
 /// The test config plus `extra` (whole sections, e.g. `[http]` limits).
 fn config_with(extra: &str) -> Arc<AggregatorConfig> {
+    parse_config(&config_text(extra))
+}
+
+fn parse_config(text: &str) -> Arc<AggregatorConfig> {
+    Arc::new(AggregatorConfig::parse(text, Path::new("api.toml"), None).expect("config"))
+}
+
+/// The text of [`config_with`].
+fn config_text(extra: &str) -> String {
     let mut text = String::from(
         r#"[broker]
 mode = "embedded"
@@ -64,7 +73,7 @@ zone = "plein"
         );
     }
     text += extra;
-    Arc::new(AggregatorConfig::parse(&text, Path::new("api.toml"), None).expect("config"))
+    text
 }
 
 fn sketch(devices: std::ops::Range<u64>) -> Sketch {
@@ -609,19 +618,76 @@ async fn the_bucket_still_filling_is_flagged_partial() {
     )
     .await;
     assert!(
-        csv.lines()
-            .next()
-            .is_some_and(|h| h.ends_with(",people_upper,people_calibrated,upper_bound,partial")),
+        csv.lines().next().is_some_and(|h| h.ends_with(
+            ",people_upper,people_calibrated,upper_bound,partial,people_error_is_floor"
+        )),
         "{csv}"
     );
     assert!(
         csv.lines().nth(1).is_some_and(|l| l.contains(",false,")),
         "{csv}"
     );
+    // Partial, and a guess's error is no fit's floor.
     assert!(
-        csv.lines().last().is_some_and(|l| l.ends_with(",true")),
+        csv.lines()
+            .last()
+            .is_some_and(|l| l.ends_with(",true,false")),
         "{csv}"
     );
+}
+
+#[tokio::test]
+async fn people_fitted_on_few_head_counts_say_their_error_is_a_floor_everywhere() {
+    let text = config_text("");
+    let few = "calibration = { wifi_random = { factor = 0.5, floor = 0.0, error = 0.1, observations = 12 } }";
+    for (calibration, floor) in [(few, true), (&*few.replace("= 12", "= 19"), false)] {
+        let config = parse_config(&text.replace(
+            "calibration = { wifi_random = 0.5, ble = 0.5 }",
+            calibration,
+        ));
+        let (state, _dir) = state_with(config).await;
+        let range = "from=2026-04-27T00:00:00Z&to=2026-04-28T00:00:00Z";
+        let zones = json(&state, "/api/v1/zones", Some(VIEWER)).await;
+        assert_eq!(zones[0]["people_basis"]["error_is_floor"], floor, "{zones}");
+        let s = json(
+            &state,
+            &format!("/api/v1/series?zones=neude&step=hour&{range}"),
+            Some(PLANNER),
+        )
+        .await;
+        assert_eq!(s["zones"][0]["people_calibrated"], true, "{s}");
+        assert_eq!(s["zones"][0]["people_error_is_floor"], floor, "{s}");
+        let (_, csv) = call(
+            &state,
+            &format!("/api/v1/series?zones=neude&step=hour&{range}&format=csv"),
+            Some(PLANNER),
+        )
+        .await;
+        let row = csv.lines().nth(1).expect("a stored hour");
+        assert!(row.ends_with(&format!(",{floor}")), "{csv}");
+        let od = json(&state, &format!("/api/v1/open-data?{range}"), None).await;
+        let neude = od["rows"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["zone"] == "neude"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(neude["people_error_is_floor"], floor, "{od}");
+        let (_, csv) = call(
+            &state,
+            &format!("/api/v1/open-data?{range}&format=csv"),
+            None,
+        )
+        .await;
+        assert!(
+            csv.contains("people_calibrated,people_error_is_floor\n"),
+            "{csv}"
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("neude,") && l.ends_with(&format!(",true,{floor}"))),
+            "{csv}"
+        );
+    }
 }
 
 #[tokio::test]
