@@ -201,7 +201,9 @@ export class LiveView {
     flag.hidden = !z.stale;
     const silent = z.last_data ? `every sensor silent since ${clock(z.last_data)}` : 'nothing received from its sensors yet';
     flag.textContent = z.stale ? `NO DATA: ${silent}` : '';
-    paintZone(this.svg, z.id, colour, z.stale ? 'no data' : count(headline), z.stale);
+    // The plan says what its number counts too: some zones may show people, others addresses.
+    const label = `${count(headline)} ${z.people ? 'people' : 'addr.'}`;
+    paintZone(this.svg, z.id, colour, z.stale ? 'no data' : label, z.stale);
     this.updateAge(card, z);
     this.order();
   }

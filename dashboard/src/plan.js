@@ -79,7 +79,8 @@ export function drawPlan(svg, plan, onPick) {
  * placed before (`placed`, boxes estimated from the text length), which it joins.
  */
 function labelSpot(name, cx, cy, radius, inside, font, placed) {
-  const [bw, bh] = [Math.max(name.length, 6) * font * 0.6, font * 2.3];
+  // The count line is up to 12 characters ("12,317 addr.").
+  const [bw, bh] = [Math.max(name.length, 12) * font * 0.6, font * 2.3];
   const gap = radius + font * 0.3;
   const spots = [
     ...(inside ? [[cx, cy]] : []),

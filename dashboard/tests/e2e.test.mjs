@@ -69,6 +69,8 @@ test('the live and history views against the demo fed by the simulator', async (
     assert.match(await card.locator('.basis').textContent(), /^(calibrated ±\d+ %( or more)?|uncalibrated: ±\d+ %)$/);
     // The count under it is addresses, not devices: a randomizing phone is many of them.
     assert.match(await card.locator('.devices').textContent(), /^[\d,]+ address(es)? \(\d[\d,]*–\d[\d,]*\) in \d+ min/);
+    // The plan's label says what its number counts, as the card does.
+    assert.match(await page.locator('#plan text[data-zone="plein"] .plan-count').textContent(), /^[\d,]+ (people|addr\.)$/);
 
     // The square crosses its thresholds: an alert appears, unacknowledged, and the zone is marked.
     const alert = page.locator('#alert-list li.alert[data-zone="plein"][data-kind="level"]').first();
