@@ -114,6 +114,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.rotation.rotation_time(),
                 c.rotation.time_zone()
             );
+            for caution in c.zones.values().flat_map(|z| z.cautions()) {
+                println!("caution: {caution}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Calibrate { config, counts } => calibrate(&config, &counts),
@@ -149,6 +152,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => {
             let c = Arc::new(load(&config)?);
+            for caution in c.zones.values().flat_map(|z| z.cautions()) {
+                tracing::warn!("{caution}");
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

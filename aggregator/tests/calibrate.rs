@@ -149,6 +149,29 @@ fn calibrate_prints_a_table_and_toml_the_config_reads_back() {
         "{}",
         String::from_utf8_lossy(&valid.stderr)
     );
+    assert!(!String::from_utf8_lossy(&valid.stdout).contains("caution"));
+
+    // A guess on the device estimate is valid, with a caution naming the zone.
+    let fitted = text
+        .lines()
+        .find(|l| l.starts_with("wifi_derandomized = {"))
+        .expect("the fitted line");
+    std::fs::write(
+        &config_path,
+        text.replace(fitted, "wifi_derandomized = 0.8"),
+    )
+    .expect("config");
+    let guessed = Command::new(env!("CARGO_BIN_EXE_crowdflow-aggregator"))
+        .args(["validate", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&guessed.stdout);
+    assert!(guessed.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("caution: zone lab: a guessed factor on wifi_derandomized"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -227,6 +227,28 @@ pub struct Zone {
     pub gate: Option<Gate>,
 }
 
+impl Zone {
+    /// What `validate` and the start-up warn about without refusing: a calibration that
+    /// works, but likely not as the operator meant.
+    pub fn cautions(&self) -> Vec<String> {
+        let guessed_devices = self
+            .calibration
+            .get(&Kind::WifiDerandomized)
+            .is_some_and(|c| !c.is_fitted());
+        // docs/counting-devices.md, known limits: rooms of up to 29 people read 0.6-1.6
+        // devices per person; a dense simulated crowd read a tenth to a quarter.
+        guessed_devices
+            .then(|| {
+                format!(
+                    "zone {}: a guessed factor on wifi_derandomized, whose device estimate                      was checked on rooms of up to 29 people and reads a tenth to a quarter of                      the phones of a dense crowd (docs/counting-devices.md); fit it with                      `calibrate` on this zone's head counts, or guess on an address kind",
+                    self.id
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
 /// People are the sum over calibrated kinds, so two kinds must never count one phone twice:
 /// `wifi_derandomized` is the physical devices behind the `wifi` and `wifi_random` addresses,
 /// and a line fitted by `calibrate` already predicts all of a zone's people by itself.
