@@ -359,7 +359,9 @@ pub fn replay_windows(
         previous_ns: None,
     });
     let mut seen = std::collections::HashSet::new();
-    let mut contents: BTreeMap<(u64, [u8; 32]), PathBuf> = BTreeMap::new();
+    let mut contents: BTreeMap<[u8; 32], PathBuf> = BTreeMap::new();
+    // One file cannot be a copy of another: its extra pass is saved.
+    let several = paths.len() > 1;
     for path in paths {
         if interrupted() {
             break;
@@ -379,7 +381,7 @@ pub fn replay_windows(
             continue;
         }
         // A copy under another name would count its frames twice too.
-        if let Some(content) = content_key(path) {
+        if let Some(content) = several.then(|| content_key(path)).flatten() {
             if let Some(first) = contents.get(&content) {
                 warnings.push(format!(
                     "{}: the same capture as {}; counted once",
@@ -461,21 +463,40 @@ pub fn replay_windows(
     })
 }
 
-/// What tells a file's copy from another capture: its length and the hash of its first MiB
-/// (two captures that agree in both are one). None for standard input, anything but a
-/// regular file, or an unreadable file (whose error comes when it is replayed).
-fn content_key(path: &Path) -> Option<(u64, [u8; 32])> {
-    use std::io::Read;
-    // A pipe or a device (`/dev/stdin`) would be consumed by reading its head.
+/// What tells a file's copy from another capture: the hash of its packets (link type,
+/// timestamp, bytes), whatever the file format holding them, so that `lab.pcap` and its
+/// `editcap -F pcapng` conversion are one capture. None for standard input, anything but a
+/// regular file, or an unreadable file (whose error comes when it is replayed). Hashed in
+/// memory only; the key is never shown.
+fn content_key(path: &Path) -> Option<[u8; 32]> {
+    // A pipe or a device (`/dev/stdin`) would be consumed by reading it.
     let meta = std::fs::metadata(path).ok()?;
     if path == Path::new(STDIN) || !meta.is_file() {
         return None;
     }
-    let len = meta.len();
     let file = File::open(path).ok()?;
-    let mut head = Vec::with_capacity(1 << 20);
-    file.take(1 << 20).read_to_end(&mut head).ok()?;
-    Some((len, *blake3::hash(&head).as_bytes()))
+    match MappedFile::new(file) {
+        Ok(mapped) => packets_hash(CaptureReader::new(mapped).ok()?),
+        Err(file) => {
+            packets_hash(CaptureReader::new(BufReader::with_capacity(1 << 20, file)).ok()?)
+        }
+    }
+}
+
+/// The blake3 hash of every packet of `reader` (see [`content_key`]); a file that breaks
+/// off is hashed up to where it does.
+fn packets_hash<R: BufRead>(mut reader: CaptureReader<R>) -> Option<[u8; 32]> {
+    let mut hash = blake3::Hasher::new();
+    while let Ok(Some(p)) = reader.next_packet() {
+        if interrupted() {
+            return None;
+        }
+        hash.update(&p.link.dlt().to_le_bytes());
+        hash.update(&p.ts_ns.to_le_bytes());
+        hash.update(&(p.data.len() as u64).to_le_bytes());
+        hash.update(p.data);
+    }
+    Some(*hash.finalize().as_bytes())
 }
 
 /// A warning when the signal gate skipped every frame that would have counted: a gate above

@@ -545,6 +545,31 @@ fn replay_says_why_nothing_counted_and_counts_a_repeated_file_once() {
         String::from_utf8_lossy(&copied.stderr)
     );
     assert_eq!(frames(&copied), frames(&once));
+    // and its conversion to pcapng (Wireshark's editcap, installed with tshark)
+    let converted = dir.path().join("converted.pcapng");
+    let editcap = std::process::Command::new("editcap")
+        .args(["-F", "pcapng"])
+        .arg(&file)
+        .arg(&converted)
+        .status()
+        .expect("editcap runs (scripts/test.sh installs tshark, which brings it)");
+    assert!(editcap.success());
+    let both = agent_replay(&["--json", "--ignore-fcs"], &[file.clone(), converted]);
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("converted.pcapng: the same capture as"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    assert_eq!(frames(&both), frames(&once));
+    // while another capture is not one
+    let other = phone("iPhone11-F");
+    let two = agent_replay(&["--json", "--ignore-fcs"], &[file.clone(), other.clone()]);
+    assert!(!String::from_utf8_lossy(&two.stderr).contains("the same capture"));
+    let alone = agent_replay(&["--json", "--ignore-fcs"], &[other]);
+    assert_eq!(
+        frames(&two).zip(frames(&alone)).map(|(a, b)| a - b),
+        frames(&once)
+    );
 }
 
 #[test]
