@@ -298,11 +298,27 @@ mod tests {
                 "calibration = { wifi_derandomized = { factor = 0.9, error = 0.0 } }",
                 "`zones[0].calibration.wifi_derandomized.error`",
             ),
-            // A fit of no head counts would be read as a guess with an error written by hand.
+            // calibrate fits on 6 head counts or more, and writes error and observations
+            // together: half a pasted line would be read as a guess.
             (
                 "calibration = { ble = 1.3 }",
                 "calibration = { ble = { factor = 1.1, error = 0.2, observations = 0 } }",
-                "`zones[0].calibration.ble.observations`",
+                "`zones[0].calibration.ble.observations`: `calibrate` fits a line on at least 6",
+            ),
+            (
+                "calibration = { ble = 1.3 }",
+                "calibration = { ble = { factor = 1.1, error = 0.2, observations = 5 } }",
+                "`zones[0].calibration.ble.observations`: `calibrate` fits a line on at least 6",
+            ),
+            (
+                "calibration = { ble = 1.3 }",
+                "calibration = { ble = { factor = 1.1, error = 0.2 } }",
+                "`zones[0].calibration.ble.observations`: `calibrate` writes error and observations together",
+            ),
+            (
+                "calibration = { ble = 1.3 }",
+                "calibration = { ble = { factor = 1.1, floor = 0.0, observations = 30 } }",
+                "`zones[0].calibration.ble.error`: `calibrate` writes error and observations together",
             ),
             (
                 "calibration = { ble = 1.3 }",

@@ -100,8 +100,8 @@ pub struct Calibration {
 
 impl Calibration {
     /// Fitted on this zone's own head counts (`calibrate` writes `error` and
-    /// `observations`). Anything else (a guess, a factor taken from other zones, an error
-    /// written by hand) is uncalibrated, and its interval is at least
+    /// `observations`, and the config refuses one without the other). Anything else (a
+    /// guess, a factor taken from other zones) is uncalibrated, and its interval is at least
     /// [`crate::people::UNCALIBRATED_ERROR`].
     pub fn is_fitted(&self) -> bool {
         self.error.is_some() && self.observations.is_some_and(|n| n > 0)
@@ -146,11 +146,30 @@ fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError
             "the fit's relative 95 % error, above 0 and at most 10 (0.2 = +-20 %), as `calibrate` prints it",
         ));
     }
-    if observations == Some(0) {
+    let min = crate::calibration::MIN_OBSERVATIONS;
+    if observations.is_some_and(|n| (n as usize) < min) {
         return Err(field(
             format!("{at}.observations"),
-            "a fit is made from at least 1 head count (`calibrate` writes how many); leave error and observations out for a guessed factor",
+            format!(
+                "`calibrate` fits a line on at least {min} head counts and writes how many; leave error and observations out for a guessed factor"
+            ),
         ));
+    }
+    // Half a pasted line would be read as a guess (+-50 %) while the zone says "observations".
+    match (error, observations) {
+        (Some(_), None) => {
+            return Err(field(
+                format!("{at}.observations"),
+                "`calibrate` writes error and observations together: paste its whole line (a factor without both is a guess)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(field(
+                format!("{at}.error"),
+                "`calibrate` writes error and observations together: paste its whole line (a factor without both is a guess)",
+            ));
+        }
+        _ => {}
     }
     Ok(Calibration {
         factor,
@@ -240,7 +259,10 @@ impl Zone {
         guessed_devices
             .then(|| {
                 format!(
-                    "zone {}: a guessed factor on wifi_derandomized, whose device estimate                      was checked on rooms of up to 29 people and reads a tenth to a quarter of                      the phones of a dense crowd (docs/counting-devices.md); fit it with                      `calibrate` on this zone's head counts, or guess on an address kind",
+                    "zone {}: a guessed factor on wifi_derandomized, whose device estimate \
+                     was checked on rooms of up to 29 people and reads a tenth to a quarter of \
+                     the phones of a dense crowd (docs/counting-devices.md); fit it with \
+                     `calibrate` on this zone's head counts, or guess on an address kind",
                     self.id
                 )
             })
@@ -288,67 +310,76 @@ fn check_kinds_add_up(calibration: &BTreeMap<Kind, Calibration>) -> Result<(), S
 pub(super) fn zones(raw: Vec<RawZone>) -> Result<BTreeMap<ZoneId, Zone>, FieldError> {
     let mut zones = BTreeMap::new();
     for (i, z) in raw.into_iter().enumerate() {
-        let at = |f: &str| format!("zones[{i}].{f}");
-        let id =
-            ZoneId::new(&z.id).map_err(|_| field(at("id"), "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
-        if z.name.trim().is_empty() {
-            return Err(field(at("name"), "give the zone a name people recognise"));
-        }
-        if !(z.area_m2.is_finite() && z.area_m2 > 0.0) {
+        // Refusals say which zone too: `zones[7]` alone has the reader count entries.
+        let named = format!(" (zone {:?})", z.id);
+        let zone = zone(i, z).map_err(|(f, m)| (f, m + &named))?;
+        if zones.insert(zone.id.clone(), zone).is_some() {
             return Err(field(
-                at("area_m2"),
-                "must be a positive number of square metres",
+                format!("zones[{i}].id"),
+                format!("another zone has this id{named}"),
             ));
-        }
-        if !(1..=1440).contains(&z.occupancy_window_min) {
-            return Err(field(
-                at("occupancy_window_min"),
-                "must be between 1 and 1440 minutes",
-            ));
-        }
-        if z.thresholds.is_empty()
-            || z.thresholds.windows(2).any(|w| w[0] >= w[1])
-            || z.thresholds.iter().any(|t| !(t.is_finite() && *t > 0.0))
-        {
-            return Err(field(
-                at("thresholds"),
-                "list ascending positive densities in persons/m2, e.g. [2.0, 3.5, 5.0]",
-            ));
-        }
-        let mut calibration = BTreeMap::new();
-        for (kind, raw) in &z.calibration {
-            let at = format!("zones[{i}].calibration.{kind}");
-            let k = kind.parse::<Kind>().map_err(|_| {
-                field(
-                    at.clone(),
-                    "not a kind (wifi, wifi_random, ble, wifi_derandomized)",
-                )
-            })?;
-            calibration.insert(k, self::calibration(&at, raw)?);
-        }
-        check_kinds_add_up(&calibration).map_err(|e| field(at("calibration"), e))?;
-        if let Some(p) = &z.polygon
-            && p.get("type").and_then(|t| t.as_str()) != Some("Polygon")
-        {
-            return Err(field(
-                at("polygon"),
-                "must be a GeoJSON Polygon geometry ({\"type\": \"Polygon\", \"coordinates\": [...]})",
-            ));
-        }
-        let zone = Zone {
-            id: id.clone(),
-            name: z.name,
-            area_m2: z.area_m2,
-            capacity: z.capacity,
-            occupancy_window_min: z.occupancy_window_min,
-            thresholds: z.thresholds,
-            calibration,
-            polygon: z.polygon,
-            gate: gate(i, z.gate_width_m, z.gate_thresholds)?,
-        };
-        if zones.insert(id, zone).is_some() {
-            return Err(field(at("id"), "another zone has this id"));
         }
     }
     Ok(zones)
+}
+
+/// The `i`th `[[zones]]` entry, checked.
+fn zone(i: usize, z: RawZone) -> Result<Zone, FieldError> {
+    let at = |f: &str| format!("zones[{i}].{f}");
+    let id = ZoneId::new(&z.id).map_err(|_| field(at("id"), "use 1 to 64 of A-Z a-z 0-9 _ -"))?;
+    if z.name.trim().is_empty() {
+        return Err(field(at("name"), "give the zone a name people recognise"));
+    }
+    if !(z.area_m2.is_finite() && z.area_m2 > 0.0) {
+        return Err(field(
+            at("area_m2"),
+            "must be a positive number of square metres",
+        ));
+    }
+    if !(1..=1440).contains(&z.occupancy_window_min) {
+        return Err(field(
+            at("occupancy_window_min"),
+            "must be between 1 and 1440 minutes",
+        ));
+    }
+    if z.thresholds.is_empty()
+        || z.thresholds.windows(2).any(|w| w[0] >= w[1])
+        || z.thresholds.iter().any(|t| !(t.is_finite() && *t > 0.0))
+    {
+        return Err(field(
+            at("thresholds"),
+            "list ascending positive densities in persons/m2, e.g. [2.0, 3.5, 5.0]",
+        ));
+    }
+    let mut calibration = BTreeMap::new();
+    for (kind, raw) in &z.calibration {
+        let at = format!("zones[{i}].calibration.{kind}");
+        let k = kind.parse::<Kind>().map_err(|_| {
+            field(
+                at.clone(),
+                "not a kind (wifi, wifi_random, ble, wifi_derandomized)",
+            )
+        })?;
+        calibration.insert(k, self::calibration(&at, raw)?);
+    }
+    check_kinds_add_up(&calibration).map_err(|e| field(at("calibration"), e))?;
+    if let Some(p) = &z.polygon
+        && p.get("type").and_then(|t| t.as_str()) != Some("Polygon")
+    {
+        return Err(field(
+            at("polygon"),
+            "must be a GeoJSON Polygon geometry ({\"type\": \"Polygon\", \"coordinates\": [...]})",
+        ));
+    }
+    Ok(Zone {
+        id,
+        name: z.name,
+        area_m2: z.area_m2,
+        capacity: z.capacity,
+        occupancy_window_min: z.occupancy_window_min,
+        thresholds: z.thresholds,
+        calibration,
+        polygon: z.polygon,
+        gate: gate(i, z.gate_width_m, z.gate_thresholds)?,
+    })
 }
