@@ -178,6 +178,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.window.seconds(),
                 c.precision.lg_k()
             );
+            // What the aggregator's `senses` for this sensor must allow (a pcap source's
+            // default comes from its files).
+            let kinds: Vec<String> = c.source.kinds().iter().map(|k| k.to_string()).collect();
+            println!("publishes: {}", kinds.join(", "));
             Ok(ExitCode::SUCCESS)
         }
         Command::Selfcheck { config, timeout_s } => {

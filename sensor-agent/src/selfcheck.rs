@@ -523,10 +523,15 @@ fn known(
             }
             let mut senses: Vec<&str> = refused.iter().map(|k| sense_of(*k)).collect();
             senses.dedup();
+            // What the agent's config sets its media with.
+            let setting = match config.source {
+                Source::Pcap { .. } => "capture.senses",
+                Source::Live { .. } => "capture.source",
+            };
             fail(
                 "sensor",
                 format!(
-                    "the aggregator ({}) knows sensor {id} but not as a {} sensor: its {} sketches would be rejected as kind_not_allowed. Add {} to this sensor's senses in the aggregator's config, or capture only what it senses there (capture.source)",
+                    "the aggregator ({}) knows sensor {id} but not as a {} sensor: its {} sketches would be rejected as kind_not_allowed. Add {} to this sensor's senses in the aggregator's config, or capture only what it senses there ({setting})",
                     a.authority,
                     senses.join(" and "),
                     refused

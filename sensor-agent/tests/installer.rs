@@ -98,6 +98,12 @@ fn selfcheck_creates_no_directory() {
         ),
     )
     .expect("config");
+    // A Wi-Fi capture: Wi-Fi kinds only, which validate says.
+    let valid = text(&agent(&["validate"], Some(&config)).stdout);
+    assert!(
+        valid.contains("publishes: wifi, wifi_random, wifi_derandomized\n"),
+        "{valid}"
+    );
     let out = agent(&["selfcheck", "--timeout-s", "2"], Some(&config));
     let stdout = text(&out.stdout);
     assert!(

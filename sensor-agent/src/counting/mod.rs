@@ -161,11 +161,23 @@ impl Counter {
         self.windows.reopen(from);
     }
 
-    /// Closes due windows (and forgets salts of ended epochs).
+    /// Closes due windows (and forgets salts of ended epochs). After the capture failed,
+    /// windows that heard nothing are not published: a radio that stopped would otherwise
+    /// read as an empty place, where silence shows the zone without data.
     pub fn close_due(&mut self, now: Timestamp) -> Vec<SketchMessage> {
-        let out = self
+        let mut out = self
             .windows
             .close_due(now, &self.sensor, &self.salts, AGENT_VERSION);
+        if matches!(self.capture, CaptureState::Failed(_)) {
+            // Per window and medium: a Wi-Fi window that heard addresses of one kind only
+            // still publishes its empty kinds (their zero is true).
+            let heard: std::collections::HashSet<_> = out
+                .iter()
+                .filter(|m| m.frames > 0)
+                .map(|m| (m.window.start(), m.kind.medium()))
+                .collect();
+            out.retain(|m| heard.contains(&(m.window.start(), m.kind.medium())));
+        }
         for m in &out {
             tracing::debug!(window = %m.window, kind = %m.kind, frames = m.frames, devices = %m.sketch.estimate(), "window closed");
         }
@@ -181,6 +193,11 @@ impl Counter {
 
     /// The capture source failed.
     pub fn capture_error(&mut self, message: String) {
+        if self.capture != CaptureState::Failed(message.clone()) {
+            tracing::error!(
+                "capture failed: {message}; windows that hear nothing are not published, so the zone shows no data rather than nobody"
+            );
+        }
         self.capture = CaptureState::Failed(message);
     }
 
@@ -240,5 +257,60 @@ impl Counter {
             salt: Some(self.salts.state(now)),
             capture: Some(self.capture.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowdflow_contract::identity::Medium;
+    use crowdflow_contract::salt::Salt;
+    use crowdflow_contract::sketch::Precision;
+    use crowdflow_contract::window::WindowLength;
+    use crowdflow_contract::wire::EpochSalt;
+    use jiff::SignedDuration;
+
+    #[test]
+    fn after_the_capture_failed_windows_that_heard_nothing_are_not_published() {
+        let now: Timestamp = "2026-04-27T12:00:00Z".parse().expect("ts");
+        let kinds = vec![Kind::Wifi, Kind::WifiRandom, Kind::Ble];
+        let mut counter = Counter::new(
+            SensorId::new("s1").expect("id"),
+            Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, kinds),
+        );
+        counter.accept_salts(
+            SaltAnnouncement {
+                authority: "test".into(),
+                issued_at: now,
+                salts: vec![EpochSalt {
+                    epoch: "2026-04-27".parse().expect("epoch"),
+                    starts: now - SignedDuration::from_hours(2),
+                    ends: now + SignedDuration::from_hours(2),
+                    salt: Salt::generate().expect("entropy"),
+                }],
+            },
+            now,
+        );
+        let heard = Heard {
+            medium: Medium::Wifi,
+            address: [0, 1, 2, 3, 4, 5],
+            rssi: None,
+            randomized: false,
+        };
+        let minute = |m: i64| now + SignedDuration::from_mins(m);
+        counter.record(minute(0) + SignedDuration::from_secs(10), &Ok(heard));
+        // A quiet minute of a working radio publishes its zeros.
+        let quiet = counter.close_due(minute(2) + SignedDuration::from_secs(5));
+        assert_eq!(quiet.len(), 6, "two minutes of three kinds: {quiet:?}");
+        counter.record(minute(2) + SignedDuration::from_secs(10), &Ok(heard));
+        counter.capture_error("wlan1 went away".into());
+        let after = counter.close_due(minute(5) + SignedDuration::from_secs(5));
+        let published: Vec<(Timestamp, Kind)> =
+            after.iter().map(|m| (m.window.start(), m.kind)).collect();
+        // The minute that heard Wi-Fi, with its empty Wi-Fi kind; nothing of the silent ones.
+        assert_eq!(
+            published,
+            vec![(minute(2), Kind::Wifi), (minute(2), Kind::WifiRandom)]
+        );
     }
 }
