@@ -2,7 +2,6 @@
 // the page never shows one without the other.
 
 const whole = new Intl.NumberFormat('en-GB', { maximumFractionDigits: 0 });
-const oneDecimal = new Intl.NumberFormat('en-GB', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 
 /** A count's point estimate, rounded. */
 export function count(c) {
@@ -21,7 +20,23 @@ export function bounds(c) {
 
 /** A density in persons per m². */
 export function density(c) {
-  return c ? `${oneDecimal.format(c.estimate)} p/m²` : '–';
+  return c ? `${densityFormat(c).format(c.estimate)} p/m²` : '–';
+}
+
+/** A density's 95 % bounds, as "0.01–0.03", with the decimals of {@link density}. */
+export function densityBounds(c) {
+  const f = densityFormat(c);
+  return `${f.format(c.lower)}–${f.format(c.upper)}`;
+}
+
+const decimals = [1, 2].map((d) => new Intl.NumberFormat('en-GB', { minimumFractionDigits: d, maximumFractionDigits: d }));
+
+/**
+ * One decimal, or two where one would show the bounds equal: the estimate gets the same, so
+ * that it never reads outside its own interval ("0.0 (0.01–0.03)").
+ */
+function densityFormat(c) {
+  return decimals[0].format(c.lower) === decimals[0].format(c.upper) ? decimals[1] : decimals[0];
 }
 
 /** Seconds or minutes since `iso` on the clock times are shown on, as "12 s ago". */

@@ -3,7 +3,7 @@
 // by level, and the alert list. Stale zones and unacknowledged alerts are made impossible to
 // miss; when the stream is down every number is greyed out and the banner says since when.
 
-import { count, plural, bounds, density, age, clock, levelColour, esc, shownMinutes, perShownMinute } from './format.js';
+import { count, plural, bounds, density, densityBounds, age, clock, levelColour, esc, shownMinutes, perShownMinute } from './format.js';
 import { drawPlan, paintZone } from './plan.js';
 import { post } from './api.js';
 
@@ -30,11 +30,6 @@ function signed(v) {
  * A density's 95 % bounds, to one decimal, or two where one would show an interval of
  * nothing ("0.5–0.5" reads as certain).
  */
-function densityBounds(c) {
-  const digits = c.lower.toFixed(1) === c.upper.toFixed(1) ? 2 : 1;
-  return `${c.lower.toFixed(digits)}–${c.upper.toFixed(digits)}`;
-}
-
 export class LiveView {
   constructor(root, plan) {
     this.root = root;

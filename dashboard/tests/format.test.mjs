@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useReplayClock, inputTime, fromInput, clock, shownMs, realMs, plural } from '../src/format.js';
+import { useReplayClock, inputTime, fromInput, clock, shownMs, realMs, plural, density, densityBounds } from '../src/format.js';
 
 test('a replay clock maps real moments to its day and the inputs back, across a DST change', () => {
   // Going live at 12:00 UTC real shows 14:00 in Amsterdam (12:00 UTC) on 27 April, 60x.
@@ -29,4 +29,14 @@ test('a count of one reads singular, others plural', () => {
   assert.equal(plural(c(0), 'address', 'addresses'), 'addresses');
   assert.equal(plural(c(2), 'address', 'addresses'), 'addresses');
   assert.equal(plural(null, 'address', 'addresses'), 'addresses');
+});
+
+test('a density never reads outside its own bounds', () => {
+  const low = { estimate: 0.018, lower: 0.011, upper: 0.026 };
+  assert.equal(density(low), '0.02 p/m²');
+  assert.equal(densityBounds(low), '0.01–0.03');
+  const crowded = { estimate: 5.85, lower: 4.62, upper: 7.1 };
+  assert.equal(density(crowded), '5.9 p/m²', 'as the alert\'s 5.85 reads');
+  assert.equal(densityBounds(crowded), '4.6–7.1');
+  assert.equal(density(null), '–');
 });
