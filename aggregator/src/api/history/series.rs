@@ -241,10 +241,11 @@ pub struct ZoneColumns {
     /// Estimated people present, on average over each bucket's stored minutes (null when
     /// the zone has no calibration).
     pub people: Option<CountColumns>,
-    /// Whether those people come from a fitted calibration (see
-    /// `ZoneSeries::people_calibrated`).
+    /// Whether those people come from a calibration fitted on head counts (`calibrate`), as
+    /// `people_basis.calibrated` of the live view; false: a guessed factor; null: no people.
     pub people_calibrated: Option<bool>,
-    /// See `ZoneSeries::people_error_is_floor`.
+    /// Whether the fit's error is only a floor (fewer than 19 head counts), as
+    /// `people_basis.error_is_floor`: the people bounds are then at least as wide as given.
     pub people_error_is_floor: Option<bool>,
     /// Positions (in `t`) of buckets still filling (see `SeriesPoint::partial`).
     pub partial: Vec<usize>,
