@@ -12,7 +12,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::file::CaptureReader;
 use crate::counting::Counter;
-use crate::frame::{self, FramePolicy};
+use crate::frame::{self, FramePolicy, Skip};
+use crowdflow_contract::identity::Kind;
 
 /// Replays `files` (forever if `repeat`) as if they were being captured now.
 pub fn replay_as_live(
@@ -28,10 +29,25 @@ pub fn replay_as_live(
         wait_for_salt(&counter);
         loop {
             for path in &files {
+                let before = counter.lock().map(|c| fcs_tally(&c)).ok();
                 if let Err(e) = replay_file(path, &policy, &counter)
                     && let Ok(mut c) = counter.lock()
                 {
                     c.capture_error(format!("{}: {e}", path.display()));
+                }
+                let after = counter.lock().map(|c| fcs_tally(&c)).ok();
+                if let (Some((counted, bad)), Some((counted_after, bad_after))) = (before, after)
+                    && counted_after == counted
+                    && bad_after > bad
+                {
+                    // What replay's hint says; `run` always checks the FCS, as a radio needs.
+                    tracing::warn!(
+                        "{}: nothing counted: all {} frames with a frame check sequence failed it \
+                         (skipped as bad_fcs). Anonymized captures keep the old FCS: count such \
+                         a file with `crowdflow-agent replay --ignore-fcs`",
+                        path.display(),
+                        bad_after - bad
+                    );
                 }
             }
             if !repeat {
@@ -42,6 +58,12 @@ pub fn replay_as_live(
             }
         }
     })
+}
+
+/// Frames counted (address kinds) and skipped for a bad FCS so far.
+fn fcs_tally(c: &Counter) -> (u64, u64) {
+    let counted = Kind::ADDRESSES.iter().map(|&k| c.counted(k)).sum();
+    (counted, c.skipped(Skip::BadFcs))
 }
 
 /// Holds a replay back until a salt is held. A file stands for a radio that is already on:
