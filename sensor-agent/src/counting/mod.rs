@@ -201,9 +201,13 @@ impl Counter {
         self.capture = CaptureState::Failed(message);
     }
 
-    /// The capture source has no more frames.
+    /// The capture source has no more frames. A failure stays what the status says (and
+    /// keeps silent windows unpublished): a list of files whose one file was missing did
+    /// not finish as it should.
     pub fn capture_done(&mut self) {
-        self.capture = CaptureState::Finished;
+        if !matches!(self.capture, CaptureState::Failed(_)) {
+            self.capture = CaptureState::Finished;
+        }
     }
 
     /// Frames counted under `kind` since start.
@@ -304,6 +308,7 @@ mod tests {
         assert_eq!(quiet.len(), 6, "two minutes of three kinds: {quiet:?}");
         counter.record(minute(2) + SignedDuration::from_secs(10), &Ok(heard));
         counter.capture_error("wlan1 went away".into());
+        counter.capture_done();
         let after = counter.close_due(minute(5) + SignedDuration::from_secs(5));
         let published: Vec<(Timestamp, Kind)> =
             after.iter().map(|m| (m.window.start(), m.kind)).collect();
