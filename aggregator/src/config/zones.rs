@@ -100,9 +100,9 @@ pub struct Calibration {
 
 impl Calibration {
     /// Fitted on this zone's own head counts (`calibrate` writes `error` and
-    /// `observations`, and the config refuses one without the other). Anything else (a
-    /// guess, a factor taken from other zones) is uncalibrated, and its interval is at least
-    /// [`crate::people::UNCALIBRATED_ERROR`].
+    /// `observations`; the config refuses observations without an error). Anything else (a
+    /// guess, a factor taken from other zones with their error) is uncalibrated, and its
+    /// interval is at least [`crate::people::UNCALIBRATED_ERROR`].
     pub fn is_fitted(&self) -> bool {
         self.error.is_some() && self.observations.is_some_and(|n| n > 0)
     }
@@ -156,20 +156,13 @@ fn calibration(at: &str, raw: &RawCalibration) -> Result<Calibration, FieldError
         ));
     }
     // Half a pasted line would be read as a guess (+-50 %) while the zone says "observations".
-    match (error, observations) {
-        (Some(_), None) => {
-            return Err(field(
-                format!("{at}.observations"),
-                "`calibrate` writes error and observations together: paste its whole line (a factor without both is a guess)",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(field(
-                format!("{at}.error"),
-                "`calibrate` writes error and observations together: paste its whole line (a factor without both is a guess)",
-            ));
-        }
-        _ => {}
+    // An error alone is allowed: a factor transferred from fitted zones carries theirs (the
+    // demo's uncounted zones), and stays uncalibrated.
+    if error.is_none() && observations.is_some() {
+        return Err(field(
+            format!("{at}.error"),
+            "`calibrate` writes error and observations together: paste its whole line (a factor without an error is a guess)",
+        ));
     }
     Ok(Calibration {
         factor,
