@@ -26,10 +26,6 @@ function signed(v) {
   return r > 0 ? `+${r}` : String(r);
 }
 
-/**
- * A density's 95 % bounds, to one decimal, or two where one would show an interval of
- * nothing ("0.5–0.5" reads as certain).
- */
 export class LiveView {
   constructor(root, plan) {
     this.root = root;

@@ -400,24 +400,32 @@ ADDRESS_SCAN_GAP = 1.0   # s: one address's frames further apart are separate sc
 
 
 def group_stats(frames):
-    """Per fingerprint group of one window (frames as (t, address, fingerprint)): its
-    scans (the group's frames joined while less than SCAN_JOIN apart), its concurrency,
-    and how many scans each address was heard in."""
+    """Per fingerprint group of one window (frames as (t, address, fingerprint, rssi)): its
+    scans (the group's frames joined while less than SCAN_JOIN apart), its concurrency, how
+    many scans each address was heard in, and the spread (standard deviation, dB) of its
+    scans' mean RSSI."""
     groups = collections.defaultdict(list)
-    for t, a, fp in frames:
-        groups[fp].append((t, a))
+    for t, a, fp, r in frames:
+        groups[fp].append((t, a, r))
     out = []
     for fp, fs in groups.items():
         if len(fs) < 2:
             continue
         fs.sort()
         per = collections.defaultdict(list)
-        for t, a in fs:
+        for t, a, _ in fs:
             per[a].append(t)
         k = [1 + sum(1 for x, y in zip(ts, ts[1:]) if y - x > ADDRESS_SCAN_GAP) for ts in per.values()]
-        scans = 1 + sum(1 for (x, _), (y, _) in zip(fs, fs[1:]) if y - x > SCAN_JOIN)
+        scan_r, cur = [], [fs[0][2]]
+        for (x, _, _), (y, _, r) in zip(fs, fs[1:]):
+            if y - x > SCAN_JOIN:
+                scan_r.append(statistics.mean(cur))
+                cur = []
+            cur.append(r)
+        scan_r.append(statistics.mean(cur))
         conc = concurrency({a: [dict(t=t) for t in ts] for a, ts in per.items()}, {})
-        out.append(dict(fp=fp, scans=scans, conc=conc, k=k))
+        sd = statistics.pstdev(scan_r) if len(scan_r) > 1 else 0.0
+        out.append(dict(fp=fp, scans=len(scan_r), conc=conc, k=k, sd=sd))
     return out
 
 
@@ -444,17 +452,22 @@ def cadence_count(st, rho):
     return sum(max(g['conc'], g['scans'] / rho) for g in st)
 
 
-def cadence(sim_csv):
-    """The cadence rule (what dense crowds would need) against the simulator's true devices
-    and the lab's head counts, next to the agent's concurrency rule."""
+def sim_minutes(sim_csv):
+    """The simulator's frames CSV per (sensor, minute): group stats, and the true devices heard."""
     rows, heard = collections.defaultdict(list), collections.defaultdict(set)
     with open(sim_csv) as fh:
         for r in csv.DictReader(fh):
             t = int(r['t_us']) / 1e6
             w = (int(r['sensor']), int(t // 60) * 60)
-            rows[w].append((t, r['address'], r['fingerprint']))
+            rows[w].append((t, r['address'], r['fingerprint'], int(r['rssi'])))
             heard[w].add(r['device'])
-    stats = {w: group_stats(fs) for w, fs in rows.items()}
+    return {w: group_stats(fs) for w, fs in rows.items()}, heard
+
+
+def cadence(sim_csv):
+    """The cadence rule (what dense crowds would need) against the simulator's true devices
+    and the lab's head counts, next to the agent's concurrency rule."""
+    stats, heard = sim_minutes(sim_csv)
     for rule in ('concurrency', 'cadence'):
         ratios, rhos = [], []
         for sensor in sorted({w[0] for w in stats}):
@@ -470,7 +483,7 @@ def cadence(sim_csv):
               f' p10 {q(.1):.2f} median {q(.5):.2f} p90 {q(.9):.2f}, within +-15 %:'
               f' {sum(.85 <= x <= 1.15 for x in ratios)}; learned cadence per sensor {[round(r, 2) for r in rhos]}')
     lab = {d: [f for f in load_lab(d) if f['rssi'] is None or f['rssi'] >= -72] for d in LAB}
-    minutes = {d: {m: group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {})) for f in fs])
+    minutes = {d: {m: group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs])
                    for m, fs in windows(lab[d], 60).items()} for d in LAB}
     rho = cadence_of([st for d in LAB for st in minutes[d].values()])
     for rule in ('concurrency', 'cadence'):
@@ -492,50 +505,18 @@ def cadence(sim_csv):
           f' median {statistics.median(single)}, mean {statistics.mean(single):.2f}')
 
 
-def spread_stats(frames):
-    """group_stats with each scan's mean RSSI: frames as (t, address, fingerprint, rssi)."""
-    groups = collections.defaultdict(list)
-    for t, a, fp, r in frames:
-        groups[fp].append((t, a, r))
-    out = []
-    for fp, fs in groups.items():
-        if len(fs) < 2:
-            continue
-        fs.sort()
-        per = collections.defaultdict(list)
-        for t, a, _ in fs:
-            per[a].append(t)
-        k = [1 + sum(1 for x, y in zip(ts, ts[1:]) if y - x > ADDRESS_SCAN_GAP) for ts in per.values()]
-        scan_r, cur = [], [fs[0][2]]
-        for (x, _, _), (y, _, r) in zip(fs, fs[1:]):
-            if y - x > SCAN_JOIN:
-                scan_r.append(statistics.mean(cur)); cur = []
-            cur.append(r)
-        scan_r.append(statistics.mean(cur))
-        conc = concurrency({a: [dict(t=t) for t in ts] for a, ts in per.items()}, {})
-        sd = statistics.pstdev(scan_r) if len(scan_r) > 1 else 0.0
-        out.append(dict(fp=fp, scans=len(scan_r), conc=conc, k=k, sd=sd))
-    return out
-
-
 def spread(sim_csv):
-    rows, heard = collections.defaultdict(list), collections.defaultdict(set)
-    with open(sim_csv) as fh:
-        for r in csv.DictReader(fh):
-            t = int(r['t_us']) / 1e6
-            w = (int(r['sensor']), int(t // 60) * 60)
-            rows[w].append((t, r['address'], r['fingerprint'], int(r['rssi'])))
-            heard[w].add(r['device'])
-    stats = {w: spread_stats(fs) for w, fs in rows.items()}
+    """The RSSI-spread switch between the concurrency and cadence rules (research README)."""
+    stats, heard = sim_minutes(sim_csv)
     lab = {d: [f for f in load_lab(d) if f['rssi'] is None or f['rssi'] >= -72] for d in LAB}
-    minutes = {d: {m: spread_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi']) for f in fs])
+    minutes = {d: {m: group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs])
                    for m, fs in windows(lab[d], 60).items()} for d in LAB}
     rho_lab = cadence_of([st for d in LAB for st in minutes[d].values()])
     sds_lab = sorted(g['sd'] for d in LAB for st in minutes[d].values() for g in st if g['scans'] >= 3)
     sds_sim = sorted(g['sd'] for st in stats.values() for g in st if g['scans'] >= 3)
     q = lambda xs, p: xs[int(p * (len(xs) - 1))]
     print('lab group sd p10/50/90', [round(q(sds_lab, p), 1) for p in (.1, .5, .9)], 'sim', [round(q(sds_sim, p), 1) for p in (.1, .5, .9)])
-    phones = {n: {m: spread_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs]) for m, fs in windows(load_phone(n), 60).items()} for n in PHONES}
+    phones = {n: {m: group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs]) for m, fs in windows(load_phone(n), 60).items()} for n in PHONES}
     sds_ph = sorted(g['sd'] for n in PHONES for st in phones[n].values() for g in st if g['scans'] >= 3)
     print('one-phone group sd p10/50/90/max', [round(q(sds_ph, p), 1) for p in (.1, .5, .9, 1)])
     def count(g, rho, T, min_scans):

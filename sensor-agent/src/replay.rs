@@ -517,12 +517,8 @@ fn gate_hint(policy: &FramePolicy, tally: &Tally) -> Option<String> {
 /// its check: what captures whose addresses were rewritten look like (the FCS was not
 /// recomputed), which `--ignore-fcs` counts as tshark does.
 fn fcs_hint(path: &Path, policy: &FramePolicy, before: &Tally, after: &Tally) -> Option<String> {
-    let bad = after.skipped(Skip::BadFcs) - before.skipped(Skip::BadFcs);
-    let counted: u64 = Kind::ADDRESSES
-        .iter()
-        .map(|&k| after.counted(k) - before.counted(k))
-        .sum();
-    (policy.fcs == FcsRule::Check && bad > 0 && counted == 0).then(|| {
+    let bad = after.all_failed_fcs_since(before)?;
+    (policy.fcs == FcsRule::Check).then(|| {
         format!(
             "{}: nothing counted: all {bad} frames with a frame check sequence failed it \
              (skipped as bad_fcs). Captures whose addresses were rewritten, such as \

@@ -15,7 +15,7 @@ use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, Packet, Qo
 use crate::capture::file::CaptureReader;
 use crate::capture::wifi_monitor;
 use crate::config::{AgentConfig, Source};
-use crate::frame::SUPPORTED;
+use crate::frame::{LinkType, SUPPORTED};
 
 /// One check's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,23 +135,19 @@ fn first_packet(path: &Path) -> Result<(), String> {
     let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| e.to_string())?;
     // A multi-interface pcapng may begin with packets of an interface the agent skips:
     // look further than the first packet for one it reads.
-    let mut unsupported = std::collections::BTreeSet::new();
-    for _ in 0..10_000 {
-        match reader.next_packet() {
-            Ok(Some(p)) if p.link.is_supported() => return Ok(()),
-            Ok(Some(p)) => {
-                unsupported.insert(p.link.to_string());
-            }
-            Ok(None) => break,
-            Err(e) => return Err(e.to_string()),
-        }
+    let supported = |links: &[LinkType]| links.iter().any(|l| l.is_supported());
+    let (links, error) = reader.link_types(10_000, supported);
+    if let Some(e) = error {
+        return Err(e.to_string());
     }
-    if unsupported.is_empty() {
+    if links.is_empty() || supported(&links) {
         return Ok(());
     }
+    let mut unsupported: Vec<String> = links.iter().map(|l| l.to_string()).collect();
+    unsupported.sort();
     Err(format!(
         "link type {} is not supported; supported are {SUPPORTED}",
-        unsupported.into_iter().collect::<Vec<_>>().join(", ")
+        unsupported.join(", ")
     ))
 }
 

@@ -12,8 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::file::CaptureReader;
 use crate::counting::Counter;
-use crate::frame::{self, FramePolicy, Skip};
-use crowdflow_contract::identity::Kind;
+use crate::frame::{self, FramePolicy};
 
 /// Replays `files` (forever if `repeat`) as if they were being captured now.
 pub fn replay_as_live(
@@ -29,24 +28,23 @@ pub fn replay_as_live(
         wait_for_salt(&counter);
         loop {
             for path in &files {
-                let before = counter.lock().map(|c| fcs_tally(&c)).ok();
+                let before = counter.lock().map(|c| c.tally().clone()).ok();
                 if let Err(e) = replay_file(path, &policy, &counter)
                     && let Ok(mut c) = counter.lock()
                 {
                     c.capture_error(format!("{}: {e}", path.display()));
                 }
-                let after = counter.lock().map(|c| fcs_tally(&c)).ok();
-                if let (Some((counted, bad)), Some((counted_after, bad_after))) = (before, after)
-                    && counted_after == counted
-                    && bad_after > bad
-                {
+                let bad = before.and_then(|before| {
+                    let c = counter.lock().ok()?;
+                    c.tally().all_failed_fcs_since(&before)
+                });
+                if let Some(bad) = bad {
                     // What replay's hint says; `run` always checks the FCS, as a radio needs.
                     tracing::warn!(
-                        "{}: nothing counted: all {} frames with a frame check sequence failed it \
+                        "{}: nothing counted: all {bad} frames with a frame check sequence failed it \
                          (skipped as bad_fcs). Anonymized captures keep the old FCS: count such \
                          a file with `crowdflow-agent replay --ignore-fcs`",
                         path.display(),
-                        bad_after - bad
                     );
                 }
             }
@@ -58,12 +56,6 @@ pub fn replay_as_live(
             }
         }
     })
-}
-
-/// Frames counted (address kinds) and skipped for a bad FCS so far.
-fn fcs_tally(c: &Counter) -> (u64, u64) {
-    let counted = Kind::ADDRESSES.iter().map(|&k| c.counted(k)).sum();
-    (counted, c.skipped(Skip::BadFcs))
 }
 
 /// Holds a replay back until a salt is held. A file stands for a radio that is already on:

@@ -193,7 +193,7 @@ impl Counter {
 
     /// The capture source failed.
     pub fn capture_error(&mut self, message: String) {
-        if self.capture != CaptureState::Failed(message.clone()) {
+        if !matches!(&self.capture, CaptureState::Failed(m) if *m == message) {
             tracing::error!(
                 "capture failed: {message}; windows that hear nothing are not published, so the zone shows no data rather than nobody"
             );
@@ -208,6 +208,11 @@ impl Counter {
         if !matches!(self.capture, CaptureState::Failed(_)) {
             self.capture = CaptureState::Finished;
         }
+    }
+
+    /// Frames seen since start, counted and skipped.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// Frames counted under `kind` since start.

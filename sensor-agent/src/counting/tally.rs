@@ -42,6 +42,18 @@ impl Tally {
         self.skipped[reason as usize]
     }
 
+    /// The frames that failed their FCS since `before`, when nothing counted beside them:
+    /// what a capture whose addresses were rewritten (anonymized) looks like, as the FCS was
+    /// not recomputed.
+    pub fn all_failed_fcs_since(&self, before: &Tally) -> Option<u64> {
+        let bad = self.skipped(Skip::BadFcs) - before.skipped(Skip::BadFcs);
+        let counted: u64 = Kind::ADDRESSES
+            .iter()
+            .map(|&k| self.counted(k) - before.counted(k))
+            .sum();
+        (bad > 0 && counted == 0).then_some(bad)
+    }
+
     /// Non-zero skip counts by label.
     pub fn skipped_by_reason(&self) -> BTreeMap<&'static str, u64> {
         Skip::ALL

@@ -176,11 +176,12 @@ pub(in crate::api) async fn zone_series(
 ) -> Result<ZoneSeries, StoreError> {
     let buckets = zone_buckets(store, zone, resolution, r).await?;
     let people = bucket_people(store, zone, floors, resolution, &buckets, r).await?;
+    let basis = people::basis(zone, floors);
     Ok(ZoneSeries {
         zone: zone.id.clone(),
         name: zone.name.clone(),
-        people_calibrated: people::basis(zone, floors).map(|b| b.calibrated),
-        people_error_is_floor: people::basis(zone, floors).map(|b| b.error_is_floor),
+        people_calibrated: basis.as_ref().map(|b| b.calibrated),
+        people_error_is_floor: basis.as_ref().map(|b| b.error_is_floor),
         points: buckets
             .into_iter()
             .map(|(t, devices)| SeriesPoint {
@@ -267,6 +268,7 @@ impl ZoneColumns {
             .map(|k| (*k, CountColumns::default()))
             .collect();
         let people_at = people;
+        let basis = people::basis(zone, floors);
         let mut out = ZoneColumns {
             zone: zone.id.to_string(),
             name: zone.name.clone(),
@@ -274,8 +276,8 @@ impl ZoneColumns {
             devices: BTreeMap::new(),
             total: CountColumns::default(),
             people: (!zone.calibration.is_empty()).then(CountColumns::default),
-            people_calibrated: people::basis(zone, floors).map(|b| b.calibrated),
-            people_error_is_floor: people::basis(zone, floors).map(|b| b.error_is_floor),
+            people_calibrated: basis.as_ref().map(|b| b.calibrated),
+            people_error_is_floor: basis.as_ref().map(|b| b.error_is_floor),
             partial: Vec::new(),
         };
         for (i, (t, counts)) in buckets.iter().enumerate() {

@@ -27,21 +27,13 @@ const MEDIA_PROBE_PACKETS: usize = 4096;
 pub fn media_of(path: &Path) -> Option<(bool, bool)> {
     let file = std::fs::File::open(path).ok()?;
     let mut reader = CaptureReader::new(io::BufReader::new(file)).ok()?;
-    let (mut wifi, mut ble) = (false, false);
-    for _ in 0..MEDIA_PROBE_PACKETS {
-        let Ok(Some(packet)) = reader.next_packet() else {
-            break;
-        };
-        match packet.link.medium() {
-            Some(Medium::Wifi) => wifi = true,
-            Some(Medium::Ble) => ble = true,
-            None => {}
-        }
-        if wifi && ble {
-            break;
-        }
-    }
-    (wifi || ble).then_some((wifi, ble))
+    let has = |links: &[LinkType], m: Medium| links.iter().any(|l| l.medium() == Some(m));
+    // A read error ends the look: what came before it still tells the media.
+    let (links, _) = reader.link_types(MEDIA_PROBE_PACKETS, |links| {
+        has(links, Medium::Wifi) && has(links, Medium::Ble)
+    });
+    let media = (has(&links, Medium::Wifi), has(&links, Medium::Ble));
+    (media.0 || media.1).then_some(media)
 }
 
 /// Largest packet accepted (802.11 frames are < 12 KB, BLE and HCI packets < 300 B; a
@@ -233,6 +225,32 @@ impl<R: BufRead> CaptureReader<R> {
             }
         };
         Ok(reader)
+    }
+
+    /// The distinct link types of the next packets, in the order met: at most `limit`
+    /// packets are read, fewer once `enough` holds for the types met, or at the file's end
+    /// or a read error (returned beside the types met before it).
+    pub fn link_types(
+        &mut self,
+        limit: usize,
+        enough: impl Fn(&[LinkType]) -> bool,
+    ) -> (Vec<LinkType>, Option<FileError>) {
+        let mut links = Vec::new();
+        for _ in 0..limit {
+            match self.next_packet() {
+                Ok(Some(p)) => {
+                    if !links.contains(&p.link) {
+                        links.push(p.link);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return (links, Some(e)),
+            }
+            if enough(&links) {
+                break;
+            }
+        }
+        (links, None)
     }
 
     /// The next packet, `None` at the end of the file.
