@@ -550,7 +550,60 @@ def spread(sim_csv):
               f'lab {sum(.6<=x<=1.6 for x in per)}/{len(per)} median {statistics.median(per):.2f} empty max {max(empty):.1f}; phones max {[round(x,1) for x in ph]}')
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["spread"]:
+CROWD_DEVICES_PER_GROUP = 3.0   # devices' worth of scans per group, on average over a minute
+CROWD_MIN_GROUPS = 3
+
+
+def crowd_count(st, rho):
+    """Per fingerprint, the devices of one minute under the agent's rule: concurrency, and in a
+    minute whose groups (three or more) average CROWD_DEVICES_PER_GROUP devices' worth of scans,
+    at least round(scans / cadence), never more than the group's addresses."""
+    worth = sum(g['scans'] / rho for g in st) / max(1, len(st))
+    crowd = len(st) >= CROWD_MIN_GROUPS and worth >= CROWD_DEVICES_PER_GROUP
+    return {g['fp']: max(g['conc'], min(round(g['scans'] / rho), len(g['k'])) if crowd else 0) for g in st}
+
+
+def crowd(sim_csv):
+    """The crowd rule the agent adopted (research README, 2026-12-04) against the simulator's
+    true devices per sensor-minute, the lab's head counts (15-minute union of minutes) and the
+    one-phone captures, alone and merged two at a time; the cadence learned from all windows."""
+    stats, heard = sim_minutes(sim_csv)
+    per_sensor = collections.defaultdict(list)
+    for sensor in sorted({w[0] for w in stats}):
+        rho = cadence_of([stats[w] for w in stats if w[0] == sensor])
+        for w in sorted(w for w in stats if w[0] == sensor and len(heard[w]) >= 10):
+            per_sensor[sensor].append(sum(crowd_count(stats[w], rho).values()) / len(heard[w]))
+    for sensor, r in sorted(per_sensor.items()):
+        print(f'simulator sensor {sensor}: {sum(.85 <= x <= 1.15 for x in r)}/{len(r)} minutes within +-15 %,'
+              f' median {statistics.median(r):.2f}')
+    lab = {d: [f for f in load_lab(d) if f['rssi'] is None or f['rssi'] >= -72] for d in LAB}
+    minutes = {d: {m: group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs])
+                   for m, fs in windows(lab[d], 60).items()} for d in LAB}
+    rho = cadence_of([st for d in LAB for st in minutes[d].values()])
+    worth = [sum(g['scans'] / rho for g in st) / len(st) for d in LAB for st in minutes[d].values() if len(st) >= CROWD_MIN_GROUPS]
+    per, empty = [], []
+    for d in LAB:
+        occ = {int(f['t'] // WIN) * WIN: f['wocc'] for f in lab[d]}
+        best = collections.defaultdict(collections.Counter)
+        for m, st in minutes[d].items():
+            for fp, n in crowd_count(st, rho).items():
+                b = best[int(m // WIN) * WIN]
+                b[fp] = max(b[fp], n)
+        per += [sum(b.values()) / occ[w] for w, b in best.items() if occ.get(w, 0) >= 5]
+        empty += [sum(b.values()) for w, b in best.items() if occ.get(w, 1) == 0]
+    print(f'lab: cadence {rho:.2f} scans per device-minute; busiest minute {max(worth):.2f} devices\' worth per group;'
+          f' occupied windows at 0.6-1.6 per person {sum(.6 <= x <= 1.6 for x in per)}/{len(per)},'
+          f' median {statistics.median(per):.2f}; empty max {max(empty)}')
+    def most(frames):
+        return max(sum(crowd_count(group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs]), rho).values())
+                   for fs in windows(frames, 60).values())
+    print('one phone, most devices in a minute:', max(most(load_phone(n)) for n in PHONES),
+          '; merged two at a time:', max(most(merge([load_phone(a), load_phone(b)])) for a, b in itertools.combinations(PHONES, 2)))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["crowd"]:
+    crowd(sys.argv[2])
+elif __name__ == "__main__" and sys.argv[1:2] == ["spread"]:
     spread(sys.argv[2])
 elif __name__ == "__main__" and sys.argv[1:] == ["minutes"]:
     minutes()

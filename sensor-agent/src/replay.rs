@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::capture::file::mapped::MappedFile;
 use crate::capture::file::{CaptureReader, FileError};
-use crate::counting::devices::RssiGate;
+use crate::counting::devices::{RssiGate, ScanCadence};
 use crate::counting::sketches::{KindSketches, KindUnion, WindowCount};
 use crate::counting::tally::Tally;
 use crate::frame::SUPPORTED;
@@ -157,6 +157,8 @@ pub struct Devices {
 struct WindowedReplay {
     length: WindowLength,
     gate: RssiGate,
+    /// The scan cadence, learned from every window before any is finished.
+    cadence: ScanCadence,
     open: Vec<OpenWindow>,
     /// Where each open window is in `open`, by its start (ns): a capture of months holds
     /// hundreds of thousands of windows, which a search through `open` made quadratic.
@@ -288,13 +290,18 @@ impl WindowedReplay {
         };
         let length = self.length;
         self.open.sort_by_key(|w| w.start_ns);
+        // Learned from every window first, as the gate is from every frame.
+        for w in &mut self.open {
+            w.count.teach(extra, &mut self.cadence);
+        }
+        let cadence = self.cadence.learned();
         let mut union = KindUnion::new(Precision::DEFAULT);
         let windows = self
             .open
             .into_iter()
             .map(|w| {
                 let window = Window::containing(w.count.start(), length);
-                let sketches = w.count.finish(Some(salt), extra);
+                let sketches = w.count.finish(Some(salt), extra, cadence);
                 union.add(&sketches);
                 let distinct: BTreeMap<Kind, Estimate> = sketches
                     .estimates()
@@ -353,6 +360,7 @@ pub fn replay_windows(
     let mut windowed = window.map(|length| WindowedReplay {
         length,
         gate: RssiGate::default(),
+        cadence: ScanCadence::default(),
         open: Vec::new(),
         index: foldhash::HashMap::default(),
         last: 0,

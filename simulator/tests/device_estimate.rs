@@ -2,14 +2,14 @@
 //! three-squares hour written as pcapng (phone models with their capability elements, iOS-like
 //! addresses per burst, Android-like per interval), replayed per sensor in one-minute windows
 //! as `crowdflow-agent replay --window 1m` does, each window's `devices.wifi` compared with the
-//! distinct Wi-Fi devices of the sensor's zone that it heard in that window.
+//! distinct Wi-Fi devices the sensor heard in that window.
 //!
-//! What holds, and is asserted: the estimate never counts a device twice (grouping by the
-//! capability elements works on the simulated frames: addresses alone read 1.3 times the
-//! devices here). What does not yet: a crowd of one model whose phones take a new address
-//! per scan burst reads as the largest number of its addresses active at one moment, far
-//! fewer than its phones (the estimator's documented limit); the figures are printed.
-
+//! What is asserted: the squares' sensors (hundreds of phones a minute, a few models each
+//! many times over) read within +-15 % of their heard devices in at least 85 % of their
+//! minutes, through the crowd rule (scans over the learned cadence; concurrency alone read a
+//! sixth); no sensor overcounts by more than 15 % in more than 5 % of its minutes. The
+//! bridge (a few people of each model crossing) reads its concurrency, below its devices:
+//! the estimator's documented limit; its figures are printed, not asserted.
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -50,8 +50,8 @@ fn the_device_estimate_against_the_true_devices_per_window() {
     let dir = tempfile::tempdir().expect("tmp");
     write_files(Simulation::new(s.clone()), dir.path()).expect("pcapng");
     let (all, zone) = truth(&s);
+    let mut per_sensor: Vec<(String, Vec<f64>)> = Vec::new();
     let mut ratios_zone = Vec::new();
-    let mut ratios_all = Vec::new();
     let mut ratios_addresses = Vec::new();
     for (i, sensor) in s.sensors.iter().enumerate() {
         let path = dir.path().join(format!("{}.pcapng", sensor.id));
@@ -62,6 +62,7 @@ fn the_device_estimate_against_the_true_devices_per_window() {
             Some(WindowLength::new(60).expect("1 min")),
         )
         .expect("replay");
+        let mut ratios = Vec::new();
         for w in report.windows.expect("windows") {
             let minute = w.start.as_second();
             let estimate = w.devices.wifi.estimate;
@@ -71,7 +72,7 @@ fn the_device_estimate_against_the_true_devices_per_window() {
                 ratios_zone.push(estimate / z as f64);
             }
             if a >= 10 {
-                ratios_all.push(estimate / a as f64);
+                ratios.push(estimate / a as f64);
                 let addresses: f64 = [Kind::Wifi, Kind::WifiRandom]
                     .iter()
                     .filter_map(|k| w.distinct.get(k))
@@ -80,30 +81,47 @@ fn the_device_estimate_against_the_true_devices_per_window() {
                 ratios_addresses.push(addresses / a as f64);
             }
         }
+        per_sensor.push((sensor.id.to_string(), ratios));
     }
+    let within = |r: &[f64]| r.iter().filter(|x| (0.85..=1.15).contains(*x)).count();
     let summary = |name: &str, r: &mut Vec<f64>| {
         r.sort_by(f64::total_cmp);
-        let within = r.iter().filter(|x| (0.85..=1.15).contains(*x)).count();
         eprintln!(
-            "{name}: {} windows, ratio p10 {:.2} median {:.2} p90 {:.2}, within +-15 %: {:.0} %",
+            "{name}: {} windows, ratio p10 {:.2} median {:.2} p90 {:.2}, within +-15 %: {} ({:.0} %)",
             r.len(),
             r[r.len() / 10],
             r[r.len() / 2],
             r[r.len() * 9 / 10],
-            100.0 * within as f64 / r.len() as f64
+            within(r),
+            100.0 * within(r) as f64 / r.len() as f64
         );
     };
-    summary("zone devices", &mut ratios_zone);
-    summary("all heard devices", &mut ratios_all);
+    let mut squares = Vec::new();
+    let mut heard = Vec::new();
+    for (id, ratios) in &mut per_sensor {
+        summary(&format!("{id}, heard devices"), ratios);
+        let over = ratios.iter().filter(|r| **r > 1.15).count();
+        assert!(
+            over * 20 <= ratios.len(),
+            "{id}: {over} of {} windows count more than 115 % of the devices heard",
+            ratios.len()
+        );
+        heard.extend_from_slice(ratios);
+        if !id.starts_with("bridge") {
+            squares.extend_from_slice(ratios);
+        }
+    }
+    summary("squares' sensors, heard devices", &mut squares);
+    summary("every sensor, heard devices", &mut heard);
+    summary("every sensor, devices in its zone", &mut ratios_zone);
     summary(
         "addresses, against all heard devices",
         &mut ratios_addresses,
     );
-    // Never above the devices heard (a lower bound), beyond the sketch's error.
-    let over = ratios_all.iter().filter(|r| **r > 1.1).count();
     assert!(
-        over * 100 <= ratios_all.len(),
-        "{over} of {} windows count more devices than were heard",
-        ratios_all.len()
+        within(&squares) * 100 >= squares.len() * 85,
+        "the squares' sensors read their heard devices within +-15 % in {} of {} minutes",
+        within(&squares),
+        squares.len()
     );
 }

@@ -7,7 +7,7 @@ use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::{Estimate, Precision, Sketch, SketchUnion};
 use jiff::Timestamp;
 
-use super::devices::DeviceGroups;
+use super::devices::{DeviceGroups, ScanCadence};
 use super::tally::{KINDS, kind_index};
 use crate::frame::{Sighting, oui};
 
@@ -167,15 +167,28 @@ impl WindowCount {
         }
     }
 
+    /// Teaches the installation's scan `cadence` the window's recurring addresses, with
+    /// frames weaker than `gate` (dBm) left out.
+    pub fn teach(&mut self, gate: Option<i8>, cadence: &mut ScanCadence) {
+        self.devices.teach(gate, cadence);
+    }
+
     /// The window's sketches, the `wifi_derandomized` one filled from the grouped sightings
-    /// with frames weaker than `gate` (dBm) left out; the grouping state is dropped here.
-    /// Without the window's salt (forgotten already) there is no device estimate, and
+    /// with frames weaker than `gate` (dBm) left out, a crowd's minutes read under `cadence`
+    /// (scans per device-minute, [`ScanCadence::learned`]); the grouping state is dropped
+    /// here. Without the window's salt (forgotten already) there is no device estimate, and
     /// [`KindSketches::has_devices`] says so.
-    pub fn finish(self, salt: Option<&Salt>, gate: Option<i8>) -> KindSketches {
+    pub fn finish(
+        self,
+        salt: Option<&Salt>,
+        gate: Option<i8>,
+        cadence: Option<f64>,
+    ) -> KindSketches {
         let mut sketches = self.sketches;
         if let Some(salt) = salt {
             let i = kind_index(Kind::WifiDerandomized);
-            self.devices.finish(salt, gate, &mut sketches.sketches[i]);
+            self.devices
+                .finish(salt, gate, cadence, &mut sketches.sketches[i]);
             sketches.devices = true;
         }
         sketches

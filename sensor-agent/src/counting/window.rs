@@ -16,7 +16,7 @@ use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SensorId, SketchMessage};
 use jiff::{SignedDuration, Timestamp};
 
-use super::devices::RssiGate;
+use super::devices::{RssiGate, ScanCadence};
 use super::sketches::{KindSketches, WindowCount};
 use crate::frame::{Heard, Sighting};
 use crate::salt::SaltKeeper;
@@ -41,6 +41,8 @@ pub struct Windows {
     next: Option<Window>,
     /// The installation's signal history, for the device estimate's gate.
     gate: RssiGate,
+    /// The installation's scan cadence, for the device estimate of a crowd.
+    cadence: ScanCadence,
     /// A gate configured by the operator replaces the learned one.
     fixed_gate: Option<Option<i8>>,
 }
@@ -55,6 +57,7 @@ impl Windows {
             open: BTreeMap::new(),
             next: None,
             gate: RssiGate::default(),
+            cadence: ScanCadence::default(),
             fixed_gate: None,
         }
     }
@@ -157,13 +160,15 @@ impl Windows {
             }
             let gate = self.device_gate();
             for key in keys {
-                if let Some(count) = self.open.remove(&key) {
+                if let Some(mut count) = self.open.remove(&key) {
                     let salt = salts.by_fingerprint(key.2);
-                    let sketches = count.finish(salt, gate);
+                    count.teach(gate, &mut self.cadence);
+                    let sketches = count.finish(salt, gate, self.cadence.learned());
                     out.extend(self.messages(window, key.1, key.2, &sketches, sensor, version));
                 }
             }
             self.gate.decay(self.length.duration());
+            self.cadence.decay(self.length.duration());
             self.next = Some(window.next());
         }
         out
@@ -206,9 +211,10 @@ impl Windows {
         let open = std::mem::take(&mut self.open);
         let gate = self.device_gate();
         let mut out = Vec::new();
-        for ((start, epoch, fp), count) in open {
+        for ((start, epoch, fp), mut count) in open {
             let window = Window::containing(start, self.length);
-            let sketches = count.finish(salts.by_fingerprint(fp), gate);
+            count.teach(gate, &mut self.cadence);
+            let sketches = count.finish(salts.by_fingerprint(fp), gate, self.cadence.learned());
             out.extend(self.messages(window, epoch, fp, &sketches, sensor, version));
         }
         out
