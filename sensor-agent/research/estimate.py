@@ -550,16 +550,21 @@ def spread(sim_csv):
               f'lab {sum(.6<=x<=1.6 for x in per)}/{len(per)} median {statistics.median(per):.2f} empty max {max(empty):.1f}; phones max {[round(x,1) for x in ph]}')
 
 
-CROWD_DEVICES_PER_GROUP = 3.0   # devices' worth of scans per group, on average over a minute
+CROWD_DEVICES_PER_GROUP = 3.0   # devices' worth of scans per group, over a minute's groups but its busiest
 CROWD_MIN_GROUPS = 3
+
+
+def crowd_worth(st, rho):
+    """A minute's devices' worth of scans per group, averaged over its groups but the busiest."""
+    w = sorted(g['scans'] / rho for g in st)[:-1]
+    return sum(w) / max(1, len(w))
 
 
 def crowd_count(st, rho):
     """Per fingerprint, the devices of one minute under the agent's rule: concurrency, and in a
-    minute whose groups (three or more) average CROWD_DEVICES_PER_GROUP devices' worth of scans,
-    at least round(scans / cadence), never more than the group's addresses."""
-    worth = sum(g['scans'] / rho for g in st) / max(1, len(st))
-    crowd = len(st) >= CROWD_MIN_GROUPS and worth >= CROWD_DEVICES_PER_GROUP
+    minute whose groups (three or more) but the busiest average CROWD_DEVICES_PER_GROUP devices'
+    worth of scans, at least round(scans / cadence), never more than the group's addresses."""
+    crowd = len(st) >= CROWD_MIN_GROUPS and crowd_worth(st, rho) >= CROWD_DEVICES_PER_GROUP
     return {g['fp']: max(g['conc'], min(round(g['scans'] / rho), len(g['k'])) if crowd else 0) for g in st}
 
 
@@ -580,7 +585,7 @@ def crowd(sim_csv):
     minutes = {d: {m: group_stats([(f['t'], f['sa'], fingerprint(f['ies'], {}), f['rssi'] or 0) for f in fs])
                    for m, fs in windows(lab[d], 60).items()} for d in LAB}
     rho = cadence_of([st for d in LAB for st in minutes[d].values()])
-    worth = [sum(g['scans'] / rho for g in st) / len(st) for d in LAB for st in minutes[d].values() if len(st) >= CROWD_MIN_GROUPS]
+    worth = [crowd_worth(st, rho) for d in LAB for st in minutes[d].values() if len(st) >= CROWD_MIN_GROUPS]
     per, empty = [], []
     for d in LAB:
         occ = {int(f['t'] // WIN) * WIN: f['wocc'] for f in lab[d]}
