@@ -417,15 +417,22 @@ def group_stats(frames):
             per[a].append(t)
         k = [1 + sum(1 for x, y in zip(ts, ts[1:]) if y - x > ADDRESS_SCAN_GAP) for ts in per.values()]
         scan_r, cur = [], [fs[0][2]]
+        busy, first = 0.0, fs[0][0]
         for (x, _, _), (y, _, r) in zip(fs, fs[1:]):
             if y - x > SCAN_JOIN:
                 scan_r.append(statistics.mean(cur))
                 cur = []
+                busy += x - first + SCAN_JOIN
+                first = y
             cur.append(r)
         scan_r.append(statistics.mean(cur))
+        busy += fs[-1][0] - first + SCAN_JOIN
         conc = concurrency({a: [dict(t=t) for t in ts] for a, ts in per.items()}, {})
         sd = statistics.pstdev(scan_r) if len(scan_r) > 1 else 0.0
-        out.append(dict(fp=fp, scans=len(scan_r), conc=conc, k=k, sd=sd))
+        # Scans over the minute's live time (what the join did not cover): the paralyzable
+        # dead-time correction, so that scans of different phones run together are counted.
+        live = max(60.0 - busy, 6.0)
+        out.append(dict(fp=fp, scans=len(scan_r), live_scans=len(scan_r) * 60.0 / live, conc=conc, k=k, sd=sd))
     return out
 
 
@@ -556,7 +563,7 @@ CROWD_MIN_GROUPS = 3
 
 def crowd_worth(st, rho):
     """A minute's devices' worth of scans per group, averaged over its groups but the busiest."""
-    w = sorted(g['scans'] / rho for g in st)[:-1]
+    w = sorted(g['live_scans'] / rho for g in st)[:-1]
     return sum(w) / max(1, len(w))
 
 
@@ -565,7 +572,7 @@ def crowd_count(st, rho):
     minute whose groups (three or more) but the busiest average CROWD_DEVICES_PER_GROUP devices'
     worth of scans, at least round(scans / cadence), never more than the group's addresses."""
     crowd = len(st) >= CROWD_MIN_GROUPS and crowd_worth(st, rho) >= CROWD_DEVICES_PER_GROUP
-    return {g['fp']: max(g['conc'], min(round(g['scans'] / rho), len(g['k'])) if crowd else 0) for g in st}
+    return {g['fp']: max(g['conc'], min(round(g['live_scans'] / rho), len(g['k'])) if crowd else 0) for g in st}
 
 
 def crowd(sim_csv):
