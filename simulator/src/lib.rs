@@ -335,7 +335,9 @@ pub struct Written {
 }
 
 /// Runs the whole scenario into `dir`: one `<sensor>.pcapng` per sensor, `truth.csv` (zone,
-/// minute, persons, devices) and `heard.csv` (what each sensor's file holds).
+/// minute, persons, devices), `heard.csv` (what each sensor's file holds) and
+/// `heard_minutes.csv` (the distinct Wi-Fi and BLE devices each sensor heard in each UTC
+/// minute: the truth a sensor's own device estimate is judged against).
 pub fn write_files(mut sim: Simulation, dir: &std::path::Path) -> std::io::Result<Written> {
     use std::io::{BufWriter, Write};
     std::fs::create_dir_all(dir)?;
@@ -351,14 +353,19 @@ pub fn write_files(mut sim: Simulation, dir: &std::path::Path) -> std::io::Resul
     }
     let end = sim.scenario.end.as_microsecond();
     let mut frames = Vec::new();
+    let mut minutes = HeardMinutes::default();
+    let mut per_minute = String::from("sensor,minute,wifi_devices,ble_devices\n");
     while sim.now() < end && !sim.finished() {
         let step = (sim.now() + 60_000_000).min(end);
         frames.clear();
         sim.advance(step, &mut frames);
         for f in &frames {
             writers[f.sensor].write(f)?;
+            minutes.hear(f);
         }
+        minutes.flush_before(step, &sim.scenario, &mut per_minute);
     }
+    minutes.flush_before(i64::MAX, &sim.scenario, &mut per_minute);
     for w in writers {
         w.finish()?;
     }
@@ -378,13 +385,48 @@ pub fn write_files(mut sim: Simulation, dir: &std::path::Path) -> std::io::Resul
     }
     let heard_path = dir.join("heard.csv");
     std::fs::File::create(&heard_path)?.write_all(csv.as_bytes())?;
+    let minutes_path = dir.join("heard_minutes.csv");
+    std::fs::File::create(&minutes_path)?.write_all(per_minute.as_bytes())?;
     files.push(truth_path);
     files.push(heard_path);
+    files.push(minutes_path);
     Ok(Written {
         size: sim.size(),
         heard,
         files,
     })
+}
+
+/// The devices each sensor heard per UTC minute, (Wi-Fi, BLE), until written out.
+#[derive(Default)]
+struct HeardMinutes(BTreeMap<(i64, usize), (HashSet<u32>, HashSet<u32>)>);
+
+impl HeardMinutes {
+    fn hear(&mut self, f: &Frame) {
+        let minute = f.t_us.div_euclid(60_000_000) * 60;
+        let (wifi, ble) = self.0.entry((minute, f.sensor)).or_default();
+        match f.medium {
+            Medium::Wifi => wifi.insert(f.device),
+            Medium::Ble => ble.insert(f.device),
+        };
+    }
+
+    /// Writes the minutes that end by `t_us` as CSV rows (frames come in time order).
+    fn flush_before(&mut self, t_us: i64, scenario: &Scenario, out: &mut String) {
+        let done: Vec<(i64, usize)> = self
+            .0
+            .keys()
+            .take_while(|(minute, _)| (minute + 60).saturating_mul(1_000_000) <= t_us)
+            .copied()
+            .collect();
+        for key in done {
+            if let Some((wifi, ble)) = self.0.remove(&key) {
+                let minute = jiff::Timestamp::from_second(key.0).unwrap_or_default();
+                let sensor = &scenario.sensors[key.1].id;
+                *out += &format!("{sensor},{minute},{},{}\n", wifi.len(), ble.len());
+            }
+        }
+    }
 }
 
 fn six(x: u64) -> [u8; ADDRESS_LEN] {

@@ -14,7 +14,7 @@ struct Cli {
     /// The scenario (TOML; e.g. deploy/demo/koningsdag-utrecht.toml).
     #[arg(long, value_name = "FILE")]
     scenario: PathBuf,
-    /// Where to write <sensor>.pcapng, truth.csv and heard.csv.
+    /// Where to write <sensor>.pcapng, truth.csv, heard.csv and heard_minutes.csv.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 }

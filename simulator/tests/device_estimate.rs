@@ -50,6 +50,23 @@ fn the_device_estimate_against_the_true_devices_per_window() {
     let dir = tempfile::tempdir().expect("tmp");
     write_files(Simulation::new(s.clone()), dir.path()).expect("pcapng");
     let (all, zone) = truth(&s);
+    // heard_minutes.csv gives a user the same truth.
+    let csv = std::fs::read_to_string(dir.path().join("heard_minutes.csv")).expect("csv");
+    let mut rows = 0;
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let i = s.sensors.iter().position(|x| x.id == f[0]).expect("sensor");
+        let minute: jiff::Timestamp = f[1].parse().expect("minute");
+        let wifi: usize = f[2].parse().expect("wifi devices");
+        let expected = all.get(&(i, minute.as_second())).map_or(0, HashSet::len);
+        assert_eq!(wifi, expected, "{line}");
+        rows += usize::from(wifi > 0);
+    }
+    assert_eq!(
+        rows,
+        all.len(),
+        "a row for every sensor-minute with Wi-Fi heard"
+    );
     let mut per_sensor: Vec<(String, Vec<f64>)> = Vec::new();
     let mut ratios_zone = Vec::new();
     let mut ratios_addresses = Vec::new();
