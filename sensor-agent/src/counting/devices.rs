@@ -215,16 +215,19 @@ struct Span {
     frames: u32,
     latest: i32,
     scans: u32,
+    /// Not a hardware address: its scans teach the cadence.
+    phone: bool,
 }
 
 impl Span {
-    fn new(ms: i32) -> Span {
+    fn new(ms: i32, phone: bool) -> Span {
         Span {
             first: ms,
             last: ms,
             frames: 1,
             latest: ms,
             scans: 1,
+            phone,
         }
     }
 
@@ -235,7 +238,9 @@ impl Span {
         self.last = self.last.max(ms);
         self.frames += 1;
         if ms.div_euclid(MINUTE_MS) != self.latest.div_euclid(MINUTE_MS) {
-            minute_scans(self.scans);
+            if self.phone {
+                minute_scans(self.scans);
+            }
             self.scans = 1;
         } else if ms - self.latest > ADDRESS_SCAN_GAP_MS {
             self.scans += 1;
@@ -288,7 +293,7 @@ struct Grouping {
 }
 
 /// One group's scans in one minute of the window: (fingerprint, minute, scans corrected for
-/// the time the join was busy, [`live_scans`]).
+/// the time the join was busy, [`ScanTally`]).
 type GroupMinute = (Fingerprint, i32, f64);
 
 impl std::fmt::Debug for DeviceGroups {
@@ -373,57 +378,53 @@ impl DeviceGroups {
                 let next = spans.len();
                 let at = *index.entry(m.key).or_insert(next);
                 if at == next {
-                    spans.push((m.fingerprint, Span::new(m.ms), m.key));
-                } else {
-                    let (_, span, key) = &mut spans[at];
                     // A hardware address's device scans on its own schedule (a lab's
                     // computers probe about once a minute) and would teach phones' cadence
                     // half of it; phones keep random addresses.
-                    let phone = !self.hardware.contains_key(key);
-                    span.add(m.ms, &mut |scans| {
-                        if phone {
-                            address_scans(scans)
-                        }
-                    });
+                    let phone = !self.hardware.contains_key(&m.key);
+                    spans.push((m.fingerprint, Span::new(m.ms, phone), m.key));
+                } else {
+                    spans[at].1.add(m.ms, &mut address_scans);
                 }
             }
         }
-        for (_, span, key) in &spans {
-            if !self.hardware.contains_key(key) {
+        for (_, span, _) in &spans {
+            if span.phone {
                 address_scans(span.scans);
             }
         }
         spans.sort_unstable_by_key(|(fingerprint, _, _)| *fingerprint);
-        // Each group's moments, for its scans; a burst's frames come one after another, so
-        // the previous frame's group is tried first.
-        let mut moments: Vec<(Fingerprint, Vec<i32>)> = Vec::new();
+        // Each group's scans per minute, tallied as its frames come; a burst's frames come
+        // one after another, so the previous frame's group is tried first.
+        let mut tallies: Vec<(Fingerprint, ScanTally, u32)> = Vec::new();
         let mut at: foldhash::HashMap<Fingerprint, usize> = foldhash::HashMap::default();
         let mut previous: Option<(Fingerprint, usize)> = None;
+        let mut minutes = Vec::new();
         for m in self.marks.iter().filter(|m| heard(gate, m.rssi)) {
             let i = match previous {
                 Some((fingerprint, i)) if fingerprint == m.fingerprint => i,
                 _ => *at.entry(m.fingerprint).or_insert_with(|| {
-                    moments.push((m.fingerprint, Vec::new()));
-                    moments.len() - 1
+                    tallies.push((m.fingerprint, ScanTally::new(m.ms), 0));
+                    tallies.len() - 1
                 }),
             };
-            moments[i].1.push(m.ms);
+            let (fingerprint, tally, frames) = &mut tallies[i];
+            if *frames > 0
+                && let Some((minute, scans)) = tally.add(m.ms)
+            {
+                minutes.push((*fingerprint, minute, scans));
+            }
+            *frames += 1;
             previous = Some((m.fingerprint, i));
         }
-        moments.sort_unstable_by_key(|(fingerprint, _)| *fingerprint);
-        let minute_of = |ms: i32| ms.div_euclid(MINUTE_MS);
-        let mut minutes = Vec::new();
-        for (fingerprint, frames) in &mut moments {
-            if frames.len() < 2 {
-                continue;
-            }
-            if !frames.is_sorted() {
-                frames.sort_unstable();
-            }
-            for minute in frames.chunk_by(|a, b| minute_of(*a) == minute_of(*b)) {
-                minutes.push((*fingerprint, minute_of(minute[0]), live_scans(minute)));
+        // A group of a single frame is dropped, as in the count.
+        for (fingerprint, tally, frames) in &tallies {
+            if *frames >= 2 {
+                let (minute, scans) = tally.finish();
+                minutes.push((*fingerprint, minute, scans));
             }
         }
+        minutes.sort_unstable_by_key(|&(fingerprint, minute, _)| (fingerprint, minute));
         Grouping { spans, minutes }
     }
 
@@ -507,30 +508,66 @@ fn heard(gate: Option<i8>, rssi: Option<i8>) -> bool {
     }
 }
 
-/// The scans of one group in one minute (its frames' moments, ms, in order), corrected for
-/// scans of different phones that ran together: frames closer than [`SCAN_JOIN_MS`] are one
-/// scan, so each scan keeps the join busy from its first frame to [`SCAN_JOIN_MS`] after its
-/// last, and a scan that starts meanwhile is not seen. That is a paralyzable dead time (Knoll,
-/// *Radiation Detection and Measurement*, 4th ed., ch. 4): scans starting at random are seen
-/// at their rate times the time not busy, so the rate is the scans seen over that live time.
-/// A group of a few phones is almost never busy (the correction is nil); in the simulator's
-/// Koningsdag, a model's hundreds of phones kept it busy most of a minute, and uncorrected
-/// scans read half the devices. The live time is taken as at least a tenth of the minute.
-fn live_scans(moments: &[i32]) -> f64 {
-    let (Some(&first), Some(&last)) = (moments.first(), moments.last()) else {
-        return 0.0;
-    };
-    let mut scans = 1u32;
-    let mut busy = i64::from(last - first) + i64::from(SCAN_JOIN_MS);
-    for w in moments.windows(2) {
-        if w[1] - w[0] > SCAN_JOIN_MS {
-            scans += 1;
-            // The join's idle gap between two scans is not busy.
-            busy -= i64::from(w[1] - w[0] - SCAN_JOIN_MS);
+/// One group's scans in the minute being heard, tallied as its frames come (in time order
+/// but for late frames, which join the scan being heard or, from an earlier minute, are left
+/// out), corrected for scans of different phones that ran together: frames closer than
+/// [`SCAN_JOIN_MS`] are one scan, so each scan keeps the join busy from its first frame to
+/// [`SCAN_JOIN_MS`] after its last, and a scan that starts meanwhile is not seen. That is a
+/// paralyzable dead time (Knoll, *Radiation Detection and Measurement*, 4th ed., ch. 4):
+/// scans starting at random are seen at their rate times the time not busy, so the rate is the
+/// scans seen over that live time. A group of a few phones is almost never busy (the
+/// correction is nil); in the simulator's Koningsdag, a model's hundreds of phones kept it
+/// busy most of a minute, and uncorrected scans read half the devices. The live time is taken
+/// as at least a tenth of the minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScanTally {
+    minute: i32,
+    /// The scan being heard: its first and last frame (ms).
+    first: i32,
+    last: i32,
+    scans: u32,
+    /// Time the join was busy with the scans before it (ms).
+    busy: i64,
+}
+
+impl ScanTally {
+    fn new(ms: i32) -> ScanTally {
+        ScanTally {
+            minute: ms.div_euclid(MINUTE_MS),
+            first: ms,
+            last: ms,
+            scans: 1,
+            busy: 0,
         }
     }
-    let live = (i64::from(MINUTE_MS) - busy).max(i64::from(MINUTE_MS / 10));
-    f64::from(scans) * f64::from(MINUTE_MS) / live as f64
+
+    /// Adds a frame; when it opens a later minute, returns the minute before and its scans.
+    fn add(&mut self, ms: i32) -> Option<(i32, f64)> {
+        let minute = ms.div_euclid(MINUTE_MS);
+        if minute > self.minute {
+            let done = self.finish();
+            *self = ScanTally::new(ms);
+            return Some(done);
+        }
+        if minute < self.minute {
+            return None;
+        }
+        if ms - self.last > SCAN_JOIN_MS {
+            self.busy += i64::from(self.last - self.first) + i64::from(SCAN_JOIN_MS);
+            self.scans += 1;
+            self.first = ms;
+        }
+        self.last = self.last.max(ms);
+        None
+    }
+
+    /// The minute and its scans over its live time.
+    fn finish(&self) -> (i32, f64) {
+        let busy = self.busy + i64::from(self.last - self.first) + i64::from(SCAN_JOIN_MS);
+        let live = (i64::from(MINUTE_MS) - busy).max(i64::from(MINUTE_MS / 10));
+        let scans = f64::from(self.scans) * f64::from(MINUTE_MS) / live as f64;
+        (self.minute, scans)
+    }
 }
 
 /// Per fingerprint (in order), the devices its scans say in the minutes read as a crowd:
@@ -869,14 +906,24 @@ mod tests {
             .filter(|w| w[1] - w[0] > SCAN_JOIN_MS)
             .count();
         assert!(joined < 200, "{joined}");
+        let live_scans = |moments: &[i32]| {
+            let mut tally = ScanTally::new(moments[0]);
+            for &ms in &moments[1..] {
+                assert_eq!(tally.add(ms), None, "one minute");
+            }
+            tally.finish().1
+        };
         let live = live_scans(&moments);
         assert!(
             (540.0..660.0).contains(&live),
             "{live} of 600 ({joined} apart)"
         );
-        // Scans far apart are left as they are.
-        assert!((live_scans(&[0, 20, 30_000, 30_020]) - 2.0).abs() < 0.02);
-        assert_eq!(live_scans(&[]), 0.0);
+        // Scans far apart are left as they are; a late frame joins the scan being heard.
+        assert!((live_scans(&[0, 20, 30_000, 30_020, 30_010]) - 2.0).abs() < 0.02);
+        // A frame of the next minute closes this one.
+        let mut tally = ScanTally::new(59_000);
+        assert_eq!(tally.add(61_000), Some((0, 60.0 / (60.0 - 0.15))));
+        assert_eq!(tally.finish().0, 1);
     }
 
     #[test]

@@ -282,6 +282,57 @@ mod tests {
         SensorId::new("s1").expect("valid")
     }
 
+    /// Hears `sighting` at second `s` and millisecond `ms` of the minute from 12:00.
+    fn hear(w: &mut Windows, salts: &SaltKeeper, sighting: &Sighting, s: i64, ms: i64) {
+        let t = ts("2026-04-27T12:00:00Z")
+            + SignedDuration::from_secs(s)
+            + SignedDuration::from_millis(ms);
+        w.add_sighting(t, sighting, salts).expect("salt");
+    }
+
+    /// The physical devices of the first minute, as published.
+    fn devices(w: &mut Windows, salts: &SaltKeeper) -> f64 {
+        w.close_due(ts("2026-04-27T12:01:05Z"), &sensor(), salts, "t")
+            .iter()
+            .find(|m| m.kind == Kind::WifiDerandomized)
+            .expect("devices")
+            .sketch
+            .estimate()
+            .estimate
+    }
+
+    #[test]
+    fn the_live_agent_reads_a_crowd_once_it_has_learned_the_scan_cadence() {
+        let salts = keeper("2026-04-28T02:00:00Z");
+        let crowd = |w: &mut Windows| {
+            // Three models whose phones take a new address per scan: 30, 20 and 12 phones
+            // scanning once each in the minute.
+            for (model, phones, every) in [(10, 30u8, 2), (11, 20, 3), (12, 12, 5)] {
+                for i in 0..phones {
+                    for ms in [0, 20] {
+                        hear(w, &salts, &probe(model, i), i64::from(i) * every, ms);
+                    }
+                }
+            }
+        };
+        let kinds = vec![Kind::Wifi, Kind::WifiDerandomized];
+        // Without addresses that recur there is no cadence: concurrency, one per model.
+        let mut w = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, kinds.clone());
+        crowd(&mut w);
+        assert_eq!(devices(&mut w, &salts).round(), 3.0);
+        // 120 phones keeping their address, heard in three scans each, teach 2.4 scans a
+        // minute: the crowd's 62 phones read 13 + 9 + 5 beside the 120.
+        let mut w = Windows::new(WindowLength::DEFAULT, Precision::DEFAULT, kinds);
+        crowd(&mut w);
+        for i in 0..120u8 {
+            for s in [1, 21, 41] {
+                hear(&mut w, &salts, &probe(13, i), s, 0);
+            }
+        }
+        let n = devices(&mut w, &salts);
+        assert!((145.0..=151.0).contains(&n), "{n}");
+    }
+
     #[test]
     fn stopping_closes_the_open_windows_complete_or_not() {
         let salts = keeper("2026-04-28T02:00:00Z");
