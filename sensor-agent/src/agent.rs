@@ -15,6 +15,7 @@ use crate::capture::{ble_scan, paced, wifi_monitor};
 use crate::config::{AgentConfig, Source};
 use crate::counting::Counter;
 use crate::counting::window::Windows;
+use crate::frame::FramePolicy;
 use crate::publish::{Publishing, RunError, publish};
 
 /// Runs the agent until `shutdown` completes.
@@ -24,7 +25,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         config.window,
         config.precision,
         config.source.kinds(),
-        config.policy.min_rssi,
+        &config.policy,
     );
     let span = sensor_span(&config.sensor_id);
     span.in_scope(|| start_capture(&config, &counter));
@@ -44,11 +45,13 @@ pub(crate) fn shared_counter(
     window: WindowLength,
     precision: Precision,
     kinds: Vec<Kind>,
-    min_rssi: Option<i8>,
+    policy: &FramePolicy,
 ) -> Arc<Mutex<Counter>> {
     Arc::new(Mutex::new(Counter::new(
         sensor.clone(),
-        Windows::new(window, precision, kinds).with_configured_gate(min_rssi),
+        Windows::new(window, precision, kinds)
+            .with_configured_gate(policy.min_rssi)
+            .with_device_rule(policy.devices),
     )))
 }
 

@@ -14,6 +14,7 @@ use crowdflow_contract::wire::{SensorId, Topics};
 use serde::Deserialize;
 
 use crate::capture::file::media_of;
+use crate::counting::devices::DeviceRule;
 use crate::frame::{ClientFrames, FrameClass, FramePolicy};
 
 /// The environment variable that overrides `broker.password` (keeps secrets out of files).
@@ -79,6 +80,8 @@ struct RawCapture {
     #[serde(default = "default_frames")]
     frames: Vec<String>,
     min_rssi_dbm: Option<i16>,
+    /// `auto` (default) or `scans`: how the physical-device estimate reads a capability group.
+    device_count: Option<String>,
 }
 
 fn default_channels() -> Vec<u16> {
@@ -402,9 +405,22 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
             ))
         })
         .transpose()?;
+    let devices = match raw.device_count.as_deref() {
+        None | Some("auto") => DeviceRule::Auto,
+        Some("scans") => DeviceRule::Scans,
+        Some(_) => {
+            return Err((
+                "capture.device_count".to_owned(),
+                "must be \"auto\" (a room, or unsure) or \"scans\" (a passage, street or square \
+                 where people pass)"
+                    .to_owned(),
+            ));
+        }
+    };
     let policy = FramePolicy {
         wifi: ClientFrames::only(&classes),
         min_rssi,
+        devices,
         ..FramePolicy::default()
     };
     let (wants_wifi, wants_ble) = match raw.source.as_str() {
@@ -540,6 +556,7 @@ source = "wifi"
 interface = "wlan1"
 min_rssi_dbm = -80
 frames = ["probe_request", "data_to_ap"]
+device_count = "scans"
 [outbox]
 dir = "/var/lib/crowdflow-agent/outbox"
 "#;
@@ -560,6 +577,7 @@ dir = "/var/lib/crowdflow-agent/outbox"
         assert_eq!(c.precision, Precision::DEFAULT);
         assert_eq!(c.outbox_max_bytes, 64 * 1024 * 1024);
         assert_eq!(c.policy.min_rssi, Some(-80));
+        assert_eq!(c.policy.devices, DeviceRule::Scans);
         assert!(c.policy.wifi.allows(FrameClass::DataToAp));
         assert!(!c.policy.wifi.allows(FrameClass::PsPoll));
         assert!(
@@ -661,6 +679,11 @@ dir = "/var/lib/crowdflow-agent/outbox"
                 "`capture.min_rssi_dbm`",
             ),
             ("\"data_to_ap\"", "\"beacon\"", "`capture.frames[1]`"),
+            (
+                "device_count = \"scans\"",
+                "device_count = \"people\"",
+                "`capture.device_count`",
+            ),
             (
                 "[outbox]",
                 "[counting]\nwindow_s = 7\n[outbox]",

@@ -96,7 +96,7 @@ impl InProcessAgent {
             self.window,
             self.precision,
             self.kinds.clone(),
-            None,
+            &crate::frame::FramePolicy::default(),
         );
         let ears = Ears {
             counter: counter.clone(),

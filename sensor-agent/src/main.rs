@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crowdflow_agent::config::{AgentConfig, PASSWORD_ENV};
+use crowdflow_agent::counting::devices::DeviceRule;
 use crowdflow_agent::frame::{FcsRule, FramePolicy};
 use crowdflow_agent::replay::{Pace, replay_windows};
 use crowdflow_agent::{agent, selfcheck};
@@ -66,6 +67,11 @@ enum Command {
         /// live; it replaces the learned gate of the device estimate.
         #[arg(long, value_name = "DBM", allow_negative_numbers = true, value_parser = parse_min_rssi)]
         min_rssi: Option<i8>,
+        /// How the device estimate reads a capability group, as `capture.device_count` does
+        /// live: `auto` (through its scans in crowd minutes only) or `scans` (in every
+        /// minute: a passage, street or square where people pass).
+        #[arg(long, value_name = "RULE", default_value = "auto", value_parser = parse_device_count)]
+        device_count: DeviceRule,
     },
 }
 
@@ -103,6 +109,15 @@ fn parse_window(text: &str) -> Result<WindowLength, String> {
         Err(_) => return Err("use a whole number with s, m or h, e.g. 15m".to_owned()),
     };
     WindowLength::new(seconds).map_err(|e| e.to_string())
+}
+
+/// `auto` or `scans`, as the config's `capture.device_count` takes.
+fn parse_device_count(text: &str) -> Result<DeviceRule, String> {
+    match text {
+        "auto" => Ok(DeviceRule::Auto),
+        "scans" => Ok(DeviceRule::Scans),
+        _ => Err("use auto (a room, or unsure) or scans (a passage, street or square)".into()),
+    }
 }
 
 /// A signal gate in dBm, in the range the config's `capture.min_rssi_dbm` takes.
@@ -233,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ignore_fcs,
             window,
             min_rssi,
+            device_count,
         } => {
             let pace = if recorded_speed {
                 Pace::Recorded
@@ -246,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     FcsRule::Check
                 },
                 min_rssi,
+                devices: device_count,
                 ..FramePolicy::default()
             };
             interrupt_replay_on_signal();

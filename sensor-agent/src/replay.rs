@@ -106,6 +106,10 @@ pub struct ReplayReport {
     /// replayed Wi-Fi frames (the installation's history), or the `--min-rssi` given; null
     /// without a gate (no far mode heard) or without `--window`.
     pub device_gate_dbm: Option<i8>,
+    /// With `--window`: the scan cadence of the device estimate (scans of one device per
+    /// minute), learned from the recurring random addresses of all the replayed windows; null
+    /// before 100 of them (crowd minutes are then not read) or without `--window`.
+    pub scan_cadence: Option<f64>,
     /// With `--window`: the counts of every UTC-aligned window that heard a frame, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<Vec<WindowReport>>,
@@ -280,7 +284,7 @@ impl WindowedReplay {
         salt: &Salt,
         policy: &FramePolicy,
         whole: &mut KindSketches,
-    ) -> (Option<i8>, Vec<WindowReport>) {
+    ) -> (Option<i8>, Option<f64>, Vec<WindowReport>) {
         // A configured gate was applied to every frame already; else the learned one.
         let gate = policy.min_rssi.or_else(|| self.gate.learned());
         let extra = if policy.min_rssi.is_some() {
@@ -301,7 +305,7 @@ impl WindowedReplay {
             .into_iter()
             .map(|w| {
                 let window = Window::containing(w.count.start(), length);
-                let sketches = w.count.finish(Some(salt), extra, cadence);
+                let sketches = w.count.finish(Some(salt), extra, cadence, policy.devices);
                 union.add(&sketches);
                 let distinct: BTreeMap<Kind, Estimate> = sketches
                     .estimates()
@@ -329,7 +333,7 @@ impl WindowedReplay {
             })
             .collect();
         union.add_into(whole);
-        (gate, windows)
+        (gate, cadence, windows)
     }
 }
 
@@ -442,11 +446,11 @@ pub fn replay_windows(
                 .to_owned(),
         );
     }
-    let (device_gate_dbm, windows) = match windowed.map(|w| w.finish(&salt, policy, &mut sketches))
-    {
-        Some((gate, windows)) => (gate, Some(windows)),
-        None => (None, None),
-    };
+    let (device_gate_dbm, scan_cadence, windows) =
+        match windowed.map(|w| w.finish(&salt, policy, &mut sketches)) {
+            Some((gate, cadence, windows)) => (gate, cadence.map(tidy_f64), Some(windows)),
+            None => (None, None, None),
+        };
     drop(salt);
     Ok(ReplayReport {
         frames: tally.frames,
@@ -466,6 +470,7 @@ pub fn replay_windows(
         errors,
         warnings,
         device_gate_dbm,
+        scan_cadence,
         windows,
         interrupted: interrupted(),
     })
@@ -860,7 +865,7 @@ impl ReplayReport {
             out += &format!("  of which link type {link}: {n}\n");
         }
         if let Some(windows) = &self.windows {
-            out += &render_windows(windows, self.device_gate_dbm);
+            out += &render_windows(windows, self.device_gate_dbm, self.scan_cadence);
         }
         out
     }
@@ -869,20 +874,29 @@ impl ReplayReport {
 /// An estimate to two decimals: a sketch of two addresses reads 2.000000004967054, whose
 /// digits after the second say nothing.
 fn tidy(e: Estimate) -> Estimate {
-    let two = |x: f64| (x * 100.0).round() / 100.0;
     Estimate {
-        estimate: two(e.estimate),
-        lower: two(e.lower),
-        upper: two(e.upper),
+        estimate: tidy_f64(e.estimate),
+        lower: tidy_f64(e.lower),
+        upper: tidy_f64(e.upper),
     }
 }
 
+/// A figure to two decimals, as the report gives them.
+fn tidy_f64(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// The per-window table of the human summary.
-fn render_windows(windows: &[WindowReport], gate: Option<i8>) -> String {
-    let mut out = match gate {
-        Some(g) => format!("per window (device estimate gated at {g} dBm):\n"),
-        None => "per window (no signal gate: no far mode heard):\n".to_owned(),
+fn render_windows(windows: &[WindowReport], gate: Option<i8>, cadence: Option<f64>) -> String {
+    let gate = match gate {
+        Some(g) => format!("device estimate gated at {g} dBm"),
+        None => "no signal gate: no far mode heard".to_owned(),
     };
+    let cadence = match cadence {
+        Some(c) => format!("scan cadence {c:.2} a device-minute"),
+        None => "no scan cadence: fewer than 100 recurring addresses, crowds not read".to_owned(),
+    };
+    let mut out = format!("per window ({gate}; {cadence}):\n");
     out +=
         "                             distinct addresses (wifi: global, wifi_random: randomized)\n";
     out += "start                 end                   frames   wifi  wifi_random    ble   wifi devices [sketch 95%]  ble devices [sketch 95%]\n";

@@ -4,15 +4,19 @@
 //! as `crowdflow-agent replay --window 1m` does, each window's `devices.wifi` compared with the
 //! distinct Wi-Fi devices the sensor heard in that window.
 //!
-//! What is asserted: the squares' sensors (hundreds of phones a minute, a few models each
-//! many times over) read within +-15 % of their heard devices in at least 85 % of their
-//! minutes, through the crowd rule (scans over the learned cadence; concurrency alone read a
-//! sixth); no sensor overcounts by more than 15 % in more than 5 % of its minutes. The
-//! bridge (a few people of each model crossing) reads its concurrency, below its devices:
-//! the estimator's documented limit; its figures are printed, not asserted.
+//! What is asserted: every sensor of the squares reads within +-15 % of its heard devices in
+//! at least 85 % of its minutes, and no sensor overcounts by more than 15 % in more than 5 %
+//! of them. The squares'
+//! sensors (hundreds of phones a minute, a few models each many times over) run as installed
+//! by default (`capture.device_count = "auto"`: their minutes read as crowds, through scans
+//! over the learned cadence; concurrency alone read a sixth). The bridge, a passage a few
+//! people of each model cross, runs as its installer would set it (`device_count = "scans"`),
+//! but its hour holds too few recurring addresses for a cadence (84 of 100), so it reads its
+//! concurrency either way, about half its devices: printed, not asserted.
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use crowdflow_agent::counting::devices::DeviceRule;
 use crowdflow_agent::frame::FramePolicy;
 use crowdflow_agent::replay::{Pace, replay_windows};
 use crowdflow_contract::identity::{Kind, Medium};
@@ -68,17 +72,34 @@ fn the_device_estimate_against_the_true_devices_per_window() {
         "a row for every sensor-minute with Wi-Fi heard"
     );
     let mut per_sensor: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut bridge_by_default = Vec::new();
     let mut ratios_zone = Vec::new();
     let mut ratios_addresses = Vec::new();
     for (i, sensor) in s.sensors.iter().enumerate() {
         let path = dir.path().join(format!("{}.pcapng", sensor.id));
-        let report = replay_windows(
-            &[path],
-            &FramePolicy::default(),
-            Pace::Fast,
-            Some(WindowLength::new(60).expect("1 min")),
-        )
-        .expect("replay");
+        let replay = |devices| {
+            let policy = FramePolicy {
+                devices,
+                ..FramePolicy::default()
+            };
+            let one_minute = Some(WindowLength::new(60).expect("1 min"));
+            replay_windows(std::slice::from_ref(&path), &policy, Pace::Fast, one_minute)
+                .expect("replay")
+        };
+        let passage = sensor.id.starts_with("bridge");
+        if passage {
+            for w in replay(DeviceRule::Auto).windows.expect("windows") {
+                let a = all.get(&(i, w.start.as_second())).map_or(0, HashSet::len);
+                if a >= 10 {
+                    bridge_by_default.push(w.devices.wifi.estimate / a as f64);
+                }
+            }
+        }
+        let report = replay(if passage {
+            DeviceRule::Scans
+        } else {
+            DeviceRule::Auto
+        });
         let mut ratios = Vec::new();
         for w in report.windows.expect("windows") {
             let minute = w.start.as_second();
@@ -123,22 +144,28 @@ fn the_device_estimate_against_the_true_devices_per_window() {
             "{id}: {over} of {} windows count more than 115 % of the devices heard",
             ratios.len()
         );
+        // The bridge's hour holds 84 recurring random addresses, short of the 100 a cadence
+        // needs: its scans are printed, not asserted (a live sensor learns in about 70 min).
+        assert!(
+            id.starts_with("bridge") || within(ratios) * 100 >= ratios.len() * 85,
+            "{id} reads its heard devices within +-15 % in {} of {} minutes",
+            within(ratios),
+            ratios.len()
+        );
         heard.extend_from_slice(ratios);
         if !id.starts_with("bridge") {
             squares.extend_from_slice(ratios);
         }
     }
+    summary(
+        "bridge-1 with device_count = \"auto\"",
+        &mut bridge_by_default,
+    );
     summary("squares' sensors, heard devices", &mut squares);
     summary("every sensor, heard devices", &mut heard);
     summary("every sensor, devices in its zone", &mut ratios_zone);
     summary(
         "addresses, against all heard devices",
         &mut ratios_addresses,
-    );
-    assert!(
-        within(&squares) * 100 >= squares.len() * 85,
-        "the squares' sensors read their heard devices within +-15 % in {} of {} minutes",
-        within(&squares),
-        squares.len()
     );
 }

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             FcsRule::Check
         },
+        ..FramePolicy::default()
     };
     let plain = decode(link, frame, &policy);
     let sighting = decode_sighting(link, frame, &policy);

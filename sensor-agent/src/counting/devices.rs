@@ -142,9 +142,24 @@ pub struct ScanCadence {
     scans: f64,
 }
 
-/// Recurring addresses needed before a cadence is learned: about 8 minutes of the
-/// simulator's squares; with 20, the lab's first quarter hour learned 1.3 scans a minute
-/// from a few slow devices (2.4 over its days) and read its room as a crowd.
+/// How a group's devices are read, as the installer sets it (`capture.device_count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceRule {
+    /// Through their scans in crowd minutes, by concurrency elsewhere: a room's fast phone
+    /// reads one.
+    #[default]
+    Auto,
+    /// Through their scans in every minute, once a cadence is learned: for a passage, street
+    /// or square where people pass, a few of each model (the simulator's bridge read 0.55 of
+    /// its devices by concurrency, 1.0 by scans). In a room, a phone scanning fast reads as
+    /// several.
+    Scans,
+}
+
+/// Recurring random addresses needed before a cadence is learned: a few minutes of the
+/// simulator's squares, more than its bridge's hour (84). Fewer teach a room's few slow
+/// devices' pace: with 50, one lab day replayed alone learned 1.4 scans a minute (the three
+/// days 2.5) and read two quarter hours as crowds (55 and 40 devices for 35 and 29).
 pub const MIN_CADENCE_ADDRESSES: f64 = 100.0;
 
 /// Devices' worth of scans per group, on average over a minute's groups but its busiest,
@@ -152,6 +167,14 @@ pub const MIN_CADENCE_ADDRESSES: f64 = 100.0;
 /// below 2.15; the simulator's squares (hundreds of phones a minute) read 13 at the median,
 /// 2.9 at the 5th percentile.
 pub const CROWD_DEVICES_PER_GROUP: f64 = 3.0;
+
+/// Devices' worth of scans the median group of a minute must carry, too, for the minute to be
+/// read as a crowd: half the groups must be busy, so a few phones scanning every second or
+/// two (each its own model), or a transmitter's few made-up models, cannot make a room a
+/// crowd by themselves (a fresh user's trial added three such phones to a lab day and read 68
+/// more devices without it). The lab's busiest minute: 2.55; the simulator's squares lose no
+/// minute to it.
+pub const CROWD_MEDIAN_DEVICES: f64 = 2.0;
 
 /// Groups a minute needs to be read as a crowd: with one or two, their average is what one
 /// fast phone makes (two phones of one model merged read 4-5).
@@ -437,6 +460,7 @@ impl DeviceGroups {
         salt: &Salt,
         gate: Option<i8>,
         cadence: Option<f64>,
+        rule: DeviceRule,
         sketch: &mut Sketch,
     ) -> u64 {
         let heard = |rssi: Option<i8>| heard(gate, rssi);
@@ -461,7 +485,7 @@ impl DeviceGroups {
             }
         };
         let crowd = cadence.map_or_else(Vec::new, |per_device| {
-            crowd_counts(&grouping.minutes, per_device)
+            crowd_counts(&grouping.minutes, per_device, rule)
         });
         let spans = &grouping.spans;
         let mut group: Vec<Span> = Vec::new();
@@ -526,6 +550,8 @@ struct ScanTally {
     first: i32,
     last: i32,
     scans: u32,
+    /// Frames of the minute: the scans it can hide are at most its frames.
+    frames: u32,
     /// Time the join was busy with the scans before it (ms).
     busy: i64,
 }
@@ -537,6 +563,7 @@ impl ScanTally {
             first: ms,
             last: ms,
             scans: 1,
+            frames: 1,
             busy: 0,
         }
     }
@@ -552,6 +579,7 @@ impl ScanTally {
         if minute < self.minute {
             return None;
         }
+        self.frames += 1;
         if ms - self.last > SCAN_JOIN_MS {
             self.busy += i64::from(self.last - self.first) + i64::from(SCAN_JOIN_MS);
             self.scans += 1;
@@ -565,19 +593,29 @@ impl ScanTally {
     fn finish(&self) -> (i32, f64) {
         let busy = self.busy + i64::from(self.last - self.first) + i64::from(SCAN_JOIN_MS);
         let live = (i64::from(MINUTE_MS) - busy).max(i64::from(MINUTE_MS / 10));
-        let scans = f64::from(self.scans) * f64::from(MINUTE_MS) / live as f64;
+        // Every scan has a frame: a sender of lone frames spaced just above the join (a
+        // transmitter, not phones) is not read as twice its scans.
+        let scans = (f64::from(self.scans) * f64::from(MINUTE_MS) / live as f64)
+            .min(f64::from(self.frames));
         (self.minute, scans)
     }
 }
 
 /// Per fingerprint (in order), the devices its scans say in the minutes read as a crowd:
 /// the largest round(scans / `per_device`) over those minutes.
-fn crowd_counts(minutes: &[GroupMinute], per_device: f64) -> Vec<(Fingerprint, u16)> {
+fn crowd_counts(
+    minutes: &[GroupMinute],
+    per_device: f64,
+    rule: DeviceRule,
+) -> Vec<(Fingerprint, u16)> {
     let mut by_minute = minutes.to_vec();
     by_minute.sort_unstable_by_key(|&(_, minute, _)| minute);
     let crowded: Vec<i32> = by_minute
         .chunk_by(|a, b| a.1 == b.1)
-        .filter(|same| same.len() >= CROWD_MIN_GROUPS && is_crowd(same, per_device))
+        .filter(|same| {
+            rule == DeviceRule::Scans
+                || (same.len() >= CROWD_MIN_GROUPS && is_crowd(same, per_device))
+        })
         .map(|same| same[0].1)
         .collect();
     // `minutes` is in fingerprint order already.
@@ -595,15 +633,19 @@ fn crowd_counts(minutes: &[GroupMinute], per_device: f64) -> Vec<(Fingerprint, u
 }
 
 /// Whether one minute's groups (two or more) are a crowd's: the groups but the busiest
-/// average at least [`CROWD_DEVICES_PER_GROUP`] devices' worth of scans. The busiest is left
-/// out so that one phone scanning fast (a lab phone made 28 scans in a minute) cannot make a
-/// room a crowd by itself.
+/// average at least [`CROWD_DEVICES_PER_GROUP`] devices' worth of scans, and the median group
+/// carries [`CROWD_MEDIAN_DEVICES`]. The busiest is left out so that one phone scanning fast
+/// (a lab phone made 28 scans in a minute) cannot make a room a crowd by itself, the median
+/// so that a few cannot.
 fn is_crowd(groups: &[GroupMinute], per_device: f64) -> bool {
-    let scans = groups.iter().map(|m| m.2);
-    let busiest = scans.clone().fold(0.0, f64::max);
-    let rest = scans.sum::<f64>() - busiest;
-    let others = groups.len().saturating_sub(1).max(1) as f64;
-    rest / per_device / others >= CROWD_DEVICES_PER_GROUP
+    let mut worth: Vec<f64> = groups.iter().map(|m| m.2 / per_device).collect();
+    worth.sort_unstable_by(f64::total_cmp);
+    let Some((_, others)) = worth.split_last() else {
+        return false;
+    };
+    let median = (worth[(worth.len() - 1) / 2] + worth[worth.len() / 2]) / 2.0;
+    let mean = others.iter().sum::<f64>() / others.len().max(1) as f64;
+    mean >= CROWD_DEVICES_PER_GROUP && median >= CROWD_MEDIAN_DEVICES
 }
 
 /// The partition of a mark: the top bits of its key.
@@ -697,7 +739,7 @@ mod tests {
 
     fn count(g: &DeviceGroups, gate: Option<i8>) -> u64 {
         let mut s = Sketch::new(Precision::DEFAULT);
-        let n = g.finish(&salt(), gate, None, &mut s);
+        let n = g.finish(&salt(), gate, None, DeviceRule::Auto, &mut s);
         assert_eq!(s.estimate().estimate.round() as u64, n);
         n
     }
@@ -807,7 +849,10 @@ mod tests {
                 probe(&mut g, 7, 0x82, at(start + s), Some(-50), true);
             }
             let mut sketch = Sketch::new(crowdflow_contract::sketch::Precision::DEFAULT);
-            assert_eq!(g.finish(&salt(), None, None, &mut sketch), 1);
+            assert_eq!(
+                g.finish(&salt(), None, None, DeviceRule::Auto, &mut sketch),
+                1
+            );
             sketch
         };
         let mut union = sketch_of(0);
@@ -848,8 +893,12 @@ mod tests {
     }
 
     fn count_with(g: &DeviceGroups, cadence: Option<f64>) -> u64 {
+        count_under(g, cadence, DeviceRule::Auto)
+    }
+
+    fn count_under(g: &DeviceGroups, cadence: Option<f64>, rule: DeviceRule) -> u64 {
         let mut s = Sketch::new(Precision::DEFAULT);
-        g.finish(&salt(), None, cadence, &mut s)
+        g.finish(&salt(), None, cadence, rule, &mut s)
     }
 
     #[test]
@@ -872,6 +921,17 @@ mod tests {
         one_scan_each(&mut room, 0x02, 100, 2, 20);
         one_scan_each(&mut room, 0x04, 200, 1, 20);
         assert_eq!(count_with(&room, Some(2.0)), 3);
+        // Nor do three such phones beside eight quiet models: the median group is quiet.
+        let mut fast = DeviceGroups::new(t0());
+        for (k, model) in [0x82u8, 0x84, 0x8b].into_iter().enumerate() {
+            one_scan_each(&mut fast, model, 40 * k as u8, 28, 2);
+        }
+        for model in 0..8u8 {
+            one_scan_each(&mut fast, 0x10 + model, 130 + model, 1, 20);
+        }
+        assert_eq!(count_with(&fast, Some(2.0)), 11);
+        // Unless the installer says people pass here: then every group reads its scans.
+        assert_eq!(count_under(&room, Some(2.0), DeviceRule::Scans), 17);
         // Scans of one address are one device, however many (a transmitter repeating it).
         let mut repeated = DeviceGroups::new(t0());
         for (fp, first) in [(0x82, 0), (0x02, 1), (0x04, 2)] {
@@ -920,9 +980,10 @@ mod tests {
         );
         // Scans far apart are left as they are; a late frame joins the scan being heard.
         assert!((live_scans(&[0, 20, 30_000, 30_020, 30_010]) - 2.0).abs() < 0.02);
-        // A frame of the next minute closes this one.
+        // A frame of the next minute closes this one; a lone frame is one scan, however
+        // busy its 150 ms kept the join.
         let mut tally = ScanTally::new(59_000);
-        assert_eq!(tally.add(61_000), Some((0, 60.0 / (60.0 - 0.15))));
+        assert_eq!(tally.add(61_000), Some((0, 1.0)));
         assert_eq!(tally.finish().0, 1);
     }
 

@@ -7,7 +7,7 @@ use crowdflow_contract::salt::Salt;
 use crowdflow_contract::sketch::{Estimate, Precision, Sketch, SketchUnion};
 use jiff::Timestamp;
 
-use super::devices::{DeviceGroups, ScanCadence};
+use super::devices::{DeviceGroups, DeviceRule, ScanCadence};
 use super::tally::{KINDS, kind_index};
 use crate::frame::{Sighting, oui};
 
@@ -175,7 +175,8 @@ impl WindowCount {
 
     /// The window's sketches, the `wifi_derandomized` one filled from the grouped sightings
     /// with frames weaker than `gate` (dBm) left out, a crowd's minutes read under `cadence`
-    /// (scans per device-minute, [`ScanCadence::learned`]); the grouping state is dropped
+    /// (scans per device-minute, [`ScanCadence::learned`]) under the installer's `rule`; the
+    /// grouping state is dropped
     /// here. Without the window's salt (forgotten already) there is no device estimate, and
     /// [`KindSketches::has_devices`] says so.
     pub fn finish(
@@ -183,12 +184,13 @@ impl WindowCount {
         salt: Option<&Salt>,
         gate: Option<i8>,
         cadence: Option<f64>,
+        rule: DeviceRule,
     ) -> KindSketches {
         let mut sketches = self.sketches;
         if let Some(salt) = salt {
             let i = kind_index(Kind::WifiDerandomized);
             self.devices
-                .finish(salt, gate, cadence, &mut sketches.sketches[i]);
+                .finish(salt, gate, cadence, rule, &mut sketches.sketches[i]);
             sketches.devices = true;
         }
         sketches

@@ -16,7 +16,7 @@ use crowdflow_contract::window::{Window, WindowLength};
 use crowdflow_contract::wire::{SensorId, SketchMessage};
 use jiff::{SignedDuration, Timestamp};
 
-use super::devices::{RssiGate, ScanCadence};
+use super::devices::{DeviceRule, RssiGate, ScanCadence};
 use super::sketches::{KindSketches, WindowCount};
 use crate::frame::{Heard, Sighting};
 use crate::salt::SaltKeeper;
@@ -43,6 +43,8 @@ pub struct Windows {
     gate: RssiGate,
     /// The installation's scan cadence, for the device estimate of a crowd.
     cadence: ScanCadence,
+    /// How groups are read (`capture.device_count`).
+    rule: DeviceRule,
     /// A gate configured by the operator replaces the learned one.
     fixed_gate: Option<Option<i8>>,
 }
@@ -58,6 +60,7 @@ impl Windows {
             next: None,
             gate: RssiGate::default(),
             cadence: ScanCadence::default(),
+            rule: DeviceRule::default(),
             fixed_gate: None,
         }
     }
@@ -68,6 +71,12 @@ impl Windows {
         if min_rssi.is_some() {
             self.fixed_gate = Some(None);
         }
+        self
+    }
+
+    /// Reads capability groups under the installer's `rule` (`capture.device_count`).
+    pub fn with_device_rule(mut self, rule: DeviceRule) -> Windows {
+        self.rule = rule;
         self
     }
 
@@ -163,7 +172,7 @@ impl Windows {
                 if let Some(mut count) = self.open.remove(&key) {
                     let salt = salts.by_fingerprint(key.2);
                     count.teach(gate, &mut self.cadence);
-                    let sketches = count.finish(salt, gate, self.cadence.learned());
+                    let sketches = count.finish(salt, gate, self.cadence.learned(), self.rule);
                     out.extend(self.messages(window, key.1, key.2, &sketches, sensor, version));
                 }
             }
@@ -214,7 +223,12 @@ impl Windows {
         for ((start, epoch, fp), mut count) in open {
             let window = Window::containing(start, self.length);
             count.teach(gate, &mut self.cadence);
-            let sketches = count.finish(salts.by_fingerprint(fp), gate, self.cadence.learned());
+            let sketches = count.finish(
+                salts.by_fingerprint(fp),
+                gate,
+                self.cadence.learned(),
+                self.rule,
+            );
             out.extend(self.messages(window, epoch, fp, &sketches, sensor, version));
         }
         out

@@ -164,6 +164,9 @@ pub struct FramePolicy {
     pub min_rssi: Option<i8>,
     /// Whether a Wi-Fi frame's FCS decides if it counts (see [`FcsRule`]).
     pub fcs: FcsRule,
+    /// How the physical-device estimate reads a capability group
+    /// ([`crate::counting::devices::DeviceRule`]).
+    pub devices: crate::counting::devices::DeviceRule,
 }
 
 /// What a Wi-Fi frame's frame check sequence decides. The rule and its reasons are in
