@@ -432,7 +432,8 @@ def group_stats(frames):
         # Scans over the minute's live time (what the join did not cover): the paralyzable
         # dead-time correction, so that scans of different phones run together are counted.
         live = max(60.0 - busy, 6.0)
-        out.append(dict(fp=fp, scans=len(scan_r), live_scans=len(scan_r) * 60.0 / live, conc=conc, k=k, sd=sd))
+        live_scans = min(len(scan_r) * 60.0 / live, len(fs))   # every scan has a frame
+        out.append(dict(fp=fp, scans=len(scan_r), live_scans=live_scans, conc=conc, k=k, sd=sd))
     return out
 
 
@@ -559,6 +560,7 @@ def spread(sim_csv):
 
 CROWD_DEVICES_PER_GROUP = 3.0   # devices' worth of scans per group, over a minute's groups but its busiest
 CROWD_MIN_GROUPS = 3
+CROWD_MEDIAN_DEVICES = 2.0      # and the median group's devices' worth
 
 
 def crowd_worth(st, rho):
@@ -571,7 +573,8 @@ def crowd_count(st, rho):
     """Per fingerprint, the devices of one minute under the agent's rule: concurrency, and in a
     minute whose groups (three or more) but the busiest average CROWD_DEVICES_PER_GROUP devices'
     worth of scans, at least round(scans / cadence), never more than the group's addresses."""
-    crowd = len(st) >= CROWD_MIN_GROUPS and crowd_worth(st, rho) >= CROWD_DEVICES_PER_GROUP
+    crowd = (len(st) >= CROWD_MIN_GROUPS and crowd_worth(st, rho) >= CROWD_DEVICES_PER_GROUP
+             and statistics.median(g['live_scans'] / rho for g in st) >= CROWD_MEDIAN_DEVICES)
     return {g['fp']: max(g['conc'], min(round(g['live_scans'] / rho), len(g['k'])) if crowd else 0) for g in st}
 
 
