@@ -405,10 +405,10 @@ fn capture(raw: RawCapture) -> Result<(Source, FramePolicy), (String, String)> {
             ))
         })
         .transpose()?;
-    let devices = match raw.device_count.as_deref() {
-        None | Some("auto") => DeviceRule::Auto,
-        Some("scans") => DeviceRule::Scans,
-        Some(_) => {
+    let devices = match raw.device_count.as_deref().map(DeviceRule::named) {
+        None => DeviceRule::Auto,
+        Some(Some(rule)) => rule,
+        Some(None) => {
             return Err((
                 "capture.device_count".to_owned(),
                 "must be \"auto\" (a room, or unsure) or \"scans\" (a passage, street or square \

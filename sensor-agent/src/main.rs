@@ -113,11 +113,8 @@ fn parse_window(text: &str) -> Result<WindowLength, String> {
 
 /// `auto` or `scans`, as the config's `capture.device_count` takes.
 fn parse_device_count(text: &str) -> Result<DeviceRule, String> {
-    match text {
-        "auto" => Ok(DeviceRule::Auto),
-        "scans" => Ok(DeviceRule::Scans),
-        _ => Err("use auto (a room, or unsure) or scans (a passage, street or square)".into()),
-    }
+    DeviceRule::named(text)
+        .ok_or_else(|| "use auto (a room, or unsure) or scans (a passage, street or square)".into())
 }
 
 /// A signal gate in dBm, in the range the config's `capture.min_rssi_dbm` takes.

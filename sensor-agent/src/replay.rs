@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::capture::file::mapped::MappedFile;
 use crate::capture::file::{CaptureReader, FileError};
-use crate::counting::devices::{RssiGate, ScanCadence};
+use crate::counting::devices::{MIN_CADENCE_ADDRESSES, RssiGate, ScanCadence};
 use crate::counting::sketches::{KindSketches, KindUnion, WindowCount};
 use crate::counting::tally::Tally;
 use crate::frame::SUPPORTED;
@@ -894,7 +894,9 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>, cadence: Option<f6
     };
     let cadence = match cadence {
         Some(c) => format!("scan cadence {c:.2} a device-minute"),
-        None => "no scan cadence: fewer than 100 recurring addresses, crowds not read".to_owned(),
+        None => format!(
+            "no scan cadence: fewer than {MIN_CADENCE_ADDRESSES} recurring addresses, crowds not read"
+        ),
     };
     let mut out = format!("per window ({gate}; {cadence}):\n");
     out +=

@@ -93,7 +93,7 @@ impl RssiGate {
 
     /// Ages the history by `elapsed` (half-life [`GATE_HALF_LIFE`]).
     pub fn decay(&mut self, elapsed: SignedDuration) {
-        let factor = 0.5f64.powf(elapsed.as_secs_f64() / GATE_HALF_LIFE.as_secs_f64());
+        let factor = aged(elapsed);
         for b in &mut self.bins {
             *b *= factor;
         }
@@ -156,6 +156,17 @@ pub enum DeviceRule {
     Scans,
 }
 
+impl DeviceRule {
+    /// The rule named `auto` or `scans` (`capture.device_count`, `replay --device-count`).
+    pub fn named(name: &str) -> Option<DeviceRule> {
+        match name {
+            "auto" => Some(DeviceRule::Auto),
+            "scans" => Some(DeviceRule::Scans),
+            _ => None,
+        }
+    }
+}
+
 /// Recurring random addresses needed before a cadence is learned: a few minutes of the
 /// simulator's squares, more than its bridge's hour (84). Fewer teach a room's few slow
 /// devices' pace: with 50, one lab day replayed alone learned 1.4 scans a minute (the three
@@ -201,7 +212,7 @@ impl ScanCadence {
 
     /// Ages the history by `elapsed` (half-life [`GATE_HALF_LIFE`]).
     pub fn decay(&mut self, elapsed: SignedDuration) {
-        let factor = 0.5f64.powf(elapsed.as_secs_f64() / GATE_HALF_LIFE.as_secs_f64());
+        let factor = aged(elapsed);
         self.addresses *= factor;
         self.scans *= factor;
     }
@@ -522,6 +533,12 @@ impl DeviceGroups {
         }
         devices
     }
+}
+
+/// What is left of the installation's history after `elapsed` (half-life
+/// [`GATE_HALF_LIFE`]).
+fn aged(elapsed: SignedDuration) -> f64 {
+    0.5f64.powf(elapsed.as_secs_f64() / GATE_HALF_LIFE.as_secs_f64())
 }
 
 /// Whether a frame of signal `rssi` passes `gate` (dBm); a frame without a reading does.
