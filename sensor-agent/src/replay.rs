@@ -20,7 +20,9 @@ use serde::Serialize;
 
 use crate::capture::file::mapped::MappedFile;
 use crate::capture::file::{CaptureReader, FileError};
-use crate::counting::devices::{MIN_CADENCE_ADDRESSES, RssiGate, ScanCadence};
+use crate::counting::devices::{
+    MIN_CADENCE_ADDRESSES, MIN_CADENCE_ADDRESSES_SCANS, RssiGate, ScanCadence,
+};
 use crate::counting::sketches::{KindSketches, KindUnion, WindowCount};
 use crate::counting::tally::Tally;
 use crate::frame::SUPPORTED;
@@ -298,7 +300,7 @@ impl WindowedReplay {
         for w in &mut self.open {
             w.count.teach(extra, &mut self.cadence);
         }
-        let cadence = self.cadence.learned();
+        let cadence = self.cadence.learned(policy.devices);
         let mut union = KindUnion::new(Precision::DEFAULT);
         let windows = self
             .open
@@ -895,7 +897,8 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>, cadence: Option<f6
     let cadence = match cadence {
         Some(c) => format!("scan cadence {c:.2} a device-minute"),
         None => format!(
-            "no scan cadence: fewer than {MIN_CADENCE_ADDRESSES} recurring addresses, crowds not read"
+            "no scan cadence: fewer recurring addresses than the {MIN_CADENCE_ADDRESSES} \
+             (device count auto) or {MIN_CADENCE_ADDRESSES_SCANS} (scans) it needs, read by concurrency"
         ),
     };
     let mut out = format!("per window ({gate}; {cadence}):\n");

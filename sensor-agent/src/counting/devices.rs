@@ -165,13 +165,29 @@ impl DeviceRule {
             _ => None,
         }
     }
+
+    /// Recurring random addresses a cadence needs under this rule.
+    pub fn min_cadence_addresses(self) -> f64 {
+        match self {
+            DeviceRule::Auto => MIN_CADENCE_ADDRESSES,
+            DeviceRule::Scans => MIN_CADENCE_ADDRESSES_SCANS,
+        }
+    }
 }
 
-/// Recurring random addresses needed before a cadence is learned: a few minutes of the
-/// simulator's squares, more than its bridge's hour (84). Fewer teach a room's few slow
-/// devices' pace: with 50, one lab day replayed alone learned 1.4 scans a minute (the three
-/// days 2.5) and read two quarter hours as crowds (55 and 40 devices for 35 and 29).
+/// Recurring random addresses needed before a cadence is learned under
+/// [`DeviceRule::Auto`]: a few minutes of the simulator's squares. Fewer teach a room's few
+/// slow devices' pace: with 50, one lab day replayed alone learned 1.4 scans a minute (the
+/// three days 2.5) and read two quarter hours as crowds (55 and 40 devices for 35 and 29).
 pub const MIN_CADENCE_ADDRESSES: f64 = 100.0;
+
+/// Recurring random addresses needed under [`DeviceRule::Scans`], where the installer has
+/// said the place is a passage and no room is to be guarded: the fewest whose cadence is
+/// within +-15 % at two standard errors. The truncated-Poisson estimate's relative standard
+/// error is 0.61-0.64 / sqrt(n) for cadences of 1.6-3.2 scans a minute (its Fisher
+/// information, sensor-agent/research/README.md), so (2 x 0.62 / 0.15)^2 = 68, rounded up.
+/// The simulator's bridge hears 84 in its hour.
+pub const MIN_CADENCE_ADDRESSES_SCANS: f64 = 70.0;
 
 /// Devices' worth of scans per group, on average over a minute's groups but its busiest,
 /// from which the minute is read as a crowd. The shared lab days (5-29 people) stay at or
@@ -217,9 +233,10 @@ impl ScanCadence {
         self.scans *= factor;
     }
 
-    /// Scans of one device per minute, or `None` before [`MIN_CADENCE_ADDRESSES`].
-    pub fn learned(&self) -> Option<f64> {
-        if self.addresses < MIN_CADENCE_ADDRESSES {
+    /// Scans of one device per minute, or `None` before the rule's
+    /// [`DeviceRule::min_cadence_addresses`].
+    pub fn learned(&self, rule: DeviceRule) -> Option<f64> {
+        if self.addresses < rule.min_cadence_addresses() {
             return None;
         }
         let mean = self.scans / self.addresses;
@@ -880,22 +897,32 @@ mod tests {
     #[test]
     fn the_cadence_is_learned_from_recurring_addresses_only() {
         let mut cadence = ScanCadence::default();
-        for _ in 0..99 {
+        for i in 0..99 {
             cadence.observe(3);
             cadence.observe(1);
+            if i == 68 {
+                assert_eq!(cadence.learned(DeviceRule::Scans), None, "69 are too few");
+            }
         }
         assert_eq!(
-            cadence.learned(),
+            cadence.learned(DeviceRule::Auto),
             None,
             "99 recurring addresses are too few"
         );
+        // An installer's passage (scans) learns from 70, within +-15 % at two standard errors.
+        let scans = cadence.learned(DeviceRule::Scans).expect("99 addresses");
+        assert!((2.35..2.45).contains(&scans), "{scans}");
         cadence.observe(3);
         // E[k | k >= 2] = 3 is a Poisson rate of 2.1, so 2.4 scans per heard device-minute
         // (the shared lab days learn 2.4 too).
-        let learned = cadence.learned().expect("100 addresses");
+        let learned = cadence.learned(DeviceRule::Auto).expect("100 addresses");
         assert!((2.35..2.45).contains(&learned), "{learned}");
         cadence.decay(GATE_HALF_LIFE);
-        assert_eq!(cadence.learned(), None, "half of it after a half-life");
+        assert_eq!(
+            cadence.learned(DeviceRule::Auto),
+            None,
+            "half of it after a half-life"
+        );
     }
 
     /// A minute of `phones` phones of model `fp` (addresses `first..`), each one scan of two
@@ -1024,15 +1051,17 @@ mod tests {
         }
         let mut cadence = ScanCadence::default();
         g.teach(None, &mut cadence);
-        let taught = count_with(&g, cadence.learned());
-        let learned = cadence.learned().expect("120 recurring addresses");
+        let taught = count_with(&g, cadence.learned(DeviceRule::Auto));
+        let learned = cadence
+            .learned(DeviceRule::Auto)
+            .expect("120 recurring addresses");
         assert!((2.4..2.5).contains(&learned), "{learned}");
         // Below the gate, nothing is learned.
         let mut gated = ScanCadence::default();
         g.teach(Some(-40), &mut gated);
-        assert_eq!(gated.learned(), None);
+        assert_eq!(gated.learned(DeviceRule::Auto), None);
         // What teach found is what finish would find (under another gate it looks again).
-        assert_eq!(taught, count_with(&g, cadence.learned()));
+        assert_eq!(taught, count_with(&g, cadence.learned(DeviceRule::Auto)));
         assert_eq!(taught, 171);
     }
 

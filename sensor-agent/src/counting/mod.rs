@@ -161,14 +161,18 @@ impl Counter {
         self.windows.reopen(from);
     }
 
-    /// Closes due windows (and forgets salts of ended epochs). After the capture failed,
-    /// windows that heard nothing are not published: a radio that stopped would otherwise
-    /// read as an empty place, where silence shows the zone without data.
+    /// Closes due windows (and forgets salts of ended epochs). After the capture failed or
+    /// its files ended, windows that heard nothing are not published: a radio that stopped,
+    /// or a replay past its last frame, would otherwise read as an empty place, where silence
+    /// shows the zone without data.
     pub fn close_due(&mut self, now: Timestamp) -> Vec<SketchMessage> {
         let mut out = self
             .windows
             .close_due(now, &self.sensor, &self.salts, AGENT_VERSION);
-        if matches!(self.capture, CaptureState::Failed(_)) {
+        if matches!(
+            self.capture,
+            CaptureState::Failed(_) | CaptureState::Finished
+        ) {
             // Per window and medium: a Wi-Fi window that heard addresses of one kind only
             // still publishes its empty kinds (their zero is true).
             let heard: std::collections::HashSet<_> = out
@@ -206,6 +210,9 @@ impl Counter {
     /// not finish as it should.
     pub fn capture_done(&mut self) {
         if !matches!(self.capture, CaptureState::Failed(_)) {
+            tracing::info!(
+                "capture files finished; windows that hear nothing are no longer published, so the zone shows no data rather than nobody"
+            );
             self.capture = CaptureState::Finished;
         }
     }
@@ -321,6 +328,50 @@ mod tests {
         assert_eq!(
             published,
             vec![(minute(2), Kind::Wifi), (minute(2), Kind::WifiRandom)]
+        );
+    }
+
+    #[test]
+    fn after_the_capture_files_ended_windows_that_heard_nothing_are_not_published() {
+        let now: Timestamp = "2026-04-27T12:00:00Z".parse().expect("ts");
+        let mut counter = Counter::new(
+            SensorId::new("s1").expect("id"),
+            Windows::new(
+                WindowLength::DEFAULT,
+                Precision::DEFAULT,
+                vec![Kind::Wifi, Kind::WifiRandom],
+            ),
+        );
+        counter.accept_salts(
+            SaltAnnouncement {
+                authority: "test".into(),
+                issued_at: now,
+                salts: vec![EpochSalt {
+                    epoch: "2026-04-27".parse().expect("epoch"),
+                    starts: now - SignedDuration::from_hours(2),
+                    ends: now + SignedDuration::from_hours(2),
+                    salt: Salt::generate().expect("entropy"),
+                }],
+            },
+            now,
+        );
+        let heard = Heard {
+            medium: Medium::Wifi,
+            address: [2, 1, 2, 3, 4, 5],
+            rssi: None,
+            randomized: true,
+        };
+        let minute = |m: i64| now + SignedDuration::from_mins(m);
+        counter.record(minute(0) + SignedDuration::from_secs(10), &Ok(heard));
+        counter.capture_done();
+        assert_eq!(counter.capture, CaptureState::Finished);
+        let after = counter.close_due(minute(4) + SignedDuration::from_secs(5));
+        let published: Vec<(Timestamp, Kind)> =
+            after.iter().map(|m| (m.window.start(), m.kind)).collect();
+        // The last frames' minute (its Wi-Fi kinds); no zeros for the minutes after the files.
+        assert_eq!(
+            published,
+            vec![(minute(0), Kind::Wifi), (minute(0), Kind::WifiRandom)]
         );
     }
 }

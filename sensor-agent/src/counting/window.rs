@@ -172,7 +172,8 @@ impl Windows {
                 if let Some(mut count) = self.open.remove(&key) {
                     let salt = salts.by_fingerprint(key.2);
                     count.teach(gate, &mut self.cadence);
-                    let sketches = count.finish(salt, gate, self.cadence.learned(), self.rule);
+                    let sketches =
+                        count.finish(salt, gate, self.cadence.learned(self.rule), self.rule);
                     out.extend(self.messages(window, key.1, key.2, &sketches, sensor, version));
                 }
             }
@@ -226,7 +227,7 @@ impl Windows {
             let sketches = count.finish(
                 salts.by_fingerprint(fp),
                 gate,
-                self.cadence.learned(),
+                self.cadence.learned(self.rule),
                 self.rule,
             );
             out.extend(self.messages(window, epoch, fp, &sketches, sensor, version));
