@@ -23,7 +23,7 @@ use crate::capture::file::{CaptureReader, FileError};
 use crate::counting::devices::{
     MIN_CADENCE_ADDRESSES, MIN_CADENCE_ADDRESSES_SCANS, RssiGate, ScanCadence,
 };
-use crate::counting::sketches::{KindSketches, KindUnion, WindowCount};
+use crate::counting::sketches::{KindSketches, KindUnion, WindowCount, is_grouped_hardware};
 use crate::counting::tally::Tally;
 use crate::frame::SUPPORTED;
 use crate::frame::{self, FcsRule, FramePolicy, Skip};
@@ -207,9 +207,13 @@ impl WindowedReplay {
         self.last = *self.index.entry(start_ns).or_insert_with(|| {
             let start = Timestamp::from_second(start_ns.div_euclid(NS_PER_S))
                 .unwrap_or(Timestamp::UNIX_EPOCH);
+            let mut count = WindowCount::new(Precision::DEFAULT, start);
+            if let Some(previous) = open.last() {
+                count.reserve(previous.count.devices().fingerprinted());
+            }
             open.push(OpenWindow {
                 start_ns,
-                count: WindowCount::new(Precision::DEFAULT, start),
+                count,
                 tally: Tally::default(),
                 partial: false,
             });
@@ -245,12 +249,14 @@ impl WindowedReplay {
         }
     }
 
-    /// Counts a frame in its window; `device` is the counted address's salted hash.
+    /// Counts a frame in its window; `device` is the counted address's salted hash,
+    /// `hardware` [`is_grouped_hardware`] of its sighting.
     fn add(
         &mut self,
         device: Option<&DeviceHash>,
         ts_ns: i64,
         outcome: &Result<frame::Sighting, Skip>,
+        hardware: bool,
     ) {
         if let Ok(s) = outcome
             && let (Medium::Wifi, Some(rssi)) = (s.heard.medium, s.heard.rssi)
@@ -273,9 +279,12 @@ impl WindowedReplay {
         window.tally.record(&outcome.map(|s| s.heard));
         if let (Ok(sighting), Some(device)) = (outcome, device) {
             let ms = (ts_ns - window.start_ns) / 1_000_000;
-            window
-                .count
-                .insert_hashed_ms(device, i32::try_from(ms).unwrap_or(i32::MAX), sighting);
+            window.count.insert_hashed_ms(
+                device,
+                i32::try_from(ms).unwrap_or(i32::MAX),
+                sighting,
+                hardware,
+            );
         }
     }
 
@@ -296,18 +305,29 @@ impl WindowedReplay {
         };
         let length = self.length;
         self.open.sort_by_key(|w| w.start_ns);
-        // Learned from every window first, as the gate is from every frame.
-        for w in &mut self.open {
-            w.count.teach(extra, &mut self.cadence);
+        // Learned from every window first, as the gate is from every frame. The windows are
+        // grouped on every core: each its own, and the cadence's sums (whole numbers) add up
+        // to the same in any order.
+        let taught = on_every_core(self.open.iter_mut().collect(), |w| {
+            let mut cadence = ScanCadence::default();
+            w.count.teach(extra, &mut cadence);
+            cadence
+        });
+        for t in &taught {
+            self.cadence.add(t);
         }
         let cadence = self.cadence.learned(policy.devices);
+        let finished = on_every_core(self.open, |w| {
+            let sketches = w.count.finish(Some(salt), extra, cadence, policy.devices);
+            (w.start_ns, w.tally, w.partial, sketches)
+        });
         let mut union = KindUnion::new(Precision::DEFAULT);
-        let windows = self
-            .open
+        let windows = finished
             .into_iter()
-            .map(|w| {
-                let window = Window::containing(w.count.start(), length);
-                let sketches = w.count.finish(Some(salt), extra, cadence, policy.devices);
+            .map(|(start_ns, tally, partial, sketches)| {
+                let start = Timestamp::from_second(start_ns.div_euclid(NS_PER_S))
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                let window = Window::containing(start, length);
                 union.add(&sketches);
                 let distinct: BTreeMap<Kind, Estimate> = sketches
                     .estimates()
@@ -318,25 +338,53 @@ impl WindowedReplay {
                     start: window.start(),
                     end: window.end(),
                     frames: WindowFrames {
-                        total: w.tally.frames,
+                        total: tally.frames,
                         counted: Kind::ADDRESSES
                             .into_iter()
-                            .map(|k| (k, w.tally.counted(k)))
+                            .map(|k| (k, tally.counted(k)))
                             .collect(),
-                        skipped: w.tally.skipped_by_reason(),
+                        skipped: tally.skipped_by_reason(),
                     },
                     devices: Devices {
                         wifi: distinct[&Kind::WifiDerandomized],
                         ble: distinct[&Kind::Ble],
                     },
                     distinct,
-                    partial: w.partial,
+                    partial,
                 }
             })
             .collect();
         union.add_into(whole);
         (gate, cadence, windows)
     }
+}
+
+/// `f` of every item, in order, the items split among the machine's cores (a replay's
+/// windows are grouped and finished each on its own: a third of a windowed replay's time
+/// on one core, #15).
+fn on_every_core<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let per_core = items.len().div_ceil(cores).max(1);
+    if items.len() <= 1 || cores == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let mut items = items.into_iter();
+    let shares: Vec<Vec<T>> = std::iter::from_fn(|| {
+        let share: Vec<T> = items.by_ref().take(per_core).collect();
+        (!share.is_empty()).then_some(share)
+    })
+    .collect();
+    let f = &f;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || share.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// Replays `paths` in order under one fresh salt.
@@ -559,19 +607,24 @@ struct Batch {
     frames: Vec<(i64, Result<frame::Sighting, Skip>)>,
     devices: Vec<(Medium, [u8; ADDRESS_LEN])>,
     hashes: Vec<DeviceHash>,
+    /// Per frame, with windows: [`is_grouped_hardware`].
+    hardware: Vec<bool>,
     size: usize,
 }
 
 impl Batch {
-    /// Frames a batch holds as fast as possible: a multiple of the 16 lanes, small enough
-    /// to stay in the L1 cache.
-    const FAST: usize = 256;
+    /// Frames a batch holds as fast as possible: a multiple of the 16 lanes, large enough
+    /// that handing batches between threads costs little (with 256, the hand-offs made a
+    /// plain replay of the benchmark capture a fifth slower than one thread), small enough
+    /// for the second-level cache (about 300 KiB).
+    const FAST: usize = 4096;
 
     fn new(size: usize) -> Batch {
         Batch {
             frames: Vec::with_capacity(size + 8),
             devices: Vec::with_capacity(size + 8),
             hashes: Vec::with_capacity(size + 8),
+            hardware: Vec::with_capacity(size + 8),
             size,
         }
     }
@@ -587,18 +640,37 @@ impl Batch {
         self.frames.len() >= self.size
     }
 
-    /// Hashes the batch's addresses and counts its frames; the batch is empty after.
-    fn count(&mut self, counts: &mut Counts<'_>) {
+    /// Hashes the batch's addresses under `salt` and, for a `windowed` replay, looks up
+    /// which are hardware ones. The OUI table's lookups of a batch run in one loop, where
+    /// their cache misses overlap; one per frame among the rest of its work stalled each time
+    /// (#15: a seventh of a windowed replay).
+    fn prepare(&mut self, salt: &Salt, windowed: bool) {
         self.hashes.clear();
-        hash_devices(counts.salt, &self.devices, &mut self.hashes);
+        hash_devices(salt, &self.devices, &mut self.hashes);
         self.devices.clear();
+        self.hardware.clear();
+        if windowed {
+            self.hardware.extend(
+                self.frames
+                    .iter()
+                    .map(|(_, o)| o.as_ref().is_ok_and(is_grouped_hardware)),
+            );
+        }
+    }
+
+    /// Counts the prepared frames; the batch is empty after.
+    fn count(&mut self, counts: &mut Counts<'_>) {
         let mut hashes = self.hashes.iter();
+        let mut hardware = self.hardware.iter();
         for (ts_ns, outcome) in self.frames.drain(..) {
             counts.tally.record(&outcome.map(|s| s.heard));
             let device = outcome.as_ref().ok().and_then(|_| hashes.next());
             match counts.windowed.as_deref_mut() {
                 // The replay's own sketches are the union of its windows'.
-                Some(windowed) => windowed.add(device, ts_ns, &outcome),
+                Some(windowed) => {
+                    let hardware = hardware.next().copied().unwrap_or(false);
+                    windowed.add(device, ts_ns, &outcome, hardware)
+                }
                 None => {
                     if let (Ok(s), Some(device)) = (&outcome, device) {
                         counts.sketches.insert_hash(s.heard.kind(), device);
@@ -741,21 +813,94 @@ fn replay_file(
     }
 }
 
-/// Counts the packets of one open capture (see [`replay_file`]).
+/// Batches on their way to the counting thread: enough to even out the two threads' pace.
+const QUEUED_BATCHES: usize = 4;
+
+/// Counts the packets of one open capture (see [`replay_file`]). As fast as possible, the
+/// packets are read, decoded and hashed on this thread and counted on a second one (a
+/// windowed replay's counting is about half its work): the batches go over a bounded
+/// channel in order, and come back empty. At the recorded pace, one thread does both.
 fn count_file<R: BufRead>(
     mut reader: CaptureReader<R>,
     path: &Path,
     policy: &FramePolicy,
     pace: Pace,
-    mut counts: Counts<'_>,
+    counts: Counts<'_>,
 ) -> Result<(), ReplayError> {
-    let file_error = |source| ReplayError::File {
+    let salt = counts.salt;
+    let windowed = counts.windowed.is_some();
+    let (read, links, counts) = match pace {
+        Pace::Recorded => {
+            let mut counts = counts;
+            let (read, links) = read_packets(&mut reader, policy, pace, windowed, |mut b| {
+                b.prepare(salt, windowed);
+                b.count(&mut counts);
+                b
+            });
+            (read, links, counts)
+        }
+        Pace::Fast => std::thread::scope(|scope| {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUED_BATCHES);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
+            let counter = scope.spawn(move || {
+                let mut counts = counts;
+                for mut batch in full_rx {
+                    batch.prepare(salt, windowed);
+                    batch.count(&mut counts);
+                    // The reader may have stopped already: the batch is then dropped.
+                    let _ = empty_tx.send(batch);
+                }
+                counts
+            });
+            let (read, links) = read_packets(&mut reader, policy, pace, windowed, |b| {
+                // A counter that is gone has panicked: its panic is raised below.
+                let _ = full_tx.send(b);
+                empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Batch::new(Batch::FAST))
+            });
+            drop(full_tx);
+            let counts = counter
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (read, links, counts)
+        }),
+    };
+    for (link, n) in &links.unsupported {
+        *counts.skipped_link_types.entry(link.clone()).or_default() += n;
+    }
+    read.map_err(|source| ReplayError::File {
         path: path.to_owned(),
         source,
-    };
+    })?;
+    if links.supported == 0 && !links.unsupported.is_empty() {
+        return Err(ReplayError::LinkType {
+            path: path.to_owned(),
+            links: links.unsupported.into_keys().collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// The packets of a capture by link type: those the agent reads, and the others by name.
+#[derive(Default)]
+struct LinkTypes {
+    supported: u64,
+    unsupported: BTreeMap<String, u64>,
+}
+
+/// Reads and decodes a capture's packets in batches, each prepared ([`Batch::prepare`]) and
+/// handed to `full`, which gives back an empty batch. On a read fault, the frames before it
+/// are handed on still, and the fault returned.
+fn read_packets<R: BufRead>(
+    reader: &mut CaptureReader<R>,
+    policy: &FramePolicy,
+    pace: Pace,
+    windowed: bool,
+    mut full: impl FnMut(Batch) -> Batch,
+) -> (Result<(), FileError>, LinkTypes) {
     let mut clock = PaceClock::new(pace);
-    let mut unsupported: BTreeMap<String, u64> = BTreeMap::new();
-    let mut supported = 0u64;
+    let mut links = LinkTypes::default();
     let mut outcomes = Vec::new();
     let mut batch = Batch::new(match pace {
         Pace::Fast => Batch::FAST,
@@ -766,37 +911,30 @@ fn count_file<R: BufRead>(
             Ok(Some(packet)) => packet,
             Ok(None) => break,
             Err(e) => {
-                // The frames before the fault still count.
-                batch.count(&mut counts);
-                return Err(file_error(e));
+                full(batch);
+                return (Err(e), links);
             }
         };
         if packet.link.is_supported() {
-            supported += 1;
+            links.supported += 1;
         } else {
-            *unsupported.entry(packet.link.to_string()).or_default() += 1;
+            *links
+                .unsupported
+                .entry(packet.link.to_string())
+                .or_default() += 1;
         }
         clock.wait_for(packet.ts_ns);
         outcomes.clear();
-        frame::decode_packet(&packet, policy, counts.windowed.is_some(), &mut outcomes);
+        frame::decode_packet(&packet, policy, windowed, &mut outcomes);
         for sighting in outcomes.drain(..) {
             batch.push(packet.ts_ns, sighting);
         }
         if batch.is_full() {
-            batch.count(&mut counts);
+            batch = full(batch);
         }
     }
-    batch.count(&mut counts);
-    for (link, n) in &unsupported {
-        *counts.skipped_link_types.entry(link.clone()).or_default() += n;
-    }
-    if supported == 0 && !unsupported.is_empty() {
-        return Err(ReplayError::LinkType {
-            path: path.to_owned(),
-            links: unsupported.into_keys().collect::<Vec<_>>().join(", "),
-        });
-    }
-    Ok(())
+    full(batch);
+    (Ok(()), links)
 }
 
 /// The process's peak resident set (VmHWM) from /proc, in MiB.

@@ -233,6 +233,12 @@ impl ScanCadence {
         self.scans *= factor;
     }
 
+    /// Adds what `other` learned (windows taught apart, as a replay does on every core).
+    pub fn add(&mut self, other: &ScanCadence) {
+        self.addresses += other.addresses;
+        self.scans += other.scans;
+    }
+
     /// Scans of one device per minute, or `None` before the rule's
     /// [`DeviceRule::min_cadence_addresses`].
     pub fn learned(&self, rule: DeviceRule) -> Option<f64> {
@@ -371,6 +377,16 @@ impl DeviceGroups {
     /// The first instant of the window.
     pub fn start(&self) -> Timestamp {
         self.start
+    }
+
+    /// Probe requests with a fingerprint so far.
+    pub fn fingerprinted(&self) -> usize {
+        self.marks.len()
+    }
+
+    /// Makes room for `frames` more probe requests with a fingerprint.
+    pub fn reserve(&mut self, frames: usize) {
+        self.marks.reserve(frames);
     }
 
     /// Milliseconds from the window's start to `at` (negative for a late frame of an earlier

@@ -119,6 +119,16 @@ pub struct WindowCount {
     devices: DeviceGroups,
 }
 
+/// Whether a sighting is a grouped probe request (Wi-Fi, with a fingerprint) from a hardware
+/// address ([`oui::is_hardware`]): each such address is one device in the estimate. Only
+/// those need the OUI table, whose 512 KiB a busy replay misses the cache in on most frames.
+#[inline]
+pub fn is_grouped_hardware(sighting: &Sighting) -> bool {
+    sighting.heard.medium == Medium::Wifi
+        && sighting.fingerprint.is_some()
+        && oui::is_hardware(&sighting.heard.address)
+}
+
 impl WindowCount {
     /// An empty count of the window starting at `start`.
     pub fn new(precision: Precision, start: Timestamp) -> WindowCount {
@@ -131,6 +141,18 @@ impl WindowCount {
     /// The first instant of the window.
     pub fn start(&self) -> Timestamp {
         self.devices.start()
+    }
+
+    /// The window's sightings kept for the device estimate (see [`DeviceGroups`]).
+    pub fn devices(&self) -> &DeviceGroups {
+        &self.devices
+    }
+
+    /// Makes room for `frames` more sightings for the device estimate: a replay opens a
+    /// window with room for what the previous one held, where growing by doubling copied
+    /// and faulted in its list again and again.
+    pub fn reserve(&mut self, frames: usize) {
+        self.devices.reserve(frames);
     }
 
     /// Hashes the sighting's address under `salt`, counts it under its kind and keeps the
@@ -149,19 +171,25 @@ impl WindowCount {
     #[inline]
     pub fn insert_hashed(&mut self, device: &DeviceHash, at: Timestamp, sighting: &Sighting) {
         let ms = self.devices.ms_since_start(at);
-        self.insert_hashed_ms(device, ms, sighting);
+        self.insert_hashed_ms(device, ms, sighting, is_grouped_hardware(sighting));
     }
 
     /// As [`Self::insert_hashed`], heard `ms` milliseconds after the window's start (replay:
     /// no time arithmetic per frame). The frames of `wifi_derandomized` are the Wi-Fi
-    /// kinds' (its messages carry none: per-sensor frame totals add kinds up).
+    /// kinds' (its messages carry none: per-sensor frame totals add kinds up). `hardware` is
+    /// [`is_grouped_hardware`] of the sighting (a replay looks it up for a batch of frames
+    /// at a time).
     #[inline]
-    pub fn insert_hashed_ms(&mut self, device: &DeviceHash, ms: i32, sighting: &Sighting) {
+    pub fn insert_hashed_ms(
+        &mut self,
+        device: &DeviceHash,
+        ms: i32,
+        sighting: &Sighting,
+        hardware: bool,
+    ) {
         let heard = &sighting.heard;
         self.sketches.insert_hash(heard.kind(), device);
         if heard.medium == Medium::Wifi {
-            // Only a probe request with a fingerprint is grouped, so only it needs the OUI.
-            let hardware = sighting.fingerprint.is_some() && oui::is_hardware(&heard.address);
             self.devices
                 .observe_ms(*device, sighting.fingerprint, ms, heard.rssi, hardware);
         }

@@ -85,8 +85,12 @@ pub fn capability_fingerprint(frame: &[u8]) -> Option<Fingerprint> {
         };
         if wanted {
             any = true;
-            for &b in [*id, *len].iter().chain(body) {
-                digest = (digest ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            // The header bytes, then the body as a plain slice loop: a chained iterator
+            // cost a windowed replay a tenth of its instructions.
+            let fnv = |d: u64, b: u8| (d ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            digest = fnv(fnv(digest, *id), *len);
+            for &b in body {
+                digest = fnv(digest, b);
             }
         }
         rest = &tail[usize::from(*len)..];
