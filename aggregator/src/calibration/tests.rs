@@ -147,8 +147,8 @@ async fn the_lab_line_is_recovered_and_pasted_back() {
     assert!(text.contains("naive addresses"), "{text}");
     assert!(text.contains("* wifi_derandomized"), "{text}");
     assert!(text.contains("few observations") == fit.held_out.error_is_floor);
-    // Physical devices are a lower bound in dense crowds: the report says up to how many
-    // persons the counts went and which address line to use beyond.
+    // Dense crowds are read through their scans, checked on the simulator only: the report
+    // says up to how many persons the counts went and which address line to use beyond.
     let caution = lab.caution.as_deref().expect("caution");
     let most = counts
         .lines()

@@ -248,13 +248,14 @@ impl Zone {
             .get(&Kind::WifiDerandomized)
             .is_some_and(|c| !c.is_fitted());
         // docs/counting-devices.md, known limits: rooms of up to 29 people read 0.6-1.6
-        // devices per person; a dense simulated crowd read a tenth to a quarter.
+        // devices per person; the simulator's dense squares 0.97 of their devices, its
+        // passage 0.55 (by default); no real dense crowd has been counted.
         guessed_devices
             .then(|| {
                 format!(
                     "zone {}: a guessed factor on wifi_derandomized, whose device estimate \
-                     was checked on rooms of up to 29 people and reads a tenth to a quarter of \
-                     the phones of a dense crowd (docs/counting-devices.md); fit it with \
+                     was checked against head counts on rooms of up to 29 people only (dense \
+                     crowds on the simulator: docs/counting-devices.md); fit it with \
                      `calibrate` on this zone's head counts, or guess on an address kind",
                     self.id
                 )

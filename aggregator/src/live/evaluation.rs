@@ -117,8 +117,8 @@ pub struct ZoneLive {
     pub window_min: u32,
     /// Distinct addresses in the window, by kind: "wifi" (global addresses), "wifi_random"
     /// (randomized addresses), "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view
-    /// of the Wi-Fi frames, never added to the other two; a lower bound in dense crowds,
-    /// docs/counting-devices.md). Kinds no sensor of the zone sent lately are left out.
+    /// of the Wi-Fi frames, never added to the other two; a dense crowd read through its scans, a
+    /// passage of a few of each phone model a lower bound: docs/counting-devices.md). Kinds no sensor of the zone sent lately are left out.
     pub devices: BTreeMap<String, Count>,
     /// Distinct addresses of the address kinds (wifi, wifi_random, ble; an address has one kind,
     /// so they add up). Not physical devices: a phone randomizing its address is many of them.

@@ -36,7 +36,8 @@ pub struct Distinct {
     pub to: Timestamp,
     /// Distinct addresses by kind: "wifi" (global addresses), "wifi_random" (randomized addresses),
     /// "ble", and "wifi_derandomized" (physical Wi-Fi devices: another view of the Wi-Fi frames,
-    /// never added to the other two; a lower bound in dense crowds, docs/counting-devices.md).
+    /// never added to the other two; a dense crowd read through its scans, a passage of a few of each
+    /// phone model a lower bound: docs/counting-devices.md).
     pub devices: BTreeMap<String, Count>,
     /// Distinct addresses of the address kinds (wifi, wifi_random, ble), which add up; not
     /// physical devices (a phone randomizing its address is many).
