@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crowdflow_agent::capture::file::CaptureReader;
 use crowdflow_agent::counting::Counter;
+use crowdflow_agent::counting::installation;
 use crowdflow_agent::counting::window::Windows;
 use crowdflow_agent::frame::LinkType;
 use crowdflow_agent::frame::{FcsRule, FramePolicy, capability_fingerprint, decode_sighting};
@@ -185,6 +186,11 @@ fn no_fingerprint_bytes_leave_the_agent() {
         assert_absent(&decoded.sketch.encode(), &secrets, "sketch bytes");
         outbox.push(&payload).expect("queued");
     }
+    // The learned installation history beside the outbox, scanned with it.
+    let (gate, cadence) = counter.installation();
+    let outbox_dir = dir.path().join("outbox");
+    installation::save(&outbox_dir, gate, cadence, now).expect("history saved");
+    assert!(outbox_dir.join(installation::FILE).exists());
     for entry in walk(dir.path()) {
         let bytes = std::fs::read(&entry).expect("read");
         assert_absent(&bytes, &secrets, &format!("{}", entry.display()));

@@ -235,6 +235,12 @@ fn publish_and_check(dir: &Path, port: u16) {
         metrics.contains("crowdflow_agent_salt_valid 1"),
         "{metrics}"
     );
+    // The device estimate's learned history is kept beside the outbox for a restart (counts
+    // only: scanned for the addresses below with the outbox).
+    let kept = std::fs::read(dir.join("outbox").join("installation.json"))
+        .expect("the installation history is kept as windows close");
+    let kept: serde_json::Value = serde_json::from_slice(&kept).expect("json");
+    assert_eq!(kept["rssi_bins"].as_array().map(Vec::len), Some(256));
     for (path, bytes) in files_below(&dir.join("outbox")) {
         assert_no_addresses(&bytes, &addresses, &path.display().to_string());
     }

@@ -85,6 +85,26 @@ impl Default for RssiGate {
 }
 
 impl RssiGate {
+    /// The history of frames per 1 dB bin (-128 to 127 dBm), as [`Self::bins`] gives it;
+    /// `None` unless 256 bins.
+    pub fn from_bins(bins: &[f64]) -> Option<RssiGate> {
+        Some(RssiGate {
+            bins: bins.try_into().ok()?,
+        })
+    }
+
+    /// Frames per 1 dB bin, -128 to 127 dBm.
+    pub fn bins(&self) -> &[f64; 256] {
+        &self.bins
+    }
+
+    /// Adds `other`'s history (a restarted agent's, to what it heard since).
+    pub fn add(&mut self, other: &RssiGate) {
+        for (b, o) in self.bins.iter_mut().zip(&other.bins) {
+            *b += o;
+        }
+    }
+
     /// Records one frame's signal.
     #[inline]
     pub fn observe(&mut self, rssi: i8) {
@@ -218,6 +238,17 @@ const ADDRESS_SCAN_GAP_MS: i32 = 1_000;
 const MINUTE_MS: i32 = 60_000;
 
 impl ScanCadence {
+    /// The cadence of `addresses` recurring addresses with `scans` scans in all, as
+    /// [`Self::sums`] gives them.
+    pub fn from_sums(addresses: f64, scans: f64) -> ScanCadence {
+        ScanCadence { addresses, scans }
+    }
+
+    /// The recurring addresses seen, and their scans (aged).
+    pub fn sums(&self) -> (f64, f64) {
+        (self.addresses, self.scans)
+    }
+
     /// Records the scans of one address in one minute (one scan says nothing of a cadence).
     pub fn observe(&mut self, scans: u32) {
         if scans >= 2 {
@@ -233,7 +264,8 @@ impl ScanCadence {
         self.scans *= factor;
     }
 
-    /// Adds what `other` learned (windows taught apart, as a replay does on every core).
+    /// Adds what `other` learned (windows taught apart, as a replay does on every core, or a
+    /// restarted agent's history).
     pub fn add(&mut self, other: &ScanCadence) {
         self.addresses += other.addresses;
         self.scans += other.scans;

@@ -4,6 +4,7 @@
 //! the capture threads and the publishing loop share.
 
 pub mod devices;
+pub mod installation;
 pub mod sketches;
 pub mod tally;
 pub mod window;
@@ -193,6 +194,16 @@ impl Counter {
     pub fn close_all(&mut self) -> Vec<SketchMessage> {
         self.windows
             .close_all(&self.sensor, &self.salts, AGENT_VERSION)
+    }
+
+    /// What the device estimate has learned of the installation (see [`installation`]).
+    pub fn installation(&self) -> (&devices::RssiGate, &devices::ScanCadence) {
+        self.windows.installation()
+    }
+
+    /// Adds a history learned before a restart (see [`installation`]).
+    pub fn add_installation(&mut self, gate: &devices::RssiGate, cadence: &devices::ScanCadence) {
+        self.windows.add_installation(gate, cadence);
     }
 
     /// The capture source failed.

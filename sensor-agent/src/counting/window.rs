@@ -74,6 +74,18 @@ impl Windows {
         self
     }
 
+    /// What the device estimate has learned of the installation: its signal history and
+    /// scan cadence ([`super::installation`] keeps them across restarts).
+    pub fn installation(&self) -> (&RssiGate, &ScanCadence) {
+        (&self.gate, &self.cadence)
+    }
+
+    /// Adds a history learned before (a restarted agent's) to what was heard since.
+    pub fn add_installation(&mut self, gate: &RssiGate, cadence: &ScanCadence) {
+        self.gate.add(gate);
+        self.cadence.add(cadence);
+    }
+
     /// Reads capability groups under the installer's `rule` (`capture.device_count`).
     pub fn with_device_rule(mut self, rule: DeviceRule) -> Windows {
         self.rule = rule;

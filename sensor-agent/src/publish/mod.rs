@@ -23,6 +23,8 @@ use rumqttc::QoS;
 
 use crate::config::{AgentConfig, Broker};
 use crate::counting::Counter;
+use crate::counting::devices::DeviceRule;
+use crate::counting::installation;
 use crate::metrics::AgentMetrics;
 use link::{Link, Tag, connect, deliver, on_event};
 use outbox::{Outbox, OutboxError};
@@ -65,6 +67,56 @@ impl Publishing<'_> {
     }
 }
 
+/// What the device estimate learned of the installation, on disk beside the outbox
+/// ([`installation`]): read back at start, written as windows close. A file that cannot be
+/// read or written is logged, not fatal: the history is learned again.
+struct Installation<'a> {
+    dir: &'a Path,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl<'a> Installation<'a> {
+    fn restore(dir: &'a Path, counter: &Mutex<Counter>) -> Result<Installation<'a>, RunError> {
+        match installation::load(dir, Timestamp::now()) {
+            Ok(Some((gate, cadence))) => {
+                let mut c = lock(counter)?;
+                c.add_installation(&gate, &cadence);
+                tracing::info!(
+                    gate_dbm = ?gate.learned(),
+                    scan_cadence = ?cadence.learned(DeviceRule::Auto),
+                    "the installation's signal history and scan cadence read back"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+        Ok(Installation {
+            dir,
+            failing: false,
+        })
+    }
+
+    fn keep(&mut self, counter: &Mutex<Counter>, now: Timestamp) -> Result<(), RunError> {
+        // Copied under the lock, written after it: the capture threads wait for no disk.
+        let (gate, cadence) = {
+            let c = lock(counter)?;
+            let (gate, cadence) = c.installation();
+            (gate.clone(), cadence.clone())
+        };
+        let written = installation::save(self.dir, &gate, &cadence, now);
+        match written {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                tracing::warn!("{e}: a restart learns the device estimate's history again");
+                self.failing = true;
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    }
+}
+
 /// Closes windows into the outbox and delivers them, keeps the salt and the status, until
 /// `shutdown` completes.
 pub(crate) async fn publish(
@@ -74,6 +126,7 @@ pub(crate) async fn publish(
 ) -> Result<(), RunError> {
     let mut outbox =
         Outbox::open_for(config.outbox_dir, config.outbox_max_bytes, config.sensor_id)?;
+    let mut installation = Installation::restore(config.outbox_dir, &counter)?;
     let metrics = AgentMetrics::default();
     metrics.identify(config.sensor_id);
     if let Some(addr) = config.metrics_listen {
@@ -110,6 +163,9 @@ pub(crate) async fn publish(
                 link.refused.flush(std::time::Instant::now());
                 let now = Timestamp::now();
                 let messages = lock(&counter)?.close_due(now);
+                if !messages.is_empty() {
+                    installation.keep(&counter, now)?;
+                }
                 for m in messages {
                     outbox.push(&m.encode())?;
                 }
@@ -137,6 +193,7 @@ pub(crate) async fn publish(
     for m in lock(&counter)?.close_all() {
         outbox.push(&m.encode())?;
     }
+    installation.keep(&counter, Timestamp::now())?;
     let offline = AgentStatus::offline(config.sensor_id.clone()).encode();
     let _ = link.client.try_publish(
         link.sensor_topic_status.clone(),
