@@ -70,7 +70,7 @@ enum Command {
         /// How the device estimate reads a capability group, as `capture.device_count` does
         /// live: `auto` (through its scans in crowd minutes only) or `scans` (in every
         /// minute: a passage, street or square where people pass).
-        #[arg(long, value_name = "RULE", default_value = "auto", value_parser = parse_device_count)]
+        #[arg(long, value_name = "RULE", default_value = "auto", value_parser = parse_device_count, requires = "window")]
         device_count: DeviceRule,
     },
 }

@@ -430,8 +430,8 @@ pub fn replay_windows(
         }
         // A file named twice would count its frames twice (and lift single frames of the
         // device estimate into groups).
-        let key = if path == Path::new(STDIN) {
-            path.clone()
+        let key = if is_stdin(path) {
+            PathBuf::from(STDIN)
         } else {
             std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())
         };
@@ -491,10 +491,14 @@ pub fn replay_windows(
     }
     warnings.extend(gate_hint(policy, &tally));
     if interrupted() {
-        warnings.push(
-            "interrupted: the counts are of the frames read before it (the last window is partial)"
-                .to_owned(),
-        );
+        warnings.push(format!(
+            "interrupted: the counts are of the frames read before it{}",
+            if window.is_some() {
+                " (the last window is partial)"
+            } else {
+                ""
+            }
+        ));
     }
     let (device_gate_dbm, scan_cadence, windows) =
         match windowed.map(|w| w.finish(&salt, policy, &mut sketches)) {
@@ -697,6 +701,14 @@ fn interrupted() -> bool {
 
 /// The path that names standard input (`--pcap -`, as `tshark -r -` reads a pipe).
 pub const STDIN: &str = "-";
+
+/// Whether `path` names standard input: [`STDIN`] or one of the system's names for it, so
+/// that `--pcap - --pcap /dev/stdin` reads it once.
+fn is_stdin(path: &Path) -> bool {
+    ["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"]
+        .iter()
+        .any(|name| path == Path::new(name))
+}
 
 /// Standard input read on a thread of its own, in chunks: a read blocked on a pipe whose
 /// writer is idle cannot be interrupted, so Ctrl-C would wait for the writer (and a second
@@ -924,6 +936,10 @@ fn read_packets<R: BufRead>(
                 .or_default() += 1;
         }
         clock.wait_for(packet.ts_ns);
+        // Ctrl-C while waiting for the frame's moment: it was not heard yet.
+        if interrupted() {
+            break;
+        }
         outcomes.clear();
         frame::decode_packet(&packet, policy, windowed, &mut outcomes);
         for sighting in outcomes.drain(..) {
@@ -1033,7 +1049,7 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>, cadence: Option<f6
         None => "no signal gate: no far mode heard".to_owned(),
     };
     let cadence = match cadence {
-        Some(c) => format!("scan cadence {c:.2} a device-minute"),
+        Some(c) => format!("scan cadence {c:.2} scans per device per minute"),
         None => format!(
             "no scan cadence: fewer recurring addresses than the {MIN_CADENCE_ADDRESSES} \
              (device count auto) or {MIN_CADENCE_ADDRESSES_SCANS} (scans) it needs, read by concurrency"

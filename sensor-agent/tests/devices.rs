@@ -471,6 +471,14 @@ fn replay_refuses_ambiguous_options_and_says_what_to_give() {
         "{}",
         stderr(&out)
     );
+    // a device rule without windows would read nothing: say what it needs
+    let out = agent_replay(&["--device-count", "scans"], std::slice::from_ref(&file));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--window <DURATION>"),
+        "{}",
+        stderr(&out)
+    );
     // a gate nothing passes says so, rather than reading an empty place
     let out = agent_replay(
         &["--ignore-fcs", "--min-rssi", "0"],

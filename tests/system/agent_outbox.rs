@@ -77,7 +77,7 @@ fn windows_closed_during_an_outage_and_an_agent_restart_all_arrive_exactly_once(
         broker.proc.kill();
         // All frames are heard and their windows closed into the outbox during the outage.
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let queued = files_below(&dir.path().join("outbox"));
+        let queued = queued_sketches(&dir.path().join("outbox"));
         assert!(
             queued.len() >= 2,
             "windows queued during the outage: {}",
@@ -138,12 +138,23 @@ fn windows_closed_during_an_outage_and_an_agent_restart_all_arrive_exactly_once(
         }
         assert_eq!(total, DEVICES, "every window exactly once");
         assert!(
-            files_below(&dir.path().join("outbox")).is_empty(),
+            queued_sketches(&dir.path().join("outbox")).is_empty(),
             "the outbox is drained"
         );
+        // What the device estimate learned stays beside it, for the next start.
+        assert!(dir.path().join("outbox/installation.json").exists());
         let addresses: Vec<[u8; 6]> = probes().iter().map(|p| p.address).collect();
         assert_no_addresses(&seen.wire, &addresses, "an MQTT payload");
         assert_no_addresses(&first_output, &addresses, "the agent's output");
     });
     drop(broker);
+}
+
+/// The files under an agent's outbox directory but its learned installation history
+/// (`installation.json`, kept across restarts): the queued sketch messages.
+fn queued_sketches(outbox: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    files_below(outbox)
+        .into_iter()
+        .filter(|(path, _)| !path.ends_with("installation.json"))
+        .collect()
 }

@@ -320,7 +320,7 @@ impl Span {
         }
     }
 
-    /// Adds a frame heard after the others (in arrival order); a minute's scans that end
+    /// Adds a frame heard after the others (in time order); a minute's scans that end
     /// here go to `minute_scans`.
     fn add(&mut self, ms: i32, minute_scans: &mut impl FnMut(u32)) {
         self.first = self.first.min(ms);
@@ -464,14 +464,26 @@ impl DeviceGroups {
     }
 
     /// The window's fingerprinted frames above `gate`, grouped; `address_scans` gets the
-    /// scans of each address in each minute. Frames come in arrival order, which is time
-    /// order but for late frames.
+    /// scans of each address in each minute.
     fn grouping(&self, gate: Option<i8>, mut address_scans: impl FnMut(u32)) -> Grouping {
+        // Scans are read in time order. Frames come so from one radio; a replay of captures
+        // that overlap in time (two sensors of a zone, given as two files) appends the
+        // second's after the first's, and read in that order its scans were lost: the
+        // estimate was half that of the same frames merged into one file (a fresh user's
+        // trial). A stable sort keeps a moment's frames in arrival order.
+        let in_order;
+        let marks: &[FrameMark] = if self.marks.is_sorted_by_key(|m| m.ms) {
+            &self.marks
+        } else {
+            let mut sorted = self.marks.clone();
+            sorted.sort_by_key(|m| m.ms);
+            in_order = sorted;
+            &in_order
+        };
         // Each address's span, one partition at a time.
         let mut spans: Vec<(Fingerprint, Span, u64)> = Vec::new();
         let mut index: foldhash::HashMap<u64, usize> = foldhash::HashMap::default();
-        for partition in partitions(&self.marks).chunk_by(|a, b| partition_of(a) == partition_of(b))
-        {
+        for partition in partitions(marks).chunk_by(|a, b| partition_of(a) == partition_of(b)) {
             index.clear();
             for m in partition.iter().filter(|m| heard(gate, m.rssi)) {
                 let next = spans.len();
@@ -499,7 +511,7 @@ impl DeviceGroups {
         let mut at: foldhash::HashMap<Fingerprint, usize> = foldhash::HashMap::default();
         let mut previous: Option<(Fingerprint, usize)> = None;
         let mut minutes = Vec::new();
-        for m in self.marks.iter().filter(|m| heard(gate, m.rssi)) {
+        for m in marks.iter().filter(|m| heard(gate, m.rssi)) {
             let i = match previous {
                 Some((fingerprint, i)) if fingerprint == m.fingerprint => i,
                 _ => *at.entry(m.fingerprint).or_insert_with(|| {
@@ -1037,6 +1049,35 @@ mod tests {
         one_scan_each(&mut two, 0x82, 0, 30, 2);
         one_scan_each(&mut two, 0x02, 100, 30, 2);
         assert_eq!(count_with(&two, Some(1.0)), 2);
+    }
+
+    #[test]
+    fn frames_appended_out_of_time_order_read_as_in_it() {
+        // Two sensors' captures of one crowd replayed as two files: the second's frames come
+        // after the first's whole window. Read in arrival order, the second's scans were
+        // lost (a fresh user's trial: half the devices); they are read in time order.
+        let mut together = DeviceGroups::new(t0());
+        let (mut first, mut second) = (DeviceGroups::new(t0()), DeviceGroups::new(t0()));
+        for (model, base) in [(0x82u8, 0u8), (0x02, 100), (0x04, 200)] {
+            one_scan_each(&mut together, model, base, 30, 2);
+            one_scan_each(&mut first, model, base, 15, 4);
+            for i in 0..15u8 {
+                // The other sensor's phones, between the first's.
+                let t = at(i64::from(i) * 4 + 2);
+                for extra_ms in [0, 20] {
+                    let ms = second.ms_since_start(t) + extra_ms;
+                    second.observe_ms(dev(base + 15 + i), Some(fp(model)), ms, Some(-50), false);
+                }
+            }
+        }
+        let mut appended = first;
+        appended.marks.extend_from_slice(&second.marks);
+        assert_eq!(count_with(&together, Some(1.0)), 90);
+        assert_eq!(count_with(&appended, Some(1.0)), 90);
+        let (mut in_order, mut out_of_order) = (ScanCadence::default(), ScanCadence::default());
+        together.teach(None, &mut in_order);
+        appended.teach(None, &mut out_of_order);
+        assert_eq!(in_order.sums(), out_of_order.sums());
     }
 
     #[test]
