@@ -186,7 +186,7 @@ fn no_fingerprint_bytes_leave_the_agent() {
         assert_absent(&decoded.sketch.encode(), &secrets, "sketch bytes");
         outbox.push(&payload).expect("queued");
     }
-    // The learned installation history beside the outbox, scanned with it.
+    // The learned installation history in the outbox directory, scanned with it.
     let (gate, cadence) = counter.installation();
     let outbox_dir = dir.path().join("outbox");
     installation::save(&outbox_dir, gate, cadence, now).expect("history saved");

@@ -235,7 +235,7 @@ fn publish_and_check(dir: &Path, port: u16) {
         metrics.contains("crowdflow_agent_salt_valid 1"),
         "{metrics}"
     );
-    // The device estimate's learned history is kept beside the outbox for a restart (counts
+    // The device estimate's learned history is kept in the outbox directory for a restart (counts
     // only: scanned for the addresses below with the outbox).
     let kept = std::fs::read(dir.join("outbox").join("installation.json"))
         .expect("the installation history is kept as windows close");

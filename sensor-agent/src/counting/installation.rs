@@ -4,7 +4,7 @@
 //! concurrency, about a quarter of its devices, until it had heard 100 recurring addresses
 //! again (the first quarter hour of a zone's arrivals, in the demo's morning).
 //!
-//! The file (`installation.json` beside the outbox) holds counts only: no address, hash,
+//! The file (`installation.json` in the outbox directory) holds counts only: no address, hash,
 //! fingerprint or salt. It is aged by the time it lay on disk, as the history ages in memory
 //! (half-life [`GATE_HALF_LIFE`](super::devices::GATE_HALF_LIFE)).
 
@@ -20,6 +20,9 @@ pub const FILE: &str = "installation.json";
 
 /// The file's format version.
 const VERSION: u8 = 1;
+
+/// The most scans of one address in a minute: its scans are at least a second apart.
+const MAX_SCANS_PER_MINUTE: f64 = 60.0;
 
 /// The learned history, as written.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +82,16 @@ pub fn load(
     let counts = stored.rssi_bins.iter().chain(&stored.cadence);
     if counts.clone().any(|c| !c.is_finite() || *c < 0.0) {
         return Err(invalid("a count is negative or not a number".into()));
+    }
+    // Every recurring address was heard in 2 to 60 scans of a minute (scans are 1 s apart
+    // at least), and ageing scales both sums alike.
+    let [addresses, scans] = stored.cadence;
+    if !(2.0 * addresses * (1.0 - 1e-9)..=MAX_SCANS_PER_MINUTE * addresses * (1.0 + 1e-9))
+        .contains(&scans)
+    {
+        return Err(invalid(format!(
+            "{scans} scans of {addresses} recurring addresses: each has 2 to {MAX_SCANS_PER_MINUTE}"
+        )));
     }
     let mut gate = RssiGate::from_bins(&stored.rssi_bins).ok_or_else(|| {
         invalid(format!(
@@ -183,6 +196,14 @@ mod tests {
             (good.replace("\"v\":1", "\"v\":9"), "version 9"),
             (good.replacen(",0.0", ",-1.0", 1), "negative"),
             (good.replacen(",0.0", "", 1), "255 signal bins"),
+            (
+                good.replace("\"cadence\":[300.0,900.0]", "\"cadence\":[200.0,100.0]"),
+                "each has 2 to 60",
+            ),
+            (
+                good.replace("\"cadence\":[300.0,900.0]", "\"cadence\":[200.0,1e300]"),
+                "each has 2 to 60",
+            ),
         ] {
             std::fs::write(&path, &bad).expect("write");
             let e = load(dir.path(), now).expect_err("refused").to_string();

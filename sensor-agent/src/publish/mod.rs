@@ -67,7 +67,7 @@ impl Publishing<'_> {
     }
 }
 
-/// What the device estimate learned of the installation, on disk beside the outbox
+/// What the device estimate learned of the installation, on disk in the outbox directory
 /// ([`installation`]): read back at start, written as windows close. A file that cannot be
 /// read or written is logged, not fatal: the history is learned again.
 struct Installation<'a> {
