@@ -82,9 +82,13 @@ fn the_live_stream_shows_a_filling_zone_within_seconds_and_raises_its_alert() {
     assert_eq!(name, "snapshot");
     assert!(snapshot.is_array());
 
-    // 60 devices, each probing every 2 s for 30 s: 60 x 1.0 / 10 m2 = 6 persons/m2.
+    // 60 devices, each probing every 2 s for 90 s: 60 x 1.0 / 10 m2 = 6 persons/m2. The
+    // crowd stays until the minute that holds it has settled: a replay whose file has ended
+    // goes silent, and a silent zone raises its staleness alert (two windows + 15 s after
+    // its last data) instead of a level alert; with 30 s of crowd that came first when the
+    // start fell late in a minute.
     let pcap = dir.path().join("crowd.pcap");
-    let probes: Vec<Probe> = (0..15u64)
+    let probes: Vec<Probe> = (0..45u64)
         .flat_map(|round| {
             (0..60u64).map(move |i| Probe {
                 t_us: 1_000_000 + round * 2_000_000 + i * 10_000,
