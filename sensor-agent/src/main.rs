@@ -280,7 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_stderr(&format!("crowdflow-agent: error: {e}"));
             }
             Ok(if report.interrupted {
-                ExitCode::from(130)
+                ExitCode::from(INTERRUPT_EXIT.load(std::sync::atomic::Ordering::Relaxed))
             } else if report.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
@@ -290,19 +290,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The exit status of a replay a signal stopped: 128 + the signal's number, as the shell
+/// reports a process a signal ended (130 for SIGINT, 143 for SIGTERM).
+static INTERRUPT_EXIT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(130);
+
+/// 128 + the number of the signal [`next_signal`] named.
+fn exit_status(signal: &str) -> u8 {
+    if signal == "SIGTERM" { 143 } else { 130 }
+}
+
 /// The first SIGINT or SIGTERM stops the replay at its next frame, which then prints what it
-/// counted; a second one ends the process at once (exit 130, as the shell reports Ctrl-C).
+/// counted; a second one ends the process at once (exit 128 + the signal's number).
 fn interrupt_replay_on_signal() {
     let watch = || -> std::io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(async {
-            next_signal().await;
+        let second = runtime.block_on(async {
+            let first = next_signal().await;
+            INTERRUPT_EXIT.store(exit_status(first), std::sync::atomic::Ordering::Relaxed);
             crowdflow_agent::replay::interrupt();
-            next_signal().await;
+            next_signal().await
         });
-        std::process::exit(130);
+        std::process::exit(i32::from(exit_status(second)));
     };
     let warn = |e: std::io::Error| {
         print_stderr(&format!(

@@ -64,7 +64,7 @@ impl Default for AgentMetrics {
             counted: counter_vec(
                 &r,
                 "crowdflow_agent_frames_counted_total",
-                "Frames counted, by sketch kind.",
+                "Frames counted, by address kind (wifi, wifi_random, ble: each frame once; the device estimate's kind stands on the Wi-Fi frames).",
                 "kind",
             ),
             skipped: counter_vec(
@@ -147,7 +147,9 @@ impl AgentMetrics {
         counting: bool,
         published: u64,
     ) {
-        for kind in Kind::ALL {
+        // Frames are counted by the address they carry; a series for the device estimate's
+        // kind would read 0 forever (its members are concurrency slots, not frames).
+        for kind in Kind::ADDRESSES {
             raise(
                 &self.counted.with_label_values(&[kind.as_str()]),
                 counter.counted(kind),

@@ -182,15 +182,21 @@ fn an_interrupted_replay_reports_what_it_counted() {
 
 /// Ctrl-C to `child`, as a terminal sends it.
 fn interrupt(child: &std::process::Child) {
+    signal(child, "INT");
+}
+
+/// Sends `child` the signal named `name` (INT, TERM).
+fn signal(child: &std::process::Child, name: &str) {
     let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(kill.success());
 }
 
-/// `--pcap -` fed by a writer that stays open (a live `tcpdump -w -`): Ctrl-C ends the
-/// replay with what it counted, rather than waiting for the writer to close.
+/// `--pcap -` fed by a writer that stays open (a live `tcpdump -w -`): SIGTERM (as `timeout`
+/// or a service manager sends it) ends the replay with what it counted, rather than waiting
+/// for the writer to close, and exits 143 (128 + 15), as the shell reports it.
 #[test]
 fn an_interrupted_replay_of_an_idle_pipe_reports_what_it_counted() {
     use std::io::Write;
@@ -209,10 +215,10 @@ fn an_interrupted_replay_of_an_idle_pipe_reports_what_it_counted() {
         .expect("the agent reads the pipe");
     // The whole capture is in; the writer stays open, as a live capture would.
     std::thread::sleep(std::time::Duration::from_secs(2));
-    interrupt(&child);
+    signal(&child, "TERM");
     let out = child.wait_with_output().expect("agent output");
     drop(writer);
-    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(v["interrupted"], true);
     assert_eq!(
