@@ -28,7 +28,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         &config.policy,
     );
     let span = sensor_span(&config.sensor_id);
-    span.in_scope(|| start_capture(&config, &counter));
+    span.in_scope(|| {
+        // Said at the start, not first when a salt lets the capture begin.
+        for problem in crate::selfcheck::unreadable_capture_files(&config.source) {
+            tracing::error!("capture file cannot be counted: {problem}");
+        }
+        start_capture(&config, &counter)
+    });
     publish(Publishing::of(&config), counter, shutdown)
         .instrument(span)
         .await

@@ -194,7 +194,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // default comes from its files).
             let kinds: Vec<String> = c.source.kinds().iter().map(|k| k.to_string()).collect();
             println!("publishes: {}", kinds.join(", "));
-            Ok(ExitCode::SUCCESS)
+            println!("{}", device_gate(c.policy.min_rssi));
+            let unreadable = crowdflow_agent::selfcheck::unreadable_capture_files(&c.source);
+            for problem in &unreadable {
+                print_stderr(&format!("crowdflow-agent: error: capture.pcap: {problem}"));
+            }
+            Ok(if unreadable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Selfcheck { config, timeout_s } => {
             // an installer's report: a config at fault is the first line to fix, not a crash
@@ -287,6 +296,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+    }
+}
+
+/// What `validate` says of the device estimate's signal gate: a fixed gate replaces the
+/// learned one, which is what an installer copying a value from somewhere should know.
+fn device_gate(fixed: Option<i8>) -> String {
+    match fixed {
+        Some(dbm) => format!(
+            "device gate: fixed at {dbm} dBm by capture.min_rssi_dbm (it replaces the gate the device estimate learns from this sensor's signal levels; unset it unless the learned gate cuts the zone's own far side: docs/counting-devices.md)"
+        ),
+        None => "device gate: learned from this sensor's signal levels (after 500 frames with a signal reading)".to_owned(),
     }
 }
 

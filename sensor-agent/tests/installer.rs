@@ -104,6 +104,41 @@ fn selfcheck_creates_no_directory() {
         valid.contains("publishes: wifi, wifi_random, wifi_derandomized\n"),
         "{valid}"
     );
+    assert!(valid.contains("device gate: learned"), "{valid}");
+    // A capture file that cannot be counted is named by validate, which then fails: a
+    // trial's agent was called valid, published a BLE kind it guessed, and counted nothing.
+    let missing = dir.path().join("missing.pcap");
+    let broken = dir.path().join("broken.toml");
+    let text_of_config = std::fs::read_to_string(&config).expect("config");
+    let with_gate = text_of_config.replace(
+        "source = \"pcap\"\n",
+        "source = \"pcap\"\nmin_rssi_dbm = -85\n",
+    );
+    std::fs::write(&config, &with_gate).expect("config");
+    let gated = text(&agent(&["validate"], Some(&config)).stdout);
+    assert!(
+        gated.contains("device gate: fixed at -85 dBm") && gated.contains("replaces"),
+        "{gated}"
+    );
+    let pcap_line = with_gate
+        .lines()
+        .find(|l| l.starts_with("pcap = "))
+        .expect("pcap line")
+        .to_owned();
+    std::fs::write(
+        &broken,
+        with_gate.replace(&pcap_line, &format!("pcap = [\"{}\"]", missing.display())),
+    )
+    .expect("config");
+    let out = agent(&["validate"], Some(&broken));
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("capture.pcap")
+            && stderr.contains("missing.pcap")
+            && stderr.contains("cannot open"),
+        "{stderr}"
+    );
     let out = agent(&["selfcheck", "--timeout-s", "2"], Some(&config));
     let stdout = text(&out.stdout);
     assert!(
