@@ -355,7 +355,59 @@ impl WindowedReplay {
             })
             .collect();
         union.add_into(whole);
-        (gate, cadence, windows)
+        (gate, cadence, with_silent_windows(windows))
+    }
+}
+
+/// `windows` (in time order) with the windows of a silence shorter than [`PAUSE`] put in
+/// as heard nothing: the capture ran through them, as its frames on both sides say, so they
+/// read 0, as the live agent publishes them, rather than leaving holes in a series (a fresh
+/// user's trial). Not where a window beside the gap is partial: a file ended or began, or a
+/// pause, there, and what happened between is not known.
+fn with_silent_windows(windows: Vec<WindowReport>) -> Vec<WindowReport> {
+    let mut out: Vec<WindowReport> = Vec::with_capacity(windows.len());
+    for w in windows {
+        if let Some(before) = out.last()
+            && !before.partial
+            && !w.partial
+            && w.start > before.end
+            && w.start.as_second() - before.end.as_second() < PAUSE.as_secs() as i64
+        {
+            let length = before.end.duration_since(before.start);
+            let mut start = before.end;
+            let mut silent = Vec::new();
+            while start < w.start {
+                silent.push(heard_nothing(before, start, start + length));
+                start += length;
+            }
+            out.extend(silent);
+        }
+        out.push(w);
+    }
+    out
+}
+
+/// A window from `start` to `end` that heard nothing, with the kinds of `like`.
+fn heard_nothing(like: &WindowReport, start: Timestamp, end: Timestamp) -> WindowReport {
+    let zero = Estimate {
+        estimate: 0.0,
+        lower: 0.0,
+        upper: 0.0,
+    };
+    WindowReport {
+        start,
+        end,
+        frames: WindowFrames {
+            total: 0,
+            counted: like.frames.counted.keys().map(|&k| (k, 0)).collect(),
+            skipped: BTreeMap::new(),
+        },
+        distinct: like.distinct.keys().map(|&k| (k, zero)).collect(),
+        devices: Devices {
+            wifi: zero,
+            ble: zero,
+        },
+        partial: false,
     }
 }
 

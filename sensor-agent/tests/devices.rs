@@ -619,3 +619,23 @@ fn replay_output_to_a_closed_pipe_or_a_full_disk_ends_without_a_panic() {
         .expect("agent runs");
     assert_ne!(out.status.code(), Some(101), "a panic's exit status");
 }
+
+/// A phone that pauses a few minutes between scans: the minutes between are listed as heard
+/// nothing (0 frames, 0 devices), as the live agent publishes them, so a series has no holes;
+/// a silence of 15 minutes or more is a pause and stays out (its edges partial).
+#[test]
+fn the_windows_of_a_short_silence_read_zero_devices() {
+    let report = phone_windows(&[phone("iPhone11-B")], 60);
+    let ws = report.windows.as_ref().expect("windows");
+    for pair in ws.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "a hole after {}", pair[0].start);
+    }
+    let silent: Vec<_> = ws.iter().filter(|w| w.frames.total == 0).collect();
+    // 12 of its 53 minutes hold no probe request (tshark: 41 minutes with frames).
+    assert_eq!((ws.len(), silent.len()), (53, 12));
+    assert!(silent.iter().all(|w| w.devices.wifi.estimate == 0.0
+        && w.distinct.values().all(|e| e.upper == 0.0)
+        && !w.partial));
+    let frames: u64 = ws.iter().map(|w| w.frames.total).sum();
+    assert_eq!(frames, report.frames);
+}
