@@ -132,9 +132,9 @@ pub struct WindowReport {
     pub distinct: BTreeMap<Kind, Estimate>,
     /// Devices: `wifi` the physical Wi-Fi device estimate, `ble` the distinct BLE addresses.
     pub devices: Devices,
-    /// A replayed file begins or ends inside the window (a capture started, stopped, was cut
-    /// or interrupted in it), or a silence of [`PAUSE`] or more does (a paused capture):
-    /// its counts are of part of the window.
+    /// The replayed frames, all files together, begin or end inside the window (a capture
+    /// started, stopped, was cut or interrupted in it), or a silence of [`PAUSE`] or more
+    /// does (a paused capture): its counts are of part of the window.
     pub partial: bool,
 }
 
@@ -173,6 +173,10 @@ struct WindowedReplay {
     last: usize,
     /// The current file's previous frame (ns), none before its first.
     previous_ns: Option<i64>,
+    /// The current run of frames (ns, earliest and latest): a file's, up to a pause.
+    run: Option<(i64, i64)>,
+    /// The runs ended so far: when the captures ran.
+    runs: Vec<(i64, i64)>,
 }
 
 /// A silence this long inside a file is read as a paused capture, so the windows it starts
@@ -233,19 +237,44 @@ impl WindowedReplay {
 
     /// A file's frames end (read to its end, cut, or interrupted).
     fn end_file(&mut self) {
-        if let Some(last) = self.previous_ns.take() {
-            self.mark_end(last);
+        self.previous_ns = None;
+        self.runs.extend(self.run.take());
+    }
+
+    /// Marks partial the windows where the captures began or stopped: the runs of all files
+    /// taken together, so that files one capture was split into (`tcpdump -G`, `dumpcap -b`)
+    /// or several sensors' overlapping files mark only the edges of the whole. A gap under
+    /// [`PAUSE`] between one run's end and the next one's start is a silence, as inside a
+    /// file. A run beginning within a second of its window's start, or ending within a second
+    /// of its end, leaves it whole: a capture rarely begins on the instant.
+    fn mark_edges(&mut self) {
+        let pause_ns = PAUSE.as_secs() as i64 * NS_PER_S;
+        let len_ns = self.len_ns();
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.extend(self.run.take());
+        runs.sort_unstable();
+        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(runs.len());
+        for (first, last) in runs {
+            match merged.last_mut() {
+                Some(run) if first - run.1 < pause_ns => run.1 = run.1.max(last),
+                _ => merged.push((first, last)),
+            }
+        }
+        for (first, last) in merged {
+            let begins = first.div_euclid(len_ns) * len_ns;
+            if first > begins + NS_PER_S {
+                self.mark_partial(begins);
+            }
+            let ends = last.div_euclid(len_ns) * len_ns;
+            if last < ends + len_ns - NS_PER_S {
+                self.mark_partial(ends);
+            }
         }
     }
 
-    /// Frames stop at `last_ns`, the previous frame (in the window at `self.last`): its window
-    /// is partial unless they stop within a second of its end.
-    fn mark_end(&mut self, last_ns: i64) {
-        let len_ns = self.len_ns();
-        if let Some(w) = self.open.get_mut(self.last)
-            && last_ns < w.start_ns + len_ns - NS_PER_S
-        {
-            w.partial = true;
+    fn mark_partial(&mut self, start_ns: i64) {
+        if let Some(&i) = self.index.get(&start_ns) {
+            self.open[i].partial = true;
         }
     }
 
@@ -264,18 +293,17 @@ impl WindowedReplay {
             self.gate.observe(rssi);
         }
         let pause_ns = PAUSE.as_secs() as i64 * NS_PER_S;
-        let starts = match self.previous_ns {
-            None => true,
-            Some(previous) if ts_ns - previous >= pause_ns => {
-                self.mark_end(previous);
-                true
-            }
-            Some(_) => false,
-        };
+        if let Some(previous) = self.previous_ns
+            && ts_ns - previous >= pause_ns
+        {
+            self.runs.extend(self.run.take());
+        }
         self.previous_ns = Some(ts_ns);
+        self.run = Some(match self.run {
+            None => (ts_ns, ts_ns),
+            Some((first, last)) => (first.min(ts_ns), last.max(ts_ns)),
+        });
         let window = self.window_of(ts_ns);
-        // Within a second of its start is whole: a capture rarely begins on the instant.
-        window.partial |= starts && ts_ns > window.start_ns + NS_PER_S;
         window.tally.record(&outcome.map(|s| s.heard));
         if let (Ok(sighting), Some(device)) = (outcome, device) {
             let ms = (ts_ns - window.start_ns) / 1_000_000;
@@ -296,6 +324,7 @@ impl WindowedReplay {
         policy: &FramePolicy,
         whole: &mut KindSketches,
     ) -> (Option<i8>, Option<f64>, Vec<WindowReport>) {
+        self.mark_edges();
         // A configured gate was applied to every frame already; else the learned one.
         let gate = policy.min_rssi.or_else(|| self.gate.learned());
         let extra = if policy.min_rssi.is_some() {
@@ -471,6 +500,8 @@ pub fn replay_windows(
         index: foldhash::HashMap::default(),
         last: 0,
         previous_ns: None,
+        run: None,
+        runs: Vec::new(),
     });
     let mut seen = std::collections::HashSet::new();
     let mut contents: BTreeMap<[u8; 32], PathBuf> = BTreeMap::new();
@@ -1132,7 +1163,7 @@ fn render_windows(windows: &[WindowReport], gate: Option<i8>, cadence: Option<f6
     }
     out += "(device bounds are the sketch's only; the estimate's own error: docs/counting-devices.md)\n";
     if windows.iter().any(|w| w.partial) {
-        out += "(*partial: a file's frames begin or end, or pause for 15 min or more, inside the window: it counts part of it)\n";
+        out += "(*partial: the files' frames begin or end, or pause for 15 min or more, inside the window: it counts part of it)\n";
     }
     out
 }

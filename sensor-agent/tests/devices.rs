@@ -639,3 +639,23 @@ fn the_windows_of_a_short_silence_read_zero_devices() {
     let frames: u64 = ws.iter().map(|w| w.frames.total).sum();
     assert_eq!(frames, report.frames);
 }
+
+/// One capture split into two files, as `tcpdump -G` or `dumpcap -b` rotate them: the
+/// windows read as the whole file's, the one holding the split included (a fresh user's
+/// trial found it marked partial with the whole's devices).
+#[test]
+fn a_capture_split_into_files_reads_as_the_whole() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let day = data("brno-lab/sc6-61_2022-11-16_anonymized.pcap");
+    let p = packets(&day);
+    let (first, second) = (
+        dir.path().join("first.pcap"),
+        dir.path().join("second.pcap"),
+    );
+    write_pcap(&first, &p[..5000]);
+    write_pcap(&second, &p[5000..]);
+    let whole = windows(std::slice::from_ref(&day), 900);
+    let split = windows(&[first, second], 900);
+    assert_eq!(partial_starts(&split), partial_starts(&whole));
+    assert_eq!(devices(&split), devices(&whole));
+}
