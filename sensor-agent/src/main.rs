@@ -277,9 +277,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut text = serde_json::to_string(&report).context("encoding the report")?;
                 text.push('\n');
                 print_stdout(&text)?;
-            } else if report.frames > 0 || report.errors.len() < pcaps.len() {
-                // a table only when something was read: a lone unreadable file gets its
-                // error and nothing else
+            } else if report.counted.values().any(|&n| n > 0) || report.errors.len() < pcaps.len() {
+                // a table only when something was counted or a file read cleanly: a lone
+                // unreadable file, or one of a link type not supported, gets its error and
+                // no table of zeros (a Prism capture's 13 frames read as "0 devices")
                 print_stdout(&report.render())?;
             }
             for w in &report.warnings {

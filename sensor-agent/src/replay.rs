@@ -553,6 +553,14 @@ pub fn replay_windows(
             w.end_file();
         }
         match result {
+            // A header and no packet (a capture stopped before it heard anything): said, so
+            // that its zeros are not read as a place heard empty.
+            Ok(()) if tally.frames == before.frames && !interrupted() => {
+                warnings.push(format!(
+                    "{}: the file holds no packets (a header only): nothing to count",
+                    path.display()
+                ));
+            }
             Ok(()) => {}
             Err(
                 e @ ReplayError::File {

@@ -920,3 +920,32 @@ fn mutated_captures_of_every_kind_never_panic() {
         }
     }
 }
+
+/// A pcap of a header and no packet (a capture stopped before it heard anything) is read
+/// without an error but with a warning that names it: its zeros are no place heard empty.
+#[test]
+fn a_header_only_capture_is_named_in_a_warning() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("header-only.pcap");
+    let mut header = Vec::new();
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&4u16.to_le_bytes());
+    header.extend_from_slice(&[0; 8]);
+    header.extend_from_slice(&65_535u32.to_le_bytes());
+    header.extend_from_slice(&127u32.to_le_bytes()); // radiotap
+    std::fs::write(&path, &header).expect("file");
+    let out = agent()
+        .args(["replay", "--json", "--pcap"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["frames"], 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("header-only.pcap: the file holds no packets"),
+        "{stderr}"
+    );
+}

@@ -176,4 +176,20 @@ fn replay_of_a_missing_or_non_capture_file_prints_one_error_and_no_table() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(message), "{stderr}");
     }
+    // A capture of a link type not supported is read (its frames skipped) but counts
+    // nothing: its error, and no window of "0 devices" a reader could take for an empty place.
+    let prism = root().join("sensor-agent/tests/data/captures/aircrack-ng/wpa.cap");
+    let out = agent(
+        &[
+            "replay",
+            "--window",
+            "15m",
+            "--pcap",
+            &prism.display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "", "no table of zeros");
+    assert!(text(&out.stderr).contains("unsupported link type 119"));
 }

@@ -67,7 +67,7 @@ pub enum FileError {
         advice: &'static str,
     },
     /// The file ends inside a header or record.
-    #[error("file is truncated inside {what} at byte {offset}")]
+    #[error("file is truncated inside the {what} that starts at byte {offset}")]
     Truncated {
         /// The structure that was cut off.
         what: &'static str,

@@ -104,7 +104,7 @@ fn a_cut_record_is_reported_as_truncated_with_its_offset() {
     let err = r.next_packet().expect_err("truncated");
     assert!(
         err.to_string()
-            .contains("truncated inside pcap record at byte 24"),
+            .contains("truncated inside the pcap record that starts at byte 24"),
         "{err}"
     );
 }
