@@ -109,6 +109,17 @@ pub fn load(
     Ok(Some((gate, cadence)))
 }
 
+/// Moves a refused history in `dir` aside, as `installation.json.rejected` (replacing an
+/// older one), so that a hand-edit's slip costs a restart's learning, not the history: the
+/// next write would replace the file. Returns where it went.
+pub fn set_aside(dir: &Path) -> Result<PathBuf, InstallationError> {
+    let path = dir.join(FILE);
+    let aside = dir.join(format!("{FILE}.rejected"));
+    std::fs::rename(&path, &aside)
+        .map(|()| aside)
+        .map_err(|source| InstallationError::Io { path, source })
+}
+
 /// Writes the history to `dir` (a new file renamed over the old: a crash leaves one whole).
 pub fn save(
     dir: &Path,
@@ -209,5 +220,20 @@ mod tests {
             let e = load(dir.path(), now).expect_err("refused").to_string();
             assert!(e.contains(FILE) && e.contains(says), "{e}");
         }
+    }
+
+    #[test]
+    fn a_refused_file_is_kept_aside_and_the_next_start_learns_afresh() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, "{\"v\":1, hand-edited").expect("write");
+        let aside = set_aside(dir.path()).expect("moved");
+        assert_eq!(
+            std::fs::read_to_string(&aside).expect("kept"),
+            "{\"v\":1, hand-edited"
+        );
+        assert!(aside.ends_with("installation.json.rejected"));
+        let now: Timestamp = "2026-12-04T12:00:00Z".parse().expect("ts");
+        assert!(load(dir.path(), now).expect("no file").is_none());
     }
 }

@@ -89,6 +89,12 @@ impl<'a> Installation<'a> {
                 );
             }
             Ok(None) => {}
+            Err(e @ installation::InstallationError::Invalid { .. }) => {
+                match installation::set_aside(dir) {
+                    Ok(aside) => tracing::warn!("{e}; the file is kept as {}", aside.display()),
+                    Err(moved) => tracing::warn!("{e}; it could not be kept aside: {moved}"),
+                }
+            }
             Err(e) => tracing::warn!("{e}"),
         }
         Ok(Installation {
