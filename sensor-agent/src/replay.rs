@@ -247,7 +247,7 @@ impl WindowedReplay {
     /// [`PAUSE`] between one run's end and the next one's start is a silence, as inside a
     /// file. A run beginning within a second of its window's start, or ending within a second
     /// of its end, leaves it whole: a capture rarely begins on the instant.
-    fn mark_edges(&mut self) {
+    fn mark_edges(&mut self) -> Vec<(i64, i64)> {
         let pause_ns = PAUSE.as_secs() as i64 * NS_PER_S;
         let len_ns = self.len_ns();
         let mut runs = std::mem::take(&mut self.runs);
@@ -260,7 +260,7 @@ impl WindowedReplay {
                 _ => merged.push((first, last)),
             }
         }
-        for (first, last) in merged {
+        for &(first, last) in &merged {
             let begins = first.div_euclid(len_ns) * len_ns;
             if first > begins + NS_PER_S {
                 self.mark_partial(begins);
@@ -270,6 +270,7 @@ impl WindowedReplay {
                 self.mark_partial(ends);
             }
         }
+        merged
     }
 
     fn mark_partial(&mut self, start_ns: i64) {
@@ -287,6 +288,11 @@ impl WindowedReplay {
         outcome: &Result<frame::Sighting, Skip>,
         hardware: bool,
     ) {
+        // A packet of a link type the agent cannot read says nothing of a window: no window
+        // of "0 devices" for it, and it does not bridge a pause (the report's totals keep it).
+        if matches!(outcome, Err(Skip::UnsupportedLinkType)) {
+            return;
+        }
         if let Ok(s) = outcome
             && let (Medium::Wifi, Some(rssi)) = (s.heard.medium, s.heard.rssi)
         {
@@ -324,7 +330,7 @@ impl WindowedReplay {
         policy: &FramePolicy,
         whole: &mut KindSketches,
     ) -> (Option<i8>, Option<f64>, Vec<WindowReport>) {
-        self.mark_edges();
+        let ran = self.mark_edges();
         // A configured gate was applied to every frame already; else the learned one.
         let gate = policy.min_rssi.or_else(|| self.gate.learned());
         let extra = if policy.min_rssi.is_some() {
@@ -384,30 +390,37 @@ impl WindowedReplay {
             })
             .collect();
         union.add_into(whole);
-        (gate, cadence, with_silent_windows(windows))
+        (gate, cadence, with_silent_windows(windows, &ran))
     }
 }
 
-/// `windows` (in time order) with the windows of a silence shorter than [`PAUSE`] put in
-/// as heard nothing: the capture ran through them, as its frames on both sides say, so they
-/// read 0, as the live agent publishes them, rather than leaving holes in a series (a fresh
-/// user's trial). Not where a window beside the gap is partial: a file ended or began, or a
-/// pause, there, and what happened between is not known.
-fn with_silent_windows(windows: Vec<WindowReport>) -> Vec<WindowReport> {
+/// `windows` (in time order) with the windows the captures ran through in silence put in
+/// as heard nothing: those inside a run of frames (`ran`, ns, the files together, split at
+/// silences of [`PAUSE`] or more), so they read 0, as the live agent publishes them, rather
+/// than leaving holes in a series (a fresh user's trial). Windows outside every run (before a
+/// file began, after it ended, in a pause) are not known and stay out.
+fn with_silent_windows(windows: Vec<WindowReport>, ran: &[(i64, i64)]) -> Vec<WindowReport> {
+    let ran_through = |start: Timestamp, end: Timestamp| {
+        let (start, end) = (start.as_second() * NS_PER_S, end.as_second() * NS_PER_S);
+        ran.iter()
+            .any(|&(first, last)| first < start && end <= last)
+    };
     let mut out: Vec<WindowReport> = Vec::with_capacity(windows.len());
     for w in windows {
+        // Within a run, frames are never PAUSE apart: a longer gap holds no such window (and
+        // a months' gap between files is not walked window by window).
         if let Some(before) = out.last()
-            && !before.partial
-            && !w.partial
-            && w.start > before.end
             && w.start.as_second() - before.end.as_second() < PAUSE.as_secs() as i64
         {
             let length = before.end.duration_since(before.start);
             let mut start = before.end;
             let mut silent = Vec::new();
             while start < w.start {
-                silent.push(heard_nothing(before, start, start + length));
-                start += length;
+                let end = start + length;
+                if ran_through(start, end) {
+                    silent.push(heard_nothing(before, start, end));
+                }
+                start = end;
             }
             out.extend(silent);
         }

@@ -99,9 +99,14 @@ pub fn unreadable_capture_files(source: &Source) -> Vec<String> {
         Source::Pcap { files, .. } => files
             .iter()
             .filter_map(|path| {
-                first_packet(path)
-                    .err()
-                    .map(|e| format!("{}: {e}", path.display()))
+                first_packet(path).err().map(|e| {
+                    // A relative path is opened from the current directory, not the config's.
+                    let from = std::env::current_dir()
+                        .ok()
+                        .filter(|_| path.is_relative())
+                        .map_or(String::new(), |d| format!(" (from {})", d.display()));
+                    format!("{}{from}: {e}", path.display())
+                })
             })
             .collect(),
         Source::Live { .. } => Vec::new(),

@@ -638,6 +638,22 @@ fn the_windows_of_a_short_silence_read_zero_devices() {
         && !w.partial));
     let frames: u64 = ws.iter().map(|w| w.frames.total).sum();
     assert_eq!(frames, report.frames);
+    // A capture of two bursts 6 minutes apart: its first and last windows are partial (it
+    // began and stopped in them), and the minutes between are silence, not holes.
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = packets(&phone("iPhone11-B"));
+    let two = dir.path().join("two.pcap");
+    write_pcap(&two, &[&p[..3], &p[149..152]].concat());
+    let report = phone_windows(&[two], 60);
+    let ws = report.windows.as_ref().expect("windows");
+    assert_eq!(
+        ws.len(),
+        7,
+        "{:?}",
+        ws.iter().map(|w| w.start).collect::<Vec<_>>()
+    );
+    assert!(ws[0].partial && ws[6].partial && ws[1..6].iter().all(|w| !w.partial));
+    assert!(ws[1..6].iter().all(|w| w.frames.total == 0));
 }
 
 /// One capture split into two files, as `tcpdump -G` or `dumpcap -b` rotate them: the

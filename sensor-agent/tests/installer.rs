@@ -132,7 +132,8 @@ fn selfcheck_creates_no_directory() {
     .expect("config");
     let out = agent(&["validate"], Some(&broken));
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(text(&out.stdout), "", "not called valid");
     assert!(
         stderr.contains("capture.pcap")
             && stderr.contains("missing.pcap")
