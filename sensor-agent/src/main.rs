@@ -182,7 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { config } => {
             let c = load(&config)?;
-            let unreadable = crowdflow_agent::selfcheck::unreadable_capture_files(&c.source);
+            let unreadable = selfcheck::unreadable_capture_files(&c.source);
             if !unreadable.is_empty() {
                 anyhow::bail!(
                     "{}: `capture.pcap`: {}",

@@ -195,6 +195,9 @@ struct OpenWindow {
 
 const NS_PER_S: i64 = 1_000_000_000;
 
+/// [`PAUSE`] in nanoseconds, as frames are timed.
+const PAUSE_NS: i64 = PAUSE.as_secs() as i64 * NS_PER_S;
+
 impl WindowedReplay {
     /// The open window holding `ts_ns`, opened if new.
     fn window_of(&mut self, ts_ns: i64) -> &mut OpenWindow {
@@ -248,7 +251,6 @@ impl WindowedReplay {
     /// file. A run beginning within a second of its window's start, or ending within a second
     /// of its end, leaves it whole: a capture rarely begins on the instant.
     fn mark_edges(&mut self) -> Vec<(i64, i64)> {
-        let pause_ns = PAUSE.as_secs() as i64 * NS_PER_S;
         let len_ns = self.len_ns();
         let mut runs = std::mem::take(&mut self.runs);
         runs.extend(self.run.take());
@@ -256,7 +258,7 @@ impl WindowedReplay {
         let mut merged: Vec<(i64, i64)> = Vec::with_capacity(runs.len());
         for (first, last) in runs {
             match merged.last_mut() {
-                Some(run) if first - run.1 < pause_ns => run.1 = run.1.max(last),
+                Some(run) if first - run.1 < PAUSE_NS => run.1 = run.1.max(last),
                 _ => merged.push((first, last)),
             }
         }
@@ -298,9 +300,8 @@ impl WindowedReplay {
         {
             self.gate.observe(rssi);
         }
-        let pause_ns = PAUSE.as_secs() as i64 * NS_PER_S;
         if let Some(previous) = self.previous_ns
-            && ts_ns - previous >= pause_ns
+            && ts_ns - previous >= PAUSE_NS
         {
             self.runs.extend(self.run.take());
         }
@@ -431,11 +432,7 @@ fn with_silent_windows(windows: Vec<WindowReport>, ran: &[(i64, i64)]) -> Vec<Wi
 
 /// A window from `start` to `end` that heard nothing, with the kinds of `like`.
 fn heard_nothing(like: &WindowReport, start: Timestamp, end: Timestamp) -> WindowReport {
-    let zero = Estimate {
-        estimate: 0.0,
-        lower: 0.0,
-        upper: 0.0,
-    };
+    let zero = Estimate::ZERO;
     WindowReport {
         start,
         end,

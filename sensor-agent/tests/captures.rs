@@ -927,14 +927,7 @@ fn mutated_captures_of_every_kind_never_panic() {
 fn a_header_only_capture_is_named_in_a_warning() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("header-only.pcap");
-    let mut header = Vec::new();
-    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    header.extend_from_slice(&2u16.to_le_bytes());
-    header.extend_from_slice(&4u16.to_le_bytes());
-    header.extend_from_slice(&[0; 8]);
-    header.extend_from_slice(&65_535u32.to_le_bytes());
-    header.extend_from_slice(&127u32.to_le_bytes()); // radiotap
-    std::fs::write(&path, &header).expect("file");
+    std::fs::write(&path, pcap(Magic::Micro, false, 127, &[])).expect("file");
     let out = agent()
         .args(["replay", "--json", "--pcap"])
         .arg(&path)
